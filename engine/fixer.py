@@ -1,0 +1,226 @@
+"""The fix loop: explain-then-refine candidates for one failure, each verified in the sandbox.
+
+Per failure: the suspect function + the failing test + the error become a LEDEX problem;
+K answers are sampled; each usable answer becomes a minimal patch of that one function and
+is verified by re-running the failing test and the rest of its test file in the sandbox
+(a fix that breaks a test that passed before is not verified). Verification of answer i
+overlaps generation of answer i+1. As in LEDEX's iterative refinement, up to R rounds:
+the best unverified refinement and its new failure become the next round's problem.
+
+Try it:  python -m ledex.engine.fixer examples/inventory
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ledex.engine.backends import Backend, Sampling
+from ledex.engine.failures import Failure
+from ledex.engine.format import Candidate, Mode, Problem, build_messages, clip_middle, fenced, parse_response
+from ledex.engine.localize import read_source
+from ledex.engine.patching import Patch, PatchError, make_patch
+from ledex.sandbox import Limits, Verdict, verify_many
+
+
+@dataclass(frozen=True)
+class FixConfig:
+    samples: int = 4  # K answers per round: enough variety for a tiny model, ~10 s each on 2 cores
+    rounds: int = 2  # R: LEDEX saw most gains from the first refinement; a second catches near misses
+    mode: Mode = Mode.EXPLAIN
+    sampling: Sampling = Sampling()
+    limits: Limits = Limits(wall_s=60.0)
+    python: str | None = None  # interpreter for the workspace's tests (default: this one)
+    stop_at_first: bool = False  # the editor needs one verified fix; the CLI shows all candidates
+    verify_workers: int = 2  # concurrent sandbox runs besides generation; 2 fits a 2-core machine
+
+
+@dataclass
+class CandidateResult:
+    explanation: str
+    code: str
+    round: int
+    patch: Patch | None = None
+    verified: bool = False
+    reason: str = ""  # why it is not usable or not verified ("" when verified)
+    pass_rate: float = 0.0
+    feedback: str = ""  # what the tests said about it (input to the next round)
+    generation_s: float = 0.0
+    verification_s: float = 0.0
+    raw: str = ""
+
+    @property
+    def diff(self) -> str:
+        return self.patch.diff if self.patch else ""
+
+    def to_dict(self) -> dict:
+        return {"explanation": self.explanation, "diff": self.diff, "verified": self.verified, "round": self.round,
+                "reason": self.reason, "pass_rate": self.pass_rate, "code": self.code}
+
+
+@dataclass
+class FixResult:
+    failure: Failure
+    candidates: list[CandidateResult] = field(default_factory=list)
+    model: str = ""
+    timings: dict[str, float] = field(default_factory=lambda: {"generation": 0.0, "verification": 0.0})
+
+    @property
+    def ranked(self) -> list[CandidateResult]:
+        usable = [c for c in self.candidates if c.patch is not None]
+        return sorted(usable, key=lambda c: (not c.verified, -c.pass_rate, c.round))
+
+    @property
+    def best(self) -> CandidateResult | None:
+        return next((c for c in self.ranked if c.verified), None)
+
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+def task_text(failure: Failure) -> str:
+    suspect = failure.suspect
+    test = failure.test_source or f"# {failure.test}"
+    return (f"The function `{suspect.qualname}` in `{suspect.path}` must make this test pass:\n"
+            f"{fenced(test)}")
+
+
+def feedback_text(failure: Failure) -> str:
+    return clip_middle(f"Test {failure.test} failed.\n{failure.details.strip() or failure.message}")
+
+
+def problem_for(failure: Failure) -> Problem:
+    return Problem(task_text(failure), failure.suspect.source, feedback_text(failure))
+
+
+def judge(verdict: Verdict, failure: Failure) -> tuple[bool, str]:
+    """Verified only if the failing test passes and nothing that passed before now fails."""
+    if verdict.error:
+        return False, verdict.error
+    if verdict.killed_reason:
+        return False, f"the tests were stopped ({verdict.killed_reason})"
+    outcomes = {o.nodeid: o for o in verdict.outcomes}
+    target = outcomes.get(failure.test)
+    if target is None:
+        return False, f"{failure.test} did not run"
+    if target.outcome != "passed":
+        return False, f"{failure.test} still {target.outcome}: {target.message}"
+    for nodeid in failure.passing_siblings:
+        sibling = outcomes.get(nodeid)
+        if sibling is None or sibling.outcome != "passed":
+            return False, f"the fix breaks {nodeid}"
+    return True, ""
+
+
+def _feedback_for(verdict: Verdict, failure: Failure, reason: str) -> str:
+    outcome = next((o for o in verdict.outcomes if o.nodeid == failure.test), None)
+    details = outcome.details if outcome is not None and outcome.details else reason
+    return clip_middle(f"Test {failure.test} failed.\n{details.strip()}")
+
+
+class FixEngine:
+    """Fixes failures in one workspace with one backend; safe to call from worker threads."""
+
+    def __init__(self, backend: Backend, workspace: Path, config: FixConfig = FixConfig()):
+        self.backend, self.workspace, self.config = backend, Path(workspace).resolve(), config
+        self._verdicts: dict[tuple[str, str, tuple[str, ...]], Verdict] = {}
+
+    def fix(self, failure: Failure, *, cancel: threading.Event | None = None, progress: Progress | None = None,
+            on_candidate: Callable[[CandidateResult], None] | None = None) -> FixResult:
+        result = FixResult(failure, model=self.backend.identity.id)
+        if failure.suspect is None:
+            return result
+        original = read_source(self.workspace / failure.suspect.path)
+        if original is None:
+            return result
+        cancel = cancel or threading.Event()
+        problem = problem_for(failure)
+        with ThreadPoolExecutor(self.config.verify_workers) as pool:
+            for round_no in range(1, self.config.rounds + 1):
+                batch = self._round(problem, failure, original, round_no, pool, cancel, progress, on_candidate, result)
+                if cancel.is_set() or result.best is not None:
+                    break
+                retry = max((c for c in batch if c.patch is not None), key=lambda c: c.pass_rate, default=None)
+                if retry is None:
+                    continue  # nothing usable: same problem again, new seeds
+                problem = Problem(problem.task, retry.code, retry.feedback)
+        return result
+
+    def _round(self, problem, failure, original, round_no, pool, cancel, progress, on_candidate, result):
+        messages = build_messages(problem, self.config.mode)
+        total = self.config.samples
+        pending: list[tuple[CandidateResult, Future | None]] = []
+        for i in range(total):
+            if cancel.is_set():
+                break
+            if progress:
+                progress(f"round {round_no}: generating", i, total)
+            seed = self.config.sampling.seed + 1000 * round_no + i
+            sampling = Sampling(self.config.sampling.temperature, self.config.sampling.top_p,
+                                self.config.sampling.max_tokens, seed)
+            generation = self.backend.generate(messages, sampling, cancel=cancel)
+            result.timings["generation"] += generation.seconds
+            candidate = self._candidate(generation.text, generation.truncated, failure, original, round_no)
+            candidate.generation_s = generation.seconds
+            future = pool.submit(self._verify, candidate, failure, cancel) if candidate.patch else None
+            if future is None and on_candidate:
+                on_candidate(candidate)
+            elif on_candidate:
+                future.add_done_callback(lambda _f, c=candidate: on_candidate(c))
+            pending.append((candidate, future))
+            if self.config.stop_at_first and any(f and f.done() and c.verified for c, f in pending):
+                break
+        for candidate, future in pending:
+            if future is not None:
+                future.result()
+            result.timings["verification"] += candidate.verification_s
+            result.candidates.append(candidate)
+        if progress:
+            progress(f"round {round_no}: done", total, total)
+        return [c for c, _ in pending]
+
+    def _candidate(self, text: str, truncated: bool, failure: Failure, original: str, round_no: int) -> CandidateResult:
+        parsed = parse_response(text, self.config.mode, truncated=truncated)
+        if not isinstance(parsed, Candidate):
+            return CandidateResult("", "", round_no, reason=parsed.reason, raw=text)
+        candidate = CandidateResult(parsed.explanation, parsed.code, round_no, raw=text)
+        try:
+            candidate.patch = make_patch(original, failure.suspect, parsed.code)
+        except PatchError as exc:
+            candidate.reason = str(exc)
+        return candidate
+
+    def _verify(self, candidate: CandidateResult, failure: Failure, cancel: threading.Event) -> None:
+        tests = (failure.test, *failure.siblings)
+        key = (candidate.patch.path, candidate.patch.new_text, tests)
+        started = time.perf_counter()
+        verdict = self._verdicts.get(key)
+        if verdict is None:
+            runs = verify_many(self.workspace, [{candidate.patch.path: candidate.patch.new_text}], tests,
+                               limits=self.config.limits, python=self.config.python, workers=1, cancel=cancel)
+            verdict = next((v for _, v in runs), None)
+            if verdict is None:
+                candidate.reason = "cancelled"
+                return
+            self._verdicts[key] = verdict
+        candidate.verification_s = time.perf_counter() - started
+        candidate.verified, candidate.reason = judge(verdict, failure)
+        candidate.pass_rate = verdict.pass_rate
+        candidate.feedback = _feedback_for(verdict, failure, candidate.reason)
+
+
+if __name__ == "__main__":
+    import sys
+
+    from ledex.engine.backends import load_backend
+    from ledex.engine.failures import discover
+
+    workspace = Path(sys.argv[1] if len(sys.argv) > 1 else ".")
+    engine = FixEngine(load_backend(), workspace)
+    for found in discover(workspace).failures:
+        best = engine.fix(found).best
+        print(found.test, "->", "verified" if best else "no verified fix")

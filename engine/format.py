@@ -1,0 +1,189 @@
+"""The one definition of the LEDEX prompt and response format.
+
+Inference (`ledex fix`, `ledex-lsp`) and training (`ledex-train`) both build their
+conversations here and render them with the model's own chat template, so the text a
+model is trained on is byte-for-byte the text it is served with (train/serve skew is the
+classic bug of this kind of system).
+
+Conversation shape, as in the LEDEX paper (see ../shared/ledex-method.md):
+
+    user:       the task (what the code must do: problem text or the failing test)
+    assistant:  the wrong code                       (no loss on it in training)
+    user:       execution feedback + instruction ("explain, then refine" or "refine")
+    assistant:  explanation in prose, then the refined code in ONE ```python block
+
+Try it:  python -m ledex.engine.format
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass
+from enum import Enum
+
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+
+class Mode(str, Enum):
+    EXPLAIN = "explain"  # explain why the code is wrong, then refine it (LEDEX)
+    REFINE = "refine"  # refine directly (the paper's baseline)
+
+
+SYSTEM_PROMPT = "You are an expert Python programmer who debugs code."
+
+INSTRUCTIONS = {
+    Mode.EXPLAIN: (
+        "The code above is wrong. First explain in a few sentences why it is wrong. "
+        "Then write the complete corrected code in a single ```python code block."
+    ),
+    Mode.REFINE: "The code above is wrong. Write the complete corrected code in a single ```python code block.",
+}
+
+# Feedback longer than this is cut from the middle: tracebacks can be huge and the
+# default model has a small context; the head (test) and tail (error) matter most.
+MAX_FEEDBACK_CHARS = 1500
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One self-debugging problem: what the code must do, the wrong code, what went wrong."""
+
+    task: str
+    wrong_code: str
+    feedback: str
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A usable model response: the explanation (may be empty in refine mode) and the code."""
+
+    explanation: str
+    code: str
+
+
+@dataclass(frozen=True)
+class NoCandidate:
+    """A response that cannot be used, with the reason a person can read."""
+
+    reason: str
+    raw: str
+
+
+def fenced(code: str) -> str:
+    return f"```python\n{code.rstrip()}\n```"
+
+
+def clip_middle(text: str, limit: int = MAX_FEEDBACK_CHARS) -> str:
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return f"{text[:half]}\n... [{len(text) - limit} characters cut] ...\n{text[-half:]}"
+
+
+def build_messages(problem: Problem, mode: Mode = Mode.EXPLAIN) -> list[dict[str, str]]:
+    """The conversation up to (not including) the model's answer."""
+    feedback = clip_middle(problem.feedback.strip())
+    return [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": problem.task.strip()},
+        {"role": "assistant", "content": fenced(problem.wrong_code)},
+        {"role": "user", "content": f"Execution feedback:\n{feedback}\n\n{INSTRUCTIONS[Mode(mode)]}"},
+    ]
+
+
+def format_response(explanation: str, code: str, mode: Mode = Mode.EXPLAIN) -> str:
+    """The assistant answer a trained model should produce (the SFT target)."""
+    if Mode(mode) is Mode.REFINE or not explanation.strip():
+        return fenced(code)
+    return f"{explanation.strip()}\n\n{fenced(code)}"
+
+
+def build_training_messages(problem: Problem, explanation: str, code: str, mode: Mode = Mode.EXPLAIN) -> list[dict[str, str]]:
+    """Full conversation including the target answer (training uses only its last turn as loss)."""
+    answer = {"role": "assistant", "content": format_response(explanation, code, mode)}
+    return build_messages(problem, mode) + [answer]
+
+
+# --- rendering with the model's chat template --------------------------------------------
+
+_JINJA = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+_JINJA.globals["raise_exception"] = lambda msg: (_ for _ in ()).throw(ValueError(msg))
+
+
+def render_chat(messages: list[dict[str, str]], chat_template: str, *, add_generation_prompt: bool = True,
+                bos_token: str = "", eos_token: str = "") -> str:
+    """Render messages with a Hugging Face-style Jinja chat template (the one in the GGUF).
+
+    >>> tpl = "{% for m in messages %}<{{m.role}}>{{m.content}}</s>{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}"
+    >>> render_chat([{"role": "user", "content": "hi"}], tpl)
+    '<user>hi</s><assistant>'
+    """
+    template = _JINJA.from_string(chat_template)
+    return template.render(messages=messages, add_generation_prompt=add_generation_prompt,
+                           bos_token=bos_token, eos_token=eos_token)
+
+
+# --- parsing the model's answer ----------------------------------------------------------
+
+_FENCE = re.compile(r"^[ \t]*```[ \t]*([A-Za-z0-9_+-]*)[ \t]*$", re.MULTILINE)
+_CODE_LANGS = {"", "python", "py", "python3"}
+
+
+def _blocks(text: str) -> tuple[list[tuple[int, int, int, str]], bool]:
+    """Fenced blocks as (start_of_opening_fence, body_start, body_end, lang); True if one is unclosed."""
+    fences = list(_FENCE.finditer(text))
+    blocks = []
+    for i in range(0, len(fences) - 1, 2):
+        opening, closing = fences[i], fences[i + 1]
+        blocks.append((opening.start(), opening.end() + 1, closing.start(), opening.group(1).lower()))
+    return blocks, len(fences) % 2 == 1
+
+
+def parse_response(text: str, mode: Mode = Mode.EXPLAIN, *, truncated: bool = False) -> Candidate | NoCandidate:
+    """Explanation + code from a model answer, or a NoCandidate that says why not.
+
+    >>> parse_response("It adds 1 too many.\\n```python\\ndef f(x):\\n    return x\\n```")
+    Candidate(explanation='It adds 1 too many.', code='def f(x):\\n    return x')
+    >>> parse_response("no code here").reason
+    'no code block in the answer'
+    """
+    blocks, unclosed = _blocks(text)
+    code_blocks = [b for b in blocks if b[3] in _CODE_LANGS]
+    if truncated or (unclosed and not code_blocks):
+        return NoCandidate("the answer was cut off before the code block ended", text)
+    if not code_blocks:
+        return NoCandidate("no code block in the answer", text)
+    if len(code_blocks) > 1:
+        return NoCandidate(f"{len(code_blocks)} code blocks in the answer (expected exactly one)", text)
+    start, body_start, body_end, _ = code_blocks[0]
+    code = text[body_start:body_end].rstrip()
+    if not code.strip():
+        return NoCandidate("the code block is empty", text)
+    try:
+        ast.parse(code)
+    except SyntaxError as exc:
+        return NoCandidate(f"the code does not parse: {exc.msg} (line {exc.lineno})", text)
+    explanation = text[:start].strip()
+    if Mode(mode) is Mode.EXPLAIN and not explanation:
+        explanation = text[body_end:].split("```", 1)[-1].strip()
+    return Candidate(explanation=explanation, code=code)
+
+
+def first_sentence(explanation: str, limit: int = 100) -> str:
+    """A one-line summary for menus ("Fix: <this>").
+
+    >>> first_sentence("The loop stops one early. It should use <=.")
+    'The loop stops one early.'
+    """
+    flat = " ".join(explanation.split())
+    match = re.match(r"(.+?[.!?])(\s|$)", flat)
+    line = match.group(1) if match else flat
+    return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
+
+
+if __name__ == "__main__":
+    demo = Problem(task="Write add(a, b) returning a + b.", wrong_code="def add(a, b):\n    return a - b",
+                   feedback="assert add(1, 2) == 3\nAssertionError: assert -1 == 3")
+    for message in build_messages(demo):
+        print(f"--- {message['role']}\n{message['content']}")

