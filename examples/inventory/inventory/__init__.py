@@ -1,0 +1,1 @@
+"""A tiny shop inventory: the ledex demo project (three bugs are seeded on purpose)."""

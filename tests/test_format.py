@@ -1,0 +1,77 @@
+"""The LEDEX format: prompt shape, chat rendering, and the parser over malformed answers."""
+
+import pytest
+
+from ledex.engine.format import (Candidate, Mode, NoCandidate, Problem, build_messages, build_training_messages,
+                                 clip_middle, first_sentence, format_response, parse_response, render_chat)
+from ledex.engine.backends import CHATML_TEMPLATE
+
+PROBLEM = Problem("Write add(a, b).", "def add(a, b):\n    return a - b", "AssertionError: assert -1 == 3")
+GOOD = "It subtracts instead of adding.\n\n```python\ndef add(a, b):\n    return a + b\n```"
+
+
+def test_messages_follow_the_ledex_shape():
+    messages = build_messages(PROBLEM, Mode.EXPLAIN)
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
+    assert messages[1]["content"] == PROBLEM.task
+    assert "return a - b" in messages[2]["content"] and messages[2]["content"].startswith("```python")
+    assert "AssertionError" in messages[3]["content"] and "explain" in messages[3]["content"].lower()
+    assert "explain" not in build_messages(PROBLEM, Mode.REFINE)[3]["content"].lower()
+
+
+def test_training_target_parses_back_to_the_same_candidate():
+    messages = build_training_messages(PROBLEM, "It subtracts.", "def add(a, b):\n    return a + b")
+    assert messages[:-1] == build_messages(PROBLEM)
+    parsed = parse_response(messages[-1]["content"])
+    assert parsed == Candidate("It subtracts.", "def add(a, b):\n    return a + b")
+    assert format_response("ignored", "x = 1", Mode.REFINE) == "```python\nx = 1\n```"
+
+
+def test_render_chat_uses_the_template_and_generation_prompt():
+    text = render_chat(build_messages(PROBLEM), CHATML_TEMPLATE)
+    assert text.startswith("<|im_start|>system\n") and text.endswith("<|im_start|>assistant\n")
+    assert text.count("<|im_start|>") == 5
+    assert not render_chat(build_messages(PROBLEM), CHATML_TEMPLATE, add_generation_prompt=False).endswith("assistant\n")
+
+
+@pytest.mark.parametrize("answer, reason", [
+    ("I think the bug is the minus sign.", "no code block"),
+    ("", "no code block"),
+    ("Fix:\n```python\ndef add(a, b):\n    return a +", "cut off"),
+    ("```python\ndef add(a, b):\n    return a + b\n```\nand\n```python\nprint(add(1, 2))\n```", "2 code blocks"),
+    ("Here:\n```python\ndef add(a, b)\n    return a + b\n```", "does not parse"),
+    ("Empty:\n```python\n\n```", "empty"),
+    ("```javascript\nfunction add(a, b) { return a + b }\n```", "no code block"),
+])
+def test_parser_rejects_junk_with_a_reason(answer, reason):
+    parsed = parse_response(answer)
+    assert isinstance(parsed, NoCandidate)
+    assert reason in parsed.reason
+    assert parsed.raw == answer
+
+
+def test_parser_accepts_variants():
+    assert parse_response(GOOD) == Candidate("It subtracts instead of adding.", "def add(a, b):\n    return a + b")
+    bare = parse_response("```\ndef add(a, b):\n    return a + b\n```", Mode.REFINE)
+    assert isinstance(bare, Candidate) and bare.explanation == ""
+    after = parse_response("```py\ndef add(a, b):\n    return a + b\n```\nThe sign was wrong.")
+    assert after.explanation == "The sign was wrong."
+    # a shell/output block beside the code is not a second code block
+    mixed = parse_response(GOOD + "\n```text\n3\n```")
+    assert isinstance(mixed, Candidate)
+
+
+def test_truncated_generation_is_never_a_candidate():
+    parsed = parse_response(GOOD, truncated=True)
+    assert isinstance(parsed, NoCandidate) and "cut off" in parsed.reason
+
+
+def test_clip_middle_keeps_head_and_tail():
+    text = "HEAD" + "x" * 5000 + "TAIL"
+    clipped = clip_middle(text, 100)
+    assert clipped.startswith("HEAD") and clipped.endswith("TAIL") and len(clipped) < 200
+
+
+def test_first_sentence_is_a_short_menu_title():
+    assert first_sentence("The loop stops one early. Use <=.") == "The loop stops one early."
+    assert len(first_sentence("word " * 100)) <= 100

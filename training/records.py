@@ -1,0 +1,128 @@
+"""Trajectory records: the dataset `ledex-train collect` writes and `sft`, `rl`, `kto` read.
+
+One JSON object per line. A record is one explanation+refinement attempt for one wrong
+solution, with the sandbox's verdict. LEDEX keeps both kinds: correct trajectories feed SFT,
+failed ones feed RL (and KTO as undesirable examples).
+
+    python -m ledex.training.records data.jsonl     # print a summary of a dataset
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from ledex.engine.format import Mode, Problem
+
+SCHEMA_VERSION = 1
+
+
+class RecordError(ValueError):
+    """A dataset line that is not a valid trajectory; says which line and why."""
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    source: str  # "mbpp/601", "feedback/<episode id>", "<jsonl stem>/<n>"
+    task: str  # first user turn (problem text, or the failing test for editor episodes)
+    wrong_code: str
+    feedback: str  # execution feedback on the wrong code
+    explanation: str
+    code: str  # the refinement
+    correct: bool  # the refinement passed every test in the sandbox
+    pass_rate: float  # S_ut for the RL refinement reward
+    mode: str = Mode.EXPLAIN.value
+    teacher: str = ""  # model identity that wrote explanation+code ("user" for accepted editor fixes)
+    origin: str = "sampled"  # "sampled" | "mutation" | "reference" | "accepted" | "rejected"
+    tests: tuple[str, ...] = ()  # the problem's tests (RL re-verifies new completions with them)
+    setup: str = ""
+    entry_point: str | None = None
+    schema: int = SCHEMA_VERSION
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def problem(self) -> Problem:
+        return Problem(self.task, self.wrong_code, self.feedback)
+
+    @property
+    def id(self) -> str:
+        """Content id: identical attempts deduplicate to one record."""
+        key = "\x00".join([self.task, self.wrong_code, self.explanation, self.code, self.mode])
+        return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+    @property
+    def wrong_id(self) -> str:
+        """Groups attempts at the same wrong solution (CodeBLEU/embedding references)."""
+        return hashlib.sha256(f"{self.task}\x00{self.wrong_code}".encode()).hexdigest()[:16]
+
+    def to_json(self) -> str:
+        return json.dumps({"id": self.id, **asdict(self)}, ensure_ascii=False)
+
+
+_FIELDS = {f.name for f in fields(Trajectory)}
+_REQUIRED = {"source", "task", "wrong_code", "feedback", "explanation", "code", "correct", "pass_rate"}
+
+
+def from_dict(row: dict, where: str = "") -> Trajectory:
+    missing = _REQUIRED - row.keys()
+    if missing:
+        raise RecordError(f"{where}: missing {', '.join(sorted(missing))}")
+    values = {k: v for k, v in row.items() if k in _FIELDS}
+    values["tests"] = tuple(values.get("tests") or ())
+    if not isinstance(values["correct"], bool) or not isinstance(values["pass_rate"], (int, float)):
+        raise RecordError(f"{where}: 'correct' must be a boolean and 'pass_rate' a number")
+    return Trajectory(**values)
+
+
+def read(path: str | Path, *, skip_bad: bool = False, errors: list[str] | None = None) -> Iterator[Trajectory]:
+    """Records from a JSONL file; a corrupt or partial line raises, or is skipped and noted."""
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                yield from_dict(json.loads(line), f"{path}:{number}")
+            except (json.JSONDecodeError, RecordError, TypeError) as exc:
+                if not skip_bad:
+                    raise RecordError(f"{path}:{number}: {exc}") from exc
+                if errors is not None:
+                    errors.append(f"{path}:{number}: {exc}")
+
+
+def write(path: str | Path, records: Iterable[Trajectory]) -> int:
+    """Write deduplicated records atomically (temp file, fsync, rename); returns the count."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp, seen = path.with_name(f".{path.name}.tmp"), set()
+    with open(tmp, "w", encoding="utf-8") as handle:
+        for record in records:
+            if record.id not in seen:
+                seen.add(record.id)
+                handle.write(record.to_json() + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    return len(seen)
+
+
+def summary(records: Iterable[Trajectory]) -> dict:
+    """The LEDEX yield table: wrong solutions, those with a correct refinement, refine rate."""
+    wrong, fixed, total, correct = set(), set(), 0, 0
+    for record in records:
+        total += 1
+        wrong.add(record.wrong_id)
+        if record.correct:
+            correct += 1
+            fixed.add(record.wrong_id)
+    return {"trajectories": total, "correct_trajectories": correct, "wrong_solutions": len(wrong),
+            "wrong_solutions_fixed": len(fixed), "refine_rate": len(fixed) / len(wrong) if wrong else 0.0}
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(json.dumps(summary(read(sys.argv[1], skip_bad=True)), indent=2))
