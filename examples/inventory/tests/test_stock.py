@@ -18,3 +18,7 @@ def test_restock_adds():
 def test_restock_refuses_negative():
     with pytest.raises(ValueError):
         restock(3, -1)
+
+
+def test_not_low_when_plenty():
+    assert not is_low_stock(9, 5)

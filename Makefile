@@ -1,0 +1,18 @@
+# Two entry points for a fresh machine (see README.md):
+#   make demo   set up, then explain and fix the example project's failing tests
+#   make test   set up, then run the whole test suite
+VENV ?= .venv
+
+.PHONY: setup demo test bench
+setup:
+	scripts/setup.sh
+
+demo: setup
+	$(VENV)/bin/ledex fix examples/inventory
+
+test: setup
+	$(VENV)/bin/python -m pytest -ra
+	@if [ -x extension/ci.sh ]; then extension/ci.sh; fi
+
+bench: setup
+	$(VENV)/bin/python bench/run_all.py

@@ -1,0 +1,73 @@
+"""The fix loop's logic with recorded answers and the real sandbox: verification, ranking,
+iterative refinement, hostile answers. (The real model runs end to end in test_cli.py.)"""
+
+from pathlib import Path
+
+from conftest import pytest_outcomes, tree_digest
+
+from ledex.engine.apply import apply_patch
+from ledex.engine.backends import ReplayBackend
+from ledex.engine.failures import discover
+from ledex.engine.fixer import FixConfig, FixEngine
+
+STOCK_TEST = "tests/test_stock.py::test_low_stock_at_threshold"
+RIGHT = "The comparison excludes the threshold itself.\n```python\ndef is_low_stock(quantity, threshold):\n    return quantity <= threshold\n```"
+BREAKS_SIBLING = "Always low.\n```python\ndef is_low_stock(quantity, threshold):\n    return True\n```"
+STILL_WRONG = "Swap the operands.\n```python\ndef is_low_stock(quantity, threshold):\n    return threshold < quantity\n```"
+GARBAGE = "I am not sure what to do here."
+REWRITES_TEST = ("Change the test.\n```python\ndef test_low_stock_at_threshold():\n    assert True\n```")
+
+
+def stock_failure(workspace: Path):
+    found = discover(workspace, tests=["tests/test_stock.py"])
+    return next(f for f in found.failures if f.test == STOCK_TEST)
+
+
+def test_discovery_finds_the_seeded_bugs_and_their_functions(example):
+    found = discover(example)
+    suspects = {f.test: (f.suspect.path, f.suspect.qualname) for f in found.failures}
+    assert suspects == {
+        STOCK_TEST: ("inventory/stock.py", "is_low_stock"),
+        "tests/test_pricing.py::test_discount_takes_percent_off": ("inventory/pricing.py", "apply_discount"),
+        "tests/test_text.py::test_slugify_lowercases_and_joins": ("inventory/text.py", "slugify"),
+    }
+    stock = next(f for f in found.failures if f.test == STOCK_TEST)
+    assert "tests/test_stock.py::test_not_low_when_plenty" in stock.passing_siblings
+    assert "assert is_low_stock(5, 5)" in stock.test_source
+
+
+def test_only_a_fix_that_passes_without_breaking_siblings_is_verified(example):
+    before = tree_digest(example)
+    backend = ReplayBackend([GARBAGE, BREAKS_SIBLING, REWRITES_TEST, RIGHT])
+    result = FixEngine(backend, example, FixConfig(samples=4, rounds=1)).fix(stock_failure(example))
+    assert tree_digest(example) == before  # verification never touches the workspace
+    reasons = {c.raw: c.reason for c in result.candidates}
+    assert "no code block" in reasons[GARBAGE]
+    assert "breaks tests/test_stock.py::test_not_low_when_plenty" in reasons[BREAKS_SIBLING]
+    assert "does not define is_low_stock" in reasons[REWRITES_TEST]
+    best = result.best
+    assert best is not None and best.raw == RIGHT and best.verified and best.round == 1
+    assert result.ranked[0] is best
+    # independent check: apply the verified patch and run the tests ourselves
+    apply_patch(example, best.patch)
+    outcomes = pytest_outcomes(example, "tests/test_stock.py")
+    assert outcomes and set(outcomes.values()) == {"passed"}
+
+
+def test_second_round_refines_the_first_rounds_answer_with_new_feedback(example):
+    backend = ReplayBackend([STILL_WRONG, RIGHT])
+    result = FixEngine(backend, example, FixConfig(samples=1, rounds=3)).fix(stock_failure(example))
+    assert [(c.round, c.verified) for c in result.candidates] == [(1, False), (2, True)]
+    round_two = backend.prompts[1]
+    assert "threshold < quantity" in round_two[2]["content"]  # the previous refinement is the new wrong code
+    assert round_two[1] == backend.prompts[0][1]  # same task
+    assert round_two[3] != backend.prompts[0][3]  # new execution feedback
+    assert len(backend.prompts) == 2  # stopped once a fix was verified
+
+
+def test_identical_patches_are_verified_once(example):
+    backend = ReplayBackend([RIGHT])
+    engine = FixEngine(backend, example, FixConfig(samples=3, rounds=1))
+    result = engine.fix(stock_failure(example))
+    assert [c.verified for c in result.candidates] == [True, True, True]
+    assert len(engine._verdicts) == 1
