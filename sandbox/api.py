@@ -1,0 +1,168 @@
+"""Public entry points: each run is one ``python -m ledex.sandbox.worker`` process.
+
+The worker sits in its own process group; cancelling a run SIGKILLs that group, which
+takes the sandbox with it (bubblewrap ``--die-with-parent``, ``unshare --kill-child``,
+parent-death signal), then sweeps any process carrying the run's environment marker.
+"""
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+from . import isolation
+from .models import Limits, Verdict, error_verdict
+from .runner import sweep_marker
+from .workspace import remove_tree
+
+# Margin on top of Limits.wall_s before the caller gives up on a worker that itself hangs
+# (copying a huge workspace, a stuck file system); the worker enforces wall_s on the tests.
+WORKER_GRACE_S = 120.0
+
+
+class _Job:
+    """One worker process for one request; killable from another thread."""
+
+    def __init__(self, request: dict[str, Any]) -> None:
+        self.request = dict(request, run_id=uuid.uuid4().hex)
+        self.lock = threading.Lock()
+        self.proc: subprocess.Popen | None = None
+        self.cancelled = False
+
+    def run(self) -> Verdict:
+        requested = tuple(self.request["tests"])
+        root = Path(tempfile.mkdtemp(prefix="ledex-sbx-"))
+        try:
+            with self.lock:
+                if self.cancelled:
+                    return error_verdict("cancelled", requested=requested)
+                self.proc = _spawn_worker()
+            return self._communicate(root, requested)
+        finally:
+            sweep_marker(self.request["run_id"]) if self.cancelled else None
+            remove_tree(root)
+
+    def _communicate(self, root: Path, requested: tuple[str, ...]) -> Verdict:
+        assert self.proc is not None
+        payload = json.dumps(dict(self.request, root=str(root)))
+        timeout = float(self.request["limits"]["wall_s"]) + WORKER_GRACE_S
+        try:
+            out, err = self.proc.communicate(payload.encode(), timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            out, err = self.proc.communicate()
+        _killpg(self.proc.pid)  # anything the worker left in its group
+        if self.cancelled:
+            return error_verdict("cancelled", requested=requested)
+        try:
+            return Verdict.from_dict(json.loads(out))
+        except (ValueError, KeyError, TypeError):
+            tail = err.decode("utf-8", "replace")[-2000:]
+            return error_verdict(f"sandbox worker failed (exit {self.proc.returncode}): {tail}",
+                                 requested=requested, isolation=self.request["isolation"])
+
+    def kill(self) -> None:
+        with self.lock:
+            self.cancelled = True
+            if self.proc is not None:
+                _killpg(self.proc.pid)
+
+
+def _spawn_worker() -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "ledex.sandbox.worker"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+
+
+def _killpg(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _request(workspace: Path, tests: Sequence[str], patch: Mapping[str, str] | None, limits: Limits,
+             python: str | None, extra_args: Sequence[str], command: Sequence[str] | None) -> dict:
+    mode = isolation.detect_mode()
+    if mode == "none":
+        isolation.isolation_report()  # says so once, loudly
+    python = python or sys.executable
+    ids = isolation.run_ids(mode, python)
+    return {"workspace": str(Path(workspace).resolve()), "tests": list(tests), "ids": ids,
+            "patch": dict(patch) if patch is not None else None, "limits": limits.to_dict(),
+            "python": python, "extra_args": list(extra_args),
+            "command": list(command) if command else None, "isolation": mode}
+
+
+def run_tests(workspace: Path, tests: Sequence[str] = (), *, limits: Limits = Limits(),
+              python: str | None = None, extra_args: Sequence[str] = (),
+              command: Sequence[str] | None = None) -> Verdict:
+    """Run the workspace's tests (all when ``tests`` is empty) in a throw-away sandboxed copy."""
+    return _Job(_request(workspace, tests, None, limits, python, extra_args, command)).run()
+
+
+def verify(workspace: Path, patch: Mapping[str, str], tests: Sequence[str], *,
+           limits: Limits = Limits(), python: str | None = None, extra_args: Sequence[str] = (),
+           command: Sequence[str] | None = None) -> Verdict:
+    """Apply ``patch`` ({relpath: full new text}) to a pristine copy and run ``tests`` there."""
+    return _Job(_request(workspace, tests, patch, limits, python, extra_args, command)).run()
+
+
+def default_workers(n_jobs: int, limits: Limits = Limits()) -> int:
+    """One worker per CPU, fewer if their memory limits would not fit in RAM."""
+    cpus = len(os.sched_getaffinity(0))
+    ram_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1024 * 1024)
+    return max(1, min(cpus, ram_mb // max(limits.memory_mb, 1), n_jobs))
+
+
+def verify_many(workspace: Path, patches: Sequence[Mapping[str, str]], tests: Sequence[str], *,
+                limits: Limits = Limits(), python: str | None = None, workers: int | None = None,
+                stop_when: Callable[[Verdict], bool] | None = None,
+                cancel: threading.Event | None = None, extra_args: Sequence[str] = (),
+                command: Sequence[str] | None = None) -> Iterator[tuple[int, Verdict]]:
+    """Verify candidates on a bounded pool, yielding (index, verdict) as each completes.
+
+    When ``stop_when(verdict)`` is true, ``cancel`` is set, or the caller stops iterating,
+    the remaining candidates are cancelled and running ones killed; they are not yielded.
+    """
+    jobs = [_Job(_request(workspace, tests, p, limits, python, extra_args, command)) for p in patches]
+    if not jobs:
+        return
+    done: queue.Queue[tuple[int, Verdict]] = queue.Queue()
+    pool = ThreadPoolExecutor(max_workers=workers or default_workers(len(jobs), limits),
+                              thread_name_prefix="ledex-sandbox")
+    try:
+        for i, job in enumerate(jobs):
+            pool.submit(lambda i=i, job=job: done.put((i, job.run())))
+        yield from _collect(jobs, done, stop_when, cancel)
+    finally:
+        for job in jobs:
+            job.kill()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _collect(jobs: list[_Job], done: queue.Queue, stop_when, cancel) -> Iterator[tuple[int, Verdict]]:  # noqa: ANN001
+    for _ in range(len(jobs)):
+        item = _next(done, cancel)
+        if item is None:
+            return
+        yield item
+        if stop_when is not None and stop_when(item[1]):
+            return
+
+
+def _next(done: queue.Queue, cancel: threading.Event | None) -> tuple[int, Verdict] | None:
+    while cancel is None or not cancel.is_set():
+        try:
+            return done.get(timeout=0.05)  # short poll so a set cancel is noticed quickly
+        except queue.Empty:
+            continue
+    return None

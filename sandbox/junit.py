@@ -1,0 +1,93 @@
+"""Parse the JUnit XML report (xunit1 family) pytest writes at the sandbox's request."""
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from .models import TestOutcome
+
+_KINDS = (("failure", "failed"), ("error", "error"), ("skipped", "skipped"))
+
+
+def parse_junit(path: Path, rewrite: "Rewriter") -> dict[str, TestOutcome] | None:
+    """nodeid -> outcome for every testcase in the report; None when there is no readable report."""
+    try:
+        root = ET.parse(path).getroot()
+    except (OSError, ET.ParseError):
+        return None
+    results: dict[str, TestOutcome] = {}
+    for case in root.iter("testcase"):
+        outcome = _case(case, rewrite)
+        results[outcome.nodeid] = _worse(results.get(outcome.nodeid), outcome)
+    return results
+
+
+def _worse(old: TestOutcome | None, new: TestOutcome) -> TestOutcome:
+    rank = {"passed": 0, "skipped": 1, "failed": 2, "error": 3}
+    return new if old is None or rank[new.outcome] >= rank[old.outcome] else old
+
+
+def _case(case: ET.Element, rewrite: "Rewriter") -> TestOutcome:
+    outcome, message, details = "passed", "", ""
+    for tag, kind in _KINDS:
+        node = case.find(tag)
+        if node is not None:
+            outcome = kind
+            message = rewrite(node.get("message") or "")
+            details = rewrite.trim(rewrite(node.text or ""))
+            break
+    line = case.get("line")
+    return TestOutcome(
+        nodeid=_nodeid(case), outcome=outcome, message=first_line(message) or first_line(details),
+        details=details, file=case.get("file") or None,
+        # pytest writes 0-based line numbers into xunit1 reports
+        line=int(line) + 1 if line and line.isdigit() else None,
+        duration_s=float(case.get("time") or 0.0))
+
+
+def _nodeid(case: ET.Element) -> str:
+    for prop in case.iter("property"):
+        if prop.get("name") == "ledex_nodeid":
+            return prop.get("value") or ""
+    # collection errors and reports without our property: rebuild from file/class/name
+    file, classname, name = case.get("file"), case.get("classname") or "", case.get("name") or ""
+    if not file:
+        return classname.replace(".", "/") + (f".py::{name}" if classname else name.replace(".", "/") + ".py")
+    module = file.removesuffix(".py").replace("/", ".")
+    cls = classname[len(module) + 1:] if classname.startswith(module + ".") else ""
+    return "::".join(p for p in (file, *cls.split(".")) if p) + f"::{name}"
+
+
+def first_line(text: str) -> str:
+    """The first non-empty line, stripped (the one-line message of a TestOutcome)."""
+    for line in text.splitlines():
+        if line.strip():
+            return line.strip()[:500]
+    return ""
+
+
+class Rewriter:
+    """Replace the sandbox's temporary workspace path with the real workspace path."""
+
+    def __init__(self, sandbox_root: Path, real_root: Path) -> None:
+        self.real = str(real_root)
+        self.pairs = [(str(sandbox_root), str(real_root))]
+        resolved = str(Path(sandbox_root).resolve())
+        if resolved != str(sandbox_root):
+            self.pairs.append((resolved, str(real_root)))
+
+    def __call__(self, text: str) -> str:
+        for old, new in self.pairs:
+            text = text.replace(old, new)
+        return text
+
+    def trim(self, text: str) -> str:
+        """Drop the test runner's own frames before the first frame in the workspace."""
+        lines = text.splitlines()
+        if not lines or not lines[0].startswith("Traceback (most recent call last):"):
+            return text
+        prefix = f'  File "{self.real}/'
+        first = next((i for i, ln in enumerate(lines) if ln.startswith(prefix)), None)
+        if first is None or first <= 1:
+            return text
+        return "\n".join([lines[0], *lines[first:]])

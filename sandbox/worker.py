@@ -1,0 +1,148 @@
+"""The sandbox worker: ``python -m ledex.sandbox.worker`` reads one JSON request on stdin and
+writes one JSON verdict on stdout.
+
+Request fields: ``workspace``, ``root`` (an empty private directory the caller removes
+afterwards), ``tests``, ``patch`` (null or {relpath: text}), ``limits``, ``python``,
+``extra_args``, ``command`` (null or argv with {python} {junit} {tests} placeholders),
+``isolation`` and ``run_id``. The reply is ``Verdict.to_dict()``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Sequence
+
+from . import isolation
+from .junit import Rewriter, parse_junit
+from .models import Limits, Verdict, error_verdict
+from .runner import MARKER_ENV, run_command
+from .verdict import build, parse_channel
+from .workspace import CopyResult, PatchRejected, apply_patch, check_patch, copy_workspace
+
+PLUGIN_NAME = "ledex_sbx_plugin"
+# Passed to every pytest run, also under a custom command: native tracebacks are parseable,
+# xunit1 puts file/line on each testcase, and the cache plugin would write into the copy.
+ADDOPTS = "--tb=native -o junit_family=xunit1 -p no:cacheprovider"
+_KEEP_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TERM")
+
+
+def execute(req: dict[str, Any]) -> Verdict:
+    """Run one request; never raises."""
+    requested = tuple(req.get("tests") or ())
+    mode = req.get("isolation") or isolation.detect_mode()
+    start = time.monotonic()
+    try:
+        return _execute(req, requested, mode)
+    except PatchRejected as exc:
+        return error_verdict(f"rejected patch: {exc}", requested=requested, isolation=mode)
+    except Exception as exc:  # the caller gets a verdict, not a stack trace on a pipe
+        detail = traceback.format_exc(limit=5)
+        return error_verdict(f"sandbox failure: {exc!r}\n{detail}", requested=requested,
+                             isolation=mode, duration_s=time.monotonic() - start)
+
+
+def _execute(req: dict[str, Any], requested: tuple[str, ...], mode: str) -> Verdict:
+    workspace = Path(req["workspace"]).resolve()
+    if not workspace.is_dir():
+        return error_verdict(f"workspace {workspace} is not a directory", requested=requested,
+                             isolation=mode)
+    patch = check_patch(workspace, req["patch"]) if req.get("patch") is not None else {}
+    limits = Limits.from_dict(req.get("limits") or {})
+    root = Path(req["root"])
+    dirs = _layout(root)
+    copy = copy_workspace(workspace, dirs["ws"], can_link=mode == "bubblewrap")
+    apply_patch(dirs["ws"], patch)
+    ids = tuple(req["ids"]) if req.get("ids") else None
+    _hand_over(root, dirs, ids)
+    argv = _command(req, dirs, requested)
+    wrapped = isolation.wrap(mode, argv, writable=[dirs[k] for k in ("ws", "home", "tmp", "report")],
+                             readonly=_readonly(copy), cwd=dirs["ws"], limits=limits, ids=ids)
+    nonce = secrets.token_hex(16)  # not the run id: that one is visible in the environment
+    raw = run_command(wrapped, env=_env(req, dirs), cwd=dirs["ws"], secret=_secret(nonce, copy, dirs),
+                      wall_s=limits.wall_s, output_kb=limits.output_kb,
+                      max_output_mb=limits.max_output_mb, sweep=mode == "none",
+                      ids=None if mode == "bubblewrap" else ids)
+    if ids:
+        raw.notes.append(f"ran as uid {ids[0]} (ledex runs as root)")
+    elif isolation.sandbox_ids():
+        raw.notes.append("ran as root: RLIMIT_NPROC is not enforced (the interpreter is not "
+                         "usable by an unprivileged uid); install bubblewrap")
+    rewrite = Rewriter(dirs["ws"], workspace)
+    raw.stdout_tail, raw.stderr_tail = rewrite(raw.stdout_tail), rewrite(raw.stderr_tail)
+    return build(raw, parse_channel(raw.channel, nonce),
+                 parse_junit(dirs["report"] / "junit.xml", rewrite), requested=requested,
+                 isolation=mode, rewrite=rewrite, limits_wall=limits.wall_s)
+
+
+def _layout(root: Path) -> dict[str, Path]:
+    dirs = {name: root / name for name in ("home", "tmp", "report", "runner")}
+    for path in dirs.values():
+        path.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(Path(__file__).with_name("plugin.py"), dirs["runner"] / f"{PLUGIN_NAME}.py")
+    dirs["ws"] = root / "ws"
+    return dirs
+
+
+def _hand_over(root: Path, dirs: dict[str, Path], ids: tuple[int, int] | None) -> None:
+    """Make the writable directories the sandbox uid's; copied files stay ours (read-only to it)."""
+    root.chmod(0o755)
+    if not ids:
+        return
+    for key in ("home", "tmp", "report"):
+        os.chown(dirs[key], *ids)
+    for dirpath, _dirs, _files in os.walk(dirs["ws"]):
+        os.chown(dirpath, *ids)
+
+
+def _readonly(copy: CopyResult) -> list[Path]:
+    return [copy.root / rel for rel in copy.protected] + list(copy.linked)
+
+
+def _command(req: dict[str, Any], dirs: dict[str, Path], tests: Sequence[str]) -> list[str]:
+    python = req.get("python") or sys.executable
+    junit = str(dirs["report"] / "junit.xml")
+    template = req.get("command") or [
+        "{python}", "-m", "pytest", "-q", f"--rootdir={dirs['ws']}", "--junitxml={junit}",
+        *req.get("extra_args", ()), "{tests}"]
+    argv: list[str] = []
+    for part in template:
+        if part == "{tests}":
+            argv.extend(tests)
+        else:
+            argv.append(part.replace("{python}", python).replace("{junit}", junit))
+    return argv
+
+
+def _env(req: dict[str, Any], dirs: dict[str, Path]) -> dict[str, str]:
+    """A scrubbed environment: nothing of the caller's but locale and PATH."""
+    env = {k: os.environ[k] for k in _KEEP_ENV if k in os.environ}
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    env.setdefault("LANG", "C.UTF-8")
+    tmp = str(dirs["tmp"])
+    env.update(HOME=str(dirs["home"]), TMPDIR=tmp, TMP=tmp, TEMP=tmp, USER="sandbox",
+               PYTHONDONTWRITEBYTECODE="1", PYTHONNOUSERSITE="1", PYTHONPATH=str(dirs["runner"]),
+               PYTEST_PLUGINS=PLUGIN_NAME, PYTEST_ADDOPTS=ADDOPTS, **{MARKER_ENV: req["run_id"]})
+    return env
+
+
+def _secret(nonce: str, copy: CopyResult, dirs: dict[str, Path]) -> bytes:
+    payload = json.dumps({"manifest": copy.protected, "root": str(dirs["ws"])})
+    return f"{nonce}\n{payload}".encode()
+
+
+def main() -> int:
+    req = json.loads(sys.stdin.read())
+    verdict = execute(req)
+    sys.stdout.write(json.dumps(verdict.to_dict()))
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,183 @@
+"""The throw-away copy of a workspace, and the integrity rules for what a patch may touch.
+
+Small files are copied; large files are hard-linked only when the sandbox cannot write
+through the link (bubblewrap mounts each one read-only, or the sandbox runs as another
+uid and the file is not writable by it). A patched file is always a fresh inode, so a
+candidate can never alter the user's original through a link.
+"""
+from __future__ import annotations
+
+import configparser
+import hashlib
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Mapping
+
+SKIP_DIRS = frozenset({
+    ".git", ".hg", ".svn", "__pycache__", ".ledex", ".pytest_cache", ".mypy_cache",
+    ".ruff_cache", ".tox", ".nox", "node_modules", ".eggs", "build", "dist", ".venv",
+    ".idea", ".vscode",
+})
+TEST_DIRS = frozenset({"tests", "test", "testing"})
+CONFIG_FILES = frozenset({"pytest.ini", ".pytest.ini", "tox.ini", "setup.cfg", "pyproject.toml"})
+# Top-level module names that would shadow the test runner (cwd is first on sys.path).
+RUNNER_MODULES = frozenset({"pytest", "_pytest", "pluggy", "py", "ledex_sbx_plugin",
+                            "sitecustomize", "usercustomize", "iniconfig"})
+# Below this size a copy costs about as much as a link and is always safe.
+HARDLINK_MIN_BYTES = 1 << 20
+
+
+class PatchRejected(ValueError):
+    """The patch touches something a candidate may not change."""
+
+
+@dataclass
+class CopyResult:
+    """What the copy produced; the isolation layer mounts ``linked`` and ``protected`` read-only."""
+
+    root: Path
+    linked: list[Path] = field(default_factory=list)
+    protected: dict[str, str] = field(default_factory=dict)  # relpath -> sha256
+
+
+def is_protected(rel: str) -> bool:
+    """Test files, conftest.py, pytest configuration and runner-shadowing modules."""
+    parts = PurePosixPath(rel).parts
+    name = parts[-1]
+    if name == "conftest.py" or name in CONFIG_FILES:
+        return True
+    if name.endswith(".py") and (name.startswith("test_") or name.endswith("_test.py")):
+        return True
+    if any(p in TEST_DIRS for p in parts[:-1]):
+        return True
+    top = parts[0].removesuffix(".py")
+    return top in RUNNER_MODULES or name.endswith(".pth")
+
+
+def _skip_dir(path: Path) -> bool:
+    name = path.name
+    return name in SKIP_DIRS or name.endswith(".egg-info") or (path / "pyvenv.cfg").exists()
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def copy_workspace(src: Path, dst: Path, *, can_link: bool) -> CopyResult:
+    """Copy ``src`` into ``dst`` (which must not exist), skipping virtualenvs, VCS data and caches."""
+    result = CopyResult(root=dst)
+    for dirpath, dirnames, filenames in os.walk(src):
+        here = Path(dirpath)
+        rel_dir = here.relative_to(src)
+        dirnames[:] = [d for d in dirnames if not _skip_dir(here / d)]
+        (dst / rel_dir).mkdir(exist_ok=True)
+        for name in filenames:
+            _copy_one(here / name, dst / rel_dir / name, rel_dir / name, result, can_link)
+    return result
+
+
+def _copy_one(src: Path, dst: Path, rel: Path, result: CopyResult, can_link: bool) -> None:
+    if src.is_symlink():
+        os.symlink(os.readlink(src), dst)
+        return
+    if not src.is_file():
+        return  # sockets, fifos, devices: never copied
+    rel_posix = rel.as_posix()
+    if is_protected(rel_posix):
+        shutil.copyfile(src, dst)
+        result.protected[rel_posix] = _sha256(dst)
+    elif can_link and src.stat().st_size >= HARDLINK_MIN_BYTES and _link(src, dst):
+        result.linked.append(dst)
+    else:
+        shutil.copyfile(src, dst)
+
+
+def _link(src: Path, dst: Path) -> bool:
+    try:
+        os.link(src, dst)
+        return True
+    except OSError:  # cross-device, or the file system has no hard links
+        return False
+
+
+def normalize_rel(rel: str) -> str:
+    """A patch path as a clean relative POSIX path, or PatchRejected."""
+    path = PurePosixPath(rel.replace("\\", "/"))
+    if path.is_absolute() or not path.parts or ".." in path.parts:
+        raise PatchRejected(f"patch path {rel!r} is not inside the workspace")
+    if any(p in SKIP_DIRS or p.endswith(".egg-info") for p in path.parts[:-1]):
+        raise PatchRejected(f"patch path {rel!r} is inside an ignored directory")
+    return path.as_posix()
+
+
+def check_patch(workspace: Path, patch: Mapping[str, str]) -> dict[str, str]:
+    """Validate ``patch`` against the integrity rules; return it with normalized paths.
+
+    A protected file may appear only unchanged (models often echo whole files back);
+    pytest configuration files may change outside their pytest section.
+    """
+    clean: dict[str, str] = {}
+    for rel, text in patch.items():
+        if not isinstance(text, str):
+            raise PatchRejected(f"patch text for {rel!r} is not a string")
+        rel = normalize_rel(rel)
+        original = _read_text(workspace / rel)
+        if original == text:
+            continue
+        if is_protected(rel) and not _config_edit_allowed(rel, original, text):
+            raise PatchRejected(f"patch touches protected file {rel!r} "
+                                "(tests, conftest.py and pytest configuration come from the workspace)")
+        clean[rel] = text
+    return clean
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _config_edit_allowed(rel: str, old: str | None, new: str) -> bool:
+    name = PurePosixPath(rel).name
+    if "/" in rel or old is None or name not in ("pyproject.toml", "setup.cfg", "tox.ini"):
+        return False  # only root-level config files outside a test dir, and never new ones
+    try:
+        return _pytest_section(name, old) == _pytest_section(name, new)
+    except Exception:  # unparsable config: refuse rather than guess
+        return False
+
+
+def _pytest_section(name: str, text: str) -> object:
+    if name == "pyproject.toml":
+        import tomllib  # Python 3.11+; on 3.10 the ImportError rejects the edit
+
+        return tomllib.loads(text).get("tool", {}).get("pytest")
+    parser = configparser.RawConfigParser()
+    parser.read_string(text)
+    section = "tool:pytest" if name == "setup.cfg" else "pytest"
+    return dict(parser.items(section)) if parser.has_section(section) else None
+
+
+def apply_patch(root: Path, patch: Mapping[str, str]) -> None:
+    """Write each patched file as a new inode (never through a hard link)."""
+    for rel, text in patch.items():
+        target = root / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists() or target.is_symlink():
+            target.unlink()
+        target.write_text(text, encoding="utf-8")
+
+
+def remove_tree(path: Path) -> None:
+    """rmtree that also removes what a sandboxed run made read-only."""
+    def fix(func, p, _exc):  # noqa: ANN001 - shutil's onerror signature
+        try:
+            os.chmod(os.path.dirname(p), 0o700)
+            os.chmod(p, 0o700)
+            func(p)
+        except OSError:
+            pass
+    shutil.rmtree(path, onerror=fix)
