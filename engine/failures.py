@@ -85,7 +85,7 @@ def failures_from_outcomes(workspace: Path, outcomes: Sequence[TestOutcome]) -> 
     return failures, notes
 
 
-def discover(workspace: Path, *, limits: Limits = Limits(wall_s=300.0), python: str | None = None,
+def discover(workspace: Path, *, limits: Limits = Limits(wall_s=300.0, cpu_s=300), python: str | None = None,
              command: Sequence[str] | None = None, tests: Sequence[str] = ()) -> Discovery:
     """Run the tests once in the sandbox and return the failures (and notes for the user)."""
     workspace = Path(workspace).resolve()
@@ -93,7 +93,7 @@ def discover(workspace: Path, *, limits: Limits = Limits(wall_s=300.0), python: 
         raise FileNotFoundError(f"workspace not found: {workspace}")
     verdict = run_tests(workspace, tests, limits=limits, python=python, command=command)
     failures, notes = failures_from_outcomes(workspace, verdict.outcomes)
-    if verdict.error:
+    if verdict.error and not any(note.startswith("could not collect") for note in notes):
         notes.insert(0, f"test run problem: {verdict.error}")
     if verdict.killed_reason:
         notes.insert(0, f"the test run was stopped ({verdict.killed_reason}); results may be partial")

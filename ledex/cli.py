@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     fix.add_argument("--mode", choices=[m.value for m in Mode], default=Mode.EXPLAIN.value,
                      help="explain-then-refine (LEDEX) or refine only")
     fix.add_argument("--timeout", type=float, default=60.0, help="seconds allowed for one verification run")
+    fix.add_argument("--discovery-timeout", type=float, default=300.0,
+                     help="seconds allowed for the first run of the whole test suite")
     fix.add_argument("--seed", type=int, default=0, help="sampling seed (runs are reproducible per seed)")
     fix.add_argument("--json", action="store_true", help="print one JSON document instead of text")
     fix.add_argument("--test", action="append", default=[], help="only these test node ids (repeatable)")
@@ -92,7 +94,7 @@ def run_fix(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"workspace not found: {args.path}")
     reporter = Reporter(as_json=args.json)
     with reporter.status("running the tests"):
-        discovery = discover(workspace, tests=args.test)
+        discovery = discover(workspace, tests=args.test, limits=Limits(wall_s=args.discovery_timeout, cpu_s=int(args.discovery_timeout)))
     reporter.notes(discovery.notes)
     if not discovery.failures:
         reporter.done_without_failures(discovery)

@@ -70,8 +70,8 @@ def merge(chan: Channel, junit: dict[str, TestOutcome] | None, rewrite) -> tuple
         outcomes.append(j if j and j.outcome == "error" else _collect_error(nodeid, rewrite(text)))
     seen = {o.nodeid for o in outcomes}
     for nodeid, j in junit.items():
-        if nodeid in seen:
-            continue
+        if nodeid in seen or (j.outcome == "error" and j.file in chan.collect_errors):
+            continue  # JUnit's own name for a module that failed to collect: already reported
         if j.outcome == "passed":  # a pass the runner never saw: forged or not executed
             problems.append(f"{nodeid} passes in the JUnit report but never ran")
             j = replace(j, outcome="error", message="reported passed but not executed by the sandbox runner")

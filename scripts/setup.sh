@@ -32,7 +32,10 @@ python_packages() {
   [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
   "$VENV/bin/pip" install -q --upgrade pip wheel setuptools
   "$VENV/bin/pip" install -q torch==2.13.0
-  # llama-cpp-python compiles from source here (about 5 minutes on 2 cores, cached by pip after).
+  # llama-cpp-python compiles from source (about 5 minutes on 2 cores; pip caches the wheel).
+  # A portable AVX2 build: -march=native picks ggml's AMX kernels on CPUs that report AMX,
+  # and those segfault in VMs that do not grant AMX tile state. No llava: we need no vision.
+  export CMAKE_ARGS=${CMAKE_ARGS:-"-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DLLAVA_BUILD=OFF"}
   CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) "$VENV/bin/pip" install -q -e ".[train,test]"
   echo "$want" > "$stamp"
 }

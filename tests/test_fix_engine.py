@@ -3,7 +3,7 @@ iterative refinement, hostile answers. (The real model runs end to end in test_c
 
 from pathlib import Path
 
-from conftest import pytest_outcomes, tree_digest
+from helpers import outcomes_of, tree_digest
 
 from ledex.engine.apply import apply_patch
 from ledex.engine.backends import ReplayBackend
@@ -13,7 +13,7 @@ from ledex.engine.fixer import FixConfig, FixEngine
 STOCK_TEST = "tests/test_stock.py::test_low_stock_at_threshold"
 RIGHT = "The comparison excludes the threshold itself.\n```python\ndef is_low_stock(quantity, threshold):\n    return quantity <= threshold\n```"
 BREAKS_SIBLING = "Always low.\n```python\ndef is_low_stock(quantity, threshold):\n    return True\n```"
-STILL_WRONG = "Swap the operands.\n```python\ndef is_low_stock(quantity, threshold):\n    return threshold < quantity\n```"
+STILL_WRONG = "Use the limit.\n```python\ndef is_low_stock(quantity, threshold):\n    return quantity <= limit\n```"
 GARBAGE = "I am not sure what to do here."
 REWRITES_TEST = ("Change the test.\n```python\ndef test_low_stock_at_threshold():\n    assert True\n```")
 
@@ -50,7 +50,7 @@ def test_only_a_fix_that_passes_without_breaking_siblings_is_verified(example):
     assert result.ranked[0] is best
     # independent check: apply the verified patch and run the tests ourselves
     apply_patch(example, best.patch)
-    outcomes = pytest_outcomes(example, "tests/test_stock.py")
+    outcomes = outcomes_of(example, "tests/test_stock.py")
     assert outcomes and set(outcomes.values()) == {"passed"}
 
 
@@ -59,9 +59,9 @@ def test_second_round_refines_the_first_rounds_answer_with_new_feedback(example)
     result = FixEngine(backend, example, FixConfig(samples=1, rounds=3)).fix(stock_failure(example))
     assert [(c.round, c.verified) for c in result.candidates] == [(1, False), (2, True)]
     round_two = backend.prompts[1]
-    assert "threshold < quantity" in round_two[2]["content"]  # the previous refinement is the new wrong code
+    assert "quantity <= limit" in round_two[2]["content"]  # the previous refinement is the new wrong code
     assert round_two[1] == backend.prompts[0][1]  # same task
-    assert round_two[3] != backend.prompts[0][3]  # new execution feedback
+    assert "NameError" in round_two[3]["content"] and "NameError" not in backend.prompts[0][3]["content"]
     assert len(backend.prompts) == 2  # stopped once a fix was verified
 
 
