@@ -190,9 +190,8 @@ try {
     await page.waitForTimeout(800);
     await page.keyboard.press('Escape');
     await page.keyboard.press('Control+.');
-    await menu.waitFor({ state: 'visible', timeout: 60_000 });
-    await rows.first().waitFor({ timeout: 30_000 });
-    titles = (await rows.allInnerTexts()).map((s) => s.replace(/\s+/g, ' ').trim());
+    const opened = await menu.waitFor({ state: 'visible', timeout: 15_000 }).then(() => true, () => false);
+    titles = opened ? (await rows.allInnerTexts()).map((s) => s.replace(/\s+/g, ' ').trim()) : ['(no code actions)'];
     fixIdx = titles.findIndex(isFix);
     if (attempt === 0 || fixIdx >= 0) log('quick fixes:', titles);
     if (fixIdx >= 0) break;

@@ -70,7 +70,7 @@ export class LedexClient implements vscode.Disposable {
       return;
     }
     const { command, args } = serverCommand(interp.python);
-    const serverOptions: ServerOptions = { command, args, options: { cwd: folder?.uri.fsPath, env: { ...process.env } } };
+    const serverOptions: ServerOptions = { command, args, options: { cwd: folder?.uri.fsPath, env: { PYTHONFAULTHANDLER: '1', ...process.env } } }; // native crashes (llama.cpp) leave a Python traceback in the log
     const clientOptions: LanguageClientOptions = {
       documentSelector: [{ scheme: 'file', language: 'python' }],
       outputChannel: this.output,

@@ -149,7 +149,7 @@ export function statusView(opts: {
         break;
       }
       const a = opts.activity;
-      const parts = [a?.title, a?.message].filter((x): x is string => !!x && x.trim().length > 0);
+      const parts = [a?.title?.replace(/^ledex:\s*/i, ''), a?.message].filter((x): x is string => !!x && x.trim().length > 0);
       const pct = typeof a?.percentage === 'number' ? ` ${Math.round(a.percentage)}%` : '';
       const what = parts.length ? `: ${clip(parts.join(' – '), 40)}` : '';
       text = `$(sync~spin) ledex: ${model} (busy${what}${pct})`;

@@ -45,6 +45,11 @@ test('busy tracker: overlapping tokens, reset, unknown kinds', () => {
   assert.equal(t.busy, false);
 });
 
+test('a "ledex: " prefix in the progress title is not repeated', () => {
+  const v = statusView({ phase: 'running', activity: { title: 'ledex: fixing t', message: 'queued' }, busy: true });
+  assert.equal(v.text, '$(sync~spin) ledex: SmolLM2-135M (busy: fixing t – queued)');
+});
+
 test('server-reported busy also shows busy', () => {
   const v = statusView({ phase: 'running', status: { model: 'm.gguf', busy: true, lastTraining: null } });
   assert.equal(v.text, '$(sync~spin) ledex: m (busy)');
