@@ -1,0 +1,112 @@
+"""Code actions on ledex diagnostics: "Fix: <one line>" quick fixes (verified first, the best
+one preferred), "Explain this failure" and "Dismiss ledex suggestion"; plus the markdown
+explanation used by the explain command and by hovers.
+
+A fix is a versioned TextDocumentEdit against the document version whose text equals the
+text the fix was computed from; when the buffer differs, the fix is not offered (the
+editor would refuse a stale version anyway), so a fix never lands on changed code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lsprotocol import types as lsp
+
+from ledex.engine.fixer import CandidateResult
+from ledex.engine.format import first_sentence
+from ledex.server.diagnostics import uri_for
+from ledex.server.jobs import READY, RUNNING, Entry
+
+APPLY, DISMISS, EXPLAIN, RUN_TESTS, STATUS = "ledex.applyFix", "ledex.dismiss", "ledex.explain", "ledex.runTests", "ledex.status"
+COMMANDS = (APPLY, DISMISS, EXPLAIN, RUN_TESTS, STATUS)
+
+
+def _utf16_len(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+def minimal_edit(old: str, new: str) -> tuple[lsp.Range, str]:
+    """One TextEdit turning `old` into `new`, replacing whole lines (the changed middle)."""
+    a, b = old.splitlines(keepends=True), new.splitlines(keepends=True)
+    start = 0
+    while start < min(len(a), len(b)) and a[start] == b[start]:
+        start += 1
+    end_a, end_b = len(a), len(b)
+    while end_a > start and end_b > start and a[end_a - 1] == b[end_b - 1]:
+        end_a, end_b = end_a - 1, end_b - 1
+    replacement = "".join(b[start:end_b])
+    if end_a == len(a) and a and not a[-1].endswith(("\n", "\r")):
+        end = lsp.Position(len(a) - 1, _utf16_len(a[-1]))  # to the end of a last line without newline
+    else:
+        end = lsp.Position(end_a, 0)
+    return lsp.Range(lsp.Position(start, 0), end), replacement
+
+
+def _title(candidate: CandidateResult) -> str:
+    line = first_sentence(candidate.explanation) or "rewrite the suspect function"
+    if candidate.verified:
+        return f"Fix: {line}"
+    return f"Fix (unverified, {candidate.pass_rate:.0%} of tests pass): {line}"
+
+
+def fix_action(root: Path, entry: Entry, idx: int, candidate: CandidateResult, version: int | None,
+               preferred: bool, diagnostics: list[lsp.Diagnostic]) -> lsp.CodeAction:
+    patch = candidate.patch
+    rng, text = minimal_edit(patch.old_text, patch.new_text)
+    document = lsp.OptionalVersionedTextDocumentIdentifier(uri=uri_for(root, patch.path), version=version)
+    edit = lsp.WorkspaceEdit(document_changes=[lsp.TextDocumentEdit(document, [lsp.TextEdit(rng, text)])])
+    return lsp.CodeAction(title=_title(candidate), kind=lsp.CodeActionKind.QuickFix, diagnostics=diagnostics,
+                          is_preferred=preferred or None, edit=edit,
+                          command=lsp.Command("ledex: record accepted fix", APPLY, arguments=[entry.episode_id, idx]))
+
+
+def _command_action(title: str, command: str, entry: Entry, diagnostics) -> lsp.CodeAction:
+    return lsp.CodeAction(title=title, kind=lsp.CodeActionKind.QuickFix, diagnostics=diagnostics,
+                          command=lsp.Command(title, command, arguments=[entry.failure.test]))
+
+
+def actions_for(root: Path, entry: Entry, version_of, diagnostics: list[lsp.Diagnostic]) -> list[lsp.CodeAction]:
+    """All actions for one failure. `version_of(rel, text)` -> (offer?, version) for the target file."""
+    out = []
+    ranked = entry.ranked
+    best = next((i for i, c in ranked if c.verified), None)
+    for idx, candidate in ranked:
+        offer, version = version_of(candidate.patch.path, candidate.patch.old_text)
+        if offer and entry.episode_id:
+            out.append(fix_action(root, entry, idx, candidate, version, idx == best, diagnostics))
+    if entry.state == RUNNING and best is None:
+        out.append(lsp.CodeAction(title="ledex is still looking for a fix…", kind=lsp.CodeActionKind.QuickFix,
+                                  disabled=lsp.CodeActionDisabledType("generation in progress")))
+    out.append(_command_action("Explain this failure", EXPLAIN, entry, diagnostics))
+    out.append(_command_action("Dismiss ledex suggestion", DISMISS, entry, diagnostics))
+    return out
+
+
+def explanation_markdown(entry: Entry) -> str:
+    """The full explanation: the failure, then every candidate, verified first, with its diff."""
+    f = entry.failure
+    lines = [f"# Why `{f.test}` fails", "", f"**Error:** `{f.message or 'test failed'}`", ""]
+    if f.suspect:
+        lines += [f"**Suspect:** `{f.suspect.qualname}` in `{f.suspect.path}` "
+                  f"(lines {f.suspect.start_line}-{f.suspect.end_line}, found by {f.suspect.reason})", ""]
+    if not entry.candidates:
+        state = "still being computed" if entry.state != READY else "none usable"
+        lines += [f"_No explanation yet ({state})._" + (f" {entry.error}" if entry.error else "")]
+    for n, (idx, c) in enumerate(entry.ranked, 1):
+        verdict = "verified: the failing test passes and nothing else breaks" if c.verified else f"not verified: {c.reason}"
+        lines += [f"## {n}. {first_sentence(c.explanation) or 'Candidate'}", "", f"_{verdict}_", "",
+                  c.explanation.strip() or "(no explanation)", "", "```diff", c.diff.rstrip(), "```", ""]
+    unusable = [c for c in entry.candidates if c.patch is None]
+    if unusable:
+        lines += ["## Unusable answers", ""] + [f"- {c.reason}" for c in unusable]
+    return "\n".join(lines) + "\n"
+
+
+def hover_markdown(entry: Entry) -> str:
+    best = next((c for _, c in entry.ranked), None)
+    head = f"**ledex** — `{entry.failure.test}`: {entry.failure.message or 'failed'}"
+    if best is None:
+        return head + ("\n\n_Looking for a fix…_" if entry.state != READY else "\n\n_No fix found._")
+    label = "Verified fix" if best.verified else "Best unverified fix"
+    return f"{head}\n\n**{label}:** {best.explanation.strip() or '(no explanation)'}"

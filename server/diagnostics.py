@@ -1,0 +1,117 @@
+"""Diagnostics for failing tests: one on the failing test (where it failed), one on the
+suspect line of the source, linked to each other with relatedInformation.
+
+Pure functions from engine values to lsprotocol values; the server publishes them.
+`data` carries the test id and the fix state, so code actions and editors can find them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterable
+
+from lsprotocol import types as lsp
+
+from ledex.engine.failures import Failure
+from ledex.engine.localize import frames
+from ledex.server.jobs import READY, Entry
+
+SOURCE = "ledex"
+ROLE_TEST, ROLE_SUSPECT = "test", "suspect"
+
+LineText = Callable[[str, int], str]  # (relative path, 1-based line) -> the line's text ("" if unknown)
+
+
+def uri_for(root: Path, rel: str) -> str:
+    return (root / rel).as_uri()
+
+
+def _frame_line(root: Path, details: str, rel: str, lo: int = 1, hi: int = 10**9) -> int | None:
+    """The deepest traceback line in file `rel` within [lo, hi]."""
+    target = (root / rel).resolve()
+    for path, line, _ in reversed(frames(details)):
+        try:
+            same = Path(path).resolve() == target
+        except OSError:
+            same = False
+        if same and lo <= line <= hi:
+            return line
+    return None
+
+
+def test_line(root: Path, failure: Failure) -> int | None:
+    if not failure.file:
+        return None
+    return _frame_line(root, failure.details, failure.file) or failure.line
+
+
+def suspect_line(root: Path, failure: Failure) -> int | None:
+    s = failure.suspect
+    if s is None:
+        return None
+    return _frame_line(root, failure.details, s.path, s.start_line, s.end_line) or s.start_line
+
+
+def _utf16_len(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+def line_range(line: int, text: str) -> lsp.Range:
+    """The line without its indentation (0-based LSP positions, UTF-16 columns)."""
+    indent = len(text) - len(text.lstrip())
+    return lsp.Range(lsp.Position(line - 1, _utf16_len(text[:indent])), lsp.Position(line - 1, _utf16_len(text)))
+
+
+def message_of(failure: Failure, failing_line: str = "") -> str:
+    """The error; with the failing assertion's source when the error alone says little ("assert False")."""
+    message = failure.message or f"{failure.test} failed"
+    source = failing_line.strip()
+    if source.startswith("assert") and source not in message:
+        return f"{source}: {message}"
+    return message
+
+
+def _state_note(entry: Entry) -> str:
+    verified = sum(1 for c in entry.candidates if c.verified)
+    if entry.state == READY:
+        return f" (ledex: {verified} verified fix{'es' if verified != 1 else ''})" if verified else ""
+    return ""
+
+
+def diagnostics_for(root: Path, entry: Entry, line_text: LineText) -> list[tuple[str, lsp.Diagnostic]]:
+    """(uri, diagnostic) pairs for one failure: test side and suspect side, linked."""
+    failure = entry.failure
+    places = []
+    if (line := test_line(root, failure)) is not None:
+        places.append((ROLE_TEST, failure.file, line))
+    if (line := suspect_line(root, failure)) is not None:
+        places.append((ROLE_SUSPECT, failure.suspect.path, line))
+    located = [(role, rel, line_range(line, line_text(rel, line))) for role, rel, line in places]
+    test_source = next((line_text(rel, line) for role, rel, line in places if role == ROLE_TEST), "")
+    message = message_of(failure, test_source)
+    data = {"test": failure.test, "state": entry.state, "episode": entry.episode_id,
+            "verified": sum(1 for c in entry.candidates if c.verified)}
+    out = []
+    for role, rel, rng in located:
+        related = [lsp.DiagnosticRelatedInformation(lsp.Location(uri_for(root, r2), g2), _related_text(role2, failure))
+                   for role2, r2, g2 in located if role2 != role]
+        text = message if role == ROLE_TEST else f"{message} [{failure.test}]"
+        out.append((uri_for(root, rel), lsp.Diagnostic(
+            range=rng, message=text + _state_note(entry), source=SOURCE, code=role,
+            severity=lsp.DiagnosticSeverity.Error if role == ROLE_TEST else lsp.DiagnosticSeverity.Warning,
+            related_information=related or None, data={**data, "role": role})))
+    return out
+
+
+def _related_text(role: str, failure: Failure) -> str:
+    if role == ROLE_TEST:
+        return f"failing test {failure.test}"
+    return f"suspect: {failure.suspect.qualname}" if failure.suspect else "suspect"
+
+
+def by_uri(root: Path, entries: Iterable[Entry], line_text: LineText) -> dict[str, list[lsp.Diagnostic]]:
+    grouped: dict[str, list[lsp.Diagnostic]] = {}
+    for entry in entries:
+        for uri, diagnostic in diagnostics_for(root, entry, line_text):
+            grouped.setdefault(uri, []).append(diagnostic)
+    return grouped

@@ -1,0 +1,110 @@
+"""Typed server settings, parsed once from initializationOptions or from
+`workspace/didChangeConfiguration` (`{"ledex": {...}}`, same keys).
+
+An invalid value never stops the server: it gets the default and a message saying which
+key, what was wrong and what is used instead (the caller shows it with window/showMessage).
+
+Try it:  python -m ledex.server.settings '{"samples": 0, "junitGlobs": "x"}'
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+# Globs for JUnit reports other runners write: `pytest --junitxml=junit.xml`, and the
+# Gradle/Maven/Jest-reporter convention of test-results/ folders.
+DEFAULT_JUNIT_GLOBS = ("**/junit*.xml", "**/test-results/**/*.xml")
+
+
+@dataclass(frozen=True)
+class Settings:
+    model: str = ""  # "" = the embedded default model (see ledex.engine.models for the forms)
+    adapter: str = ""  # "" = the registry's promoted adapter, else the packaged one
+    testCommand: str = ""  # "" = `<python> -m pytest` (the sandbox's own default)
+    junitGlobs: tuple[str, ...] = DEFAULT_JUNIT_GLOBS
+    samples: int = 4  # same K as the CLI (FixConfig): enough variety for a tiny model
+    rounds: int = 2  # same R as the CLI
+    runOnSave: bool = True
+    runOnStart: bool = True  # run the suite once when the editor connects: failures show without a save
+    python: str = ""  # "" = the interpreter running the server
+    logPath: str = ""  # "" = <workspace>/.ledex/episodes.sqlite3
+    debounceMs: int = 300  # saves closer than this (format-on-save, save-all) make one test run
+    testTimeoutS: float = 120.0  # a hung test command is killed after this; most suites take seconds
+    maxFileBytes: int = 2_000_000  # larger documents are not analysed (generated or data files)
+    seed: int = 0  # sampling seed: the same failure gets the same candidates
+
+    @property
+    def test_command(self) -> list[str] | None:
+        return shlex.split(self.testCommand) if self.testCommand.strip() else None
+
+    @property
+    def interpreter(self) -> str:
+        return self.python or sys.executable
+
+
+_MINIMUM = {"samples": 1, "rounds": 1, "debounceMs": 0, "testTimeoutS": 1, "maxFileBytes": 1}
+
+
+def _check(name: str, value: Any, default: Any) -> tuple[Any, str | None]:
+    """(parsed value, None) or (default, why the value was refused)."""
+    if isinstance(default, bool):
+        return (value, None) if isinstance(value, bool) else (default, "expected true or false")
+    if isinstance(default, (int, float)):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if isinstance(default, int) and not (isinstance(value, int) or (ok and float(value).is_integer())):
+            ok = False
+        if not ok:
+            return default, f"expected a {'whole ' if isinstance(default, int) else ''}number"
+        if value < _MINIMUM.get(name, value):
+            return default, f"must be at least {_MINIMUM[name]}"
+        return type(default)(value), None
+    if isinstance(default, tuple):
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            return default, "expected a list of glob strings"
+        return tuple(value), None
+    if not isinstance(value, str):
+        return default, "expected a string"
+    if name == "testCommand":
+        try:
+            shlex.split(value)
+        except ValueError as exc:
+            return default, f"cannot be split into arguments ({exc})"
+    return value, None
+
+
+def parse_settings(raw: Any, base: Settings = Settings()) -> tuple[Settings, list[str]]:
+    """Settings from a JSON object; keys not given keep `base`'s value. Returns (settings, problems)."""
+    if raw is None:
+        return base, []
+    if not isinstance(raw, dict):
+        return base, [f"ledex settings must be an object, got {type(raw).__name__}; using defaults"]
+    if isinstance(raw.get("ledex"), dict):
+        raw = raw["ledex"]  # didChangeConfiguration wraps the keys in their section
+    known = {f.name: f for f in fields(Settings)}
+    changes, problems = {}, []
+    for name, value in raw.items():
+        if name not in known:
+            problems.append(f"unknown ledex setting {name!r} ignored")
+            continue
+        default = getattr(Settings(), name)
+        parsed, why = _check(name, value, default)
+        if why:
+            problems.append(f"ledex setting {name}={value!r}: {why}; using the default {default!r}")
+        changes[name] = parsed
+    return replace(base, **changes), problems
+
+
+def engine_fields() -> list[str]:
+    """Settings that change the fix engine (a change drops the cached engine)."""
+    return ["model", "adapter", "samples", "rounds", "python", "testTimeoutS", "seed"]
+
+
+if __name__ == "__main__":
+    import json
+
+    settings, problems = parse_settings(json.loads(sys.argv[1] if len(sys.argv) > 1 else "{}"))
+    print(settings)
+    print("\n".join(problems))

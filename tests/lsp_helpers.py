@@ -1,0 +1,94 @@
+"""Shared helpers for the language-server tests: a fresh copy of the example project, a
+client connected to a real `python -m ledex.server` subprocess, and waits on notifications
+(never sleeps)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from lsprotocol import types as lsp
+from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "examples" / "inventory"
+FIXED_IS_LOW_STOCK = ("The comparison excludes the threshold itself. It should use <= so a quantity equal to the "
+                      "threshold counts as low.\n\n```python\ndef is_low_stock(quantity, threshold):\n"
+                      '    """True when the quantity is at or below the reorder threshold."""\n'
+                      "    return quantity <= threshold\n```")
+
+
+def stock_project(tmp: Path) -> Path:
+    """The example project with one seeded bug left (stock.py's `<`), so runs stay short."""
+    root = tmp / "inventory"
+    shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns("__pycache__", ".ledex", ".pytest_cache"))
+    for name in ("test_pricing.py", "test_text.py"):
+        (root / "tests" / name).unlink()
+    return root
+
+
+@contextlib.asynccontextmanager
+async def session(root: Path, options: dict, home: Path, capabilities: str = "visual-studio-code"):
+    """A client talking to a fresh server subprocess, initialized on `root`."""
+    env = {**os.environ, "LEDEX_HOME": str(home)}
+    config = ClientServerConfig([sys.executable, "-m", "ledex.server"], server_env=env)
+    client: LanguageClient = await config.start()
+    await client.initialize_session(lsp.InitializeParams(
+        capabilities=client_capabilities(capabilities), root_uri=root.as_uri(),
+        workspace_folders=[lsp.WorkspaceFolder(root.as_uri(), root.name)], initialization_options=options))
+    try:
+        yield client
+    finally:
+        await client.shutdown_session()
+        await client.stop()
+
+
+async def wait_for(client: LanguageClient, predicate, method: str = lsp.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS,
+                   timeout: float = 600):
+    """Wait until predicate() holds, re-checking after each `method` notification."""
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await client.wait_for_notification(method)
+
+
+def ledex_diagnostics(client: LanguageClient, path: Path) -> list[lsp.Diagnostic]:
+    return [d for d in client.diagnostics.get(path.as_uri(), []) if d.source == "ledex"]
+
+
+def state_is(client: LanguageClient, path: Path, *states: str):
+    return lambda: any(d.data.get("state") in states for d in ledex_diagnostics(client, path))
+
+
+def open_doc(client: LanguageClient, path: Path, version: int = 1) -> None:
+    client.text_document_did_open(lsp.DidOpenTextDocumentParams(
+        lsp.TextDocumentItem(path.as_uri(), "python", version, path.read_text())))
+
+
+def apply_text_edit(text: str, edit: lsp.TextEdit) -> str:
+    """Apply one line-based TextEdit (what an editor does)."""
+    lines = text.splitlines(keepends=True)
+    start, end = edit.range.start, edit.range.end
+    head = "".join(lines[:start.line]) + lines[start.line][:start.character] if start.line < len(lines) else text
+    tail_line = lines[end.line] if end.line < len(lines) else ""
+    tail = tail_line[end.character:] + "".join(lines[end.line + 1:])
+    return head + edit.new_text + tail
+
+
+async def code_actions(client: LanguageClient, path: Path, diagnostic: lsp.Diagnostic) -> list[lsp.CodeAction]:
+    """textDocument/codeAction, structured as CodeActions.
+
+    pygls' client structures the `(Command | CodeAction)[]` result union as Commands and
+    drops the edits, so the raw JSON is taken and structured here."""
+    import uuid
+
+    params = lsp.CodeActionParams(lsp.TextDocumentIdentifier(path.as_uri()), diagnostic.range,
+                                  lsp.CodeActionContext([diagnostic]))
+    msg_id = uuid.uuid4().hex
+    future = client.protocol.send_request(lsp.TEXT_DOCUMENT_CODE_ACTION, params, msg_id=msg_id)
+    client.protocol._result_types.pop(msg_id, None)  # keep the raw JSON (see above)
+    raw = await asyncio.wrap_future(future)
+    return [client.protocol._converter.structure(item, lsp.CodeAction) for item in raw or []]

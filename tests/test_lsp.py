@@ -1,0 +1,190 @@
+"""ledex-lsp end to end: a real `python -m ledex.server` subprocess driven by pytest-lsp on a
+copy of the example project, with the real sandbox. Tests wait for notifications, never sleep.
+
+The apply/accept path uses a recorded answer (`model: replay:<file>`): the real 135M model
+rarely produces a verified fix, and that path must be deterministic. The real default model
+runs end to end in test_real_model_end_to_end (diagnostics, code actions, explain, the episode).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from lsprotocol import types as lsp
+from pygls.exceptions import JsonRpcMethodNotFound
+
+from ledex.engine import registry
+from lsp_helpers import (FIXED_IS_LOW_STOCK, apply_text_edit, code_actions, ledex_diagnostics, open_doc, session,
+                         state_is, stock_project, wait_for)
+
+pytestmark = pytest.mark.asyncio
+TEST_ID = "tests/test_stock.py::test_low_stock_at_threshold"
+
+
+@pytest.fixture
+def project(tmp_path):
+    root = stock_project(tmp_path)
+    replay = tmp_path / "answers.json"
+    replay.write_text(json.dumps([FIXED_IS_LOW_STOCK]))
+    return root, replay, tmp_path / "home"
+
+
+def episodes(root: Path) -> list[dict]:
+    db = sqlite3.connect(root / ".ledex" / "episodes.sqlite3")
+    db.row_factory = sqlite3.Row
+    rows = [dict(r) for r in db.execute("SELECT * FROM episodes ORDER BY created")]
+    for row in rows:
+        row["candidates"] = [dict(c) for c in db.execute("SELECT * FROM candidates WHERE episode_id = ?", (row["id"],))]
+    return rows
+
+
+async def command(client, name: str, *args):
+    return await client.workspace_execute_command_async(lsp.ExecuteCommandParams(name, arguments=list(args)))
+
+
+def change(client, path: Path, version: int, text: str) -> None:
+    client.text_document_did_change(lsp.DidChangeTextDocumentParams(
+        lsp.VersionedTextDocumentIdentifier(version=version, uri=path.as_uri()), [lsp.TextDocumentContentChangeWholeDocument(text)]))
+
+
+async def test_fix_apply_accept_revert(project):
+    root, replay, home = project
+    stock, test_file = root / "inventory" / "stock.py", root / "tests" / "test_stock.py"
+    original = stock.read_text()
+    async with session(root, {"model": f"replay:{replay}", "samples": 1, "rounds": 1}, home) as client:
+        open_doc(client, stock)
+        open_doc(client, test_file)
+        client.text_document_did_close(lsp.DidCloseTextDocumentParams(lsp.TextDocumentIdentifier(test_file.as_uri())))
+        await wait_for(client, state_is(client, stock, "queued", "running"))
+        change(client, stock, 2, original + "# editing\n")  # the code being fixed changes: the job stops
+        await wait_for(client, state_is(client, stock, "cancelled"))
+        change(client, stock, 3, original)
+        client.text_document_did_save(lsp.DidSaveTextDocumentParams(lsp.TextDocumentIdentifier(stock.as_uri())))
+        await wait_for(client, state_is(client, stock, "ready"))
+
+        (suspect,) = ledex_diagnostics(client, stock)
+        (test_diag,) = ledex_diagnostics(client, test_file)
+        assert suspect.range.start.line == 3 and original.splitlines()[3].startswith("def is_low_stock")
+        assert test_diag.range.start.line == 10 and test_diag.message.startswith("assert is_low_stock(5, 5): ")
+        assert suspect.message.startswith("assert is_low_stock(5, 5): ") and TEST_ID in suspect.message
+        assert suspect.related_information[0].location.uri == test_file.as_uri()
+        assert test_diag.related_information[0].location.uri == stock.as_uri()
+
+        actions = await code_actions(client, stock, suspect)
+        titles = [a.title for a in actions]
+        assert titles == ["Fix: The comparison excludes the threshold itself.", "Explain this failure",
+                          "Dismiss ledex suggestion"]
+        fix = actions[0]
+        assert fix.is_preferred and fix.kind == lsp.CodeActionKind.QuickFix
+        (doc_edit,) = fix.edit.document_changes
+        assert doc_edit.text_document.version == 3  # versioned: only for the buffer it was computed against
+
+        change(client, stock, 4, original + "# again\n")  # a stale buffer gets no fix
+        assert [a.title for a in await code_actions(client, stock, suspect)][0] == "Explain this failure"
+        change(client, stock, 5, original)
+        fix = (await code_actions(client, stock, suspect))[0]
+        fixed = apply_text_edit(original, fix.edit.document_changes[0].edits[0])
+        assert "return quantity <= threshold" in fixed
+        change(client, stock, 6, fixed)
+        assert (await command(client, fix.command.command, *fix.command.arguments)) == {"accepted": True}
+        stock.write_text(fixed)
+        client.text_document_did_save(lsp.DidSaveTextDocumentParams(lsp.TextDocumentIdentifier(stock.as_uri())))
+        await wait_for(client, lambda: not ledex_diagnostics(client, stock) and not ledex_diagnostics(client, test_file))
+
+        (*older, episode) = episodes(root)
+        assert episode["outcome"] == "accepted" and episode["chosen_candidate"] == 0
+        assert episode["model"].startswith("replay@") and episode["test"] == TEST_ID
+        assert episode["candidates"][0]["verified"] == 1 and "<= threshold" in episode["candidates"][0]["diff"]
+        assert all(e["outcome"] == "ignored" for e in older)  # superseded by the edit, never decided
+
+        change(client, stock, 7, original)  # undo
+        await command(client, "ledex.status")  # handled in order: the change has been seen
+        assert episodes(root)[-1]["outcome"] == "reverted"
+        tokens = [reports for reports in client.progress_reports.values() if reports]
+        assert any(r[0].kind == "begin" and r[-1].kind == "end" for r in tokens)
+
+
+def write_report(root: Path) -> None:
+    """What any runner does: write a JUnit report into the workspace (here pytest itself)."""
+    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--tb=native",
+                    "-o", "junit_family=xunit1", "--junitxml=reports/junit.xml"], cwd=root, capture_output=True)
+
+
+async def test_junit_reports_hover_dismiss_and_hot_reload(project):
+    root, replay, home = project
+    stock = root / "inventory" / "stock.py"
+    options = {"model": f"replay:{replay}", "samples": 1, "rounds": 1, "runOnStart": False, "runOnSave": False}
+    async with session(root, options, home) as client:
+        write_report(root)
+        await wait_for(client, state_is(client, stock, "ready"))
+        (suspect,) = ledex_diagnostics(client, stock)
+        hover = await client.text_document_hover_async(lsp.HoverParams(
+            lsp.TextDocumentIdentifier(stock.as_uri()), suspect.range.start))
+        assert "Verified fix" in hover.contents.value and "threshold" in hover.contents.value
+
+        explained = await command(client, "ledex.explain", TEST_ID)
+        shown = Path(client.shown_documents[-1].uri.removeprefix("file://"))
+        assert explained["uri"] == client.shown_documents[-1].uri and shown.parent == root / ".ledex" / "explanations"
+        assert TEST_ID in shown.read_text() and "+    return quantity <= threshold" in shown.read_text()
+
+        assert (await command(client, "ledex.dismiss", TEST_ID))["rejected"] is True
+        await wait_for(client, lambda: not ledex_diagnostics(client, stock))
+        assert episodes(root)[-1]["outcome"] == "rejected"
+
+        registry.set_current({"adapter": str(replay), "version": 7, "promoted_at": "2026-01-02T03:04:05"}, home)
+        await wait_for(client, lambda: any("promoted" in m.message for m in client.messages), lsp.WINDOW_SHOW_MESSAGE)
+        status = await command(client, "ledex.status")
+        assert status["lastTraining"] == "2026-01-02T03:04:05" and status["busy"] is False
+
+
+async def test_failure_fixed_elsewhere_is_ignored(project):
+    root, replay, home = project
+    stock = root / "inventory" / "stock.py"
+    options = {"model": f"replay:{replay}", "samples": 1, "rounds": 1, "runOnStart": False, "runOnSave": False}
+    async with session(root, options, home) as client:
+        write_report(root)
+        await wait_for(client, state_is(client, stock, "ready"))
+        stock.write_text(stock.read_text().replace("quantity < threshold", "quantity <= threshold"))
+        write_report(root)
+        await wait_for(client, lambda: not ledex_diagnostics(client, stock))
+        assert [e["outcome"] for e in episodes(root)] == ["ignored"]
+
+
+async def test_bad_input_keeps_serving(project, tmp_path):
+    root, _, home = project
+    (root / "inventory" / "latin.py").write_bytes("# -*- coding: latin-1 -*-\ndef name():\n    return 'caf\xe9'\n"
+                                                  .encode("latin-1"))
+    (root / "tests" / "test_latin.py").write_text("from inventory.latin import name\n\n\ndef test_name():\n"
+                                                  "    assert name() == 'tea'\n")
+    options = {"samples": 0, "junitGlobs": "x", "bogus": 1, "testCommand": "definitely-not-a-command-xyz",
+               "runOnStart": False, "model": str(tmp_path / "missing.gguf"), "rounds": 1}
+    async with session(root, options, home) as client:
+        await command(client, "ledex.status")
+        text = "\n".join(m.message for m in client.messages)
+        assert "samples=0" in text and "junitGlobs" in text and "'bogus'" in text
+
+        sent = client.protocol.writer.write(b"Content-Length: 9\r\n\r\n{not json")  # malformed JSON-RPC
+        if hasattr(sent, "__await__"):
+            await sent
+        with pytest.raises(JsonRpcMethodNotFound):
+            await client.protocol.send_request_async("ledex/noSuchMethod", {})
+        result = await command(client, "ledex.runTests")
+        assert result["failures"] == 0 and result["error"]  # the missing command is reported, not fatal
+
+        huge = root / "huge.py"
+        huge.write_text("x = 1\n" * 600_000)
+        open_doc(client, huge)
+        assert await code_actions(client, huge, lsp.Diagnostic(lsp.Range(lsp.Position(0, 0), lsp.Position(0, 1)), "x")) == []
+
+        client.workspace_did_change_configuration(lsp.DidChangeConfigurationParams({"ledex": {"testCommand": ""}}))
+        result = await command(client, "ledex.runTests")
+        assert result["failures"] == 2 and any("non-UTF-8" in n for n in result["notes"])
+        stock = root / "inventory" / "stock.py"
+        await wait_for(client, state_is(client, stock, "failed"))
+        assert any("could not be loaded" in m.message for m in client.messages)
+        assert (await command(client, "ledex.status"))["busy"] is False
