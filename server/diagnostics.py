@@ -90,7 +90,9 @@ def diagnostics_for(root: Path, entry: Entry, line_text: LineText) -> list[tuple
     test_source = next((line_text(rel, line) for role, rel, line in places if role == ROLE_TEST), "")
     message = message_of(failure, test_source)
     data = {"test": failure.test, "state": entry.state, "episode": entry.episode_id,
-            "verified": sum(1 for c in entry.candidates if c.verified)}
+            "verified": sum(1 for c in entry.candidates if c.verified),
+            "generationS": round(sum(c.generation_s for c in entry.candidates), 3),
+            "verificationS": round(sum(c.verification_s for c in entry.candidates), 3)}
     out = []
     for role, rel, rng in located:
         related = [lsp.DiagnosticRelatedInformation(lsp.Location(uri_for(root, r2), g2), _related_text(role2, failure))

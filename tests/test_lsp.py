@@ -188,3 +188,34 @@ async def test_bad_input_keeps_serving(project, tmp_path):
         await wait_for(client, state_is(client, stock, "failed"))
         assert any("could not be loaded" in m.message for m in client.messages)
         assert (await command(client, "ledex.status"))["busy"] is False
+
+
+@pytest.mark.slow
+async def test_real_model_end_to_end(project):
+    """The embedded SmolLM2-135M through the whole server: whatever it proposes is listed
+    (verified or not), explained, and logged with the model's identity."""
+    root, _, home = project
+    stock = root / "inventory" / "stock.py"
+    async with session(root, {"samples": 2, "rounds": 1}, home) as client:
+        open_doc(client, stock)
+        await wait_for(client, state_is(client, stock, "ready", "failed"))
+        assert state_is(client, stock, "ready")(), [m.message for m in client.messages]
+        (suspect,) = ledex_diagnostics(client, stock)
+        actions = await code_actions(client, stock, suspect)
+        titles = [a.title for a in actions]
+        assert titles[-2:] == ["Explain this failure", "Dismiss ledex suggestion"]
+        fixes = [a for a in actions if a.title.startswith("Fix")]
+        (episode,) = episodes(root)
+        assert episode["model"].startswith("SmolLM2-135M-Instruct") and episode["model_version"] in ("base", "packaged")
+        assert len(episode["candidates"]) >= 1
+        assert len(fixes) == sum(1 for c in episode["candidates"] if c["diff"])
+        explained = await command(client, "ledex.explain", TEST_ID)
+        assert TEST_ID in Path(explained["uri"].removeprefix("file://")).read_text()
+        if fixes:  # apply the top one, as a user would: the episode records the choice
+            edit = fixes[0].edit.document_changes[0]
+            change(client, stock, 2, apply_text_edit(stock.read_text(), edit.edits[0]))
+            assert (await command(client, fixes[0].command.command, *fixes[0].command.arguments))["accepted"]
+            assert episodes(root)[0]["outcome"] == "accepted"
+        else:
+            assert (await command(client, "ledex.dismiss", TEST_ID))["rejected"]
+            assert episodes(root)[0]["outcome"] == "rejected"

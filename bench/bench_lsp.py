@@ -1,0 +1,135 @@
+"""ledex-lsp benchmark (a script, not a test).
+
+1. Latency from a failure appearing (the buggy file saved) to the first verified code
+   action, split into test run, generation and verification.
+2. Responsiveness: p99 latency of a cheap request (codeAction on a clean file) on an idle
+   server, then while a fix is being generated; goal: busy/idle ratio <= 1.5.
+
+    python bench/bench_lsp.py                       # the embedded default model
+    python bench/bench_lsp.py --model replay:FILE   # recorded answers (pipeline cost only)
+    python bench/bench_lsp.py --json out.json
+
+Runs on a fresh copy of examples/inventory with only stock.py's bug left.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from lsprotocol import types as lsp
+from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
+
+REPO = Path(__file__).resolve().parent.parent
+FIX = ("It should include the threshold.\n\n```python\ndef is_low_stock(quantity, threshold):\n"
+       "    return quantity <= threshold\n```")
+
+
+def project(tmp: Path) -> Path:
+    root = tmp / "inventory"
+    shutil.copytree(REPO / "examples" / "inventory", root, ignore=shutil.ignore_patterns("__pycache__", ".ledex"))
+    for name in ("test_pricing.py", "test_text.py"):
+        (root / "tests" / name).unlink()
+    return root
+
+
+async def start(root: Path, options: dict, home: Path) -> LanguageClient:
+    env = {**os.environ, "LEDEX_HOME": str(home)}
+    client = await ClientServerConfig([sys.executable, "-m", "ledex.server"], server_env=env).start()
+    await client.initialize_session(lsp.InitializeParams(capabilities=client_capabilities("visual-studio-code"),
+                                                         root_uri=root.as_uri(), initialization_options=options))
+    return client
+
+
+def ledex_data(client: LanguageClient, uri: str) -> list[dict]:
+    return [d.data for d in client.diagnostics.get(uri, []) if d.source == "ledex" and isinstance(d.data, dict)]
+
+
+async def until(client: LanguageClient, predicate, timeout: float = 900) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await client.wait_for_notification(lsp.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)
+
+
+async def latency(client: LanguageClient, stock: Path) -> dict:
+    uri = stock.as_uri()
+    client.text_document_did_open(lsp.DidOpenTextDocumentParams(lsp.TextDocumentItem(uri, "python", 1, stock.read_text())))
+    saved = time.perf_counter()
+    client.text_document_did_save(lsp.DidSaveTextDocumentParams(lsp.TextDocumentIdentifier(uri)))
+    await until(client, lambda: ledex_data(client, uri))
+    seen = time.perf_counter()
+    await until(client, lambda: any(d["verified"] or d["state"] in ("ready", "failed") for d in ledex_data(client, uri)))
+    done = time.perf_counter()
+    data = ledex_data(client, uri)[0]
+    return {"test_run_s": round(seen - saved, 2), "generation_s": data["generationS"],
+            "verification_s": data["verificationS"], "first_verified_s": round(done - saved, 2) if data["verified"] else None,
+            "total_s": round(done - saved, 2), "state": data["state"]}
+
+
+async def probe(client: LanguageClient, clean: Path, n: int) -> list[float]:
+    params = lsp.CodeActionParams(lsp.TextDocumentIdentifier(clean.as_uri()),
+                                  lsp.Range(lsp.Position(0, 0), lsp.Position(0, 1)), lsp.CodeActionContext([]))
+    times = []
+    for _ in range(n):
+        started = time.perf_counter()
+        await client.text_document_code_action_async(params)
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def p99(values: list[float]) -> float:
+    return statistics.quantiles(values, n=100)[98] * 1000 if len(values) > 1 else values[0] * 1000
+
+
+async def responsiveness(client: LanguageClient, root: Path, stock: Path, n: int) -> dict:
+    clean = root / "inventory" / "__init__.py"
+    client.text_document_did_open(lsp.DidOpenTextDocumentParams(lsp.TextDocumentItem(clean.as_uri(), "python", 1, clean.read_text())))
+    idle = await probe(client, clean, n)
+    stock.write_text(stock.read_text() + "\n# touched\n")  # a new (code, failure): the cache cannot answer
+    client.text_document_did_save(lsp.DidSaveTextDocumentParams(lsp.TextDocumentIdentifier(stock.as_uri())))
+    await until(client, lambda: any(d["state"] == "running" for d in ledex_data(client, stock.as_uri())))
+    busy, rounds = [], 0
+    while any(d["state"] == "running" for d in ledex_data(client, stock.as_uri())) and len(busy) < 20 * n:
+        busy += await probe(client, clean, 20)
+        rounds += 1
+    return {"idle_p99_ms": round(p99(idle), 2), "busy_p99_ms": round(p99(busy), 2), "busy_samples": len(busy),
+            "ratio": round(p99(busy) / p99(idle), 2), "idle_median_ms": round(statistics.median(idle) * 1000, 2),
+            "busy_median_ms": round(statistics.median(busy) * 1000, 2) if busy else None}
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="", help="'' = embedded default; replay:FILE for recorded answers")
+    parser.add_argument("--samples", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--probes", type=int, default=200, help="cheap requests per measurement")
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="ledex-bench-"))
+    root, stock = project(tmp), None
+    stock = root / "inventory" / "stock.py"
+    options = {"model": args.model, "samples": args.samples, "rounds": args.rounds, "runOnStart": False, "debounceMs": 0}
+    client = await start(root, options, tmp / "home")
+    try:
+        results = {"model": args.model or "default", "latency": await latency(client, stock)}
+        results["responsiveness"] = await responsiveness(client, root, stock, args.probes)
+        results["status"] = await client.workspace_execute_command_async(lsp.ExecuteCommandParams("ledex.status"))
+    finally:
+        await client.shutdown_session()
+        await client.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(json.dumps(results, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
