@@ -129,7 +129,9 @@ def test_cannot_delete_or_edit_the_workspace_or_home(tmp_path):
         victim.unlink(missing_ok=True)
 
 
-def test_no_network_even_to_loopback(tmp_path):
+@pytest.mark.parametrize("mode", ["auto", "unshare"])
+def test_no_network_even_to_loopback(tmp_path, monkeypatch, mode):
+    monkeypatch.setenv("LEDEX_SANDBOX_ISOLATION", mode)
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(5)
@@ -153,6 +155,7 @@ def test_no_network_even_to_loopback(tmp_path):
     server.close()
     thread.join()
     assert got == [] and v.outcomes
+    assert mode == "auto" or v.isolation == "unshare"
 
 
 def test_environment_secrets_do_not_reach_the_candidate(tmp_path, monkeypatch):
