@@ -1,0 +1,307 @@
+"""`ledex-train promote` / `ledex-train rollback`: gated, atomic adapter promotion.
+
+A new GGUF adapter goes into service only if
+  1. it is a complete GGUF LoRA adapter for the base's architecture (read back, checked);
+  2. llama.cpp loads it on the base (done by the gate's first generation);
+  3. the gate passes: on held-out problems, its self-debug success rate is not lower than the
+     model in service (promoted adapter, else the shipped one, else the plain base) minus
+     --tolerance. Both models debug the SAME wrong solutions (sampled once from the plain base,
+     seeded, cached) with the same seeds, so the comparison is paired.
+Then the file is copied into $LEDEX_HOME/models/adapters/ (temp name, fsync, rename, directory
+fsync) and current.json is switched atomically (ledex.engine.registry.set_current); the server
+watches current.json. A process killed at any point leaves either the old or the new model in
+service, never a half-written one. history.jsonl records every promotion and rollback.
+
+    ledex-train promote runs/sft/adapter.gguf --problems ../shared/data/mbpp.jsonl
+    ledex-train rollback
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ledex.engine import registry
+from ledex.training.config import add_dataclass_arguments, from_args
+
+
+@dataclass
+class GateArgs:
+    problems: str | None = field(default=None, metadata={"help": "Held-out problem set (MBPP JSONL or generic JSONL)."})
+    split: str | None = field(default="validation", metadata={"help": "MBPP split for the gate (never train)."})
+    n_problems: int = field(default=30, metadata={"help": "Held-out problems (a cheap check; evaluate does the full one)."})
+    skip: int = field(default=0, metadata={"help": "Skip the first N problems of the split (to pick a subset)."})
+    samples: int = field(default=2, metadata={"help": "Initial solutions sampled from the plain base per problem."})
+    mutations: int = field(default=1, metadata={"help": "Plus N verified AST mutants of the reference per problem."})
+    temperature: float = field(default=0.0, metadata={
+        "help": "Refinement temperature (0: greedy, the least noisy paired comparison on few problems)."})
+    max_tokens: int = field(default=384, metadata={"help": "Token limit per refinement."})
+    tolerance: float = field(default=0.0, metadata={"help": "Promote if candidate rate >= current rate - tolerance."})
+    seed: int = field(default=1234, metadata={"help": "Seed for the wrong solutions and the refinements."})
+    threads: int | None = field(default=None, metadata={"help": "llama.cpp threads."})
+    cache_dir: str | None = field(default=None, metadata={"help": "Where the held-out wrong solutions are cached."})
+
+
+@dataclass
+class PromoteArgs(GateArgs):
+    adapter: str = field(default="", metadata={"help": "The GGUF adapter to promote (from `ledex-train export`)."})
+    base: str = field(default="default", metadata={"help": "The base the adapter is for (what the server serves)."})
+    no_gate: bool = field(default=False, metadata={"help": "Skip the evaluation gate (file checks still run)."})
+    force: bool = field(default=False, metadata={"help": "Promote even if the gate says it is worse."})
+    note: str = field(default="", metadata={"help": "Free text kept in the history."})
+
+
+class PromotionError(RuntimeError):
+    """Promotion refused; the model in service is unchanged."""
+
+
+# --- the gate -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Case:
+    problem: object  # CodingProblem
+    wrong_code: str
+    verdict: object  # sandbox Verdict of the wrong code
+    origin: str
+
+
+def heldout_cases(gate: GateArgs, base: str) -> list[Case]:
+    """Wrong solutions for the gate: sampled from the plain base (seeded) + verified mutants; cached."""
+    from ledex.engine.problems import load_problems
+    from ledex.sandbox import Verdict
+
+    if not gate.problems:
+        raise PromotionError("the gate needs held-out problems: --problems <mbpp.jsonl> (or --no-gate)")
+    problems = load_problems(gate.problems, gate.split)[gate.skip: gate.skip + gate.n_problems]
+    cache = Path(gate.cache_dir or registry.ledex_home() / "gate-cache")
+    key = f"{Path(gate.problems).stem}-{gate.split}-{gate.skip}-{gate.n_problems}-{gate.samples}-{gate.mutations}-{gate.seed}"
+    path = cache / f"{key}.json"
+    by_id = {p.id: p for p in problems}
+    if path.is_file():
+        rows = json.loads(path.read_text(encoding="utf-8"))
+        return [Case(by_id[r["problem"]], r["wrong_code"], Verdict.from_dict(r["verdict"]), r["origin"]) for r in rows]
+    cases = _sample_cases(problems, gate, base, cache / "workspaces")
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps([{"problem": c.problem.id, "wrong_code": c.wrong_code, "verdict": c.verdict.to_dict(),
+                                "origin": c.origin} for c in cases]), encoding="utf-8")
+    os.replace(tmp, path)
+    return cases
+
+
+def _sample_cases(problems, gate: GateArgs, base: str, root: Path) -> list[Case]:
+    from tqdm import tqdm
+
+    from ledex.engine.backends import Sampling, load_backend
+    from ledex.engine.problems import extract_code, initial_messages, judge_solutions
+    from ledex.training.mutate import mutants
+
+    backend = load_backend(base, None, **({"n_threads": gate.threads} if gate.threads else {})) if gate.samples else None
+    cases = []
+    for index, problem in enumerate(tqdm(problems, desc="gate: wrong solutions", unit="problem")):
+        codes = []
+        for i in range(gate.samples):
+            reply = backend.generate(initial_messages(problem), Sampling(1.0, 0.95, gate.max_tokens, gate.seed + 100 * index + i))
+            code = extract_code(reply.text)
+            if code.strip() and code not in codes:
+                codes.append(code)
+        origins = ["sampled"] * len(codes)
+        found = mutants(problem.solution, limit=gate.mutations, seed=gate.seed + index) if gate.mutations else []
+        codes += [m.code for m in found]
+        origins += ["mutation"] * len(found)
+        verdicts = judge_solutions(problem, codes, root) if codes else []
+        cases += [Case(problem, c, v, o) for c, v, o in zip(codes, verdicts, origins) if not v.passed and not v.error]
+    return cases
+
+
+def self_debug_rate(backend, cases: list[Case], gate: GateArgs, root: Path, label: str = "") -> dict:
+    """Share of wrong solutions the model fixes in one explain+refine attempt (sandbox-verified)."""
+    from tqdm import tqdm
+
+    from ledex.engine.backends import Sampling
+    from ledex.engine.format import Mode, build_messages, parse_response
+    from ledex.engine.problems import judge_solutions, ledex_problem
+
+    fixed, by_origin = 0, {}
+    for index, case in enumerate(tqdm(cases, desc=f"gate: self-debug {label}", unit="case")):
+        messages = build_messages(ledex_problem(case.problem, case.wrong_code, case.verdict), Mode.EXPLAIN)
+        reply = backend.generate(messages, Sampling(gate.temperature, 0.95, gate.max_tokens, gate.seed + index))
+        parsed = parse_response(reply.text, Mode.EXPLAIN, truncated=reply.truncated)
+        ok = bool(getattr(parsed, "code", None)) and judge_solutions(case.problem, [parsed.code], root)[0].passed
+        fixed += ok
+        tally = by_origin.setdefault(case.origin, [0, 0])
+        tally[0] += ok
+        tally[1] += 1
+    return {"fixed": fixed, "cases": len(cases), "rate": fixed / len(cases) if cases else 0.0,
+            "by_origin": {k: {"fixed": a, "cases": b, "rate": a / b} for k, (a, b) in by_origin.items()}}
+
+
+def in_service(home: Path | None = None) -> str | None:
+    """The adapter the server uses now (None: the plain base)."""
+    return registry.default_adapter(home)
+
+
+def run_gate(candidate: str, gate: GateArgs, base: str = "default", current: str | None = None) -> dict:
+    from ledex.engine.backends import load_backend
+    from ledex.engine.models import ModelError
+
+    cases = heldout_cases(gate, base)
+    if not cases:
+        raise PromotionError("the gate found no wrong solutions to debug (more --n-problems?)")
+    root = Path(gate.cache_dir or registry.ledex_home() / "gate-cache") / "workspaces"
+    kwargs = {"n_threads": gate.threads} if gate.threads else {}
+    results = {}
+    for label, adapter in (("current", current), ("candidate", candidate)):
+        try:
+            backend = load_backend(base, adapter, **kwargs)
+        except ModelError as exc:
+            raise PromotionError(f"{label} model does not load: {exc}") from exc
+        results[label] = self_debug_rate(backend, cases, gate, root, label) | {"adapter": adapter}
+        del backend
+    results["passed"] = results["candidate"]["rate"] >= results["current"]["rate"] - gate.tolerance
+    return results
+
+
+# --- the registry ---------------------------------------------------------------------------------
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def install_adapter(adapter: Path, home: Path | None, version: int, digest: str) -> Path:
+    """Copy into models/adapters/ under a new name: temp file, fsync, rename, fsync the folder."""
+    folder = registry.models_dir(home) / "adapters"
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"v{version:04d}-{digest[:12]}.gguf"
+    tmp = folder / f".{target.name}.{os.getpid()}.tmp"
+    try:
+        with open(adapter, "rb") as src, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+            dst.flush()
+            os.fsync(dst.fileno())
+        os.replace(tmp, target)
+        _fsync_dir(folder)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise PromotionError(f"could not install the adapter into {folder}: {exc}") from exc
+    return target
+
+
+def history(home: Path | None = None) -> list[dict]:
+    path = registry.models_dir(home) / "history.jsonl"
+    if not path.is_file():
+        return []
+    events = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            events.append(json.loads(line))
+        except ValueError:
+            continue  # a line cut by a crash mid-append: the events before it still count
+    return events
+
+
+def promoted_stack(home: Path | None = None) -> list[dict]:
+    """The promotions still in effect, oldest first (a rollback pops the newest)."""
+    stack = []
+    for event in history(home):
+        if event.get("event") == "promote":
+            stack.append(event["record"])
+        elif event.get("event") == "rollback" and stack:
+            stack.pop()
+    return stack
+
+
+def promote(adapter: str | Path, *, home: Path | None = None, base: str = "default", gate: GateArgs | None = None,
+            force: bool = False, note: str = "", metrics: dict | None = None) -> dict:
+    """Check, gate and promote `adapter`; returns the new current record. Raises PromotionError."""
+    from ledex.engine.models import ModelError, file_hash, parse_model_spec
+    from ledex.training.export import ExportError, base_info, check_adapter
+
+    adapter = Path(adapter)
+    if not adapter.is_file():
+        raise PromotionError(f"adapter not found: {adapter}")
+    try:
+        base_path = parse_model_spec(base).location
+        meta = check_adapter(adapter, arch=base_info(base_path).arch)
+    except (ExportError, ModelError) as exc:
+        raise PromotionError(str(exc)) from exc
+    digest = file_hash(adapter)
+    gate_result = None
+    if gate is not None:
+        gate_result = run_gate(str(adapter), gate, base, in_service(home))
+        if not gate_result["passed"] and not force:
+            raise PromotionError(f"gate failed: candidate self-debug rate {gate_result['candidate']['rate']:.1%} < "
+                                 f"current {gate_result['current']['rate']:.1%} on {gate_result['current']['cases']} "
+                                 "held-out wrong solutions; the current model stays in service (--force overrides)")
+    version = max([e.get("record", {}).get("version", 0) for e in history(home)] + [0]) + 1
+    installed = install_adapter(adapter, home, version, digest)
+    record = {"adapter": str(installed.resolve()), "version": version, "promoted_at": time.time(),
+              "adapter_hash": digest, "source": str(adapter.resolve()), "base": base_path,
+              "base_hash": file_hash(base_path), "adapter_meta": meta, "gate": gate_result, "metrics": metrics or {},
+              "note": note, "forced": bool(force and gate_result and not gate_result["passed"])}
+    registry.set_current(record, home)
+    registry.append_history({"event": "promote", "record": record}, home)
+    return record
+
+
+def rollback(home: Path | None = None) -> dict | None:
+    """Put the previously promoted adapter back in service (None: back to the shipped/plain model)."""
+    stack = promoted_stack(home)
+    if not stack:
+        raise PromotionError("nothing to roll back: no promotion in the history")
+    undone = stack.pop()
+    previous = next((r for r in reversed(stack) if Path(r["adapter"]).is_file()), None)
+    record = dict(previous) if previous else {"adapter": None, "version": 0}
+    record["rolled_back_from"] = undone.get("version")
+    registry.set_current(record, home)
+    registry.append_history({"event": "rollback", "from": undone.get("version"), "to": record.get("version")}, home)
+    return previous
+
+
+# --- command line ---------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_dataclass_arguments(parser, PromoteArgs)
+
+
+def main(args: argparse.Namespace) -> int:
+    config = from_args(PromoteArgs, args)
+    gate = None if config.no_gate else GateArgs(**{k: v for k, v in asdict(config).items() if k in GateArgs.__dataclass_fields__})
+    try:
+        record = promote(config.adapter, base=config.base, gate=gate, force=config.force, note=config.note)
+    except PromotionError as exc:
+        print(f"ledex-train promote: {exc}", file=sys.stderr)
+        return 1
+    if record.get("gate"):
+        g = record["gate"]
+        print(f"gate: candidate {g['candidate']['rate']:.1%} vs current {g['current']['rate']:.1%} "
+              f"({g['current']['cases']} held-out wrong solutions)")
+    print(f"promoted v{record['version']}: {record['adapter']}")
+    return 0
+
+
+def add_rollback_arguments(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+def rollback_main(args: argparse.Namespace) -> int:
+    try:
+        previous = rollback()
+    except PromotionError as exc:
+        print(f"ledex-train rollback: {exc}", file=sys.stderr)
+        return 1
+    print(f"in service: {previous['adapter'] if previous else 'the shipped default (or plain base)'}")
+    return 0
