@@ -184,7 +184,7 @@ class Collector:
         if not self.config.mutations or not problem.solution.strip():
             return []
         # Ask for a few extra: some mutants still pass (dead code, equivalent operators).
-        found = mutants(problem.solution, limit=self.config.mutations * 2, seed=seed)
+        found = mutants(problem.solution, limit=self.config.mutations + 1, seed=seed)
         verdicts = judge_solutions(problem, [m.code for m in found], self.root, workers=self.config.workers)
         return [Wrong(m.code, v, "mutation", m) for m, v in zip(found, verdicts) if not v.passed][: self.config.mutations]
 
