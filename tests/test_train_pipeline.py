@@ -349,7 +349,7 @@ def test_promotion_is_atomic_when_killed(tmp_path):
     for round_ in range(6):
         proc = subprocess.Popen([sys.executable, "-c", PROMOTE_LOOP, str(home), *adapters], stdout=subprocess.PIPE)
         assert proc.stdout.readline().strip() == b"ready"
-        time.sleep(float(rng.uniform(0.2, 1.5)))
+        time.sleep(float(rng.uniform(0.5, 4.0)))
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         record = registry.current(home)

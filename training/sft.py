@@ -102,21 +102,15 @@ def resolve_base(model: str) -> tuple[str, str | None]:
 
 def gguf_serve_format(path: str | Path) -> ServeFormat:
     """The chat template, end-of-turn text and BOS rule llama.cpp uses for this GGUF."""
-    import gguf
-
     from ledex.engine.backends import CHATML_TEMPLATE
+    from ledex.training.export import gguf_header
 
-    reader = gguf.GGUFReader(str(path))
-
-    def value(key, default=None):
-        field_ = reader.fields.get(key)
-        return field_.contents() if field_ is not None else default
-
-    tokens = reader.fields["tokenizer.ggml.tokens"].contents()
-    eos, bos = value("tokenizer.ggml.eos_token_id"), value("tokenizer.ggml.bos_token_id")
+    meta = gguf_header(path, arrays=("tokenizer.ggml.tokens",))
+    tokens = meta["tokenizer.ggml.tokens"]
+    eos, bos = meta.get("tokenizer.ggml.eos_token_id"), meta.get("tokenizer.ggml.bos_token_id")
     # llama.cpp's default: add BOS for sentencepiece ("llama") vocabularies, not for BPE ("gpt2").
-    add_bos = bool(value("tokenizer.ggml.add_bos_token", value("tokenizer.ggml.model") == "llama"))
-    return ServeFormat(value("tokenizer.chat_template") or CHATML_TEMPLATE, tokens[eos] if eos is not None else "",
+    add_bos = bool(meta.get("tokenizer.ggml.add_bos_token", meta.get("tokenizer.ggml.model") == "llama"))
+    return ServeFormat(meta.get("tokenizer.chat_template") or CHATML_TEMPLATE, tokens[eos] if eos is not None else "",
                        add_bos, tokens[bos] if bos is not None else "")
 
 
