@@ -124,11 +124,11 @@ def finished(server, entry: Entry, future) -> None:
 def run(server, entry: Entry) -> None:
     """Fix thread: reuse a cached result or generate and verify; log everything."""
     entry.state = RUNNING
-    cached = server.jobs.cached(entry)
-    if cached is None and not _load_model(server, entry):
+    if not _load_model(server, entry):
         return
-    if cached is not None:
-        entry.model, entry.model_version = cached.model, cached.model_version
+    cached = server.jobs.cached(entry)
+    if cached is not None and cached.model != entry.model:
+        cached = None  # a new model was promoted since: its answers may differ
     entry.episode_id = _log_start(server, entry)
     if cached is not None:
         for c in cached.candidates:
