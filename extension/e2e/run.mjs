@@ -1,13 +1,23 @@
 #!/usr/bin/env node
 // End-to-end test of the built .vsix in a real VS Code (code-server from npm), driven by
-// Debian's headless Chromium through playwright-core:
-//   open examples/inventory → wait for ledex's diagnostic → open the quick-fix menu (screenshot →
-//   docs/vscode-quickfix.png) → apply the fix → save → the file changed on disk and the fixed test
-//   passes with no test newly failing.
-// Usage: node e2e/run.mjs [--stub] [--timeout SECONDS] [--screenshot PATH]
-//   --stub  use e2e/stub_server.py instead of the real `ledex-lsp` (tests the extension side only).
+// Debian's headless Chromium through playwright-core. The extension launches the real `ledex-lsp`
+// (`<LEDEX_PYTHON> -m ledex.server --stdio`, via `ledex.pythonPath`), which runs the real pytest,
+// sandbox and SQLite episode log.
+//
+// Default: the model is a recorded answer (`ledex.model` = `replay:<answers.json>`, the engine's
+// ReplayBackend) holding a correct explanation + patch, so the whole flow is deterministic:
+//   open a copy of examples/inventory (stock tests only: one seeded bug) → ledex's diagnostic →
+//   quick-fix menu (Ctrl+.) offers "Fix: …" (screenshot → docs/vscode-quickfix.png) → apply it →
+//   save → stock.py says `<=`, pytest passes, the server clears its diagnostic, and
+//   <workspace>/.ledex/episodes.sqlite3 records the episode as `accepted`; then a live settings
+//   change made in the Settings UI reaches the server (its ledex.status reports the new model).
+// --real-model: the embedded model (`ledex.model` = ""); slow on a small CPU and rarely verified,
+//   so it asserts only that the diagnostic appears and the menu lists "Explain this failure"
+//   and "Dismiss …".
+// Usage: node e2e/run.mjs [--real-model] [--timeout SECONDS] [--screenshot PATH]
 // Env: LEDEX_PYTHON (default <repo>/.venv/bin/python), LEDEX_VSIX (default extension/ledex.vsix),
-//      CHROMIUM (default /usr/bin/chromium), E2E_OUT (where logs/screens go; default a temp dir).
+//      CHROMIUM (default /usr/bin/chromium), E2E_OUT (where logs/screens go; default a temp dir),
+//      E2E_KEEP=1 keeps the temporary workspace.
 import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -22,11 +32,10 @@ const repo = path.resolve(extDir, '..');
 const argv = process.argv.slice(2);
 const flag = (n) => argv.includes(n);
 const opt = (n, d) => (argv.indexOf(n) >= 0 ? argv[argv.indexOf(n) + 1] : d);
-const STUB = flag('--stub');
-const TIMEOUT_S = Number(opt('--timeout', STUB ? '240' : '1200'));
+const REAL_MODEL = flag('--real-model');
+const TIMEOUT_S = Number(opt('--timeout', REAL_MODEL ? '1200' : '480'));
 const deadline = Date.now() + TIMEOUT_S * 1000;
 const left = () => Math.max(1000, deadline - Date.now());
-const screenshotPath = path.resolve(opt('--screenshot', path.join(repo, 'docs', STUB ? 'vscode-quickfix-stub.png' : 'vscode-quickfix.png')));
 const venvPy = path.join(repo, '.venv', 'bin', 'python');
 const python = process.env.LEDEX_PYTHON || (fs.existsSync(venvPy) ? venvPy : 'python3');
 const vsix = process.env.LEDEX_VSIX || path.join(extDir, 'ledex.vsix');
@@ -34,9 +43,18 @@ const chromiumPath = process.env.CHROMIUM || '/usr/bin/chromium';
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ledex-e2e-'));
 const out = process.env.E2E_OUT || path.join(os.tmpdir(), 'ledex-e2e-out');
 fs.mkdirSync(out, { recursive: true });
+const screenshotPath = path.resolve(opt('--screenshot', REAL_MODEL ? path.join(out, 'vscode-quickfix-real-model.png') : path.join(repo, 'docs', 'vscode-quickfix.png')));
 const t0 = Date.now();
 const log = (...a) => console.log(`[e2e ${((Date.now() - t0) / 1000).toFixed(1)}s]`, ...a);
 const FIX_FILE = 'inventory/stock.py';
+const TEST_ID = 'tests/test_stock.py::test_low_stock_at_threshold';
+// The recorded model answer: prose, then exactly one python block (what the engine parses).
+const ANSWER =
+  'The comparison excludes the threshold itself. `is_low_stock` uses `<`, but its docstring says "at or below", ' +
+  'so a quantity equal to the threshold must count as low: use `<=`.\n\n' +
+  '```python\ndef is_low_stock(quantity, threshold):\n' +
+  '    """True when the quantity is at or below the reorder threshold."""\n' +
+  '    return quantity <= threshold\n```';
 
 function fail(msg) {
   throw new Error(msg);
@@ -49,6 +67,30 @@ function pytest(cwd) {
   } catch (e) {
     const o = String(e.stdout ?? '');
     return { code: e.status, failed: [...o.matchAll(/^FAILED (\S+)/gm)].map((m) => m[1]), out: o };
+  }
+}
+
+/** The episodes the real server logged, read with Python's sqlite3. */
+function episodes(work) {
+  const db = path.join(work, '.ledex', 'episodes.sqlite3');
+  if (!fs.existsSync(db)) return [];
+  const code = [
+    'import json, sqlite3, sys',
+    'db = sqlite3.connect(sys.argv[1]); db.row_factory = sqlite3.Row',
+    'rows = [dict(r) for r in db.execute("SELECT id, test, model, outcome, chosen_candidate FROM episodes ORDER BY created")]',
+    'for r in rows: r["verified"] = [c[0] for c in db.execute("SELECT verified FROM candidates WHERE episode_id = ?", (r["id"],))]',
+    'print(json.dumps(rows))',
+  ].join('\n');
+  return JSON.parse(execFileSync(python, ['-c', code, db], { encoding: 'utf8' }));
+}
+
+async function until(what, ms, check, poll = 500) {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await check();
+    if (v) return v;
+    if (Date.now() > end) fail(`timed out after ${ms / 1000}s waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, poll));
   }
 }
 
@@ -86,20 +128,23 @@ try {
     .pop();
   log('code-server:', entry);
 
-  // 2. A throwaway copy of the demo project, VS Code profile and extensions dir.
+  // 2. A throwaway copy of the demo project with one seeded bug (stock.py's `<`; the other
+  //    modules' tests are left out, as in tests/lsp_helpers.py), VS Code profile, extensions dir.
   const work = path.join(tmp, 'inventory');
   fs.cpSync(path.join(repo, 'examples', 'inventory'), work, { recursive: true, filter: (s) => !/(__pycache__|\.pytest_cache|\.ledex)$/.test(s) });
+  for (const name of ['test_pricing.py', 'test_text.py']) fs.rmSync(path.join(work, 'tests', name), { force: true });
   const before = pytest(work);
   log('tests before:', before.failed);
+  if (!before.failed.includes(TEST_ID)) fail(`expected ${TEST_ID} to fail before the fix:\n${before.out}`);
   const original = fs.readFileSync(path.join(work, FIX_FILE), 'utf8');
   const dataDir = path.join(tmp, 'cs-data');
   const extsDir = path.join(tmp, 'cs-exts');
-  const stubLog = path.join(out, 'stub-server.log');
-  fs.rmSync(stubLog, { force: true });
-  const pythonPath = STUB ? path.join(here, 'stub-python.sh') : python;
+  const answers = path.join(tmp, 'answers.json');
+  fs.writeFileSync(answers, JSON.stringify([ANSWER]));
   const settingsFile = path.join(dataDir, 'User', 'settings.json');
   const settings = {
-    'ledex.pythonPath': pythonPath,
+    'ledex.pythonPath': python,
+    ...(REAL_MODEL ? { 'ledex.model': '' } : { 'ledex.model': `replay:${answers}`, 'ledex.samples': 1, 'ledex.rounds': 1 }),
     'workbench.startupEditor': 'none',
     'security.workspace.trust.enabled': false,
     'telemetry.telemetryLevel': 'off',
@@ -122,10 +167,10 @@ try {
   codeServer = spawn(
     process.execPath,
     [entry, ...csArgs, '--bind-addr', `127.0.0.1:${port}`, '--auth', 'none', '--disable-telemetry', '--disable-update-check', '--disable-workspace-trust', '--disable-getting-started-override', '--config', path.join(tmp, 'code-server.yaml'), work],
-    { stdio: ['ignore', csLog, csLog], env: { ...process.env, LEDEX_STUB_PYTHON: python, LEDEX_STUB_LOG: stubLog }, detached: true },
+    { stdio: ['ignore', csLog, csLog], env: { ...process.env, ...(REAL_MODEL ? {} : { LEDEX_HOME: path.join(tmp, 'ledex-home') }) }, detached: true },
   );
   await waitHttp(`http://127.0.0.1:${port}/healthz`, 60_000);
-  log('code-server up on port', port);
+  log('code-server up on port', port, REAL_MODEL ? '(real model)' : `(replay model ${answers})`);
 
   // 4. Headless Chromium, fresh profile.
   browser = await chromium.launchPersistentContext(path.join(tmp, 'chromium'), {
@@ -176,14 +221,16 @@ try {
   log('diagnostic shown; status bar:', JSON.stringify((await status.innerText()).trim()));
   await shot('diagnostic.png');
 
-  // Cursor onto the problem, then the quick-fix menu (Ctrl+.); the real server may still be
-  // generating/verifying, so reopen the menu until a fix is offered.
-  const isFix = (s) => /^Fix: /.test(s) || (/^ledex: /.test(s) && !/dismiss|explain|still looking/i.test(s));
+  // Cursor onto the problem, then the quick-fix menu (Ctrl+.); the server may still be
+  // generating/verifying ("ledex is still looking for a fix…"), so reopen the menu until it is done.
+  const isFix = (s) => /^Fix: /.test(s);
+  const hasExplainDismiss = (ts) => ts.some((s) => /^Explain this failure/.test(s)) && ts.some((s) => /^Dismiss/.test(s));
+  const done = REAL_MODEL ? (ts) => hasExplainDismiss(ts) && !ts.some((s) => /still looking/i.test(s)) : (ts) => ts.some(isFix);
   const menu = page.locator('.action-widget');
   const rows = menu.locator('.monaco-list-row');
   let titles = [];
-  let fixIdx = -1;
-  for (let attempt = 0; ; attempt++) {
+  let lastLogged = '';
+  for (;;) {
     await page.locator('.monaco-editor .view-lines').first().click();
     await page.keyboard.press('Control+Home');
     await page.keyboard.press('F8');
@@ -192,51 +239,67 @@ try {
     await page.keyboard.press('Control+.');
     const opened = await menu.waitFor({ state: 'visible', timeout: 15_000 }).then(() => true, () => false);
     titles = opened ? (await rows.allInnerTexts()).map((s) => s.replace(/\s+/g, ' ').trim()) : ['(no code actions)'];
-    fixIdx = titles.findIndex(isFix);
-    if (attempt === 0 || fixIdx >= 0) log('quick fixes:', titles);
-    if (fixIdx >= 0) break;
+    if (JSON.stringify(titles) !== lastLogged) log('quick fixes:', titles);
+    lastLogged = JSON.stringify(titles);
+    if (done(titles)) break;
     if (Date.now() > deadline) {
       await shot('no-fix.png');
-      fail(`no ledex fix in the quick-fix menu: ${JSON.stringify(titles)}`);
+      if (REAL_MODEL && hasExplainDismiss(titles)) break; // still generating: the menu is what is asserted
+      fail(`no ${REAL_MODEL ? '"Explain this failure"/"Dismiss" actions' : 'ledex "Fix: …"'} in the quick-fix menu: ${JSON.stringify(titles)}`);
     }
     await page.keyboard.press('Escape');
-    await page.waitForTimeout(10_000);
+    await page.waitForTimeout(REAL_MODEL ? 10_000 : 3_000);
   }
   fs.mkdirSync(path.dirname(screenshotPath), { recursive: true });
   await page.screenshot({ path: screenshotPath });
   log('screenshot', screenshotPath);
-  // Keyboard, as a person would (a pointer-block overlay eats synthetic clicks): move the focus to the fix, Enter.
-  for (let i = 0; i < titles.length + 1; i++) {
-    const focused = (await menu.locator('.monaco-list-row.focused').getAttribute('aria-label').catch(() => '')) ?? '';
-    if (focused && titles[fixIdx].includes(focused.trim())) break;
-    await page.keyboard.press('ArrowDown');
-    await page.waitForTimeout(150);
-  }
-  await page.keyboard.press('Enter');
-  await page.waitForTimeout(1000);
-  await page.keyboard.press('Control+S');
 
-  // The file changed on disk, and the tests the fix targets now pass with nothing newly broken.
-  const end = Date.now() + 30_000;
-  let now = original;
-  while (Date.now() < end && now === original) {
-    await page.waitForTimeout(500);
-    now = fs.readFileSync(path.join(work, FIX_FILE), 'utf8');
-  }
-  if (now === original) fail(`${FIX_FILE} did not change on disk`);
-  log('file changed:', JSON.stringify(now.split('\n').find((l, i) => l !== original.split('\n')[i])));
-  const after = pytest(work);
-  log('tests after:', after.failed);
-  const fixed = before.failed.filter((t) => !after.failed.includes(t));
-  const broken = after.failed.filter((t) => !before.failed.includes(t));
-  if (fixed.length === 0) fail(`no failing test was fixed:\n${after.out}`);
-  if (broken.length) fail(`newly failing: ${broken}`);
-  log('fixed:', fixed);
-  await page.waitForTimeout(2000);
-  await shot('after-fix.png');
+  if (REAL_MODEL) {
+    const fix = titles.find(isFix);
+    log(fix ? `the model's fix was verified: ${fix}` : 'no verified fix from the model (often so with the tiny model)');
+    await page.keyboard.press('Escape');
+  } else {
+    // Keyboard, as a person would (a pointer-block overlay eats synthetic clicks): focus the fix, Enter.
+    const fixIdx = titles.findIndex(isFix);
+    for (let i = 0; i < titles.length + 1; i++) {
+      const focused = (await menu.locator('.monaco-list-row.focused').getAttribute('aria-label').catch(() => '')) ?? '';
+      if (focused && titles[fixIdx].includes(focused.trim())) break;
+      await page.keyboard.press('ArrowDown');
+      await page.waitForTimeout(150);
+    }
+    await page.keyboard.press('Enter');
+    await page.waitForTimeout(1000);
+    await page.keyboard.press('Control+S');
 
-  // Settings are forwarded live: change ledex.samples in the Settings UI (checked through the stub's log).
-  if (STUB) {
+    // The file changed on disk to the recorded patch, and now the tests pass.
+    const now = await until(`${FIX_FILE} to change on disk`, 30_000, () => {
+      const t = fs.readFileSync(path.join(work, FIX_FILE), 'utf8');
+      return t !== original && t;
+    });
+    const origLines = original.split('\n');
+    log('file changed:', JSON.stringify(now.split('\n').find((l, i) => l !== origLines[i])));
+    if (!/^\s*return quantity <= threshold\s*$/m.test(now) || /quantity < threshold/.test(now)) fail(`unexpected ${FIX_FILE}:\n${now}`);
+    const after = pytest(work);
+    log('tests after:', after.failed, after.code === 0 ? '(all pass)' : `(pytest exit ${after.code})`);
+    if (after.code !== 0) fail(`tests still fail after the fix:\n${after.out}`);
+
+    // The server re-ran the tests on save and cleared its diagnostic.
+    await until('the diagnostic to clear', 120_000, async () => (await squiggle.count()) === 0);
+    log('diagnostic cleared');
+    await shot('after-fix.png');
+
+    // The fix was logged as accepted in the workspace's episode log.
+    const accepted = await until('an accepted episode in .ledex/episodes.sqlite3', 30_000, () =>
+      episodes(work).find((e) => e.test === TEST_ID && e.outcome === 'accepted'),
+    );
+    log('episode:', JSON.stringify(accepted));
+    if (!String(accepted.model).startsWith('replay@')) fail(`episode model is not the replay model: ${accepted.model}`);
+    if (accepted.chosen_candidate == null || accepted.verified[accepted.chosen_candidate] !== 1) fail(`accepted candidate was not verified: ${JSON.stringify(accepted)}`);
+
+    // Settings are forwarded live: change ledex.model in the Settings UI; the server's
+    // ledex.status then reports the new model (shown in the status bar).
+    const answers2 = path.join(tmp, 'answers-live.json');
+    fs.writeFileSync(answers2, JSON.stringify([ANSWER]));
     await page.keyboard.press('F1');
     await page.waitForSelector('.quick-input-widget', { state: 'visible' });
     await page.keyboard.type('Preferences: Open User Settings');
@@ -244,26 +307,22 @@ try {
     await page.keyboard.press('Enter');
     await page.waitForSelector('.settings-editor', { timeout: 30_000 });
     await page.waitForTimeout(1000);
-    await page.keyboard.type('ledex.samples');
+    await page.keyboard.type('ledex.model');
     await page.waitForTimeout(1500);
-    const input = page.locator('.settings-editor .setting-item-number input:visible').first();
+    const input = page.locator('.settings-editor .setting-item-text input:visible').first();
     await input.waitFor({ timeout: 30_000 });
     await input.click();
     await page.keyboard.press('Control+A');
-    await page.keyboard.type('7');
+    await page.keyboard.type(`replay:${answers2}`);
     await page.keyboard.press('Tab');
-    const end2 = Date.now() + 20_000;
-    let seen = '';
-    while (Date.now() < end2 && !/didChangeConfiguration .*"samples": 7/.test(seen)) {
-      await page.waitForTimeout(500);
-      seen = fs.existsSync(stubLog) ? fs.readFileSync(stubLog, 'utf8') : '';
-    }
+    await until("the status bar to show the server's new model", 60_000, async () => /answers-live\.json/.test(await status.innerText()), 1000).catch(async (e) => {
+      await shot('settings.png');
+      throw e;
+    });
     await shot('settings.png');
-    if (!/initializationOptions=.*"junitGlobs"/.test(seen)) fail(`initializationOptions not seen by the server:\n${seen}`);
-    if (!/didChangeConfiguration .*"samples": 7/.test(seen)) fail(`settings change not forwarded:\n${seen}`);
-    log('server saw initializationOptions and the live settings change (samples: 7)');
+    log('server took the live settings change; status bar:', JSON.stringify((await status.innerText()).trim()));
   }
-  console.log(`e2e: 1 passed, 0 failed (${((Date.now() - t0) / 1000).toFixed(0)}s, artefacts in ${out})`);
+  console.log(`e2e${REAL_MODEL ? ' (real model)' : ''}: 1 passed, 0 failed (${((Date.now() - t0) / 1000).toFixed(0)}s, artefacts in ${out})`);
 } catch (e) {
   console.error(`e2e: FAILED: ${e.stack || e}`);
   console.error(`artefacts in ${out}`);
