@@ -16,6 +16,7 @@ Run from the repo root:  .venv/bin/python bench/bench_engine.py [--quick]
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -102,9 +103,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions and samples (CI, shared boxes)")
     parser.add_argument("--model", default=None, help="model spec (default: the embedded model)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="llama.cpp threads (default: half the cores; spin-waiting threads on a shared, "
+                             "oversubscribed box make timings swing ~10x)")
     args = parser.parse_args(argv)
     reps, max_tokens = (3, 96) if args.quick else (7, 256)
-    backend = load_backend(args.model)
+    threads = args.threads or max(1, (os.cpu_count() or 2) // 2)
+    backend = load_backend(args.model, n_threads=threads)
     speed = decode_speed(backend, reps, max_tokens)
     fix = first_fix(backend, samples=2 if args.quick else 4, rounds=1 if args.quick else 2,
                     max_tokens=256 if args.quick else 512, failures_limit=1 if args.quick else 3)
@@ -119,7 +124,8 @@ def main(argv: list[str] | None = None) -> dict:
                     "inventory: verification s": fix["verification_s"],
                     "inventory: verified fix": fix["first_verified"] or "none"},
         "ratios": {"engine / raw decode tok/s": speed["ratio"]},
-        "notes": [f"{'quick' if args.quick else 'full'} mode: {reps} interleaved reps of {max_tokens} tokens"],
+        "notes": [f"{'quick' if args.quick else 'full'} mode: {reps} interleaved reps of up to {max_tokens} tokens, "
+                  f"{threads} llama.cpp thread(s), load average {os.getloadavg()[0]:.1f}"],
     })
 
 

