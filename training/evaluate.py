@@ -472,7 +472,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | argparse.Namespace | None = None) -> int:
+    """`python -m ledex.training.evaluate ...`; also takes the parsed Namespace from ledex-train's registry."""
+    if isinstance(argv, argparse.Namespace):
+        return run(argv)
     parser = argparse.ArgumentParser(prog="ledex-train eval", description=__doc__.split("\n\n")[0])
     add_arguments(parser)
     return run(parser.parse_args(argv))
