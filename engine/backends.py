@@ -56,6 +56,12 @@ class Backend(Protocol):
                  on_token: Callable[[], None] | None = None) -> Generation: ...
 
 
+def default_threads() -> int:
+    """All cores but one: verification (a sandboxed pytest) runs beside generation, and
+    llama.cpp's spinning worker threads slow down badly when they have to share a core."""
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
 class LlamaCppBackend:
     """A local GGUF through llama-cpp-python; thread-safe (one generation at a time)."""
 
@@ -68,7 +74,7 @@ class LlamaCppBackend:
         self._lock = threading.Lock()
         try:
             self.llm = Llama(model_path=spec.location, lora_path=spec.adapter, n_ctx=n_ctx,
-                             n_threads=n_threads or os.cpu_count(), verbose=False)
+                             n_threads=n_threads or default_threads(), verbose=False)
         except Exception as exc:
             raise ModelError(f"llama.cpp could not load {spec.location}"
                              f"{' with adapter ' + spec.adapter if spec.adapter else ''}: {exc}") from exc

