@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
     "rl": ("ledex.training.rl", "add_arguments", "main", "RL on success and failure trajectories"),
     "kto": ("ledex.training.kto", "add_arguments", "main", "KTO on desirable/undesirable trajectories"),
     "eval": ("ledex.training.evaluate", "add_arguments", "main", "evaluate self-debugging (MBPP, HumanEval)"),
+    "all": ("ledex.training.pipeline", "add_arguments", "main", "collect, sft, export and gated promote in one go"),
 }
 
 # Positional shorthands: `export DIR`, `promote FILE` (the option form works too).
