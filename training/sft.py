@@ -139,7 +139,9 @@ def load_model(model: str, *, qlora: bool = False, dtype=None):
 
     where, gguf_file = resolve_base(model)
     dtype = dtype or (torch.bfloat16 if torch.cuda.is_available() else torch.float32)
-    if gguf_file and qlora:  # bitsandbytes quantises from real weights: dequantise the GGUF once, to a cache
+    if gguf_file:
+        # Dequantise the GGUF once, to a cache keyed by its hash: bitsandbytes quantises from real
+        # weights, and reloading safetensors takes seconds where GGUF dequantisation takes a minute.
         where, gguf_file = str(materialize_gguf(Path(where) / gguf_file)), None
     kwargs = {"dtype": dtype}
     if qlora:
