@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import inspect
 import json
+import runpy
 import shlex
 import subprocess
 import sys
@@ -38,11 +40,26 @@ def discover(only: list[str] | None) -> list[str]:
     return [n for n in names if not only or n in only]
 
 
+def _follows_convention(main) -> bool:  # noqa: ANN001
+    """main(argv) -> dict: a plain function taking one positional argument."""
+    if main is None or inspect.iscoroutinefunction(main):
+        return False
+    params = [p for p in inspect.signature(main).parameters.values()
+              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(params) >= 1
+
+
 def child(name: str, argv: list[str]) -> int:
-    """In the child process: import bench_<name>.py, call main(argv), print the marked result."""
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"bench_{name}.py")
+    """In the child process: call bench_<name>.main(argv) and print the marked result; a script
+    that does not follow the convention (async main, main() without argv) runs as __main__."""
+    path = BENCH / f"bench_{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
     module = importlib.util.module_from_spec(spec)
+    sys.argv = [str(path), *argv]
     spec.loader.exec_module(module)
+    if not _follows_convention(getattr(module, "main", None)):
+        runpy.run_path(str(path), run_name="__main__")  # its stdout JSON is parsed by the parent
+        return 0
     result = module.main(argv)
     if isinstance(result, dict):
         print(RESULT_MARK + json.dumps(result, default=str), flush=True)
