@@ -97,6 +97,9 @@ class LlamaCppBackend:
 
     def _stream(self, prompt: list[int], sampling: Sampling, cancel, on_token) -> Generation:
         started, pieces, finish = time.perf_counter(), [], "length"
+        # Evaluate the prompt from scratch: reusing the previous call's KV cache changes the
+        # logits in the last bits, so the same seed would not give the same answer twice.
+        self.llm.reset()
         stream = self.llm.create_completion(prompt, max_tokens=sampling.max_tokens, temperature=sampling.temperature,
                                             top_p=sampling.top_p, seed=sampling.seed, stream=True)
         for chunk in stream:
