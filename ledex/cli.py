@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     fix.add_argument("--discovery-timeout", type=float, default=300.0,
                      help="seconds allowed for the first run of the whole test suite")
     fix.add_argument("--seed", type=int, default=0, help="sampling seed (runs are reproducible per seed)")
+    fix.add_argument("--max-tokens", type=_positive, default=Sampling.max_tokens,
+                     help="longest answer (explanation + code) in tokens")
     fix.add_argument("--json", action="store_true", help="print one JSON document instead of text")
     fix.add_argument("--test", action="append", default=[], help="only these test node ids (repeatable)")
     _model_arguments(fix)
@@ -101,7 +103,7 @@ def run_fix(args: argparse.Namespace) -> int:
         return EXIT_OK
     backend = load_backend(args.model, _adapter(args))
     config = FixConfig(samples=args.samples, rounds=args.rounds, mode=Mode(args.mode),
-                       sampling=Sampling(seed=args.seed), limits=Limits(wall_s=args.timeout))
+                       sampling=Sampling(seed=args.seed, max_tokens=args.max_tokens), limits=Limits(wall_s=args.timeout))
     engine = FixEngine(backend, workspace, config)
     results: list[FixResult] = []
     for failure in discovery.failures:
