@@ -40,13 +40,6 @@ python_packages() {
   echo "$want" > "$stamp"
 }
 
-node_packages() {
-  [ -f extension/package.json ] || return 0
-  command -v npm >/dev/null || { echo "setup: npm not found; skipping the VS Code extension" >&2; return 0; }
-  [ -d extension/node_modules ] || (cd extension && npm ci --no-audit --no-fund --loglevel=error)
-}
-
 [ -n "${LEDEX_SKIP_APT:-}" ] || system_packages
 python_packages
-[ -n "${LEDEX_SKIP_NODE:-}" ] || node_packages
 echo "setup: ready ($VENV)"
