@@ -91,12 +91,13 @@ def test_collect_records_carry_sandbox_verdicts(tmp_path):
     assert again["all"] == table["all"]
 
 
+@pytest.mark.slow
 @needs_llama
 def test_collect_with_the_real_default_model(tmp_path):
     from ledex.training.collect import CollectConfig, run
 
     config = CollectConfig(output=str(tmp_path / "d.jsonl"), problems=[str(_write_problems(tmp_path / "p.jsonl", PROBLEMS[1:3]))],
-                           split=None, samples=1, refinements=1, mutations=1, max_wrong=1, max_tokens=96, threads=2)
+                           split=None, samples=1, refinements=1, mutations=1, max_wrong=1, max_tokens=96, threads=1)
     table = run(config, progress=False)
     rows = list(records.read(tmp_path / "d.jsonl"))
     assert rows and table["all"]["wrong_solutions"] >= 2
