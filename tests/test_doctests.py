@@ -1,0 +1,15 @@
+"""The examples in module docstrings are true (rewards has its own doctest test)."""
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = ["ledex.engine.format", "ledex.engine.localize", "ledex.training.passk", "ledex.training.kto",
+           "ledex.server.watch"]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples_hold(name):
+    result = doctest.testmod(importlib.import_module(name))
+    assert result.attempted > 0 and result.failed == 0
