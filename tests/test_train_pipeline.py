@@ -326,6 +326,27 @@ def test_promote_gate_and_rollback(tmp_path, monkeypatch):
         p.rollback(home)
 
 
+def test_promote_dry_run_measures_and_installs_nothing(tmp_path, monkeypatch, capsys):
+    from ledex.engine import registry
+    from ledex.training import promote as p
+    from ledex.training.cli import main
+
+    monkeypatch.setenv("LEDEX_HOME", str(tmp_path / "home"))
+    seen = {}
+
+    def gate(candidate, args, base, current):
+        seen.update(current=current, split=args.split, samples=args.samples)
+        return {"passed": True, "candidate": {"rate": 0.3}, "current": {"rate": 0.1, "cases": 10}}
+
+    monkeypatch.setattr(p, "run_gate", gate)
+    adapter = _fake_adapter(tmp_path / "a.gguf", 0, rows=4)
+    assert main(["promote", str(adapter), "--problems", "x", "--split", "test", "--samples", "0",
+                 "--dry-run", "--against", "base"]) == 0
+    assert json.loads(capsys.readouterr().out)["candidate"]["rate"] == 0.3
+    assert seen == {"current": None, "split": "test", "samples": 0}
+    assert registry.current(tmp_path / "home") is None and not (tmp_path / "home").exists()
+
+
 PROMOTE_LOOP = textwrap.dedent("""
     import sys
     from pathlib import Path

@@ -55,6 +55,10 @@ class PromoteArgs(GateArgs):
     no_gate: bool = field(default=False, metadata={"help": "Skip the evaluation gate (file checks still run)."})
     force: bool = field(default=False, metadata={"help": "Promote even if the gate says it is worse."})
     note: str = field(default="", metadata={"help": "Free text kept in the history."})
+    dry_run: bool = field(default=False, metadata={
+        "help": "Run the gate and print both rates as JSON; install nothing (a measurement, not a promotion)."})
+    against: str = field(default="service", metadata={
+        "help": "What --dry-run compares with: 'service' (the model in service) or 'base' (the plain base)."})
 
 
 class PromotionError(RuntimeError):
@@ -280,6 +284,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     config = from_args(PromoteArgs, args)
     gate = None if config.no_gate else GateArgs(**{k: v for k, v in asdict(config).items() if k in GateArgs.__dataclass_fields__})
+    if config.dry_run:
+        try:
+            if gate is None:
+                raise PromotionError("--dry-run runs the gate: drop --no-gate")
+            result = run_gate(config.adapter, gate, config.base, None if config.against == "base" else in_service())
+        except PromotionError as exc:
+            print(f"ledex-train promote: {exc}", file=sys.stderr)
+            return 1
+        print(json.dumps(result | {"gate_args": asdict(gate)}, indent=2, default=str))
+        return 0
     try:
         record = promote(config.adapter, base=config.base, gate=gate, force=config.force, note=config.note)
     except PromotionError as exc:
