@@ -48,6 +48,9 @@ def decode_speed(backend: LlamaCppBackend, reps: int, max_tokens: int) -> dict:
         return time.perf_counter() - start, out.completion_tokens
 
     def raw() -> tuple[float, int]:
+        # the engine evaluates every prompt from scratch (so a seed reproduces its answer):
+        # start raw from an empty KV cache too, or raw would skip the prompt on every rep
+        backend.llm.reset()
         start = time.perf_counter()
         out = backend.llm.create_completion(tokens, max_tokens=max_tokens, temperature=sampling.temperature,
                                             top_p=sampling.top_p, seed=sampling.seed)
