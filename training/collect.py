@@ -32,7 +32,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ledex.engine.format import Mode, build_messages, fenced, parse_response
+from ledex.engine.format import Mode, build_messages, parse_response
 from ledex.training import records
 from ledex.training.config import add_dataclass_arguments, from_args
 from ledex.training.mutate import mutants

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -184,28 +183,16 @@ def build_trainer(args: KTOArgs, *, cache_base: bool = False):
 
 def train(args: KTOArgs, **build: Any) -> dict:
     """Run KTO; writes <output_dir>/adapter and <output_dir>/ledex-kto.json."""
-    import torch
+    from ledex.training.sft import _atomic_json
+    from ledex.training.trainrun import set_threads, train_and_save
 
-    from ledex.training.sft import _atomic_json, latest_checkpoint
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     trainer = build_trainer(args, **build)
-    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
-    checkpoint = latest_checkpoint(args.output_dir) if args.resume else None
-    started = time.perf_counter()
-    trainer.train(resume_from_checkpoint=checkpoint)
-    seconds = time.perf_counter() - started
-    out = Path(args.output_dir) / "adapter"
-    trainer.model.save_pretrained(out, selected_adapters=["default"])
-    trainer.processing_class.save_pretrained(out)
-    changed = sum(not torch.equal(before[n], p.detach()) for n, p in trainer.model.named_parameters() if n in before)
+    run = train_and_save(trainer, args.output_dir, resume=args.resume)
     logs = [{k: v for k, v in row.items() if k.startswith(("loss", "rewards/", "kl", "step"))}
             for row in trainer.state.log_history if "loss" in row]
-    metrics = {**trainer.ledex_stats, "steps": trainer.state.global_step, "seconds": round(seconds, 1),
-               "resumed_from": checkpoint, "log": logs, "trainable_tensors": len(before),
-               "trainable_tensors_changed": changed, "base": args.model, "parent_adapter": args.adapter,
-               "adapter_dir": str(out), "args": asdict(args)}
+    metrics = {**trainer.ledex_stats, **run, "log": logs, "base": args.model, "parent_adapter": args.adapter,
+               "args": asdict(args)}
     _atomic_json(Path(args.output_dir) / "ledex-kto.json", metrics)
     metrics["trainer"] = trainer
     return metrics

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
-import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -258,27 +257,14 @@ def reward_log(trainer) -> list[dict]:
 
 def train(args: RLArgs, **build: Any) -> dict:
     """Run RL; writes <output_dir>/adapter (PEFT, the policy only) and <output_dir>/ledex-rl.json."""
-    import torch
+    from ledex.training.sft import _atomic_json
+    from ledex.training.trainrun import set_threads, train_and_save
 
-    from ledex.training.sft import _atomic_json, latest_checkpoint
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     trainer = build_trainer(args, **build)
-    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
-    checkpoint = latest_checkpoint(args.output_dir) if args.resume else None
-    started = time.perf_counter()
-    trainer.train(resume_from_checkpoint=checkpoint)
-    seconds = time.perf_counter() - started
-    out = Path(args.output_dir) / "adapter"
-    # Only the policy: the frozen "ref" copy TRL adds for the KL term is not part of the result.
-    trainer.model.save_pretrained(out, selected_adapters=["default"])
-    trainer.processing_class.save_pretrained(out)
-    changed = sum(not torch.equal(before[n], p.detach()) for n, p in trainer.model.named_parameters() if n in before)
-    metrics = {**trainer.ledex_stats, "algorithm": args.algorithm, "steps": trainer.state.global_step,
-               "seconds": round(seconds, 1), "resumed_from": checkpoint, "rewards": reward_log(trainer),
-               "trainable_tensors": len(before), "trainable_tensors_changed": changed, "base": args.model,
-               "parent_adapter": args.adapter, "adapter_dir": str(out), "args": asdict(args)}
+    run = train_and_save(trainer, args.output_dir, resume=args.resume)
+    metrics = {**trainer.ledex_stats, "algorithm": args.algorithm, **run, "rewards": reward_log(trainer),
+               "base": args.model, "parent_adapter": args.adapter, "args": asdict(args)}
     _atomic_json(Path(args.output_dir) / "ledex-rl.json", metrics)
     metrics["trainer"] = trainer
     return metrics
