@@ -28,3 +28,16 @@ def outcomes_of(workspace: Path, *node_ids: str) -> dict[str, str]:
         if word in ("PASSED", "FAILED", "ERROR"):
             outcomes[rest.split(" - ")[0].strip()] = word.lower()
     return outcomes
+
+
+def write_tree(root: Path, files: dict[str, str]) -> Path:
+    """Write {relative path: text} under root (folders made as needed); returns root."""
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    return root
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    """Every file under root by relative path, with its bytes."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}

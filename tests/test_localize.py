@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from helpers import write_tree
+
 from ledex.engine.failures import read_junit
 from ledex.engine.localize import frames, is_test_file, localize
 
@@ -29,9 +31,7 @@ FILES = {
 
 
 def run_pytest(workspace: Path):
-    for rel, text in FILES.items():
-        (workspace / rel).parent.mkdir(parents=True, exist_ok=True)
-        (workspace / rel).write_text(text)
+    write_tree(workspace, FILES)
     report = workspace / "report.xml"
     subprocess.run([sys.executable, "-m", "pytest", "-q", "--tb=native", "-p", "no:cacheprovider",
                     "-o", "junit_family=xunit1", f"--junitxml={report}"], cwd=workspace, capture_output=True)

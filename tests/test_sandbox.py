@@ -5,7 +5,6 @@ Everything here runs real sandboxed pytest processes on small temp workspaces.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -14,6 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from helpers import snapshot, write_tree
 
 from ledex.sandbox import Limits, PatchRejected, detect_mode, is_protected, isolation_report, run_tests, verify, verify_many
 from ledex.sandbox.workspace import check_patch
@@ -30,16 +31,8 @@ QUICK = Limits(wall_s=30)
 
 def make_ws(tmp_path: Path, calc: str = BAD) -> Path:
     ws = tmp_path / "ws"
-    files = {"pkg/__init__.py": "", "pkg/calc.py": calc, "tests/test_calc.py": TESTS,
-             "pytest.ini": "[pytest]\n"}
-    for rel, text in files.items():
-        (ws / rel).parent.mkdir(parents=True, exist_ok=True)
-        (ws / rel).write_text(text)
-    return ws
-
-
-def snapshot(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return write_tree(ws, {"pkg/__init__.py": "", "pkg/calc.py": calc, "tests/test_calc.py": TESTS,
+                           "pytest.ini": "[pytest]\n"})
 
 
 def test_whole_suite_reports_each_test_with_real_paths(tmp_path):

@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from ledex.sandbox import Limits, run_tests, verify
+from helpers import snapshot, write_tree
+
+from ledex.sandbox import Limits, verify
 
 TESTS = ("from pkg.calc import add\n\n\n"
          "def test_add():\n    assert add(1, 2) == 3\n")
@@ -29,14 +31,7 @@ def make_ws(tmp_path: Path, files: dict[str, str] | None = None) -> Path:
     ws = tmp_path / "ws"
     all_files = {"pkg/__init__.py": "", "pkg/calc.py": "def add(a, b):\n    return a - b\n",
                  "tests/test_calc.py": TESTS, "pytest.ini": "[pytest]\n", **(files or {})}
-    for rel, text in all_files.items():
-        (ws / rel).parent.mkdir(parents=True, exist_ok=True)
-        (ws / rel).write_text(text)
-    return ws
-
-
-def snapshot(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return write_tree(ws, all_files)
 
 
 def survivors(token: str) -> list[int]:
