@@ -12,6 +12,7 @@ server posts onto its event loop.
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -22,6 +23,16 @@ from ledex.engine.fixer import CandidateResult, FixResult
 
 # Entry states: what the diagnostics' data and the code actions tell the editor.
 QUEUED, RUNNING, READY, FAILED, CANCELLED = "queued", "running", "ready", "failed", "cancelled"
+
+
+def lower_priority() -> None:
+    """Nice the calling worker thread (Linux schedules threads individually): llama.cpp
+    computes on the thread that calls it, and on a 2-core machine the event loop must win
+    the core whenever the editor asks something."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (AttributeError, OSError):  # not Linux, or not permitted: run at normal priority
+        pass
 
 
 def digest(text: str | None) -> str:
@@ -68,8 +79,8 @@ class Jobs:
     """Two single-thread pools (tests, fixes) plus the fix cache."""
 
     def __init__(self) -> None:
-        self._tests = ThreadPoolExecutor(1, thread_name_prefix="ledex-tests")
-        self._fixes = ThreadPoolExecutor(1, thread_name_prefix="ledex-fix")
+        self._tests = ThreadPoolExecutor(1, thread_name_prefix="ledex-tests", initializer=lower_priority)
+        self._fixes = ThreadPoolExecutor(1, thread_name_prefix="ledex-fix", initializer=lower_priority)
         self._running = 0
         self._lock = threading.Lock()
         self.cache: dict[tuple[str, ...], Entry] = {}
