@@ -7,8 +7,9 @@ VENV ?= .venv
 setup:
 	scripts/setup.sh
 
+# exit 1 only means some failure has no verified fix (expected of the tiny default model)
 demo: setup
-	$(VENV)/bin/ledex fix examples/inventory
+	$(VENV)/bin/ledex fix examples/inventory || [ $$? -eq 1 ]
 
 test: setup
 	$(VENV)/bin/python -m pytest -ra

@@ -14,6 +14,10 @@ from ledex.engine.fixer import FixResult
 from ledex.engine.models import ModelIdentity
 
 
+FOUND_BY = {"traceback": "deepest workspace frame of the traceback",
+            "called by the test": "the function the test calls"}
+
+
 def failure_dict(result: FixResult) -> dict:
     failure = result.failure
     suspect = failure.suspect
@@ -79,8 +83,8 @@ class Reporter:
         if failure.suspect is None:
             print("  no function to fix was found in the workspace", file=out)
             return
-        print(f"  suspect: {failure.suspect.path}::{failure.suspect.qualname} (from the {failure.suspect.reason})",
-              file=out)
+        found = FOUND_BY.get(failure.suspect.reason, failure.suspect.reason)
+        print(f"  suspect: {failure.suspect.path}::{failure.suspect.qualname} ({found})", file=out)
         for number, candidate in enumerate(result.ranked, 1):
             mark = "verified" if candidate.verified else f"not verified: {candidate.reason}"
             print(f"\n  candidate {number} (round {candidate.round}) [{mark}]", file=out)
