@@ -17,6 +17,12 @@ EXAMPLE = REPO / "examples" / "inventory"
 SHARED = REPO.parent / "shared"
 
 
+@pytest.fixture(autouse=True)
+def private_ledex_home(tmp_path_factory, monkeypatch):
+    """No test sees (or changes) the adapter a developer promoted on this machine."""
+    monkeypatch.setenv("LEDEX_HOME", str(tmp_path_factory.mktemp("ledex-home")))
+
+
 @pytest.fixture
 def example(tmp_path) -> Path:
     """A private copy of examples/inventory (tests may break or fix it freely)."""
