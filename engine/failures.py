@@ -8,13 +8,13 @@ Try it:  python -m ledex.engine.failures examples/inventory
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 from ledex.engine.localize import Suspect, localize, source_of_test
 from ledex.sandbox import Limits, TestOutcome, Verdict, run_tests
+from ledex.sandbox.junit import Rewriter, parse_junit
 
 FAILED = ("failed", "error")
 
@@ -105,37 +105,14 @@ def discover(workspace: Path, *, limits: Limits = Limits(wall_s=300.0, cpu_s=300
 # --- JUnit reports written by other runners -----------------------------------------------
 
 
-def _nodeid(case: ET.Element, workspace: Path) -> tuple[str, str | None]:
-    file = case.get("file")
-    classname, name = case.get("classname", ""), case.get("name", "")
-    parts = classname.split(".")
-    if not file:
-        module_parts = [p for p in parts if not p[:1].isupper()]
-        file = "/".join(module_parts) + ".py" if module_parts else None
-    classes = [p for p in parts if p[:1].isupper()]
-    return "::".join([file or classname, *classes, name]), file
-
-
 def read_junit(path: Path, workspace: Path) -> list[TestOutcome]:
-    """Outcomes from a JUnit XML report (pytest's xunit1/xunit2 and most other runners)."""
-    try:
-        root = ET.parse(path).getroot()
-    except (ET.ParseError, OSError) as exc:
-        raise ValueError(f"{path} is not a readable JUnit XML report: {exc}") from exc
-    outcomes = []
-    for case in root.iter("testcase"):
-        nodeid, file = _nodeid(case, workspace)
-        outcome, message, details = "passed", "", ""
-        for tag, kind in (("failure", "failed"), ("error", "error"), ("skipped", "skipped")):
-            element = case.find(tag)
-            if element is not None:
-                outcome, message, details = kind, element.get("message", ""), element.text or ""
-                break
-        line = case.get("line")
-        outcomes.append(TestOutcome(nodeid, outcome, message.splitlines()[0] if message else "", details, file,
-                                    int(line) + 1 if line and line.isdigit() else None,
-                                    float(case.get("time") or 0)))
-    return outcomes
+    """Outcomes from a JUnit XML report another runner wrote (pytest's xunit1/xunit2 and most
+    others), parsed by the sandbox's own JUnit reader."""
+    root = Path(workspace)
+    outcomes = parse_junit(Path(path), Rewriter(root, root))
+    if outcomes is None:
+        raise ValueError(f"{path} is not a readable JUnit XML report")
+    return list(outcomes.values())
 
 
 if __name__ == "__main__":

@@ -52,7 +52,12 @@ def _nodeid(case: ET.Element) -> str:
     # collection errors and reports without our property: rebuild from file/class/name
     file, classname, name = case.get("file"), case.get("classname") or "", case.get("name") or ""
     if not file:
-        return classname.replace(".", "/") + (f".py::{name}" if classname else name.replace(".", "/") + ".py")
+        if not classname:
+            return name.replace(".", "/") + ".py"
+        # other runners: "pkg.test_mod.TestClass" -> pkg/test_mod.py::TestClass::name
+        parts = classname.split(".")
+        modules, classes = [p for p in parts if not p[:1].isupper()], [p for p in parts if p[:1].isupper()]
+        return "::".join(["/".join(modules) + ".py", *classes, name])
     module = file.removesuffix(".py").replace("/", ".")
     cls = classname[len(module) + 1:] if classname.startswith(module + ".") else ""
     return "::".join(p for p in (file, *cls.split(".")) if p) + f"::{name}"
