@@ -177,8 +177,25 @@ class ReplayBackend:
         return Generation(text, "stop")
 
 
+REPLAY_PREFIX = "replay:"
+
+
+def load_replay(path: str) -> ReplayBackend:
+    """`replay:<file.json>`: a JSON list of recorded answers, served in order."""
+    try:
+        answers = json.loads(open(path, encoding="utf-8").read())
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot read the replay file {path}: {exc}") from exc
+    if not isinstance(answers, list) or not answers or not all(isinstance(a, str) for a in answers):
+        raise ModelError(f"{path} must hold a non-empty JSON list of answer strings")
+    return ReplayBackend(answers, name="replay")
+
+
 def load_backend(model: str | None = None, adapter: str | None = None, **kwargs) -> Backend:
-    """The backend for a model setting (see ledex.engine.models for the accepted forms)."""
+    """The backend for a model setting (see ledex.engine.models for the accepted forms;
+    `replay:<file.json>` serves recorded answers, for tests of the logic around a model)."""
+    if model and model.startswith(REPLAY_PREFIX):
+        return load_replay(model[len(REPLAY_PREFIX):])
     spec = parse_model_spec(model, adapter)
     if spec.kind == "endpoint":
         return EndpointBackend(spec)

@@ -91,6 +91,7 @@ def register(ls: LedexServer) -> None:
             entry.cancel.set()
         ls.watchers.stop()
         ls.jobs.shutdown()
+        ls.models.close()
 
     _register_commands(ls)
 

@@ -124,8 +124,16 @@ def finished(server, entry: Entry, future) -> None:
 def run(server, entry: Entry) -> None:
     """Fix thread: reuse a cached result or generate and verify; log everything."""
     entry.state = RUNNING
-    if not _load_model(server, entry):
+    backend = _load_model(server, entry)
+    if backend is None:
         return
+    try:
+        _run_with(server, entry, backend)
+    finally:
+        server.models.release(backend)
+
+
+def _run_with(server, entry: Entry, backend) -> None:
     cached = server.jobs.cached(entry)
     if cached is not None and cached.model != entry.model:
         cached = None  # a new model was promoted since: its answers may differ
@@ -134,21 +142,21 @@ def run(server, entry: Entry) -> None:
         for c in cached.candidates:
             _add(server, entry, c)
     else:
-        _generate(server, entry)
+        _generate(server, entry, backend)
     if not entry.cancel.is_set():
         entry.state = READY
         server.jobs.remember(entry)
 
 
-def _load_model(server, entry: Entry) -> bool:
+def _load_model(server, entry: Entry):
     try:
-        entry._backend, entry.model_version = server.models.backend()
-    except Exception as exc:  # ModelError, or llama.cpp failing in ways of its own
+        backend, entry.model_version = server.models.lease()
+    except Exception as exc:  # ModelError, or the worker failing in ways of its own
         entry.state, entry.error = FAILED, f"the model could not be loaded: {exc}"
         server.post(server.tell, entry.error, lsp.MessageType.Error)
-        return False
-    entry.model = entry._backend.identity.id
-    return True
+        return None
+    entry.model = backend.identity.id
+    return backend
 
 
 _add_lock = threading.Lock()
@@ -171,7 +179,7 @@ def _republish(server, entry: Entry) -> None:
         server.publish()
 
 
-def _generate(server, entry: Entry) -> None:
+def _generate(server, entry: Entry, backend) -> None:
     s = server.settings
     config = FixConfig(samples=s.samples, rounds=s.rounds, sampling=Sampling(seed=s.seed),
                        limits=Limits(wall_s=s.testTimeoutS), python=s.python or None, stop_at_first=True,
@@ -181,7 +189,7 @@ def _generate(server, entry: Entry) -> None:
         pct = int(100 * done / total) if total else None
         server.post(progress_report, server, entry.progress_token, f"{stage} {done}/{total}", pct)
 
-    engine = FixEngine(entry._backend, server.root, config)
+    engine = FixEngine(backend, server.root, config)
     result = engine.fix(entry.failure, cancel=entry.cancel, progress=progress,
                         on_candidate=lambda c: _add(server, entry, c))
     for candidate in result.candidates:  # callbacks may lag the futures: add any not seen yet

@@ -1,44 +1,43 @@
-"""The model in service, loaded lazily and swapped between requests (hot reload).
+"""The model in service: loaded lazily in its own worker process, swapped between requests.
+
+The model never runs inside the server: `ledex.engine.genworker` hosts it in a child
+process, so a native crash in llama.cpp costs the fix it was working on (reported to the
+user), not the editor's server; the next fix starts a new worker.
 
 `ledex-train` promotes an adapter by replacing `$LEDEX_HOME/models/current.json`; the
-watcher calls `invalidate()`, and the next fix that asks for a backend gets the new one.
-Fixes already running keep the backend they started with, so no generation is cut off.
+watcher calls `invalidate()`, and the next fix that leases a backend gets the new one.
+Fixes already running keep the backend they leased, so no generation is cut off; the old
+worker is stopped when its last lease is returned.
 
-Model settings: whatever `ledex.engine.backends.load_backend` accepts, plus
-`replay:<file.json>` (a JSON list of recorded answers, served in order) for tests of the
-server's logic only; episodes record it as the model "replay", never as a real model.
+Model settings: whatever `ledex.engine.backends.load_backend` accepts, including
+`replay:<file.json>` (recorded answers) for tests of the server's logic; episodes record it
+as the model "replay", never as a real model.
 """
 
 from __future__ import annotations
 
-import json
 import threading
 from pathlib import Path
+from typing import Callable
 
-from ledex.engine.backends import Backend, ReplayBackend, load_backend
-from ledex.engine.models import ModelError
 from ledex.engine import registry
+from ledex.engine.backends import REPLAY_PREFIX
+from ledex.engine.genworker import WorkerBackend
 
-REPLAY_PREFIX = "replay:"
-
-
-def load_replay(path: str) -> ReplayBackend:
-    try:
-        answers = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"cannot read the replay file {path}: {exc}") from exc
-    if not isinstance(answers, list) or not answers or not all(isinstance(a, str) for a in answers):
-        raise ModelError(f"{path} must hold a non-empty JSON list of answer strings")
-    return ReplayBackend(answers, name="replay")
+# The worker computes at lower priority than the server: on a 2-core machine the event
+# loop must win the core whenever the editor asks something.
+WORKER_NICE = 10
 
 
 class ModelHost:
-    """Holds one backend for (model, adapter); thread-safe."""
+    """Holds one worker-hosted backend for (model, adapter); thread-safe."""
 
-    def __init__(self, model: str = "", adapter: str = "", home: Path | None = None):
-        self.model, self.adapter, self.home = model, adapter, home
-        self._backend: Backend | None = None
+    def __init__(self, model: str = "", adapter: str = "", home: Path | None = None,
+                 on_start: Callable[[WorkerBackend], None] | None = None):
+        self.model, self.adapter, self.home, self.on_start = model, adapter, home, on_start
+        self._backend: WorkerBackend | None = None
         self._version: str | None = None
+        self._leases: dict[int, int] = {}  # id(backend) -> fixes using it
         self._lock = threading.Lock()
         self.generation = 0  # bumped on every (re)load: tests and logs can see a reload happened
 
@@ -49,7 +48,10 @@ class ModelHost:
 
     def invalidate(self) -> None:
         with self._lock:
-            self._backend = None
+            old, self._backend = self._backend, None
+            idle = old is not None and not self._leases.get(id(old))
+        if idle:
+            old.close()  # else the last fix using it closes it (release)
 
     def _adapter(self) -> tuple[str | None, str]:
         """(adapter path or None, version label for episodes)."""
@@ -63,24 +65,47 @@ class ModelHost:
         shipped = registry.packaged_adapter()
         return (str(shipped), "packaged") if shipped else (None, "base")
 
-    def backend(self) -> tuple[Backend, str]:
-        """(backend, version label); raises ModelError with a readable message."""
+    def lease(self) -> tuple[WorkerBackend, str]:
+        """(backend, version label) for one fix; give it back with `release`. Raises
+        ModelError with a readable message when the model cannot be loaded."""
         with self._lock:
             if self._backend is None:
+                adapter, version = self._adapter()
                 if self.model.startswith(REPLAY_PREFIX):
-                    self._backend, self._version = load_replay(self.model[len(REPLAY_PREFIX):]), "replay"
-                else:
-                    adapter, version = self._adapter()
-                    self._backend = load_backend(self.model or None, adapter)  # all cores but one: the editor stays responsive
-                    self._version = version
+                    version = "replay"
+                self._backend = WorkerBackend(self.model, adapter, nice=WORKER_NICE, on_start=self.on_start)
+                self._version = version
                 self.generation += 1
+            self._leases[id(self._backend)] = self._leases.get(id(self._backend), 0) + 1
             return self._backend, self._version
+
+    def release(self, backend: WorkerBackend) -> None:
+        with self._lock:
+            left = self._leases.get(id(backend), 1) - 1
+            self._leases[id(backend)] = left
+            if left <= 0:
+                del self._leases[id(backend)]
+            retired = left <= 0 and backend is not self._backend
+        if retired:
+            backend.close()  # superseded by a promotion while this fix ran
+
+    def close(self) -> None:
+        """Stop the worker now (server shutdown): a fix still running ends with an error."""
+        with self._lock:
+            old, self._backend = self._backend, None
+        if old is not None:
+            old.terminate()
+
+    @property
+    def pid(self) -> int | None:
+        backend = self._backend
+        return backend.pid if backend is not None else None
 
     @property
     def description(self) -> str:
         """What `ledex.status` shows: the loaded identity, else what would be loaded."""
         backend = self._backend
-        if backend is not None:
+        if backend is not None and backend.identity is not None:
             return backend.identity.id
         return self.model or "default (not loaded yet)"
 

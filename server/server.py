@@ -27,7 +27,7 @@ from ledex.engine.localize import is_test_file
 from ledex.engine.patching import Patch
 from ledex.sandbox import Limits
 from ledex.server import diagnostics, fixwork
-from ledex.server.jobs import CANCELLED, QUEUED, RUNNING, Entry, Jobs
+from ledex.server.jobs import CANCELLED, FAILED, QUEUED, RUNNING, Entry, Jobs
 from ledex.server.modelhost import ModelHost
 from ledex.server.settings import Settings, parse_settings
 from ledex.server.watch import IGNORED_PARTS, Watchers
@@ -48,7 +48,7 @@ class LedexServer(LanguageServer):
         self.accepted: dict[str, Patch] = {}  # episode id -> applied patch (to notice a revert)
         self.episodes: EpisodeLog | None = None
         self.jobs = Jobs()
-        self.models = ModelHost(home=home)
+        self.models = ModelHost(home=home, on_start=self.model_started)
         self.watchers = Watchers()
         self._published: set[str] = set()
         self._pending_scope: set[str] | None = set()
@@ -137,6 +137,10 @@ class LedexServer(LanguageServer):
                                            registry.current_file(self.home), self.on_promotion):
             self.tell(problem)
 
+    def model_started(self, backend) -> None:  # fix thread: a model worker (re)started
+        message = f"ledex: model process {backend.pid} serves {backend.identity.id}"
+        self.post(self.window_log_message, lsp.LogMessageParams(lsp.MessageType.Info, message))
+
     def on_promotion(self) -> None:  # watchdog thread
         self.models.invalidate()
         self.post(self.tell, "a new adapter was promoted; the next fix uses it", lsp.MessageType.Info)
@@ -207,7 +211,7 @@ class LedexServer(LanguageServer):
         code = self.disk_text(failure.suspect.path) if failure.suspect else None
         entry = Entry(failure, code)
         old = self.entries.get(failure.test)
-        if old is not None and old.key == entry.key and old.state != CANCELLED:
+        if old is not None and old.key == entry.key and old.state not in (CANCELLED, FAILED):
             return  # same failure of the same code: keep its fixes (the cache by (code, failure))
         if old is not None:
             self.retire(old, "ignored")
@@ -287,7 +291,8 @@ class LedexServer(LanguageServer):
 
     def status(self) -> dict:
         from ledex.server.modelhost import last_training
-        return {"model": self.models.description, "busy": self.jobs.busy, "lastTraining": last_training(self.home)}
+        return {"model": self.models.description, "modelProcess": self.models.pid, "busy": self.jobs.busy,
+                "lastTraining": last_training(self.home)}
 
     def new_token(self) -> str:
         return f"ledex-{uuid.uuid4().hex[:12]}"

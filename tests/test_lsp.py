@@ -9,6 +9,9 @@ runs end to end in test_real_model_end_to_end (diagnostics, code actions, explai
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -219,3 +222,40 @@ async def test_real_model_end_to_end(project):
         else:
             assert (await command(client, "ledex.dismiss", TEST_ID))["rejected"]
             assert episodes(root)[0]["outcome"] == "rejected"
+
+
+def model_pids(client) -> list[int]:
+    """Model worker processes the server announced (window/logMessage), oldest first."""
+    found = (re.search(r"model process (\d+) serves", m.message) for m in client.log_messages)
+    return [int(m.group(1)) for m in found if m]
+
+
+async def test_model_crash_mid_generation_keeps_the_server_serving(project):
+    """The real default model's process is killed with SIGSEGV while it generates: that fix
+    fails with a message, the server keeps answering, no episode is lost, and the next fix
+    gets a fresh model process."""
+    root, _, home = project
+    stock = root / "inventory" / "stock.py"
+    async with session(root, {"samples": 1, "rounds": 1, "runOnSave": False}, home) as client:
+        open_doc(client, stock)
+        await wait_for(client, lambda: model_pids(client), lsp.WINDOW_LOG_MESSAGE)
+        (pid,) = model_pids(client)
+        os.kill(pid, signal.SIGSTOP)  # freeze it mid-work: prompt evaluation alone takes ~1 s
+        assert state_is(client, stock, "queued", "running")() and (await command(client, "ledex.status"))["busy"] is True
+        os.kill(pid, signal.SIGSEGV)
+        os.kill(pid, signal.SIGCONT)  # the pending SIGSEGV is delivered: a native crash
+        await wait_for(client, state_is(client, stock, "failed"))
+        crash = next(m.message for m in client.messages if "SIGSEGV" in m.message)
+        assert "tests/test_stock.py::test_low_stock_at_threshold" in crash and "starts a new one" in crash
+        hover = await client.text_document_hover_async(lsp.HoverParams(
+            lsp.TextDocumentIdentifier(stock.as_uri()), ledex_diagnostics(client, stock)[0].range.start))
+        assert hover is not None  # still serving requests
+        assert (await command(client, "ledex.status"))["modelProcess"] is None
+
+        await command(client, "ledex.runTests")  # the same failure again: a failed fix is retried
+        await wait_for(client, state_is(client, stock, "ready"))
+        status = await command(client, "ledex.status")
+        assert model_pids(client) == [pid, status["modelProcess"]] and status["busy"] is False
+        first, second = episodes(root)
+        assert first["candidates"] == [] and first["outcome"] == "ignored"  # logged before the crash, kept
+        assert second["model"].startswith("SmolLM2-135M-Instruct") and len(second["candidates"]) == 1

@@ -78,3 +78,28 @@ def test_junit_report_fires_once_written(tmp_path):
         assert seen == [tmp_path / "reports" / "junit.xml"]
     finally:
         watchers.stop()
+
+
+def test_model_swap_waits_for_the_fix_that_still_uses_the_old_model(tmp_path):
+    """Hot reload: a running fix keeps its model process until it gives it back; the next
+    fix gets the new model; no worker process is left behind."""
+    import json
+
+    from ledex.engine.backends import Sampling
+    from ledex.server.modelhost import ModelHost
+
+    for name in ("old", "new"):
+        (tmp_path / f"{name}.json").write_text(json.dumps([f"{name} answer"]))
+    host = ModelHost(f"replay:{tmp_path / 'old.json'}", home=tmp_path / "home")
+    running, version = host.lease()
+    host.configure(f"replay:{tmp_path / 'new.json'}", "")  # promotion/settings change mid-fix
+    assert running.pid is not None and running.generate([], Sampling()).text == "old answer"
+    following, _ = host.lease()
+    assert following.generate([], Sampling()).text == "new answer" and version == "replay"
+    old_pid = running.pid
+    host.release(running)
+    assert running.pid is None and old_pid != following.pid
+    host.release(following)
+    assert following.pid is not None  # still the current model: kept warm for the next fix
+    host.close()
+    assert following.pid is None

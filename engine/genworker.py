@@ -1,0 +1,296 @@
+"""Generation in a child process: a native crash in the model (llama.cpp is C++) costs one
+request, not the process that asked. The language server keeps serving, says what happened,
+and the next request starts a fresh worker. `WorkerBackend` is a `Backend` like the others.
+
+Protocol, one JSON object per line (esbonio-style: narrow, one request at a time):
+
+    parent                                          worker: python -m ledex.engine.genworker
+    argv: --model M [--adapter A] [--nice N]
+                                                    <- {"ready": <ModelIdentity dict>}  | {"error": "..."}
+    {"op": "generate", "id": 1, "messages": [...], "sampling": {...}} ->
+    {"op": "cancel", "id": 1} ->                    (optional, any time)
+                                                    <- {"id": 1, "tokens": 17}    (progress, a few per second)
+                                                    <- {"id": 1, "generation": {...}} | {"id": 1, "error": "..."}
+
+The worker exits when its stdin closes, so it never outlives the parent (even a SIGKILLed
+one). Its protocol goes to a private copy of stdout; anything a native library prints goes
+to stderr, whose tail the parent quotes when the worker dies.
+
+See tests/test_genworker.py for it in use (crash, cancel, restart, parent death).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict
+from typing import Callable
+
+from ledex.engine.backends import Generation, Sampling, load_backend
+from ledex.engine.models import ModelError, ModelIdentity
+
+PROGRESS_EVERY_S = 0.25  # liveness + progress; more often only costs pipe traffic
+CANCEL_GRACE_S = 10.0  # a worker that ignores a cancel this long (stuck in native code) is killed
+LOAD_TIMEOUT_S = 600.0  # a 7B GGUF from a cold disk can take minutes to load
+STALL_TIMEOUT_S = 600.0  # no word at all for this long: hung in native code (prompt eval of 4k tokens on 2 slow cores fits)
+
+
+# --- worker side ----------------------------------------------------------------------------
+
+_write_lock = threading.Lock()  # the reader thread reports malformed lines while the main thread answers
+
+
+def _send(out, message: dict) -> None:
+    with _write_lock:
+        out.write(json.dumps(message) + "\n")
+        out.flush()
+
+
+def _read_requests(stream, jobs: queue.Queue, cancels: dict[int, threading.Event], out) -> None:
+    """Reader thread: queue generate requests, set cancel flags at once; EOF = parent gone."""
+    for line in stream:
+        try:
+            request = json.loads(line)
+            op, rid = request["op"], int(request["id"])
+        except (ValueError, KeyError, TypeError) as exc:
+            _send(out, {"id": None, "error": f"malformed request ({exc}): {line[:200]!r}"})
+            continue
+        if op == "cancel":
+            cancels.get(rid, threading.Event()).set()
+        elif op == "generate":
+            cancels[rid] = threading.Event()
+            jobs.put(request)
+    os._exit(0)  # no parent, nobody to answer: stop now, even mid-generation
+
+
+def _answer(backend, request: dict, cancel: threading.Event, out) -> dict:
+    rid, tokens, last = request["id"], 0, time.monotonic()
+
+    def on_token() -> None:
+        nonlocal tokens, last
+        tokens += 1
+        if time.monotonic() - last >= PROGRESS_EVERY_S:
+            last = time.monotonic()
+            _send(out, {"id": rid, "tokens": tokens})
+
+    try:
+        sampling = Sampling(**request.get("sampling", {}))
+        generation = backend.generate(request["messages"], sampling, cancel=cancel, on_token=on_token)
+    except Exception as exc:  # a Python-level failure is an answer; only a native crash ends us
+        return {"id": rid, "error": f"{type(exc).__name__}: {exc}"}
+    return {"id": rid, "generation": asdict(generation)}
+
+
+def serve(backend, requests, out) -> None:
+    """Answer requests one at a time until the reader thread sees EOF."""
+    jobs: queue.Queue = queue.Queue()
+    cancels: dict[int, threading.Event] = {}
+    threading.Thread(target=_read_requests, args=(requests, jobs, cancels, out), daemon=True).start()
+    while True:
+        request = jobs.get()
+        _send(out, _answer(backend, request, cancels[request["id"]], out))
+        cancels.pop(request["id"], None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ledex.engine.genworker", description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="", help="model setting (see ledex.engine.models)")
+    parser.add_argument("--adapter", default="", help="GGUF LoRA adapter on top of the model")
+    parser.add_argument("--nice", type=int, default=0, help="lower the worker's CPU priority by this much")
+    args = parser.parse_args(argv)
+    out = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    os.dup2(2, 1)  # native code that prints lands on stderr, never inside the protocol
+    if args.nice:
+        os.nice(args.nice)  # threads llama.cpp starts later inherit it
+    try:
+        backend = load_backend(args.model or None, args.adapter or None)
+    except Exception as exc:
+        _send(out, {"error": str(exc)})
+        return 1
+    _send(out, {"ready": backend.identity.to_dict()})
+    serve(backend, sys.stdin, out)
+    return 0
+
+
+# --- parent side ----------------------------------------------------------------------------
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "stopped answering"
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with status {code}"
+
+
+class WorkerBackend:
+    """A Backend whose model lives in a child process; thread-safe, one request at a time.
+
+    The model is loaded when the backend is made (a bad setting fails there, with the
+    worker's message). If the worker dies, the request it was on raises ModelError and the
+    next request starts a new worker."""
+
+    def __init__(self, model: str = "", adapter: str | None = None, *, nice: int = 0,
+                 load_timeout_s: float = LOAD_TIMEOUT_S, stall_timeout_s: float = STALL_TIMEOUT_S,
+                 cancel_grace_s: float = CANCEL_GRACE_S, on_start: Callable[[WorkerBackend], None] | None = None):
+        self.model, self.adapter, self.nice = model, adapter or "", nice
+        self.load_timeout_s, self.stall_timeout_s, self.cancel_grace_s = load_timeout_s, stall_timeout_s, cancel_grace_s
+        self.on_start = on_start  # called after every (re)start, e.g. to log the new process id
+        self.identity: ModelIdentity | None = None
+        self.starts = 0  # worker processes started so far (1 + restarts)
+        self._proc: subprocess.Popen | None = None
+        self._messages: queue.Queue = queue.Queue()
+        self._stderr: collections.deque[str] = collections.deque(maxlen=20)
+        self._lock = threading.Lock()
+        self._next_id = 0
+        with self._lock:
+            self._start()
+
+    @property
+    def pid(self) -> int | None:
+        proc = self._proc
+        return proc.pid if proc is not None and proc.poll() is None else None
+
+    # process lifetime (callers hold self._lock)
+
+    def _start(self) -> None:
+        command = [sys.executable, "-m", "ledex.engine.genworker", "--model", self.model,
+                   "--adapter", self.adapter, "--nice", str(self.nice)]
+        proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, encoding="utf-8", errors="replace", bufsize=1)
+        self._proc, self._messages, self.starts = proc, queue.Queue(), self.starts + 1
+        self._stderr.clear()
+        threading.Thread(target=self._pump, args=(proc.stdout, self._messages), daemon=True).start()
+        threading.Thread(target=self._pump_stderr, args=(proc.stderr,), daemon=True).start()
+        first = self._receive(self.load_timeout_s, "loading the model")
+        if "error" in first:
+            self._stop()
+            raise ModelError(first["error"])
+        self.identity = ModelIdentity(**{k: v for k, v in first["ready"].items() if k != "id"})
+        if self.on_start:
+            self.on_start(self)
+
+    @staticmethod
+    def _pump(stream, messages: queue.Queue) -> None:
+        for line in stream:
+            try:
+                messages.put(json.loads(line))
+            except ValueError:
+                continue  # not ours (cannot happen with the fd split, but never trust a pipe)
+        messages.put(None)  # EOF: the worker is gone
+
+    def _pump_stderr(self, stream) -> None:
+        for line in stream:
+            self._stderr.append(line.rstrip())
+
+    def _stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        try:
+            proc.stdin.close()  # the worker's cue to exit
+            proc.wait(timeout=2)
+        except (OSError, subprocess.TimeoutExpired):
+            proc.kill()
+            proc.wait()
+
+    def _died(self, doing: str) -> ModelError:
+        proc, self._proc = self._proc, None
+        code = None
+        if proc is not None:
+            try:
+                code = proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        time.sleep(0.05)  # let the stderr pump take the last lines
+        tail = "\n".join(list(self._stderr)[-5:])
+        return ModelError(f"the model process {_describe_exit(code)} while {doing}; ledex starts a new one for "
+                          f"the next request" + (f". Its last output:\n{tail}" if tail else ""))
+
+    def _receive(self, timeout: float, doing: str) -> dict:
+        try:
+            message = self._messages.get(timeout=timeout)
+        except queue.Empty:
+            if self._proc is not None:
+                self._proc.kill()
+            raise self._died(doing) from None
+        if message is None:
+            raise self._died(doing)
+        return message
+
+    def _send_request(self, message: dict, doing: str) -> None:
+        try:
+            self._proc.stdin.write(json.dumps(message) + "\n")
+            self._proc.stdin.flush()
+        except (OSError, ValueError):
+            raise self._died(doing) from None
+
+    # the Backend interface
+
+    def generate(self, messages, sampling: Sampling, *, cancel=None, on_token=None) -> Generation:
+        with self._lock:
+            if self._proc is None:
+                self._start()
+            self._next_id += 1
+            rid = self._next_id
+            self._send_request({"op": "generate", "id": rid, "messages": messages, "sampling": asdict(sampling)},
+                               "generating")
+            return self._await(rid, cancel, on_token)
+
+    def _await(self, rid: int, cancel, on_token) -> Generation:
+        heard, cancelled_at, tokens = time.monotonic(), None, 0
+        while True:
+            try:
+                message = self._messages.get(timeout=0.05)
+            except queue.Empty:
+                now = time.monotonic()
+                if cancel is not None and cancel.is_set() and cancelled_at is None:
+                    cancelled_at = now
+                    self._send_request({"op": "cancel", "id": rid}, "generating")
+                if cancelled_at is not None and now - cancelled_at > self.cancel_grace_s:
+                    self._stop()  # stuck in native code: a new worker is cheaper than waiting
+                    return Generation("", "cancelled")
+                if now - heard > self.stall_timeout_s:
+                    self._proc.kill()
+                    raise self._died(f"generating (no word for {self.stall_timeout_s:.0f} s)")
+                continue
+            if message is None:
+                raise self._died("generating")
+            heard = time.monotonic()
+            if message.get("id") != rid:
+                continue
+            if "tokens" in message:
+                for _ in range(max(0, message["tokens"] - tokens)):
+                    if on_token:
+                        on_token()
+                tokens = max(tokens, message["tokens"])
+            elif "error" in message:
+                raise ModelError(message["error"])
+            else:
+                return Generation(**message["generation"])
+
+    def close(self) -> None:
+        """Stop the worker (waits for a running generation to return first)."""
+        with self._lock:
+            self._stop()
+
+    def terminate(self) -> None:
+        """Stop the worker now, even mid-generation (that request raises ModelError)."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=5)  # SIGKILL is not refused: this returns at once
+
+
+if __name__ == "__main__":
+    sys.exit(main())
