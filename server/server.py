@@ -23,14 +23,14 @@ from ledex import __version__
 from ledex.engine import registry
 from ledex.engine.episodes import EpisodeLog, default_path
 from ledex.engine.failures import Discovery, Failure, discover, failures_from_outcomes, read_junit
-from ledex.engine.localize import is_test_file
+from ledex.engine.impact import ImportGraph, is_test_module
 from ledex.engine.patching import Patch
 from ledex.sandbox import Limits
 from ledex.server import diagnostics, fixwork
 from ledex.server.jobs import CANCELLED, FAILED, QUEUED, RUNNING, Entry, Jobs
 from ledex.server.modelhost import ModelHost
 from ledex.server.settings import Settings, parse_settings
-from ledex.server.watch import IGNORED_PARTS, Watchers
+from ledex.server.watch import Watchers
 
 log = logging.getLogger("ledex.server")
 PASSED = ("passed", "skipped")
@@ -51,9 +51,10 @@ class LedexServer(LanguageServer):
         self.models = ModelHost(home=home, on_start=self.model_started)
         self.watchers = Watchers()
         self._published: set[str] = set()
-        self._pending_scope: set[str] | None = set()
+        self._pending_changed: set[str] | None = set()
         self._debounce: asyncio.TimerHandle | None = None
         self.test_runs = 0
+        self.imports = ImportGraph(self.root)  # which tests a save can affect (used on the test thread)
 
     # --- plumbing -----------------------------------------------------------------------
 
@@ -108,6 +109,7 @@ class LedexServer(LanguageServer):
         root = params.root_uri or (folders[0].uri if folders else None)
         path = to_fs_path(root) if root else params.root_path
         self.root = Path(path or Path.cwd()).resolve()
+        self.imports = ImportGraph(self.root)
         self.settings, self._setup_problems = parse_settings(params.initialization_options)
 
     def started(self) -> None:
@@ -147,28 +149,33 @@ class LedexServer(LanguageServer):
 
     # --- failure sources ----------------------------------------------------------------
 
-    def request_tests(self, scope: list[str] | None, delay: float | None = None) -> None:
-        """Debounced test run; scopes of saves that come close together are merged."""
-        if scope is None or self._pending_scope is None:
-            self._pending_scope = None
+    def request_tests(self, changed: list[str] | None, delay: float | None = None) -> None:
+        """Debounced test run for the files saved (None = everything); saves close together merge."""
+        if changed is None or self._pending_changed is None:
+            self._pending_changed = None
         else:
-            self._pending_scope |= set(scope)
+            self._pending_changed |= set(changed)
         if self._debounce is not None:
             self._debounce.cancel()
         wait = self.settings.debounceMs / 1000 if delay is None else delay
         self._debounce = self.loop.call_later(wait, self._fire_tests)
 
     def _fire_tests(self) -> None:
-        scope, self._pending_scope, self._debounce = self._pending_scope, set(), None
-        self.run_tests_now(sorted(scope) if scope else None)
+        changed, self._pending_changed, self._debounce = self._pending_changed, set(), None
+        self.run_tests_now(sorted(changed) if changed else None)
 
-    def run_tests_now(self, scope: list[str] | None):
-        """Queue one sandboxed test run; returns its concurrent Future (result: Discovery)."""
+    def run_tests_now(self, changed: list[str] | None):
+        """Queue one sandboxed test run of what `changed` can affect (None = all); returns its
+        concurrent Future (result: Discovery). The scope is worked out on the test thread."""
         self.test_runs += 1
-        token = fixwork.progress_begin(self, "ledex: running the tests", f"{len(scope)} file(s)" if scope else "all")
-        settings = self.settings
+        what = f"after saving {', '.join(changed)}" if changed else "all"
+        token = fixwork.progress_begin(self, "ledex: running the tests", what)
+        settings, known = self.settings, self.failing_tests_of(changed or [])
 
         def work() -> Discovery:
+            scope = self.scope_for(changed, known)
+            self.post(fixwork.progress_report, self, token, f"{len(scope)} test file(s): {', '.join(scope)}"
+                      if scope else "all tests")
             return discover(self.root, limits=Limits(wall_s=settings.testTimeoutS), python=settings.python or None,
                             command=settings.test_command, tests=tuple(scope or ()))
 
@@ -256,24 +263,24 @@ class LedexServer(LanguageServer):
             return
         self.check_reverts(rel, self.workspace.get_text_document(uri).source)
         if self.settings.runOnSave and rel.endswith(".py"):
-            self.request_tests(self.tests_touching(rel))
+            self.request_tests([rel])
 
-    def tests_touching(self, rel: str) -> list[str] | None:
-        """Test files to re-run after `rel` changed; None = all (nothing narrower is known)."""
-        if is_test_file(rel):
-            return [rel]
-        stem = Path(rel).stem
-        files = {e.failure.file for e in self.entries.values()
-                 if e.failure.file and e.failure.suspect and e.failure.suspect.path == rel}
-        for path in self.root.rglob("*.py"):
-            test_rel = path.relative_to(self.root)
-            if IGNORED_PARTS & set(test_rel.parts) or not is_test_file(test_rel.as_posix()):
-                continue
-            text = self.disk_text(test_rel.as_posix()) or ""
-            if any(f"import {stem}" in line or f".{stem} import" in line or f"from {stem} " in line
-                   for line in text.splitlines()):
-                files.add(test_rel.as_posix())
-        return sorted(files) or None
+    def failing_tests_of(self, changed: list[str]) -> set[str]:
+        """Test files whose failures point into `changed` (loop thread: reads the failure table)."""
+        return {e.failure.file for e in self.entries.values()
+                if e.failure.file and e.failure.suspect and e.failure.suspect.path in changed}
+
+    def scope_for(self, changed: list[str] | None, known: set[str]) -> list[str] | None:
+        """Test files to run after `changed` were saved; None = all (test thread: parses imports)."""
+        if changed is None:
+            return None
+        scope = set(known)
+        for rel in changed:
+            affected = [rel] if is_test_module(rel) else self.imports.affected_tests(rel)
+            if affected is None:
+                return None
+            scope.update(affected)
+        return sorted(scope) or None
 
     # --- output -------------------------------------------------------------------------
 

@@ -110,6 +110,8 @@ async def test_fix_apply_accept_revert(project):
         assert episodes(root)[-1]["outcome"] == "reverted"
         tokens = [reports for reports in client.progress_reports.values() if reports]
         assert any(r[0].kind == "begin" and r[-1].kind == "end" for r in tokens)
+        messages = [getattr(r, "message", None) for reports in tokens for r in reports]
+        assert "1 test file(s): tests/test_stock.py" in messages  # a save runs only the tests importing stock.py
 
 
 def write_report(root: Path) -> None:
