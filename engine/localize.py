@@ -101,7 +101,7 @@ def first_line(node: ast.AST) -> int:
     return min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
 
 
-def make_suspect(workspace: Path, rel: str, qualname: str, node: ast.AST, source: str, reason: str) -> Suspect:
+def make_suspect(rel: str, qualname: str, node: ast.AST, source: str, reason: str) -> Suspect:
     lines = source.splitlines()
     start, end = first_line(node), node.end_lineno
     return Suspect(rel, qualname, start, end, "\n".join(lines[start - 1:end]), reason)
@@ -115,7 +115,7 @@ def from_traceback(workspace: Path, details: str) -> Suspect | None:
         source = read_source(workspace / rel)
         found = source is not None and function_at(source, line)
         if found:
-            return make_suspect(workspace, rel, found[0], found[1], source, "traceback")
+            return make_suspect(rel, found[0], found[1], source, "traceback")
     return None
 
 
@@ -166,7 +166,7 @@ def from_test_calls(workspace: Path, test_file: str, test_name: str) -> Suspect 
         for name in wanted:
             node = source is not None and function_named(source, name)
             if node:
-                return make_suspect(workspace, rel, name, node, source, "called by the test")
+                return make_suspect(rel, name, node, source, "called by the test")
     return None
 
 

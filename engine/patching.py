@@ -123,5 +123,5 @@ if __name__ == "__main__":
 
     file, qualname, code_file = sys.argv[1:4]
     text = Path(file).read_text()
-    suspect = make_suspect(Path("."), file, qualname, function_named(text, qualname), text, "cli")
+    suspect = make_suspect(file, qualname, function_named(text, qualname), text, "cli")
     print(make_patch(text, suspect, Path(code_file).read_text()).diff)

@@ -1,7 +1,6 @@
 """Minimal function patches: AST positions, indentation, imports, hostile answers, atomic apply."""
 
 import os
-from pathlib import Path
 
 import pytest
 
@@ -32,7 +31,7 @@ def area(r):
 
 
 def suspect(qualname, text=SOURCE):
-    return make_suspect(Path("."), "shop.py", qualname, function_named(text, qualname), text, "test")
+    return make_suspect("shop.py", qualname, function_named(text, qualname), text, "test")
 
 
 def test_replaces_only_the_function():
