@@ -7,7 +7,10 @@ Run from the repo root:  .venv/bin/python bench/bench_engine.py [--quick]
    same prompt tokens, same model instance, same sampling and seed, as a ratio of medians over
    interleaved repetitions after one warm-up each. Goal: >= 0.95. Both get the same prompt,
    so llama.cpp's prefix cache helps both equally.
-2. Failure to first verified fix on examples/inventory: `failures.discover` (the test run),
+2. The worker process the language server uses (`engine.genworker.WorkerBackend`): its
+   tokens/s, protocol included, vs the same backend in-process, same prompt, seed and
+   thread count, interleaved. Goal: >= 0.95 (the JSON-lines protocol must cost nothing).
+3. Failure to first verified fix on examples/inventory: `failures.discover` (the test run),
    then `FixEngine.fix` per failure until one is verified, split into test run, generation
    and verification time (generation and verification overlap, so wall < their sum). The
    default 135M model rarely writes a verified fix; then the time to give up is reported.
@@ -69,6 +72,33 @@ def decode_speed(backend: LlamaCppBackend, reps: int, max_tokens: int) -> dict:
             "ratio": ratio(engine_tps / raw_tps, ">= 0.95")}
 
 
+def worker_speed(backend: LlamaCppBackend, model: str | None, threads: int, reps: int, max_tokens: int) -> dict:
+    """WorkerBackend vs the in-process backend: tokens/s per call, wall clock of the caller."""
+    from ledex.engine.genworker import WorkerBackend
+
+    messages, sampling = build_messages(PROMPT), Sampling(max_tokens=max_tokens, seed=7)
+    worker = WorkerBackend(model or "", threads=threads)
+    try:
+        def rate(b) -> tuple[float, float]:
+            start = time.perf_counter()
+            out = b.generate(messages, sampling)
+            wall = time.perf_counter() - start
+            return out.completion_tokens / wall, wall - out.seconds  # (tok/s, time outside the model)
+
+        rate(worker), rate(backend)  # warm-up
+        worker_runs, local_runs = [], []
+        for _ in range(reps):
+            worker_runs.append(rate(worker))
+            local_runs.append(rate(backend))
+    finally:
+        worker.close()
+    w, local = median([r for r, _ in worker_runs]), median([r for r, _ in local_runs])
+    overhead_ms = 1000 * (median([o for _, o in worker_runs]) - median([o for _, o in local_runs]))
+    return {"worker_tok_s": round(w, 2), "in_process_tok_s": round(local, 2), "reps": reps,
+            "protocol_overhead_ms_per_call": round(overhead_ms, 1),
+            "ratio": ratio(w / local, ">= 0.95")}
+
+
 def first_fix(backend, samples: int, rounds: int, max_tokens: int, failures_limit: int) -> dict:
     """Time from the failing test run to the first verified fix on a copy of examples/inventory."""
     from ledex.engine.failures import discover
@@ -114,19 +144,23 @@ def main(argv: list[str] | None = None) -> dict:
     threads = args.threads or max(1, (os.cpu_count() or 2) // 2)
     backend = load_backend(args.model, n_threads=threads)
     speed = decode_speed(backend, reps, max_tokens)
+    worker = worker_speed(backend, args.model, threads, reps, max_tokens)
     fix = first_fix(backend, samples=2 if args.quick else 4, rounds=1 if args.quick else 2,
                     max_tokens=256 if args.quick else 512, failures_limit=1 if args.quick else 3)
     seconds_key = next(k for k in fix if k.startswith("seconds_"))
     return emit({
         "title": "fix engine (issue 2)",
         "model": backend.identity.id,
-        "decode": speed, "first_fix": fix,
+        "decode": speed, "worker": worker, "first_fix": fix,
         "metrics": {"engine decode tok/s": speed["engine_tok_s"], "raw llama-cpp-python decode tok/s": speed["raw_tok_s"],
+                    "worker process tok/s": worker["worker_tok_s"], "in-process tok/s": worker["in_process_tok_s"],
+                    "worker protocol overhead ms/call": worker["protocol_overhead_ms_per_call"],
                     f"inventory: {seconds_key.replace('_', ' ')}": fix[seconds_key],
                     "inventory: test run s": fix["test_run_s"], "inventory: generation s": fix["generation_s"],
                     "inventory: verification s": fix["verification_s"],
                     "inventory: verified fix": fix["first_verified"] or "none"},
-        "ratios": {"engine / raw decode tok/s": speed["ratio"]},
+        "ratios": {"engine / raw decode tok/s": speed["ratio"],
+                   "worker process / in-process tok/s": worker["ratio"]},
         "notes": [f"{'quick' if args.quick else 'full'} mode: {reps} interleaved reps of up to {max_tokens} tokens, "
                   f"{threads} llama.cpp thread(s), load average {os.getloadavg()[0]:.1f}"],
     })

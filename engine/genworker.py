@@ -5,7 +5,7 @@ and the next request starts a fresh worker. `WorkerBackend` is a `Backend` like 
 Protocol, one JSON object per line (esbonio-style: narrow, one request at a time):
 
     parent                                          worker: python -m ledex.engine.genworker
-    argv: --model M [--adapter A] [--nice N]
+    argv: --model M [--adapter A] [--nice N] [--threads T]
                                                     <- {"ready": <ModelIdentity dict>}  | {"error": "..."}
     {"op": "generate", "id": 1, "messages": [...], "sampling": {...}} ->
     {"op": "cancel", "id": 1} ->                    (optional, any time)
@@ -105,13 +105,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="", help="model setting (see ledex.engine.models)")
     parser.add_argument("--adapter", default="", help="GGUF LoRA adapter on top of the model")
     parser.add_argument("--nice", type=int, default=0, help="lower the worker's CPU priority by this much")
+    parser.add_argument("--threads", type=int, default=0, help="llama.cpp threads (0 = all cores but one)")
     args = parser.parse_args(argv)
     out = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)  # native code that prints lands on stderr, never inside the protocol
     if args.nice:
         os.nice(args.nice)  # threads llama.cpp starts later inherit it
     try:
-        backend = load_backend(args.model or None, args.adapter or None)
+        backend = load_backend(args.model or None, args.adapter or None,
+                               **({"n_threads": args.threads} if args.threads else {}))
     except Exception as exc:
         _send(out, {"error": str(exc)})
         return 1
@@ -140,10 +142,10 @@ class WorkerBackend:
     worker's message). If the worker dies, the request it was on raises ModelError and the
     next request starts a new worker."""
 
-    def __init__(self, model: str = "", adapter: str | None = None, *, nice: int = 0,
+    def __init__(self, model: str = "", adapter: str | None = None, *, nice: int = 0, threads: int = 0,
                  load_timeout_s: float = LOAD_TIMEOUT_S, stall_timeout_s: float = STALL_TIMEOUT_S,
                  cancel_grace_s: float = CANCEL_GRACE_S, on_start: Callable[[WorkerBackend], None] | None = None):
-        self.model, self.adapter, self.nice = model, adapter or "", nice
+        self.model, self.adapter, self.nice, self.threads = model, adapter or "", nice, threads
         self.load_timeout_s, self.stall_timeout_s, self.cancel_grace_s = load_timeout_s, stall_timeout_s, cancel_grace_s
         self.on_start = on_start  # called after every (re)start, e.g. to log the new process id
         self.identity: ModelIdentity | None = None
@@ -165,7 +167,7 @@ class WorkerBackend:
 
     def _start(self) -> None:
         command = [sys.executable, "-m", "ledex.engine.genworker", "--model", self.model,
-                   "--adapter", self.adapter, "--nice", str(self.nice)]
+                   "--adapter", self.adapter, "--nice", str(self.nice), "--threads", str(self.threads)]
         proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True, encoding="utf-8", errors="replace", bufsize=1)
         self._proc, self._messages, self.starts = proc, queue.Queue(), self.starts + 1
