@@ -261,3 +261,43 @@ async def test_model_crash_mid_generation_keeps_the_server_serving(project):
         first, second = episodes(root)
         assert first["candidates"] == [] and first["outcome"] == "ignored"  # logged before the crash, kept
         assert second["model"].startswith("SmolLM2-135M-Instruct") and len(second["candidates"]) == 1
+
+
+def tiny_adapter(path: Path, seed: int = 0) -> Path:
+    """A real GGUF LoRA adapter for the default model (rank 4 on layer 0's q and v), written
+    by the exporter the training pipeline uses; random weights: this is about plumbing."""
+    import numpy as np
+
+    from ledex.training.export import write_adapter
+
+    rng = np.random.default_rng(seed)
+    tensors = {f"blk.0.{t}.weight.lora_{w}": rng.normal(0, 0.02, shape).astype(np.float32)
+               for t in ("attn_q", "attn_v") for w, shape in (("a", (4, 576)), ("b", (576 if t == "attn_q" else 192, 4)))}
+    return write_adapter(tensors, alpha=8.0, arch="llama", output=path)
+
+
+@pytest.mark.slow
+async def test_promotion_swaps_the_model_for_the_next_fix(project, tmp_path):
+    """`ledex-train promote` while the editor is open: no restart, the next fix runs on the
+    promoted adapter (new model process), and its episode records the version."""
+    from ledex.training.promote import promote
+
+    root, _, home = project
+    stock = root / "inventory" / "stock.py"
+    async with session(root, {"samples": 1, "rounds": 1}, home) as client:
+        open_doc(client, stock)
+        await wait_for(client, state_is(client, stock, "ready"))
+        record = promote(tiny_adapter(tmp_path / "tiny.gguf"), home=home, note="test")
+        await wait_for(client, lambda: any("promoted" in m.message for m in client.messages), lsp.WINDOW_SHOW_MESSAGE)
+
+        stock.write_text(stock.read_text() + "\n# touched\n")  # new code, same failure: a new fix
+        client.text_document_did_save(lsp.DidSaveTextDocumentParams(lsp.TextDocumentIdentifier(stock.as_uri())))
+        await wait_for(client, lambda: len(model_pids(client)) == 2 and state_is(client, stock, "ready")())
+        before, after = episodes(root)
+        assert before["model_version"] == "base" and "+" not in before["model"]
+        installed = Path(record["adapter"])
+        assert after["model_version"] == str(record["version"]) == "1"
+        assert after["model"] == f"{before['model']}+{installed.name}@{record['adapter_hash'][:12]}"
+        assert (await command(client, "ledex.status"))["model"] == after["model"]
+        with pytest.raises(ProcessLookupError):  # the base model's process was stopped, not leaked
+            os.kill(model_pids(client)[0], 0)
