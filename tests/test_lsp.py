@@ -180,13 +180,19 @@ async def test_bad_input_keeps_serving(project, tmp_path):
             await client.protocol.send_request_async("ledex/noSuchMethod", {})
         result = await command(client, "ledex.runTests")
         assert result["failures"] == 0 and result["error"]  # the missing command is reported, not fatal
+        hang = f"{sys.executable} -c 'import time; time.sleep(600)'"
+        client.workspace_did_change_configuration(lsp.DidChangeConfigurationParams(
+            {"ledex": {"testCommand": hang, "testTimeoutS": 2}}))
+        result = await command(client, "ledex.runTests")  # a hanging test command is stopped and reported
+        assert "timed out after 2s" in result["error"] and any("stopped (timeout)" in n for n in result["notes"])
 
         huge = root / "huge.py"
         huge.write_text("x = 1\n" * 600_000)
         open_doc(client, huge)
         assert await code_actions(client, huge, lsp.Diagnostic(lsp.Range(lsp.Position(0, 0), lsp.Position(0, 1)), "x")) == []
 
-        client.workspace_did_change_configuration(lsp.DidChangeConfigurationParams({"ledex": {"testCommand": ""}}))
+        client.workspace_did_change_configuration(lsp.DidChangeConfigurationParams(
+            {"ledex": {"testCommand": "", "testTimeoutS": 120}}))
         result = await command(client, "ledex.runTests")
         assert result["failures"] == 2 and any("non-UTF-8" in n for n in result["notes"])
         stock = root / "inventory" / "stock.py"
