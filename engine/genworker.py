@@ -168,8 +168,11 @@ class WorkerBackend:
     def _start(self) -> None:
         command = [sys.executable, "-m", "ledex.engine.genworker", "--model", self.model,
                    "--adapter", self.adapter, "--nice", str(self.nice), "--threads", str(self.threads)]
-        proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, encoding="utf-8", errors="replace", bufsize=1)
+        try:
+            proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True, encoding="utf-8", errors="replace", bufsize=1)
+        except OSError as exc:
+            raise ModelError(f"cannot start the model process ({sys.executable}): {exc}") from exc
         self._proc, self._messages, self.starts = proc, queue.Queue(), self.starts + 1
         self._stderr.clear()
         threading.Thread(target=self._pump, args=(proc.stdout, self._messages), daemon=True).start()
@@ -241,6 +244,8 @@ class WorkerBackend:
 
     def generate(self, messages, sampling: Sampling, *, cancel=None, on_token=None) -> Generation:
         with self._lock:
+            if self._proc is not None and self._proc.poll() is not None:
+                self._died("idle")  # it died between requests (OOM killer, a user's kill): just start anew
             if self._proc is None:
                 self._start()
             self._next_id += 1

@@ -142,3 +142,12 @@ def test_the_worker_never_outlives_its_parent(tmp_path):
     while alive(child) and time.monotonic() < deadline:
         time.sleep(0.05)  # waiting on a process that is not ours to wait() for
     assert not alive(child)
+
+
+def test_a_worker_that_died_between_requests_is_replaced_silently(replay_worker):
+    idle = replay_worker.pid
+    os.kill(idle, signal.SIGKILL)  # e.g. the OOM killer, while nothing was asked of it
+    while alive(idle):
+        time.sleep(0.01)
+    assert replay_worker.generate(MESSAGES, Sampling()).text == "first answer"  # no request lost
+    assert replay_worker.starts == 2 and replay_worker.pid != idle
