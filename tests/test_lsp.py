@@ -307,3 +307,23 @@ async def test_promotion_swaps_the_model_for_the_next_fix(project, tmp_path):
         assert (await command(client, "ledex.status"))["model"] == after["model"]
         with pytest.raises(ProcessLookupError):  # the base model's process was stopped, not leaked
             os.kill(model_pids(client)[0], 0)
+
+
+@pytest.mark.slow
+async def test_user_cancels_a_fix_from_its_progress(project):
+    """The editor's cancel button on the fix's work-done progress stops the real model
+    mid-generation: the fix ends cancelled early and the model process stays up."""
+    root, _, home = project
+    stock = root / "inventory" / "stock.py"
+    async with session(root, {"samples": 4, "rounds": 2, "runOnSave": False}, home) as client:
+        open_doc(client, stock)
+        await wait_for(client, lambda: model_pids(client), lsp.WINDOW_LOG_MESSAGE)
+        (token,) = [t for t, reports in client.progress_reports.items()
+                    if reports and getattr(reports[0], "title", "").startswith("ledex: fixing")]
+        client.window_work_done_progress_cancel(lsp.WorkDoneProgressCancelParams(token))
+        await wait_for(client, state_is(client, stock, "cancelled"))
+        await wait_for(client, lambda: client.progress_reports[token][-1].kind == "end", lsp.PROGRESS)
+        status = await command(client, "ledex.status")
+        assert status["modelProcess"] == model_pids(client)[0]  # a cancel is not a crash
+        (episode,) = episodes(root)
+        assert len(episode["candidates"]) < 4  # stopped before the first round's 4 answers, let alone round 2
