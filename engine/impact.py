@@ -105,6 +105,7 @@ class ImportGraph:
     def __init__(self, root: Path, max_file_bytes: int = 2_000_000):
         self.root, self.max_file_bytes = Path(root), max_file_bytes
         self._files: dict[str, tuple[tuple[int, int], set[str]]] = {}  # rel -> ((mtime, size), imports)
+        self._by_name: dict[str, set[str]] | None = None  # dotted name -> files importing it (rebuilt on change)
 
     def refresh(self) -> None:
         seen = set()
@@ -117,6 +118,7 @@ class ImportGraph:
                     self._update(rel)
         for gone in set(self._files) - seen:
             del self._files[gone]
+            self._by_name = None
 
     def _update(self, rel: str) -> None:
         try:
@@ -130,16 +132,22 @@ class ImportGraph:
         if stat.st_size <= self.max_file_bytes:
             source = (self.root / rel).read_bytes().decode("utf-8", errors="replace")
         self._files[rel] = (key, imported_names(source, rel))
+        self._by_name = None
 
     def importers(self, rel: str) -> set[str]:
         """Files that import `rel`, directly or through other workspace files."""
+        if self._by_name is None:
+            self._by_name = {}
+            for other, (_, imports) in self._files.items():
+                for name in imports:
+                    self._by_name.setdefault(name, set()).add(other)
         found, frontier = set(), [rel]
         while frontier:
-            names = set(module_names(frontier.pop()))
-            for other, (_, imports) in self._files.items():
-                if other not in found and other != rel and names & imports:
-                    found.add(other)
-                    frontier.append(other)
+            for name in module_names(frontier.pop()):
+                for other in self._by_name.get(name, ()):
+                    if other not in found and other != rel:
+                        found.add(other)
+                        frontier.append(other)
         return found
 
     def affected_tests(self, rel: str) -> list[str] | None:

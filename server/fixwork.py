@@ -34,24 +34,29 @@ def progress_begin(server, title: str, message: str = "", cancellable: bool = Fa
         return None
     token = server.new_token()
     server._progress_state = getattr(server, "_progress_state", {})
+    server._progress_early = getattr(server, "_progress_early", {})
     server._progress_state[token] = "creating"
 
     def created(*_):
+        latest, pct = server._progress_early.pop(token, (message, 0))  # reported before the client answered
         if server._progress_state.get(token) == "ended":
-            server.work_done_progress.begin(token, lsp.WorkDoneProgressBegin(title, message=message))
+            server.work_done_progress.begin(token, lsp.WorkDoneProgressBegin(title, message=latest))
             server.work_done_progress.end(token, lsp.WorkDoneProgressEnd())
             server._progress_state.pop(token, None)
             return
         server._progress_state[token] = "begun"
         server.work_done_progress.begin(token, lsp.WorkDoneProgressBegin(title, cancellable=cancellable,
-                                                                          message=message, percentage=0))
+                                                                          message=latest, percentage=pct or 0))
     server.work_done_progress.create(token, callback=created)
     return token
 
 
 def progress_report(server, token: str | None, message: str, percentage: int | None = None) -> None:
-    if token and getattr(server, "_progress_state", {}).get(token) == "begun":
+    state = getattr(server, "_progress_state", {}).get(token) if token else None
+    if state == "begun":
         server.work_done_progress.report(token, lsp.WorkDoneProgressReport(message=message, percentage=percentage))
+    elif state in ("creating", "ended"):
+        server._progress_early[token] = (message, percentage)  # shown by begin once the client created it
 
 
 def progress_end(server, token: str | None, message: str = "") -> None:

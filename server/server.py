@@ -185,6 +185,8 @@ class LedexServer(LanguageServer):
 
     def _tests_done(self, future, token) -> None:
         fixwork.progress_end(self, token)
+        if self.test_runs == 1:  # parse the workspace's imports now, not on the first save (seconds on big repos)
+            self.jobs.run_tests(self.imports.refresh)
         if future.cancelled():
             return
         if future.exception() is not None:
