@@ -150,6 +150,7 @@ class WorkerBackend:
         self.on_start = on_start  # called after every (re)start, e.g. to log the new process id
         self.identity: ModelIdentity | None = None
         self.starts = 0  # worker processes started so far (1 + restarts)
+        self.crashes_in_a_row = 0  # requests the worker died on since its last answer (see ModelHost)
         self._proc: subprocess.Popen | None = None
         self._messages: queue.Queue = queue.Queue()
         self._stderr: collections.deque[str] = collections.deque(maxlen=20)
@@ -211,6 +212,8 @@ class WorkerBackend:
 
     def _died(self, doing: str) -> ModelError:
         proc, self._proc = self._proc, None
+        if doing != "idle":
+            self.crashes_in_a_row += 1
         code = None
         if proc is not None:
             try:
@@ -284,6 +287,7 @@ class WorkerBackend:
             elif "error" in message:
                 raise ModelError(message["error"])
             else:
+                self.crashes_in_a_row = 0
                 return Generation(**message["generation"])
 
     def close(self) -> None:

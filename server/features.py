@@ -99,6 +99,7 @@ def register(ls: LedexServer) -> None:
 def _register_commands(ls: LedexServer) -> None:
     @ls.command(actions.RUN_TESTS)
     async def run_tests(ls: LedexServer, *args):
+        ls.models.retry()
         found = await asyncio.wrap_future(ls.run_tests_now(None))
         return {"failures": len(found.failures), "error": found.verdict.error if found.verdict else None,
                 "notes": found.notes}

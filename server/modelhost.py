@@ -23,10 +23,14 @@ from typing import Callable
 from ledex.engine import registry
 from ledex.engine.backends import REPLAY_PREFIX
 from ledex.engine.genworker import WorkerBackend
+from ledex.engine.models import ModelError
 
 # The worker computes at lower priority than the server: on a 2-core machine the event
 # loop must win the core whenever the editor asks something.
 WORKER_NICE = 10
+# A model that kills its process this many requests in a row is deterministic about it
+# (a bad GGUF, a broken build): stop restarting it on every save until the user acts.
+MAX_CRASHES_IN_A_ROW = 3
 
 
 class ModelHost:
@@ -69,6 +73,10 @@ class ModelHost:
         """(backend, version label) for one fix; give it back with `release`. Raises
         ModelError with a readable message when the model cannot be loaded."""
         with self._lock:
+            crashed = self._backend.crashes_in_a_row if self._backend is not None else 0
+            if crashed >= MAX_CRASHES_IN_A_ROW:
+                raise ModelError(f"the model process died on {crashed} requests in a row, so ledex stopped using it; "
+                                 "run 'ledex: Run Tests' (command ledex.runTests) to try again, or change the model setting")
             if self._backend is None:
                 adapter, version = self._adapter()
                 if self.model.startswith(REPLAY_PREFIX):
@@ -78,6 +86,12 @@ class ModelHost:
                 self.generation += 1
             self._leases[id(self._backend)] = self._leases.get(id(self._backend), 0) + 1
             return self._backend, self._version
+
+    def retry(self) -> None:
+        """The user asked again: a model that kept crashing gets another chance."""
+        backend = self._backend
+        if backend is not None:
+            backend.crashes_in_a_row = 0
 
     def release(self, backend: WorkerBackend) -> None:
         with self._lock:

@@ -111,8 +111,9 @@ def test_a_hung_worker_is_replaced(replay_worker):
     try:
         with pytest.raises(ModelError, match=r"no word for 3 s"):
             replay_worker.generate(MESSAGES, Sampling())
+        assert replay_worker.crashes_in_a_row == 1
         assert replay_worker.generate(MESSAGES, Sampling()).text == "first answer"  # a fresh worker
-        assert replay_worker.pid != frozen and replay_worker.starts == 2
+        assert replay_worker.pid != frozen and replay_worker.starts == 2 and replay_worker.crashes_in_a_row == 0
     finally:
         os.kill(frozen, signal.SIGKILL) if alive(frozen) else None
 

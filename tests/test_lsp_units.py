@@ -1,5 +1,6 @@
 """Pure parts of the language server: settings parsing, report globs, minimal edits, watchers."""
 
+import contextlib
 import threading
 
 from ledex.engine import registry
@@ -103,3 +104,47 @@ def test_model_swap_waits_for_the_fix_that_still_uses_the_old_model(tmp_path):
     assert following.pid is not None  # still the current model: kept warm for the next fix
     host.close()
     assert following.pid is None
+
+
+def test_a_model_that_keeps_crashing_is_benched_until_the_user_retries(tmp_path):
+    """Every worker this host starts hangs (frozen right after loading): each request fails
+    on its own, and after three in a row the host refuses to restart it on every save."""
+    import json
+    import os
+    import signal
+
+    import pytest
+
+    from ledex.engine.backends import Sampling
+    from ledex.engine.models import ModelError
+    from ledex.server.modelhost import MAX_CRASHES_IN_A_ROW, ModelHost
+
+    (tmp_path / "answers.json").write_text(json.dumps(["an answer"]))
+    frozen, broken = [], [True]
+
+    def freeze(backend):
+        if not broken[0]:
+            return
+        backend.stall_timeout_s = 1
+        frozen.append(backend.pid)
+        os.kill(backend.pid, signal.SIGSTOP)
+
+    host = ModelHost(f"replay:{tmp_path / 'answers.json'}", home=tmp_path / "home", on_start=freeze)
+    try:
+        for _ in range(MAX_CRASHES_IN_A_ROW):
+            backend, _ = host.lease()
+            with pytest.raises(ModelError, match="no word for 1 s"):
+                backend.generate([], Sampling())
+            host.release(backend)
+        with pytest.raises(ModelError, match="died on 3 requests in a row"):
+            host.lease()
+        broken[0] = False  # the user fixed whatever it was
+        host.retry()
+        backend, _ = host.lease()
+        assert backend.generate([], Sampling()).text == "an answer" and len(frozen) == MAX_CRASHES_IN_A_ROW
+        host.release(backend)
+    finally:
+        host.close()
+        for pid in frozen:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
