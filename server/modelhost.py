@@ -43,7 +43,6 @@ class ModelHost:
         self._version: str | None = None
         self._leases: dict[int, int] = {}  # id(backend) -> fixes using it
         self._lock = threading.Lock()
-        self.generation = 0  # bumped on every (re)load: tests and logs can see a reload happened
 
     def configure(self, model: str, adapter: str) -> None:
         if (model, adapter) != (self.model, self.adapter):
@@ -83,7 +82,6 @@ class ModelHost:
                     version = "replay"
                 self._backend = WorkerBackend(self.model, adapter, nice=WORKER_NICE, on_start=self.on_start)
                 self._version = version
-                self.generation += 1
             self._leases[id(self._backend)] = self._leases.get(id(self._backend), 0) + 1
             return self._backend, self._version
 
