@@ -48,11 +48,17 @@ class Sampling:
     seed: int = 0
 
 
+class CancelFlag(Protocol):
+    """What a generation polls to stop early: a threading.Event, or fixer.AnyEvent."""
+
+    def is_set(self) -> bool: ...
+
+
 class Backend(Protocol):
     identity: ModelIdentity
 
     def generate(self, messages: list[dict[str, str]], sampling: Sampling, *,
-                 cancel: threading.Event | None = None,
+                 cancel: CancelFlag | None = None,
                  on_token: Callable[[], None] | None = None) -> Generation: ...
 
 

@@ -35,7 +35,7 @@ class FixConfig:
     sampling: Sampling = Sampling()
     limits: Limits = Limits(wall_s=60.0)
     python: str | None = None  # interpreter for the workspace's tests (default: this one)
-    stop_at_first: bool = False  # the editor needs one verified fix; the CLI shows all candidates
+    stop_at_first: bool = False  # the editor needs one verified fix (the sample being generated stops); the CLI shows all
     verify_workers: int = 2  # concurrent sandbox runs besides generation; 2 fits a 2-core machine
 
 
@@ -122,6 +122,16 @@ def _feedback_for(verdict: Verdict, failure: Failure, reason: str) -> str:
     return clip_middle(f"Test {failure.test} failed.\n{details.strip()}")
 
 
+class AnyEvent:
+    """Set when any of its events is set: what a generation polls to stop early."""
+
+    def __init__(self, *events: threading.Event):
+        self.events = events
+
+    def is_set(self) -> bool:
+        return any(e.is_set() for e in self.events)
+
+
 class FixEngine:
     """Fixes failures in one workspace with one backend; safe to call from worker threads."""
 
@@ -154,16 +164,20 @@ class FixEngine:
         messages = build_messages(problem, self.config.mode)
         total = self.config.samples
         pending: list[tuple[CandidateResult, Future | None]] = []
+        found = threading.Event()  # set by a verification that succeeded (stop_at_first only)
+        stop = AnyEvent(cancel, found)  # what the running generation listens to
         for i in range(total):
-            if cancel.is_set():
+            if stop.is_set():
                 break
             if progress:
                 progress(f"round {round_no}: generating", i, total)
             seed = self.config.sampling.seed + 1000 * round_no + i
             sampling = Sampling(self.config.sampling.temperature, self.config.sampling.top_p,
                                 self.config.sampling.max_tokens, seed)
-            generation = self.backend.generate(messages, sampling, cancel=cancel)
+            generation = self.backend.generate(messages, sampling, cancel=stop)
             result.timings["generation"] += generation.seconds
+            if generation.finish_reason == "cancelled":
+                break  # cut short on purpose: not an answer of the model's, so not a candidate
             candidate = self._candidate(generation.text, generation.truncated, failure, original, round_no)
             candidate.generation_s = generation.seconds
             future = pool.submit(self._verify, candidate, failure, cancel) if candidate.patch else None
@@ -171,9 +185,9 @@ class FixEngine:
                 on_candidate(candidate)
             elif on_candidate:
                 future.add_done_callback(lambda _f, c=candidate: on_candidate(c))
+            if future is not None and self.config.stop_at_first:
+                future.add_done_callback(lambda _f, c=candidate: found.set() if c.verified else None)
             pending.append((candidate, future))
-            if self.config.stop_at_first and any(f and f.done() and c.verified for c, f in pending):
-                break
         for candidate, future in pending:
             if future is not None:
                 future.result()

@@ -71,3 +71,58 @@ def test_identical_patches_are_verified_once(example):
     result = engine.fix(stock_failure(example))
     assert [c.verified for c in result.candidates] == [True, True, True]
     assert len(engine._verdicts) == 1
+
+
+class PacedBackend:
+    """Recorded answers delivered at a model's pace (one character per `pace_s`), honouring
+    cancel the way the real backends do: the engine's timing logic needs answers that take
+    time, and the real 135M model cannot be made to write a correct one on cue."""
+
+    def __init__(self, answers: list[str], pace_s: float = 0.01):
+        from ledex.engine.models import ModelIdentity
+
+        self.answers, self.pace_s, self.calls = answers, pace_s, []
+        self.identity = ModelIdentity(base="paced", base_hash="0" * 64)
+
+    def generate(self, messages, sampling, *, cancel=None, on_token=None):
+        import time
+
+        from ledex.engine.backends import Generation
+
+        text = self.answers[len(self.calls) % len(self.answers)]
+        sent = text[:0]
+        for char in text:
+            if cancel is not None and cancel.is_set():
+                self.calls.append("cancelled")
+                return Generation(sent, "cancelled")
+            sent += char
+            time.sleep(self.pace_s if len(self.calls) else 0)  # the first answer comes at once
+        self.calls.append("done")
+        return Generation(sent, "stop")
+
+
+def test_a_verified_fix_stops_the_sample_being_generated(example):
+    """stop_at_first (the editor's mode): once a fix verifies, the answer in progress is cut
+    short and is not recorded as a candidate; without it every sample is generated."""
+    slow = "Maybe the other way round.\n```python\ndef is_low_stock(quantity, threshold):\n" + \
+           "    return quantity >= threshold  # " + "x" * 400 + "\n```"
+    failure = stock_failure(example)
+    first = PacedBackend([RIGHT, slow, slow])
+    result = FixEngine(first, example, FixConfig(samples=3, rounds=1, stop_at_first=True)).fix(failure)
+    assert first.calls == ["done", "cancelled"]
+    assert [(c.raw, c.verified) for c in result.candidates] == [(RIGHT, True)]
+
+    every = PacedBackend([RIGHT, slow, slow])
+    result = FixEngine(every, example, FixConfig(samples=3, rounds=1)).fix(failure)
+    assert every.calls == ["done", "done", "done"] and [c.verified for c in result.candidates] == [True, False, False]
+
+
+def test_a_cancelled_fix_records_no_cut_off_answer(example):
+    import threading
+
+    cancel = threading.Event()
+    backend = PacedBackend([GARBAGE, "slow " * 200])
+    engine, failure = FixEngine(backend, example, FixConfig(samples=2, rounds=1)), stock_failure(example)
+    threading.Timer(0.5, cancel.set).start()  # the user cancels while the second answer is written
+    result = engine.fix(failure, cancel=cancel)
+    assert backend.calls == ["done", "cancelled"] and [c.raw for c in result.candidates] == [GARBAGE]
