@@ -210,16 +210,23 @@ class WorkerBackend:
             proc.kill()
             proc.wait()
 
-    def _died(self, doing: str) -> ModelError:
+    def _reap(self) -> int | None:
+        """Forget the current worker; its exit code (None if it would not exit)."""
         proc, self._proc = self._proc, None
-        if doing != "idle":
-            self.crashes_in_a_row += 1
-        code = None
-        if proc is not None:
-            try:
-                code = proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        if proc is None:
+            return None
+        try:
+            return proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return None
+
+    def _died(self, doing: str, *, kill: bool = False) -> ModelError:
+        """The worker died (or, with kill, is put down) while `doing` a request: the error for it."""
+        if kill and self._proc is not None:
+            self._proc.kill()
+        self.crashes_in_a_row += 1
+        code = self._reap()
         time.sleep(0.05)  # let the stderr pump take the last lines
         tail = "\n".join(list(self._stderr)[-5:])
         return ModelError(f"the model process {_describe_exit(code)} while {doing}; ledex starts a new one for "
@@ -229,9 +236,7 @@ class WorkerBackend:
         try:
             message = self._messages.get(timeout=timeout)
         except queue.Empty:
-            if self._proc is not None:
-                self._proc.kill()
-            raise self._died(doing) from None
+            raise self._died(doing, kill=True) from None
         if message is None:
             raise self._died(doing)
         return message
@@ -248,7 +253,7 @@ class WorkerBackend:
     def generate(self, messages, sampling: Sampling, *, cancel=None, on_token=None) -> Generation:
         with self._lock:
             if self._proc is not None and self._proc.poll() is not None:
-                self._died("idle")  # it died between requests (OOM killer, a user's kill): just start anew
+                self._reap()  # it died between requests (OOM killer, a user's kill): no request lost, start anew
             if self._proc is None:
                 self._start()
             self._next_id += 1
@@ -271,8 +276,7 @@ class WorkerBackend:
                     self._stop()  # stuck in native code: a new worker is cheaper than waiting
                     return Generation("", "cancelled")
                 if now - heard > self.stall_timeout_s:
-                    self._proc.kill()
-                    raise self._died(f"generating (no word for {self.stall_timeout_s:.0f} s)")
+                    raise self._died(f"generating (no word for {self.stall_timeout_s:.0f} s)", kill=True)
                 continue
             if message is None:
                 raise self._died("generating")
@@ -280,9 +284,8 @@ class WorkerBackend:
             if message.get("id") != rid:
                 continue
             if "tokens" in message:
-                for _ in range(max(0, message["tokens"] - tokens)):
-                    if on_token:
-                        on_token()
+                for _ in range(message["tokens"] - tokens if on_token else 0):
+                    on_token()
                 tokens = max(tokens, message["tokens"])
             elif "error" in message:
                 raise ModelError(message["error"])

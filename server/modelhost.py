@@ -58,9 +58,11 @@ class ModelHost:
 
     def _adapter(self) -> tuple[str | None, str]:
         """(adapter path or None, version label for episodes)."""
+        if self.model.startswith(REPLAY_PREFIX):
+            return None, "replay"
         if self.adapter:
             return self.adapter, f"adapter:{Path(self.adapter).name}"
-        if self.model.startswith(("http://", "https://", REPLAY_PREFIX)):
+        if self.model.startswith(("http://", "https://")):
             return None, "base"
         record = registry.current(self.home)
         if record and Path(record["adapter"]).is_file():
@@ -78,8 +80,6 @@ class ModelHost:
                                  "run 'ledex: Run Tests' (command ledex.runTests) to try again, or change the model setting")
             if self._backend is None:
                 adapter, version = self._adapter()
-                if self.model.startswith(REPLAY_PREFIX):
-                    version = "replay"
                 self._backend = WorkerBackend(self.model, adapter, nice=WORKER_NICE, on_start=self.on_start)
                 self._version = version
             self._leases[id(self._backend)] = self._leases.get(id(self._backend), 0) + 1
@@ -93,10 +93,9 @@ class ModelHost:
 
     def release(self, backend: WorkerBackend) -> None:
         with self._lock:
-            left = self._leases.get(id(backend), 1) - 1
-            self._leases[id(backend)] = left
-            if left <= 0:
-                del self._leases[id(backend)]
+            left = self._leases.pop(id(backend), 1) - 1
+            if left > 0:
+                self._leases[id(backend)] = left
             retired = left <= 0 and backend is not self._backend
         if retired:
             backend.close()  # superseded by a promotion while this fix ran
