@@ -71,35 +71,24 @@ export function registerCommands(context: vscode.ExtensionContext, client: Ledex
 
   reg(COMMANDS.runTests, () => guarded('run tests', () => client.executeServerCommand('ledex.runTests'), client));
 
-  reg(COMMANDS.explainFailure, () =>
+  /** A server command about one failure: pick its diagnostic, send the failure id. */
+  const onFailure = (purpose: string, serverCommand: string) => () =>
     guarded(
-      'explain',
+      purpose,
       async () => {
-        const d = await pickDiagnostic('explain');
+        const d = await pickDiagnostic(purpose);
         if (!d) return;
         const id = failureIdOf(d);
         if (!id) throw new Error('this diagnostic carries no failure id');
-        // The server writes the explanation to a markdown file and opens it with window/showDocument,
-        // which the client middleware renders as a markdown preview.
-        await client.executeServerCommand('ledex.explain', [id]);
+        await client.executeServerCommand(serverCommand, [id]);
       },
       client,
-    ),
-  );
+    );
 
-  reg(COMMANDS.dismissSuggestion, () =>
-    guarded(
-      'dismiss',
-      async () => {
-        const d = await pickDiagnostic('dismiss');
-        if (!d) return;
-        const id = failureIdOf(d);
-        if (!id) throw new Error('this diagnostic carries no failure id');
-        await client.executeServerCommand('ledex.dismiss', [id]);
-      },
-      client,
-    ),
-  );
+  // The server writes the explanation to a markdown file and opens it with window/showDocument,
+  // which the client middleware renders as a markdown preview.
+  reg(COMMANDS.explainFailure, onFailure('explain', 'ledex.explain'));
+  reg(COMMANDS.dismissSuggestion, onFailure('dismiss', 'ledex.dismiss'));
 
   reg(COMMANDS.trainNow, () =>
     guarded(
