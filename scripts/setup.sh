@@ -11,8 +11,9 @@ VENV=${VENV:-.venv}
 PY=${PYTHON:-python3}
 
 system_packages() {
-  # bubblewrap: sandbox isolation; neovim: the real-editor LSP test; chromium: VS Code e2e.
-  local want=(bubblewrap neovim chromium)
+  # bubblewrap: sandbox isolation; neovim, emacs-nox + elpa-eglot: the real-editor LSP tests;
+  # chromium: VS Code e2e.
+  local want=(bubblewrap neovim emacs-nox elpa-eglot chromium)
   local missing=()
   for pkg in "${want[@]}"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
   [ ${#missing[@]} -eq 0 ] && return 0
