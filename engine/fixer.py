@@ -35,6 +35,7 @@ class FixConfig:
     sampling: Sampling = Sampling()
     limits: Limits = Limits(wall_s=60.0)
     python: str | None = None  # interpreter for the workspace's tests (default: this one)
+    test_command: tuple[str, ...] | None = None  # argv template with {python} {junit} {tests} (default: pytest)
     stop_at_first: bool = False  # the editor needs one verified fix (the sample being generated stops); the CLI shows all
     verify_workers: int = 2  # concurrent sandbox runs besides generation; 2 fits a 2-core machine
 
@@ -215,7 +216,8 @@ class FixEngine:
         verdict = self._verdicts.get(key)
         if verdict is None:
             runs = verify_many(self.workspace, [{candidate.patch.path: candidate.patch.new_text}], tests,
-                               limits=self.config.limits, python=self.config.python, workers=1, cancel=cancel)
+                               limits=self.config.limits, python=self.config.python, workers=1, cancel=cancel,
+                               command=self.config.test_command)
             verdict = next((v for _, v in runs), None)
             if verdict is None:
                 candidate.reason = "cancelled"
