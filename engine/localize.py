@@ -102,7 +102,7 @@ def first_line(node: ast.AST) -> int:
 
 
 def make_suspect(rel: str, qualname: str, node: ast.AST, source: str, reason: str) -> Suspect:
-    lines = source.splitlines()
+    lines = re.split(r"\r\n|\r|\n", source)  # Python's line breaks (str.splitlines also breaks at \x0c, \u2028...)
     start, end = first_line(node), node.end_lineno
     return Suspect(rel, qualname, start, end, "\n".join(lines[start - 1:end]), reason)
 
