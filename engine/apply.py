@@ -1,6 +1,12 @@
-"""Writing a verified fix to the user's file: only if the file is still what the fix was
-computed against, and atomically (temp file, fsync, rename), so a crash mid-write never
-leaves a half-written source file.
+"""Writing a verified fix to the user's file, atomically (temp file, fsync, rename), so a
+crash mid-write never leaves a half-written source file.
+
+The file may have changed since the fix was computed (another fix written to it, an edit):
+the patch is then moved onto the file as it is now (`patching.rebase`: the function found
+again by qualified name, and only if its code is still what the fix replaced); otherwise
+nothing is written and ApplyError says why.
+
+Used by `ledex fix --apply`; tested in tests/test_patching.py.
 """
 
 from __future__ import annotations
@@ -9,7 +15,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from ledex.engine.patching import Patch
+from ledex.engine.patching import Patch, PatchError, rebase
 
 
 class ApplyError(RuntimeError):
@@ -32,7 +38,9 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
-def apply_patch(workspace: Path, patch: Patch) -> None:
+def apply_patch(workspace: Path, patch: Patch) -> Patch:
+    """Write `patch` to its file under `workspace`; returns the patch as written (rebased onto
+    the file's current text). Raises ApplyError, leaving the file unchanged."""
     target = (Path(workspace) / patch.path).resolve()
     if not target.is_relative_to(Path(workspace).resolve()):
         raise ApplyError(f"{patch.path} is outside the workspace")
@@ -40,6 +48,9 @@ def apply_patch(workspace: Path, patch: Patch) -> None:
         current = target.read_bytes().decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ApplyError(f"cannot read {patch.path}: {exc}") from exc
-    if current != patch.old_text:
-        raise ApplyError(f"{patch.path} changed since the fix was computed; run ledex again")
+    try:
+        patch = rebase(patch, current)
+    except PatchError as exc:
+        raise ApplyError(f"{exc}; nothing was written (run ledex again)") from None
     atomic_write_text(target, patch.new_text)
+    return patch

@@ -1,10 +1,18 @@
 """Minimal patches: replace one function in a file by the model's refined version.
 
 The model answers with a code block; we take from it only the function we asked about
-(by name, located with the AST) and splice it over the original function's lines,
-re-indented to where it stands (methods stay methods). Imports the new function needs
+(by name, located with the AST) and splice it over the original function, found again by
+qualified name (and checked by content) in the file as it is now, never by stale line
+numbers. Every byte outside the function stays as it was (line endings, BOM, form feeds,
+comments, the missing final newline); the new function takes the file's base indentation
+and indent step (a method written at column 0 becomes a method again). The original
+decorators stay unless the answer writes different ones. Imports the new function needs
 that the file lacks are added after the file's imports. Everything else in the answer
 (test code, other functions, prints) is dropped: the patch touches one function.
+
+A `Patch` remembers the function it replaced, so `rebase` can move it onto a newer text
+of the same file (another fix written meanwhile, an edited buffer), or refuse with a
+reason when the function is gone or was changed since.
 
 Try it:  python -m ledex.engine.patching FILE QUALNAME NEW_CODE_FILE
 """
@@ -16,11 +24,14 @@ import difflib
 import textwrap
 from dataclasses import dataclass
 
-from ledex.engine.localize import Suspect, iter_functions, first_line
+from ledex.engine.localize import Suspect, first_line, iter_functions
+from ledex.engine.reindent import ending, indent_unit, leading, newline_of, reindent, split_lines
+
+BOM = "\ufeff"
 
 
 class PatchError(ValueError):
-    """The answer cannot become a patch; the message says why (shown to the user)."""
+    """The answer cannot become a patch, or a patch no longer fits its file; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -28,6 +39,11 @@ class Patch:
     path: str  # relative to the workspace
     old_text: str
     new_text: str
+    qualname: str = ""  # the function replaced ("" for a whole-file patch)
+    old_function: str = ""  # its lines in old_text (first decorator to last line, endings kept)
+    new_function: str = ""  # the lines that replaced them in new_text
+    imports: tuple[str, ...] = ()  # import statements added at the top of the file
+    line: int = 0  # 1-based first line of old_function in old_text
 
     @property
     def diff(self) -> str:
@@ -39,34 +55,98 @@ class Patch:
 
 
 def unified_diff(path: str, old: str, new: str) -> str:
-    lines = difflib.unified_diff(old.splitlines(keepends=True), new.splitlines(keepends=True),
-                                 f"a/{path}", f"b/{path}")
-    return "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines)
+    lines = difflib.unified_diff(split_lines(old), split_lines(new), f"a/{path}", f"b/{path}")
+    return "".join(line if line.endswith(("\n", "\r")) else line + "\n\\ No newline at end of file\n"
+                   for line in lines)
 
 
-def _find_function(tree: ast.AST, qualname: str) -> ast.AST | None:
+# --- finding functions ----------------------------------------------------------------------
+
+def _parse(text: str, what: str) -> ast.Module:
+    try:
+        return ast.parse(text)
+    except SyntaxError as exc:
+        raise PatchError(f"{what} does not parse: {exc.msg} (line {exc.lineno})") from exc
+
+
+def _named(tree: ast.AST, qualname: str) -> list[ast.AST]:
+    return [node for name, node in iter_functions(tree) if name == qualname]
+
+
+def _find_answer_function(tree: ast.AST, qualname: str) -> ast.AST | None:
     """The function by qualified name, else by its last name part (answers drop the class)."""
-    by_name = {name: node for name, node in iter_functions(tree) if "<locals>" not in name}
-    if qualname in by_name:
-        return by_name[qualname]
+    found = _named(tree, qualname)
+    if found:
+        return found[-1]
     short = qualname.rsplit(".", 1)[-1]
-    matches = [node for name, node in by_name.items() if name.rsplit(".", 1)[-1] == short]
+    matches = [node for name, node in iter_functions(tree)
+               if "<locals>" not in name and name.rsplit(".", 1)[-1] == short]
     return matches[0] if len(matches) == 1 else None
 
 
-def _segment(code: str, node: ast.AST) -> str:
-    lines = code.splitlines()
-    return textwrap.dedent("\n".join(lines[first_line(node) - 1:node.end_lineno]))
+def _span_text(lines: list[str], start: int, end: int) -> str:
+    return "".join(lines[start - 1:end])
 
 
-def _missing_imports(answer: ast.Module, file_tree: ast.Module, answer_code: str) -> list[str]:
+def _same_code(a: str, b: str) -> bool:
+    """Equal up to line endings, the block's own base indentation and trailing spaces."""
+    def norm(text: str) -> list[str]:
+        return [line.rstrip() for line in textwrap.dedent("\n".join(split_lines_plain(text))).split("\n")
+                if line.strip()]
+    return norm(a) == norm(b)
+
+
+def split_lines_plain(text: str) -> list[str]:
+    return [line.rstrip("\r\n") for line in split_lines(text)]
+
+
+def locate(text: str, qualname: str, expected: str | None = None, near: int = 0) -> tuple[int, int]:
+    """(first, last) 1-based lines of `qualname` in `text` (BOM removed), decorators included.
+
+    With `expected` (the function's code as it was), only a function with that code counts.
+    Raises PatchError when the function is not there or no longer has that code."""
+    tree = _parse(text, "the file")
+    nodes = _named(tree, qualname)
+    if not nodes:
+        raise PatchError(f"`{qualname}` is no longer in the file")
+    lines = split_lines(text)
+    spans = [(first_line(n), n.end_lineno) for n in nodes]
+    if expected is not None:
+        spans = [s for s in spans if _same_code(_span_text(lines, *s), expected)]
+        if not spans:
+            raise PatchError(f"`{qualname}` was changed since the fix was computed")
+    return min(spans, key=lambda s: abs(s[0] - near))
+
+
+# --- building the new function --------------------------------------------------------------
+
+def _decorators_of(node: ast.AST) -> list[str]:
+    return [ast.unparse(d) for d in getattr(node, "decorator_list", [])]
+
+
+def _new_block(old_lines: list[str], old_node: ast.AST, answer_code: str, answer_node: ast.AST,
+               unit: str) -> list[str]:
+    """The replacement lines (no endings): the answer's function at the original's indentation,
+    under the original decorator lines unless the answer writes different decorators."""
+    base = leading(old_lines[old_node.lineno - 1])
+    keep_decorators = not answer_node.decorator_list or _decorators_of(answer_node) == _decorators_of(old_node)
+    first = answer_node.lineno if keep_decorators else first_line(answer_node)
+    block = reindent(answer_code, first, answer_node.end_lineno, base, unit)
+    if keep_decorators:
+        block = [line.rstrip("\r\n") for line in old_lines[first_line(old_node) - 1:old_node.lineno - 1]] + block
+    return block
+
+
+def _missing_imports(answer: ast.Module, file_tree: ast.Module) -> list[str]:
     have = {ast.unparse(node) for node in file_tree.body if isinstance(node, (ast.Import, ast.ImportFrom))}
-    wanted = [ast.unparse(node) for node in answer.body if isinstance(node, (ast.Import, ast.ImportFrom))]
-    return [line for line in wanted if line not in have]
+    wanted = [ast.unparse(node) for node in answer.body if isinstance(node, (ast.Import, ast.ImportFrom))
+              and not (isinstance(node, ast.ImportFrom) and node.module == "__future__")]
+    return [line for line in dict.fromkeys(wanted) if line not in have]
 
 
-def _import_insert_line(tree: ast.Module) -> int:
-    """0-based line index after the module docstring, __future__ imports and other imports."""
+def _import_insert_line(tree: ast.Module, lines: list[str]) -> int:
+    """0-based line index after the module docstring, __future__ imports and other imports;
+    with none of those, after the leading comments (shebang, coding line, licence header)."""
     last = 0
     for node in tree.body:
         is_doc = isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
@@ -74,45 +154,88 @@ def _import_insert_line(tree: ast.Module) -> int:
             last = node.end_lineno
         else:
             break
+    while last == 0 and lines and lines[0].lstrip().startswith("#"):
+        last = next((i for i, line in enumerate(lines) if not line.lstrip().startswith("#")), len(lines))
     return last
 
 
-def _newline(text: str) -> str:
-    return "\r\n" if "\r\n" in text else "\n"
+# --- splicing -------------------------------------------------------------------------------
+
+def _splice(body: str, start: int, end: int, block: list[str], imports: list[str]) -> tuple[str, str]:
+    """`body` with lines start..end replaced by `block` and `imports` added; (new body, block text)."""
+    lines = split_lines(body)
+    newline = newline_of(body)
+    tail = ending(lines[end - 1])
+    block_text = "".join(line + newline for line in block[:-1]) + block[-1] + tail
+    new_lines = lines[:start - 1] + [block_text] + lines[end:]
+    if imports:
+        at = _import_insert_line(ast.parse(body), lines)
+        if at and not ending(new_lines[at - 1]):
+            new_lines[at - 1] += newline
+        new_lines[at:at] = [line + newline for line in imports]
+    new_body = "".join(new_lines)
+    _parse(new_body, "the patched file")
+    return new_body, block_text
+
+
+def _split_bom(text: str) -> tuple[str, str]:
+    return (BOM, text[1:]) if text.startswith(BOM) else ("", text)
+
+
+def _answer_tree(answer_code: str) -> tuple[str, ast.Module]:
+    try:
+        return answer_code, ast.parse(answer_code)
+    except SyntaxError:
+        dedented = textwrap.dedent(answer_code)  # a method answered with its class's indentation
+        return dedented, _parse(dedented, "the answer's code")
+
+
+def make_patch(old_text: str, suspect: Suspect, answer_code: str) -> Patch:
+    """The patch replacing `suspect` (found again by name and code in `old_text`) by its
+    namesake from the answer. Raises PatchError with a reason a person can read."""
+    answer_code, answer = _answer_tree(answer_code)
+    answer_node = _find_answer_function(answer, suspect.qualname)
+    if answer_node is None:
+        raise PatchError(f"the answer does not define {suspect.qualname.rsplit('.', 1)[-1]}()")
+    bom, body = _split_bom(old_text)
+    try:
+        start, end = locate(body, suspect.qualname, suspect.source, suspect.start_line)
+    except PatchError as exc:
+        raise PatchError(f"{suspect.path}: {exc}") from None
+    old_node = next(n for n in _named(ast.parse(body), suspect.qualname) if first_line(n) == start)
+    old_lines = split_lines(body)
+    block = _new_block(old_lines, old_node, answer_code, answer_node, indent_unit(body))
+    imports = _missing_imports(answer, ast.parse(body))
+    new_body, block_text = _splice(body, start, end, block, imports)
+    if new_body == body:
+        raise PatchError("the answer is the same code as before")
+    return Patch(suspect.path, old_text, bom + new_body, suspect.qualname, _span_text(old_lines, start, end),
+                 block_text, tuple(imports), start)
 
 
 def replace_function(old_text: str, suspect: Suspect, answer_code: str) -> str:
     """The file text with the suspect function replaced by its namesake from the answer."""
-    try:
-        answer = ast.parse(answer_code)
-    except SyntaxError as exc:
-        raise PatchError(f"the answer's code does not parse: {exc.msg}") from exc
-    node = _find_function(answer, suspect.qualname)
-    if node is None:
-        raise PatchError(f"the answer does not define {suspect.qualname.rsplit('.', 1)[-1]}()")
-    old_lines = old_text.splitlines()
-    indent = old_lines[suspect.start_line - 1][: len(old_lines[suspect.start_line - 1]) - len(old_lines[suspect.start_line - 1].lstrip())]
-    body = textwrap.indent(_segment(answer_code, node), indent, lambda line: bool(line.strip())).splitlines()
-    new_lines = old_lines[: suspect.start_line - 1] + body + old_lines[suspect.end_line:]
-    file_tree = ast.parse(old_text)
-    imports = _missing_imports(answer, file_tree, answer_code)
-    if imports:
-        at = _import_insert_line(file_tree)
-        new_lines[at:at] = imports
-    newline = _newline(old_text)
-    new_text = newline.join(new_lines) + (newline if old_text.endswith(("\n", "\r")) else "")
-    try:
-        ast.parse(new_text)
-    except SyntaxError as exc:  # e.g. the answer mixed tabs and spaces
-        raise PatchError(f"the patched file does not parse: {exc.msg} (line {exc.lineno})") from exc
-    return new_text
+    return make_patch(old_text, suspect, answer_code).new_text
 
 
-def make_patch(old_text: str, suspect: Suspect, answer_code: str) -> Patch:
-    new_text = replace_function(old_text, suspect, answer_code)
-    if new_text == old_text:
-        raise PatchError("the answer is the same code as before")
-    return Patch(suspect.path, old_text, new_text)
+def rebase(patch: Patch, text: str) -> Patch:
+    """The same change made to `text`, a newer version of the patched file: the function is
+    found again by qualified name and must still have the code the patch replaced.
+    Raises PatchError (saying why) when that is not possible."""
+    if text == patch.old_text:
+        return patch
+    if not patch.qualname:
+        raise PatchError(f"{patch.path} changed since the fix was computed")
+    bom, body = _split_bom(text)
+    try:
+        start, end = locate(body, patch.qualname, patch.old_function, patch.line)
+    except PatchError as exc:
+        raise PatchError(f"{patch.path}: {exc}") from None
+    block = [line.rstrip("\r\n") for line in split_lines(patch.new_function)]
+    imports = _missing_imports(ast.parse("\n".join(patch.imports)), ast.parse(body))
+    new_body, block_text = _splice(body, start, end, block, imports)
+    return Patch(patch.path, text, bom + new_body, patch.qualname, _span_text(split_lines(body), start, end),
+                 block_text, tuple(imports), start)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,13 @@
 """Minimal function patches: AST positions, indentation, imports, hostile answers, atomic apply."""
 
+import ast
 import os
 
 import pytest
 
 from ledex.engine.apply import ApplyError, apply_patch
-from ledex.engine.localize import function_named, make_suspect
-from ledex.engine.patching import PatchError, make_patch
+from ledex.engine.localize import function_named, iter_functions, make_suspect
+from ledex.engine.patching import PatchError, make_patch, rebase
 
 SOURCE = '''"""Module."""
 import math
@@ -93,3 +94,136 @@ def test_apply_writes_atomically_and_refuses_stale_files(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["shop.py"]  # no temp file left behind
     with pytest.raises(ApplyError, match="changed since"):
         apply_patch(tmp_path, patch)  # the file is no longer what the patch was computed on
+
+
+# --- fidelity: every byte outside the function is kept; the new function takes the file's style ---
+
+def suspect_in(text, qualname, path="mod.py"):
+    """A suspect as localisation makes it (a BOM is not part of the code); of same-named
+    functions (a property's getter and setter) the last one, the one Python binds."""
+    code = text.removeprefix("\ufeff")
+    node = [n for name, n in iter_functions(ast.parse(code)) if name == qualname][-1]
+    return make_suspect(path, qualname, node, code, "test")
+
+
+FIDELITY = {  # name: (file text, qualname, answer, expected file text)
+    "crlf": ("import os\r\n\r\n\r\ndef f(x):\r\n    return x\r\n\r\n\r\ndef g():\r\n    return 2\r\n",
+             "f", "def f(x):\n    if x:\n        return x + 1\n    return 0\n",
+             "import os\r\n\r\n\r\ndef f(x):\r\n    if x:\r\n        return x + 1\r\n    return 0\r\n\r\n\r\n"
+             "def g():\r\n    return 2\r\n"),
+    "tabs, method answered at column 0": (
+        "class A:\n\tdef m(self):\n\t\treturn 1\n\n\tdef n(self):\n\t\treturn 0\n", "A.m",
+        "def m(self):\n    if self:\n        return 2\n    return 3\n",
+        "class A:\n\tdef m(self):\n\t\tif self:\n\t\t\treturn 2\n\t\treturn 3\n\n\tdef n(self):\n\t\treturn 0\n"),
+    "two-space indent": ("def f(x):\n  if x:\n    return 1\n  return 0\n\n\ndef g():\n  return 2\n", "f",
+                         "def f(x):\n    if x:\n        return 2\n    return 0\n",
+                         "def f(x):\n  if x:\n    return 2\n  return 0\n\n\ndef g():\n  return 2\n"),
+    "nested class method": ("class A:\n    class B:\n        def m(self):\n            return 1\n    x = 1\n", "A.B.m",
+                            "def m(self):\n    return 2\n",
+                            "class A:\n    class B:\n        def m(self):\n            return 2\n    x = 1\n"),
+    "form feed, U+2028 and trailing spaces around it": (
+        "# page one \u2028 still a comment\n\x0c\ndef f():  \n    return 1\n\x0c\n\ndef g():\t\n    return 2   \n",
+        "f", "def f():\n    return 3\n",
+        "# page one \u2028 still a comment\n\x0c\ndef f():\n    return 3\n\x0c\n\ndef g():\t\n    return 2   \n"),
+    "no final newline": ("def g():\n    return 2\n\n\ndef f():\n    return 1", "f", "def f():\n    return 9\n",
+                         "def g():\n    return 2\n\n\ndef f():\n    return 9"),
+    "BOM, function on line 1": ("\ufeffdef f():\n    return 1\n", "f", "def f():\n    return 2",
+                                "\ufeffdef f():\n    return 2\n"),
+    "decorators and comments kept when the answer has none": (
+        "import functools\n\n\n# memoised: called a lot\n@functools.lru_cache(maxsize=None)\n# between\ndef fib(n):\n"
+        "    return fib(n - 1) + fib(n - 2)  # wrong base\n# after\n",
+        "fib", "def fib(n):\n    if n < 2:\n        return n\n    return fib(n - 1) + fib(n - 2)\n",
+        "import functools\n\n\n# memoised: called a lot\n@functools.lru_cache(maxsize=None)\n# between\ndef fib(n):\n"
+        "    if n < 2:\n        return n\n    return fib(n - 1) + fib(n - 2)\n# after\n"),
+    "a decorator the answer changes on purpose": (
+        "import functools\n\n\n@functools.lru_cache(maxsize=2)\ndef f(n):\n    return n\n", "f",
+        "import functools\n\n@functools.lru_cache(maxsize=None)\ndef f(n):\n    return n + 1\n",
+        "import functools\n\n\n@functools.lru_cache(maxsize=None)\ndef f(n):\n    return n + 1\n"),
+    "multi-line string data kept, docstring follows the code": (
+        "class Q:\n    def sql(self):\n        return 1\n", "Q.sql",
+        'def sql(self):\n    """Text.\n\n    More.\n    """\n    return """select\n  *\nfrom t"""\n',
+        'class Q:\n    def sql(self):\n        """Text.\n\n        More.\n        """\n        return """select\n  *\nfrom t"""\n'),
+    "old Mac line endings": ("def f():\r    return 1\r\rdef g():\r    return 2\r", "f", "def f():\n    return 3",
+                             "def f():\r    return 3\r\rdef g():\r    return 2\r"),
+    "property setter: the right one of two same-named methods": (
+        "class P:\n    @property\n    def v(self):\n        return self._v\n\n    @v.setter\n    def v(self, x):\n"
+        "        self._v = x * 2\n", "P.v", "def v(self, x):\n    self._v = x\n",
+        "class P:\n    @property\n    def v(self):\n        return self._v\n\n    @v.setter\n    def v(self, x):\n"
+        "        self._v = x\n"),
+}
+
+
+@pytest.mark.parametrize("name", list(FIDELITY))
+def test_only_the_function_changes_and_it_takes_the_files_style(name):
+    text, qualname, answer, expected = FIDELITY[name]
+    assert make_patch(text, suspect_in(text, qualname), answer).new_text == expected
+
+
+def test_the_issue_decorator_case_keeps_lru_cache():
+    text = "import functools\n\n\n@functools.lru_cache(maxsize=None)\ndef fib(n):\n    return fib(n - 1) + fib(n - 2)\n"
+    new = make_patch(text, suspect_in(text, "fib"), "def fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)").new_text
+    assert new.count("@functools.lru_cache(maxsize=None)\ndef fib(n):") == 1
+
+
+# --- patches found again in the file as it is now ---------------------------------------
+
+OPS = '''"""Calculator operations."""
+
+
+def double(x):
+    # Double a number.
+    # (An old note.)
+    # (Another.)
+    # (One more.)
+    return x + x + 1
+
+
+def triple(x):
+    return x * 2
+
+
+def clamp(x, lo, hi):
+    return max(lo, min(x, hi))
+'''
+CLAMP = "def clamp(x, lo, hi):\n    return max(lo, min(x, hi))\n"
+
+
+def test_a_patch_computed_before_another_fix_is_moved_not_spliced_at_old_lines(tmp_path):
+    first = make_patch(OPS, suspect_in(OPS, "double"), "def double(x): return x + x")
+    second = make_patch(OPS, suspect_in(OPS, "triple"), "def triple(x): return x * 3")
+    (tmp_path / "ops.py").write_text(OPS)
+    for patch in (first, second):
+        patch = type(patch)(**{**patch.__dict__, "path": "ops.py"})
+        apply_patch(tmp_path, patch)
+    written = (tmp_path / "ops.py").read_text()
+    assert "def double(x): return x + x\n" in written and "def triple(x): return x * 3\n" in written
+    assert written.endswith("\n\n\n" + CLAMP)  # clamp byte for byte, and what stands before it
+
+
+def test_stale_suspect_lines_do_not_matter_the_function_is_found_by_name():
+    stale = suspect_in(OPS, "triple")
+    after_first = make_patch(OPS, suspect_in(OPS, "double"), "def double(x): return x + x").new_text
+    new = make_patch(after_first, stale, "def triple(x): return x * 3").new_text
+    assert new.endswith("def triple(x): return x * 3\n\n\n" + CLAMP)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda t: t.replace("return x * 2", "return x * 2  # the user's edit"), "`triple` was changed since"),
+    (lambda t: t.replace("def triple(x):\n    return x * 2\n", ""), "`triple` is no longer in the file"),
+])
+def test_a_function_changed_or_gone_since_is_refused_and_nothing_written(tmp_path, edit, message):
+    patch = make_patch(OPS, suspect_in(OPS, "triple", "ops.py"), "def triple(x): return x * 3")
+    (tmp_path / "ops.py").write_text(edit(OPS))
+    before = (tmp_path / "ops.py").read_bytes()
+    with pytest.raises(ApplyError, match=message):
+        apply_patch(tmp_path, patch)
+    assert (tmp_path / "ops.py").read_bytes() == before
+    with pytest.raises(PatchError, match=message):  # the same when computing a fix on a changed file
+        make_patch(edit(OPS), suspect_in(OPS, "triple", "ops.py"), "def triple(x): return x * 3")
+
+
+def test_rebase_adds_only_imports_the_new_file_lacks():
+    patch = make_patch(SOURCE, suspect("area"), "import functools\n\ndef area(r):\n    return functools.reduce(max, [r])")
+    now = SOURCE.replace('"""Module."""\n', '"""Module."""\nimport functools\n')
+    moved = rebase(patch, now)
+    assert moved.new_text.count("import functools") == 1 and "functools.reduce(max, [r])" in moved.new_text
