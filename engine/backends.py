@@ -48,6 +48,29 @@ class Sampling:
     seed: int = 0
 
 
+class PromptTooLong(ModelError):
+    """The prompt does not fit in the model's context window; nothing was generated.
+    `prompt_tokens` and `context_tokens` are token counts (the model's own tokenizer)."""
+
+    def __init__(self, message: str, prompt_tokens: int = 0, context_tokens: int = 0):
+        super().__init__(message)
+        self.prompt_tokens, self.context_tokens = prompt_tokens, context_tokens
+
+
+def check_fits(backend: "Backend", messages: list[dict[str, str]], suspect: str) -> None:
+    """Raise PromptTooLong ("the suspect is N tokens, the model's context is M") when the
+    rendered conversation leaves no room for an answer. Backends that cannot count tokens
+    (endpoints, replay) are not checked here; their server answers for itself."""
+    count, context = getattr(backend, "count_tokens", None), getattr(backend, "context_tokens", 0)
+    if count is None or not context:
+        return
+    prompt = count(backend.render(messages))
+    if prompt < context:
+        return
+    raise PromptTooLong(f"the suspect is {count(suspect)} tokens (the whole prompt {prompt}), "
+                        f"the model's context is {context}", prompt, context)
+
+
 class CancelFlag(Protocol):
     """What a generation polls to stop early: a threading.Event, or fixer.AnyEvent."""
 
@@ -78,6 +101,7 @@ class LlamaCppBackend:
             raise ModelError("llama-cpp-python is not installed: pip install llama-cpp-python") from exc
         self.identity = identify(spec)
         self._lock = threading.Lock()
+        self.context_tokens = n_ctx
         try:
             self.llm = Llama(model_path=spec.location, lora_path=spec.adapter, n_ctx=n_ctx,
                              n_threads=n_threads or default_threads(), verbose=False)
@@ -96,8 +120,14 @@ class LlamaCppBackend:
     def tokenize(self, text: str) -> list[int]:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
 
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenize(text))
+
     def generate(self, messages, sampling, *, cancel=None, on_token=None) -> Generation:
         prompt = self.tokenize(self.render(messages))
+        if len(prompt) >= self.context_tokens:  # no room to answer (llama.cpp would fail deep inside)
+            raise PromptTooLong(f"the prompt is {len(prompt)} tokens, the model's context is {self.context_tokens}",
+                                len(prompt), self.context_tokens)
         with self._lock:
             return self._stream(prompt, sampling, cancel, on_token)
 
