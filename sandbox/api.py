@@ -104,9 +104,14 @@ def _request(workspace: Path, tests: Sequence[str], patch: Mapping[str, str] | N
 
 def run_tests(workspace: Path, tests: Sequence[str] = (), *, limits: Limits = Limits(),
               python: str | None = None, extra_args: Sequence[str] = (),
-              command: Sequence[str] | None = None) -> Verdict:
-    """Run the workspace's tests (all when ``tests`` is empty) in a throw-away sandboxed copy."""
-    return _Job(_request(workspace, tests, None, limits, python, extra_args, command)).run()
+              command: Sequence[str] | None = None, coverage: bool = False) -> Verdict:
+    """Run the workspace's tests (all when ``tests`` is empty) in a throw-away sandboxed copy.
+
+    ``coverage=True`` also measures which workspace lines each test executed (coverage.py,
+    which must be importable by ``python``) into ``Verdict.coverage``; else a note says why not.
+    """
+    request = _request(workspace, tests, None, limits, python, extra_args, command)
+    return _Job(dict(request, coverage=bool(coverage))).run()
 
 
 def verify(workspace: Path, patch: Mapping[str, str], tests: Sequence[str], *,

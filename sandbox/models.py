@@ -73,6 +73,9 @@ class Verdict:
     isolation: str  # "bubblewrap" | "unshare" | "none"
     exit_code: int | None = None  # the test command's exit status (informational only)
     notes: tuple[str, ...] = field(default=())  # non-fatal observations (e.g. "ran as uid 65534")
+    # Only when the run asked for it: {nodeid: {relpath: [line, ...]}}, the workspace lines each
+    # test executed (coverage.py, see covplugin.py). Advice for localisation, never a verdict input.
+    coverage: dict[str, dict[str, list[int]]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -4,7 +4,8 @@ writes one JSON verdict on stdout.
 Request fields: ``workspace``, ``root`` (an empty private directory the caller removes
 afterwards), ``tests``, ``patch`` (null or {relpath: text}), ``limits``, ``python``,
 ``extra_args``, ``command`` (null or argv with {python} {junit} {tests} placeholders),
-``isolation`` and ``run_id``. The reply is ``Verdict.to_dict()``.
+``isolation``, ``run_id`` and optionally ``coverage`` (true: per-test line coverage).
+The reply is ``Verdict.to_dict()``.
 """
 from __future__ import annotations
 
@@ -15,10 +16,11 @@ import shutil
 import sys
 import time
 import traceback
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import isolation
+from . import covdata, isolation
 from .junit import Rewriter, parse_junit
 from .models import Limits, Verdict, error_verdict
 from .runner import MARKER_ENV, run_command
@@ -64,7 +66,10 @@ def _execute(req: dict[str, Any], requested: tuple[str, ...], mode: str) -> Verd
     wrapped = isolation.wrap(mode, argv, writable=[dirs[k] for k in ("ws", "home", "tmp", "report")],
                              readonly=_readonly(copy), cwd=dirs["ws"], limits=limits, ids=ids)
     nonce = secrets.token_hex(16)  # not the run id: that one is visible in the environment
-    raw = run_command(wrapped, env=_env(req, dirs), cwd=dirs["ws"], secret=_secret(nonce, copy, dirs),
+    env = _env(req, dirs)
+    if req.get("coverage"):
+        covdata.install(dirs["runner"], dirs["report"], env)
+    raw = run_command(wrapped, env=env, cwd=dirs["ws"], secret=_secret(nonce, copy, dirs),
                       wall_s=limits.wall_s, output_kb=limits.output_kb,
                       max_output_mb=limits.max_output_mb, sweep=mode == "none",
                       ids=None if mode == "bubblewrap" else ids)
@@ -75,9 +80,15 @@ def _execute(req: dict[str, Any], requested: tuple[str, ...], mode: str) -> Verd
                          "usable by an unprivileged uid); install bubblewrap")
     rewrite = Rewriter(dirs["ws"], workspace)
     raw.stdout_tail, raw.stderr_tail = rewrite(raw.stdout_tail), rewrite(raw.stderr_tail)
-    return build(raw, parse_channel(raw.channel, nonce),
-                 parse_junit(dirs["report"] / "junit.xml", rewrite), requested=requested,
-                 isolation=mode, rewrite=rewrite, limits_wall=limits.wall_s)
+    verdict = build(raw, parse_channel(raw.channel, nonce),
+                    parse_junit(dirs["report"] / "junit.xml", rewrite), requested=requested,
+                    isolation=mode, rewrite=rewrite, limits_wall=limits.wall_s)
+    return _with_coverage(verdict, dirs["report"]) if req.get("coverage") else verdict
+
+
+def _with_coverage(verdict: Verdict, report: Path) -> Verdict:
+    coverage, note = covdata.collect(report)
+    return replace(verdict, coverage=coverage, notes=verdict.notes + ((note,) if note else ()))
 
 
 def _layout(root: Path) -> dict[str, Path]:

@@ -1,0 +1,72 @@
+"""pytest plugin: per-test line coverage (coverage.py, one dynamic context per test node id).
+
+Copied into the sandbox as ``ledex_sbx_cov`` and loaded through ``PYTEST_PLUGINS`` only when
+a run asks for coverage (``run_tests(..., coverage=True)``). It measures the files under the
+working directory (the workspace copy), ignores the project's own coverage configuration,
+switches coverage.py's context to ``item.nodeid`` around each test's setup, call and
+teardown, and at the end writes ``{"tests": {nodeid: {relpath: [line, ...]}}}`` (or
+``{"error": "..."}``) as ``coverage-<pid>.json`` into ``$LEDEX_SBX_COVERAGE_DIR``.
+
+Coverage is advice for fault localisation, never an input to a verdict: code under test can
+forge it, which only misleads the ranking of suspects. Standard library, pytest, coverage.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+_DIR = os.environ.get("LEDEX_SBX_COVERAGE_DIR", "")
+_ROOT = os.getcwd()
+
+
+def _start():  # noqa: ANN202 - coverage.Coverage or an error string
+    try:
+        import coverage
+    except ImportError:
+        return "coverage is not installed in the interpreter that runs the tests"
+    cov = coverage.Coverage(data_file=None, source=[_ROOT], config_file=False, branch=False)
+    cov.start()
+    return cov
+
+
+_COV = _start() if _DIR else None
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_protocol(item, nextitem):  # noqa: ANN001
+    if not isinstance(_COV, str) and _COV is not None:
+        _COV.switch_context(item.nodeid)
+    yield
+    if not isinstance(_COV, str) and _COV is not None:
+        _COV.switch_context("")
+
+
+def _per_test(cov) -> dict[str, dict[str, list[int]]]:  # noqa: ANN001
+    data = cov.get_data()
+    tests: dict[str, dict[str, list[int]]] = {}
+    for path in data.measured_files():
+        rel = os.path.relpath(path, _ROOT)
+        if rel.startswith(".."):
+            continue
+        for line, contexts in (data.contexts_by_lineno(path) or {}).items():
+            for context in contexts:
+                if context:
+                    tests.setdefault(context, {}).setdefault(rel.replace(os.sep, "/"), []).append(line)
+    for files in tests.values():
+        for lines in files.values():
+            lines.sort()
+    return tests
+
+
+def pytest_sessionfinish(session, exitstatus):  # noqa: ANN001
+    if _COV is None:
+        return
+    if isinstance(_COV, str):
+        payload = {"error": _COV}
+    else:
+        _COV.stop()
+        payload = {"tests": _per_test(_COV)}
+    with open(os.path.join(_DIR, f"coverage-{os.getpid()}.json"), "w", encoding="utf-8") as fh:
+        json.dump(payload, fh)
