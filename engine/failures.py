@@ -1,5 +1,7 @@
 """Failure discovery: run the workspace's tests (in the sandbox, so nothing of the user's is
-touched) and turn each failing test into a Failure with its suspect function.
+touched) and turn each failing test into a Failure with its ranked suspects (localize.py;
+the test files that failed are re-run with per-test coverage to order them, sbfl.py).
+A failing doctest's message is its example with the expected and the actual output.
 
 Also reads JUnit XML reports that other runners wrote (the language server watches them).
 
@@ -8,11 +10,13 @@ Try it:  python -m ledex.engine.failures examples/inventory
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
-from ledex.engine.localize import Suspect, localize, source_of_test
+from ledex.engine.localize import Suspect, TestFiles, is_doctest_name, rank_suspects, source_of_test
+from ledex.engine.sbfl import Spectrum, spectra
 from ledex.sandbox import Limits, TestOutcome, Verdict, run_tests
 from ledex.sandbox.junit import Rewriter, parse_junit
 
@@ -28,10 +32,11 @@ class Failure:
     line: int | None  # 1-based line of the test function
     message: str
     details: str  # traceback text (native format, real workspace paths)
-    suspect: Suspect | None
+    suspect: Suspect | None  # the top suspect (suspects[0]), None when nothing in the workspace qualifies
     test_source: str | None = None
     siblings: tuple[str, ...] = ()  # node ids of the other tests in the same file (verification re-runs them)
     passing_siblings: tuple[str, ...] = ()  # those that passed in the discovery run
+    suspects: tuple[Suspect, ...] = ()  # every suspect, most suspicious first (localize.rank_suspects)
 
     @property
     def key(self) -> str:
@@ -57,19 +62,69 @@ def is_collection_error(outcome: TestOutcome) -> bool:
     return "::" not in outcome.nodeid
 
 
-def failure_from_outcome(workspace: Path, outcome: TestOutcome, same_file: Sequence[TestOutcome]) -> Failure:
+_DOCTEST_EXAMPLE = re.compile(r"^\d+\s+>>> ?(?P<src>.*)$", re.MULTILINE)
+_DOCTEST_DIFF = re.compile(r"^Expected:\n(?P<want>(?:[ \t].*\n?)*)Got:\n(?P<got>(?:[ \t].*\n?)*)"
+                           r"|^Expected:\n(?P<want2>(?:[ \t].*\n?)*)Got nothing"
+                           r"|^Expected nothing\nGot:\n(?P<got2>(?:[ \t].*\n?)*)", re.MULTILINE)
+_DOCTEST_RAISED = re.compile(r"^UNEXPECTED EXCEPTION: (?P<exc>.*)$", re.MULTILINE)
+
+
+def _block(text: str | None) -> str:
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    return "; ".join(lines) if lines else "nothing"
+
+
+def doctest_message(details: str) -> str | None:
+    """What a failing doctest example said, from pytest's doctest report: the example, then
+    its expected and actual output (or the exception it raised); None for other reports.
+
+    >>> doctest_message("004     >>> add(2, 2)\nExpected:\n    4\nGot:\n    5\n")
+    'add(2, 2): expected 4, got 5'
+    """
+    examples = [m["src"] for m in _DOCTEST_EXAMPLE.finditer(details)]
+    example = f"{examples[-1].strip()}: " if examples else ""
+    if (raised := _DOCTEST_RAISED.search(details)) is not None:
+        return f"{example}unexpected exception {raised['exc'].strip()}"
+    diff = _DOCTEST_DIFF.search(details)
+    if diff is None:
+        return None
+    want, got = diff["want"] or diff["want2"], diff["got"] or diff["got2"]
+    return f"{example}expected {_block(want)}, got {_block(got)}"
+
+
+def failure_from_outcome(workspace: Path, outcome: TestOutcome, same_file: Sequence[TestOutcome], *,
+                         is_test=None, spectrum: Spectrum | None = None) -> Failure:  # noqa: ANN001
+    """One Failure with its ranked suspects (`is_test`: a TestFiles; `spectrum`: the test
+    file's coverage, or None)."""
     file, name = _test_name(outcome.nodeid)
     file = outcome.file or file
-    suspect = localize(workspace, outcome.details, file, name)
+    is_test = is_test or TestFiles(workspace, _collected_files(same_file))
+    suspects = tuple(rank_suspects(workspace, outcome.details, file, name, is_test=is_test, spectrum=spectrum))
     siblings = tuple(o.nodeid for o in same_file if o.nodeid != outcome.nodeid)
     passing = tuple(o.nodeid for o in same_file if o.nodeid != outcome.nodeid and o.outcome == "passed")
-    test_src = source_of_test(workspace, file, name) if file and name else None
-    return Failure(outcome.nodeid, file, outcome.line, outcome.message, outcome.details, suspect,
-                   test_src, siblings, passing)
+    doctest = name is not None and is_doctest_name(name)
+    test_src = source_of_test(workspace, file, name) if file and name and not doctest else None
+    message = (doctest_message(outcome.details) if doctest else None) or outcome.message
+    return Failure(outcome.nodeid, file, outcome.line, message, outcome.details,
+                   suspects[0] if suspects else None, test_src, siblings, passing, suspects)
 
 
-def failures_from_outcomes(workspace: Path, outcomes: Sequence[TestOutcome]) -> tuple[list[Failure], list[str]]:
+def _collected_files(outcomes: Sequence[TestOutcome]) -> set[str]:
+    """Files pytest collected tests from (doctest items excepted: theirs is the code under test)."""
+    files = set()
+    for outcome in outcomes:
+        file, name = _test_name(outcome.nodeid)
+        if file and name and not is_doctest_name(name):
+            files.add(outcome.file or file)
+    return files
+
+
+def failures_from_outcomes(workspace: Path, outcomes: Sequence[TestOutcome], *,
+                           spectra_by_file: Mapping[str, Spectrum] | None = None) -> tuple[list[Failure], list[str]]:
+    """Failures (with ranked suspects) and notes from a run's outcomes; `spectra_by_file` is
+    per-test-file coverage (sbfl.spectra) when a coverage run was made."""
     failures, notes = [], []
+    is_test = TestFiles(workspace, _collected_files(outcomes))
     for outcome in outcomes:
         if outcome.outcome not in FAILED:
             continue
@@ -77,7 +132,8 @@ def failures_from_outcomes(workspace: Path, outcomes: Sequence[TestOutcome]) -> 
             notes.append(f"could not collect {outcome.nodeid}: {outcome.message or 'collection error'}")
             continue
         same_file = [o for o in outcomes if o.nodeid.split("::")[0] == outcome.nodeid.split("::")[0]]
-        failure = failure_from_outcome(workspace, outcome, same_file)
+        spectrum = (spectra_by_file or {}).get(outcome.nodeid.split("::")[0])
+        failure = failure_from_outcome(workspace, outcome, same_file, is_test=is_test, spectrum=spectrum)
         if failure.suspect is None:
             notes.append(f"{outcome.nodeid}: no function in the workspace to fix (the failure is in the test "
                          "itself, in a non-UTF-8 file, or in code outside the workspace)")
@@ -86,13 +142,21 @@ def failures_from_outcomes(workspace: Path, outcomes: Sequence[TestOutcome]) -> 
 
 
 def discover(workspace: Path, *, limits: Limits = Limits(wall_s=300.0, cpu_s=300), python: str | None = None,
-             command: Sequence[str] | None = None, tests: Sequence[str] = ()) -> Discovery:
-    """Run the tests once in the sandbox and return the failures (and notes for the user)."""
+             command: Sequence[str] | None = None, tests: Sequence[str] = (), coverage: bool = True) -> Discovery:
+    """Run the tests in the sandbox and return the failures (and notes for the user).
+
+    With `coverage` (the default) and some failures, the test files that failed run a second
+    time with per-test line coverage, which orders each failure's suspects (sbfl.py); runs
+    without failures cost nothing extra.
+    """
     workspace = Path(workspace).resolve()
     if not workspace.is_dir():
         raise FileNotFoundError(f"workspace not found: {workspace}")
     verdict = run_tests(workspace, tests, limits=limits, python=python, command=command)
-    failures, notes = failures_from_outcomes(workspace, verdict.outcomes)
+    found, extra = coverage_spectra(workspace, verdict, limits=limits, python=python, command=command) \
+        if coverage else ({}, [])
+    failures, notes = failures_from_outcomes(workspace, verdict.outcomes, spectra_by_file=found)
+    notes += extra
     if verdict.error and not any(note.startswith("could not collect") for note in notes):
         notes.insert(0, f"test run problem: {verdict.error}")
     if verdict.killed_reason:
@@ -100,6 +164,20 @@ def discover(workspace: Path, *, limits: Limits = Limits(wall_s=300.0, cpu_s=300
     if not verdict.outcomes and not verdict.error:
         notes.append("no tests were found in the workspace")
     return Discovery(failures, verdict, notes)
+
+
+def coverage_spectra(workspace: Path, verdict: Verdict, *, limits: Limits, python: str | None = None,
+                     command: Sequence[str] | None = None) -> tuple[dict[str, Spectrum], list[str]]:
+    """({test file: Spectrum}, notes): the files with failing tests, re-run with coverage."""
+    files = sorted({o.nodeid.split("::")[0] for o in verdict.outcomes
+                    if o.outcome in FAILED and not is_collection_error(o)})
+    if not files:
+        return {}, []
+    measured = run_tests(workspace, files, limits=limits, python=python, command=command, coverage=True)
+    if measured.coverage is None:
+        why = next((n for n in measured.notes if n.startswith("no coverage")), measured.error or "no coverage")
+        return {}, [f"suspects ordered without coverage ({why})"]
+    return spectra(measured.coverage, {o.nodeid: o.outcome for o in measured.outcomes}), []
 
 
 # --- JUnit reports written by other runners -----------------------------------------------
@@ -122,4 +200,4 @@ if __name__ == "__main__":
     for note in found.notes:
         print("note:", note)
     for failure in found.failures:
-        print(failure.test, "->", failure.suspect and f"{failure.suspect.path}:{failure.suspect.qualname}")
+        print(failure.test, "->", ", ".join(f"{s.path}:{s.qualname}" for s in failure.suspects[:3]))

@@ -1,9 +1,18 @@
-"""Fault localisation: which function should change to make a failing test pass.
+"""Fault localisation: a ranked list of suspects (functions whose change could make a failing
+test pass) for one failure.
 
-1. The deepest traceback frame inside the workspace and outside test files, mapped to the
-   innermost function (or method) that contains its line.
-2. Otherwise, the function the test calls: names called in the test function that are
-   defined in a non-test file of the workspace (modules the test file imports first).
+Where suspects come from, in this order of evidence:
+1. a failing doctest: the function or method that owns the docstring;
+2. the traceback: every frame inside the workspace and outside test code, mapped to the
+   innermost function or method containing its line, deepest first, then its callers;
+3. the functions the test calls: names called in the test function (and in the test-class
+   helpers it calls through ``self``), resolved to functions and methods the workspace defines
+   outside test code: ``Receipt(...).total()`` is ``Receipt.total``, ``mod.f()`` a module-level
+   ``f``, ``self.Cache(...)`` the class a test-class attribute names;
+4. with per-test line coverage (see sbfl.py), every function the failing test executed.
+With coverage, suspects are ordered by Ochiai suspiciousness (ties keep the order above);
+without it, in the order above. Test code is never a suspect: what pytest collected as tests,
+``conftest.py``, files matching the project's ``python_files`` and the usual test names/folders.
 
 Try it:  python -m ledex.engine.localize WORKSPACE TEST_FILE TEST_NAME < traceback.txt
 """
@@ -11,13 +20,21 @@ Try it:  python -m ledex.engine.localize WORKSPACE TEST_FILE TEST_NAME < traceba
 from __future__ import annotations
 
 import ast
+import configparser
+import fnmatch
 import re
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from pathlib import Path, PurePosixPath
+from typing import Iterable
 
 _FRAME = re.compile(r'^\s*File "(?P<path>[^"]+)", line (?P<line>\d+), in (?P<func>\S+)', re.MULTILINE)
 # Folders never treated as the user's code (installed packages, virtualenvs).
-_FOREIGN_PARTS = {"site-packages", "dist-packages", ".venv", "venv", ".tox", "node_modules", ".git"}
+_FOREIGN_PARTS = {"site-packages", "dist-packages", ".venv", "venv", ".tox", "node_modules", ".git",
+                  "build", "dist", ".eggs", "__pycache__"}
+_TEST_DIRS = ("tests", "test", "testing")
+MAX_CALLED = 8  # functions taken from the test's calls: enough for helpers and chained calls
+_HELPER_DEPTH = 3  # test-class helpers followed through self.x(...) (setUp-style indirection)
 
 
 @dataclass(frozen=True)
@@ -29,19 +46,72 @@ class Suspect:
     start_line: int  # 1-based, first decorator line included
     end_line: int  # 1-based, inclusive
     source: str  # the function's source text (dedented as it stands in the file)
-    reason: str  # how it was found: "traceback" or "called by the test"
+    reason: str  # how it was found: "doctest", "traceback", "called by the test" or "coverage"
+    score: float | None = None  # Ochiai suspiciousness in [0, 1]; None when there was no coverage
 
 
 def is_test_file(path: str | Path) -> bool:
-    """Test code the sandbox protects and a fix must never touch.
+    """Test code by pytest's default names and the usual test folders (see TestFiles for the
+    project's own configuration and what pytest collected).
 
     >>> [is_test_file(p) for p in ("tests/test_a.py", "pkg/a_test.py", "conftest.py", "pkg/calc.py")]
     [True, True, True, False]
     """
-    p = Path(path)
+    p = PurePosixPath(Path(path).as_posix())
     name = p.name
-    in_tests_dir = any(part in ("tests", "test", "testing") for part in p.parts[:-1])
+    in_tests_dir = any(part in _TEST_DIRS for part in p.parts[:-1])
     return name.startswith("test_") or name.endswith("_test.py") or name == "conftest.py" or in_tests_dir
+
+
+def _ini_python_files(workspace: Path) -> list[str]:
+    """The `python_files` patterns of the pytest configuration pytest would use, in its order:
+    pytest.ini, .pytest.ini, pyproject.toml [tool.pytest.ini_options], tox.ini [pytest],
+    setup.cfg [tool:pytest] (https://docs.pytest.org/en/stable/reference/customize.html)."""
+    for name, section in (("pytest.ini", "pytest"), (".pytest.ini", "pytest"), ("pyproject.toml", None),
+                          ("tox.ini", "pytest"), ("setup.cfg", "tool:pytest")):
+        path = workspace / name
+        try:
+            found = _read_python_files(path, section) if path.is_file() else None
+        except (OSError, ValueError, configparser.Error, UnicodeDecodeError):
+            found = None
+        if found is not None:
+            return found
+    return []
+
+
+def _read_python_files(path: Path, section: str | None) -> list[str] | None:
+    """None when the file has no pytest section (pytest then looks at the next file)."""
+    if section is None:
+        import tomllib
+
+        options = tomllib.loads(path.read_text("utf-8")).get("tool", {}).get("pytest", {}).get("ini_options")
+        if options is None:
+            return None
+        value = options.get("python_files", [])
+        return value.split() if isinstance(value, str) else [str(v) for v in value]
+    parser = configparser.RawConfigParser()
+    parser.read_string(path.read_text("utf-8"))
+    if not parser.has_section(section):
+        return None
+    return parser.get(section, "python_files", fallback="").split()
+
+
+class TestFiles:
+    """Which workspace files are test code, asked of pytest: the files it collected tests from
+    (doctest items excepted: their file is the code under test), its `python_files` patterns,
+    conftest.py, and the default names and test folders. Call with a relative path."""
+
+    __test__ = False  # not a pytest test class, despite the name
+
+    def __init__(self, workspace: Path, collected: Iterable[str] = ()):
+        self.collected = frozenset(collected)
+        broad = {"*", "*.py"}  # a project that declares every file a test file still has code to fix
+        self.patterns = [p for p in _ini_python_files(Path(workspace)) if p not in broad]
+
+    def __call__(self, rel: str) -> bool:
+        name = PurePosixPath(rel).name
+        return (rel in self.collected or is_test_file(rel)
+                or any(fnmatch.fnmatch(name, p) or fnmatch.fnmatch(rel, p) for p in self.patterns))
 
 
 def frames(details: str) -> list[tuple[str, int, str]]:
@@ -74,14 +144,19 @@ def iter_functions(tree: ast.AST, prefix: str = ""):
             yield from iter_functions(node, f"{prefix}{node.name}.")
 
 
+@lru_cache(maxsize=256)
+def _parse(source: str) -> ast.Module | None:
+    try:
+        return ast.parse(source)
+    except (SyntaxError, ValueError):
+        return None
+
+
 def function_at(source: str, line: int) -> tuple[str, ast.AST] | None:
     """The innermost function containing `line` (not nested <locals> functions: we patch their parent)."""
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return None
+    tree = _parse(source)
     best = None
-    for qualname, node in iter_functions(tree):
+    for qualname, node in iter_functions(tree) if tree else ():
         if "<locals>" in qualname:
             continue
         if first_line(node) <= line <= node.end_lineno and (best is None or first_line(node) >= first_line(best[1])):
@@ -90,11 +165,8 @@ def function_at(source: str, line: int) -> tuple[str, ast.AST] | None:
 
 
 def function_named(source: str, qualname: str) -> ast.AST | None:
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return None
-    return next((node for name, node in iter_functions(tree) if name == qualname), None)
+    tree = _parse(source)
+    return next((node for name, node in iter_functions(tree) if name == qualname), None) if tree else None
 
 
 def first_line(node: ast.AST) -> int:
@@ -107,87 +179,105 @@ def make_suspect(rel: str, qualname: str, node: ast.AST, source: str, reason: st
     return Suspect(rel, qualname, start, end, "\n".join(lines[start - 1:end]), reason)
 
 
-def from_traceback(workspace: Path, details: str) -> Suspect | None:
+def _code_file(workspace: Path, rel: str | None, is_test) -> str | None:  # noqa: ANN001
+    """The file's text when `rel` is workspace code we may fix (UTF-8 Python, not test code)."""
+    if rel is None or not rel.endswith(".py") or is_test(rel):
+        return None
+    return read_source(workspace / rel)
+
+
+def from_traceback_all(workspace: Path, details: str, is_test=is_test_file) -> list[Suspect]:  # noqa: ANN001
+    """Every workspace function on the traceback outside test code, deepest frame first."""
+    found: list[Suspect] = []
     for path, line, _ in reversed(frames(details)):
         rel = _relative(path, workspace)
-        if rel is None or is_test_file(rel) or not rel.endswith(".py"):
-            continue
-        source = read_source(workspace / rel)
-        found = source is not None and function_at(source, line)
-        if found:
-            return make_suspect(rel, found[0], found[1], source, "traceback")
+        source = _code_file(workspace, rel, is_test)
+        hit = source is not None and function_at(source, line)
+        if hit and not any((s.path, s.qualname) == (rel, hit[0]) for s in found):
+            found.append(make_suspect(rel, hit[0], hit[1], source, "traceback"))
+    return found
+
+
+def from_traceback(workspace: Path, details: str) -> Suspect | None:
+    """The deepest workspace function on the traceback outside test code."""
+    return next(iter(from_traceback_all(workspace, details)), None)
+
+
+def test_node(source: str, test_name: str) -> ast.AST | None:
+    """The test function `name` or `Class::method` (parameters in [...] ignored)."""
+    return function_named(source, test_name.split("[")[0].replace("::", "."))
+
+
+def doctest_owner(workspace: Path, file: str | None, name: str | None, is_test=is_test_file) -> Suspect | None:  # noqa: ANN001
+    """For a doctest item (`pkg/mod.py::pkg.mod.Class.method`), the function owning the docstring."""
+    source = _code_file(workspace, file, is_test) if name and is_doctest_name(name) else None
+    parts = name.split(".") if source is not None else []
+    for i in range(len(parts)):
+        node = function_named(source, ".".join(parts[i:]))
+        if node is not None:
+            return make_suspect(file, ".".join(parts[i:]), node, source, "doctest")
     return None
 
 
-def _called_names(test_node: ast.AST) -> list[str]:
-    names = []
-    for node in ast.walk(test_node):
-        if isinstance(node, ast.Call):
-            func = node.func
-            name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else None
-            if name and name not in names:
-                names.append(name)
-    return names
-
-
-def _imported_modules(tree: ast.AST) -> list[str]:
-    modules = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            modules.append(node.module)
-        elif isinstance(node, ast.Import):
-            modules.extend(alias.name for alias in node.names)
-    return modules
-
-
-def _candidate_files(workspace: Path, test_tree: ast.AST) -> list[Path]:
-    """Workspace source files, the ones the test imports first."""
-    imported = []
-    for module in _imported_modules(test_tree):
-        rel = module.replace(".", "/")
-        for base in (workspace, workspace / "src"):
-            for path in (base / f"{rel}.py", base / rel / "__init__.py"):
-                if path.is_file() and path not in imported:
-                    imported.append(path)
-    others = sorted(p for p in workspace.rglob("*.py") if not (_FOREIGN_PARTS & set(p.relative_to(workspace).parts)))
-    return imported + [p for p in others if p not in imported]
-
-
-def from_test_calls(workspace: Path, test_file: str, test_name: str) -> Suspect | None:
-    """Fallback: the first function the test calls that the workspace defines outside tests."""
-    test_source = read_source(workspace / test_file)
-    test_node = test_source is not None and function_named(test_source, test_name.split("[")[0].replace("::", "."))
-    if not test_node:
-        return None
-    wanted = _called_names(test_node)
-    for path in _candidate_files(workspace, ast.parse(test_source)):
-        rel = path.relative_to(workspace).as_posix()
-        source = None if is_test_file(rel) else read_source(path)
-        for name in wanted:
-            node = source is not None and function_named(source, name)
-            if node:
-                return make_suspect(rel, name, node, source, "called by the test")
-    return None
+def is_doctest_name(name: str) -> bool:
+    """pytest names doctest items by the object's dotted name (`pkg.mod.func`); test functions
+    and methods never contain a dot outside their parameters."""
+    return "::" not in name and "." in name.split("[")[0]
 
 
 def localize(workspace: Path, details: str, test_file: str | None, test_name: str | None) -> Suspect | None:
-    """The function to fix for one failure, or None when nothing in the workspace qualifies."""
-    suspect = from_traceback(workspace, details)
-    if suspect is None and test_file and test_name:
-        suspect = from_test_calls(workspace, test_file, test_name)
-    return suspect
+    """The top suspect for one failure, or None when nothing in the workspace qualifies."""
+    return next(iter(rank_suspects(workspace, details, test_file, test_name)), None)
+
+
+def rank_suspects(workspace: Path, details: str, test_file: str | None, test_name: str | None, *,
+                  is_test=is_test_file, spectrum=None) -> list[Suspect]:  # noqa: ANN001
+    """Every suspect for one failure, most suspicious first (see the module docstring).
+
+    `is_test(rel) -> bool` says what is test code (a TestFiles); `spectrum` is an
+    sbfl.Spectrum holding the test's coverage, or None.
+    """
+    from ledex.engine.calls import from_test_calls_all
+
+    workspace = Path(workspace)
+    found: list[Suspect] = []
+    owner = doctest_owner(workspace, test_file, test_name, is_test)
+    candidates = [owner] if owner else []
+    candidates += from_traceback_all(workspace, details, is_test)
+    if test_file and test_name and not owner:
+        candidates += from_test_calls_all(workspace, test_file, test_name, is_test)
+    for suspect in candidates:
+        if not any((s.path, s.qualname) == (suspect.path, suspect.qualname) for s in found):
+            found.append(suspect)
+    if spectrum is None or not test_file or not test_name:
+        return found
+    from ledex.engine.sbfl import rank_by_spectrum
+
+    return rank_by_spectrum(workspace, found, spectrum, f"{test_file}::{test_name}", is_test)
+
+
+def from_test_calls(workspace: Path, test_file: str, test_name: str) -> Suspect | None:
+    """The first function the test calls that the workspace defines outside tests."""
+    from ledex.engine.calls import from_test_calls_all
+
+    return next(iter(from_test_calls_all(workspace, test_file, test_name)), None)
 
 
 def source_of_test(workspace: Path, test_file: str, test_name: str) -> str | None:
     """Source text of a test function (methods as Class::method), for the prompt."""
     source = read_source(workspace / test_file)
-    node = source is not None and function_named(source, test_name.split("[")[0].replace("::", "."))
+    node = source is not None and test_node(source, test_name)
     if not node:
         return None
     return "\n".join(source.splitlines()[first_line(node) - 1:node.end_lineno])
 
 
+def with_reason(suspect: Suspect, reason: str, score: float | None) -> Suspect:
+    return replace(suspect, reason=reason, score=score)
+
+
 if __name__ == "__main__":
     import sys
 
-    print(localize(Path(sys.argv[1]), sys.stdin.read(), sys.argv[2], sys.argv[3]))
+    for ranked in rank_suspects(Path(sys.argv[1]), sys.stdin.read(), sys.argv[2], sys.argv[3]):
+        print(ranked)

@@ -1,0 +1,119 @@
+"""Spectrum-based fault localisation: Ochiai suspiciousness over per-test line coverage.
+
+For a line executed by `ef` failing and `ep` passing tests, with `F` failing tests in all,
+
+    ochiai = ef / sqrt(F * (ef + ep))
+
+(Abreu, Zoeteweij, van Gemund, "On the Accuracy of Spectrum-based Fault Localization", 2007).
+A function's score is the highest score of the lines the failing test executed in it (the
+usual method-level aggregation). The spectrum is one test file's tests (failing vs passing)
+as measured in the sandbox (`run_tests(..., coverage=True)`).
+
+Try it:  python -m ledex.engine.sbfl   (prints the Ochiai value of a few spectra)
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+from ledex.engine.localize import Suspect, _parse, first_line, iter_functions, make_suspect, read_source
+
+Coverage = Mapping[str, Mapping[str, Sequence[int]]]  # nodeid -> relpath -> executed lines
+MAX_SUSPECTS = 10  # suspects kept per failure: candidates are generated for the first few only
+
+
+def ochiai(ef: int, ep: int, failed_total: int) -> float:
+    """Ochiai suspiciousness of a line (0 when no failing test executed it).
+
+    >>> ochiai(2, 0, 2), round(ochiai(1, 3, 1), 3), ochiai(0, 5, 3)
+    (1.0, 0.5, 0.0)
+    """
+    if ef == 0 or failed_total == 0:
+        return 0.0
+    return ef / math.sqrt(failed_total * (ef + ep))
+
+
+@dataclass
+class Spectrum:
+    """Which lines each test of one test file executed, and which of those tests failed."""
+
+    coverage: Coverage
+    failing: frozenset[str]
+    passing: frozenset[str]
+    _ef: Counter = field(default_factory=Counter, repr=False)
+    _ep: Counter = field(default_factory=Counter, repr=False)
+
+    def __post_init__(self) -> None:
+        for tests, counter in ((self.failing, self._ef), (self.passing, self._ep)):
+            for nodeid in tests:
+                for rel, lines in self.coverage.get(nodeid, {}).items():
+                    counter.update((rel, line) for line in lines)
+
+    def score(self, rel: str, line: int) -> float:
+        return ochiai(self._ef[(rel, line)], self._ep[(rel, line)], len(self.failing))
+
+    def lines(self, nodeid: str) -> Mapping[str, Sequence[int]]:
+        return self.coverage.get(nodeid, {})
+
+
+def spectra(coverage: Coverage, outcomes: Mapping[str, str]) -> dict[str, Spectrum]:
+    """One Spectrum per test file from a coverage run's {nodeid: outcome}."""
+    by_file: dict[str, tuple[set, set]] = {}
+    for nodeid, outcome in outcomes.items():
+        if "::" not in nodeid or outcome not in ("passed", "failed", "error"):
+            continue
+        failing, passing = by_file.setdefault(nodeid.split("::")[0], (set(), set()))
+        (passing if outcome == "passed" else failing).add(nodeid)
+    return {file: Spectrum(coverage, frozenset(f), frozenset(p)) for file, (f, p) in by_file.items()}
+
+
+def _spans(source: str) -> list[tuple[int, int, str, ast.AST]]:
+    tree = _parse(source)
+    spans = [(first_line(n), n.end_lineno, q, n) for q, n in iter_functions(tree) if "<locals>" not in q] if tree else []
+    return sorted(spans, key=lambda s: s[0])
+
+
+def function_scores(workspace: Path, spectrum: Spectrum, nodeid: str,
+                    is_test: Callable[[str], bool]) -> dict[tuple[str, str], tuple[float, Suspect]]:
+    """{(path, qualname): (score, suspect)} for every workspace function the test executed."""
+    scores: dict[tuple[str, str], tuple[float, Suspect]] = {}
+    for rel, lines in spectrum.lines(nodeid).items():
+        source = None if is_test(rel) or not rel.endswith(".py") else read_source(Path(workspace) / rel)
+        spans = _spans(source) if source is not None else []
+        for line in lines:
+            inner = [s for s in spans if s[0] <= line <= s[1]]
+            if not inner:
+                continue  # module-level code: not a function we can rewrite
+            start, _, qualname, node = inner[-1]
+            score = spectrum.score(rel, line)
+            if (rel, qualname) not in scores or score > scores[(rel, qualname)][0]:
+                scores[(rel, qualname)] = (score, make_suspect(rel, qualname, node, source, "coverage"))
+    return scores
+
+
+def rank_by_spectrum(workspace: Path, found: list[Suspect], spectrum: Spectrum, nodeid: str,
+                     is_test: Callable[[str], bool]) -> list[Suspect]:
+    """`found` (traceback and call suspects, in evidence order) plus every function the test
+    executed, ordered by Ochiai score; equal scores keep evidence order. Without coverage for
+    this test, `found` unchanged."""
+    if not spectrum.lines(nodeid):
+        return found
+    if nodeid not in spectrum.failing:  # passed in the coverage run (flaky): still the one to explain
+        spectrum = Spectrum(spectrum.coverage, spectrum.failing | {nodeid}, spectrum.passing - {nodeid})
+    scores = function_scores(workspace, spectrum, nodeid, is_test)
+    ranked = [replace(s, score=scores.get((s.path, s.qualname), (0.0,))[0]) for s in found]
+    known = {(s.path, s.qualname) for s in found}
+    ranked += [replace(suspect, score=score) for key, (score, suspect) in scores.items() if key not in known]
+    order = {id(s): i for i, s in enumerate(ranked)}
+    ranked.sort(key=lambda s: (-round(s.score, 9), order[id(s)]))
+    return ranked[:MAX_SUSPECTS]
+
+
+if __name__ == "__main__":
+    for ef, ep, total in ((1, 0, 1), (1, 9, 1), (3, 1, 4)):
+        print(f"ef={ef} ep={ep} F={total}: ochiai={ochiai(ef, ep, total):.3f}")
