@@ -75,7 +75,7 @@ def _block(text: str | None) -> str:
 
 
 def doctest_message(details: str) -> str | None:
-    """What a failing doctest example said, from pytest's doctest report: the example, then
+    r"""What a failing doctest example said, from pytest's doctest report: the example, then
     its expected and actual output (or the exception it raised); None for other reports.
 
     >>> doctest_message("004     >>> add(2, 2)\nExpected:\n    4\nGot:\n    5\n")
