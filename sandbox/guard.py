@@ -1,0 +1,266 @@
+"""Runtime guard: an audit hook that kills a sandboxed run the moment candidate code tampers.
+
+Copied into the sandbox's runner directory as ``sitecustomize.py`` (that directory is first on
+``PYTHONPATH``; ``sitecustomize`` is a protected name a patch cannot add), so ``site`` imports
+it before pytest, the plugin or any workspace code. It reads its configuration from
+``LEDEX_SBX_GUARD`` (JSON: ``untrusted`` = the patched files, ``protected`` = test files,
+conftest and pytest configuration, ``report`` = the report directory, ``roots`` = directories
+the run may use) and installs ``sys.addaudithook`` (PEP 578: an audit hook cannot be removed).
+
+Which code an event comes from is decided from the Python stack: a frame is *untrusted* when
+its code's file is a patched file (or a file such code compiled). Each event has a policy:
+
+- ``stack``: tampering if any untrusted frame is on the stack (gc object walks, fork/exec,
+  subprocess, os.system, signals to processes, sockets, new audit hooks, tracing hooks);
+- ``acting``: tampering if the *acting* frame is untrusted - the nearest frame that is not a
+  stdlib helper doing the work on the caller's behalf (``inspect``/``traceback`` for frame
+  access, ``io``/``pathlib``/``linecache``/import machinery for ``open``, ``ctypes`` itself for
+  ctypes), so pytest, coverage and the stdlib keep their own introspection.
+
+Events judged (``POLICIES``): frame access (``sys._getframe``, ``sys._current_frames``,
+``tb_frame``/``gi_frame``/``cr_frame``/``ag_frame`` reads), rebinding ``__code__``/``__class__``
+and friends or runner classes' special attributes, building code or functions, ctypes, process
+creation and signals, sockets, and ``open``/``os.listdir``/``os.link``/``os.symlink`` of test
+files, ``/proc``, ``/dev/fd``, the report directory, files outside ``roots`` and writes of
+Python source. On a violation the guard writes ``LEDEX-SANDBOX-TAMPER: <event> <detail>`` to the
+stderr it saw at start-up (a dup, out of pytest's capture) and SIGKILLs its own process: the
+worker sees a killed run, never a pass, and reads the reason (sandbox/verdict.py).
+
+Not seen by audit hooks (Python 3.11): plain attribute assignment on classes and modules,
+``sys.modules`` lookups, starting a thread, ``os._exit``. The static gate (sandbox/gate.py)
+and the worker's outcome checks cover those. See docs/security.md "Runtime guard".
+Standard library only; it must not import ledex. Try it:
+    LEDEX_SBX_GUARD='{"untrusted": ["/tmp/x.py"]}' PYTHONPATH=<dir with this as sitecustomize.py> python /tmp/x.py
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+
+CONFIG_ENV = "LEDEX_SBX_GUARD"
+MARKER = "LEDEX-SANDBOX-TAMPER:"
+
+STACK_EVENTS = frozenset({
+    "gc.get_objects", "gc.get_referrers", "gc.get_referents", "os.fork", "os.forkpty",
+    "os.exec", "os.posix_spawn", "os.spawn", "os.system", "os.startfile", "subprocess.Popen",
+    "pty.spawn", "os.kill", "os.killpg", "signal.pthread_kill", "sys.addaudithook",
+    "sys.settrace", "sys.setprofile", "socket.connect", "socket.bind", "socket.sendto",
+    "socket.sendmsg", "socket.getaddrinfo", "os.setsid"})
+FRAME_EVENTS = frozenset({"sys._getframe", "sys._current_frames", "code.__new__", "function.__new__"})
+FRAME_ATTRS = frozenset({"tb_frame", "gi_frame", "cr_frame", "ag_frame"})
+CODE_ATTRS = frozenset({"__code__", "__class__", "__bases__", "__defaults__", "__kwdefaults__"})
+RUNNER_MODULES = ("pytest", "_pytest", "pluggy", "ledex_sbx", "sitecustomize", "coverage")
+PATH_EVENTS = frozenset({"open", "os.listdir", "os.scandir", "os.link", "os.symlink"})
+# stdlib modules that act for their caller (by module name); frozen ones also by "<frozen x>"
+FRAME_PROXIES = ("inspect", "traceback")
+FILE_PROXIES = ("io", "_pyio", "pathlib", "codecs", "linecache", "tokenize", "os", "posixpath",
+                "genericpath", "shutil", "fileinput", "glob", "fnmatch", "gzip", "bz2", "lzma",
+                "inspect", "traceback", "importlib._bootstrap", "importlib._bootstrap_external",
+                "zipimport", "runpy", "pkgutil")
+SYSTEM_FILES = ("/dev/null", "/dev/zero", "/dev/urandom", "/dev/random", "/dev/tty",
+                "/etc/localtime", "/usr/share/zoneinfo", "/etc/mime.types")
+
+
+def _module_files(names, stdlib: str) -> frozenset[str]:
+    files = set()
+    for name in names:
+        rel = name.replace(".", "/")
+        files |= {f"<frozen {name}>", f"{stdlib}/{rel}.py", f"{stdlib}/{rel}/__init__.py"}
+    return frozenset(files)
+
+
+class Guard:
+    """The audit hook and the state it judges by; one per process (see ``install``)."""
+
+    def __init__(self, config: dict, stderr_fd: int) -> None:
+        cwd = os.getcwd()
+        self.untrusted = {os.path.join(cwd, p) for p in config.get("untrusted", ())}
+        self.protected = {os.path.realpath(os.path.join(cwd, p)) for p in config.get("protected", ())}
+        self.report = config.get("report") or None
+        self.roots = tuple(os.path.realpath(r) + os.sep for r in config.get("roots", (cwd,)))
+        prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
+                    *(p for p in sys.path if p and os.path.isabs(p) and not self._inside(p))}
+        self.readable = tuple(sorted({os.path.realpath(p) + os.sep for p in prefixes} | set(SYSTEM_FILES)))
+        stdlib = os.path.dirname(os.__file__)
+        self.frame_proxies = _module_files(FRAME_PROXIES, stdlib)
+        self.file_proxies = _module_files(FILE_PROXIES, stdlib)
+        self.ctypes_dir = f"{stdlib}/ctypes/"
+        self.cwd, self.fd = cwd, stderr_fd
+        self.own = sys._getframe(0).f_code.co_filename  # before the hook exists: no event
+        self.busy: set[int] = set()
+        self._getframe, self._ident = sys._getframe, __import__("_thread").get_ident
+        self._write, self._kill, self._pid = os.write, os.kill, os.getpid
+
+    # --- frames ---------------------------------------------------------------------------
+    def _frames(self):  # noqa: ANN202 - generator of frames, innermost first, skipping the guard's
+        frame = self._getframe(1)
+        while frame is not None:
+            if frame.f_code.co_filename != self.own:
+                yield frame
+            frame = frame.f_back
+
+    def _file(self, frame) -> str:  # noqa: ANN001
+        name = frame.f_code.co_filename
+        return name if name.startswith(("/", "<")) else os.path.join(self.cwd, name)
+
+    def _any_untrusted(self) -> bool:
+        return any(self._file(f) in self.untrusted for f in self._frames())
+
+    def _acting_untrusted(self, proxies: frozenset[str], skip_dir: str = "") -> bool:
+        for frame in self._frames():
+            name = self._file(frame)
+            if name in proxies or (skip_dir and name.startswith(skip_dir)):
+                continue
+            return name in self.untrusted
+        return False
+
+    # --- the hook -----------------------------------------------------------------------------
+    def hook(self, event: str, args: tuple) -> None:
+        if not (event in STACK_EVENTS or event in FRAME_EVENTS or event in PATH_EVENTS
+                or event.startswith(("object.__", "ctypes.", "compile"))):
+            return
+        ident = self._ident()
+        if ident in self.busy:
+            return  # events raised by the guard's own frame walking
+        self.busy.add(ident)
+        try:
+            detail = self._judge(event, args)
+        except Exception as exc:  # fail closed for candidate code, open for everyone else
+            detail = f"guard error {exc!r}" if self._safe_any_untrusted() else None
+        try:
+            if detail:
+                self.tamper(event, detail)  # still marked busy: its own os.kill is not judged
+        finally:
+            self.busy.discard(ident)
+
+    def _safe_any_untrusted(self) -> bool:
+        try:
+            return self._any_untrusted()
+        except Exception:
+            return True
+
+    def _judge(self, event: str, args: tuple) -> str | None:
+        if event in STACK_EVENTS:
+            return _brief(args) if self._any_untrusted() else None
+        if event in FRAME_EVENTS:
+            return "frame or code access" if self._acting_untrusted(self.frame_proxies) else None
+        if event.startswith("ctypes."):
+            return "ctypes" if self._acting_untrusted(self.file_proxies, self.ctypes_dir) else None
+        if event == "compile":
+            self._taint(args)
+            return None
+        if event.startswith("object.__"):
+            return self._attribute(event, args)
+        return self._path(event, args)
+
+    def _taint(self, args: tuple) -> None:
+        """Code compiled by candidate code is candidate code, whatever file name it claims."""
+        name = args[1] if len(args) > 1 else None
+        if isinstance(name, str) and self._acting_untrusted(frozenset()):
+            self.untrusted.add(name if name.startswith(("/", "<")) else os.path.join(self.cwd, name))
+
+    def _attribute(self, event: str, args: tuple) -> str | None:
+        obj, name = args[0], args[1] if len(args) > 1 else ""
+        if event == "object.__getattr__":
+            risky = name in FRAME_ATTRS
+        elif event in ("object.__setattr__", "object.__delattr__"):
+            module = str(getattr(obj, "__module__", "") or "") if isinstance(obj, type) else ""
+            risky = name in CODE_ATTRS or module.startswith(RUNNER_MODULES)
+        else:
+            return None
+        if risky and self._acting_untrusted(self.frame_proxies):
+            return f"{type(obj).__name__}.{name}"
+        return None
+
+    def _path(self, event: str, args: tuple) -> str | None:
+        path = args[0] if args else None
+        if isinstance(path, bytes):
+            path = os.fsdecode(path)
+        if not isinstance(path, str):
+            return None  # an already open descriptor: how it was opened was judged then
+        full = os.path.join(self.cwd, path)
+        writing = event == "open" and _writes(args)
+        if not writing and full.startswith(self.readable) and event == "open":
+            return None  # the interpreter and its libraries: read-only to the sandbox
+        problem = self._path_problem(event, os.path.realpath(full), writing)
+        if problem and self._acting_untrusted(self.file_proxies):
+            return f"{problem}: {path}"
+        return None
+
+    def _path_problem(self, event: str, real: str, writing: bool) -> str | None:
+        if real == "/proc" or real.startswith(("/proc/", "/dev/fd")):
+            return "process internals"
+        if real in self.protected:
+            return "a test file"
+        if self.report and (real + os.sep).startswith(self.report + os.sep):
+            return "the runner's report"
+        if writing and real.endswith((".py", ".pyc", ".pth", ".so")):
+            return "writes Python code"
+        if event == "open" and not self._inside(real) and not real.startswith(self.readable):
+            return "a file outside the sandbox copy"
+        return None
+
+    def _inside(self, path: str) -> bool:
+        return (os.path.realpath(path) + os.sep).startswith(self.roots)
+
+    def tamper(self, event: str, detail: str) -> None:
+        """Report on the saved stderr and SIGKILL this process (never returns)."""
+        line = f"\n{MARKER} {event} {detail}"[:2000].replace("\n", " ").strip() + "\n"
+        try:
+            self._write(self.fd, line.encode("utf-8", "replace"))
+        finally:
+            self._kill(self._pid(), signal.SIGKILL)
+
+
+def _writes(args: tuple) -> bool:
+    mode, flags = (args[1] if len(args) > 1 else None), (args[2] if len(args) > 2 else 0)
+    if isinstance(mode, str):
+        return any(c in mode for c in "wax+")
+    return bool(isinstance(flags, int) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC))
+
+
+def _brief(args: tuple) -> str:
+    return " ".join(repr(a)[:120] for a in args[:3])
+
+
+def reason(stderr: str) -> str:
+    """The Verdict error for a run the guard killed: its last marker line in ``stderr``."""
+    lines = [ln for ln in stderr.splitlines() if ln.startswith(MARKER)]
+    what = lines[-1].removeprefix(MARKER).strip() if lines else "unknown event"
+    return f"not verified: tampering: {what} (the sandbox's runtime guard stopped the run)"
+
+
+def environment(untrusted, protected, report: str, roots) -> dict[str, str]:  # noqa: ANN001
+    """The env entry that configures the guard (paths relative to the copy or absolute)."""
+    config = {"untrusted": sorted(untrusted), "protected": sorted(protected),
+              "report": os.path.realpath(report), "roots": [os.path.realpath(r) for r in roots]}
+    return {CONFIG_ENV: json.dumps(config)}
+
+
+def install() -> Guard | None:
+    """Install the hook when ``LEDEX_SBX_GUARD`` names untrusted files; None otherwise."""
+    raw = os.environ.pop(CONFIG_ENV, None)
+    if not raw:
+        return None
+    config = json.loads(raw)
+    if not config.get("untrusted"):
+        return None
+    fd = os.dup(2)  # pytest's capture later redirects fd 2; the marker must reach the worker
+    guard = Guard(config, fd)
+    sys.addaudithook(guard.hook)
+    return guard
+
+
+def _install_or_die() -> Guard | None:
+    """A guard that cannot be installed must not leave an unguarded run that could pass."""
+    try:
+        return install()
+    except Exception as exc:  # noqa: BLE001 - any failure here fails the run
+        os.write(2, f"{MARKER} guard-failed {exc!r}\n".encode())
+        os._exit(70)
+
+
+if __name__ in ("sitecustomize", "ledex_sbx_guard"):
+    GUARD = _install_or_die()
