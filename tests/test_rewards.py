@@ -94,3 +94,13 @@ def test_no_references_fall_back():
 def test_conversational_completions(judge):
     message = [{"role": "assistant", "content": GOOD}]
     assert format_reward([message], judge=judge, **columns(1)) == [0.0]
+
+
+def test_rl_builds_its_rewards_and_weights_from_the_registry():
+    from ledex.training.rl import RLArgs, reward_functions, weights
+
+    args = RLArgs(weight_refinement=2.0)
+    names = [f.__name__ for f in reward_functions(args, judge=lambda codes, tests: [Check(1.0) for _ in codes])]
+    assert names == [r.function.__name__ for r in rewards.REWARDS.values()]
+    assert weights(args, len(names) + 1) == [1.0, 2.0, 1.0, 1.0]  # flag overrides; an extra reward weighs 1
+    assert RLArgs().weight_format == rewards.REWARDS["format"].weight

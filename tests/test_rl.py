@@ -57,7 +57,7 @@ def sft_adapter(tmp_path_factory):
     """Stands in for `ledex-train sft` output: a LoRA adapter with non-zero weights on the base."""
     from peft import get_peft_model
 
-    from ledex.training.rl import load_policy
+    from ledex.training.core import load_policy
 
     base, config = load_policy("default", None, cache=True)
     model = get_peft_model(base, config)

@@ -178,6 +178,7 @@ def test_sft_loss_falls_and_adapter_changes(trained):
 
 
 def test_sft_bad_input(tmp_path):
+    from ledex.training.core import TrainingError
     from ledex.training.sft import SFTArgs, SFTError, train
 
     with pytest.raises(SFTError, match="no training data"):
@@ -186,13 +187,14 @@ def test_sft_bad_input(tmp_path):
     empty.write_text("", encoding="utf-8")
     with pytest.raises(SFTError, match="no usable training examples"):
         train(SFTArgs(data=[str(empty)], model="default"))
-    with pytest.raises(SFTError, match="base model"):
+    with pytest.raises(TrainingError, match="base model"):
         train(SFTArgs(data=[str(_sft_data(tmp_path))], model=str(tmp_path / "missing.gguf")))
 
 
 def test_training_tokens_match_what_the_server_sees():
     from ledex.engine.format import Problem, build_training_messages
-    from ledex.training.sft import load_tokenizer, split_prompt, tokenize_example
+    from ledex.training.core import load_tokenizer, split_prompt
+    from ledex.training.sft import tokenize_example
 
     tokenizer, fmt = load_tokenizer("default")
     messages = build_training_messages(Problem("Write add.", "def add(a, b):\n    return a - b", "AssertionError"),
@@ -214,7 +216,7 @@ def _random_adapter(tmp: Path) -> Path:
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from ledex.training.sft import load_model
+    from ledex.training.core import load_model
 
     torch.manual_seed(0)
     model = get_peft_model(load_model("default"), LoraConfig(r=4, lora_alpha=8, init_lora_weights=False,
@@ -245,7 +247,7 @@ def test_export_matches_peft_in_llama_cpp(tmp_path):
     from peft import PeftModel
 
     from ledex.training.export import ExportArgs, export
-    from ledex.training.sft import load_model, load_tokenizer
+    from ledex.training.core import load_model, load_tokenizer
 
     adapter_dir = _random_adapter(tmp_path)
     out = export(ExportArgs(adapter_dir=str(adapter_dir), output=str(tmp_path / "a.gguf")))
@@ -264,7 +266,7 @@ def test_export_matches_peft_in_llama_cpp(tmp_path):
 @needs_llama
 def test_trained_adapter_loads_and_changes_output(trained, tmp_path):
     from ledex.training.export import ExportArgs, export
-    from ledex.training.sft import load_tokenizer
+    from ledex.training.core import load_tokenizer
 
     args, _ = trained
     out = export(ExportArgs(adapter_dir=str(Path(args.output_dir) / "adapter"), output=str(tmp_path / "t.gguf")))

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ledex.training.config import add_dataclass_arguments, from_args
+from ledex.training.core import GGUFError, TrainingError, gguf_header
 
 
 @dataclass
@@ -41,7 +42,7 @@ class ExportArgs:
     merge_to: str | None = field(default=None, metadata={"help": "Also write the merged model as HF safetensors here."})
 
 
-class ExportError(RuntimeError):
+class ExportError(TrainingError):
     """The adapter cannot be exported; nothing was written under the output name."""
 
 
@@ -57,48 +58,15 @@ class BaseInfo:
 
 
 def base_info(gguf_path: str | Path) -> BaseInfo:
-    meta = gguf_header(gguf_path)
+    """Architecture, block count and attention head counts from a GGUF base's header.
+    Raises ExportError when the file is not a GGUF model."""
+    try:
+        meta = gguf_header(gguf_path)
+    except GGUFError as exc:
+        raise ExportError(str(exc)) from exc
     arch = meta["general.architecture"]
     n_head = meta.get(f"{arch}.attention.head_count")
     return BaseInfo(arch, int(meta[f"{arch}.block_count"]), n_head, meta.get(f"{arch}.attention.head_count_kv") or n_head)
-
-
-_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
-
-
-def gguf_header(path: str | Path, arrays: tuple[str, ...] = ()) -> dict:
-    """GGUF metadata key/values, read straight from the header (gguf.GGUFReader takes seconds on a
-    vocabulary of 49k tokens; this skips arrays not asked for)."""
-    import struct
-
-    def read(fmt):
-        size = struct.calcsize(fmt)
-        return struct.unpack(fmt, handle.read(size))[0]
-
-    def string():
-        return handle.read(read("<Q")).decode("utf-8", errors="replace")
-
-    def value(kind, keep):
-        if kind == 8:
-            return string()
-        if kind == 9:
-            item, count = read("<I"), read("<Q")
-            if not keep and item != 8:
-                handle.seek(count * struct.calcsize(_SCALARS[item]), 1)
-                return None
-            items = [value(item, True) for _ in range(count)]
-            return items if keep else None
-        return read(_SCALARS[kind])
-
-    with open(path, "rb") as handle:
-        if handle.read(4) != b"GGUF":
-            raise ExportError(f"{path} is not a GGUF file")
-        read("<I"), read("<Q")
-        meta = {}
-        for _ in range(read("<Q")):
-            key = string()
-            meta[key] = value(read("<I"), key in arrays)
-    return meta
 
 
 def permute_rows(weights: np.ndarray, n_head: int, n_head_kv: int | None) -> np.ndarray:
@@ -246,7 +214,7 @@ def merge_to_hf(adapter_dir: Path, base: str, target: Path) -> str:
     """base + adapter merged, saved as HF safetensors (convert to GGUF with llama.cpp's converter)."""
     from peft import PeftModel
 
-    from ledex.training.sft import load_model, load_tokenizer
+    from ledex.training.core import load_model, load_tokenizer
 
     model = PeftModel.from_pretrained(load_model(base), str(adapter_dir)).merge_and_unload()
     model.save_pretrained(target)

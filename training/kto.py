@@ -22,6 +22,8 @@ from typing import Any
 from ledex.engine.format import Mode, Problem, build_training_messages
 from ledex.training import records
 from ledex.training.config import add_dataclass_arguments, from_args
+from ledex.training.core import TrainingError, load_policy, load_tokenizer, split_prompt
+from ledex.training.trainrun import set_threads, train_and_save, write_metrics
 
 
 @dataclass
@@ -55,7 +57,7 @@ class KTOArgs:
     progress: bool = field(default=True, metadata={"help": "Show progress bars."})
 
 
-class KTOError(RuntimeError):
+class KTOError(TrainingError):
     """Bad input for KTO (no labelled feedback); the message says what to fix."""
 
 
@@ -122,8 +124,6 @@ def build_dataset(examples: list[Example], fmt) -> Any:
     """Text prompt (as served) + completion (the answer through end-of-turn) + label."""
     from datasets import Dataset
 
-    from ledex.training.sft import split_prompt
-
     rows = []
     for example in examples:
         messages = build_training_messages(example.problem, example.explanation, example.code, Mode(example.mode))
@@ -163,8 +163,6 @@ def kto_config(args: KTOArgs, stats: dict):
 def build_trainer(args: KTOArgs, *, cache_base: bool = False):
     from trl import KTOTrainer
 
-    from ledex.training.rl import load_policy
-    from ledex.training.sft import load_tokenizer
 
     if args.batch_size < 2:
         raise KTOError("--batch-size must be at least 2 (KTO's KL estimate pairs answers inside a batch)")
@@ -182,20 +180,18 @@ def build_trainer(args: KTOArgs, *, cache_base: bool = False):
 
 
 def train(args: KTOArgs, **build: Any) -> dict:
-    """Run KTO; writes <output_dir>/adapter and <output_dir>/ledex-kto.json."""
-    from ledex.training.sft import _atomic_json
-    from ledex.training.trainrun import set_threads, train_and_save
-
+    """Run KTO; writes <output_dir>/adapter and <output_dir>/ledex-kto.json; returns the metrics
+    (class counts, `trainrun.train_and_save`'s, the logged KTO terms) and the trainer.
+    Raises KTOError for no labelled feedback, TrainingError for a base or adapter that does not load."""
     set_threads(args.threads)
     trainer = build_trainer(args, **build)
     run = train_and_save(trainer, args.output_dir, resume=args.resume)
     logs = [{k: v for k, v in row.items() if k.startswith(("loss", "rewards/", "kl", "step"))}
             for row in trainer.state.log_history if "loss" in row]
-    metrics = {**trainer.ledex_stats, **run, "log": logs, "base": args.model, "parent_adapter": args.adapter,
-               "args": asdict(args)}
-    _atomic_json(Path(args.output_dir) / "ledex-kto.json", metrics)
-    metrics["trainer"] = trainer
-    return metrics
+    metrics = write_metrics(args.output_dir, "kto", {
+        **trainer.ledex_stats, **run, "log": logs, "base": args.model, "parent_adapter": args.adapter,
+        "args": asdict(args)})
+    return metrics | {"trainer": trainer}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -203,16 +199,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ledex.training.rl import RLError
-
     try:
         metrics = train(from_args(KTOArgs, args))
-    except (KTOError, RLError, records.RecordError) as exc:
+    except (TrainingError, records.RecordError) as exc:
         print(f"ledex-train kto: {exc}", file=sys.stderr)
         return 2
     print(f"{metrics['desirable']} accepted / {metrics['undesirable']} rejected fixes, {metrics['steps']} steps in "
           f"{metrics['seconds']} s; adapter: {metrics['adapter_dir']}")
     return 0
 
-
-run = main  # the subcommand registry's name for it

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import inspect
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -360,11 +361,28 @@ def format_reward(completions: Sequence[Any], *, judge: Judge | None = None, **k
     return [R_MIN if a.problem else 0.0 for a in assess(completions, judge=judge, **kwargs)]
 
 
-REWARD_FUNCTIONS = {"explanation": explanation_reward, "refinement": refinement_reward, "format": format_reward}
+@dataclass(frozen=True)
+class Reward:
+    """One reward in the registry: TRL logs it as rewards/<function.__name__>/mean and sums the
+    rewards with their weights (`ledex-train rl --weight-<name>` overrides `weight`)."""
+
+    name: str
+    function: Callable[..., list[float | None]]
+    weight: float = 1.0
+
+
+# The registry: `rl` trains on every reward here, in this order. A new reward is one line here
+# (plus, if wanted, a `weight_<name>` field in rl.RLArgs for a CLI flag). Weights 1.0: an unweighted
+# sum; the paper credits R(e) and R(r) at separate tokens instead (see rl's module docstring).
+REWARDS: dict[str, Reward] = {r.name: r for r in (
+    Reward("explanation", explanation_reward, 1.0),
+    Reward("refinement", refinement_reward, 1.0),
+    Reward("format", format_reward, 1.0),
+)}
 
 
 def bind(function: Callable, **bound: Any) -> Callable:
-    """A reward function with judge/embedder fixed, keeping its name (TRL logs rewards/<name>/mean)."""
+    """A reward function with judge/embedder/mode fixed, keeping its name (TRL logs rewards/<name>/mean)."""
 
     def reward(completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
         return function(completions, **bound, **kwargs)
@@ -374,11 +392,35 @@ def bind(function: Callable, **bound: Any) -> Callable:
     return reward
 
 
+def bound_rewards(*, judge: Judge, embedder: Any, mode: Mode = Mode.EXPLAIN) -> list[Callable]:
+    """Every registered reward, in registry order, bound to `judge` and `mode`, and to `embedder`
+    where the function takes one.
+
+    >>> [f.__name__ for f in bound_rewards(judge=None, embedder=None)]
+    ['explanation_reward', 'refinement_reward', 'format_reward']
+    """
+    def resources(function: Callable) -> dict:
+        takes_embedder = "embedder" in inspect.signature(function).parameters
+        return {"judge": judge, "mode": mode, **({"embedder": embedder} if takes_embedder else {})}
+
+    return [bind(r.function, **resources(r.function)) for r in REWARDS.values()]
+
+
+def reward_weights(overrides: dict[str, float] | None = None) -> list[float]:
+    """The weights of the registered rewards, in registry order; `overrides` maps a name to a weight.
+
+    >>> reward_weights({"format": 0.5})
+    [1.0, 1.0, 0.5]
+    """
+    overrides = overrides or {}
+    return [float(overrides.get(name, r.weight)) for name, r in REWARDS.items()]
+
+
 if __name__ == "__main__":
     tests = {"tests": [["assert f(3) == 6", "assert f(0) == 0"]] * 4, "reference_codes": [["def f(n):\n    return sum(range(n + 1))"]] * 4,
              "reference_explanations": [["range(n) excludes n, so the last number is never added."]] * 4}
     answers = [_FIX, "```python\ndef f(n):\n    return sum(range(n))\n```",
                "Wrong bound.\n```python\ndef f(n):\n    return sum(range(n))\n```",
                "Stop early.\n```python\nimport sys\ndef f(n):\n    sys.exit(0)\n```"]
-    for name, function in REWARD_FUNCTIONS.items():
-        print(name, [None if r is None else round(r, 2) for r in function(answers, **tests)])
+    for name, reward in REWARDS.items():
+        print(name, [None if r is None else round(r, 2) for r in reward.function(answers, **tests)])

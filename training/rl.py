@@ -22,16 +22,16 @@ localised to the explanation tokens; the KL term stays per token.
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable, Sequence
 
-from ledex.engine.format import Mode, build_messages, render_chat
-from ledex.training import records
+from ledex.engine.format import Mode, build_messages
+from ledex.training import records, rewards
 from ledex.training.config import add_dataclass_arguments, from_args
+from ledex.training.core import TrainingError, load_policy, load_tokenizer
+from ledex.training.trainrun import set_threads, train_and_save, write_metrics
 
 
 @dataclass
@@ -58,9 +58,9 @@ class RLArgs:
     max_prompt_tokens: int = field(default=1536, metadata={"help": "Prompts longer than this are dropped."})
     temperature: float = field(default=0.8, metadata={"help": "Sampling temperature (LEDEX samples at 0.8)."})
     top_p: float = field(default=0.95, metadata={"help": "Nucleus sampling."})
-    weight_explanation: float = field(default=1.0, metadata={"help": "Weight of R(e) in the summed reward."})
-    weight_refinement: float = field(default=1.0, metadata={"help": "Weight of R(r) in the summed reward."})
-    weight_format: float = field(default=1.0, metadata={"help": "Weight of the format/integrity term."})
+    weight_explanation: float = field(default=rewards.REWARDS["explanation"].weight, metadata={"help": "Weight of R(e) in the summed reward."})
+    weight_refinement: float = field(default=rewards.REWARDS["refinement"].weight, metadata={"help": "Weight of R(r) in the summed reward."})
+    weight_format: float = field(default=rewards.REWARDS["format"].weight, metadata={"help": "Weight of the format/integrity term."})
     embedder: str = field(default="minilm", metadata={
         "help": "Explanation embedder: 'minilm' (packaged, offline) or a sentence-transformers id such as "
                 "sentence-transformers/all-roberta-large-v1 (the paper's; needs the hub or its cache)."})
@@ -80,11 +80,10 @@ class RLArgs:
     progress: bool = field(default=True, metadata={"help": "Show progress bars."})
 
 
-class RLError(RuntimeError):
+class RLError(TrainingError):
     """Bad input for RL (no usable data, missing adapter); the message says what to fix."""
 
 
-REWARD_NAMES = ("explanation_reward", "refinement_reward", "format_reward")
 
 
 # --- dataset ------------------------------------------------------------------------------------
@@ -134,10 +133,7 @@ def build_dataset(args: RLArgs, tokenizer, fmt) -> tuple[Any, dict]:
         raise RLError("no training data: pass --data <trajectories.jsonl>")
     trajectories = [t for path in args.data for t in records.read(path, skip_bad=True)]
 
-    def render(messages: list[dict]) -> str:
-        return render_chat(messages, fmt.chat_template, bos_token=fmt.bos_text, eos_token=fmt.eos_text)
-
-    rows, stats = build_rows(trajectories, render, Mode(args.mode))
+    rows, stats = build_rows(trajectories, fmt.render, Mode(args.mode))
     fitting = [r for r in rows if len(tokenizer(r["prompt"], add_special_tokens=False)["input_ids"]) <= args.max_prompt_tokens]
     stats["dropped_too_long"] = len(rows) - len(fitting)
     fitting = fitting[: args.max_prompts] if args.max_prompts else fitting
@@ -146,63 +142,27 @@ def build_dataset(args: RLArgs, tokenizer, fmt) -> tuple[Any, dict]:
     return Dataset.from_list(fitting), stats
 
 
-# --- model --------------------------------------------------------------------------------------
-
-_BASE_CACHE: dict[str, Any] = {}
-
-
-def load_base(model: str, *, cache: bool = False):
-    """The base model (SFT's loader); `cache` keeps one copy in memory and hands out deep copies
-    (loading a GGUF dequantises every tensor: tens of seconds even for the 135M default)."""
-    from ledex.training.sft import load_model
-
-    if not cache:
-        return load_model(model)
-    if model not in _BASE_CACHE:
-        _BASE_CACHE[model] = load_model(model)
-    return copy.deepcopy(_BASE_CACHE[model])
-
-
-def adapter_dir(path: str) -> Path:
-    """Accept the SFT output dir or its adapter/ folder."""
-    folder = Path(path)
-    if (folder / "adapter" / "adapter_config.json").is_file():
-        folder = folder / "adapter"
-    if not (folder / "adapter_config.json").is_file():
-        raise RLError(f"no PEFT adapter at {path} (expected adapter_config.json; run `ledex-train sft` first)")
-    return folder
-
-
-def load_policy(model: str, adapter: str | None, *, lora_r: int = 16, lora_alpha: int = 32, cache: bool = False):
-    """(model, peft_config): the SFT adapter loaded trainable, or a base plus a fresh LoRA config."""
-    from peft import LoraConfig, PeftModel
-
-    from ledex.training.sft import LORA_TARGETS
-
-    base = load_base(model, cache=cache)
-    if adapter:
-        return PeftModel.from_pretrained(base, str(adapter_dir(adapter)), is_trainable=True), None
-    return base, LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=0.0, target_modules=list(LORA_TARGETS),
-                            bias="none", task_type="CAUSAL_LM")
-
-
 # --- trainer ------------------------------------------------------------------------------------
 
 
 def reward_functions(args: RLArgs, judge=None, embedder=None) -> list[Callable]:
-    from ledex.training import rewards
+    """The registered rewards (`rewards.REWARDS`, in order) bound to a sandbox judge, the embedder
+    (loaded on first use) and the prompt mode."""
     from ledex.training.embeddings import get_embedder
-
-    judge = judge or rewards.SandboxJudge(workers=args.sandbox_workers)
 
     class LazyEmbedder:  # load the embedder on first use: answers with no explanation never need it
         def encode(self, texts):
             return (embedder or get_embedder(args.embedder)).encode(texts)
 
-    mode = Mode(args.mode)
-    return [rewards.bind(rewards.explanation_reward, judge=judge, embedder=LazyEmbedder(), mode=mode),
-            rewards.bind(rewards.refinement_reward, judge=judge, mode=mode),
-            rewards.bind(rewards.format_reward, judge=judge, mode=mode)]
+    return rewards.bound_rewards(judge=judge or rewards.SandboxJudge(workers=args.sandbox_workers),
+                                 embedder=LazyEmbedder(), mode=Mode(args.mode))
+
+
+def weights(args: RLArgs, n_rewards: int) -> list[float]:
+    """Registry weights, overridden by the args' weight_<name> fields; extra rewards (tests) weigh 1."""
+    names = [f.name[len("weight_"):] for f in fields(args) if f.name.startswith("weight_")]
+    chosen = rewards.reward_weights({name: getattr(args, f"weight_{name}") for name in names})
+    return chosen + [1.0] * (n_rewards - len(chosen))
 
 
 def trainer_config(args: RLArgs, n_rewards: int):
@@ -211,13 +171,11 @@ def trainer_config(args: RLArgs, n_rewards: int):
 
     gpu = torch.cuda.is_available()
     config_cls = {"grpo": GRPOConfig, "rloo": RLOOConfig}[args.algorithm]
-    weights = [args.weight_explanation, args.weight_refinement, args.weight_format]
-    weights += [1.0] * (n_rewards - len(weights))  # extra reward functions (tests) weigh 1
     return config_cls(
         output_dir=args.output_dir, max_steps=args.max_steps, learning_rate=args.learning_rate, beta=args.beta,
         num_generations=args.num_generations, per_device_train_batch_size=args.batch_size,
         gradient_accumulation_steps=args.grad_accum, max_completion_length=args.max_completion_length,
-        temperature=args.temperature, top_p=args.top_p, reward_weights=weights,
+        temperature=args.temperature, top_p=args.top_p, reward_weights=weights(args, n_rewards),
         use_vllm=args.use_vllm, vllm_mode=args.vllm_mode,
         gradient_checkpointing=gpu if args.gradient_checkpointing is None else args.gradient_checkpointing,
         logging_steps=args.logging_steps, save_steps=args.save_steps, save_total_limit=2, report_to="none",
@@ -228,8 +186,6 @@ def build_trainer(args: RLArgs, *, judge=None, embedder=None, extra_rewards: Seq
                   cache_base: bool = False):
     """The TRL trainer, ready to `.train()`; judge/embedder/extra_rewards are for tests and benchmarks."""
     from trl import GRPOTrainer, RLOOTrainer
-
-    from ledex.training.sft import load_tokenizer
 
     if args.algorithm not in ("grpo", "rloo"):
         raise RLError(f"--algorithm must be grpo or rloo, not {args.algorithm!r}")
@@ -250,24 +206,22 @@ def build_trainer(args: RLArgs, *, judge=None, embedder=None, extra_rewards: Seq
 
 def reward_log(trainer) -> list[dict]:
     """Per logged step: the mean of each reward component, the total and the KL."""
-    keep = [f"rewards/{n}/mean" for n in REWARD_NAMES] + ["reward", "kl", "loss"]
+    keep = [f"rewards/{r.function.__name__}/mean" for r in rewards.REWARDS.values()] + ["reward", "kl", "loss"]
     return [{"step": row.get("step"), **{k: row[k] for k in keep if k in row}}
             for row in trainer.state.log_history if any(k in row for k in keep[:3])]
 
 
 def train(args: RLArgs, **build: Any) -> dict:
-    """Run RL; writes <output_dir>/adapter (PEFT, the policy only) and <output_dir>/ledex-rl.json."""
-    from ledex.training.sft import _atomic_json
-    from ledex.training.trainrun import set_threads, train_and_save
-
+    """Run RL; writes <output_dir>/adapter (PEFT, the policy only) and <output_dir>/ledex-rl.json;
+    returns the metrics (dataset counts, `trainrun.train_and_save`'s, per-step rewards) and the trainer.
+    Raises RLError for bad input, TrainingError for a base or adapter that does not load."""
     set_threads(args.threads)
     trainer = build_trainer(args, **build)
     run = train_and_save(trainer, args.output_dir, resume=args.resume)
-    metrics = {**trainer.ledex_stats, "algorithm": args.algorithm, **run, "rewards": reward_log(trainer),
-               "base": args.model, "parent_adapter": args.adapter, "args": asdict(args)}
-    _atomic_json(Path(args.output_dir) / "ledex-rl.json", metrics)
-    metrics["trainer"] = trainer
-    return metrics
+    metrics = write_metrics(args.output_dir, "rl", {
+        **trainer.ledex_stats, "algorithm": args.algorithm, **run, "rewards": reward_log(trainer),
+        "base": args.model, "parent_adapter": args.adapter, "args": asdict(args)})
+    return metrics | {"trainer": trainer}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -279,7 +233,7 @@ def main(args: argparse.Namespace) -> int:
 
     try:
         metrics = train(from_args(RLArgs, args))
-    except (RLError, EmbedderError, records.RecordError) as exc:
+    except (TrainingError, EmbedderError, records.RecordError) as exc:
         print(f"ledex-train rl: {exc}", file=sys.stderr)
         return 2
     last = metrics["rewards"][-1] if metrics["rewards"] else {}
@@ -288,5 +242,3 @@ def main(args: argparse.Namespace) -> int:
           + f"; adapter: {metrics['adapter_dir']}")
     return 0
 
-
-run = main  # the subcommand registry's name for it
