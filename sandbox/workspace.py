@@ -8,6 +8,7 @@ candidate can never alter the user's original through a link.
 from __future__ import annotations
 
 import configparser
+import fnmatch
 import hashlib
 import os
 import shutil
@@ -48,7 +49,9 @@ def is_protected(rel: str) -> bool:
     name = parts[-1]
     if name == "conftest.py" or name in CONFIG_FILES:
         return True
-    if name.endswith(".py") and (name.startswith("test_") or name.endswith("_test.py")):
+    if name.endswith(".py") and (name.startswith("test_") or name.endswith(("_test.py", "_tests.py"))):
+        return True
+    if name == "tests.py":  # Django's test module name (pytest-django: python_files = tests.py)
         return True
     if any(p in TEST_DIRS for p in parts[:-1]):
         return True
@@ -119,6 +122,7 @@ def check_patch(workspace: Path, patch: Mapping[str, str]) -> dict[str, str]:
     pytest configuration files may change outside their pytest section.
     """
     clean: dict[str, str] = {}
+    globs = python_files_globs(workspace)
     for rel, text in patch.items():
         if not isinstance(text, str):
             raise PatchRejected(f"patch text for {rel!r} is not a string")
@@ -126,11 +130,28 @@ def check_patch(workspace: Path, patch: Mapping[str, str]) -> dict[str, str]:
         original = _read_text(workspace / rel)
         if original == text:
             continue
-        if is_protected(rel) and not _config_edit_allowed(rel, original, text):
+        protected = is_protected(rel) or any(fnmatch.fnmatch(PurePosixPath(rel).name, g) for g in globs)
+        if protected and not _config_edit_allowed(rel, original, text):
             raise PatchRejected(f"patch touches protected file {rel!r} "
                                 "(tests, conftest.py and pytest configuration come from the workspace)")
+        if not (workspace / rel).is_file():
+            raise PatchRejected(f"patch adds a new file {rel!r}: a candidate may only change existing files")
         clean[rel] = text
     return clean
+
+
+def python_files_globs(workspace: Path) -> tuple[str, ...]:
+    """pytest's ``python_files`` globs from the workspace's configuration (e.g. Django's tests.py)."""
+    for name in ("pytest.ini", ".pytest.ini", "pyproject.toml", "tox.ini", "setup.cfg"):
+        text = _read_text(workspace / name)
+        try:
+            section = _pytest_section(name.lstrip("."), text) if text is not None else None
+        except Exception:  # unparsable config: the default names still protect
+            section = None
+        if isinstance(section, dict):
+            value = section.get("ini_options", section).get("python_files", "")
+            return tuple(value.split() if isinstance(value, str) else value)
+    return ()
 
 
 def _read_text(path: Path) -> str | None:
