@@ -188,6 +188,7 @@ def _generate(server, entry: Entry, backend) -> None:
     s = server.settings
     config = FixConfig(samples=s.samples, rounds=s.rounds, sampling=Sampling(seed=s.seed),
                        limits=Limits(wall_s=s.testTimeoutS), python=s.python or None, stop_at_first=True,
+                       test_command=tuple(s.test_command) if s.test_command else None,  # verify as the suite runs
                        verify_workers=1)  # one sandbox run beside generation: the model keeps the other core
 
     def progress(stage: str, done: int, total: int) -> None:

@@ -23,7 +23,7 @@ DEFAULT_JUNIT_GLOBS = ("**/junit*.xml", "**/test-results/**/*.xml")
 class Settings:
     model: str = ""  # "" = the embedded default model (see ledex.engine.models for the forms)
     adapter: str = ""  # "" = the registry's promoted adapter, else the packaged one
-    testCommand: str = ""  # "" = `<python> -m pytest` (the sandbox's own default)
+    testCommand: str = ""  # "" = `<python> -m pytest`; runs the suite and verifies every fix
     junitGlobs: tuple[str, ...] = DEFAULT_JUNIT_GLOBS
     samples: int = 4  # same K as the CLI (FixConfig): enough variety for a tiny model
     rounds: int = 2  # same R as the CLI
@@ -99,7 +99,7 @@ def parse_settings(raw: Any, base: Settings = Settings()) -> tuple[Settings, lis
 
 def engine_fields() -> list[str]:
     """Settings that change the fix engine (a change drops the cached engine)."""
-    return ["model", "adapter", "samples", "rounds", "python", "testTimeoutS", "seed"]
+    return ["model", "adapter", "samples", "rounds", "python", "testCommand", "testTimeoutS", "seed"]
 
 
 if __name__ == "__main__":
