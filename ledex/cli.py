@@ -1,7 +1,14 @@
 """`ledex`: the headless command line.
 
     ledex fix [PATH] [--apply] [--samples K] [--rounds R] [--model M] [--adapter A] [--json]
+              [--python PY] [--test-command CMD]
     ledex model [--model M] [--adapter A]      # which model would be used, and its identity
+
+The project's pyproject.toml may name its interpreter and test command in a [tool.ledex]
+table (`python`, `test-command`; see ledex.engine.project); --python and --test-command win.
+With --apply, each written fix is followed by a re-run of the failures still waiting, so a
+failure the fix also repaired is reported as fixed by it (and the others are fixed against
+the file as it now is).
 
 Exit status of `fix`: 0 when no failure is left unfixed, 1 when some failure has no verified
 fix, 2 on usage or environment errors (missing workspace, model that does not load...).
@@ -16,11 +23,13 @@ from pathlib import Path
 
 from ledex import __version__
 from ledex.engine.apply import ApplyError, apply_patch
-from ledex.engine.backends import Sampling, load_backend
-from ledex.engine.failures import discover
-from ledex.engine.fixer import FixConfig, FixEngine, FixResult
-from ledex.engine.format import Mode
+from ledex.engine.backends import PromptTooLong, Sampling, check_fits, load_backend
+from ledex.engine.failures import Failure, discover
+from ledex.engine.fixer import FixConfig, FixEngine, FixResult, problem_for
+from ledex.engine.format import Mode, build_messages
 from ledex.engine.models import ModelError
+from ledex.engine.project import (ProjectConfigError, ProjectSettings, parse_test_command, read_project_settings,
+                                  resolve_python)
 from ledex.engine.registry import default_adapter
 from ledex.sandbox import Limits
 
@@ -46,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="longest answer (explanation + code) in tokens")
     fix.add_argument("--json", action="store_true", help="print one JSON document instead of text")
     fix.add_argument("--test", action="append", default=[], help="only these test node ids (repeatable)")
+    fix.add_argument("--python", default=None, help="interpreter that runs the project's tests (default: "
+                     "[tool.ledex] python in pyproject.toml, else the one running ledex)")
+    fix.add_argument("--test-command", default=None, help="command that runs the tests, with {python} {junit} "
+                     "{tests} placeholders (default: [tool.ledex] test-command, else '{python} -m pytest')")
     _model_arguments(fix)
     model = commands.add_parser("model", help="show which model would be used")
     _model_arguments(model)
@@ -79,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(backend.identity.to_dict(), indent=2))
             return EXIT_OK
         return run_fix(args)
-    except (ModelError, FileNotFoundError) as exc:
+    except (ModelError, FileNotFoundError, ProjectConfigError) as exc:
         print(f"ledex: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
@@ -88,44 +101,103 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
 
 
+def project_settings(args: argparse.Namespace, workspace: Path) -> ProjectSettings:
+    """[tool.ledex] from the workspace's pyproject.toml, overridden by --python / --test-command."""
+    project = read_project_settings(workspace)
+    python = resolve_python(args.python, Path.cwd(), "--python") if args.python else project.python
+    command = parse_test_command(args.test_command, "--test-command") if args.test_command else project.test_command
+    return ProjectSettings(python, command)
+
+
 def run_fix(args: argparse.Namespace) -> int:
     from ledex.cli_output import Reporter
 
     workspace = Path(args.path).resolve()
     if not workspace.is_dir():
         raise FileNotFoundError(f"workspace not found: {args.path}")
+    project = project_settings(args, workspace)
     reporter = Reporter(as_json=args.json)
     with reporter.status("running the tests"):
-        discovery = discover(workspace, tests=args.test, limits=Limits(wall_s=args.discovery_timeout, cpu_s=int(args.discovery_timeout)))
+        discovery = discover(workspace, tests=args.test, python=project.python, command=project.test_command,
+                             limits=Limits(wall_s=args.discovery_timeout, cpu_s=int(args.discovery_timeout)))
     reporter.notes(discovery.notes)
     if not discovery.failures:
         reporter.done_without_failures(discovery)
         return EXIT_OK
     backend = load_backend(args.model, _adapter(args))
     config = FixConfig(samples=args.samples, rounds=args.rounds, mode=Mode(args.mode),
-                       sampling=Sampling(seed=args.seed, max_tokens=args.max_tokens), limits=Limits(wall_s=args.timeout))
-    engine = FixEngine(backend, workspace, config)
-    results: list[FixResult] = []
-    for failure in discovery.failures:
-        with reporter.progress(failure) as progress:
-            result = engine.fix(failure, progress=progress)
-        results.append(result)
-        applied = _apply(workspace, result, reporter) if args.apply else None
-        reporter.result(result, applied)
-    reporter.finish(backend.identity, results, discovery.notes)
-    return EXIT_OK if all(r.best for r in results) else EXIT_UNFIXED
+                       sampling=Sampling(seed=args.seed, max_tokens=args.max_tokens), limits=Limits(wall_s=args.timeout),
+                       python=project.python, test_command=project.test_command)
+    handled = FixRun(args, workspace, project, reporter, FixEngine(backend, workspace, config)).all(discovery.failures)
+    reporter.finish(backend.identity, handled, discovery.notes)
+    return EXIT_OK if all(h.fixed for h in handled) else EXIT_UNFIXED
 
 
-def _apply(workspace: Path, result: FixResult, reporter) -> str | None:
-    best = result.best
-    if best is None:
-        return None
-    try:
-        apply_patch(workspace, best.patch)
-    except ApplyError as exc:
-        reporter.note(f"{result.failure.test}: fix not applied: {exc}")
-        return None
-    return best.patch.path
+class FixRun:
+    """The failures of one `ledex fix`, in order; with --apply, the ones still waiting are
+    re-run after each written fix (fresh suspects, and those it repaired count as fixed)."""
+
+    def __init__(self, args: argparse.Namespace, workspace: Path, project: ProjectSettings, reporter,
+                 engine: FixEngine):
+        self.args, self.workspace, self.project, self.reporter, self.engine = args, workspace, project, reporter, engine
+
+    def all(self, failures: list[Failure]) -> list:
+        queue, handled = list(failures), []
+        while queue:
+            item = self.one(queue.pop(0))
+            self.reporter.result(item)
+            handled.append(item)
+            if item.applied and queue:
+                queue = self.recheck(queue, item.result.failure.test, handled)
+        return handled
+
+    def one(self, failure: Failure):
+        from ledex.cli_output import Handled
+
+        with self.reporter.progress(failure) as progress:
+            try:
+                self.check_prompt(failure)
+                result = self.engine.fix(failure, progress=progress)
+            except PromptTooLong as exc:
+                return Handled(FixResult(failure, model=self.engine.backend.identity.id), error=str(exc))
+        applied = self.apply(result) if self.args.apply else None
+        return Handled(result, applied=applied)
+
+    def check_prompt(self, failure: Failure) -> None:
+        if failure.suspect is not None:
+            messages = build_messages(problem_for(failure), self.engine.config.mode)
+            check_fits(self.engine.backend, messages, failure.suspect.source)
+
+    def apply(self, result: FixResult) -> str | None:
+        best = result.best
+        if best is None:
+            return None
+        try:
+            apply_patch(self.workspace, best.patch)
+        except ApplyError as exc:
+            self.reporter.note(f"{result.failure.test}: fix not applied: {exc}")
+            return None
+        return best.patch.path
+
+    def recheck(self, queue: list[Failure], fixed_by: str, handled: list) -> list[Failure]:
+        """The failures still failing after a written fix (re-run now); the others are reported fixed."""
+        from ledex.cli_output import Handled
+
+        with self.reporter.status(f"re-running {len(queue)} failing test(s) after the fix for {fixed_by}"):
+            again = discover(self.workspace, tests=[f.test for f in queue], python=self.project.python,
+                             command=self.project.test_command, limits=Limits(wall_s=self.args.discovery_timeout,
+                                                                              cpu_s=int(self.args.discovery_timeout)))
+        fresh = {f.test: f for f in again.failures}
+        passed = {o.nodeid for o in (again.verdict.outcomes if again.verdict else ()) if o.outcome == "passed"}
+        remaining = []
+        for failure in queue:
+            if failure.test in passed and failure.test not in fresh:
+                item = Handled(FixResult(failure, model=self.engine.backend.identity.id), fixed_by=fixed_by)
+                self.reporter.result(item)
+                handled.append(item)
+            else:
+                remaining.append(fresh.get(failure.test, failure))
+        return remaining
 
 
 if __name__ == "__main__":

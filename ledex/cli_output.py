@@ -6,6 +6,7 @@ import contextlib
 import json
 import sys
 import textwrap
+from dataclasses import dataclass
 
 from tqdm import tqdm
 
@@ -18,7 +19,22 @@ FOUND_BY = {"traceback": "deepest workspace frame of the traceback",
             "called by the test": "the function the test calls"}
 
 
-def failure_dict(result: FixResult) -> dict:
+@dataclass
+class Handled:
+    """What became of one failure: its fix result, and what the run did about it."""
+
+    result: FixResult
+    applied: str | None = None  # the file the best verified fix was written to (--apply)
+    fixed_by: str | None = None  # the test whose written fix made this one pass (re-run after --apply)
+    error: str | None = None  # why no fix was looked for (e.g. the suspect does not fit the model's context)
+
+    @property
+    def fixed(self) -> bool:
+        return self.result.best is not None or self.fixed_by is not None
+
+
+def failure_dict(handled: Handled) -> dict:
+    result = handled.result
     failure = result.failure
     suspect = failure.suspect
     return {
@@ -28,6 +44,7 @@ def failure_dict(result: FixResult) -> dict:
         "candidates": [c.to_dict() for c in result.ranked],
         "unusable": [{"round": c.round, "reason": c.reason} for c in result.candidates if c.patch is None],
         "timings": result.timings,
+        "applied": handled.applied, "fixed_by": handled.fixed_by, "error": handled.error,
     }
 
 
@@ -74,12 +91,19 @@ class Reporter:
         else:
             print(f"ledex: no failing tests ({count} ran)", file=self.out)
 
-    def result(self, result: FixResult, applied: str | None) -> None:
+    def result(self, handled: Handled) -> None:
         if self.as_json:
             return
+        result, applied = handled.result, handled.applied
         failure, out = result.failure, self.out
         where = f" ({failure.file}:{failure.line})" if failure.file and failure.line else ""
         print(f"\nFAILED {failure.test}{where}\n  {failure.message}", file=out)
+        if handled.fixed_by:
+            print(f"  passes now: fixed by the fix written for {handled.fixed_by}", file=out)
+            return
+        if handled.error:
+            print(f"  not attempted: {handled.error}", file=out)
+            return
         if failure.suspect is None:
             print("  no function to fix was found in the workspace", file=out)
             return
@@ -98,11 +122,11 @@ class Reporter:
         if applied:
             print(f"\n  applied the best verified fix to {applied}", file=out)
 
-    def finish(self, identity: ModelIdentity, results: list[FixResult], notes: list[str]) -> None:
+    def finish(self, identity: ModelIdentity, handled: list[Handled], notes: list[str]) -> None:
         if self.as_json:
-            document = {"model": identity.to_dict(), "failures": [failure_dict(r) for r in results],
+            document = {"model": identity.to_dict(), "failures": [failure_dict(h) for h in handled],
                         "notes": notes + self._notes}
             print(json.dumps(document, indent=2), file=self.out)
             return
-        fixed = sum(1 for r in results if r.best)
-        print(f"\nledex: {fixed} of {len(results)} failure(s) have a verified fix (model {identity.id})", file=self.out)
+        fixed = sum(1 for h in handled if h.fixed)
+        print(f"\nledex: {fixed} of {len(handled)} failure(s) have a verified fix (model {identity.id})", file=self.out)

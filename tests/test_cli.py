@@ -2,11 +2,17 @@
 the real sandbox; every claim it makes is checked independently."""
 
 import json
+import os
+import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
-from helpers import outcomes_of, tree_digest
+import pytest
+
+from helpers import outcomes_of, tree_digest, write_tree
 
 from ledex.engine.patching import unified_diff
 
@@ -119,3 +125,125 @@ def test_hanging_and_interpreter_killing_tests_are_reported_not_fatal(tmp_path):
     proc = ledex("fix", str(workspace), "--json")
     assert proc.returncode in (0, 1)
     assert json.loads(proc.stdout)["notes"], "a run that kills the interpreter must be reported"
+
+
+# --- issue 12: patch fidelity with --apply, the model's context, the user's environment -----
+
+OPS = '''"""Calculator operations."""
+
+
+def double(x):
+    # Double a number.
+    # (An old note.)
+    # (Another.)
+    # (One more.)
+    return x + x + 1
+
+
+def triple(x):
+    return x * 2
+
+
+def clamp(x, lo, hi):
+    return max(lo, min(x, hi))
+'''
+CLAMP = "def clamp(x, lo, hi):\n    return max(lo, min(x, hi))\n"
+OPS_TESTS = ("from calc.ops import double, triple\n\n\ndef test_double():\n    assert double(2) == 4\n\n\n"
+             "def test_double_of_three():\n    assert double(3) == 6\n\n\n"
+             "def test_triple():\n    assert triple(2) == 6\n")
+
+
+def replay_file(tmp_path: Path, answers: list[str]) -> str:
+    path = tmp_path / "answers.json"
+    path.write_text(json.dumps(answers))
+    return f"replay:{path}"
+
+
+def test_two_fixes_in_one_file_keep_the_rest_and_a_fix_that_repairs_two_failures_counts_for_both(tmp_path):
+    ws = write_tree(tmp_path / "calc-project", {"calc/__init__.py": "", "calc/ops.py": OPS,
+                                                "tests/test_ops.py": OPS_TESTS})
+    model = replay_file(tmp_path, ["Off by one.\n```python\ndef double(x): return x + x\n```",
+                                   "Wrong factor.\n```python\ndef triple(x): return x * 3\n```"])
+    proc = ledex("fix", str(ws), "--model", model, "--samples", "2", "--rounds", "1", "--apply", "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    written = (ws / "calc" / "ops.py").read_text()
+    assert "def double(x): return x + x\n" in written and "def triple(x): return x * 3\n" in written
+    assert written.replace("def double(x): return x + x\n", "").replace("def triple(x): return x * 3\n", "") == \
+        OPS[:OPS.index("def double")] + "\n\n" + "\n\n" + CLAMP  # everything else byte for byte: clamp too
+    assert set(outcomes_of(ws, "tests").values()) == {"passed"}
+    failures = {f["test"]: f for f in json.loads(proc.stdout)["failures"]}
+    assert failures["tests/test_ops.py::test_double"]["applied"] == "calc/ops.py"
+    assert failures["tests/test_ops.py::test_triple"]["applied"] == "calc/ops.py"
+    assert failures["tests/test_ops.py::test_double_of_three"]["fixed_by"] == "tests/test_ops.py::test_double"
+
+
+def test_a_suspect_longer_than_the_models_context_is_one_failures_message(tmp_path):
+    body = "".join(f"    total = total * {i} + {i * 7919 % 1000}\n" for i in range(1500))
+    ws = write_tree(tmp_path / "big", {
+        "big.py": f"def huge(total):\n{body}    return total\n",
+        "small.py": "def inc(x):\n    return x + 2\n",
+        "test_both.py": "from big import huge\nfrom small import inc\n\n\ndef test_huge():\n    assert huge(0) == -1\n\n\n"
+                        "def test_inc():\n    assert inc(1) == 2\n"})
+    proc = ledex("fix", str(ws), "--json", "--samples", "1", "--rounds", "1", "--max-tokens", "24")
+    assert proc.returncode == 1, proc.stderr  # the embedded model: a real context window
+    assert "Traceback" not in proc.stderr
+    failures = {f["test"]: f for f in json.loads(proc.stdout)["failures"]}
+    huge = failures["test_both.py::test_huge"]
+    assert re.fullmatch(r"the suspect is \d{5} tokens \(the whole prompt \d+\), the model's context is \d+", huge["error"])
+    assert huge["candidates"] == [] and huge["unusable"] == []
+    small = failures["test_both.py::test_inc"]
+    assert small["error"] is None and len(small["candidates"]) + len(small["unusable"]) == 1  # still handled
+
+
+PROJECT = {
+    "calc.py": "import projlib\n\n\ndef scale(x):\n    return x * projlib.FACTOR + 1\n",
+    "conftest.py": "def pytest_addoption(parser):\n    parser.addoption('--answer', default='0')\n",
+    "test_calc.py": "from calc import scale\n\n\ndef test_scale():\n    assert scale(2) == 6\n\n\n"
+                    "def test_answer(request):\n    assert request.config.getoption('--answer') == '42'\n",
+}
+COMMAND = "{python} -m pytest -q --answer=42 --junitxml={junit} {tests}"
+
+
+@pytest.fixture
+def project_python():
+    """A venv of the user's own, with a package (projlib) only it can import. It lives in a
+    world-readable folder: as root, the sandbox runs tests as an unprivileged user."""
+    root = Path(tempfile.mkdtemp(prefix="ledex-projenv-"))
+    os.chmod(root, 0o755)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root / "env")], check=True)
+    (root / "lib").mkdir()
+    (root / "lib" / "projlib.py").write_text("FACTOR = 3\n")
+    site = next(root.glob("env/lib/python3*/site-packages"))
+    ours = next(Path(p) for p in sys.path if p.endswith("site-packages"))  # pytest for the project's tests
+    (site / "project.pth").write_text(f"{root / 'lib'}\n{ours}\n")
+    yield root / "env" / "bin" / "python"
+    shutil.rmtree(root)
+
+
+def test_the_projects_python_and_test_command_run_discovery_and_verification(tmp_path, project_python):
+    python = project_python
+    ws = write_tree(tmp_path / "proj", PROJECT)
+    model = replay_file(tmp_path, ["The +1 is wrong.\n```python\ndef scale(x):\n    return x * projlib.FACTOR\n```"])
+    plain = ledex("fix", str(ws), "--model", model, "--json")
+    assert "tests/test_calc.py" not in plain.stdout and "test_calc.py::test_scale" not in plain.stdout  # no projlib
+    flags = ledex("fix", str(ws), "--model", model, "--json", "--samples", "1", "--rounds", "1",
+                  "--python", str(python), "--test-command", COMMAND)
+    assert flags.returncode == 0, flags.stdout + flags.stderr
+    (failure,) = json.loads(flags.stdout)["failures"]
+    assert failure["test"] == "test_calc.py::test_scale" and failure["candidates"][0]["verified"]
+    relative = os.path.relpath(python, ws)  # [tool.ledex] python is relative to the project
+    (ws / "pyproject.toml").write_text(f'[tool.ledex]\npython = "{relative}"\ntest-command = "{COMMAND}"\n')
+    table = ledex("fix", str(ws), "--model", model, "--samples", "1", "--rounds", "1", "--apply")
+    assert table.returncode == 0, table.stdout + table.stderr
+    assert "return x * projlib.FACTOR\n" in (ws / "calc.py").read_text()
+
+
+def test_bad_python_and_bad_tool_ledex_tables_exit_2_with_the_reason(tmp_path):
+    ws = write_tree(tmp_path / "proj", {"test_ok.py": "def test_ok():\n    pass\n"})
+    missing = ledex("fix", str(ws), "--python", str(tmp_path / "nope" / "python"))
+    assert missing.returncode == 2 and "--python" in missing.stderr and "no executable" in missing.stderr
+    (ws / "pyproject.toml").write_text('[tool.ledex]\npython = ".venv/bin/python"\n')
+    assert "no executable" in ledex("fix", str(ws)).stderr
+    (ws / "pyproject.toml").write_text('[tool.ledex]\ntest_command = "pytest"\n')
+    typo = ledex("fix", str(ws))
+    assert typo.returncode == 2 and "unknown [tool.ledex] key(s) test_command" in typo.stderr
