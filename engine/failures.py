@@ -11,7 +11,7 @@ Try it:  python -m ledex.engine.failures examples/inventory
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -21,6 +21,16 @@ from ledex.sandbox import Limits, TestOutcome, Verdict, run_tests
 from ledex.sandbox.junit import Rewriter, parse_junit
 
 FAILED = ("failed", "error")
+
+
+class DiscoveryError(RuntimeError):
+    """No test ran (pytest stopped at start-up, every module failed to collect, a requested id
+    does not exist): the message quotes pytest's own error. ``verdict`` is the sandbox's.
+    The CLI exits 2 with the message (issue 12 item 11)."""
+
+    def __init__(self, verdict: Verdict) -> None:
+        super().__init__(f"no test ran (0 ran; {verdict.error_kind} error): {verdict.error}")
+        self.verdict = verdict
 
 
 @dataclass(frozen=True)
@@ -37,6 +47,7 @@ class Failure:
     siblings: tuple[str, ...] = ()  # node ids of the other tests in the same file (verification re-runs them)
     passing_siblings: tuple[str, ...] = ()  # those that passed in the discovery run
     suspects: tuple[Suspect, ...] = ()  # every suspect, most suspicious first (localize.rank_suspects)
+    also: tuple[str, ...] = ()  # other failing tests with the same top suspect: one problem (group_by_suspect)
 
     @property
     def key(self) -> str:
@@ -141,6 +152,29 @@ def failures_from_outcomes(workspace: Path, outcomes: Sequence[TestOutcome], *,
     return failures, notes
 
 
+def group_by_suspect(failures: Sequence[Failure]) -> list[Failure]:
+    """Failures that share their top suspect as one problem each (issue 12 item 7): the first
+    one stands for the group, `also` names the others, and the siblings of all are re-run.
+    A candidate is then generated once for the group and verified against every test in it.
+    Failures without a suspect stay alone; order is kept (by each group's first failure)."""
+    groups: dict[object, list[Failure]] = {}
+    for failure in failures:
+        key = (failure.suspect.path, failure.suspect.qualname) if failure.suspect else failure.test
+        groups.setdefault(key, []).append(failure)
+    return [_merge(members) for members in groups.values()]
+
+
+def _merge(members: list[Failure]) -> Failure:
+    first = members[0]
+    if len(members) == 1:
+        return first
+    tests = [f.test for f in members]
+    siblings = [s for f in members for s in f.siblings if s not in tests]
+    passing = [s for f in members for s in f.passing_siblings if s not in tests]
+    return replace(first, also=tuple(tests[1:]), siblings=tuple(dict.fromkeys(siblings)),
+                   passing_siblings=tuple(dict.fromkeys(passing)))
+
+
 def discover(workspace: Path, *, limits: Limits = Limits(wall_s=300.0, cpu_s=300), python: str | None = None,
              command: Sequence[str] | None = None, tests: Sequence[str] = (), coverage: bool = True) -> Discovery:
     """Run the tests in the sandbox and return the failures (and notes for the user).
@@ -153,6 +187,8 @@ def discover(workspace: Path, *, limits: Limits = Limits(wall_s=300.0, cpu_s=300
     if not workspace.is_dir():
         raise FileNotFoundError(f"workspace not found: {workspace}")
     verdict = run_tests(workspace, tests, limits=limits, python=python, command=command)
+    if verdict.error and verdict.ran == 0 and not verdict.killed_reason:
+        raise DiscoveryError(verdict)
     found, extra = coverage_spectra(workspace, verdict, limits=limits, python=python, command=command) \
         if coverage else ({}, [])
     failures, notes = failures_from_outcomes(workspace, verdict.outcomes, spectra_by_file=found)

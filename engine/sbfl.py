@@ -6,8 +6,10 @@ For a line executed by `ef` failing and `ep` passing tests, with `F` failing tes
 
 (Abreu, Zoeteweij, van Gemund, "On the Accuracy of Spectrum-based Fault Localization", 2007).
 A function's score is the highest score of the lines the failing test executed in it (the
-usual method-level aggregation). The spectrum is one test file's tests (failing vs passing)
-as measured in the sandbox (`run_tests(..., coverage=True)`).
+usual method-level aggregation). The spectrum is one test file's tests as measured in the
+sandbox (`run_tests(..., coverage=True)`); each failure is ranked as the one failing test
+against the passing tests of its file (F = 1, so a line scores 1/sqrt(1 + ep)): the file's
+other failing tests are left out, as they may fail for another bug in the same code.
 
 Try it:  python -m ledex.engine.sbfl   (prints the Ochiai value of a few spectra)
 """
@@ -49,10 +51,16 @@ class Spectrum:
     _ep: Counter = field(default_factory=Counter, repr=False)
 
     def __post_init__(self) -> None:
-        for tests, counter in ((self.failing, self._ef), (self.passing, self._ep)):
+        counters = ((self.failing, self._ef),) + (((self.passing, self._ep),) if not self._ep else ())
+        for tests, counter in counters:
             for nodeid in tests:
                 for rel, lines in self.coverage.get(nodeid, {}).items():
                     counter.update((rel, line) for line in lines)
+
+    def for_failure(self, nodeid: str) -> "Spectrum":
+        """This spectrum with `nodeid` as its only failing test (passing counts reused)."""
+        passing = self.passing - {nodeid}
+        return Spectrum(self.coverage, frozenset({nodeid}), passing, _ep=self._ep if passing == self.passing else Counter())
 
     def score(self, rel: str, line: int) -> float:
         return ochiai(self._ef[(rel, line)], self._ep[(rel, line)], len(self.failing))
@@ -103,8 +111,7 @@ def rank_by_spectrum(workspace: Path, found: list[Suspect], spectrum: Spectrum, 
     this test, `found` unchanged."""
     if not spectrum.lines(nodeid):
         return found
-    if nodeid not in spectrum.failing:  # passed in the coverage run (flaky): still the one to explain
-        spectrum = Spectrum(spectrum.coverage, spectrum.failing | {nodeid}, spectrum.passing - {nodeid})
+    spectrum = spectrum.for_failure(nodeid)
     scores = function_scores(workspace, spectrum, nodeid, is_test)
     ranked = [replace(s, score=scores.get((s.path, s.qualname), (0.0,))[0]) for s in found]
     known = {(s.path, s.qualname) for s in found}

@@ -1,13 +1,15 @@
-"""Localisation over real pytest tracebacks (pytest runs for real on small workspaces)."""
+"""Localisation over real pytest tracebacks and real sandbox runs (pytest and coverage run for real
+on small workspaces shaped after the bugs of issue 12)."""
 
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from helpers import write_tree
 
-from ledex.engine.failures import read_junit
-from ledex.engine.localize import frames, is_test_file, localize
+from ledex.engine.failures import discover, read_junit
+from ledex.engine.localize import TestFiles, frames, is_test_file, localize
 
 FILES = {
     "shop/__init__.py": "",
@@ -76,3 +78,138 @@ def test_non_utf8_source_is_never_a_suspect(tmp_path):
     (tmp_path / "shop" / "money.py").write_bytes(b"# caf\xe9\ndef cents(price):\n    return 1 // 0\n")
     details = f'  File "{tmp_path}/shop/money.py", line 3, in cents\n'
     assert localize(tmp_path, details, None, None) is None
+
+
+# --- ranked suspects through the real sandbox (issue 12 items 4-6, issue 13: test code is never a suspect) ---
+
+FIELD = {
+    "pytest.ini": "[pytest]\naddopts = --doctest-modules\npython_files = test_*.py tests.py\n",
+    "billing/__init__.py": "",
+    "billing/docs.py": (
+        "def total(values):\n    return sum(values) * 100\n\n\n"
+        "class Receipt:\n"
+        "    def __init__(self, lines, tip=0):\n        self.lines = list(lines)\n        self.tip = tip\n\n"
+        "    def total(self):\n        return sum(self.lines)\n\n"
+        "    async def settle(self, paid):\n        return self.total() - paid\n"
+    ),
+    "billing/ops.py": (
+        "def add(a, b):\n    \"\"\"Add two numbers.\n\n    >>> add(1, 2)\n    3\n    >>> add(2, 2)\n    4\n    \"\"\"\n"
+        "    return a + b + (a == 2)\n\n\n"
+        "class Box:\n    def size(self):\n        \"\"\"\n        >>> Box().size()\n        2\n        \"\"\"\n"
+        "        return 1 // 0\n"
+    ),
+    "tests/__init__.py": "",
+    "tests/test_docs.py": (
+        "import asyncio\n\nfrom billing.docs import Receipt\n\n\n"
+        "def test_total_includes_tip():\n    assert Receipt([1, 2], tip=5).total() == 8\n\n\n"
+        "def test_total_without_tip():\n    assert Receipt([1, 2]).total() == 3\n\n\n"
+        "def test_settle_returns_change():\n    assert asyncio.run(Receipt([1, 2]).settle(10)) == 7\n"
+    ),
+    # more-itertools' real bug shape: chunked calls take with swapped arguments; take raises
+    "seq/__init__.py": "",
+    "seq/more.py": (
+        "from functools import partial\nfrom itertools import islice\n\n\n"
+        "def take(n, iterable):\n    return list(islice(iterable, n))\n\n\n"
+        "def first_two(iterable):\n    return take(2, iterable)\n\n\n"
+        "def chunked(iterable, n):\n    return iter(partial(take, iter(iterable), n), [])\n"
+    ),
+    "tests/test_more.py": (
+        "import seq.more as mi\n\n\n"
+        "def test_take():\n    assert mi.take(2, 'abc') == ['a', 'b']\n\n\n"
+        "def test_first_two():\n    assert mi.first_two([3, 4, 5]) == [3, 4]\n\n\n"
+        "def test_chunked_even():\n    assert list(mi.chunked('abcd', 2)) == [['a', 'b'], ['c', 'd']]\n\n\n"
+        "def test_chunked_odd():\n    assert list(mi.chunked('abc', 2)) == [['a', 'b'], ['c']]\n"
+    ),
+    # cachetools' shape: the code under test is reached through a mixin's self.decorator(...)
+    # and through a class attribute (Cache = LRU); the assertion fails in test code
+    "memo/__init__.py": "",
+    "memo/deco.py": (
+        "def cached(cache):\n    def decorator(func):\n        def wrapper(*args):\n"
+        "            if args in cache:\n                return cache[args]\n"
+        "            return func(*args)\n        return wrapper\n    return decorator\n\n\n"
+        "class LRU:\n    def __init__(self):\n        self.data = {}\n\n"
+        "    def put(self, key, value):\n        self.data[key] = value\n\n"
+        "    def size(self):\n        return len(self.data) - 1\n"
+    ),
+    "tests/test_memo.py": (
+        "from memo import deco\n\n\n"
+        "class DecoratorMixin:\n    Cache = None\n\n    def decorator(self, cache):\n        return deco.cached(cache)\n\n"
+        "    def test_caches(self):\n        calls = []\n        f = self.decorator({})(lambda x: calls.append(x) or x)\n"
+        "        f(1)\n        f(1)\n        assert calls == [1]\n\n"
+        "    def test_put(self):\n        cache = self.Cache()\n        cache.put(1, 2)\n        assert cache.data == {1: 2}\n\n"
+        "    def test_size(self):\n        cache = self.Cache()\n        cache.put(1, 2)\n        assert cache.size() == 1\n\n\n"
+        "class TestLRU(DecoratorMixin):\n    Cache = deco.LRU\n"
+    ),
+    # Django's layout: python_files = tests.py; its helper raises inside the test file
+    "app/__init__.py": "",
+    "app/text.py": "def slug(title):\n    return title.replace(' ', '-')\n",
+    "app/tests.py": (
+        "from app.text import slug\n\n\n"
+        "def check(value, expected):\n    assert value == expected, value\n\n\n"
+        "def test_slug_lowercases():\n    check(slug('A B'), 'a-b')\n"
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def field_run(tmp_path_factory):
+    """One discovery (plain run + coverage run of the failing files) over FIELD."""
+    workspace = write_tree(tmp_path_factory.mktemp("field"), FIELD)
+    found = discover(workspace)
+    return workspace, {f.test: f for f in found.failures}, found
+
+
+def ranked(failure) -> list[str]:
+    return [f"{s.path}::{s.qualname}" for s in failure.suspects]
+
+
+def test_a_method_is_the_suspect_when_the_test_fails_on_its_own_assert(field_run):
+    _, failures, _ = field_run
+    tip = failures["tests/test_docs.py::test_total_includes_tip"]
+    assert ranked(tip)[0] == "billing/docs.py::Receipt.total"  # not the module-level total()
+    assert "billing/docs.py::total" not in ranked(tip)
+    settle = failures["tests/test_docs.py::test_settle_returns_change"]  # an async method
+    assert ranked(settle)[0] == "billing/docs.py::Receipt.settle"
+    assert settle.suspect.source.startswith("    async def settle(self, paid):")
+
+
+def test_a_failing_doctest_blames_the_docstrings_owner_with_expected_and_got(field_run):
+    _, failures, _ = field_run
+    add = failures["billing/ops.py::billing.ops.add"]
+    assert (add.suspect.path, add.suspect.qualname, add.suspect.reason) == ("billing/ops.py", "add", "doctest")
+    assert add.message == "add(2, 2): expected 4, got 5"
+    size = failures["billing/ops.py::billing.ops.Box.size"]
+    assert size.suspect.qualname == "Box.size" and "ZeroDivisionError" in size.message
+    assert size.test_source is None  # the doctest's file is the code under test, not a test
+
+
+def test_spectrum_blames_the_caller_with_the_wrong_call_not_the_callee_that_raised(field_run, tmp_path):
+    _, failures, _ = field_run
+    for test in ("tests/test_more.py::test_chunked_even", "tests/test_more.py::test_chunked_odd"):
+        failure = failures[test]
+        assert "islice()" in failure.details and ", in chunked" not in failure.details  # only take is on the stack
+        assert ranked(failure)[:2] == ["seq/more.py::chunked", "seq/more.py::take"]
+        assert failure.suspects[0].score == 1.0 > failure.suspects[1].score  # take also runs in passing tests
+    # without coverage the traceback alone blames the callee
+    plain = discover(write_tree(tmp_path, FIELD), tests=["tests/test_more.py"], coverage=False)
+    assert ranked(plain.failures[0])[0] == "seq/more.py::take"
+
+
+def test_code_reached_through_self_and_class_attributes_is_suspected(field_run):
+    _, failures, _ = field_run
+    assert ranked(failures["tests/test_memo.py::TestLRU::test_caches"])[0] == "memo/deco.py::cached"
+    size = ranked(failures["tests/test_memo.py::TestLRU::test_size"])
+    assert size[0] == "memo/deco.py::LRU.size"  # put also runs in the passing test_put
+    assert "memo/deco.py::LRU.put" in size
+
+
+def test_test_code_is_never_a_suspect_even_with_django_style_test_files(field_run):
+    workspace, failures, found = field_run
+    slug = failures["app/tests.py::test_slug_lowercases"]
+    assert ", in check" in slug.details  # the helper that raised lives in the test file
+    assert ranked(slug)[0] == "app/text.py::slug"
+    every = [s for f in found.failures for s in f.suspects]
+    assert every and not any(s.path.startswith("tests/") or s.path == "app/tests.py" for s in every)
+    is_test = TestFiles(workspace, {"app/tests.py"})
+    assert is_test("app/tests.py") and is_test("tests/test_docs.py") and not is_test("app/text.py")
+    assert TestFiles(workspace)("app/tests.py")  # from python_files alone
