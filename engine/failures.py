@@ -29,7 +29,7 @@ class DiscoveryError(RuntimeError):
     The CLI exits 2 with the message (issue 12 item 11)."""
 
     def __init__(self, verdict: Verdict) -> None:
-        super().__init__(f"no test ran (0 ran; {verdict.error_kind} error): {verdict.error}")
+        super().__init__(f"0 ran ({verdict.error_kind} error): {verdict.error}")
         self.verdict = verdict
 
 
@@ -187,7 +187,7 @@ def discover(workspace: Path, *, limits: Limits = Limits(wall_s=300.0, cpu_s=300
     if not workspace.is_dir():
         raise FileNotFoundError(f"workspace not found: {workspace}")
     verdict = run_tests(workspace, tests, limits=limits, python=python, command=command)
-    if verdict.error and verdict.ran == 0 and not verdict.killed_reason:
+    if verdict.error and verdict.ran == 0:
         raise DiscoveryError(verdict)
     found, extra = coverage_spectra(workspace, verdict, limits=limits, python=python, command=command) \
         if coverage else ({}, [])

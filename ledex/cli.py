@@ -24,7 +24,7 @@ from pathlib import Path
 from ledex import __version__
 from ledex.engine.apply import ApplyError, apply_patch
 from ledex.engine.backends import PromptTooLong, Sampling, check_fits, load_backend
-from ledex.engine.failures import Failure, discover
+from ledex.engine.failures import DiscoveryError, Failure, discover
 from ledex.engine.fixer import FixConfig, FixEngine, FixResult, problem_for
 from ledex.engine.format import Mode, build_messages
 from ledex.engine.models import ModelError
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(backend.identity.to_dict(), indent=2))
             return EXIT_OK
         return run_fix(args)
-    except (ModelError, FileNotFoundError, ProjectConfigError) as exc:
+    except (ModelError, FileNotFoundError, ProjectConfigError, DiscoveryError) as exc:
         print(f"ledex: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:

@@ -1,19 +1,53 @@
-"""Parse the JUnit XML report (xunit1 family) pytest writes at the sandbox's request."""
+"""Parse the JUnit XML report (xunit1 family) pytest writes at the sandbox's request.
+
+The report lives in a directory the sandboxed uid can write, so it is opened the way a
+root process must open an untrusted path (issue 13): ``O_NOFOLLOW`` (a symlink planted as
+junit.xml cannot make the root worker read a root-only file), ``O_NONBLOCK`` and regular
+files only (a FIFO cannot block the worker), one link only (no hard link to another file),
+and at most ``MAX_REPORT_BYTES`` read. Anything else reads as "no readable report".
+"""
 from __future__ import annotations
 
+import os
+import stat
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from .models import TestOutcome
 
 _KINDS = (("failure", "failed"), ("error", "error"), ("skipped", "skipped"))
+MAX_REPORT_BYTES = 64 << 20
+
+
+def read_report(path: Path, limit: int = MAX_REPORT_BYTES) -> bytes | None:
+    """The bytes of a regular, singly-linked, non-symlink file of at most ``limit`` bytes, else None."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1 or info.st_size > limit:
+            return None
+        chunks, size = [], 0
+        while size <= limit and (chunk := os.read(fd, 1 << 20)):
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks) if size <= limit else None
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def parse_junit(path: Path, rewrite: "Rewriter") -> dict[str, TestOutcome] | None:
     """nodeid -> outcome for every testcase in the report; None when there is no readable report."""
+    data = read_report(Path(path))
     try:
-        root = ET.parse(path).getroot()
-    except (OSError, ET.ParseError):
+        root = ET.fromstring(data) if data is not None else None
+    except ET.ParseError:
+        return None
+    if root is None:
         return None
     results: dict[str, TestOutcome] = {}
     for case in root.iter("testcase"):

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 OUTCOMES = ("passed", "failed", "error", "skipped")
-KILL_REASONS = ("timeout", "memory", "cpu", "output", "crash")
+KILL_REASONS = ("timeout", "memory", "cpu", "output", "crash", "tamper")  # tamper: sandbox/guard.py
 
 
 @dataclass(frozen=True)
@@ -22,9 +22,14 @@ class Limits:
     nproc: int = 256  # RLIMIT_NPROC inside the sandbox's own user namespace / uid
     output_kb: int = 256  # stdout/stderr tail kept; the rest is read and discarded
     network: bool = False  # True keeps the host network (no network namespace)
-    # A run that prints more than this is killed ("output"): draining endless output only
-    # burns CPU that parallel candidates need, and nothing past the tail is kept anyway.
-    max_output_mb: int = 64
+    # Flood guard, not an output cap: a run that prints more than this is killed ("output").
+    # Output up to it is drained and discarded past the kept tail (``output_kb``), so a test
+    # printing tens of MB keeps its real outcome (issue 12 item 10).
+    max_output_mb: int = 1024
+    # Per-test timeout (SIGALRM in the plugin, then a faulthandler stack dump 5 s later): a
+    # hanging test fails with the stack where it hung and the next test runs. Used only when
+    # it leaves room inside wall_s (test_timeout_s + 7 s <= wall_s); 0 disables it.
+    test_timeout_s: float = 30.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -73,6 +78,9 @@ class Verdict:
     isolation: str  # "bubblewrap" | "unshare" | "none"
     exit_code: int | None = None  # the test command's exit status (informational only)
     notes: tuple[str, ...] = field(default=())  # non-fatal observations (e.g. "ran as uid 65534")
+    # why ``error`` is set: startup | collection | not_found | tampering | report | timeout |
+    # output | patch | gate (sandbox/gate.py) | sandbox (see sandbox/verdict.py); None when error is None
+    error_kind: str | None = None
     # Only when the run asked for it: {nodeid: {relpath: [line, ...]}}, the workspace lines each
     # test executed (coverage.py, see covplugin.py). Advice for localisation, never a verdict input.
     coverage: dict[str, dict[str, list[int]]] | None = None
@@ -91,14 +99,20 @@ class Verdict:
         return cls(**data)
 
     @property
+    def ran(self) -> int:
+        """Tests that ran (collection errors excluded)."""
+        return sum("::" in o.nodeid for o in self.outcomes)
+
+    @property
     def failed(self) -> tuple[TestOutcome, ...]:
         """Outcomes that were not passed or skipped."""
         return tuple(o for o in self.outcomes if o.outcome in ("failed", "error"))
 
 
 def error_verdict(message: str, *, requested: tuple[str, ...] = (), isolation: str = "none",
-                  duration_s: float = 0.0, killed_reason: str | None = None) -> Verdict:
+                  duration_s: float = 0.0, killed_reason: str | None = None,
+                  error_kind: str = "sandbox") -> Verdict:
     """A verdict for a run that could not be evaluated at all."""
     return Verdict(passed=False, outcomes=(), requested=requested, pass_rate=0.0, stdout_tail="",
                    stderr_tail="", duration_s=duration_s, killed_reason=killed_reason,
-                   error=message, isolation=isolation)
+                   error=message, isolation=isolation, error_kind=error_kind)

@@ -1,18 +1,36 @@
-"""pytest plugin that streams what really ran to the sandbox worker over a private pipe.
+"""pytest plugin that streams each test's phases to the trusted sandbox worker as they end.
 
-Copied into the sandbox as ``ledex_sbx_plugin`` and loaded through ``PYTEST_PLUGINS``,
-so it is imported before any conftest or candidate code. It reads a per-run nonce and
-the protected-file manifest from a one-shot pipe (then closes it and scrubs the fd
-numbers from ``os.environ``), and tags every record it writes with the nonce. Outcomes
-come from hook wrappers around the test phases themselves, not from pytest's reports,
-so candidate code that monkey-patches report creation or forges the JUnit file
-produces a disagreement instead of a pass. Standard library and pytest only.
+Copied into the sandbox as ``ledex_sbx_plugin`` and loaded through ``PYTEST_PLUGINS``, so
+it is imported before any conftest or candidate code. It reads a per-run nonce, the
+protected-file manifest and the per-test timeout from a one-shot pipe (then closes it and
+scrubs the fd numbers from ``os.environ``), and writes one nonce-tagged JSON line per event
+to a pipe whose read end only the worker holds. The worker (sandbox/verdict.py) checks the
+stream against a strict protocol: ``begin`` -> ``phase`` x3 -> ``end`` per test, each test
+once, in order.
+
+Records (``ev``): start, collected (n, ids, tampered), begin (nodeid), phase (nodeid, when,
+outcome, xfail, raised), end (nodeid, outcome, body, d), collect_error, finish (status,
+tampered). Outcomes are pytest's own reports (so unittest failures, xfail/xpass, skips and
+setup/teardown errors read exactly as pytest reports them), checked against what the phase
+actually raised: a report that says "passed" for a phase that raised is tampering.
+
+Per-test timeout (issue 12 item 12b): SIGALRM after ``test_s`` seconds raises
+``TestTimeout`` where the test is running, so the test fails with the stack where it hung
+and the next test runs (the method pytest-timeout calls "signal"; pytest-timeout itself is
+usually not installed in the project interpreter the sandbox runs). A hang the signal cannot
+interrupt (a C loop) hits faulthandler ``grace`` seconds later: every thread's stack goes to
+stderr and the process exits; the worker then fails the test that had begun and not ended.
+
+Standard library and pytest only. What each record defeats is in sandbox/verdict.py.
 """
 from __future__ import annotations
 
+import faulthandler
 import hashlib
 import json
 import os
+import signal
+import sys
 import time
 
 import pytest
@@ -20,9 +38,16 @@ import pytest
 _SKIP = pytest.skip.Exception
 _XFAIL = pytest.xfail.Exception
 _write = os.write  # bound now: later monkey-patching of os.write does not reach us
+_GRACE_S = 5.0
 
 
-def _read_secret() -> tuple[str, dict, str, int]:
+class TestTimeout(BaseException):  # BaseException: a bare ``except Exception`` cannot swallow it
+    """The test ran past the sandbox's per-test timeout."""
+
+    __test__ = False
+
+
+def _read_secret() -> tuple[str, dict, str, int, float]:
     fd_in = int(os.environ.pop("LEDEX_SBX_SECRET_FD"))
     fd_out = int(os.environ.pop("LEDEX_SBX_CHANNEL_FD"))
     chunks = []
@@ -31,11 +56,13 @@ def _read_secret() -> tuple[str, dict, str, int]:
     os.close(fd_in)
     nonce, _, payload = b"".join(chunks).decode().partition("\n")
     data = json.loads(payload)
-    return nonce, data["manifest"], data["root"], fd_out
+    return nonce, data["manifest"], data["root"], fd_out, float(data.get("test_s") or 0)
 
 
-_NONCE, _MANIFEST, _ROOT, _FD = _read_secret()
-_state: dict[str, object] = {}
+_NONCE, _MANIFEST, _ROOT, _FD, _TEST_S = _read_secret()
+_bodies: dict[str, tuple[object, object]] = {}  # nodeid -> (function, code) seen at collection
+_in_call: dict[str, bool] = {}  # nodeid -> its call phase is running
+_ran: set[str] = set()  # nodeids whose own test function returned through pytest_pyfunc_call
 
 
 def _emit(record: dict) -> None:
@@ -47,53 +74,82 @@ def _emit(record: dict) -> None:
         pass  # channel closed by candidate code: the missing records fail the run
 
 
-def _phase_outcome(excinfo, phase: str) -> str:
-    if excinfo is None:
+def _outcome(report) -> str:  # noqa: ANN001 - pytest TestReport
+    """pytest's outcome for one phase in the sandbox's four words (xfail is a skip, xpass a pass)."""
+    if report.passed:
         return "passed"
-    if isinstance(excinfo[1], (_SKIP, _XFAIL)):
+    if report.skipped:
         return "skipped"
-    return "failed" if phase == "call" else "error"
+    return "failed" if report.when == "call" else "error"
 
 
-_RANK = {"passed": 0, "skipped": 1, "failed": 2, "error": 3}
-
-
-def _record(phase: str, outcome) -> None:  # noqa: ANN001 - pluggy Result
-    result = _phase_outcome(outcome.excinfo, phase)
-    current = str(_state.get("outcome", "passed"))
-    if _RANK[result] > _RANK[current]:
-        _state["outcome"] = result
+def _raised(call) -> bool:  # noqa: ANN001 - pytest CallInfo
+    exc = call.excinfo
+    return exc is not None and not isinstance(exc.value, (_SKIP, _XFAIL))
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
-def pytest_runtest_setup(item):  # noqa: ANN001
-    outcome = yield
-    _record("setup", outcome)
+def pytest_runtest_makereport(item, call):  # noqa: ANN001
+    result = yield
+    report = result.get_result()
+    # a report made while the call phase is still running is a subtest's (subTest, subtests)
+    when = "subtest" if _in_call.get(item.nodeid) else call.when
+    _emit({"ev": "phase", "nodeid": item.nodeid, "when": when, "outcome": _outcome(report),
+           "xfail": hasattr(report, "wasxfail"), "raised": _raised(call)})
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_runtest_call(item):  # noqa: ANN001
-    outcome = yield
-    _state["called"] = True
-    _record("call", outcome)
+    _in_call[item.nodeid] = True
+    try:
+        yield
+    finally:
+        _in_call.pop(item.nodeid, None)
+
+
+def _function_of(obj):  # noqa: ANN001, ANN202
+    return getattr(obj, "__func__", obj)
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
-def pytest_runtest_teardown(item, nextitem):  # noqa: ANN001
-    outcome = yield
-    _record("teardown", outcome)
+def pytest_pyfunc_call(pyfuncitem):  # noqa: ANN001
+    func = _function_of(pyfuncitem.obj)
+    result = yield
+    seen = _bodies.get(pyfuncitem.nodeid)
+    if result.excinfo is None and seen and seen == (func, getattr(func, "__code__", None)):
+        _ran.add(pyfuncitem.nodeid)
+
+
+def _on_alarm(signum, frame):  # noqa: ANN001
+    raise TestTimeout(f"did not finish within {_TEST_S:g} s (the sandbox's per-test timeout)")
+
+
+def _arm() -> None:
+    if _TEST_S > 0:
+        signal.signal(signal.SIGALRM, _on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, _TEST_S)
+        faulthandler.dump_traceback_later(_TEST_S + _GRACE_S, exit=True, file=sys.__stderr__)
+
+
+def _disarm() -> None:
+    if _TEST_S > 0:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        faulthandler.cancel_dump_traceback_later()
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_runtest_protocol(item, nextitem):  # noqa: ANN001
-    _state.clear()
     item.user_properties.append(("ledex_nodeid", item.nodeid))
+    _emit({"ev": "begin", "nodeid": item.nodeid})
     start = time.perf_counter()
-    yield
-    outcome = str(_state.get("outcome", "passed"))
-    if outcome == "passed" and not _state.get("called"):
-        outcome = "error"  # the test body never ran
-    _emit({"ev": "test", "nodeid": item.nodeid, "outcome": outcome,
+    _arm()
+    try:
+        yield
+    finally:
+        _disarm()
+    # body: None = no proof exists for this kind of item (unittest, doctest, custom items)
+    body = (item.nodeid in _ran) if item.nodeid in _bodies else None
+    _emit({"ev": "end", "nodeid": item.nodeid, "body": body,
            "d": round(time.perf_counter() - start, 6)})
 
 
@@ -115,12 +171,25 @@ def _tampered() -> list[str]:
     return changed
 
 
+def _remember_bodies(items) -> None:  # noqa: ANN001
+    for item in items:
+        if type(item) is pytest.Function:  # plain test functions: their body goes through pyfunc_call
+            func = _function_of(item.obj)
+            _bodies[item.nodeid] = (func, getattr(func, "__code__", None))
+
+
 def pytest_collection_finish(session):  # noqa: ANN001
-    _emit({"ev": "collected", "n": len(session.items), "tampered": _tampered()})
+    _remember_bodies(session.items)
+    _emit({"ev": "collected", "n": len(session.items), "ids": [i.nodeid for i in session.items],
+           "tampered": _tampered()})
 
 
 def pytest_sessionfinish(session, exitstatus):  # noqa: ANN001
     _emit({"ev": "finish", "status": int(exitstatus), "tampered": _tampered()})
+
+
+def pytest_configure(config):  # noqa: ANN001
+    sys.modules.pop(__name__, None)  # not reachable by name; pytest's plugin manager keeps the module
 
 
 _emit({"ev": "start", "pid": os.getpid()})

@@ -1,103 +1,113 @@
-"""Turn a raw run into a Verdict: the plugin's private channel and the JUnit report must agree.
+"""Turn a raw run into a Verdict: the worker's protocol-checked channel, cross-checked with JUnit.
 
-Nothing here looks at the exit code to decide a pass; it is only used to name a kill reason.
+The channel (sandbox/channel.py, which says which attack each check defeats) decides each
+test's outcome; the JUnit report must agree with it (passed / skipped / failed-or-error)
+and supplies the messages and tracebacks. Any disagreement, missing report, protocol
+violation or non-zero exit status is a failure, never a pass.
+
+Errors carry a kind (``Verdict.error_kind``): "startup" (pytest stopped before collecting:
+unknown option, conftest raising), "collection", "not_found" (a requested test does not
+exist), "tampering", "report" (missing/unreadable JUnit, unfinished session), "timeout",
+"output", "sandbox". The message quotes pytest's own error line (the exception, not a hint).
 """
 from __future__ import annotations
 
-import json
+import re
 import signal
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
+from . import guard
+from .channel import RANK, Channel, TestRecord, parse_channel
 from .models import TestOutcome, Verdict
 from .runner import RawRun
 
-_RANK = {"passed": 0, "skipped": 1, "failed": 2, "error": 3}
+__all__ = ["build", "merge", "parse_channel", "pytest_error", "score"]
+
+_TIMEOUT_PREFIX = "ledex_sbx_plugin.TestTimeout: "
+_PLUGIN_FRAME = re.compile(r'^  File "[^"]*/ledex_sbx_plugin\.py", line \d+, in \S+\n(?:    .*\n)?', re.MULTILINE)
+_FAULT_FRAME = re.compile(r'^\s*File "(?P<path>[^"]+)", line (?P<line>\d+) in (?P<func>\S+)')
 
 
-@dataclass
-class Channel:
-    """Records the plugin streamed, keeping only lines carrying this run's nonce."""
-
-    started: bool = False
-    finished: bool = False
-    collected: int | None = None
-    tampered: set[str] = field(default_factory=set)
-    tests: dict[str, tuple[str, float]] = field(default_factory=dict)
-    collect_errors: dict[str, str] = field(default_factory=dict)
-    forged: int = 0
+def _klass(outcome: str) -> str:
+    return "failed" if outcome in ("failed", "error") else outcome
 
 
-def parse_channel(lines: list[str], nonce: str) -> Channel:
-    chan = Channel()
-    for line in lines:
-        tag, _, payload = line.partition(" ")
-        if tag != nonce:
-            chan.forged += 1
-            continue
-        try:
-            _apply(chan, json.loads(payload))
-        except (ValueError, KeyError, TypeError):
-            chan.forged += 1
-    return chan
+def pytest_error(text: str) -> str:
+    """pytest's own error in ``text`` (a collection report or pytest's stderr), one line.
+
+    The last ``E   `` line (the exception), else an argparse ``error:`` line, else an
+    ``ERROR:`` line, else the first lines that are not hints.
+    """
+    lines = [ln.rstrip() for ln in text.splitlines() if ln.strip()]
+    for pick in (lambda ln: ln.startswith("E   ") and not ln.startswith("E    "),
+                 lambda ln: ": error: " in ln,
+                 lambda ln: ln.startswith("ERROR: ") and not ln.startswith("ERROR: usage")):
+        found = [ln for ln in lines if pick(ln)]
+        if found:
+            return found[-1].removeprefix("E   ").strip()[:500]
+    plain = [ln.strip() for ln in lines if not ln.lower().startswith("hint")]
+    return " ".join(plain[:6])[:500]
 
 
-def _apply(chan: Channel, rec: dict) -> None:
-    ev = rec["ev"]
-    if ev == "start":
-        chan.started = True
-    elif ev == "test":
-        old = chan.tests.get(rec["nodeid"])
-        if old is None or _RANK[rec["outcome"]] > _RANK[old[0]]:
-            chan.tests[rec["nodeid"]] = (rec["outcome"], float(rec["d"]))
-    elif ev == "collect_error":
-        chan.collect_errors[rec["nodeid"]] = str(rec["text"])
-    elif ev in ("collected", "finish"):
-        chan.tampered.update(rec.get("tampered", ()))
-        if ev == "collected":
-            chan.collected = int(rec["n"])
-        else:
-            chan.finished = True
-
-
-def merge(chan: Channel, junit: dict[str, TestOutcome] | None, rewrite) -> tuple[list[TestOutcome], list[str]]:  # noqa: ANN001
-    """Final per-test outcomes and the disagreements found between the two sources."""
+def merge(chan: Channel, junit: dict[str, TestOutcome] | None, rewrite, *,  # noqa: ANN001
+          unfinished: str = "") -> tuple[list[TestOutcome], list[str]]:
+    """Final per-test outcomes and the disagreements found between the channel and JUnit."""
     junit = junit or {}
     problems: list[str] = []
-    outcomes = [_merge_one(nodeid, state, junit.get(nodeid), problems)
-                for nodeid, state in chan.tests.items()]
+    outcomes = [_merge_one(rec, junit.get(nodeid), problems, unfinished, have_report=bool(junit))
+                for nodeid, rec in chan.tests.items()]
     for nodeid, text in chan.collect_errors.items():
-        j = junit.get(nodeid)
-        outcomes.append(j if j and j.outcome == "error" else _collect_error(nodeid, rewrite(text)))
+        outcomes.append(_collect_error(nodeid, rewrite(text)))
     seen = {o.nodeid for o in outcomes}
     for nodeid, j in junit.items():
-        if nodeid in seen or (j.outcome == "error" and j.file in chan.collect_errors):
+        if nodeid in seen or (j.outcome == "error" and _collect_file(j) in chan.collect_errors):
             continue  # JUnit's own name for a module that failed to collect: already reported
-        if j.outcome == "passed":  # a pass the runner never saw: forged or not executed
-            problems.append(f"{nodeid} passes in the JUnit report but never ran")
-            j = replace(j, outcome="error", message="reported passed but not executed by the sandbox runner")
-        outcomes.append(j)
+        problems.append(f"{nodeid} is in the JUnit report but the sandbox never saw it run")
+        outcomes.append(replace(j, outcome="error",
+                                message=f"in the JUnit report ({j.outcome}) but never run by the sandbox runner"))
     return outcomes, problems
 
 
-def _merge_one(nodeid: str, state: tuple[str, float], j: TestOutcome | None,
-               problems: list[str]) -> TestOutcome:
-    outcome, duration = state
+def _collect_file(j: TestOutcome) -> str:
+    return j.file or j.nodeid.split("::")[0]
+
+
+def _merge_one(rec: TestRecord, j: TestOutcome | None, problems: list[str],
+               unfinished: str, have_report: bool) -> TestOutcome:
+    outcome = rec.outcome
+    file = rec.nodeid.split("::")[0] or None
+    if not rec.ended:
+        return TestOutcome(rec.nodeid, "failed", unfinished or "did not finish", "", file, None,
+                           rec.duration_s)
+    if not have_report:  # the run died before pytest wrote it: the verdict is an error anyway
+        return TestOutcome(rec.nodeid, outcome, "" if outcome == "passed" else f"{outcome} (no JUnit report)",
+                           "", file, None, rec.duration_s)
     if j is None:
-        file = nodeid.split("::")[0]
-        msg = "" if outcome == "passed" else f"{outcome} (no JUnit entry)"
-        return TestOutcome(nodeid, outcome, msg, "", file or None, None, duration)
-    if (outcome == "passed") == (j.outcome == "passed"):
-        return j
-    problems.append(f"{nodeid}: runner saw {outcome}, JUnit report says {j.outcome}")
-    worst = outcome if outcome != "passed" else j.outcome
-    note = f"runner saw {outcome} but the JUnit report says {j.outcome} (report tampering?)"
-    return replace(j, outcome=worst, message=note)
+        problems.append(f"{rec.nodeid} has no JUnit entry")
+        return TestOutcome(rec.nodeid, "error", f"{outcome}, but missing from the JUnit report", "",
+                           file, None, rec.duration_s)
+    if _klass(outcome) != _klass(j.outcome):
+        problems.append(f"{rec.nodeid}: runner saw {outcome}, JUnit report says {j.outcome}")
+        worst = outcome if RANK[outcome] > RANK[j.outcome] else j.outcome
+        note = f"runner saw {outcome} but the JUnit report says {j.outcome} (report tampering?)"
+        return replace(j, outcome="error" if worst == "passed" else worst, message=note)
+    return replace(j, outcome=outcome, message=_message(rec, j), duration_s=rec.duration_s,
+                   details=_PLUGIN_FRAME.sub("", j.details))
+
+
+def _message(rec: TestRecord, j: TestOutcome) -> str:
+    """JUnit's message, with pytest's xfail/xpass words where JUnit's xunit1 loses them."""
+    xfail = any(x for _o, x in rec.phases.values())
+    if xfail and rec.outcome == "skipped":
+        return j.message if j.message.startswith("xfail") else f"xfail: {j.message}".rstrip(": ")
+    if xfail and rec.outcome == "passed":
+        return "XPASS (unexpectedly passed; the xfail mark is not strict)"
+    return j.message.removeprefix(_TIMEOUT_PREFIX)
 
 
 def _collect_error(nodeid: str, text: str) -> TestOutcome:
-    last = [ln for ln in text.splitlines() if ln.strip()]
-    message = last[-1].strip()[:500] if last else "collection error"
-    return TestOutcome(nodeid, "error", message, text, nodeid.split("::")[0] or None, None, 0.0)
+    return TestOutcome(nodeid, "error", pytest_error(text) or "collection error", text,
+                       nodeid.split("::")[0] or None, None, 0.0)
 
 
 def _matches(req: str, nodeid: str) -> bool:
@@ -122,6 +132,8 @@ def score(requested: tuple[str, ...], outcomes: list[TestOutcome]) -> tuple[int,
 
 
 def kill_reason(raw: RawRun, outcomes: list[TestOutcome]) -> str | None:
+    if guard.MARKER in raw.stderr_tail:  # the runtime guard killed the run (sandbox/guard.py)
+        return "tamper"
     if raw.output_overflow:
         return "output"
     if raw.timed_out:
@@ -143,44 +155,86 @@ def _signal_of(code: int | None) -> int | None:
     return code - 128 if 128 < code < 160 else None  # shells and bwrap report 128+signal
 
 
+def hang_stack(stderr: str) -> str:
+    """faulthandler's dump of the main thread, as a native traceback (outermost frame first)."""
+    block = stderr.rsplit("most recent call first):", 1)
+    if len(block) < 2:
+        return ""
+    frames = []
+    for line in block[1].splitlines()[1:]:
+        m = _FAULT_FRAME.match(line)
+        if not m:
+            break
+        frames.append(f'  File "{m["path"]}", line {m["line"]}, in {m["func"]}')
+    return "\n".join(["Traceback (most recent call last):", *reversed(frames)]) if frames else ""
+
+
+def _unfinished(raw: RawRun, wall: float, test_s: float) -> tuple[str, str]:
+    """(message, details) for the test that began and never ended."""
+    stack = hang_stack(raw.stderr_tail)
+    if raw.timed_out:
+        return f"did not finish within {wall:g} s (the run's wall clock); the run was killed", stack
+    if stack and test_s:
+        return f"did not finish within {test_s:g} s (the sandbox's per-test timeout)", stack
+    return f"did not finish: the test process exited while it ran (exit code {raw.exit_code})", stack
+
+
 def build(raw: RawRun, chan: Channel, junit: dict[str, TestOutcome] | None, *,
-          requested: tuple[str, ...], isolation: str, rewrite, limits_wall: float) -> Verdict:  # noqa: ANN001
-    outcomes, problems = merge(chan, junit, rewrite)
+          requested: tuple[str, ...], isolation: str, rewrite, limits_wall: float,  # noqa: ANN001
+          test_s: float = 0.0) -> Verdict:
+    message, stack = _unfinished(raw, limits_wall, test_s)
+    outcomes, problems = merge(chan, junit, rewrite, unfinished=message)
+    outcomes = [replace(o, details=rewrite(stack)) if o.nodeid == chan.current and stack else o
+                for o in outcomes]
     passed_n, total, missing = score(requested, outcomes)
     killed = kill_reason(raw, outcomes)
-    error = _error(raw, chan, junit, problems, missing, killed, limits_wall)
+    kind, error = _error(raw, chan, junit, problems, missing, killed, limits_wall, rewrite)
     ok = error is None and killed is None and total > 0 and passed_n == total
     if not requested:  # whole suite: skips set by the (pristine) tests themselves are fine
         ok = (error is None and killed is None and passed_n > 0
               and all(o.outcome in ("passed", "skipped") for o in outcomes)
               and chan.collected == len(chan.tests))
+    if ok and raw.exit_code != 0:
+        ok, kind, error = False, "report", f"every test passed but pytest exited with status {raw.exit_code}"
     notes = [f"ignored {chan.forged} forged channel line(s)"] if chan.forged else []
+    bad = killed or chan.tampered or chan.violations
     return Verdict(passed=ok, outcomes=tuple(outcomes), requested=requested,
-                   pass_rate=0.0 if killed or chan.tampered else passed_n / max(total, 1),
+                   pass_rate=0.0 if bad else passed_n / max(total, 1),
                    stdout_tail=raw.stdout_tail, stderr_tail=raw.stderr_tail,
                    duration_s=round(raw.duration_s, 4), killed_reason=killed, error=error,
-                   isolation=isolation, exit_code=raw.exit_code, notes=tuple(notes + raw.notes))
+                   isolation=isolation, exit_code=raw.exit_code, notes=tuple(notes + raw.notes),
+                   error_kind=kind)
 
 
-def _error(raw, chan, junit, problems, missing, killed, wall) -> str | None:  # noqa: ANN001
+def _error(raw, chan, junit, problems, missing, killed, wall, rewrite) -> tuple[str | None, str | None]:  # noqa: ANN001
     code = raw.exit_code
+    said = rewrite(pytest_error(raw.stderr_tail + "\n" + raw.stdout_tail[-4000:]))
+    if killed == "tamper":
+        return "tampering", guard.reason(raw.stderr_tail)
     if killed == "timeout":
-        return f"timed out after {wall:g}s; the whole process tree was killed"
+        running = f" while {chan.current} was running" if chan.current else ""
+        return "timeout", f"timed out after {wall:g}s{running}; the whole process tree was killed"
     if killed == "output":
-        return "killed: the run printed more output than allowed"
+        return "output", "killed: the run printed more output than allowed"
     if not chan.started:
-        return f"the test command never started pytest with the sandbox plugin (exit code {code})"
+        return "startup", f"the test command never started pytest with the sandbox plugin (exit code {code}): {said}"
     if chan.tampered:
-        return "protected files were modified during the run: " + ", ".join(sorted(chan.tampered))
+        return "tampering", "protected files were modified during the run: " + ", ".join(sorted(chan.tampered))
+    if chan.violations:
+        return "tampering", "the test process broke the reporting protocol: " + "; ".join(chan.violations[:5])
+    if chan.collected is None and not chan.collect_errors:
+        return "startup", f"pytest stopped before running any test (exit code {code}; 0 ran): {said}"
     if chan.collect_errors:
         nodeid, text = next(iter(chan.collect_errors.items()))
-        return f"collection error in {nodeid}: {_collect_error(nodeid, text).message}"
+        return "collection", f"collection error in {nodeid}: {rewrite(pytest_error(text))}"
+    if chan.current:
+        return "report", f"the test process exited while {chan.current} was running (exit code {code})"
     if not chan.finished:
-        return f"pytest did not finish its session (exit code {code}): the process exited or was killed mid-run"
+        return "report", f"pytest did not finish its session (exit code {code}): the process exited or was killed mid-run"
     if junit is None:
-        return f"no JUnit report was written (exit code {code})"
+        return "report", f"no readable JUnit report was written (exit code {code})"
     if problems:
-        return "runner and JUnit report disagree: " + "; ".join(problems[:5])
+        return "tampering", "runner and JUnit report disagree: " + "; ".join(problems[:5])
     if missing:
-        return "requested tests did not run: " + ", ".join(missing)
-    return None
+        return "not_found", "requested tests did not run: " + ", ".join(missing) + (f" (pytest: {said})" if said else "")
+    return None, None

@@ -30,7 +30,10 @@ from .workspace import CopyResult, PatchRejected, apply_patch, check_patch, copy
 PLUGIN_NAME = "ledex_sbx_plugin"
 # Passed to every pytest run, also under a custom command: native tracebacks are parseable,
 # xunit1 puts file/line on each testcase, and the cache plugin would write into the copy.
-ADDOPTS = "--tb=native -o junit_family=xunit1 -p no:cacheprovider"
+# --capture=no: output goes to the worker's pipes (tail kept, rest discarded), never to a
+# capture file that RLIMIT_FSIZE would cut with EFBIG (issue 12 item 10).
+ADDOPTS = "--tb=native -o junit_family=xunit1 -p no:cacheprovider --capture=no"
+_HANG_MARGIN_S = 7.0  # the plugin's faulthandler grace (5 s) plus room to report
 _KEEP_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TERM")
 
 
@@ -69,7 +72,7 @@ def _execute(req: dict[str, Any], requested: tuple[str, ...], mode: str) -> Verd
     env = _env(req, dirs)
     if req.get("coverage"):
         covdata.install(dirs["runner"], dirs["report"], env)
-    raw = run_command(wrapped, env=env, cwd=dirs["ws"], secret=_secret(nonce, copy, dirs),
+    raw = run_command(wrapped, env=env, cwd=dirs["ws"], secret=_secret(nonce, copy, dirs, test_timeout(limits)),
                       wall_s=limits.wall_s, output_kb=limits.output_kb,
                       max_output_mb=limits.max_output_mb, sweep=mode == "none",
                       ids=None if mode == "bubblewrap" else ids)
@@ -82,7 +85,8 @@ def _execute(req: dict[str, Any], requested: tuple[str, ...], mode: str) -> Verd
     raw.stdout_tail, raw.stderr_tail = rewrite(raw.stdout_tail), rewrite(raw.stderr_tail)
     verdict = build(raw, parse_channel(raw.channel, nonce),
                     parse_junit(dirs["report"] / "junit.xml", rewrite), requested=requested,
-                    isolation=mode, rewrite=rewrite, limits_wall=limits.wall_s)
+                    isolation=mode, rewrite=rewrite, limits_wall=limits.wall_s,
+                    test_s=test_timeout(limits))
     return _with_coverage(verdict, dirs["report"]) if req.get("coverage") else verdict
 
 
@@ -142,8 +146,14 @@ def _env(req: dict[str, Any], dirs: dict[str, Path]) -> dict[str, str]:
     return env
 
 
-def _secret(nonce: str, copy: CopyResult, dirs: dict[str, Path]) -> bytes:
-    payload = json.dumps({"manifest": copy.protected, "root": str(dirs["ws"])})
+def test_timeout(limits: Limits) -> float:
+    """The per-test timeout the plugin arms, or 0 when it would not fit inside the wall clock."""
+    t = limits.test_timeout_s
+    return t if 0 < t and t + _HANG_MARGIN_S <= limits.wall_s else 0.0
+
+
+def _secret(nonce: str, copy: CopyResult, dirs: dict[str, Path], test_s: float) -> bytes:
+    payload = json.dumps({"manifest": copy.protected, "root": str(dirs["ws"]), "test_s": test_s})
     return f"{nonce}\n{payload}".encode()
 
 
