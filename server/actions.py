@@ -2,9 +2,11 @@
 one preferred), "Explain this failure" and "Dismiss ledex suggestion"; plus the markdown
 explanation used by the explain command and by hovers.
 
-A fix is a versioned TextDocumentEdit against the document version whose text equals the
-text the fix was computed from; when the buffer differs, the fix is not offered (the
-editor would refuse a stale version anyway), so a fix never lands on changed code.
+A fix is a versioned TextDocumentEdit against the document as it is at the version it is
+offered for: the fixed function is found again in that text by qualified name and code
+(`patching.rebase`: another fix applied, edits elsewhere in the file), and the edit replaces
+only it; when the function is gone or was edited, the fix is not offered, so a fix never
+lands on changed code.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from lsprotocol import types as lsp
 
 from ledex.engine.fixer import CandidateResult
 from ledex.engine.format import first_sentence
+from ledex.engine.patching import Patch, PatchError, rebase
+from ledex.engine.reindent import split_lines
 from ledex.server.diagnostics import uri_for
 from ledex.server.jobs import READY, RUNNING, Entry
 
@@ -28,7 +32,7 @@ def _utf16_len(text: str) -> int:
 
 def minimal_edit(old: str, new: str) -> tuple[lsp.Range, str]:
     """One TextEdit turning `old` into `new`, replacing whole lines (the changed middle)."""
-    a, b = old.splitlines(keepends=True), new.splitlines(keepends=True)
+    a, b = split_lines(old), split_lines(new)  # LSP lines: \n, \r\n, \r only (not \x0c, \u2028...)
     start = 0
     while start < min(len(a), len(b)) and a[start] == b[start]:
         start += 1
@@ -50,9 +54,17 @@ def _title(candidate: CandidateResult) -> str:
     return f"Fix (unverified, {candidate.pass_rate:.0%} of tests pass): {line}"
 
 
+def offered_patch(patch: Patch, text: str | None) -> Patch | None:
+    """The fix moved onto the document's current text, or None (function gone or edited)."""
+    try:
+        return rebase(patch, text) if text is not None else None
+    except PatchError:
+        return None
+
+
 def fix_action(root: Path, entry: Entry, idx: int, candidate: CandidateResult, version: int | None,
-               preferred: bool, diagnostics: list[lsp.Diagnostic]) -> lsp.CodeAction:
-    patch = candidate.patch
+               preferred: bool, diagnostics: list[lsp.Diagnostic], patch: Patch | None = None) -> lsp.CodeAction:
+    patch = patch or candidate.patch
     rng, text = minimal_edit(patch.old_text, patch.new_text)
     document = lsp.OptionalVersionedTextDocumentIdentifier(uri=uri_for(root, patch.path), version=version)
     edit = lsp.WorkspaceEdit(document_changes=[lsp.TextDocumentEdit(document, [lsp.TextEdit(rng, text)])])
@@ -67,14 +79,15 @@ def _command_action(title: str, command: str, entry: Entry, diagnostics) -> lsp.
 
 
 def actions_for(root: Path, entry: Entry, version_of, diagnostics: list[lsp.Diagnostic]) -> list[lsp.CodeAction]:
-    """All actions for one failure. `version_of(rel, text)` -> (offer?, version) for the target file."""
+    """All actions for one failure. `version_of(rel)` -> (text, version) of the target document."""
     out = []
     ranked = entry.ranked
     best = next((i for i, c in ranked if c.verified), None)
     for idx, candidate in ranked:
-        offer, version = version_of(candidate.patch.path, candidate.patch.old_text)
-        if offer and entry.episode_id:
-            out.append(fix_action(root, entry, idx, candidate, version, idx == best, diagnostics))
+        text, version = version_of(candidate.patch.path)
+        patch = offered_patch(candidate.patch, text)
+        if patch is not None and entry.episode_id:
+            out.append(fix_action(root, entry, idx, candidate, version, idx == best, diagnostics, patch))
     if entry.state == RUNNING and best is None:
         out.append(lsp.CodeAction(title="ledex is still looking for a fix…", kind=lsp.CodeActionKind.QuickFix,
                                   disabled=lsp.CodeActionDisabledType("generation in progress")))

@@ -29,11 +29,12 @@ def _entries_at(ls: LedexServer, uri: str, rng: lsp.Range, given: list[lsp.Diagn
 
 
 def _version_of(ls: LedexServer):
-    def version_of(rel: str, old_text: str) -> tuple[bool, int | None]:
+    def version_of(rel: str) -> tuple[str | None, int | None]:
+        """The document's text (the editor's buffer, else the file) and version (None on disk)."""
         doc = ls.workspace.text_documents.get(diagnostics.uri_for(ls.root, rel))
         if doc is not None:
-            return doc.source == old_text, doc.version
-        return ls.disk_text(rel) == old_text, None
+            return doc.source, doc.version
+        return ls.disk_text(rel), None
     return version_of
 
 
