@@ -12,6 +12,7 @@ Try it:  python -m ledex.engine.fixer examples/inventory
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -38,6 +39,9 @@ class FixConfig:
     test_command: tuple[str, ...] | None = None  # argv template with {python} {junit} {tests} (default: pytest)
     stop_at_first: bool = False  # the editor needs one verified fix (the sample being generated stops); the CLI shows all
     verify_workers: int = 2  # concurrent sandbox runs besides generation; 2 fits a 2-core machine
+    # Suspects tried in turn, most suspicious first, until one gets a verified fix (issue 12 item 6;
+    # see bench/bench_localize.py for how often the broken function is in the top 1 / top 3).
+    suspects: int = 3
 
 
 @dataclass
@@ -53,6 +57,7 @@ class CandidateResult:
     generation_s: float = 0.0
     verification_s: float = 0.0
     raw: str = ""
+    suspect: str = ""  # "path::qualname" of the function the candidate rewrites
 
     @property
     def diff(self) -> str:
@@ -86,8 +91,10 @@ Progress = Callable[[str, int, int], None]  # (stage, done, total)
 def task_text(failure: Failure) -> str:
     suspect = failure.suspect
     test = failure.test_source or f"# {failure.test}"
+    also = f"\nThe same change must also make these failing tests pass: {', '.join(failure.also[:5])}" \
+        if failure.also else ""
     return (f"The function `{suspect.qualname}` in `{suspect.path}` must make this test pass:\n"
-            f"{fenced(test)}")
+            f"{fenced(test)}{also}")
 
 
 def feedback_text(failure: Failure) -> str:
@@ -99,17 +106,19 @@ def problem_for(failure: Failure) -> Problem:
 
 
 def judge(verdict: Verdict, failure: Failure) -> tuple[bool, str]:
-    """Verified only if the failing test passes and nothing that passed before now fails."""
+    """Verified only if the failing test (and every test of its group, `failure.also`) passes
+    and nothing that passed before now fails."""
     if verdict.error:
         return False, verdict.error
     if verdict.killed_reason:
         return False, f"the tests were stopped ({verdict.killed_reason})"
     outcomes = {o.nodeid: o for o in verdict.outcomes}
-    target = outcomes.get(failure.test)
-    if target is None:
-        return False, f"{failure.test} did not run"
-    if target.outcome != "passed":
-        return False, f"{failure.test} still {target.outcome}: {target.message}"
+    for test in (failure.test, *failure.also):
+        target = outcomes.get(test)
+        if target is None:
+            return False, f"{test} did not run"
+        if target.outcome != "passed":
+            return False, f"{test} still {target.outcome}: {target.message}"
     for nodeid in failure.passing_siblings:
         sibling = outcomes.get(nodeid)
         if sibling is None or sibling.outcome != "passed":
@@ -118,9 +127,11 @@ def judge(verdict: Verdict, failure: Failure) -> tuple[bool, str]:
 
 
 def _feedback_for(verdict: Verdict, failure: Failure, reason: str) -> str:
-    outcome = next((o for o in verdict.outcomes if o.nodeid == failure.test), None)
+    group = (failure.test, *failure.also)
+    outcome = next((o for o in verdict.outcomes if o.nodeid in group and o.outcome != "passed"),
+                   next((o for o in verdict.outcomes if o.nodeid == failure.test), None))
     details = outcome.details if outcome is not None and outcome.details else reason
-    return clip_middle(f"Test {failure.test} failed.\n{details.strip()}")
+    return clip_middle(f"Test {outcome.nodeid if outcome else failure.test} failed.\n{details.strip()}")
 
 
 class AnyEvent:
@@ -133,6 +144,14 @@ class AnyEvent:
         return any(e.is_set() for e in self.events)
 
 
+def suspects_to_try(failure: Failure, limit: int) -> list:
+    """failure.suspect first (a caller may have chosen it), then the rest of the ranking."""
+    ranked = [failure.suspect] if failure.suspect is not None else []
+    ranked += [s for s in failure.suspects if (s.path, s.qualname) != (ranked[0].path, ranked[0].qualname)] \
+        if ranked else list(failure.suspects)
+    return ranked[:max(limit, 1)]
+
+
 class FixEngine:
     """Fixes failures in one workspace with one backend; safe to call from worker threads."""
 
@@ -142,13 +161,25 @@ class FixEngine:
 
     def fix(self, failure: Failure, *, cancel: threading.Event | None = None, progress: Progress | None = None,
             on_candidate: Callable[[CandidateResult], None] | None = None) -> FixResult:
+        """Candidates for the failure's suspects in turn (FixConfig.suspects of them), stopping at
+        the first suspect that gets a verified fix. A group (failures.group_by_suspect) is one
+        problem: each candidate is verified against every test in it."""
         result = FixResult(failure, model=self.backend.identity.id)
-        if failure.suspect is None:
-            return result
+        cancel = cancel or threading.Event()
+        tried = suspects_to_try(failure, self.config.suspects)
+        for n, suspect in enumerate(tried):
+            named = progress if n == 0 or progress is None else \
+                (lambda stage, done, total, q=suspect.qualname: progress(f"{q}: {stage}", done, total))
+            self._fix_suspect(dataclasses.replace(failure, suspect=suspect), result, cancel, named, on_candidate)
+            if cancel.is_set() or result.best is not None:
+                break
+        return result
+
+    def _fix_suspect(self, failure: Failure, result: FixResult, cancel: threading.Event,
+                     progress: Progress | None, on_candidate) -> None:  # noqa: ANN001
         original = read_source(self.workspace / failure.suspect.path)
         if original is None:
-            return result
-        cancel = cancel or threading.Event()
+            return
         problem = problem_for(failure)
         with ThreadPoolExecutor(self.config.verify_workers) as pool:
             for round_no in range(1, self.config.rounds + 1):
@@ -159,7 +190,6 @@ class FixEngine:
                 if retry is None:
                     continue  # nothing usable: same problem again, new seeds
                 problem = Problem(problem.task, retry.code, retry.feedback)
-        return result
 
     def _round(self, problem, failure, original, round_no, pool, cancel, progress, on_candidate, result):
         messages = build_messages(problem, self.config.mode)
@@ -202,7 +232,8 @@ class FixEngine:
         parsed = parse_response(text, self.config.mode, truncated=truncated)
         if not isinstance(parsed, Candidate):
             return CandidateResult("", "", round_no, reason=parsed.reason, raw=text)
-        candidate = CandidateResult(parsed.explanation, parsed.code, round_no, raw=text)
+        candidate = CandidateResult(parsed.explanation, parsed.code, round_no, raw=text,
+                                    suspect=f"{failure.suspect.path}::{failure.suspect.qualname}")
         try:
             candidate.patch = make_patch(original, failure.suspect, parsed.code)
         except PatchError as exc:
@@ -210,7 +241,7 @@ class FixEngine:
         return candidate
 
     def _verify(self, candidate: CandidateResult, failure: Failure, cancel: threading.Event) -> None:
-        tests = (failure.test, *failure.siblings)
+        tests = tuple(dict.fromkeys((failure.test, *failure.also, *failure.siblings)))
         key = (candidate.patch.path, candidate.patch.new_text, tests)
         started = time.perf_counter()
         verdict = self._verdicts.get(key)
