@@ -126,3 +126,66 @@ def test_a_cancelled_fix_records_no_cut_off_answer(example):
     threading.Timer(0.5, cancel.set).start()  # the user cancels while the second answer is written
     result = engine.fix(failure, cancel=cancel)
     assert backend.calls == ["done", "cancelled"] and [c.raw for c in result.candidates] == [GARBAGE]
+
+
+# --- ranked suspects and grouped failures (issue 12 items 6 and 7) ---
+
+CHUNKS = {
+    "seq/__init__.py": "",
+    "seq/more.py": (
+        "from functools import partial\nfrom itertools import islice\n\n\n"
+        "def take(n, iterable):\n    return list(islice(iterable, n))\n\n\n"
+        "def chunked(iterable, n):\n    return iter(partial(take, iter(iterable), n), [])\n"
+    ),
+    "tests/test_more.py": (
+        "from seq.more import chunked, take\n\n\n"
+        "def test_take():\n    assert take(2, 'abc') == ['a', 'b']\n\n\n"
+        "def test_chunked_even():\n    assert list(chunked('abcd', 2)) == [['a', 'b'], ['c', 'd']]\n\n\n"
+        "def test_chunked_odd():\n    assert list(chunked('abc', 2)) == [['a', 'b'], ['c']]\n\n\n"
+        "def test_chunked_empty():\n    assert list(chunked('', 3)) == []\n"
+    ),
+}
+TAKE_WRONG = "Convert n.\n```python\ndef take(n, iterable):\n    return list(islice(iterable, int(n)))\n```"
+CHUNKED_HALF = ("Special-case pairs.\n```python\ndef chunked(iterable, n):\n"
+                "    return iter([['a', 'b'], ['c', 'd']])\n```")
+CHUNKED_RIGHT = ("The arguments of take are swapped.\n```python\ndef chunked(iterable, n):\n"
+                 "    return iter(partial(take, n, iter(iterable)), [])\n```")
+
+
+def test_the_next_suspect_gets_candidates_when_the_first_gets_no_verified_fix(tmp_path):
+    from helpers import write_tree
+
+    workspace = write_tree(tmp_path, CHUNKS)
+    found = discover(workspace, coverage=False)  # traceback order: take (the callee that raised) first
+    failure = next(f for f in found.failures if f.test.endswith("test_chunked_even"))
+    assert [s.qualname for s in failure.suspects][:2] == ["take", "chunked"]
+    backend = ReplayBackend([TAKE_WRONG, CHUNKED_RIGHT])
+    result = FixEngine(backend, workspace, FixConfig(samples=1, rounds=1)).fix(failure)
+    assert [(c.suspect, c.verified) for c in result.candidates] == [
+        ("seq/more.py::take", False), ("seq/more.py::chunked", True)]
+    assert "`chunked`" in backend.prompts[1][1]["content"]
+    only_first = FixEngine(ReplayBackend([TAKE_WRONG, CHUNKED_RIGHT]), workspace,
+                           FixConfig(samples=1, rounds=1, suspects=1)).fix(failure)
+    assert only_first.best is None and len(only_first.candidates) == 1
+
+
+def test_failures_sharing_a_suspect_are_one_problem_verified_against_all(tmp_path):
+    from helpers import write_tree
+
+    from ledex.engine.failures import group_by_suspect
+
+    workspace = write_tree(tmp_path, CHUNKS)
+    found = discover(workspace)  # with coverage: chunked is every chunked failure's top suspect
+    assert {f.test.split("::")[1]: f.suspect.qualname for f in found.failures} == {
+        "test_chunked_even": "chunked", "test_chunked_odd": "chunked", "test_chunked_empty": "chunked"}
+    groups = group_by_suspect(found.failures)
+    assert len(groups) == 1 and groups[0].also == ("tests/test_more.py::test_chunked_odd",
+                                                   "tests/test_more.py::test_chunked_empty")
+    assert groups[0].passing_siblings == ("tests/test_more.py::test_take",)
+    backend = ReplayBackend([CHUNKED_HALF, CHUNKED_RIGHT])
+    result = FixEngine(backend, workspace, FixConfig(samples=2, rounds=1)).fix(groups[0])
+    assert len(backend.prompts) == 2  # one set of candidates for the three failures (not 2 per failure)
+    half, right = result.candidates
+    assert not half.verified and "test_chunked_odd still failed" in half.reason
+    assert right.verified and result.best is right
+    assert "test_chunked_odd" in backend.prompts[0][1]["content"]  # the task names the other failing test
