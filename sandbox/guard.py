@@ -41,6 +41,7 @@ import sys
 
 CONFIG_ENV = "LEDEX_SBX_GUARD"
 MARKER = "LEDEX-SANDBOX-TAMPER:"
+SWITCH_ENV = "LEDEX_SANDBOX_GUARD"  # "off" (read by the worker): tests of the other layers only
 
 STACK_EVENTS = frozenset({
     "gc.get_objects", "gc.get_referrers", "gc.get_referents", "os.fork", "os.forkpty",
@@ -233,7 +234,12 @@ def reason(stderr: str) -> str:
 
 
 def environment(untrusted, protected, report: str, roots) -> dict[str, str]:  # noqa: ANN001
-    """The env entry that configures the guard (paths relative to the copy or absolute)."""
+    """The env entry that configures the guard (paths relative to the copy or absolute).
+
+    Empty when ``LEDEX_SANDBOX_GUARD=off`` (only for testing the other layers on their own).
+    """
+    if os.environ.get(SWITCH_ENV) == "off":
+        return {}
     config = {"untrusted": sorted(untrusted), "protected": sorted(protected),
               "report": os.path.realpath(report), "roots": [os.path.realpath(r) for r in roots]}
     return {CONFIG_ENV: json.dumps(config)}

@@ -20,7 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import covdata, isolation
+from . import covdata, gate, guard, isolation
 from .junit import Rewriter, parse_junit
 from .models import Limits, Verdict, error_verdict
 from .runner import MARKER_ENV, run_command
@@ -44,6 +44,8 @@ def execute(req: dict[str, Any]) -> Verdict:
     start = time.monotonic()
     try:
         return _execute(req, requested, mode)
+    except gate.GateRejected as exc:  # "not verified: uses X (...) at path:line"
+        return error_verdict(str(exc), requested=requested, isolation=mode, error_kind="gate")
     except PatchRejected as exc:
         return error_verdict(f"rejected patch: {exc}", requested=requested, isolation=mode)
     except Exception as exc:  # the caller gets a verdict, not a stack trace on a pipe
@@ -58,6 +60,7 @@ def _execute(req: dict[str, Any], requested: tuple[str, ...], mode: str) -> Verd
         return error_verdict(f"workspace {workspace} is not a directory", requested=requested,
                              isolation=mode)
     patch = check_patch(workspace, req["patch"]) if req.get("patch") is not None else {}
+    gate.check_patch(workspace, patch)
     limits = Limits.from_dict(req.get("limits") or {})
     root = Path(req["root"])
     dirs = _layout(root)
@@ -70,6 +73,8 @@ def _execute(req: dict[str, Any], requested: tuple[str, ...], mode: str) -> Verd
                              readonly=_readonly(copy), cwd=dirs["ws"], limits=limits, ids=ids)
     nonce = secrets.token_hex(16)  # not the run id: that one is visible in the environment
     env = _env(req, dirs)
+    env.update(guard.environment(patch, copy.protected, dirs["report"],
+                                 [dirs[k] for k in ("ws", "tmp", "home")]) if patch else {})
     if req.get("coverage"):
         covdata.install(dirs["runner"], dirs["report"], env)
     raw = run_command(wrapped, env=env, cwd=dirs["ws"], secret=_secret(nonce, copy, dirs, test_timeout(limits)),
@@ -100,6 +105,7 @@ def _layout(root: Path) -> dict[str, Path]:
     for path in dirs.values():
         path.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(Path(__file__).with_name("plugin.py"), dirs["runner"] / f"{PLUGIN_NAME}.py")
+    shutil.copyfile(Path(__file__).with_name("guard.py"), dirs["runner"] / "sitecustomize.py")
     dirs["ws"] = root / "ws"
     return dirs
 
