@@ -92,7 +92,7 @@ def _merge_one(rec: TestRecord, j: TestOutcome | None, problems: list[str],
         note = f"runner saw {outcome} but the JUnit report says {j.outcome} (report tampering?)"
         return replace(j, outcome="error" if worst == "passed" else worst, message=note)
     return replace(j, outcome=outcome, message=_message(rec, j), duration_s=rec.duration_s,
-                   details=_PLUGIN_FRAME.sub("", j.details))
+                   details=_PLUGIN_FRAME.sub("", j.details).replace(_TIMEOUT_PREFIX, "TestTimeout: "))
 
 
 def _message(rec: TestRecord, j: TestOutcome) -> str:
@@ -197,7 +197,7 @@ def build(raw: RawRun, chan: Channel, junit: dict[str, TestOutcome] | None, *,
     if ok and raw.exit_code != 0:
         ok, kind, error = False, "report", f"every test passed but pytest exited with status {raw.exit_code}"
     notes = [f"ignored {chan.forged} forged channel line(s)"] if chan.forged else []
-    bad = killed or chan.tampered or chan.violations
+    bad = killed or kind in ("tampering", "report")  # an untrustworthy run earns no reward
     return Verdict(passed=ok, outcomes=tuple(outcomes), requested=requested,
                    pass_rate=0.0 if bad else passed_n / max(total, 1),
                    stdout_tail=raw.stdout_tail, stderr_tail=raw.stderr_tail,

@@ -1,0 +1,364 @@
+"""Sandbox verdicts: every pytest outcome read as pytest reports it, and not forgeable by the code under test.
+
+Issue 12 items 8-11 and 12b, issue 13 "the outcome channel out of reach". Everything runs
+real sandboxed pytest on small temp workspaces, except the protocol table, which feeds the
+worker's channel parser the records a hostile process could write.
+Run:  .venv/bin/python -m pytest -q tests/test_sandbox_verdicts.py
+"""
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import write_tree
+
+from ledex.engine.failures import DiscoveryError, discover
+from ledex.engine.localize import frames
+from ledex.sandbox import Limits, run_tests, verify
+from ledex.sandbox.channel import parse_channel
+from ledex.sandbox.junit import read_report
+
+QUICK = Limits(wall_s=60)
+CALC = "def add(a, b):\n    return a - b\n"
+KINDS = '''import unittest
+import pytest
+from pkg.calc import add
+
+
+def test_add():
+    assert add(1, 2) == 3
+
+
+def test_ok():
+    assert True
+
+
+@pytest.mark.xfail(strict=True)
+def test_xpass_strict():
+    assert True
+
+
+@pytest.mark.xfail
+def test_xpass():
+    assert True
+
+
+@pytest.mark.xfail(reason="known bug")
+def test_xfail():
+    assert False
+
+
+@pytest.mark.skip(reason="not today")
+def test_skip():
+    pass
+
+
+@pytest.fixture
+def broken():
+    raise RuntimeError("setup boom")
+
+
+def test_setup_error(broken):
+    pass
+
+
+@pytest.fixture
+def bad_teardown():
+    yield
+    raise RuntimeError("teardown boom")
+
+
+def test_teardown_error(bad_teardown):
+    pass
+
+
+def test_subtests_fixture(subtests):
+    for i in range(2):
+        with subtests.test(i=i):
+            assert i == 0
+
+
+class TestUnit(unittest.TestCase):
+    def test_fails(self):
+        self.assertEqual(add(2, 2), 4, "two and two")
+
+    def test_passes(self):
+        self.assertTrue(True)
+
+    def test_subtest(self):
+        for i in range(3):
+            with self.subTest(i=i):
+                self.assertEqual(i % 2, 0)
+
+    @unittest.skip("unit skip")
+    def test_skipped(self):
+        pass
+'''
+F = "tests/test_kinds.py::"
+# nodeid -> (outcome, text the message must contain): what `pytest -rA` says, in the sandbox's words
+TABLE = {
+    "test_add": ("failed", "assert -1 == 3"),
+    "test_ok": ("passed", ""),
+    "test_xpass_strict": ("failed", "XPASS(strict)"),
+    "test_xpass": ("passed", "XPASS"),
+    "test_xfail": ("skipped", "xfail: known bug"),
+    "test_skip": ("skipped", "not today"),
+    "test_setup_error": ("error", "setup boom"),
+    "test_teardown_error": ("error", "teardown boom"),
+    "test_subtests_fixture": ("failed", "assert 1 == 0"),
+    "TestUnit::test_fails": ("failed", "AssertionError: 0 != 4 : two and two"),
+    "TestUnit::test_passes": ("passed", ""),
+    "TestUnit::test_subtest": ("failed", "AssertionError: 1 != 0"),
+    "TestUnit::test_skipped": ("skipped", "unit skip"),
+}
+
+
+def kinds_ws(root: Path) -> Path:
+    return write_tree(root, {"pkg/__init__.py": "", "pkg/calc.py": CALC, "pytest.ini": "[pytest]\n",
+                             "tests/test_kinds.py": KINDS})
+
+
+@pytest.fixture(scope="module")
+def kinds(tmp_path_factory):
+    ws = kinds_ws(tmp_path_factory.mktemp("kinds") / "ws")
+    return ws, run_tests(ws, limits=QUICK)
+
+
+@pytest.mark.parametrize("name", list(TABLE))
+def test_every_pytest_outcome_reads_as_pytest_reports_it(kinds, name):
+    _ws, v = kinds
+    by_id = {o.nodeid: o for o in v.outcomes}
+    outcome, text = TABLE[name]
+    got = by_id[F + name]
+    assert (got.outcome, text in got.message) == (outcome, True), got
+    assert "tampering" not in got.message
+    assert v.error is None and v.error_kind is None and v.ran == len(TABLE)
+
+
+def test_unittest_failure_keeps_its_traceback(kinds):
+    ws, v = kinds
+    (fail,) = [o for o in v.outcomes if o.nodeid == F + "TestUnit::test_fails"]
+    assert f'File "{ws}/tests/test_kinds.py", line' in fail.details and "two and two" in fail.details
+
+
+def test_fixes_next_to_every_other_outcome_are_verified(kinds):
+    ws, _v = kinds
+    requested = [F + "test_add", F + "TestUnit::test_fails"]
+    v = verify(ws, {"pkg/calc.py": "def add(a, b):\n    return a + b\n"}, requested, limits=QUICK)
+    assert v.passed and v.error is None and v.pass_rate == 1.0
+    wrong = verify(ws, {"pkg/calc.py": "def add(a, b):\n    return 4\n"}, requested, limits=QUICK)
+    assert not wrong.passed and wrong.pass_rate == 0.5 and wrong.error is None
+
+
+def test_eighty_megabytes_of_output_keep_the_real_outcome(tmp_path):
+    ws = write_tree(tmp_path / "ws", {"tests/test_loud.py": (
+        "def test_loud():\n    for _ in range(80 * 1024):\n        print('y' * 1023)\n\n\n"
+        "def test_wrong():\n    assert 1 == 2\n")})
+    v = run_tests(ws, limits=Limits(wall_s=60, output_kb=64))
+    by_id = {o.nodeid: o for o in v.outcomes}
+    assert by_id["tests/test_loud.py::test_loud"].outcome == "passed"
+    assert by_id["tests/test_loud.py::test_wrong"].message == "assert 1 == 2"
+    assert v.error is None and v.killed_reason is None
+    assert len(v.stdout_tail) < 65 * 1024  # the kept tail (64 KiB, paths rewritten), not 80 MB
+
+
+A_FAILS = {"tests/test_a.py": "def test_a():\n    assert 0\n"}
+# case -> (files, requested ids, error kind, pytest's own words that must be quoted)
+NOTHING_RAN = {
+    "unknown option in addopts": ({**A_FAILS, "pytest.ini": "[pytest]\naddopts = --no-such-plugin-option\n"},
+                                  (), "startup", "unrecognized arguments: --no-such-plugin-option"),
+    "conftest raising at import": ({**A_FAILS, "conftest.py": "raise RuntimeError('conftest is broken')\n"},
+                                   (), "startup", "RuntimeError: conftest is broken"),
+    "every module failing to import": ({"tests/test_a.py": "import nowhere_either\n",
+                                        "tests/test_b.py": "from nowhere import thing\n"},
+                                       (), "collection", "ModuleNotFoundError: No module named 'nowhere_either'"),
+    "import file mismatch": ({"a/test_same.py": "HELPER = 1\n", "b/test_same.py": "def test_b():\n    pass\n"},
+                             ("a/test_same.py", "b/test_same.py"), "collection", "import file mismatch:"),
+    "test id that does not exist": (A_FAILS, ("tests/test_a.py::test_nope",), "not_found", "not found:"),
+}
+
+
+@pytest.mark.parametrize("case", list(NOTHING_RAN))
+def test_nothing_ran_is_an_error_quoting_pytest(tmp_path, case):
+    files, tests, kind, said = NOTHING_RAN[case]
+    ws = write_tree(tmp_path / "ws", files)
+    v = run_tests(ws, tests, limits=QUICK)
+    assert (v.ran, v.error_kind, v.passed) == (0, kind, False), v.error
+    assert said in v.error and "hint" not in v.error.lower()
+    with pytest.raises(DiscoveryError, match="0 ran") as caught:
+        discover(ws, tests=tests, limits=QUICK, coverage=False)
+    assert said in str(caught.value)
+
+
+def ledex_fix(*args: str) -> subprocess.CompletedProcess:
+    cli = Path(sys.executable).with_name("ledex")
+    return subprocess.run([str(cli), "fix", *args, "--json"], capture_output=True, text=True, timeout=300)
+
+
+def test_ledex_fix_exits_2_when_nothing_ran(tmp_path):
+    ws = write_tree(tmp_path / "ws", {"pytest.ini": "[pytest]\naddopts = --no-such-plugin-option\n",
+                                      "tests/test_a.py": "def test_a():\n    assert 0\n"})
+    proc = ledex_fix(str(ws))
+    assert proc.returncode == 2 and "unrecognized arguments: --no-such-plugin-option" in proc.stderr
+    assert "0 ran" in proc.stderr and "no failing tests" not in proc.stdout + proc.stderr
+    proc = ledex_fix(str(ws), "--test", "tests/test_a.py::test_nope")
+    assert proc.returncode == 2 and "0 ran" in proc.stderr
+
+
+COUNT = "def count(n):\n    k = 0\n    while n:\n        k += 1\n        n -= 2\n    return k\n"
+
+
+def test_hanging_test_fails_with_its_stack_and_the_others_run(tmp_path):
+    ws = write_tree(tmp_path / "ws", {"pkg/__init__.py": "", "pkg/calc.py": COUNT, "tests/test_c.py": (
+        "from pkg.calc import count\n\n\ndef test_odd():\n    assert count(3) == 2\n\n\n"
+        "def test_even():\n    assert count(4) == 2\n")})
+    start = time.monotonic()
+    v = run_tests(ws, limits=Limits(wall_s=60, test_timeout_s=2))
+    assert time.monotonic() - start < 30
+    odd, even = sorted(v.outcomes, key=lambda o: o.nodeid != "tests/test_c.py::test_odd")
+    assert (odd.outcome, even.outcome) == ("failed", "passed") and v.error is None
+    assert odd.message == "did not finish within 2 s (the sandbox's per-test timeout)"
+    assert (str(ws / "pkg/calc.py"), 3, "count") in frames(odd.details)
+    assert "ledex_sbx_plugin" not in odd.details
+
+
+def test_hang_the_signal_cannot_stop_is_dumped_and_bounded(tmp_path):
+    spin = ("import signal\n\n\ndef spin():\n    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})\n"
+            "    while True:\n        pass\n")
+    ws = write_tree(tmp_path / "ws", {"pkg/__init__.py": "", "pkg/spin.py": spin, "tests/test_s.py": (
+        "from pkg.spin import spin\n\n\ndef test_first():\n    pass\n\n\ndef test_spin():\n    spin()\n")})
+    v = run_tests(ws, limits=Limits(wall_s=60, test_timeout_s=1, cpu_s=60))
+    by_id = {o.nodeid: o for o in v.outcomes}
+    hung = by_id["tests/test_s.py::test_spin"]
+    assert hung.outcome == "failed" and "did not finish within 1 s" in hung.message
+    assert any(path == str(ws / "pkg/spin.py") and func == "spin" for path, _line, func in frames(hung.details))
+    assert by_id["tests/test_s.py::test_first"].outcome == "passed"
+    assert not v.passed and v.killed_reason is None and v.error_kind == "report"
+
+
+# --- the channel: what code under test can do to the verdict ------------------------------
+
+TEST_ADD = "from pkg.calc import add\n\n\ndef test_add():\n    assert add(1, 2) == 3\n"
+
+
+def hostile(tmp_path: Path, calc: str, tests: str = TEST_ADD) -> object:
+    """run_tests (no patch: the static gate and the guard stay out) on code that attacks the channel."""
+    ws = write_tree(tmp_path / "ws", {"pkg/__init__.py": "", "pkg/calc.py": calc, "tests/test_calc.py": tests})
+    return run_tests(ws, ["tests/test_calc.py"], limits=QUICK)
+
+
+def test_skipping_the_test_body_is_tampering(tmp_path):
+    calc = ("import _pytest.python\n\n_pytest.python.Function.runtest = lambda self: None\n\n\n" + CALC)
+    v = hostile(tmp_path, calc)
+    assert not v.passed and v.pass_rate == 0.0 and v.error_kind == "tampering"
+    assert "never returned" in v.error
+
+
+def test_rewriting_pytest_reports_is_tampering(tmp_path):
+    calc = ("import _pytest.reports\n\n_real = _pytest.reports.TestReport.from_item_and_call.__func__\n\n\n"
+            "def _fake(cls, item, call):\n    rep = _real(cls, item, call)\n    rep.outcome = 'passed'\n"
+            "    return rep\n\n\n_pytest.reports.TestReport.from_item_and_call = classmethod(_fake)\n\n\n" + CALC)
+    v = hostile(tmp_path, calc)
+    assert not v.passed and v.error_kind == "tampering" and "raised but its report says passed" in v.error
+
+
+def test_a_later_test_cannot_rewrite_an_earlier_outcome(tmp_path):
+    calc = ("import gc, json, os, sys\n\n\ndef forge():\n"
+            "    plug = next(m for m in gc.get_objects() if type(m) is type(sys) and hasattr(m, '_NONCE'))\n"
+            "    rec = {'ev': 'end', 'nodeid': 'tests/test_calc.py::test_add', 'body': True, 'd': 0}\n"
+            "    os.write(plug._FD, (plug._NONCE + ' ' + json.dumps(rec) + '\\n').encode())\n\n\n" + CALC)
+    tests = TEST_ADD + "\n\ndef test_later():\n    from pkg.calc import forge\n    forge()\n"
+    v = hostile(tmp_path, calc, tests)
+    assert not v.passed and v.error_kind == "tampering" and "while tests/test_calc.py::test_later" in v.error
+
+
+def test_forged_pass_then_exit_is_not_a_pass(tmp_path):
+    calc = ("import gc, json, os, sys\n\n\ndef add(a, b):\n"
+            "    plug = next(m for m in gc.get_objects() if type(m) is type(sys) and hasattr(m, '_NONCE'))\n"
+            "    node = 'tests/test_calc.py::test_add'\n"
+            "    for rec in ({'ev': 'phase', 'nodeid': node, 'when': 'call', 'outcome': 'passed'},\n"
+            "                {'ev': 'phase', 'nodeid': node, 'when': 'teardown', 'outcome': 'passed'},\n"
+            "                {'ev': 'end', 'nodeid': node, 'body': True, 'd': 0},\n"
+            "                {'ev': 'finish', 'status': 0, 'tampered': []}):\n"
+            "        os.write(plug._FD, (plug._NONCE + ' ' + json.dumps(rec) + '\\n').encode())\n"
+            "    os._exit(0)\n")
+    v = hostile(tmp_path, calc)
+    assert not v.passed and v.pass_rate == 0.0 and "JUnit" in v.error
+
+
+@pytest.mark.parametrize("plant", ["symlink", "fifo"])
+def test_planted_junit_report_is_never_read(tmp_path, plant):
+    make = ("os.symlink('/etc/shadow', path)" if plant == "symlink" else "os.mkfifo(path)")
+    calc = ("import atexit, os, sys\n\n\ndef plant():\n"
+            "    path = next(a.split('=', 1)[1] for a in sys.argv if a.startswith('--junitxml='))\n"
+            f"    os.remove(path)\n    {make}\n\n\natexit.register(plant)\n\n\n" + CALC.replace("-", "+"))
+    start = time.monotonic()
+    v = hostile(tmp_path, calc)
+    assert time.monotonic() - start < 40
+    assert not v.passed and v.error_kind == "report" and "no readable JUnit report" in v.error
+    assert "root:" not in json.dumps(v.to_dict())
+
+
+def test_read_report_takes_only_small_regular_files(tmp_path):
+    good = tmp_path / "good.xml"
+    good.write_text("<testsuites/>")
+    assert read_report(good) == b"<testsuites/>" and read_report(good, limit=4) is None
+    (tmp_path / "link.xml").symlink_to(good)
+    os.link(good, tmp_path / "hard.xml")
+    os.mkfifo(tmp_path / "fifo.xml")
+    (tmp_path / "dir.xml").mkdir()
+    for name in ("link.xml", "hard.xml", "fifo.xml", "dir.xml", "missing.xml"):
+        assert read_report(tmp_path / name) is None, name
+    assert stat.S_ISFIFO(os.stat(tmp_path / "fifo.xml").st_mode)
+
+
+# Records a hostile process could write, in arrival order -> the protocol violation they are.
+N, M = "t.py::test_a", "t.py::test_b"
+
+
+def rec(ev: str, nodeid: str = N, **kw) -> dict:
+    return dict(kw, ev=ev, nodeid=nodeid)
+
+
+def phases(nodeid: str, call: str = "passed", **kw) -> list[dict]:
+    return [rec("phase", nodeid, when=w, outcome=o, **kw) for w, o in
+            (("setup", "passed"), ("call", call), ("teardown", "passed"))]
+
+
+OK_RUN = [rec("begin"), *phases(N), rec("end", body=True)]
+PROTOCOL = {
+    "an honest run": (OK_RUN, None),
+    "a second end for an earlier test": (OK_RUN + [rec("begin", M), rec("end", N, body=True)],
+                                         "while t.py::test_b was running"),
+    "a phase for a test that is not running": ([rec("begin"), *phases(M)], "while t.py::test_a was running"),
+    "a test that was never collected": ([rec("begin", "t.py::ghost"), *phases("t.py::ghost"),
+                                         rec("end", "t.py::ghost", body=True)], "was not collected"),
+    "the same test twice": (OK_RUN + OK_RUN, "began twice"),
+    "a call reported twice": ([rec("begin"), *phases(N), rec("phase", when="call", outcome="passed"),
+                              rec("end", body=True)], "reported out of order"),
+    "a pass whose phase raised": ([rec("begin"), *phases(N, raised=True), rec("end", body=True)],
+                                  "raised but its report says passed"),
+    "a pass without the body": ([rec("begin"), *phases(N), rec("end", body=False)], "never returned"),
+    "an end without its phases": ([rec("begin"), rec("end", body=True)], "without its setup and teardown"),
+    "a finish while a test runs": ([rec("begin"), {"ev": "finish", "status": 0}], "finished while"),
+}
+
+
+@pytest.mark.parametrize("case", list(PROTOCOL))
+def test_channel_protocol(case):
+    records, violation = PROTOCOL[case]
+    head = [{"ev": "start"}, {"ev": "collected", "n": 2, "ids": [N, M]}]
+    lines = [f"k {json.dumps(r)}" for r in head + records] + ['x {"ev": "start"}']
+    chan = parse_channel(lines, "k")
+    assert chan.forged == 1
+    if violation is None:
+        assert chan.violations == [] and chan.tests[N].outcome == "passed"
+    else:
+        assert any(violation in v for v in chan.violations), chan.violations
