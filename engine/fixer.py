@@ -65,7 +65,7 @@ class CandidateResult:
 
     def to_dict(self) -> dict:
         return {"explanation": self.explanation, "diff": self.diff, "verified": self.verified, "round": self.round,
-                "reason": self.reason, "pass_rate": self.pass_rate, "code": self.code}
+                "reason": self.reason, "pass_rate": self.pass_rate, "code": self.code, "suspect": self.suspect}
 
 
 @dataclass

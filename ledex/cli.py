@@ -24,7 +24,7 @@ from pathlib import Path
 from ledex import __version__
 from ledex.engine.apply import ApplyError, apply_patch
 from ledex.engine.backends import PromptTooLong, Sampling, check_fits, load_backend
-from ledex.engine.failures import DiscoveryError, Failure, discover
+from ledex.engine.failures import DiscoveryError, Failure, discover, group_by_suspect
 from ledex.engine.fixer import FixConfig, FixEngine, FixResult, problem_for
 from ledex.engine.format import Mode, build_messages
 from ledex.engine.models import ModelError
@@ -144,7 +144,9 @@ class FixRun:
     def all(self, failures: list[Failure]) -> list:
         queue, handled = list(failures), []
         while queue:
-            item = self.one(queue.pop(0))
+            group = group_by_suspect(queue)[0]  # the first failure with those sharing its top suspect: one problem
+            queue = [f for f in queue if f.test not in (group.test, *group.also)]
+            item = self.one(group)
             self.reporter.result(item)
             handled.append(item)
             if item.applied and queue:
@@ -183,10 +185,14 @@ class FixRun:
         """The failures still failing after a written fix (re-run now); the others are reported fixed."""
         from ledex.cli_output import Handled
 
-        with self.reporter.status(f"re-running {len(queue)} failing test(s) after the fix for {fixed_by}"):
-            again = discover(self.workspace, tests=[f.test for f in queue], python=self.project.python,
-                             command=self.project.test_command, limits=Limits(wall_s=self.args.discovery_timeout,
-                                                                              cpu_s=int(self.args.discovery_timeout)))
+        try:
+            with self.reporter.status(f"re-running {len(queue)} failing test(s) after the fix for {fixed_by}"):
+                again = discover(self.workspace, tests=[f.test for f in queue], python=self.project.python,
+                                 command=self.project.test_command, limits=Limits(
+                                     wall_s=self.args.discovery_timeout, cpu_s=int(self.args.discovery_timeout)))
+        except DiscoveryError as exc:
+            self.reporter.note(f"re-running the failures after the fix for {fixed_by} failed: {exc}")
+            return queue
         fresh = {f.test: f for f in again.failures}
         passed = {o.nodeid for o in (again.verdict.outcomes if again.verdict else ()) if o.outcome == "passed"}
         remaining = []

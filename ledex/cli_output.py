@@ -15,8 +15,10 @@ from ledex.engine.fixer import FixResult
 from ledex.engine.models import ModelIdentity
 
 
-FOUND_BY = {"traceback": "deepest workspace frame of the traceback",
-            "called by the test": "the function the test calls"}
+FOUND_BY = {"traceback": "a workspace frame of the traceback",
+            "called by the test": "the function the test calls",
+            "doctest": "the function whose docstring holds the failing example",
+            "coverage": "executed by the failing test"}
 
 
 @dataclass
@@ -39,6 +41,7 @@ def failure_dict(handled: Handled) -> dict:
     suspect = failure.suspect
     return {
         "test": failure.test, "file": failure.file, "line": failure.line, "message": failure.message,
+        "also": list(failure.also),  # failing tests with the same top suspect, fixed as one problem
         "suspect": suspect and {"path": suspect.path, "function": suspect.qualname,
                                 "line": suspect.start_line, "found_by": suspect.reason},
         "candidates": [c.to_dict() for c in result.ranked],
@@ -98,6 +101,8 @@ class Reporter:
         failure, out = result.failure, self.out
         where = f" ({failure.file}:{failure.line})" if failure.file and failure.line else ""
         print(f"\nFAILED {failure.test}{where}\n  {failure.message}", file=out)
+        if failure.also:
+            print(f"  same suspect, one fix for: {', '.join(failure.also)}", file=out)
         if handled.fixed_by:
             print(f"  passes now: fixed by the fix written for {handled.fixed_by}", file=out)
             return
@@ -111,7 +116,9 @@ class Reporter:
         print(f"  suspect: {failure.suspect.path}::{failure.suspect.qualname} ({found})", file=out)
         for number, candidate in enumerate(result.ranked, 1):
             mark = "verified" if candidate.verified else f"not verified: {candidate.reason}"
-            print(f"\n  candidate {number} (round {candidate.round}) [{mark}]", file=out)
+            top = f"{failure.suspect.path}::{failure.suspect.qualname}"
+            other = f", rewrites {candidate.suspect}" if candidate.suspect and candidate.suspect != top else ""
+            print(f"\n  candidate {number} (round {candidate.round}{other}) [{mark}]", file=out)
             if candidate.explanation:
                 print(textwrap.indent(textwrap.fill(candidate.explanation, 92), "    "), file=out)
             print(textwrap.indent(candidate.diff.rstrip(), "    "), file=out)
@@ -128,5 +135,6 @@ class Reporter:
                         "notes": notes + self._notes}
             print(json.dumps(document, indent=2), file=self.out)
             return
-        fixed = sum(1 for h in handled if h.fixed)
-        print(f"\nledex: {fixed} of {len(handled)} failure(s) have a verified fix (model {identity.id})", file=self.out)
+        size = [1 + len(h.result.failure.also) for h in handled]  # a group counts each of its failures
+        fixed = sum(n for n, h in zip(size, handled) if h.fixed)
+        print(f"\nledex: {fixed} of {sum(size)} failure(s) have a verified fix (model {identity.id})", file=self.out)

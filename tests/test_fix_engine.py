@@ -189,3 +189,22 @@ def test_failures_sharing_a_suspect_are_one_problem_verified_against_all(tmp_pat
     assert not half.verified and "test_chunked_odd still failed" in half.reason
     assert right.verified and result.best is right
     assert "test_chunked_odd" in backend.prompts[0][1]["content"]  # the task names the other failing test
+
+
+def test_the_cli_fixes_failures_of_one_bug_as_one_problem(tmp_path, capsys):
+    import json
+
+    from helpers import write_tree
+
+    from ledex.cli import main
+
+    workspace = write_tree(tmp_path / "ws", CHUNKS)
+    answers = tmp_path / "answers.json"
+    answers.write_text(json.dumps([CHUNKED_HALF, CHUNKED_RIGHT]))
+    code = main(["fix", str(workspace), "--model", f"replay:{answers}", "--samples", "2", "--rounds", "1", "--json"])
+    document = json.loads(capsys.readouterr().out)
+    assert code == 0 and len(document["failures"]) == 1  # three failing tests, one problem
+    group = document["failures"][0]
+    assert group["test"].endswith("test_chunked_even") and len(group["also"]) == 2
+    assert [(c["verified"], c["suspect"]) for c in group["candidates"]] == [
+        (True, "seq/more.py::chunked"), (False, "seq/more.py::chunked")]  # 2 answers in all, not 2 per failure
