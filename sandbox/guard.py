@@ -8,7 +8,9 @@ conftest and pytest configuration, ``report`` = the report directory, ``roots`` 
 the run may use) and installs ``sys.addaudithook`` (PEP 578: an audit hook cannot be removed).
 
 Which code an event comes from is decided from the Python stack: a frame is *untrusted* when
-its code's file is a patched file (or a file such code compiled). Each event has a policy:
+its code's file is a patched file and the line it is executing is one the patch wrote (difflib
+against the original: the user's own lines in that file stay trusted), or when its file name
+was passed to ``compile``/``exec`` by untrusted code. Each event has a policy:
 
 - ``stack``: tampering if any untrusted frame is on the stack (gc object walks, fork/exec,
   subprocess, os.system, signals to processes, sockets, new audit hooks, tracing hooks);
@@ -77,7 +79,11 @@ class Guard:
 
     def __init__(self, config: dict, stderr_fd: int) -> None:
         cwd = os.getcwd()
-        self.untrusted = {os.path.join(cwd, p) for p in config.get("untrusted", ())}
+        raw = config.get("untrusted") or {}
+        raw = raw if isinstance(raw, dict) else dict.fromkeys(raw)
+        # file -> the lines the candidate wrote (None: every line)
+        self.untrusted: dict[str, frozenset[int] | None] = {
+            os.path.join(cwd, p): None if lines is None else frozenset(lines) for p, lines in raw.items()}
         self.protected = {os.path.realpath(os.path.join(cwd, p)) for p in config.get("protected", ())}
         self.report = config.get("report") or None
         self.roots = tuple(os.path.realpath(r) + os.sep for r in config.get("roots", (cwd,)))
@@ -106,15 +112,22 @@ class Guard:
         name = frame.f_code.co_filename
         return name if name.startswith(("/", "<")) else os.path.join(self.cwd, name)
 
+    def _is_untrusted(self, frame, name: str) -> bool:  # noqa: ANN001
+        """A frame of the candidate's: in a patched file, on a line the patch wrote."""
+        if name not in self.untrusted:
+            return False
+        lines = self.untrusted[name]
+        return lines is None or frame.f_lineno is None or frame.f_lineno in lines
+
     def _any_untrusted(self) -> bool:
-        return any(self._file(f) in self.untrusted for f in self._frames())
+        return any(self._is_untrusted(f, self._file(f)) for f in self._frames())
 
     def _acting_untrusted(self, proxies: frozenset[str], skip_dir: str = "") -> bool:
         for frame in self._frames():
             name = self._file(frame)
             if name in proxies or (skip_dir and name.startswith(skip_dir)):
                 continue
-            return name in self.untrusted
+            return self._is_untrusted(frame, name)
         return False
 
     # --- the hook -----------------------------------------------------------------------------
@@ -160,7 +173,7 @@ class Guard:
         """Code compiled by candidate code is candidate code, whatever file name it claims."""
         name = args[1] if len(args) > 1 else None
         if isinstance(name, str) and self._acting_untrusted(frozenset()):
-            self.untrusted.add(name if name.startswith(("/", "<")) else os.path.join(self.cwd, name))
+            self.untrusted[name if name.startswith(("/", "<")) else os.path.join(self.cwd, name)] = None
 
     def _attribute(self, event: str, args: tuple) -> str | None:
         obj, name = args[0], args[1] if len(args) > 1 else ""
@@ -233,14 +246,45 @@ def reason(stderr: str) -> str:
     return f"not verified: tampering: {what} (the sandbox's runtime guard stopped the run)"
 
 
-def environment(untrusted, protected, report: str, roots) -> dict[str, str]:  # noqa: ANN001
-    """The env entry that configures the guard (paths relative to the copy or absolute).
+def changed_lines(original: str | None, new: str) -> list[int] | None:
+    """1-based lines of ``new`` that the patch wrote (difflib); None = all (no original)."""
+    import difflib  # worker side only: keeps the sandboxed interpreter's start-up lean
+
+    if original is None:
+        return None
+    old_lines, new_lines = original.splitlines(), new.splitlines()
+    ops = difflib.SequenceMatcher(None, old_lines, new_lines, autojunk=False).get_opcodes()
+    return [n + 1 for tag, _i1, _i2, j1, j2 in ops if tag in ("replace", "insert") for n in range(j1, j2)]
+
+
+def _untrusted(untrusted, originals) -> dict[str, list[int] | None]:  # noqa: ANN001
+    if not isinstance(untrusted, dict):
+        return dict.fromkeys(untrusted)
+    out = {}
+    for rel, text in untrusted.items():
+        out[rel] = changed_lines(_read(os.path.join(originals, rel)) if originals else None, text)
+    return out
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def environment(untrusted, protected, report: str, roots, originals=None) -> dict[str, str]:  # noqa: ANN001
+    """The env entry that configures the guard.
+
+    ``untrusted``: {relpath: patched text} (with ``originals``, the workspace they patch: only
+    the lines the patch wrote are the candidate's) or an iterable of paths (whole files).
 
     Empty when ``LEDEX_SANDBOX_GUARD=off`` (only for testing the other layers on their own).
     """
     if os.environ.get(SWITCH_ENV) == "off":
         return {}
-    config = {"untrusted": sorted(untrusted), "protected": sorted(protected),
+    config = {"untrusted": _untrusted(untrusted, originals), "protected": sorted(protected),
               "report": os.path.realpath(report), "roots": [os.path.realpath(r) for r in roots]}
     return {CONFIG_ENV: json.dumps(config)}
 

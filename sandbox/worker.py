@@ -74,7 +74,7 @@ def _execute(req: dict[str, Any], requested: tuple[str, ...], mode: str) -> Verd
     nonce = secrets.token_hex(16)  # not the run id: that one is visible in the environment
     env = _env(req, dirs)
     env.update(guard.environment(patch, copy.protected, dirs["report"],
-                                 [dirs[k] for k in ("ws", "tmp", "home")]) if patch else {})
+                                 [dirs[k] for k in ("ws", "tmp", "home")], workspace) if patch else {})
     if req.get("coverage"):
         covdata.install(dirs["runner"], dirs["report"], env)
     raw = run_command(wrapped, env=env, cwd=dirs["ws"], secret=_secret(nonce, copy, dirs, test_timeout(limits)),
