@@ -5,11 +5,28 @@ All backends take the LEDEX conversation from `ledex.engine.format` and return r
 the llama.cpp backend renders the conversation with the GGUF's own chat template through
 `format.render_chat`, the same function training uses.
 
+K answers to one prompt: `generate_batch(backend, messages, sampling, n)` yields them as they
+finish. The llama.cpp backend evaluates the prompt once and decodes the K sequences together
+in one llama.cpp batch (the prompt's KV cells are shared through sequence ids); each sequence
+has its own sampler chain (grammar, top-k/top-p/min-p, temperature, seed = sampling.seed + i),
+so answer i is the same whatever K is. A `Sampling.grammar` (GBNF, see
+`format.answer_grammar`) constrains every answer to the LEDEX shape.
+
+Endpoints and grammars: the grammar is sent in the field the server reads (`grammar_field`):
+llama-server reads `grammar` (the default); vLLM reads `guided_grammar` (before 0.11) or
+`structured_outputs: {"grammar": ...}` (0.11 on); Ollama and hosted OpenAI take no GBNF
+grammar (they ignore the field). Every request also carries the stop sequence
+`format.ANSWER_STOP`, so a server that ignores the grammar still stops at the closing fence,
+and `parse_response` checks every answer either way. K answers are one request with `n=K`
+(vLLM, llama-server); a server that returns fewer choices is asked again for the rest.
+
 Try it:  python -m ledex.engine.backends "Write add(a, b)."
 """
 
 from __future__ import annotations
 
+import ctypes
+import dataclasses
 import json
 import os
 import threading
@@ -17,14 +34,16 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from typing import Callable, Iterable, Protocol, Sequence
+from typing import Callable, Iterator, Protocol, Sequence
 
-from ledex.engine.format import render_chat
+from ledex.engine.format import ANSWER_STOP, render_chat
 from ledex.engine.models import ModelError, ModelIdentity, ModelSpec, identify, parse_model_spec
 
-# Context for the default 135M model: prompts (function + test + clipped traceback) fit in
-# ~1.5k tokens, answers in ~512; larger windows only cost memory.
-DEFAULT_N_CTX = 4096
+# Context for the default 135M model, shared by the K sequences of a batch: prompts (function
+# + test + clipped traceback) fit in ~1.5k tokens, answers in ~512 (K=8 x 512 + 1.5k < 6k).
+# The KV cache costs ~23 KB per token for the 135M model (190 MB at 8192).
+DEFAULT_N_CTX = 8192
+MAX_PARALLEL = 8  # sequences decoded together; more K than this (or than n_ctx fits) waits for a free slot
 
 
 @dataclass(frozen=True)
@@ -33,7 +52,8 @@ class Generation:
     finish_reason: str  # "stop" | "length" | "cancelled"
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # from the request to this answer (in a batch: to when this one finished)
+    seed: int = 0  # the sampling seed that produced it (answers of a batch arrive out of order)
 
     @property
     def truncated(self) -> bool:
@@ -46,6 +66,7 @@ class Sampling:
     top_p: float = 0.95
     max_tokens: int = 512  # a refined function plus a short explanation fits comfortably
     seed: int = 0
+    grammar: str = ""  # GBNF the answer must match (format.answer_grammar); "" = unconstrained
 
 
 class PromptTooLong(ModelError):
@@ -78,11 +99,21 @@ class CancelFlag(Protocol):
 
 
 class Backend(Protocol):
+    """What the engine needs of a model. A backend may also offer
+    `generate_batch(messages, sampling, n, *, cancel, on_token) -> Iterator[Generation]`
+    (n answers with seeds sampling.seed + i, yielded as they finish); `generate_batch` below
+    falls back to one `generate` after another for backends that do not."""
+
     identity: ModelIdentity
 
     def generate(self, messages: list[dict[str, str]], sampling: Sampling, *,
                  cancel: CancelFlag | None = None,
                  on_token: Callable[[], None] | None = None) -> Generation: ...
+
+
+def only_answer(answers: Iterator[Generation], sampling: Sampling) -> Generation:
+    """The one answer of an n=1 batch (read to its end), or an empty cancelled one."""
+    return next(iter(list(answers)), Generation("", "cancelled", seed=sampling.seed))
 
 
 def default_threads() -> int:
@@ -92,9 +123,14 @@ def default_threads() -> int:
 
 
 class LlamaCppBackend:
-    """A local GGUF through llama-cpp-python; thread-safe (one generation at a time)."""
+    """A local GGUF through llama-cpp-python; thread-safe (one generation or batch at a time).
 
-    def __init__(self, spec: ModelSpec, *, n_ctx: int = DEFAULT_N_CTX, n_threads: int | None = None):
+    Generation uses llama.cpp's low-level batch API on a context with MAX_PARALLEL + 1
+    sequence ids and a unified KV cache (sequence 0 holds the prompt, the others share its
+    cells through `llama_memory_seq_cp`). `prompt_evals` counts prompt evaluations."""
+
+    def __init__(self, spec: ModelSpec, *, n_ctx: int = DEFAULT_N_CTX, n_threads: int | None = None,
+                 n_parallel: int = MAX_PARALLEL):
         try:
             from llama_cpp import Llama
         except ImportError as exc:  # pragma: no cover - depends on the install
@@ -105,11 +141,37 @@ class LlamaCppBackend:
         try:
             self.llm = Llama(model_path=spec.location, lora_path=spec.adapter, n_ctx=n_ctx,
                              n_threads=n_threads or default_threads(), verbose=False)
+            self.n_parallel = max(1, n_parallel)
+            self._use_multi_sequence_context(self.n_parallel + 1)
         except Exception as exc:
             raise ModelError(f"llama.cpp could not load {spec.location}"
                              f"{' with adapter ' + spec.adapter if spec.adapter else ''}: {exc}") from exc
         self.chat_template = self.llm.metadata.get("tokenizer.chat_template") or CHATML_TEMPLATE
         self.eos_text = self._token_text(self.llm.token_eos())
+        self.prompt_evals = 0
+        self._grammars: dict = {}  # parsed grammar per GBNF text, cloned per sequence
+
+    def _use_multi_sequence_context(self, n_seq: int) -> None:
+        """Replace the Llama object's one-sequence context by one with n_seq sequence ids
+        (same size and threads; the LoRA adapter applied again). Llama's own API keeps working."""
+        from llama_cpp import _internals, llama_cpp as C
+
+        params = C.llama_context_params.from_buffer_copy(self.llm.context_params)
+        params.n_seq_max, params.kv_unified = n_seq, True
+        # A batch of K tokens runs on n_threads_batch, which llama-cpp-python sets to every core:
+        # spinning threads on a core that verification (or anyone) also uses slow down ~30x.
+        params.n_threads_batch = params.n_threads
+        ctx = _internals.LlamaContext(model=self.llm._model, params=params, verbose=False)
+        adapter = getattr(self.llm, "_lora_adapter", None)
+        if adapter is not None:
+            adapters = (C.llama_adapter_lora_p_ctypes * 1)(adapter)
+            if C.llama_set_adapters_lora(ctx.ctx, adapters, 1, (ctypes.c_float * 1)(self.llm.lora_scale)):
+                ctx.close()
+                raise ModelError("llama.cpp could not apply the adapter to the batch context")
+        old, self.llm._ctx = self.llm._ctx, ctx
+        old.close()
+        self.llm._stack.callback(ctx.close)
+        self._batch = _internals.LlamaBatch(n_tokens=max(self.llm.n_batch, n_seq), embd=0, n_seq_max=1, verbose=False)
 
     def _token_text(self, token: int) -> str:
         return self.llm.detokenize([token], special=True).decode("utf-8", errors="replace")
@@ -124,33 +186,33 @@ class LlamaCppBackend:
         return len(self.tokenize(text))
 
     def generate(self, messages, sampling, *, cancel=None, on_token=None) -> Generation:
+        return only_answer(self.generate_batch(messages, sampling, 1, cancel=cancel, on_token=on_token), sampling)
+
+    def generate_batch(self, messages, sampling: Sampling, n: int, *, cancel=None,
+                       on_token=None) -> Iterator[Generation]:
+        """n answers (seeds sampling.seed + i) decoded together, yielded as each finishes;
+        on cancel the unfinished ones are yielded with finish_reason "cancelled"."""
         prompt = self.tokenize(self.render(messages))
         if len(prompt) >= self.context_tokens:  # no room to answer (llama.cpp would fail deep inside)
             raise PromptTooLong(f"the prompt is {len(prompt)} tokens, the model's context is {self.context_tokens}",
                                 len(prompt), self.context_tokens)
-        with self._lock:
-            return self._stream(prompt, sampling, cancel, on_token)
+        from ledex.engine.llamabatch import BatchRun
 
-    def _stream(self, prompt: list[int], sampling: Sampling, cancel, on_token) -> Generation:
-        started, pieces, finish = time.perf_counter(), [], "length"
-        # Evaluate the prompt from scratch: reusing the previous call's KV cache changes the
-        # logits in the last bits, so the same seed would not give the same answer twice.
-        self.llm.reset()
-        stream = self.llm.create_completion(prompt, max_tokens=sampling.max_tokens, temperature=sampling.temperature,
-                                            top_p=sampling.top_p, seed=sampling.seed, stream=True)
-        for chunk in stream:
-            choice = chunk["choices"][0]
-            pieces.append(choice["text"])
-            if on_token:
-                on_token()
-            if choice.get("finish_reason"):
-                finish = choice["finish_reason"]
-            if cancel is not None and cancel.is_set():
-                finish = "cancelled"
-                break
-        stream.close()
-        text = "".join(pieces)
-        return Generation(text, finish, len(prompt), len(pieces), time.perf_counter() - started)
+        with self._lock:
+            yield from BatchRun(self, prompt, sampling, n, cancel, on_token).run()
+
+    def grammar_sampler(self, grammar: str):
+        """A fresh llama.cpp grammar sampler for this GBNF text (parsed once, then cloned)."""
+        from llama_cpp import llama_cpp as C
+
+        from ledex.engine.llamabatch import Owned
+
+        if grammar not in self._grammars:
+            sampler = C.llama_sampler_init_grammar(self.llm._model.vocab, grammar.encode(), b"root")
+            if not sampler:
+                raise ModelError(f"llama.cpp cannot parse the answer grammar: {grammar[:200]!r}")
+            self._grammars[grammar] = Owned(sampler)
+        return C.llama_sampler_clone(self._grammars[grammar].pointer)
 
 
 # Fallback when a GGUF carries no template (ChatML, what SmolLM2 and many small models use).
@@ -160,28 +222,77 @@ CHATML_TEMPLATE = (
 )
 
 
-class EndpointBackend:
-    """An OpenAI-compatible /v1/chat/completions server (llama-server, vLLM, Ollama)."""
+GRAMMAR_FIELDS = ("grammar", "guided_grammar", "structured_outputs", "none")
 
-    def __init__(self, spec: ModelSpec, *, timeout_s: float = 300.0):
+
+class EndpointBackend:
+    """An OpenAI-compatible /v1/chat/completions server (llama-server, vLLM, Ollama).
+
+    `grammar_field` (or LEDEX_ENDPOINT_GRAMMAR_FIELD): where a Sampling.grammar goes in the
+    request, one of GRAMMAR_FIELDS (see the module docstring for which server reads which)."""
+
+    def __init__(self, spec: ModelSpec, *, timeout_s: float = 300.0, grammar_field: str | None = None):
         self.identity = identify(spec)
         self.url = spec.location + "/chat/completions"
         self.model = spec.endpoint_model or "default"
         self.timeout_s = timeout_s
+        self.grammar_field = grammar_field or os.environ.get("LEDEX_ENDPOINT_GRAMMAR_FIELD") or "grammar"
+        if self.grammar_field not in GRAMMAR_FIELDS:
+            raise ModelError(f"unknown grammar field {self.grammar_field!r}; expected one of {', '.join(GRAMMAR_FIELDS)}")
+        self.takes_n = True  # until a server refuses n > 1
 
     def generate(self, messages, sampling, *, cancel=None, on_token=None) -> Generation:
+        return only_answer(self.generate_batch(messages, sampling, 1, cancel=cancel), sampling)
+
+    def generate_batch(self, messages, sampling: Sampling, n: int, *, cancel=None,
+                       on_token=None) -> Iterator[Generation]:
+        """n answers in as few requests as the server allows (n=K, then the rest one by one)."""
+        done = 0
+        while done < n:
+            if cancel is not None and cancel.is_set():
+                return
+            ask = n - done if self.takes_n else 1
+            seeded = dataclasses.replace(sampling, seed=sampling.seed + done)
+            try:
+                answers = self._request(messages, seeded, ask)
+            except ModelError:
+                if ask == 1:
+                    raise
+                self.takes_n = False  # e.g. "only one completion choice is allowed": ask one by one
+                continue
+            for answer in answers[:n - done]:
+                yield answer
+                done += 1
+
+    def body(self, messages, sampling: Sampling, n: int = 1) -> dict:
+        """The request: sampling, n, the stop sequence, and the grammar in `grammar_field`."""
         body = {"model": self.model, "messages": messages, "temperature": sampling.temperature,
                 "top_p": sampling.top_p, "max_tokens": sampling.max_tokens, "seed": sampling.seed}
+        if n > 1:
+            body["n"] = n
+        if sampling.grammar:
+            body["stop"] = [ANSWER_STOP]
+            if self.grammar_field == "structured_outputs":
+                body["structured_outputs"] = {"grammar": sampling.grammar}
+            elif self.grammar_field != "none":
+                body[self.grammar_field] = sampling.grammar
+        return body
+
+    def _request(self, messages, sampling: Sampling, n: int) -> list[Generation]:
         started = time.perf_counter()
-        reply = self._post(body)
+        reply = self._post(self.body(messages, sampling, n))
         try:
-            choice = reply["choices"][0]
+            choices = sorted(reply["choices"], key=lambda c: c.get("index", 0))
             usage = reply.get("usage") or {}
-            text = choice["message"]["content"] or ""
-        except (KeyError, IndexError, TypeError) as exc:
+            texts = [(c["message"]["content"] or "", c.get("finish_reason") or "stop") for c in choices]
+        except (KeyError, IndexError, TypeError, AttributeError) as exc:
             raise ModelError(f"{self.url} answered something that is not a chat completion: {str(reply)[:200]}") from exc
-        return Generation(text, choice.get("finish_reason") or "stop", usage.get("prompt_tokens", 0),
-                          usage.get("completion_tokens", 0), time.perf_counter() - started)
+        if not texts:
+            raise ModelError(f"{self.url} answered with no choices")
+        seconds = time.perf_counter() - started
+        tokens = usage.get("completion_tokens", 0) // len(texts)
+        return [Generation(_closed(text, finish, bool(sampling.grammar)), finish, usage.get("prompt_tokens", 0),
+                           tokens, seconds, sampling.seed + i) for i, (text, finish) in enumerate(texts)]
 
     def _post(self, body: dict) -> dict:
         headers = {"Content-Type": "application/json"}
@@ -193,6 +304,13 @@ class EndpointBackend:
                 return json.loads(response.read())
         except (urllib.error.URLError, TimeoutError, json.JSONDecodeError) as exc:
             raise ModelError(f"model endpoint {self.url} failed: {exc}") from exc
+
+
+def _closed(text: str, finish: str, asked_to_stop: bool) -> str:
+    """A server that stopped at ANSWER_STOP leaves the stop text out: put the closing fence back."""
+    if asked_to_stop and finish == "stop" and text.count("```") % 2 == 1:
+        return text.rstrip("\n") + "\n```"
+    return text
 
 
 class ReplayBackend:
@@ -238,12 +356,22 @@ def load_backend(model: str | None = None, adapter: str | None = None, **kwargs)
     return LlamaCppBackend(spec, **kwargs)
 
 
-def generate_many(backend: Backend, messages: list[dict[str, str]], sampling: Sampling, n: int,
-                  **kwargs) -> Iterable[Generation]:
-    """n samples with distinct seeds (seed, seed+1, ...), yielded as they finish."""
+def generate_batch(backend: Backend, messages: list[dict[str, str]], sampling: Sampling, n: int, *,
+                   cancel: CancelFlag | None = None, on_token: Callable[[], None] | None = None) -> Iterator[Generation]:
+    """n answers with seeds sampling.seed + i, yielded as they finish: the backend's own
+    batch when it has one, else one `generate` after another (stopping at a cancelled one)."""
+    batch = getattr(backend, "generate_batch", None)
+    if batch is not None:
+        yield from batch(messages, sampling, n, cancel=cancel, on_token=on_token)
+        return
     for i in range(n):
-        yield backend.generate(messages, Sampling(sampling.temperature, sampling.top_p,
-                                                  sampling.max_tokens, sampling.seed + i), **kwargs)
+        if cancel is not None and cancel.is_set():
+            return
+        generation = backend.generate(messages, dataclasses.replace(sampling, seed=sampling.seed + i),
+                                      cancel=cancel, on_token=on_token)
+        yield generation
+        if generation.finish_reason == "cancelled":
+            return
 
 
 if __name__ == "__main__":

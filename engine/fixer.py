@@ -12,17 +12,19 @@ Try it:  python -m ledex.engine.fixer examples/inventory
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
-from ledex.engine.backends import Backend, Sampling
+from ledex.engine.backends import Backend, Generation, Sampling, generate_batch
 from ledex.engine.failures import Failure
-from ledex.engine.format import Candidate, Mode, Problem, build_messages, clip_middle, fenced, parse_response
+from ledex.engine.format import (Candidate, Mode, Problem, answer_grammar, build_messages, clip_middle, fenced,
+                                 parse_response)
 from ledex.engine.localize import read_source
 from ledex.engine.patching import Patch, PatchError, make_patch
 from ledex.sandbox import Limits, Verdict, verify_many
@@ -42,6 +44,7 @@ class FixConfig:
     # Suspects tried in turn, most suspicious first, until one gets a verified fix (issue 12 item 6;
     # see bench/bench_localize.py for how often the broken function is in the top 1 / top 3).
     suspects: int = 3
+    grammar: bool = True  # constrain answers to the LEDEX shape (format.answer_grammar) where the backend can
 
 
 @dataclass
@@ -144,6 +147,18 @@ class AnyEvent:
         return any(e.is_set() for e in self.events)
 
 
+def _waited(answers: Iterator[Generation], timings: dict[str, float]) -> Iterator[Generation]:
+    """The answers, adding the time spent waiting for each to timings["generation"]; closes them."""
+    with contextlib.closing(answers):
+        while True:
+            started = time.perf_counter()
+            generation = next(answers, None)
+            timings["generation"] += time.perf_counter() - started
+            if generation is None:
+                return
+            yield generation
+
+
 def suspects_to_try(failure: Failure, limit: int) -> list:
     """failure.suspect first (a caller may have chosen it), then the rest of the ranking."""
     ranked = [failure.suspect] if failure.suspect is not None else []
@@ -197,16 +212,14 @@ class FixEngine:
         pending: list[tuple[CandidateResult, Future | None]] = []
         found = threading.Event()  # set by a verification that succeeded (stop_at_first only)
         stop = AnyEvent(cancel, found)  # what the running generation listens to
-        for i in range(total):
-            if stop.is_set():
-                break
-            if progress:
+        sampling = dataclasses.replace(self.config.sampling, seed=self.config.sampling.seed + 1000 * round_no,
+                                       grammar=self._grammar(failure))
+        if progress:
+            progress(f"round {round_no}: generating", 0, total)
+        answers = generate_batch(self.backend, messages, sampling, total, cancel=stop)  # K decoded together
+        for i, generation in enumerate(_waited(answers, result.timings)):
+            if progress and i:
                 progress(f"round {round_no}: generating", i, total)
-            seed = self.config.sampling.seed + 1000 * round_no + i
-            sampling = Sampling(self.config.sampling.temperature, self.config.sampling.top_p,
-                                self.config.sampling.max_tokens, seed)
-            generation = self.backend.generate(messages, sampling, cancel=stop)
-            result.timings["generation"] += generation.seconds
             if generation.finish_reason == "cancelled":
                 break  # cut short on purpose: not an answer of the model's, so not a candidate
             candidate = self._candidate(generation.text, generation.truncated, failure, original, round_no)
@@ -227,6 +240,10 @@ class FixEngine:
         if progress:
             progress(f"round {round_no}: done", total, total)
         return [c for c, _ in pending]
+
+    def _grammar(self, failure: Failure) -> str:
+        """The answer shape for this suspect, or "" when the config turns constraining off."""
+        return answer_grammar(self.config.mode, failure.suspect.qualname) if self.config.grammar else ""
 
     def _candidate(self, text: str, truncated: bool, failure: Failure, original: str, round_no: int) -> CandidateResult:
         parsed = parse_response(text, self.config.mode, truncated=truncated)

@@ -12,6 +12,10 @@ Conversation shape, as in the LEDEX paper (see ../shared/ledex-method.md):
     user:       execution feedback + instruction ("explain, then refine" or "refine")
     assistant:  explanation in prose, then the refined code in ONE ```python block
 
+The answer shape is also written down as a GBNF grammar (`answer_grammar`), which the
+llama.cpp backend (and servers that take one) use to constrain sampling, so that every
+answer the model writes has that shape; `parse_response` stays the check.
+
 Try it:  python -m ledex.engine.format
 """
 
@@ -122,6 +126,69 @@ def render_chat(messages: list[dict[str, str]], chat_template: str, *, add_gener
     template = _JINJA.from_string(chat_template)
     return template.render(messages=messages, add_generation_prompt=add_generation_prompt,
                            bos_token=bos_token, eos_token=eos_token)
+
+
+# --- the answer shape as a grammar --------------------------------------------------------
+
+# Longest explanation the grammar lets through, in characters (~120 tokens): "a few
+# sentences". Without a bound a small model can ramble until max_tokens and never reach code.
+MAX_EXPLANATION_CHARS = 480
+MAX_IMPORT_LINES = 4  # import lines allowed before the definition (patching adds missing imports)
+
+# What a server without grammar support is asked to stop at: the end of a closing fence.
+# (The opening fence is followed by "python", so this does not cut it.)
+ANSWER_STOP = "\n```\n"
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+_GRAMMAR_RULES = r"""
+code        ::= import-line{0,%(imports)d} decorator* "async "? "def " name [ \t]* "(" [^\n]* "\n" body
+import-line ::= ("import " | "from ") [^\n]* "\n"
+decorator   ::= "@" [^\n]* "\n"
+body        ::= ([ \t] [^\n]* "\n" | "\n")*
+explanation ::= [^`\n\t ] prose-char{0,%(prose)d} "\n"
+prose-char  ::= [^`] | "`" [^`] | "``" [^`]
+"""
+
+
+def answer_grammar(mode: Mode = Mode.EXPLAIN, suspect_name: str | None = None) -> str:
+    """The LEDEX answer shape as a GBNF grammar (llama.cpp's grammar format, root rule `root`).
+
+    Explain mode: a prose explanation (1-MAX_EXPLANATION_CHARS characters, no run of three
+    backticks, so no fence), a newline, then exactly one ```python block; refine mode: the
+    block only. The block's code starts with at most MAX_IMPORT_LINES import lines, then
+    decorators, then `def`/`async def` with the suspect's name (the last part of a qualname:
+    a method is written as a plain function, as `engine.patching` expects); every later line
+    is indented or blank, so the block holds that one function. The grammar ends at the
+    closing fence: a sampler that honours it stops there. `suspect_name` None allows any name.
+    Raises ValueError for a name that is not a Python identifier.
+
+    >>> print(answer_grammar(Mode.REFINE, "Inventory.restock").splitlines()[:2])
+    ['root ::= "```python\\\\n" code "```"', 'name ::= "restock"']
+    """
+    name = (suspect_name or "").rsplit(".", 1)[-1]
+    if suspect_name and not _IDENTIFIER.fullmatch(name):
+        raise ValueError(f"not a Python function name: {suspect_name!r}")
+    block = '"```python\\n" code "```"'
+    root = f"root ::= explanation {block}" if Mode(mode) is Mode.EXPLAIN else f"root ::= {block}"
+    name_rule = f'name ::= "{name}"' if name else "name ::= [A-Za-z_] [A-Za-z0-9_]*"
+    rules = _GRAMMAR_RULES % {"imports": MAX_IMPORT_LINES, "prose": MAX_EXPLANATION_CHARS - 1}
+    return f"{root}\n{name_rule}{rules}"
+
+
+def answer_end(text: str) -> int | None:
+    """Index just past the closing fence of the first complete code block, or None.
+
+    Where a grammar-constrained answer is complete (generation stops there).
+
+    >>> answer_end("Why.\\n```python\\ndef f():\\n    pass\\n```\\nmore")
+    36
+    """
+    blocks, _ = _blocks(text)
+    if not blocks:
+        return None
+    closing = _FENCE.search(text, blocks[0][2])
+    return closing.end() if closing else None
 
 
 # --- parsing the model's answer ----------------------------------------------------------

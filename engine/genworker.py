@@ -7,10 +7,14 @@ Protocol, one JSON object per line (esbonio-style: narrow, one request at a time
     parent                                          worker: python -m ledex.engine.genworker
     argv: --model M [--adapter A] [--nice N] [--threads T]
                                                     <- {"ready": <ModelIdentity dict>}  | {"error": "..."}
-    {"op": "generate", "id": 1, "messages": [...], "sampling": {...}} ->
+    {"op": "generate", "id": 1, "messages": [...], "sampling": {...}, "n": K} ->
     {"op": "cancel", "id": 1} ->                    (optional, any time)
                                                     <- {"id": 1, "tokens": 17}    (progress, a few per second)
-                                                    <- {"id": 1, "generation": {...}} | {"id": 1, "error": "..."}
+                                                    <- {"id": 1, "generation": {...}}  (each answer as it finishes, K times)
+                                                    <- {"id": 1, "done": K}  | {"id": 1, "error": "..."}
+
+The K answers of one request are one batch in the worker (`backends.generate_batch`), streamed
+back one by one so the parent can verify the first while the others are still decoding.
 
 The worker exits when its stdin closes, so it never outlives the parent (even a SIGKILLed
 one). Its protocol goes to a private copy of stdout; anything a native library prints goes
@@ -31,10 +35,10 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict
-from typing import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Iterator
 
-from ledex.engine.backends import Generation, Sampling, load_backend
+from ledex.engine.backends import Generation, Sampling, generate_batch, load_backend, only_answer
 from ledex.engine.models import ModelError, ModelIdentity
 
 PROGRESS_EVERY_S = 0.25  # liveness + progress; more often only costs pipe traffic
@@ -72,7 +76,8 @@ def _read_requests(stream, jobs: queue.Queue, cancels: dict[int, threading.Event
 
 
 def _answer(backend, request: dict, cancel: threading.Event, out) -> dict:
-    rid, tokens, last = request["id"], 0, time.monotonic()
+    """Stream each answer of the request as it finishes; the closing message is returned."""
+    rid, tokens, last, sent = request["id"], 0, time.monotonic(), 0
 
     def on_token() -> None:
         nonlocal tokens, last
@@ -83,10 +88,13 @@ def _answer(backend, request: dict, cancel: threading.Event, out) -> dict:
 
     try:
         sampling = Sampling(**request.get("sampling", {}))
-        generation = backend.generate(request["messages"], sampling, cancel=cancel, on_token=on_token)
+        for generation in generate_batch(backend, request["messages"], sampling, int(request.get("n", 1)),
+                                         cancel=cancel, on_token=on_token):
+            _send(out, {"id": rid, "generation": asdict(generation)})
+            sent += 1
     except Exception as exc:  # a Python-level failure is an answer; only a native crash ends us
         return {"id": rid, "error": f"{type(exc).__name__}: {exc}"}
-    return {"id": rid, "generation": asdict(generation)}
+    return {"id": rid, "done": sent}
 
 
 def serve(backend, requests, out) -> None:
@@ -123,6 +131,27 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # --- parent side ----------------------------------------------------------------------------
+
+class _Always:
+    def is_set(self) -> bool:
+        return True
+
+
+_SET = _Always()
+
+
+@dataclass
+class _Await:
+    """Where the parent is in one request's replies."""
+
+    rid: int
+    cancel: object
+    on_token: Callable[[], None] | None
+    heard: float = field(default_factory=time.monotonic)
+    cancelled_at: float | None = None
+    tokens: int = 0
+    over: bool = False
+
 
 def _describe_exit(code: int | None) -> str:
     if code is None:
@@ -251,6 +280,12 @@ class WorkerBackend:
     # the Backend interface
 
     def generate(self, messages, sampling: Sampling, *, cancel=None, on_token=None) -> Generation:
+        return only_answer(self.generate_batch(messages, sampling, 1, cancel=cancel, on_token=on_token), sampling)
+
+    def generate_batch(self, messages, sampling: Sampling, n: int, *, cancel=None,
+                       on_token=None) -> Iterator[Generation]:
+        """n answers decoded together in the worker, yielded as each finishes. Closing the
+        iterator early cancels the rest (and waits for the worker to say it stopped)."""
         with self._lock:
             if self._proc is not None and self._proc.poll() is not None:
                 self._reap()  # it died between requests (OOM killer, a user's kill): no request lost, start anew
@@ -258,37 +293,53 @@ class WorkerBackend:
                 self._start()
             self._next_id += 1
             rid = self._next_id
-            self._send_request({"op": "generate", "id": rid, "messages": messages, "sampling": asdict(sampling)},
-                               "generating")
-            return self._await(rid, cancel, on_token)
+            self._send_request({"op": "generate", "id": rid, "messages": messages, "sampling": asdict(sampling),
+                                "n": n}, "generating")
+            state = _Await(rid, cancel, on_token)
+            try:
+                while (message := self._await(state)) is not None:
+                    yield message
+            finally:
+                if not state.over and self._proc is not None:  # the caller stopped early: cancel the rest
+                    state.cancel = _SET
+                    while not state.over and self._await(state) is not None:
+                        pass
 
-    def _await(self, rid: int, cancel, on_token) -> Generation:
-        heard, cancelled_at, tokens = time.monotonic(), None, 0
+    def _await(self, state: _Await) -> Generation | None:
+        """The request's next answer, or None when the worker said it is done."""
         while True:
             try:
                 message = self._messages.get(timeout=0.05)
             except queue.Empty:
                 now = time.monotonic()
-                if cancel is not None and cancel.is_set() and cancelled_at is None:
-                    cancelled_at = now
-                    self._send_request({"op": "cancel", "id": rid}, "generating")
-                if cancelled_at is not None and now - cancelled_at > self.cancel_grace_s:
+                if state.cancel is not None and state.cancel.is_set() and state.cancelled_at is None:
+                    state.cancelled_at = now
+                    self._send_request({"op": "cancel", "id": state.rid}, "generating")
+                if state.cancelled_at is not None and now - state.cancelled_at > self.cancel_grace_s:
                     self._stop()  # stuck in native code: a new worker is cheaper than waiting
-                    return Generation("", "cancelled")
-                if now - heard > self.stall_timeout_s:
+                    state.over = True
+                    return None
+                if now - state.heard > self.stall_timeout_s:
+                    state.over = True
                     raise self._died(f"generating (no word for {self.stall_timeout_s:.0f} s)", kill=True)
                 continue
             if message is None:
+                state.over = True
                 raise self._died("generating")
-            heard = time.monotonic()
-            if message.get("id") != rid:
+            state.heard = time.monotonic()
+            if message.get("id") != state.rid:
                 continue
             if "tokens" in message:
-                for _ in range(message["tokens"] - tokens if on_token else 0):
-                    on_token()
-                tokens = max(tokens, message["tokens"])
+                for _ in range(message["tokens"] - state.tokens if state.on_token else 0):
+                    state.on_token()
+                state.tokens = max(state.tokens, message["tokens"])
             elif "error" in message:
+                state.over = True
                 raise ModelError(message["error"])
+            elif "done" in message:
+                state.over = True
+                self.crashes_in_a_row = 0
+                return None
             else:
                 self.crashes_in_a_row = 0
                 return Generation(**message["generation"])

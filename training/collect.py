@@ -32,7 +32,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ledex.engine.format import Mode, build_messages, parse_response
+from ledex.engine.format import Mode, answer_grammar, build_messages, parse_response
 from ledex.training import records
 from ledex.training.config import add_dataclass_arguments, from_args
 from ledex.training.mutate import mutants
@@ -196,7 +196,8 @@ class Collector:
         for w in picked:
             messages = build_messages(ledex_problem(problem, w.code, w.verdict), Mode.EXPLAIN)
             for i in range(self.config.refinements):
-                sampling = Sampling(self.config.refine_temperature, 0.95, self.config.max_tokens, seed + 1000 + i)
+                sampling = Sampling(self.config.refine_temperature, 0.95, self.config.max_tokens, seed + 1000 + i,
+                                    answer_grammar(Mode.EXPLAIN, problem.entry_point))  # the shape served
                 reply = self.teacher.generate(messages, sampling)
                 parsed = parse_response(reply.text, Mode.EXPLAIN, truncated=reply.truncated)
                 answers.append((w, getattr(parsed, "explanation", reply.text.strip()), getattr(parsed, "code", None)))

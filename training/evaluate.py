@@ -30,12 +30,12 @@ import sys
 import tempfile
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
 from ledex.engine.backends import Backend, Sampling, load_backend
-from ledex.engine.format import Candidate, Mode, Problem, build_messages, parse_response
+from ledex.engine.format import Candidate, Mode, Problem, answer_grammar, build_messages, parse_response
 from ledex.engine.problems import (CodingProblem, extract_code, feedback, initial_messages, judge_solutions,
                                    load_humaneval, load_mbpp)
 from ledex.training.eval_report import EvalStore, summarize, write_outputs
@@ -79,6 +79,7 @@ class EvalConfig:
     out: str = ".ledex/eval"
     cache: str | None = None  # default: <out>/cache.jsonl
     check_references: bool = True  # judge each task's reference solution first (catches a broken sandbox)
+    grammar: bool = True  # refinement answers constrained to the LEDEX shape (format.answer_grammar)
     progress: bool = True
 
     def sampling(self, max_tokens: int, seed: int) -> Sampling:
@@ -250,8 +251,10 @@ def refine(backend: Backend, version: str, problems: dict[str, CodingProblem], w
         pending = []
         for chain in (c for c in chains if c.fixed_round is None):
             seed = config.seed + ROUND_SEED_STRIDE * round_no + chain.sample
-            answer = generate(backend, store, build_messages(current[id(chain)], mode),
-                              config.sampling(config.max_tokens, seed))
+            sampling = config.sampling(config.max_tokens, seed)
+            if config.grammar:
+                sampling = replace(sampling, grammar=answer_grammar(mode, problems[chain.task].entry_point))
+            answer = generate(backend, store, build_messages(current[id(chain)], mode), sampling)
             parsed = parse_response(answer["text"], mode, truncated=answer["truncated"])
             future = judge.submit(problems[chain.task], parsed.code) if isinstance(parsed, Candidate) else None
             pending.append((chain, parsed, future))
@@ -445,7 +448,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", action="append", help="model spec (repeatable, paired with --adapter)")
     parser.add_argument("--adapter", action="append", help="GGUF LoRA adapter (repeatable)")
     for f in fields(EvalConfig):
-        if f.name in ("check_references", "progress"):
+        if f.name in ("check_references", "progress", "grammar"):
             continue
         flag, value = "--" + f.name.replace("_", "-"), getattr(defaults, f.name)
         if isinstance(value, tuple):
@@ -454,13 +457,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             kind = type(value) if value is not None else str
             parser.add_argument(flag, type=kind, default=value, help=_HELP[f.name])
     parser.add_argument("--no-reference-check", action="store_true", help="skip judging reference solutions first")
+    parser.add_argument("--no-grammar", action="store_true", help="do not constrain refinement answers to the LEDEX shape")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def config_from_args(args: argparse.Namespace) -> EvalConfig:
     values = {f.name: getattr(args, f.name) for f in fields(EvalConfig) if hasattr(args, f.name)}
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-    return EvalConfig(**values, check_references=not args.no_reference_check, progress=not args.quiet)
+    return EvalConfig(**values, check_references=not args.no_reference_check, progress=not args.quiet,
+                      grammar=not getattr(args, "no_grammar", False))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -130,13 +130,14 @@ def self_debug_rate(backend, cases: list[Case], gate: GateArgs, root: Path, labe
     from tqdm import tqdm
 
     from ledex.engine.backends import Sampling
-    from ledex.engine.format import Mode, build_messages, parse_response
+    from ledex.engine.format import Mode, answer_grammar, build_messages, parse_response
     from ledex.engine.problems import judge_solutions, ledex_problem
 
     fixed, by_origin = 0, {}
     for index, case in enumerate(tqdm(cases, desc=f"gate: self-debug {label}", unit="case")):
         messages = build_messages(ledex_problem(case.problem, case.wrong_code, case.verdict), Mode.EXPLAIN)
-        reply = backend.generate(messages, Sampling(gate.temperature, 0.95, gate.max_tokens, gate.seed + index))
+        reply = backend.generate(messages, Sampling(gate.temperature, 0.95, gate.max_tokens, gate.seed + index,
+                                                    answer_grammar(Mode.EXPLAIN, case.problem.entry_point)))
         parsed = parse_response(reply.text, Mode.EXPLAIN, truncated=reply.truncated)
         ok = bool(getattr(parsed, "code", None)) and judge_solutions(case.problem, [parsed.code], root)[0].passed
         fixed += ok

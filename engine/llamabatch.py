@@ -1,0 +1,259 @@
+"""K answers to one prompt in one llama.cpp batch (the machinery behind
+`LlamaCppBackend.generate_batch`).
+
+The prompt is decoded once into sequence 0 of a context with a unified KV cache; each answer
+is a sequence (slot 1..width) that starts as a copy of sequence 0 (`llama_memory_seq_cp`
+shares the prompt's cells, nothing is recomputed) and samples its first token from the
+prompt's saved logits. Every step decodes the last token of every active sequence in one
+`llama_decode`; each sequence samples with its own chain (top-k 40, top-p, min-p 0.05,
+temperature, dist(seed)) and, with a grammar, its own llama.cpp grammar sampler. A sequence
+that ends (end of generation, closed answer block under a grammar, max_tokens) is yielded at
+once and its cells removed; a waiting answer takes the slot. Cancel ends all of them.
+
+Same seed, same answer whatever K: the first token comes from the same saved logits, and
+later logits depend only on the sequence's own tokens up to floating-point rounding in the
+batched kernels (tests/test_generation.py checks equality on the embedded model).
+
+Try it:  python -m ledex.engine.llamabatch 4
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import time
+from typing import TYPE_CHECKING, Iterator
+
+from ledex.engine.format import answer_end
+from ledex.engine.models import ModelError
+
+if TYPE_CHECKING:
+    from ledex.engine.backends import Generation, LlamaCppBackend, Sampling
+
+
+class Owned:
+    """A llama_sampler pointer freed with its owner."""
+
+    def __init__(self, pointer):
+        self.pointer = pointer
+
+    def __del__(self):
+        pointer, self.pointer = self.pointer, None
+        if pointer:
+            try:
+                from llama_cpp import llama_cpp as C
+
+                C.llama_sampler_free(pointer)
+            except Exception:  # interpreter shutdown: the process frees it anyway
+                pass
+
+
+class Sequence:
+    """One answer being decoded: its slot (sequence id), samplers and text so far."""
+
+    def __init__(self, backend: LlamaCppBackend, slot: int, sampling: Sampling, seed: int, pos: int):
+        from llama_cpp import _internals, llama_cpp as C
+
+        self.slot, self.seed, self.pos, self.tokens, self.data = slot, seed, pos, [], b""
+        self.grammar = Owned(backend.grammar_sampler(sampling.grammar)) if sampling.grammar else None
+        chain = C.llama_sampler_chain_init(C.llama_sampler_chain_default_params())
+        if sampling.temperature <= 0:
+            C.llama_sampler_chain_add(chain, C.llama_sampler_init_greedy())
+        else:  # llama-cpp-python's create_completion defaults: top-k 40, min-p 0.05
+            for sampler in (C.llama_sampler_init_top_k(40), C.llama_sampler_init_top_p(sampling.top_p, 1),
+                            C.llama_sampler_init_min_p(0.05, 1), C.llama_sampler_init_temp(sampling.temperature),
+                            C.llama_sampler_init_dist(seed & 0xFFFFFFFF)):
+                C.llama_sampler_chain_add(chain, sampler)
+        self.chain = Owned(chain)
+        self.candidates = _internals.LlamaTokenDataArray(n_vocab=backend.llm.n_vocab())
+        self._one = (C.llama_token_data * 1)()
+        self.one = C.llama_token_data_array(data=ctypes.cast(self._one, C.llama_token_data_p), size=1,
+                                            selected=-1, sorted=False)
+
+    def sample(self, logits) -> int:
+        """Sample from the chain; if the grammar rejects the token, resample with the grammar
+        applied to every token first (what llama.cpp's common sampler does: the full-vocabulary
+        grammar pass is paid only when the model wants something the grammar forbids)."""
+        from llama_cpp import llama_cpp as C
+
+        token = self._apply(logits, with_grammar=False)
+        if self.grammar is not None and not self._allowed(token, float(logits[token])):
+            token = self._apply(logits, with_grammar=True)
+        if self.grammar is not None:
+            C.llama_sampler_accept(self.grammar.pointer, token)
+        C.llama_sampler_accept(self.chain.pointer, token)
+        return token
+
+    def _apply(self, logits, *, with_grammar: bool) -> int:
+        from llama_cpp import llama_cpp as C
+
+        self.candidates.copy_logits(logits)
+        array = ctypes.byref(self.candidates.candidates)
+        if with_grammar:
+            C.llama_sampler_apply(self.grammar.pointer, array)
+        C.llama_sampler_apply(self.chain.pointer, array)
+        return int(self.candidates.candidates.data[self.candidates.candidates.selected].id)
+
+    def _allowed(self, token: int, logit: float) -> bool:
+        from llama_cpp import llama_cpp as C
+
+        self.one.data[0].id, self.one.data[0].logit, self.one.data[0].p = token, logit, 0.0
+        self.one.size, self.one.selected, self.one.sorted = 1, -1, False
+        C.llama_sampler_apply(self.grammar.pointer, ctypes.byref(self.one))
+        return self.one.data[0].logit != float("-inf")
+
+    @property
+    def text(self) -> str:
+        return self.data.decode("utf-8", errors="replace")
+
+
+class BatchRun:
+    """One call of generate_batch: prompt once into sequence 0, then K sequences in slots 1..width."""
+
+    def __init__(self, backend: LlamaCppBackend, prompt: list[int], sampling: Sampling, n: int, cancel, on_token):
+        from llama_cpp import llama_cpp as C
+
+        self.b, self.prompt, self.sampling, self.cancel, self.on_token = backend, prompt, sampling, cancel, on_token
+        self.ctx, self.vocab = backend.llm._ctx.ctx, backend.llm._model.vocab
+        self.memory = C.llama_get_memory(self.ctx)
+        n_ctx = C.llama_n_ctx(self.ctx)
+        if len(prompt) >= n_ctx:
+            raise ModelError(f"the prompt has {len(prompt)} tokens; the model's context holds {n_ctx}")
+        per_answer = max(1, min(sampling.max_tokens, n_ctx - len(prompt)))
+        self.width = max(1, min(n, backend.n_parallel, (n_ctx - len(prompt)) // per_answer))
+        self.max_tokens = per_answer
+        self.pending = collections.deque(range(n))
+        self._buffer = ctypes.create_string_buffer(256)
+        self.started = time.perf_counter()
+
+    def run(self) -> Iterator[Generation]:
+        from llama_cpp import llama_cpp as C
+
+        self.b.llm.reset()  # the Llama object must not think its tokens are still in the cache
+        C.llama_memory_clear(self.memory, True)  # from scratch: the same seed gives the same answer
+        first = self._eval_prompt()
+        active: list[Sequence] = []
+        free = list(range(1, self.width + 1))
+        while self.pending or active:
+            if self.cancel is not None and self.cancel.is_set():
+                yield from self._cancel_all(active)
+                return
+            while self.pending and free:  # a new sequence takes a free slot, starting from the prompt
+                sequence = Sequence(self.b, free.pop(0), self.sampling, self.sampling.seed + self.pending.popleft(),
+                                     len(self.prompt))
+                C.llama_memory_seq_cp(self.memory, 0, sequence.slot, -1, -1)
+                active.append(sequence)
+                done = self._take(sequence, first)
+                if done is not None:
+                    yield from self._finish(sequence, done, active, free)
+            if active:
+                yield from self._step(active, free)
+
+    def _eval_prompt(self):
+        """Decode the prompt into sequence 0 (in n_batch chunks); a copy of its last logits."""
+        import numpy as np
+        from llama_cpp import llama_cpp as C
+
+        batch, size = self.b._batch, self.b.llm.n_batch
+        for start in range(0, len(self.prompt), size):
+            chunk = self.prompt[start:start + size]
+            last = start + len(chunk) == len(self.prompt)
+            _fill(batch.batch, [(token, start + i, 0, last and i == len(chunk) - 1) for i, token in enumerate(chunk)])
+            self._decode(batch.batch)
+        self.b.prompt_evals += 1
+        return np.ctypeslib.as_array(C.llama_get_logits_ith(self.ctx, -1), shape=(self.b.llm.n_vocab(),)).copy()
+
+    def _decode(self, batch) -> None:
+        from llama_cpp import llama_cpp as C
+
+        code = C.llama_decode(self.ctx, batch)
+        if code != 0:
+            raise ModelError(f"llama_decode failed ({code}): the batch does not fit the context")
+
+    def _step(self, active: list[Sequence], free: list[int]) -> Iterator[Generation]:
+        """Decode every active sequence's last token together; sample each one's next."""
+        import numpy as np
+        from llama_cpp import llama_cpp as C
+
+        _fill(self.b._batch.batch, [(s.tokens[-1], s.pos, s.slot, True) for s in active])
+        self._decode(self.b._batch.batch)
+        n_vocab = self.b.llm.n_vocab()
+        for index, sequence in enumerate(list(active)):
+            sequence.pos += 1
+            logits = np.ctypeslib.as_array(C.llama_get_logits_ith(self.ctx, index), shape=(n_vocab,))
+            done = self._take(sequence, logits)
+            if done is not None:
+                yield from self._finish(sequence, done, active, free)
+
+    def _take(self, sequence: Sequence, logits) -> str | None:
+        """Sample the sequence's next token; its finish reason if it is done, else None."""
+        from llama_cpp import llama_cpp as C
+
+        token = sequence.sample(logits)
+        if self.on_token:
+            self.on_token()
+        if C.llama_vocab_is_eog(self.vocab, token):
+            return "stop"
+        sequence.tokens.append(token)
+        sequence.data += self._piece(token)
+        if self.sampling.grammar and b"`" in sequence.data[-8:]:
+            end = answer_end(sequence.text)
+            if end is not None:
+                sequence.data = sequence.text[:end].encode()
+                return "stop"
+        return "length" if len(sequence.tokens) >= self.max_tokens else None
+
+    def _piece(self, token: int) -> bytes:
+        """The token's bytes (a multi-byte character may span tokens; text decodes at the end)."""
+        from llama_cpp import llama_cpp as C
+
+        size = C.llama_token_to_piece(self.vocab, token, self._buffer, len(self._buffer), 0, False)
+        return self._buffer.raw[:size] if size >= 0 else b""
+
+    def _finish(self, sequence: Sequence, reason: str, active: list[Sequence], free: list[int]):
+        from llama_cpp import llama_cpp as C
+
+        active.remove(sequence)
+        C.llama_memory_seq_rm(self.memory, sequence.slot, -1, -1)  # its cells are free for the next one
+        free.append(sequence.slot)
+        free.sort()
+        yield self._generation(sequence, reason)
+
+    def _generation(self, sequence: Sequence, reason: str) -> Generation:
+        from ledex.engine.backends import Generation
+
+        return Generation(sequence.text, reason, len(self.prompt), len(sequence.tokens),
+                          time.perf_counter() - self.started, sequence.seed)
+
+    def _cancel_all(self, active: list[Sequence]) -> Iterator[Generation]:
+        for sequence in active:
+            yield self._generation(sequence, "cancelled")
+        from ledex.engine.backends import Generation
+
+        while self.pending:
+            yield Generation("", "cancelled", len(self.prompt), 0, time.perf_counter() - self.started,
+                             self.sampling.seed + self.pending.popleft())
+
+
+def _fill(batch, items: list[tuple[int, int, int, bool]]) -> None:
+    """Put (token, position, sequence id, wants logits) items into a llama_batch."""
+    batch.n_tokens = len(items)
+    for i, (token, pos, seq, logits) in enumerate(items):
+        batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.logits[i] = token, pos, 1, logits
+        batch.seq_id[i][0] = seq
+
+
+if __name__ == "__main__":
+    import sys
+
+    from ledex.engine.backends import Sampling, load_backend
+    from ledex.engine.format import Mode, Problem, answer_grammar, build_messages
+
+    k = int(sys.argv[1]) if len(sys.argv) > 1 else 4
+    backend = load_backend()
+    problem = Problem("Write add(a, b) returning their sum.", "def add(a, b):\n    return a - b",
+                      "assert add(1, 2) == 3\nAssertionError")
+    sampling = Sampling(max_tokens=200, grammar=answer_grammar(Mode.EXPLAIN, "add"))
+    for generation in backend.generate_batch(build_messages(problem), sampling, k):
+        print(f"--- seed {generation.seed} ({generation.finish_reason}, {generation.seconds:.1f} s)\n{generation.text}")
+    print(f"prompt evaluations: {backend.prompt_evals}")
