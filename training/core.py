@@ -102,7 +102,7 @@ def gguf_header(path: str | Path, arrays: tuple[str, ...] = ()) -> dict[str, Any
         if handle.read(4) != b"GGUF":
             raise GGUFError(f"{path} is not a GGUF file")
         try:
-            _read(handle, "<I"), _read(handle, "<Q")  # version, tensor count
+            handle.seek(4 + 8, 1)  # version (uint32), tensor count (uint64)
             meta = {}
             for _ in range(_read(handle, "<Q")):
                 key = _string(handle)

@@ -1,0 +1,1 @@
+../../ledex/cli_output.py
