@@ -61,14 +61,14 @@ def test_hacks_score_the_minimum_everywhere(judge):
         assert scores == [rewards.R_MIN] * len(answers), (function.__name__, dict(zip(HACKS, scores)))
 
 
-def test_sandbox_catches_what_static_checks_miss():
-    """A hack the static check cannot see still scores the minimum through the sandbox verdict."""
-    sneaky = answer("Skip.", "def total(n):\n    __import__('pytest').skip('x')")
-    assert rewards.gaming_reason("def total(n):\n    return n") is None
-    fake_verdict = type("V", (), {"error": None, "killed_reason": None, "pass_rate": 0.0,
-                                  "outcomes": (type("O", (), {"outcome": "skipped"})(),)})()
-    assert rewards.check_from_verdict(fake_verdict).gaming == "skipped tests"
-    assert refinement_reward([sneaky], judge=lambda codes, t: [Check(0.0, "skipped tests")], **columns(1)) == [-5.0]
+def test_sandbox_catches_what_static_checks_miss(judge):
+    """A hack the static check cannot see (os._exit reached through a dict) still scores the minimum:
+    the real sandbox's verdict kind says the run was ended early or tampered with."""
+    sneaky = "import os\ndef total(n):\n    os.__dict__['_ex' + 'it'](0)"
+    assert rewards.gaming_reason(sneaky) is None
+    [check] = judge([sneaky], rewards.Tests(tuple(TESTS), "", "total"))
+    assert check.gaming and check.pass_rate == 0.0
+    assert refinement_reward([answer("Stop.", sneaky)], judge=judge, **columns(1)) == [rewards.R_MIN]
 
 
 def test_malformed_answers_get_the_minimum(judge):
