@@ -413,3 +413,22 @@ def test_honest_reference_solutions_still_pass(tmp_path):
         verdicts = list(pool.map(lambda p: judge_solutions(p, [p.solution], tmp_path, workers=1)[0], problems))
     failed = {p.id: v.error or "tests failed" for p, v in zip(problems, verdicts) if not v.passed}
     assert failed == {} and len(problems) >= 5
+
+
+def test_the_fix_engine_shows_why_a_forging_candidate_is_not_verified(example):
+    """The editor/CLI path: the candidate's reason is the gate's or the guard's verdict."""
+    from ledex.engine.backends import ReplayBackend
+    from ledex.engine.failures import discover
+    from ledex.engine.fixer import FixConfig, FixEngine
+
+    stock = "tests/test_stock.py::test_low_stock_at_threshold"
+    named = ("It must pass.\n```python\ndef is_low_stock(quantity, threshold):\n    import sys\n"
+             "    sys.modules['ledex_sbx_plugin']\n    return quantity <= threshold\n```")
+    hidden = ("It must pass.\n```python\ndef is_low_stock(quantity, threshold):\n"
+              "    eval(\"__import__('g' + 'c').get_objects()\")\n    return quantity <= threshold\n```")
+    failure = next(f for f in discover(example, tests=["tests/test_stock.py"]).failures if f.test == stock)
+    result = FixEngine(ReplayBackend([named, hidden]), example, FixConfig(samples=2, rounds=1)).fix(failure)
+    reasons = {c.raw: c.reason for c in result.candidates}
+    assert result.best is None
+    assert reasons[named].startswith("not verified: uses sys.modules (")
+    assert reasons[hidden].startswith("not verified: tampering: gc.get_objects")
