@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 from . import isolation
 from .models import Limits, Verdict, error_verdict
 from .runner import sweep_marker
+from .view import interpreter_view
 from .workspace import remove_tree
 
 # Margin on top of Limits.wall_s before the caller gives up on a worker that itself hangs
@@ -47,6 +48,9 @@ class _Job:
                     return error_verdict("cancelled", requested=requested)
                 self.proc = _spawn_worker()
             return self._communicate(root, requested)
+        except OSError as exc:  # no processes or memory left to start the worker
+            return error_verdict(f"could not start the sandbox worker: {exc}", requested=requested,
+                                 isolation=self.request["isolation"])
         finally:
             sweep_marker(self.request["run_id"]) if self.cancelled else None
             remove_tree(root)
@@ -94,9 +98,10 @@ def _request(workspace: Path, tests: Sequence[str], patch: Mapping[str, str] | N
     mode = isolation.detect_mode()
     if mode == "none":
         isolation.isolation_report()  # says so once, loudly
-    python = python or sys.executable
+    view = interpreter_view(python or sys.executable, Path(workspace))
+    python = view["python"]
     ids = isolation.run_ids(mode, python)
-    return {"workspace": str(Path(workspace).resolve()), "tests": list(tests), "ids": ids,
+    return {"workspace": str(Path(workspace).resolve()), "tests": list(tests), "ids": ids, "view": view,
             "patch": dict(patch) if patch is not None else None, "limits": limits.to_dict(),
             "python": python, "extra_args": list(extra_args),
             "command": list(command) if command else None, "isolation": mode}
@@ -146,12 +151,24 @@ def verify_many(workspace: Path, patches: Sequence[Mapping[str, str]], tests: Se
                               thread_name_prefix="ledex-sandbox")
     try:
         for i, job in enumerate(jobs):
-            pool.submit(lambda i=i, job=job: done.put((i, job.run())))
+            pool.submit(_deliver, i, job, done)
         yield from _collect(jobs, done, stop_when, cancel)
     finally:
         for job in jobs:
             job.kill()
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _deliver(index: int, job: _Job, done: queue.Queue) -> None:
+    """Run one job on a pool thread; whatever happens, its verdict (maybe an error) is delivered."""
+    verdict = None
+    try:
+        verdict = job.run()
+    except BaseException as exc:  # noqa: BLE001 - a dead thread must fail its verdict, not hang _collect
+        verdict = error_verdict(f"sandbox job failed: {exc!r}", requested=tuple(job.request["tests"]),
+                                isolation=job.request.get("isolation", "none"))
+    finally:
+        done.put((index, verdict or error_verdict("sandbox job ended without a verdict")))
 
 
 def _collect(jobs: list[_Job], done: queue.Queue, stop_when, cancel) -> Iterator[tuple[int, Verdict]]:  # noqa: ANN001

@@ -19,12 +19,19 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
+from . import view as view_mod
 from .models import Limits
+from .view import copy_import_paths  # noqa: F401 - the worker's PYTHONPATH comes from here
 
 MODES = ("bubblewrap", "unshare", "none")
 DEFAULT_UNPRIVILEGED_UID = 65534  # "nobody" on Debian, Ubuntu, Fedora and Alpine
+MB = 1024 * 1024
+DEFAULT_DISK_MB = 256  # per run: /tmp + HOME + TMPDIR (LEDEX_SANDBOX_DISK_MB)
+SHM_MB = 64  # /dev/shm: multiprocessing's semaphores and small shared arrays
+RUN_MB = 4
+SCRATCH_NAMES = ("home", "tmp")
 _reported = False
 
 
@@ -40,9 +47,9 @@ def sandbox_ids() -> tuple[int, int] | None:
 def run_ids(mode: str, python: str) -> tuple[int, int] | None:
     """(uid, gid) to run as in ``mode``, or None to keep ours.
 
-    Under bubblewrap the caller's inaccessible HOME is replaced by a tmpfs holding only
-    the interpreter, so dropping always works; elsewhere only if ``python`` runs as that uid
-    (a pyenv under /root does not). Root without the drop loses RLIMIT_NPROC: a fork bomb
+    Under bubblewrap the interpreter's directories are mounted into a view of their own
+    (``view.interpreter_view``), so dropping always works; elsewhere only if ``python`` runs
+    as that uid (a pyenv under a 0700 /root does not). Root without the drop loses RLIMIT_NPROC: a fork bomb
     is then bounded only by the pid namespace and the wall clock.
     """
     ids = sandbox_ids()
@@ -51,24 +58,12 @@ def run_ids(mode: str, python: str) -> tuple[int, int] | None:
     return ids if _probe([python, "-c", "pass"], ids) else None
 
 
-def hidden_home_binds(python: str) -> list[str]:
-    """bwrap args (run as root) hiding root's HOME but keeping the interpreter reachable.
-
-    The tmpfs and the directories leading to the interpreter's prefix are made 0755 so
-    the unprivileged sandbox uid can traverse them; nothing else of HOME is visible.
-    """
-    home = os.path.realpath(os.path.expanduser("~"))
-    if home in ("/", ""):
-        return []
-    keep = {os.path.dirname(os.path.dirname(os.path.realpath(python))),
-            os.path.dirname(os.path.dirname(os.path.abspath(python)))}
-    args = ["--perms", "0755", "--tmpfs", home]
-    for path in sorted(k for k in keep if k.startswith(home + os.sep)):
-        parts = Path(path).relative_to(home).parts
-        for i in range(1, len(parts)):
-            args += ["--perms", "0755", "--dir", os.path.join(home, *parts[:i])]
-        args += ["--ro-bind", path, path]
-    return args
+def disk_quota_mb() -> int:
+    """Size in MiB of the sandbox's scratch tmpfs (LEDEX_SANDBOX_DISK_MB, default 256)."""
+    try:
+        return max(16, int(os.environ.get("LEDEX_SANDBOX_DISK_MB", DEFAULT_DISK_MB)))
+    except ValueError:
+        return DEFAULT_DISK_MB
 
 
 def _probe(argv: Sequence[str], ids: tuple[int, int] | None) -> bool:
@@ -134,15 +129,21 @@ def prlimit_prefix(limits: Limits) -> list[str]:
 
 
 def wrap(mode: str, argv: Sequence[str], *, writable: Sequence[Path], readonly: Sequence[Path],
-         cwd: Path, limits: Limits, ids: tuple[int, int] | None) -> list[str]:
+         cwd: Path, limits: Limits, ids: tuple[int, int] | None,
+         view: dict[str, Any] | None = None) -> list[str]:
     """``argv`` wrapped in the isolation ``mode`` and the resource limits.
 
-    Under bubblewrap a uid drop happens inside (bwrap itself runs as root so it can reach
+    ``writable``: directories the run may write (``cwd`` is the workspace copy); under
+    bubblewrap the ones named ``home``/``tmp`` get a fresh size-limited tmpfs instead.
+    ``readonly``: files inside them mounted read-only. ``view``: ``view.interpreter_view()``
+    of the interpreter (probed from ``argv[0]`` when omitted).
+    Under bubblewrap a uid drop happens inside (bwrap itself runs as root so it can mount
     root's interpreter); in the other modes the caller starts the wrapper as ``ids``.
     """
     inner = prlimit_prefix(limits) + list(argv)
     if mode == "bubblewrap":
-        return _bwrap(writable, readonly, cwd, limits, ids, argv[0]) + _drop(ids) + inner
+        view = view or view_mod.interpreter_view(argv[0], cwd)
+        return _bwrap(writable, readonly, cwd, limits, view) + _drop(ids) + inner
     if mode == "unshare":
         net = [] if limits.network else ["-n"]
         # a shell as pid 1: the namespace's init ignores signals it has no handler for,
@@ -169,14 +170,62 @@ def _bwrap_namespaces(network: bool) -> list[str]:
 
 
 def _bwrap(writable: Sequence[Path], readonly: Sequence[Path], cwd: Path, limits: Limits,
-           ids: tuple[int, int] | None, python: str) -> list[str]:
+           view: dict[str, Any]) -> list[str]:
+    made: set[str] = set()
     args = [*_bwrap_namespaces(limits.network), "--die-with-parent", "--new-session",
-            "--ro-bind", "/", "/", *(hidden_home_binds(python) if ids else []),
-            "--dev", "/dev", "--proc", "/proc",
-            # multiprocessing needs a writable /dev/shm; 64 MiB of RAM at most
-            "--size", str(64 * 1024 * 1024), "--tmpfs", "/dev/shm"]
+            *view_mod.system_binds(), "--dev", "/dev", "--proc", "/proc", *_scratch(),
+            *view_mod.interpreter_binds(view, "binds", made)]
     for path in writable:
-        args += ["--bind", str(path), str(path)]
+        args += view_mod.parent_dirs(str(path), made) + _writable(path)
+    for path in _run_files(cwd.parent, writable):  # the plugin and what the worker put beside it
+        args += view_mod.parent_dirs(str(path), made) + ["--ro-bind", str(path), str(path)]
+    original = _original_path(view, cwd)
+    if original:  # editable installs and .pth entries name the original path: show the copy there
+        args += view_mod.parent_dirs(original, made) + ["--bind", str(cwd), original]
     for path in readonly:
         args += ["--ro-bind", str(path), str(path)]
-    return args + ["--chdir", str(cwd), "--"]
+        if original and Path(path).is_relative_to(cwd):
+            args += ["--ro-bind", str(path), os.path.join(original, Path(path).relative_to(cwd))]
+    args += view_mod.interpreter_binds(view, "ws_binds", made)
+    # the view's own root (a tmpfs bwrap made) must not be a place to write to
+    return args + ["--remount-ro", "/", "--chdir", str(cwd), "--"]
+
+
+def _run_files(run_root: Path, writable: Sequence[Path]) -> list[Path]:
+    skip = {Path(p) for p in writable}
+    try:
+        return sorted(p for p in run_root.iterdir() if p not in skip)
+    except OSError:
+        return []
+
+
+def _scratch() -> list[str]:
+    """Private, empty, size-limited /tmp, /dev/shm (multiprocessing needs it) and /run."""
+    disk = disk_quota_mb() * MB
+    return ["--perms", "01777", "--size", str(disk), "--tmpfs", "/tmp",
+            "--perms", "01777", "--size", str(SHM_MB * MB), "--tmpfs", "/dev/shm",
+            "--perms", "01777", "--size", str(RUN_MB * MB), "--tmpfs", "/run",
+            "--perms", "0755", "--dir", "/var", "--symlink", "/tmp", "/var/tmp"]
+
+
+def _writable(path: Path) -> list[str]:
+    """HOME and TMPDIR start empty on the sandbox's own tmpfs; the copy and the report dir
+    are the worker's (it reads them after the run)."""
+    if path.name not in SCRATCH_NAMES:
+        return ["--bind", str(path), str(path)]
+    if Path(path).is_relative_to("/tmp"):
+        return ["--perms", "01777", "--dir", str(path)]  # inside the /tmp tmpfs and its quota
+    return ["--perms", "01777", "--size", str(disk_quota_mb() * MB), "--tmpfs", str(path)]
+
+
+def _original_path(view: dict[str, Any], cwd: Path) -> str | None:
+    """The user's workspace path, when the copy can be mounted over it without hiding the
+    sandbox's own directories or a system directory."""
+    original = view.get("workspace")
+    if not original or not os.path.isabs(original) or original == str(cwd):
+        return None
+    run_root = str(cwd.parent)
+    unsafe = {"/", "/tmp", "/dev", "/proc", "/run", "/etc", *view_mod.SYSTEM_DIRS}
+    if original in unsafe or view_mod._within(run_root, original) or view_mod._within(original, run_root):
+        return None
+    return original

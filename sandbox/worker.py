@@ -70,7 +70,8 @@ def _execute(req: dict[str, Any], requested: tuple[str, ...], mode: str) -> Verd
     _hand_over(root, dirs, ids)
     argv = _command(req, dirs, requested)
     wrapped = isolation.wrap(mode, argv, writable=[dirs[k] for k in ("ws", "home", "tmp", "report")],
-                             readonly=_readonly(copy), cwd=dirs["ws"], limits=limits, ids=ids)
+                             readonly=_readonly(copy), cwd=dirs["ws"], limits=limits, ids=ids,
+                             view=req.get("view"))
     nonce = secrets.token_hex(16)  # not the run id: that one is visible in the environment
     env = _env(req, dirs)
     env.update(guard.environment(patch, copy.protected, dirs["report"],
@@ -146,8 +147,10 @@ def _env(req: dict[str, Any], dirs: dict[str, Path]) -> dict[str, str]:
     env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
     env.setdefault("LANG", "C.UTF-8")
     tmp = str(dirs["tmp"])
+    # the copy's import roots first: an editable install of the project must not import the original
+    path = [str(dirs["runner"]), *isolation.copy_import_paths(req.get("view"), dirs["ws"])]
     env.update(HOME=str(dirs["home"]), TMPDIR=tmp, TMP=tmp, TEMP=tmp, USER="sandbox",
-               PYTHONDONTWRITEBYTECODE="1", PYTHONNOUSERSITE="1", PYTHONPATH=str(dirs["runner"]),
+               PYTHONDONTWRITEBYTECODE="1", PYTHONNOUSERSITE="1", PYTHONPATH=os.pathsep.join(path),
                PYTEST_PLUGINS=PLUGIN_NAME, PYTEST_ADDOPTS=ADDOPTS, **{MARKER_ENV: req["run_id"]})
     return env
 

@@ -59,7 +59,8 @@ def is_protected(rel: str) -> bool:
     return top in RUNNER_MODULES or name.endswith(".pth")
 
 
-def _skip_dir(path: Path) -> bool:
+def skip_dir(path: Path) -> bool:
+    """True for directories the copy leaves out (virtualenvs, VCS data, caches, build output)."""
     name = path.name
     return name in SKIP_DIRS or name.endswith(".egg-info") or (path / "pyvenv.cfg").exists()
 
@@ -74,7 +75,7 @@ def copy_workspace(src: Path, dst: Path, *, can_link: bool) -> CopyResult:
     for dirpath, dirnames, filenames in os.walk(src):
         here = Path(dirpath)
         rel_dir = here.relative_to(src)
-        dirnames[:] = [d for d in dirnames if not _skip_dir(here / d)]
+        dirnames[:] = [d for d in dirnames if not skip_dir(here / d)]
         (dst / rel_dir).mkdir(exist_ok=True)
         for name in filenames:
             _copy_one(here / name, dst / rel_dir / name, rel_dir / name, result, can_link)
@@ -192,13 +193,101 @@ def apply_patch(root: Path, patch: Mapping[str, str]) -> None:
         target.write_text(text, encoding="utf-8")
 
 
-def remove_tree(path: Path) -> None:
-    """rmtree that also removes what a sandboxed run made read-only."""
-    def fix(func, p, _exc):  # noqa: ANN001 - shutil's onerror signature
+def remove_tree(path: Path) -> bool:
+    """Delete ``path`` however deep, wide or read-only the sandbox left it; never raises.
+
+    Iterative and descriptor-relative (``dir_fd``), one directory open at a time, so a
+    3000-deep chain (longer than PATH_MAX, deeper than the recursion limit) goes like any
+    other tree; directories the run made unreadable are chmod-ed back. Returns False if
+    something could not be removed (it stays under the run's private temp directory).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        return _unlink_quietly(path)
+    names: list[str] = []  # the path from ``path`` down to the directory ``fd`` is open on
+    stuck: set[tuple[int, int]] = set()
+    try:
+        while True:
+            child = _clear_files(fd, stuck)
+            if child is not None and (sub := _open_child(fd, child)) is not None:
+                os.close(fd)
+                fd, _ = sub, names.append(child)
+                continue
+            if not names:
+                break
+            if child is not None:  # could not enter it: leave it, count the failure
+                stuck.add(_key(fd))
+            fd = _up(fd, names.pop())
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    return _rmdir_quietly(path)
+
+
+def _clear_files(fd: int, stuck: set[tuple[int, int]]) -> str | None:
+    """Unlink every non-directory in ``fd``; return one subdirectory still to enter."""
+    if _key(fd) in stuck:
+        return None
+    for _ in range(2):
         try:
-            os.chmod(os.path.dirname(p), 0o700)
-            os.chmod(p, 0o700)
-            func(p)
+            with os.scandir(fd) as entries:
+                subdir = None
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        subdir = subdir or entry.name
+                    else:
+                        os.unlink(entry.name, dir_fd=fd)
+                return subdir
+        except PermissionError:
+            os.fchmod(fd, 0o700)  # the run made it read-only
+    stuck.add(_key(fd))
+    return None
+
+
+def _open_child(fd: int, name: str) -> int | None:
+    for _ in range(2):
+        try:
+            return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+        except PermissionError:
+            os.chmod(name, 0o700, dir_fd=fd, follow_symlinks=False)
         except OSError:
-            pass
-    shutil.rmtree(path, onerror=fix)
+            return None
+    return None
+
+
+def _up(fd: int, name: str) -> int:
+    """Open the parent of ``fd``, close ``fd`` and remove it (as ``name``) if it is empty."""
+    parent = os.open("..", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+    os.close(fd)
+    try:
+        os.rmdir(name, dir_fd=parent)
+    except OSError:
+        pass  # not empty: something in it was stuck
+    return parent
+
+
+def _key(fd: int) -> tuple[int, int]:
+    st = os.fstat(fd)
+    return st.st_dev, st.st_ino
+
+
+def _unlink_quietly(path: Path) -> bool:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return False
+    return True
+
+
+def _rmdir_quietly(path: Path) -> bool:
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return False
+    return True

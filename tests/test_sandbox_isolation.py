@@ -1,0 +1,216 @@
+"""ledex.sandbox isolation: what a run can see and use, for any user, and that cleanup holds.
+
+Each test plants something on the host, runs a real sandboxed pytest whose test asserts
+from the inside what it must (not) see, and checks the verdict. Run:
+``.venv/bin/python -m pytest -q tests/test_sandbox_isolation.py``.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+import uuid
+from pathlib import Path
+
+import pytest
+
+from helpers import write_tree
+
+from ledex.sandbox import Limits, detect_mode, isolation_report, run_tests, verify, verify_many
+from ledex.sandbox import api as sandbox_api
+
+QUICK = Limits(wall_s=60, cpu_s=30)
+ADD = "tests/test_calc.py::test_add"
+bwrap_only = pytest.mark.skipif(detect_mode() != "bubblewrap", reason="needs bubblewrap")
+
+
+def probe_ws(tmp_path: Path, body: str) -> Path:
+    """A workspace whose one test runs ``body`` (asserts) inside the sandbox."""
+    return write_tree(tmp_path / "ws", {"pytest.ini": "[pytest]\n",
+                                        "tests/test_probe.py": body})
+
+
+def assert_all_passed(v) -> None:  # noqa: ANN001
+    details = "\n".join(o.details for o in v.outcomes)
+    assert v.passed and v.outcomes, f"{v.error}\n{details}\n{v.stdout_tail[-3000:]}"
+
+
+@bwrap_only
+def test_view_hides_home_sockets_other_projects_and_host_tmp(tmp_path, monkeypatch):
+    secret = Path.home() / f".ledex-secret-{uuid.uuid4().hex}"
+    secret.write_text("id_rsa")
+    other = write_tree(tmp_path / "other-project", {"secret.txt": "other"})
+    sock_path = Path("/tmp") / f"ledex-host-{uuid.uuid4().hex}.sock"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(sock_path))
+    os.chmod(sock_path, 0o777)  # world-connectable, like D-Bus or X11
+    server.listen()
+    TMP_TOP = Path(os.path.relpath(tmp_path, "/tmp")).parts[0]
+    body = f"""
+import os, socket, multiprocessing
+from pathlib import Path
+
+def test_view():
+    assert not Path({str(secret)!r}).exists()
+    assert not Path({str(other)!r}).exists()
+    assert not Path({str(sock_path)!r}).exists()
+    assert not Path('/root/.ssh').exists() and not Path('/home').exists()
+    assert not Path('/etc/shadow').exists() and not Path('/var/log').exists()
+    # only the run's own directory and the copy mounted at the workspace's own path
+    assert set(os.listdir('/tmp')) <= {{{TMP_TOP!r}, *(p for p in os.listdir('/tmp') if p.startswith('ledex-sbx-'))}}
+    for d in ('/tmp', '/run', '/dev/shm', os.environ['HOME'], os.environ['TMPDIR']):
+        Path(d, 'w').write_text('ok')
+    for ro in ('/', '/usr', '/etc'):
+        try:
+            Path(ro, 'pwned').write_text('x')
+            raise AssertionError(ro + ' is writable')
+        except OSError:
+            pass
+    assert set(os.listdir('/')) <= {{'usr', 'bin', 'sbin', 'lib', 'lib32', 'lib64', 'libx32', 'etc',
+        'dev', 'proc', 'tmp', 'run', 'var', 'root', 'work', 'opt', 'nix', 'home'}} - {{'home'}}
+    with multiprocessing.Pool(2) as pool:  # needs a writable /dev/shm
+        assert pool.map(abs, [-1, -2]) == [1, 2]
+"""
+    try:
+        v = run_tests(probe_ws(tmp_path, body), limits=QUICK)
+        assert_all_passed(v)
+    finally:
+        server.close()
+        sock_path.unlink()
+        secret.unlink()
+
+
+@bwrap_only
+def test_scratch_space_has_a_total_quota(tmp_path, monkeypatch):
+    monkeypatch.setenv("LEDEX_SANDBOX_DISK_MB", "32")
+    body = """
+import errno, os
+from pathlib import Path
+
+def test_fill():
+    written = 0
+    try:
+        for i in range(100000):  # small files, as in the 630 MiB attack
+            Path(os.environ['TMPDIR'], f'f{i}').write_bytes(b'x' * 65536)
+            written += 65536
+    except OSError as exc:
+        assert exc.errno == errno.ENOSPC
+    assert written <= 32 << 20
+"""
+    assert_all_passed(run_tests(probe_ws(tmp_path, body), limits=QUICK))
+
+
+@bwrap_only
+def test_interpreter_in_a_directory_other_users_cannot_read(tmp_path, monkeypatch):
+    """Issue 19 item 6: root with HOME elsewhere and Python under a 0700 directory."""
+    monkeypatch.setenv("HOME", str(tmp_path / "elsewhere"))
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o700)
+    python = make_venv(locked / "venv")
+    ws = write_tree(tmp_path / "ws", {"pkg/__init__.py": "", "pkg/calc.py": "def add(a, b):\n    return a - b\n",
+                                      "tests/test_calc.py": "from pkg.calc import add\n\n\ndef test_add():\n"
+                                                            "    assert add(1, 2) == 3\n"})
+    v = verify(ws, {"pkg/calc.py": "def add(a, b):\n    return a + b\n"}, [ADD], limits=QUICK, python=str(python))
+    assert v.passed, (v.error, v.stderr_tail[-2000:])
+    if os.geteuid() == 0:
+        assert any("uid" in n for n in v.notes)
+
+
+def make_venv(path: Path) -> Path:
+    """A venv on this interpreter's base that also sees the test venv's packages (pytest,
+    setuptools), as ``--system-site-packages`` would on a system Python."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True)
+    python = path / "bin" / "python"
+    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    ours = sysconfig.get_path("purelib")
+    Path(site, "zz_ledex_test_base.pth").write_text(f"import site; site.addsitedir({ours!r})\n")
+    return python
+
+
+EDITABLE = {
+    "pyproject.toml": ("[build-system]\nrequires = ['setuptools>=64']\nbuild-backend = 'setuptools.build_meta'\n\n"
+                       "[project]\nname = 'eproj'\nversion = '0.1'\n"),
+    "PKG/eproj/__init__.py": "",
+    "PKG/eproj/calc.py": "def add(a, b):\n    return a - b\n",
+    "tests/test_calc.py": "from eproj.calc import add\n\n\ndef test_add():\n    assert add(1, 2) == 3\n",
+}
+
+
+@pytest.mark.parametrize("layout,venv_inside,mode", [
+    ("src", True, "auto"),  # a static .pth path entry; the venv in the project (.venv)
+    ("flat", False, "auto"),  # setuptools' __editable__ finder; the venv elsewhere
+    ("src", True, "unshare"),
+    ("flat", False, "none"),
+])
+def test_editable_install_imports_the_patched_copy(tmp_path, monkeypatch, layout, venv_inside, mode):
+    """Issue 12 item 13: ``pip install -e .`` in the project's own venv."""
+    if mode != "auto":
+        monkeypatch.setenv("LEDEX_SANDBOX_ISOLATION", mode)
+    prefix = "src/" if layout == "src" else ""
+    ws = write_tree(tmp_path / "proj", {k.replace("PKG/", prefix): v for k, v in EDITABLE.items()})
+    python = make_venv(ws / ".venv" if venv_inside else tmp_path / "venv")
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-build-isolation", "--no-deps",
+                    "--no-index", "-e", str(ws)], check=True, capture_output=True, timeout=300)
+    calc = f"{prefix}eproj/calc.py"
+    # -P: the working directory is not on sys.path, as under the `pytest` entry point
+    kw = dict(limits=QUICK, python=str(python),
+              command=["{python}", "-P", "-m", "pytest", "-q", "--junitxml={junit}", "{tests}"])
+    good = verify(ws, {calc: "def add(a, b):\n    return a + b\n"}, [ADD], **kw)
+    assert good.passed, (good.error, good.stdout_tail[-2000:])
+    broken = verify(ws, {calc: "raise RuntimeError('patched copy imported')\n"}, [ADD], **kw)
+    assert not broken.passed
+    assert "patched copy imported" in "".join(o.details + o.message for o in broken.outcomes) + broken.stdout_tail
+    assert (ws / calc).read_text() == EDITABLE["PKG/eproj/calc.py"]
+
+
+def test_cleanup_survives_a_3000_deep_directory_chain(tmp_path):
+    ws = write_tree(tmp_path / "ws", {"pytest.ini": "[pytest]\n", "tests/test_deep.py": """
+import os
+
+def test_deep():
+    os.chdir(os.path.dirname(os.path.dirname(__file__)))
+    for _ in range(3000):
+        os.mkdir('d')
+        os.chdir('d')
+"""})
+    v = run_tests(ws, limits=QUICK)
+    assert v.outcomes and not v.error
+    patches = [{"x.py": "y = 2\n"}, {"x.py": "y = 1\n"}]
+    assert len(list(verify_many(ws, patches, ["tests/test_deep.py::test_deep"], limits=QUICK))) == 2
+    assert not [p for p in Path(tempfile.gettempdir()).glob("ledex-sbx-*") if (p / "ws" / "d").exists()]
+
+
+def test_a_pool_thread_that_dies_fails_its_verdict(tmp_path, monkeypatch):
+    ws = write_tree(tmp_path / "ws", {"pkg/calc.py": "def add(a, b):\n    return a - b\n",
+                                      "tests/test_calc.py": "from pkg.calc import add\n\n\ndef test_add():\n"
+                                                            "    assert add(1, 2) == 3\n"})
+    real = sandbox_api._Job.run
+
+    def dies_on_second(self):  # noqa: ANN001
+        if "# two" in self.request["patch"]["pkg/calc.py"]:
+            raise MemoryError("thread died")
+        return real(self)
+
+    monkeypatch.setattr(sandbox_api._Job, "run", dies_on_second)
+    patches = [{"pkg/calc.py": "def add(a, b):\n    return a + b\n"},
+               {"pkg/calc.py": "def add(a, b):\n    return a + b\n# two\n"}]
+    done = {}
+    worker = threading.Thread(target=lambda: done.update(verify_many(ws, patches, [ADD], limits=QUICK)))
+    worker.start()
+    worker.join(120)
+    assert not worker.is_alive(), "verify_many hung on a dead pool thread"
+    assert done[0].passed and not done[1].passed and "thread died" in done[1].error
+
+
+def test_isolation_report_says_what_is_and_is_not_protected():
+    text = isolation_report()
+    mode = detect_mode()
+    assert mode in text
+    assert "memory" in text and "processes" in text
+    if mode == "bubblewrap":
+        assert "HOME" in text and "sockets" in text
