@@ -129,10 +129,19 @@ def test_rerun_resumes_from_cache_and_saved_initial_solutions(tmp_path):
     assert report["rows"][0]["wrong"] == 2
 
 
-def test_self_debug_rate_for_the_promotion_gate(tmp_path):
-    wrong = [ev.Attempt("toy/1", 0, WRONG[0], False, 0.5, "assert add(1, 2) == 3\nAssertionError")]
-    assert ev.self_debug_rate(ScriptedBackend("g", True), [ADD], wrong, seeds=(0, 1)) == 1.0
-    assert ev.self_debug_rate(ScriptedBackend("b", False), [ADD], wrong, seeds=(0,), rounds=2) == 0.0
+def test_self_debug_rate_of_the_promotion_gate(tmp_path):
+    """The gate's one self-debug measurement (promote.self_debug_rate): real sandbox verdicts, scripted models."""
+    from ledex.engine.problems import judge_solutions
+    from ledex.training.promote import Case, GateArgs, self_debug_rate
+
+    verdicts = judge_solutions(ADD, WRONG[:2], tmp_path / "ws")
+    cases = [Case(ADD, code, verdict, origin) for code, verdict, origin in zip(WRONG, verdicts, ("sampled", "mutation"))]
+    good = self_debug_rate(ScriptedBackend("g", True), cases, GateArgs(), tmp_path / "ws")
+    bad = self_debug_rate(ScriptedBackend("b", False), cases, GateArgs(), tmp_path / "ws")
+    assert (good["fixed"], good["cases"], good["rate"]) == (2, 2, 1.0)
+    assert good["by_origin"] == {"sampled": {"fixed": 1, "cases": 1, "rate": 1.0},
+                                 "mutation": {"fixed": 1, "cases": 1, "rate": 1.0}}
+    assert bad["rate"] == 0.0
 
 
 def test_version_parsing():

@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -38,6 +38,7 @@ from ledex.engine.backends import Backend, Sampling, load_backend
 from ledex.engine.format import Candidate, Mode, Problem, answer_grammar, build_messages, parse_response
 from ledex.engine.problems import (CodingProblem, extract_code, feedback, initial_messages, judge_solutions,
                                    load_humaneval, load_mbpp)
+from ledex.training.config import add_dataclass_arguments, from_args
 from ledex.training.eval_report import EvalStore, summarize, write_outputs
 
 DEFAULT_MBPP = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "mbpp.jsonl"
@@ -53,31 +54,48 @@ class Version:
     adapter: str | None = None  # GGUF LoRA adapter on top of the model
 
 
+def _help(text: str) -> dict:
+    return {"help": text}
+
+
 @dataclass(frozen=True)
 class EvalConfig:
-    """What to evaluate and how; every field is a CLI flag (see add_arguments)."""
+    """What to evaluate and how; every field is a `ledex-train eval` flag (see add_arguments)."""
 
-    benchmarks: tuple[str, ...] = ("mbpp",)  # "mbpp" (test split 11-510) and/or "humaneval"
-    mbpp_path: str = str(DEFAULT_MBPP)  # MBPP JSONL (never downloaded at run time)
-    limit: int = 20  # tasks per benchmark (the first ones in id order): CPU runs must stay small
-    tasks: tuple[str, ...] = ()  # explicit task ids ("mbpp/11", "humaneval/3"); overrides limit
-    samples: int = 5  # n initial solutions per task (the paper: 100; pass@10 needs n >= 10)
-    rounds: int = 1  # refinement rounds (the paper: up to 3)
-    modes: tuple[str, ...] = ("refine", "explain")  # refine-only and explain-then-refine
-    temperature: float = 0.8  # LEDEX samples initial solutions and refinements at 0.8
-    top_p: float = 0.95
-    initial_max_tokens: int = 320  # one short function; longer answers from a tiny model ramble
-    max_tokens: int = 384  # explanation + refined function
-    seed: int = 0
-    workers: int = 2  # parallel sandbox runs; 2 fits a 2-core laptop next to generation
-    n_ctx: int = 2048  # prompts here are < 1.5k tokens; a bigger window only costs memory
-    # llama.cpp threads. Default: half the cores (at least 1): the sandbox workers need the rest,
-    # and llama.cpp's spin-waiting threads slow down ~10x when cores are oversubscribed.
-    threads: int = 0
-    initial: str | None = None  # saved initial solutions (initial.jsonl of an earlier run) to reuse
-    initial_model: str | None = None  # version name that samples initial solutions (default: first)
-    out: str = ".ledex/eval"
-    cache: str | None = None  # default: <out>/cache.jsonl
+    benchmarks: tuple[str, ...] = field(default=("mbpp",), metadata=_help(
+        "benchmarks to run: mbpp (test split, tasks 11-510) and/or humaneval"))
+    mbpp_path: str = field(default=str(DEFAULT_MBPP), metadata=_help("MBPP JSONL file (never downloaded at run time)"))
+    limit: int = field(default=20, metadata=_help(
+        "tasks per benchmark, the first ones by id (CPU runs must stay small)"))
+    tasks: tuple[str, ...] = field(default=(), metadata=_help(
+        "explicit task ids, e.g. mbpp/11 humaneval/3 (overrides --limit)"))
+    samples: int = field(default=5, metadata=_help(
+        "initial solutions per task, n (the paper: 100; pass@10 needs n >= 10)"))
+    rounds: int = field(default=1, metadata=_help("iterative refinement rounds (the paper: up to 3)"))
+    modes: tuple[str, ...] = field(default=("refine", "explain"), metadata=_help(
+        "refinement modes: refine (refine-only) and/or explain (explain-then-refine)"))
+    temperature: float = field(default=0.8, metadata=_help(
+        "sampling temperature of initial solutions and refinements (LEDEX samples at 0.8)"))
+    top_p: float = field(default=0.95, metadata=_help("nucleus sampling"))
+    initial_max_tokens: int = field(default=320, metadata=_help(
+        "token limit of an initial solution (one short function; longer answers from a tiny model ramble)"))
+    max_tokens: int = field(default=384, metadata=_help("token limit of a refinement answer (explanation + function)"))
+    seed: int = field(default=0, metadata=_help("base seed; versions share seeds"))
+    workers: int = field(default=2, metadata=_help(
+        "parallel sandbox runs (2 fits a 2-core laptop next to generation)"))
+    n_ctx: int = field(default=2048, metadata=_help(
+        "llama.cpp context window (prompts here are < 1.5k tokens; more only costs memory)"))
+    # llama.cpp's spin-waiting threads slow down ~10x when cores are oversubscribed.
+    threads: int = field(default=0, metadata=_help(
+        "llama.cpp threads (0: half the cores, at least 1; the sandbox workers need the rest)"))
+    initial: str | None = field(default=None, metadata=_help(
+        "reuse saved initial solutions (initial.jsonl of an earlier run)"))
+    initial_model: str | None = field(default=None, metadata=_help(
+        "version name that samples initial solutions (default: the first)"))
+    out: str = field(default=".ledex/eval", metadata=_help("output folder"))
+    cache: str | None = field(default=None, metadata=_help(
+        "generation/verdict cache JSONL (default: <out>/cache.jsonl)"))
+    # The three below are flags in the negative (--no-reference-check, --no-grammar, --quiet).
     check_references: bool = True  # judge each task's reference solution first (catches a broken sandbox)
     grammar: bool = True  # refinement answers constrained to the LEDEX shape (format.answer_grammar)
     progress: bool = True
@@ -279,40 +297,6 @@ def _step(chain: Chain, parsed, future: Future | None, round_no: int, current: d
             "code": parsed.code}
 
 
-# --- the promotion gate's entry point ---------------------------------------------------------------
-
-
-def self_debug_rate(backend: Backend, problems: Sequence[CodingProblem], wrong: Sequence[Attempt], *,
-                    seeds: Sequence[int] = (0,), mode: Mode = Mode.EXPLAIN, rounds: int = 1,
-                    config: EvalConfig | None = None, cache: str | Path | None = None) -> float:
-    """Share of (wrong solution, seed) pairs this backend fixes within `rounds` rounds.
-
-    The promotion gate calls this for the candidate and the model in service on the same
-    held-out wrong solutions and seeds, and promotes only if the candidate's rate is higher.
-    """
-    if not wrong:
-        return 0.0
-    base = config or EvalConfig(progress=False)
-    by_id = {p.id: p for p in problems}
-    fixed = total = 0
-    with tempfile.TemporaryDirectory(prefix="ledex-gate-") as tmp:
-        store = EvalStore(Path(cache) if cache else Path(tmp) / "cache.jsonl")
-        judge = Judge(store, base.workers, Path(tmp) / "ws")
-        try:
-            for seed in seeds:
-                cfg = _replace(base, seed=seed, rounds=rounds)
-                chains = refine(backend, "gate", by_id, wrong, Mode(mode), cfg, store, judge)
-                fixed += sum(c.fixed_round is not None for c in chains)
-                total += len(chains)
-        finally:
-            judge.close()
-    return fixed / total
-
-
-def _replace(config: EvalConfig, **changes) -> EvalConfig:
-    return EvalConfig(**{**{f.name: getattr(config, f.name) for f in fields(config)}, **changes})
-
-
 # --- saved initial solutions ------------------------------------------------------------------------
 
 
@@ -417,55 +401,23 @@ def versions_from_args(args: argparse.Namespace) -> list[Version]:
     return versions
 
 
-_HELP = {
-    "benchmarks": "benchmarks to run: mbpp, humaneval (default: mbpp)",
-    "mbpp_path": "MBPP JSONL file (default: ../shared/data/mbpp.jsonl)",
-    "limit": "tasks per benchmark, first ones by id (default: %(default)s)",
-    "tasks": "explicit task ids, e.g. mbpp/11 humaneval/3 (overrides --limit)",
-    "samples": "initial solutions per task, n (default: %(default)s; pass@10 needs >= 10)",
-    "rounds": "iterative refinement rounds (default: %(default)s; the paper uses up to 3)",
-    "modes": "refinement modes: refine, explain (default: both)",
-    "temperature": "sampling temperature for initial solutions and refinements (default: %(default)s)",
-    "top_p": "nucleus sampling (default: %(default)s)",
-    "initial_max_tokens": "token limit of an initial solution (default: %(default)s)",
-    "max_tokens": "token limit of a refinement answer (default: %(default)s)",
-    "seed": "base seed; versions share seeds (default: %(default)s)",
-    "workers": "parallel sandbox runs (default: %(default)s)",
-    "n_ctx": "llama.cpp context window (default: %(default)s)",
-    "threads": "llama.cpp threads (default: half the cores, the sandbox uses the rest)",
-    "initial": "reuse saved initial solutions (initial.jsonl of an earlier run)",
-    "initial_model": "version name that samples initial solutions (default: the first)",
-    "out": "output folder (default: %(default)s)",
-    "cache": "generation/verdict cache JSONL (default: <out>/cache.jsonl)",
-}
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of `ledex-train eval` (the training CLI's subcommand registry calls this)."""
-    defaults = EvalConfig()
+    """Flags of `ledex-train eval`: the model versions, one per EvalConfig field (training.config's
+    bridge), and the negative switches."""
     parser.add_argument("--versions", action="append", metavar="NAME=MODEL[+ADAPTER]",
                         help="a model version to compare (repeatable); MODEL may be 'default'")
     parser.add_argument("--model", action="append", help="model spec (repeatable, paired with --adapter)")
     parser.add_argument("--adapter", action="append", help="GGUF LoRA adapter (repeatable)")
-    for f in fields(EvalConfig):
-        if f.name in ("check_references", "progress", "grammar"):
-            continue
-        flag, value = "--" + f.name.replace("_", "-"), getattr(defaults, f.name)
-        if isinstance(value, tuple):
-            parser.add_argument(flag, nargs="+", default=list(value), help=_HELP[f.name])
-        else:
-            kind = type(value) if value is not None else str
-            parser.add_argument(flag, type=kind, default=value, help=_HELP[f.name])
+    add_dataclass_arguments(parser, EvalConfig, skip=("check_references", "grammar", "progress"))
     parser.add_argument("--no-reference-check", action="store_true", help="skip judging reference solutions first")
     parser.add_argument("--no-grammar", action="store_true", help="do not constrain refinement answers to the LEDEX shape")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def config_from_args(args: argparse.Namespace) -> EvalConfig:
-    values = {f.name: getattr(args, f.name) for f in fields(EvalConfig) if hasattr(args, f.name)}
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-    return EvalConfig(**values, check_references=not args.no_reference_check, progress=not args.quiet,
-                      grammar=not getattr(args, "no_grammar", False))
+    """The EvalConfig of parsed `ledex-train eval` options."""
+    return from_args(EvalConfig, args, check_references=not args.no_reference_check, progress=not args.quiet,
+                     grammar=not getattr(args, "no_grammar", False))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from ledex.engine import registry
 from ledex.training.config import add_dataclass_arguments, from_args
+from ledex.training.core import write_json
 
 
 @dataclass
@@ -93,10 +94,8 @@ def heldout_cases(gate: GateArgs, base: str) -> list[Case]:
         return [Case(by_id[r["problem"]], r["wrong_code"], Verdict.from_dict(r["verdict"]), r["origin"]) for r in rows]
     cases = _sample_cases(problems, gate, base, cache / "workspaces")
     cache.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps([{"problem": c.problem.id, "wrong_code": c.wrong_code, "verdict": c.verdict.to_dict(),
-                                "origin": c.origin} for c in cases]), encoding="utf-8")
-    os.replace(tmp, path)
+    write_json(path, [{"problem": c.problem.id, "wrong_code": c.wrong_code, "verdict": c.verdict.to_dict(),
+                       "origin": c.origin} for c in cases])
     return cases
 
 
@@ -126,7 +125,13 @@ def _sample_cases(problems, gate: GateArgs, base: str, root: Path) -> list[Case]
 
 
 def self_debug_rate(backend, cases: list[Case], gate: GateArgs, root: Path, label: str = "") -> dict:
-    """Share of wrong solutions the model fixes in one explain+refine attempt (sandbox-verified)."""
+    """The self-debug measurement (the gate's, and the only one): the share of `cases` (held-out wrong
+    solutions) the model fixes in one explain-then-refine answer, verified in the sandbox.
+
+    Seeds are gate.seed + case index and the temperature is gate.temperature, so two models are
+    compared on the same cases with the same seeds (a paired comparison). Returns fixed, cases,
+    rate (0..1; 0.0 without cases) and the same per case origin ("sampled", "mutation").
+    """
     from tqdm import tqdm
 
     from ledex.engine.backends import Sampling
