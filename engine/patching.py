@@ -91,17 +91,15 @@ def _span_text(lines: list[str], start: int, end: int) -> str:
 def _same_code(a: str, b: str) -> bool:
     """Equal up to line endings, the block's own base indentation and trailing spaces."""
     def norm(text: str) -> list[str]:
-        return [line.rstrip() for line in textwrap.dedent("\n".join(split_lines_plain(text))).split("\n")
-                if line.strip()]
+        plain = "\n".join(line.rstrip("\r\n") for line in split_lines(text))
+        return [line.rstrip() for line in textwrap.dedent(plain).split("\n") if line.strip()]
     return norm(a) == norm(b)
 
 
-def split_lines_plain(text: str) -> list[str]:
-    return [line.rstrip("\r\n") for line in split_lines(text)]
-
-
-def locate(text: str, qualname: str, expected: str | None = None, near: int = 0) -> tuple[int, int]:
-    """(first, last) 1-based lines of `qualname` in `text` (BOM removed), decorators included.
+def locate(text: str, qualname: str, expected: str | None = None, near: int = 0,
+           since: str = "the fix was computed") -> tuple[int, int]:
+    """(first, last) 1-based lines of `qualname` in `text` (BOM removed), decorators included;
+    of several same-named ones, the one nearest line `near`.
 
     With `expected` (the function's code as it was), only a function with that code counts.
     Raises PatchError when the function is not there or no longer has that code."""
@@ -114,7 +112,7 @@ def locate(text: str, qualname: str, expected: str | None = None, near: int = 0)
     if expected is not None:
         spans = [s for s in spans if _same_code(_span_text(lines, *s), expected)]
         if not spans:
-            raise PatchError(f"`{qualname}` was changed since the fix was computed")
+            raise PatchError(f"`{qualname}` was changed since {since}")
     return min(spans, key=lambda s: abs(s[0] - near))
 
 
@@ -199,7 +197,7 @@ def make_patch(old_text: str, suspect: Suspect, answer_code: str) -> Patch:
         raise PatchError(f"the answer does not define {suspect.qualname.rsplit('.', 1)[-1]}()")
     bom, body = _split_bom(old_text)
     try:
-        start, end = locate(body, suspect.qualname, suspect.source, suspect.start_line)
+        start, end = locate(body, suspect.qualname, suspect.source, suspect.start_line, "the failure was found")
     except PatchError as exc:
         raise PatchError(f"{suspect.path}: {exc}") from None
     old_node = next(n for n in _named(ast.parse(body), suspect.qualname) if first_line(n) == start)
