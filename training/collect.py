@@ -25,7 +25,6 @@ import argparse
 import dataclasses
 import hashlib
 import json
-import os
 import re
 import sys
 import tempfile
@@ -35,6 +34,7 @@ from pathlib import Path
 from ledex.engine.format import Mode, answer_grammar, build_messages, parse_response
 from ledex.training import records
 from ledex.training.config import add_dataclass_arguments, from_args
+from ledex.training.core import write_json
 from ledex.training.mutate import mutants
 from ledex.training.records import Trajectory
 
@@ -275,7 +275,7 @@ def _load_backends(config: CollectConfig):
     model = load_backend(config.model, config.adapter, **kwargs) if need_model or (need_teacher and not config.teacher) else None
     if not need_teacher:
         return model, None
-    teacher = load_backend(config.teacher, **({} if config.teacher.startswith("http") else kwargs)) if config.teacher else model
+    teacher = load_backend(config.teacher, **kwargs) if config.teacher else model  # endpoints ignore n_threads
     return model, teacher
 
 
@@ -312,22 +312,13 @@ def run(config: CollectConfig, *, model=None, teacher=None, progress: bool = Tru
     records.write(initial_path(output), initial)
     table = yield_table(trajectories)
     table["records_written"], table["initial_solutions"] = written, len({r.id for r in initial})
-    atomic_json(output.with_suffix(".yield.json"), table)
+    write_json(output.with_suffix(".yield.json"), table)
     return table
 
 
 def initial_path(output: str | Path) -> Path:
     output = Path(output)
     return output.with_name(output.stem + ".initial.jsonl")
-
-
-def atomic_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def yield_table(trajectories: list[Trajectory]) -> dict:

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from ledex.engine.apply import atomic_write_text
 from ledex.engine.format import Mode, Problem
 
 SCHEMA_VERSION = 1
@@ -94,19 +94,15 @@ def read(path: str | Path, *, skip_bad: bool = False, errors: list[str] | None =
 
 
 def write(path: str | Path, records: Iterable[Trajectory]) -> int:
-    """Write deduplicated records atomically (temp file, fsync, rename); returns the count."""
+    """Write deduplicated records (first of each id kept) atomically: temp file, fsync, rename
+    (`ledex.engine.apply.atomic_write_text`); makes the folder; returns the count written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp, seen = path.with_name(f".{path.name}.tmp"), set()
-    with open(tmp, "w", encoding="utf-8") as handle:
-        for record in records:
-            if record.id not in seen:
-                seen.add(record.id)
-                handle.write(record.to_json() + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    return len(seen)
+    unique: dict[str, str] = {}
+    for record in records:
+        unique.setdefault(record.id, record.to_json() + "\n")
+    atomic_write_text(path, "".join(unique.values()))
+    return len(unique)
 
 
 def summary(records: Iterable[Trajectory]) -> dict:
