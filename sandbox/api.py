@@ -16,10 +16,13 @@ import tempfile
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from . import isolation
+from . import limits as run_limits
 from .models import Limits, Verdict, error_verdict
 from .runner import sweep_marker
 from .view import interpreter_view
@@ -38,32 +41,48 @@ class _Job:
         self.lock = threading.Lock()
         self.proc: subprocess.Popen | None = None
         self.cancelled = False
+        self.memory_used_mb: float | None = None
 
     def run(self) -> Verdict:
         requested = tuple(self.request["tests"])
         root = Path(tempfile.mkdtemp(prefix="ledex-sbx-"))
+        cgroup = self._cgroup()
         try:
             with self.lock:
                 if self.cancelled:
                     return error_verdict("cancelled", requested=requested)
                 self.proc = _spawn_worker()
-            return self._communicate(root, requested)
+            return self._bounded(self._communicate(root, requested, cgroup), cgroup)
         except OSError as exc:  # no processes or memory left to start the worker
             return error_verdict(f"could not start the sandbox worker: {exc}", requested=requested,
                                  isolation=self.request["isolation"])
         finally:
             sweep_marker(self.request["run_id"]) if self.cancelled else None
+            run_limits.remove(cgroup)
             remove_tree(root)
 
-    def _communicate(self, root: Path, requested: tuple[str, ...]) -> Verdict:
+    def _cgroup(self) -> str | None:
+        """The run's own cgroup v2 (whole-run memory/pids/CPU), or None for the fallback."""
+        req = self.request
+        if req["isolation"] != "bubblewrap" and req.get("ids"):
+            return None  # a command started as the sandbox uid could not move itself into it
+        lim = req["limits"]
+        cgroup = run_limits.create(req["run_id"], int(lim["memory_mb"]), int(lim["nproc"]))
+        req["view"] = dict(req.get("view") or {}, cgroup=cgroup)
+        return cgroup
+
+    def _communicate(self, root: Path, requested: tuple[str, ...], cgroup: str | None) -> Verdict:
         assert self.proc is not None
         payload = json.dumps(dict(self.request, root=str(root)))
         timeout = float(self.request["limits"]["wall_s"]) + WORKER_GRACE_S
-        try:
-            out, err = self.proc.communicate(payload.encode(), timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            out, err = self.proc.communicate()
+        watch = nullcontext() if cgroup else run_limits.MemoryWatch(
+            self.proc.pid, int(self.request["limits"]["memory_mb"]), self._over_memory)
+        with watch:
+            try:
+                out, err = self.proc.communicate(payload.encode(), timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+                out, err = self.proc.communicate()
         _killpg(self.proc.pid)  # anything the worker left in its group
         if self.cancelled:
             return error_verdict("cancelled", requested=requested)
@@ -73,6 +92,21 @@ class _Job:
             tail = err.decode("utf-8", "replace")[-2000:]
             return error_verdict(f"sandbox worker failed (exit {self.proc.returncode}): {tail}",
                                  requested=requested, isolation=self.request["isolation"])
+
+    def _over_memory(self, used_mb: float) -> None:
+        self.memory_used_mb = used_mb
+
+    def _bounded(self, verdict: Verdict, cgroup: str | None) -> Verdict:
+        """The verdict, turned into a "memory" kill when the run as a whole went over memory_mb."""
+        limit = self.request["limits"]["memory_mb"]
+        if self.memory_used_mb is not None:
+            why = f"{self.memory_used_mb:.0f} MiB resident across its processes"
+        elif cgroup and run_limits.was_oom_killed(cgroup):
+            why = "its cgroup reached memory.max"
+        else:
+            return verdict
+        return replace(verdict, passed=False, pass_rate=0.0, killed_reason="memory",
+                       error=f"killed: the run used more than memory_mb={limit} MiB in total ({why})")
 
     def kill(self) -> None:
         with self.lock:

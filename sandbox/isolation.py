@@ -18,9 +18,11 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
+from . import limits as run_limits
 from . import view as view_mod
 from .models import Limits
 from .view import copy_import_paths  # noqa: F401 - the worker's PYTHONPATH comes from here
@@ -99,24 +101,66 @@ def detect_mode() -> str:
     return next(m for m in MODES if _available(m))
 
 
-def isolation_report() -> str:
-    """One line on the isolation available; printed once to stderr, loudly, when it is "none"."""
+# What each mode does and does not protect (docs/security.md has the full threat model).
+PROTECTION = {
+    "bubblewrap": (
+        "sandbox isolation: bubblewrap (no network, private pids/ipc, a minimal read-only view)",
+        "visible: the workspace copy, the interpreter and its libraries (read-only), system dirs "
+        "and part of /etc; private size-limited /tmp, /run, /dev/shm, HOME and TMPDIR",
+        "not visible: your HOME, host sockets (D-Bus, X11, journald), other projects, other runs",
+    ),
+    "unshare": (
+        "sandbox isolation: unshare (no network, private pids only)",
+        "NOT protected: the whole file system is visible (HOME, host sockets, other projects and "
+        "runs) and writable where your user (or the sandbox uid) may write; install bubblewrap",
+    ),
+    "none": (
+        "WARNING: sandbox isolation: NONE. Model-written code runs with your network and file "
+        "system, limited only by rlimits and a throw-away copy",
+        "NOT protected: network, HOME, host sockets, other projects and runs. Install bubblewrap "
+        "(apt-get install bubblewrap) or enable user namespaces",
+    ),
+}
+
+
+def isolation_report(python: str | None = None) -> str:
+    """What the sandbox protects here, one point a line: the mode (first line), what is and is
+    not visible, the whole-run limits, and who the code runs as. Printed once to stderr,
+    loudly, when the mode is "none"."""
     global _reported
     mode = detect_mode()
-    ids = sandbox_ids()
-    who = f"; sandboxed code runs as uid {ids[0]}" if run_ids(mode, sys.executable) else ""
-    text = {
-        "bubblewrap": "sandbox isolation: bubblewrap (no network, private pids, read-only file system)",
-        "unshare": "sandbox isolation: unshare (no network, private pids; the file system is NOT "
-                   "read-only, install bubblewrap for that)",
-        "none": "WARNING: sandbox isolation: NONE. Model-written code runs with your network and "
-                "file system, limited only by rlimits and a throw-away copy. Install bubblewrap "
-                "(apt-get install bubblewrap) or enable user namespaces.",
-    }[mode] + who
+    python = python or sys.executable
+    lines = [*PROTECTION[mode], run_limits.describe(), _who(mode, python)]
+    text = "\n".join(line for line in lines if line)
     if mode == "none" and not _reported:
         _reported = True
         print(f"\n{'!' * 78}\n{text}\n{'!' * 78}\n", file=sys.stderr)
     return text
+
+
+def _who(mode: str, python: str) -> str:
+    ids = sandbox_ids()
+    if ids is None:
+        return "sandboxed code runs as your user (it cannot read what your user cannot)"
+    if run_ids(mode, python):
+        return f"sandboxed code runs as uid {ids[0]}, not root"
+    return (f"sandboxed code runs as ROOT: {interpreter_blocker(python, ids[0])} "
+            "(install bubblewrap, which mounts the interpreter wherever it lives)")
+
+
+def interpreter_blocker(python: str, uid: int) -> str:
+    """Why uid ``uid`` cannot run ``python``: the first directory on its path others cannot enter."""
+    real = Path(os.path.realpath(python))
+    for parent in [*reversed(real.parents), real]:
+        try:
+            st = parent.stat()
+        except OSError:
+            continue
+        needed = 0o001 if parent != real else 0o005
+        if st.st_uid != uid and st.st_mode & needed != needed:
+            return (f"uid {uid} cannot use {python}: {parent} is mode {st.st_mode & 0o7777:o} "
+                    f"(chmod o+{'x' if parent != real else 'rx'} {parent}, or use an interpreter elsewhere)")
+    return f"uid {uid} cannot run {python}"
 
 
 def prlimit_prefix(limits: Limits) -> list[str]:
@@ -140,17 +184,21 @@ def wrap(mode: str, argv: Sequence[str], *, writable: Sequence[Path], readonly: 
     Under bubblewrap a uid drop happens inside (bwrap itself runs as root so it can mount
     root's interpreter); in the other modes the caller starts the wrapper as ``ids``.
     """
-    inner = prlimit_prefix(limits) + list(argv)
+    view = view or (view_mod.interpreter_view(argv[0], cwd) if mode == "bubblewrap" else {})
+    cgroup = view.get("cgroup")
+    # without a cgroup for the whole run, few processes each bounded: their product is the bound
+    per_process = limits if cgroup else replace(limits, nproc=min(limits.nproc, run_limits.FALLBACK_NPROC))
+    inner = prlimit_prefix(per_process) + list(argv)
+    enter = run_limits.enter_prefix(cgroup)
     if mode == "bubblewrap":
-        view = view or view_mod.interpreter_view(argv[0], cwd)
-        return _bwrap(writable, readonly, cwd, limits, view) + _drop(ids) + inner
+        return enter + _bwrap(writable, readonly, cwd, limits, view) + _drop(ids) + inner
     if mode == "unshare":
         net = [] if limits.network else ["-n"]
         # a shell as pid 1: the namespace's init ignores signals it has no handler for,
         # which would swallow SIGXCPU; and it reaps the orphans daemons leave behind
-        return ["unshare", "-r", *net, "-p", "-f", "--kill-child", "--",
-                "sh", "-c", '"$@"; exit $?', "sh", *inner]
-    return inner
+        return enter + ["unshare", "-r", *net, "-p", "-f", "--kill-child", "--",
+                        "sh", "-c", '"$@"; exit $?', "sh", *inner]
+    return enter + inner
 
 
 def _drop(ids: tuple[int, int] | None) -> list[str]:

@@ -85,8 +85,8 @@ def _execute(req: dict[str, Any], requested: tuple[str, ...], mode: str) -> Verd
     if ids:
         raw.notes.append(f"ran as uid {ids[0]} (ledex runs as root)")
     elif isolation.sandbox_ids():
-        raw.notes.append("ran as root: RLIMIT_NPROC is not enforced (the interpreter is not "
-                         "usable by an unprivileged uid); install bubblewrap")
+        blocker = isolation.interpreter_blocker(argv[0], isolation.sandbox_ids()[0])
+        raw.notes.append(f"ran as root: RLIMIT_NPROC is not enforced ({blocker}); install bubblewrap")
     rewrite = Rewriter(dirs["ws"], workspace)
     raw.stdout_tail, raw.stderr_tail = rewrite(raw.stdout_tail), rewrite(raw.stderr_tail)
     verdict = build(raw, parse_channel(raw.channel, nonce),

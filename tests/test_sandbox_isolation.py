@@ -207,6 +207,36 @@ def test_a_pool_thread_that_dies_fails_its_verdict(tmp_path, monkeypatch):
     assert done[0].passed and not done[1].passed and "thread died" in done[1].error
 
 
+def test_memory_is_bounded_for_the_whole_run_not_each_process(tmp_path):
+    body = """
+import multiprocessing, time
+
+def hog(_):
+    block = b'x' * (150 << 20)  # resident, well under the per-process limit
+    time.sleep(30)
+
+def test_hog():
+    procs = [multiprocessing.Process(target=hog, args=(i,)) for i in range(5)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+"""
+    v = run_tests(probe_ws(tmp_path, body), limits=Limits(wall_s=40, memory_mb=512, nproc=32))
+    assert not v.passed and v.killed_reason == "memory", (v.error, v.killed_reason)
+
+
+def test_without_a_cgroup_few_processes_bound_the_address_space():
+    from ledex.sandbox import isolation, limits
+
+    argv = isolation.wrap("none", ["python"], writable=[], readonly=[], cwd=Path("/"),
+                          limits=Limits(nproc=256, memory_mb=512), ids=None, view={})
+    assert f"--nproc={limits.FALLBACK_NPROC}" in argv and f"--as={512 << 20}" in argv
+    with_cgroup = isolation.wrap("none", ["python"], writable=[], readonly=[], cwd=Path("/"),
+                                 limits=Limits(nproc=256), ids=None, view={"cgroup": "/sys/fs/cgroup/x"})
+    assert "--nproc=256" in with_cgroup and with_cgroup[:2] == ["sh", "-c"]
+
+
 def test_isolation_report_says_what_is_and_is_not_protected():
     text = isolation_report()
     mode = detect_mode()

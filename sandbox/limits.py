@@ -1,0 +1,238 @@
+"""Limits on a whole sandboxed run, not on each of its processes.
+
+With a usable cgroup v2 hierarchy (the ``memory`` and ``pids`` controllers available to us:
+as root the cgroup2 mount's root, else a delegated directory named by
+``LEDEX_SANDBOX_CGROUP``), each run gets its own cgroup: ``memory.max`` = ``memory_mb``
+(swap 0), ``pids.max`` = ``nproc``, ``cpu.max`` = one CPU; it is killed and removed after the
+run. Without one (a cgroup v1 or hybrid host, a container, no delegation) the fallback is:
+at most ``FALLBACK_NPROC`` tasks, each with RLIMIT_AS = ``memory_mb`` (so the address space of
+the whole run is bounded by their product), and a watchdog in the calling process that sums
+the resident memory of the run's process tree every ``WATCH_INTERVAL_S`` and kills the tree
+when it exceeds ``memory_mb`` (verdict: killed, "memory").
+
+Run ``python -m ledex.sandbox.limits`` to see which applies on this machine.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+FALLBACK_NPROC = 64  # tasks (threads count): pytest + a Pool + a few threads fit
+WATCH_INTERVAL_S = 0.25  # one /proc scan costs ~5 ms on a loaded box
+_CONTROLLERS = ("memory", "pids")
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _cgroup2_mount() -> Path | None:
+    try:
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            left, _, right = line.partition(" - ")
+            if right.split()[:1] == ["cgroup2"]:
+                return Path(left.split()[4])
+    except OSError:
+        pass
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def cgroup_base() -> Path | None:
+    """A cgroup v2 directory under which per-run cgroups can be made, or None."""
+    forced = os.environ.get("LEDEX_SANDBOX_CGROUP")
+    base = Path(forced) if forced else (_cgroup2_mount() if os.geteuid() == 0 else None)
+    if base is None:
+        return None
+    try:
+        if not set(_CONTROLLERS) <= set((base / "cgroup.controllers").read_text().split()):
+            return None
+        parent = base / "ledex"
+        parent.mkdir(exist_ok=True)
+        _enable(base)
+        _enable(parent)
+        return parent
+    except OSError:
+        return None
+
+
+def _enable(cgroup: Path) -> None:
+    have = set((cgroup / "cgroup.controllers").read_text().split())
+    on = set((cgroup / "cgroup.subtree_control").read_text().split())
+    wanted = [c for c in (*_CONTROLLERS, "cpu") if c in have and c not in on]
+    if wanted:
+        (cgroup / "cgroup.subtree_control").write_text(" ".join(f"+{c}" for c in wanted))
+
+
+def create(run_id: str, memory_mb: int, nproc: int) -> str | None:
+    """A fresh cgroup for one run with its limits written, or None (use the fallback)."""
+    base = cgroup_base()
+    if base is None:
+        return None
+    path = base / run_id
+    try:
+        path.mkdir()
+        _write(path / "memory.max", str(memory_mb * 1024 * 1024))
+        _write(path / "memory.swap.max", "0")
+        _write(path / "pids.max", str(nproc))
+        _write(path / "cpu.max", "100000 100000")  # one CPU's worth per 100 ms
+        return str(path)
+    except OSError:
+        remove(str(path))
+        return None
+
+
+def _write(path: Path, value: str) -> None:
+    if path.exists():
+        path.write_text(value)
+
+
+def enter_prefix(cgroup: str | None) -> list[str]:
+    """argv prefix moving the command into ``cgroup`` before it execs (run as its owner)."""
+    if not cgroup:
+        return []
+    return ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', cgroup]
+
+
+def remove(cgroup: str | None) -> None:
+    """Kill everything in ``cgroup`` and remove it; never raises, gives up after ~2 s."""
+    if not cgroup:
+        return
+    path = Path(cgroup)
+    for _ in range(100):
+        try:
+            (path / "cgroup.kill").write_text("1")
+        except OSError:
+            _kill_listed(path)
+        try:
+            path.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            time.sleep(0.02)
+
+
+def _kill_listed(path: Path) -> None:
+    try:
+        pids = (path / "cgroup.procs").read_text().split()
+    except OSError:
+        return
+    for pid in pids:
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
+
+
+def memory_peak_mb(cgroup: str) -> float | None:
+    """Peak memory of a run's cgroup, if the kernel reports it."""
+    try:
+        return int(Path(cgroup, "memory.peak").read_text()) / (1024 * 1024)
+    except (OSError, ValueError):
+        return None
+
+
+def was_oom_killed(cgroup: str) -> bool:
+    """True when the kernel killed something in ``cgroup`` for exceeding memory.max."""
+    try:
+        for line in Path(cgroup, "memory.events").read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill" and int(value) > 0:
+                return True
+    except (OSError, ValueError):
+        pass
+    return False
+
+
+class MemoryWatch:
+    """Fallback total-memory bound: polls the resident memory of ``root_pid``'s descendants.
+
+    ``on_exceed`` is called once (from the watch thread) after the tree below ``root_pid``
+    is SIGKILLed. Resident memory is counted per process (anonymous pages, from
+    /proc/PID/statm), so pages shared after fork count once per process: a conservative sum.
+    """
+
+    def __init__(self, root_pid: int, memory_mb: int, on_exceed: Callable[[float], None]) -> None:
+        self.root_pid, self.limit = root_pid, memory_mb * 1024 * 1024
+        self.on_exceed = on_exceed
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True, name="ledex-memwatch")
+
+    def __enter__(self) -> "MemoryWatch":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=2)
+
+    def _run(self) -> None:
+        while not self.stop.wait(WATCH_INTERVAL_S):
+            pids = descendants(self.root_pid)
+            used = sum(_anon_rss(pid) for pid in pids)
+            if used > self.limit:
+                for pid in pids:
+                    _kill(pid)
+                self.on_exceed(used / (1024 * 1024))
+                return
+
+
+def descendants(root: int) -> list[int]:
+    """Every process below ``root`` (not ``root`` itself), from the parent pids in /proc/*/stat."""
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            ppid = _ppid(name)
+            if ppid is not None:
+                children.setdefault(ppid, []).append(int(name))
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _ppid(pid: str) -> int | None:
+    try:
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
+        try:
+            stat = os.read(fd, 512)
+        finally:
+            os.close(fd)
+        return int(stat[stat.rindex(b")") + 2:].split(None, 2)[1])  # the name may hold ')'
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _anon_rss(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/statm") as fh:
+            fields = fh.read().split()
+        return max(0, int(fields[1]) - int(fields[2])) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def describe() -> str:
+    """One line: which whole-run limits this machine gives."""
+    base = cgroup_base()
+    if base is not None:
+        return f"whole-run limits: cgroup v2 at {base} (memory, processes, one CPU per run)"
+    return (f"whole-run limits: no usable cgroup v2 (memory+pids controllers); fallback: at most "
+            f"{FALLBACK_NPROC} processes/threads each limited to memory_mb of address space, and the "
+            f"run's total resident memory polled every {WATCH_INTERVAL_S:g} s and killed above memory_mb")
+
+
+if __name__ == "__main__":
+    print(describe())
