@@ -194,6 +194,9 @@ def build(raw: RawRun, chan: Channel, junit: dict[str, TestOutcome] | None, *,
         ok = (error is None and killed is None and passed_n > 0
               and all(o.outcome in ("passed", "skipped") for o in outcomes)
               and chan.collected == len(chan.tests))
+    if kind == "tampering":  # no pass from a tampered run is believed
+        outcomes = [replace(o, outcome="error", message=f"not trusted: {error}"[:500])
+                    if o.outcome == "passed" else o for o in outcomes]
     if ok and raw.exit_code != 0:
         ok, kind, error = False, "report", f"every test passed but pytest exited with status {raw.exit_code}"
     notes = [f"ignored {chan.forged} forged channel line(s)"] if chan.forged else []
@@ -221,7 +224,8 @@ def _error(raw, chan, junit, problems, missing, killed, wall, rewrite) -> tuple[
     if chan.tampered:
         return "tampering", "protected files were modified during the run: " + ", ".join(sorted(chan.tampered))
     if chan.violations:
-        return "tampering", "the test process broke the reporting protocol: " + "; ".join(chan.violations[:5])
+        return "tampering", ("the test process broke the reporting protocol (its reports disagree with "
+                             "what ran): " + "; ".join(chan.violations[:5]))
     if chan.collected is None and not chan.collect_errors:
         return "startup", f"pytest stopped before running any test (exit code {code}; 0 ran): {said}"
     if chan.collect_errors:
