@@ -14,8 +14,9 @@ What this defeats, and what it does not (issue 13, "the outcome channel out of r
   the run is an error, never a pass.
 - Skipping the test body (``Function.runtest = lambda self: None``, swapping the item's
   function or code object): plain test functions carry a body-ran proof (the function and
-  code object pytest collected returned through ``pytest_pyfunc_call``); a pass without it
-  is tampering. unittest, doctest and custom items have no such proof (``body`` is null).
+  code object pytest collected returned through ``pytest_pyfunc_call``; for unittest
+  TestCases, unittest itself called ``addSuccess`` on the item); a pass without it is
+  tampering. Doctest and custom items have no such proof (``body`` is null).
 - Rewriting pytest's report (a report that says passed for a phase whose call raised):
   each phase record carries whether the phase raised; a passed report for a raising phase
   is tampering.

@@ -147,7 +147,7 @@ def pytest_runtest_protocol(item, nextitem):  # noqa: ANN001
         yield
     finally:
         _disarm()
-    # body: None = no proof exists for this kind of item (unittest, doctest, custom items)
+    # body: None = no proof exists for this kind of item (doctest, custom items)
     body = (item.nodeid in _ran) if item.nodeid in _bodies else None
     _emit({"ev": "end", "nodeid": item.nodeid, "body": body,
            "d": round(time.perf_counter() - start, 6)})
@@ -176,6 +176,20 @@ def _remember_bodies(items) -> None:  # noqa: ANN001
         if type(item) is pytest.Function:  # plain test functions: their body goes through pyfunc_call
             func = _function_of(item.obj)
             _bodies[item.nodeid] = (func, getattr(func, "__code__", None))
+        elif type(item).__module__ == "_pytest.unittest" and hasattr(item, "addSuccess"):
+            _bodies[item.nodeid] = ("unittest", None)
+            _watch_success(item)
+
+
+def _watch_success(item) -> None:  # noqa: ANN001 - a unittest TestCaseFunction
+    """unittest calls ``result.addSuccess`` (the item is the result) only after the test method returned."""
+    real = item.addSuccess
+
+    def add_success(testcase, *args, **kwargs):  # noqa: ANN001, ANN202
+        _ran.add(item.nodeid)
+        return real(testcase, *args, **kwargs)
+
+    item.addSuccess = add_success
 
 
 def pytest_collection_finish(session):  # noqa: ANN001

@@ -253,11 +253,18 @@ def hostile(tmp_path: Path, calc: str, tests: str = TEST_ADD) -> object:
     return run_tests(ws, ["tests/test_calc.py"], limits=QUICK)
 
 
-def test_skipping_the_test_body_is_tampering(tmp_path):
-    calc = ("import _pytest.python\n\n_pytest.python.Function.runtest = lambda self: None\n\n\n" + CALC)
-    v = hostile(tmp_path, calc)
+UNIT_ADD = ("import unittest\nfrom pkg.calc import add\n\n\nclass TestAdd(unittest.TestCase):\n"
+            "    def test_add(self):\n        self.assertEqual(add(1, 2), 3)\n")
+
+
+@pytest.mark.parametrize("cls, tests", [("_pytest.python.Function", TEST_ADD),
+                                        ("_pytest.unittest.TestCaseFunction", UNIT_ADD)])
+def test_skipping_the_test_body_is_tampering(tmp_path, cls, tests):
+    module, name = cls.rsplit(".", 1)
+    calc = f"import {module}\n\n{cls}.runtest = lambda self: None\n\n\n" + CALC
+    v = hostile(tmp_path, calc, tests)
     assert not v.passed and v.pass_rate == 0.0 and v.error_kind == "tampering"
-    assert "never returned" in v.error
+    assert "never returned" in v.error and v.outcomes[0].outcome == "error"
 
 
 def test_rewriting_pytest_reports_is_tampering(tmp_path):
