@@ -284,7 +284,9 @@ def environment(untrusted, protected, report: str, roots, originals=None) -> dic
     """
     if os.environ.get(SWITCH_ENV) == "off":
         return {}
-    config = {"untrusted": _untrusted(untrusted, originals), "protected": sorted(protected),
+    # only test *source* is secret: data files the tests hand to the code under test stay readable
+    config = {"untrusted": _untrusted(untrusted, originals),
+              "protected": sorted(p for p in protected if str(p).endswith(".py")),
               "report": os.path.realpath(report), "roots": [os.path.realpath(r) for r in roots]}
     return {CONFIG_ENV: json.dumps(config)}
 

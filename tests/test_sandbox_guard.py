@@ -36,6 +36,7 @@ try:
 except ZeroDivisionError:
     logging.exception('boom')
 functools.lru_cache(None)(len)('abc')
+assert json.load(open('data.json')) == [1, 2]  # a protected data file the tests would pass in
 assert re.fullmatch('a+', 'aaa') and eval('1 + 2') == 3
 print('survived')
 """
@@ -71,7 +72,8 @@ def prepare(tmp_path: Path, body: str, trusted: str = "", test: str = "EXPECTED 
     (ws / "cand.py").write_text(f"REPORT = {str(report)!r}\n{body}\n")
     (ws / "trusted.py").write_text(trusted or "import cand\n")
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(runner), "TMPDIR": str(ws), "PYTHONDONTWRITEBYTECODE": "1",
-           **guard.environment(["cand.py"], ["test_x.py"], str(report), [ws])}
+           **guard.environment(["cand.py"], ["test_x.py", "data.json"], str(report), [ws])}
+    (ws / "data.json").write_text("[1, 2]")
     return ws, env
 
 
