@@ -2,9 +2,9 @@
 
 Subcommands are registered in COMMANDS: name -> (module, add-arguments function, main
 function, help). A module is imported only when its subcommand runs, so `ledex-train --help`
-is instant and a missing optional dependency breaks only its own subcommand. To add one
-(e.g. `rl`), write `add_arguments(parser)` and `main(args) -> int` in the module and add a line
-here; entries whose module does not exist yet are hidden.
+is instant and a missing optional dependency breaks only its own subcommand. To add one,
+write `add_arguments(parser)` and `main(args) -> int` in the module (training.config has the
+dataclass-to-options bridge and `run_command`) and add a line here.
 
     ledex-train collect --problems ../shared/data/mbpp.jsonl --split train --output data/mbpp.jsonl
     ledex-train sft --data data/mbpp.jsonl --output-dir runs/sft
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import sys
 
 COMMANDS: dict[str, tuple[str, str, str, str]] = {
@@ -27,7 +26,6 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
     "export": ("ledex.training.export", "add_arguments", "main", "PEFT adapter -> GGUF LoRA adapter for llama.cpp"),
     "promote": ("ledex.training.promote", "add_arguments", "main", "gate and promote an adapter into service"),
     "rollback": ("ledex.training.promote", "add_rollback_arguments", "rollback_main", "put the previous adapter back"),
-    # Colleagues' subcommands (shown once their modules exist):
     "rl": ("ledex.training.rl", "add_arguments", "main", "RL on success and failure trajectories"),
     "kto": ("ledex.training.kto", "add_arguments", "main", "KTO on desirable/undesirable trajectories"),
     "eval": ("ledex.training.evaluate", "add_arguments", "main", "evaluate self-debugging (MBPP, HumanEval)"),
@@ -38,25 +36,20 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
 POSITIONAL = {"export": "adapter_dir", "promote": "adapter"}
 
 
-def _available(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        return False
-
-
 def build_parser() -> tuple[argparse.ArgumentParser, dict]:
+    """(the top-level parser, subcommand name -> its subparser, options not yet added)."""
     parser = argparse.ArgumentParser(prog="ledex-train", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     parsers = {}
-    for name, (module, _, _, help_text) in COMMANDS.items():
-        if _available(module):
-            parsers[name] = sub.add_parser(name, help=help_text, description=help_text)
+    for name, (_, _, _, help_text) in COMMANDS.items():
+        parsers[name] = sub.add_parser(name, help=help_text, description=help_text)
     return parser, parsers
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run `ledex-train <command> ...` (argv without the program name; default sys.argv[1:]).
+    Returns the subcommand's exit status; 2 for an unknown command, 130 when interrupted."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser, parsers = build_parser()
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in parsers:

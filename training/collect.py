@@ -26,14 +26,13 @@ import dataclasses
 import hashlib
 import json
 import re
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ledex.engine.format import Mode, answer_grammar, build_messages, parse_response
 from ledex.training import records
-from ledex.training.config import add_dataclass_arguments, from_args
+from ledex.training.config import add_dataclass_arguments, run_command
 from ledex.training.core import write_json
 from ledex.training.mutate import mutants
 from ledex.training.records import Trajectory
@@ -348,10 +347,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    try:
-        table = run(from_args(CollectConfig, args))
-    except (CollectError, records.RecordError) as exc:
-        print(f"ledex-train collect: {exc}", file=sys.stderr)
-        return 2
-    print(format_table(table))
-    return 0
+    """`ledex-train collect`: prints the yield table; exit status 0, or 2 with the message for bad input."""
+    return run_command("collect", CollectConfig, args, run, format_table, (CollectError, records.RecordError))

@@ -86,3 +86,19 @@ def from_args(cls, args: argparse.Namespace, **overrides: Any):
             value = tuple(value)
         values[f.name] = value
     return cls(**(values | overrides))
+
+
+def run_command(command: str, cls, args: argparse.Namespace, work: typing.Callable[[Any], Any],
+                report: typing.Callable[[Any], str], errors: tuple[type[BaseException], ...]) -> int:
+    """The body of a `ledex-train <command>` main: build `cls` from the parsed options, run `work` on
+    it and print `report(result)`; exit status 0. One of `errors` (bad input the user can fix) prints
+    `ledex-train <command>: <message>` on stderr instead: exit status 2."""
+    import sys
+
+    try:
+        result = work(from_args(cls, args))
+    except errors as exc:
+        print(f"ledex-train {command}: {exc}", file=sys.stderr)
+        return 2
+    print(report(result))
+    return 0

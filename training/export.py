@@ -23,13 +23,12 @@ import argparse
 import json
 import math
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ledex.training.config import add_dataclass_arguments, from_args
+from ledex.training.config import add_dataclass_arguments, run_command
 from ledex.training.core import GGUFError, TrainingError, gguf_header
 
 
@@ -226,13 +225,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_dataclass_arguments(parser, ExportArgs)
 
 
-def main(args: argparse.Namespace) -> int:
-    try:
-        result = export(from_args(ExportArgs, args))
-    except ExportError as exc:
-        print(f"ledex-train export: {exc}", file=sys.stderr)
-        return 2
-    print(f"wrote {result['output']} ({result['tensors']} tensors, alpha {result['alpha']:g}, rank {result['rank']})")
+def summary(result: dict) -> str:
+    """What was written: the GGUF adapter (tensors, alpha, rank) and, with --merge-to, the merged model."""
+    text = f"wrote {result['output']} ({result['tensors']} tensors, alpha {result['alpha']:g}, rank {result['rank']})"
     if result.get("merged"):
-        print(f"merged model: {result['merged']}  (to GGUF: python convert_hf_to_gguf.py {result['merged']} --outtype q8_0)")
-    return 0
+        text += (f"\nmerged model: {result['merged']}  "
+                 f"(to GGUF: python convert_hf_to_gguf.py {result['merged']} --outtype q8_0)")
+    return text
+
+
+def main(args: argparse.Namespace) -> int:
+    """`ledex-train export`: exit status 0, or 2 with the message when the adapter cannot be exported."""
+    return run_command("export", ExportArgs, args, export, summary, (ExportError,))

@@ -14,14 +14,13 @@ copy is the KL reference, or directly on the base with a fresh LoRA.
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ledex.engine.format import Mode, Problem, build_training_messages
 from ledex.training import records
-from ledex.training.config import add_dataclass_arguments, from_args
+from ledex.training.config import add_dataclass_arguments, run_command
 from ledex.training.core import TrainingError, load_policy, load_tokenizer, split_prompt
 from ledex.training.trainrun import set_threads, train_and_save, write_metrics
 
@@ -198,13 +197,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_dataclass_arguments(parser, KTOArgs)
 
 
+def summary(metrics: dict) -> str:
+    """One line for the terminal: accepted/rejected counts, steps, seconds, the adapter."""
+    return (f"{metrics['desirable']} accepted / {metrics['undesirable']} rejected fixes, {metrics['steps']} steps in "
+            f"{metrics['seconds']} s; adapter: {metrics['adapter_dir']}")
+
+
 def main(args: argparse.Namespace) -> int:
-    try:
-        metrics = train(from_args(KTOArgs, args))
-    except (TrainingError, records.RecordError) as exc:
-        print(f"ledex-train kto: {exc}", file=sys.stderr)
-        return 2
-    print(f"{metrics['desirable']} accepted / {metrics['undesirable']} rejected fixes, {metrics['steps']} steps in "
-          f"{metrics['seconds']} s; adapter: {metrics['adapter_dir']}")
-    return 0
+    """`ledex-train kto`: exit status 0, or 2 with the message for bad input."""
+    return run_command("kto", KTOArgs, args, train, summary, (TrainingError, records.RecordError))
 

@@ -29,7 +29,7 @@ from typing import Any, Callable, Sequence
 
 from ledex.engine.format import Mode, build_messages
 from ledex.training import records, rewards
-from ledex.training.config import add_dataclass_arguments, from_args
+from ledex.training.config import add_dataclass_arguments, run_command
 from ledex.training.core import TrainingError, load_policy, load_tokenizer
 from ledex.training.trainrun import set_threads, train_and_save, write_metrics
 
@@ -228,17 +228,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_dataclass_arguments(parser, RLArgs)
 
 
+def summary(metrics: dict) -> str:
+    """One line for the terminal: prompts, steps, seconds, the last logged reward means, the adapter."""
+    last = metrics["rewards"][-1] if metrics["rewards"] else {}
+    return (f"{metrics['prompts']} wrong solutions, {metrics['steps']} steps in {metrics['seconds']} s; last rewards "
+            + ", ".join(f"{k.split('/')[1] if '/' in k else k} {v:.2f}" for k, v in last.items() if k != "step")
+            + f"; adapter: {metrics['adapter_dir']}")
+
+
 def main(args: argparse.Namespace) -> int:
+    """`ledex-train rl`: exit status 0, or 2 with the message for bad input."""
     from ledex.training.embeddings import EmbedderError
 
-    try:
-        metrics = train(from_args(RLArgs, args))
-    except (TrainingError, EmbedderError, records.RecordError) as exc:
-        print(f"ledex-train rl: {exc}", file=sys.stderr)
-        return 2
-    last = metrics["rewards"][-1] if metrics["rewards"] else {}
-    print(f"{metrics['prompts']} wrong solutions, {metrics['steps']} steps in {metrics['seconds']} s; last rewards "
-          + ", ".join(f"{k.split('/')[1] if '/' in k else k} {v:.2f}" for k, v in last.items() if k != "step")
-          + f"; adapter: {metrics['adapter_dir']}")
-    return 0
+    return run_command("rl", RLArgs, args, train, summary, (TrainingError, EmbedderError, records.RecordError))
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ledex.engine.format import Mode, build_training_messages, fenced
 from ledex.training import records
-from ledex.training.config import add_dataclass_arguments, from_args
+from ledex.training.config import add_dataclass_arguments, run_command
 from ledex.training.core import (LORA_TARGETS, ServeFormat, TrainingError, load_model, load_tokenizer, lora_config,
                                  split_prompt)
 from ledex.training.trainrun import half_the_cores, set_threads, train_and_save, write_metrics
@@ -196,14 +196,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_dataclass_arguments(parser, SFTArgs)
 
 
+def summary(metrics: dict) -> str:
+    """One line for the terminal: examples, steps, seconds, first -> last logged loss, the adapter."""
+    losses = metrics["losses"] or [float("nan")]
+    return (f"{metrics['examples']} examples, {metrics['steps']} steps in {metrics['seconds']} s; "
+            f"loss {losses[0]:.3f} -> {losses[-1]:.3f}; adapter: {metrics['adapter_dir']}")
+
+
 def main(args: argparse.Namespace) -> int:
-    try:
-        metrics = train(from_args(SFTArgs, args))
-    except (TrainingError, records.RecordError) as exc:
-        print(f"ledex-train sft: {exc}", file=sys.stderr)
-        return 2
-    losses = metrics["losses"]
-    print(f"{metrics['examples']} examples, {metrics['steps']} steps in {metrics['seconds']} s; "
-          f"loss {losses[0] if losses else float('nan'):.3f} -> {losses[-1] if losses else float('nan'):.3f}; "
-          f"adapter: {metrics['adapter_dir']}")
-    return 0
+    """`ledex-train sft`: exit status 0, or 2 with the message for bad input."""
+    return run_command("sft", SFTArgs, args, train, summary, (TrainingError, records.RecordError))
