@@ -3,7 +3,9 @@
 Copied into the sandbox's runner directory as ``sitecustomize.py`` (that directory is first on
 ``PYTHONPATH``; ``sitecustomize`` is a protected name a patch cannot add), so ``site`` imports
 it before pytest, the plugin or any workspace code. It reads its configuration from
-``LEDEX_SBX_GUARD`` (JSON: ``untrusted`` = the patched files, ``protected`` = test files,
+``LEDEX_SBX_GUARD`` (JSON, kept in the environment so python processes the tests start are
+guarded too: ``untrusted`` = the patched files and the lines the patch wrote, ``protected`` =
+test files,
 conftest and pytest configuration, ``report`` = the report directory, ``roots`` = directories
 the run may use) and installs ``sys.addaudithook`` (PEP 578: an audit hook cannot be removed).
 
@@ -284,20 +286,25 @@ def environment(untrusted, protected, report: str, roots, originals=None) -> dic
     """
     if os.environ.get(SWITCH_ENV) == "off":
         return {}
+    roots = [os.path.realpath(r) for r in roots]
+    base = roots[0] if roots else ""  # the copy: paths made absolute so child processes agree
     # only test *source* is secret: data files the tests hand to the code under test stay readable
-    config = {"untrusted": _untrusted(untrusted, originals),
-              "protected": sorted(p for p in protected if str(p).endswith(".py")),
-              "report": os.path.realpath(report), "roots": [os.path.realpath(r) for r in roots]}
+    config = {"untrusted": {os.path.join(base, k): v for k, v in _untrusted(untrusted, originals).items()},
+              "protected": sorted(os.path.join(base, p) for p in protected if str(p).endswith(".py")),
+              "report": os.path.realpath(report), "roots": roots}
     return {CONFIG_ENV: json.dumps(config)}
 
 
 def install() -> Guard | None:
     """Install the hook when ``LEDEX_SBX_GUARD`` names untrusted files; None otherwise."""
-    raw = os.environ.pop(CONFIG_ENV, None)
+    raw = os.environ.get(CONFIG_ENV)  # kept: python processes the tests start are guarded too
     if not raw:
         return None
     config = json.loads(raw)
     if not config.get("untrusted"):
+        return None
+    if not hasattr(sys, "addaudithook"):  # Python < 3.8: the gate and the outcome checks remain
+        os.write(2, b"ledex sandbox: no audit hooks in this Python; runtime guard off\n")
         return None
     fd = os.dup(2)  # pytest's capture later redirects fd 2; the marker must reach the worker
     guard = Guard(config, fd)
