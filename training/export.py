@@ -34,6 +34,8 @@ from ledex.training.core import GGUFError, TrainingError, gguf_header
 
 @dataclass
 class ExportArgs:
+    """Options of `ledex-train export` (one flag per field)."""
+
     adapter_dir: str = field(default="ledex-runs/sft/adapter", metadata={"help": "PEFT adapter folder (from sft)."})
     output: str | None = field(default=None, metadata={"help": "GGUF adapter to write (default: <adapter_dir>.gguf)."})
     base: str = field(default="default", metadata={"help": "The GGUF base the adapter is for (architecture check)."})
@@ -50,6 +52,10 @@ _PEFT_PREFIXES = ("base_model.model.",)
 
 @dataclass(frozen=True)
 class BaseInfo:
+    """What the export needs from the GGUF base: architecture name, block count, attention
+    head counts (for gguf's tensor-name map and llama's q/k row permutation).
+    """
+
     arch: str
     n_blocks: int
     n_head: int
@@ -187,6 +193,12 @@ def check_adapter(path: str | Path, *, expect_tensors: int | None = None, arch: 
 
 
 def export(args: ExportArgs) -> dict:
+    """Export a PEFT adapter folder to a GGUF LoRA adapter (and, with merge_to, a merged HF model).
+
+    Returns output path, tensor count, alpha (rsLoRA folded in), rank, arch, base path and
+    'merged'. Raises ExportError for a folder that is not a PEFT LoRA adapter, a base that does
+    not resolve, or a failed write (nothing is left under the output name).
+    """
     from ledex.engine.models import ModelError, parse_model_spec
 
     adapter_dir = Path(args.adapter_dir)
@@ -222,6 +234,7 @@ def merge_to_hf(adapter_dir: Path, base: str, target: Path) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `ledex-train export` (one per ExportArgs field)."""
     add_dataclass_arguments(parser, ExportArgs)
 
 

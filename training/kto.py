@@ -27,6 +27,8 @@ from ledex.training.trainrun import set_threads, train_and_save, write_metrics
 
 @dataclass
 class KTOArgs:
+    """Options of `ledex-train kto` (one flag per field)."""
+
     data: list[str] = field(default_factory=list, metadata={
         "help": "Trajectory files; records with origin accepted/rejected are used (see --include-sampled)."})
     episodes: list[str] = field(default_factory=list, metadata={"help": "Feedback logs (episodes.sqlite3) to read."})
@@ -62,6 +64,10 @@ class KTOError(TrainingError):
 
 @dataclass(frozen=True)
 class Example:
+    """One labelled answer for KTO: the problem, explanation and code, and whether the user
+    wanted it (label True: desirable).
+    """
+
     problem: Problem
     explanation: str
     code: str
@@ -70,10 +76,14 @@ class Example:
 
     @property
     def key(self) -> tuple:
+        """(task, wrong code, explanation, code): two examples with one key are one example."""
         return (self.problem.task, self.problem.wrong_code, self.explanation, self.code)
 
 
 def from_records(paths: list[str], include_sampled: bool) -> list[Example]:
+    """Labelled examples from trajectory files: origin accepted/rejected, plus sampled and
+    mutation records (correct = desirable) with include_sampled.
+    """
     found = []
     for path in paths:
         for t in records.read(path, skip_bad=True):
@@ -143,6 +153,9 @@ def class_weights(desirable: int, undesirable: int) -> tuple[float, float]:
 
 
 def kto_config(args: KTOArgs, stats: dict):
+    """TRL's KTOConfig for these args; desirable/undesirable weights from `class_weights`
+    when args.balance.
+    """
     import torch
     from trl import KTOConfig
 
@@ -160,6 +173,9 @@ def kto_config(args: KTOArgs, stats: dict):
 
 
 def build_trainer(args: KTOArgs, *, cache_base: bool = False):
+    """The TRL KTOTrainer, ready to `.train()`. Raises KTOError for batch size < 2 or no
+    labelled feedback, TrainingError for a base or adapter that does not load.
+    """
     from trl import KTOTrainer
 
 
@@ -194,6 +210,7 @@ def train(args: KTOArgs, **build: Any) -> dict:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `ledex-train kto` (one per KTOArgs field)."""
     add_dataclass_arguments(parser, KTOArgs)
 
 

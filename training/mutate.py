@@ -29,6 +29,10 @@ _BOOLOP_SWAPS = {ast.And: ast.Or, ast.Or: ast.And}
 
 @dataclass(frozen=True)
 class Mutant:
+    """One single-spot bug planted in a correct solution: the operator class, the line, the
+    wrong and right expression texts and both whole programs (callers judge it in the sandbox).
+    """
+
     operator: str  # "compare" | "binop" | "boolop" | "off_by_one" | "negation" | "bool_const" | "augassign"
     line: int  # line in `original` (both texts share line numbers)
     wrong: str  # the mutated expression, as printed in the mutant

@@ -27,6 +27,7 @@ GATE_PROBLEMS = Path(ledex.__file__).resolve().parent / "data" / "mbpp_validatio
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `ledex-train all`."""
     parser.add_argument("--workspace", default=".", help="workspace whose .ledex/episodes.sqlite3 to learn from")
     parser.add_argument("--problems", nargs="*", default=[], help="problem sets to add (e.g. MBPP JSONL)")
     parser.add_argument("--limit", type=int, default=None, help="at most N problems from each set (CPU-sized runs)")
@@ -52,6 +53,9 @@ def steps(args: argparse.Namespace) -> list[list[str]]:
 
 
 def main(args: argparse.Namespace) -> int:
+    """Run collect, sft, export and promote in order through `ledex-train`; stops at the first
+    failing step and returns its exit status (2 when there is nothing to learn from), 0 when all pass.
+    """
     from ledex.training.cli import main as train
 
     log = Path(args.workspace).resolve() / ".ledex" / "episodes.sqlite3"

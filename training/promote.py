@@ -34,6 +34,8 @@ from ledex.training.core import write_json
 
 @dataclass
 class GateArgs:
+    """Options of the promotion gate (held-out problems, wrong solutions, sampling)."""
+
     problems: str | None = field(default=None, metadata={"help": "Held-out problem set (MBPP JSONL or generic JSONL)."})
     split: str | None = field(default="validation", metadata={"help": "MBPP split for the gate (never train)."})
     n_problems: int = field(default=30, metadata={"help": "Held-out problems (a cheap check; evaluate does the full one)."})
@@ -51,6 +53,8 @@ class GateArgs:
 
 @dataclass
 class PromoteArgs(GateArgs):
+    """Options of `ledex-train promote`: the gate's plus the adapter, the base and the switches."""
+
     adapter: str = field(default="", metadata={"help": "The GGUF adapter to promote (from `ledex-train export`)."})
     base: str = field(default="default", metadata={"help": "The base the adapter is for (what the server serves)."})
     no_gate: bool = field(default=False, metadata={"help": "Skip the evaluation gate (file checks still run)."})
@@ -71,6 +75,10 @@ class PromotionError(RuntimeError):
 
 @dataclass(frozen=True)
 class Case:
+    """One held-out wrong solution for the gate: the problem, the wrong code, its sandbox
+    verdict and its origin ('sampled' or 'mutation').
+    """
+
     problem: object  # CodingProblem
     wrong_code: str
     verdict: object  # sandbox Verdict of the wrong code
@@ -159,6 +167,11 @@ def in_service(home: Path | None = None) -> str | None:
 
 
 def run_gate(candidate: str, gate: GateArgs, base: str = "default", current: str | None = None) -> dict:
+    """Measure `self_debug_rate` for the model in service (`current`, None = plain base) and the
+    candidate on the same held-out cases. Returns {'current': ..., 'candidate': ..., 'passed':
+    candidate rate >= current rate - gate.tolerance}. Raises PromotionError when no case is found
+    or a model does not load.
+    """
     from ledex.engine.backends import load_backend
     from ledex.engine.models import ModelError
 
@@ -210,6 +223,9 @@ def install_adapter(adapter: Path, home: Path | None, version: int, digest: str)
 
 
 def history(home: Path | None = None) -> list[dict]:
+    """Every promotion and rollback event of $LEDEX_HOME's registry, oldest first (a line cut by
+    a crash is skipped).
+    """
     path = registry.models_dir(home) / "history.jsonl"
     if not path.is_file():
         return []
@@ -284,10 +300,14 @@ def rollback(home: Path | None = None) -> dict | None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `ledex-train promote` (one per PromoteArgs field)."""
     add_dataclass_arguments(parser, PromoteArgs)
 
 
 def main(args: argparse.Namespace) -> int:
+    """`ledex-train promote`: exit status 0 when promoted (or measured, with --dry-run), 1 with
+    the reason when refused; the model in service is unchanged then.
+    """
     config = from_args(PromoteArgs, args)
     gate = None if config.no_gate else GateArgs(**{k: v for k, v in asdict(config).items() if k in GateArgs.__dataclass_fields__})
     if config.dry_run:
@@ -314,10 +334,12 @@ def main(args: argparse.Namespace) -> int:
 
 
 def add_rollback_arguments(parser: argparse.ArgumentParser) -> None:
+    """`ledex-train rollback` takes no options."""
     pass
 
 
 def rollback_main(args: argparse.Namespace) -> int:
+    """`ledex-train rollback`: exit status 0, or 1 when there is nothing to roll back."""
     try:
         previous = rollback()
     except PromotionError as exc:

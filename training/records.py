@@ -27,6 +27,10 @@ class RecordError(ValueError):
 
 @dataclass(frozen=True)
 class Trajectory:
+    """One explain+refine attempt at one wrong solution, with the sandbox's verdict on the
+    refinement (one JSONL line of a dataset; `id` deduplicates identical attempts).
+    """
+
     source: str  # "mbpp/601", "feedback/<episode id>", "<jsonl stem>/<n>"
     task: str  # first user turn (problem text, or the failing test for editor episodes)
     wrong_code: str
@@ -46,6 +50,7 @@ class Trajectory:
 
     @property
     def problem(self) -> Problem:
+        """The LEDEX debugging problem this attempt answers (task, wrong code, feedback)."""
         return Problem(self.task, self.wrong_code, self.feedback)
 
     @property
@@ -60,6 +65,7 @@ class Trajectory:
         return hashlib.sha256(f"{self.task}\x00{self.wrong_code}".encode()).hexdigest()[:16]
 
     def to_json(self) -> str:
+        """One JSON line (no newline) with the content id first."""
         return json.dumps({"id": self.id, **asdict(self)}, ensure_ascii=False)
 
 
@@ -68,6 +74,9 @@ _REQUIRED = {"source", "task", "wrong_code", "feedback", "explanation", "code", 
 
 
 def from_dict(row: dict, where: str = "") -> Trajectory:
+    """A Trajectory from one parsed JSON line; unknown keys are ignored. Raises RecordError
+    (naming `where`) for a missing required field, a non-boolean 'correct' or a non-numeric
+    'pass_rate'."""
     missing = _REQUIRED - row.keys()
     if missing:
         raise RecordError(f"{where}: missing {', '.join(sorted(missing))}")

@@ -186,6 +186,8 @@ class Check:
 
 @dataclass(frozen=True)
 class Tests:
+    """The problem's unit tests as the judge needs them (hashable: it keys the judge's cache)."""
+
     tests: tuple[str, ...]
     setup: str = ""
     entry_point: str | None = None
@@ -252,6 +254,7 @@ _DEFAULT_JUDGE: SandboxJudge | None = None
 
 
 def default_judge() -> SandboxJudge:
+    """The process-wide SandboxJudge (made on first use), for reward calls without a judge."""
     global _DEFAULT_JUDGE
     if _DEFAULT_JUDGE is None:
         _DEFAULT_JUDGE = SandboxJudge()
@@ -263,6 +266,10 @@ def default_judge() -> SandboxJudge:
 
 @dataclass(frozen=True)
 class Assessment:
+    """A parsed completion: the candidate (None when unparsable), why it gets the minimum
+    (None when usable) and S_ut, its sandbox pass rate (0..1).
+    """
+
     candidate: Candidate | None
     problem: str | None  # why the answer gets the minimum (malformed or gaming); None when usable
     pass_rate: float = 0.0

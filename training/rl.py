@@ -36,6 +36,8 @@ from ledex.training.trainrun import set_threads, train_and_save, write_metrics
 
 @dataclass
 class RLArgs:
+    """Options of `ledex-train rl` (one flag per field)."""
+
     data: list[str] = field(default_factory=list, metadata={"help": "Trajectory files from `collect`."})
     adapter: str | None = field(default=None, metadata={
         "help": "SFT adapter (PEFT dir from `ledex-train sft`, or its output dir); none: a fresh LoRA on the base."})
@@ -127,6 +129,9 @@ def build_rows(trajectories: Sequence[records.Trajectory], render: Callable[[lis
 
 
 def build_dataset(args: RLArgs, tokenizer, fmt) -> tuple[Any, dict]:
+    """The RL dataset (one row per wrong solution with tests, prompts rendered as served) and
+    its counts. Raises RLError without data or when every prompt is longer than max_prompt_tokens.
+    """
     from datasets import Dataset
 
     if not args.data:
@@ -166,6 +171,9 @@ def weights(args: RLArgs, n_rewards: int) -> list[float]:
 
 
 def trainer_config(args: RLArgs, n_rewards: int):
+    """TRL's GRPOConfig or RLOOConfig for these args, with the registry's reward weights
+    (`weights`) for `n_rewards` reward functions.
+    """
     import torch
     from trl import GRPOConfig, RLOOConfig
 
@@ -225,6 +233,7 @@ def train(args: RLArgs, **build: Any) -> dict:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `ledex-train rl` (one per RLArgs field)."""
     add_dataclass_arguments(parser, RLArgs)
 
 

@@ -32,6 +32,8 @@ from ledex.training.trainrun import half_the_cores, set_threads, train_and_save,
 
 @dataclass
 class SFTArgs:
+    """Options of `ledex-train sft` (one flag per field; the paper's values are in each help)."""
+
     data: list[str] = field(default_factory=list, metadata={
         "help": "Trajectory files from `collect` (the sibling .initial.jsonl is read too when present)."})
     model: str = field(default="default", metadata={
@@ -89,6 +91,9 @@ def conversation(record: records.Trajectory) -> list[dict[str, str]]:
 
 
 def tokenize_example(tokenizer, fmt: ServeFormat, messages) -> dict:
+    """{'input_ids', 'completion_mask'} of one conversation, tokenized as the server does
+    (prompt on its own, BOS when the GGUF says so); the mask is 1 on the answer's tokens only.
+    """
     prompt, completion = split_prompt(messages, fmt)
     # The prompt is tokenized on its own, as the server does; special tokens are parsed.
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
@@ -118,6 +123,9 @@ def load_records(paths: list[str], include_initial: bool) -> tuple[list[records.
 
 
 def build_dataset(args: SFTArgs, tokenizer, fmt: ServeFormat):
+    """(Dataset of tokenized examples, counts) from args.data. Examples longer than
+    args.max_length tokens are dropped, not cut. Raises SFTError when none is usable.
+    """
     from datasets import Dataset
 
     rows, errors = load_records(args.data, args.include_initial)
@@ -148,6 +156,9 @@ def build_dataset(args: SFTArgs, tokenizer, fmt: ServeFormat):
 
 
 def sft_config(args: SFTArgs, n_examples: int):
+    """TRL's SFTConfig for these args: completion-only loss, cosine schedule with
+    args.warmup_ratio of the steps as warm-up, bf16 and checkpointing on a GPU.
+    """
     import torch
     from trl import SFTConfig
 
@@ -193,6 +204,7 @@ def train(args: SFTArgs) -> dict:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `ledex-train sft` (one per SFTArgs field)."""
     add_dataclass_arguments(parser, SFTArgs)
 
 
