@@ -5,9 +5,8 @@ Copied into the sandbox's runner directory as ``sitecustomize.py`` (that directo
 it before pytest, the plugin or any workspace code. It reads its configuration from
 ``LEDEX_SBX_GUARD`` (JSON, kept in the environment so python processes the tests start are
 guarded too: ``untrusted`` = the patched files and the lines the patch wrote, ``protected`` =
-test files,
-conftest and pytest configuration, ``report`` = the report directory, ``roots`` = directories
-the run may use) and installs ``sys.addaudithook`` (PEP 578: an audit hook cannot be removed).
+test modules and conftest, ``report`` = the report directory, ``roots`` = directories the run
+may use) and installs ``sys.addaudithook`` (PEP 578: an audit hook cannot be removed).
 
 Which code an event comes from is decided from the Python stack: a frame is *untrusted* when
 its code's file is a patched file and the line it is executing is one the patch wrote (difflib
@@ -57,7 +56,11 @@ FRAME_EVENTS = frozenset({"sys._getframe", "sys._current_frames", "code.__new__"
 FRAME_ATTRS = frozenset({"tb_frame", "gi_frame", "cr_frame", "ag_frame"})
 CODE_ATTRS = frozenset({"__code__", "__class__", "__bases__", "__defaults__", "__kwdefaults__"})
 RUNNER_MODULES = ("pytest", "_pytest", "pluggy", "ledex_sbx", "sitecustomize", "coverage")
-PATH_EVENTS = frozenset({"open", "os.listdir", "os.scandir", "os.link", "os.symlink"})
+# moving, deleting or re-permissioning test files or their folders ("rename the read-only
+# test directory and back"); os.replace raises os.rename
+MOVE_EVENTS = frozenset({"os.rename", "os.remove", "os.rmdir", "os.chmod", "os.chown",
+                         "shutil.rmtree", "shutil.move", "os.truncate", "os.utime"})
+PATH_EVENTS = frozenset({"open", "os.listdir", "os.scandir", "os.link", "os.symlink"}) | MOVE_EVENTS
 # stdlib modules that act for their caller (by module name); frozen ones also by "<frozen x>"
 FRAME_PROXIES = ("inspect", "traceback")
 FILE_PROXIES = ("io", "_pyio", "pathlib", "codecs", "linecache", "tokenize", "os", "posixpath",
@@ -88,6 +91,9 @@ class Guard:
             os.path.join(cwd, p): None if lines is None else frozenset(lines) for p, lines in raw.items()}
         self.protected = {os.path.realpath(os.path.join(cwd, p)) for p in config.get("protected", ())}
         self.report = config.get("report") or None
+        self.protected_dirs = {os.path.dirname(p) for p in self.protected}
+        while any(os.path.dirname(d) not in self.protected_dirs for d in self.protected_dirs):
+            self.protected_dirs |= {os.path.dirname(d) for d in self.protected_dirs}
         self.roots = tuple(os.path.realpath(r) + os.sep for r in config.get("roots", (cwd,)))
         prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
                     *(p for p in sys.path if p and os.path.isabs(p) and not self._inside(p))}
@@ -191,7 +197,10 @@ class Guard:
         return None
 
     def _path(self, event: str, args: tuple) -> str | None:
-        path = args[0] if args else None
+        paths = args[:2] if event in ("os.rename", "shutil.move") else args[:1]
+        return next(filter(None, (self._one_path(event, p, args) for p in paths)), None)
+
+    def _one_path(self, event: str, path, args: tuple) -> str | None:  # noqa: ANN001
         if isinstance(path, bytes):
             path = os.fsdecode(path)
         if not isinstance(path, str):
@@ -210,6 +219,8 @@ class Guard:
             return "process internals"
         if real in self.protected:
             return "a test file"
+        if event in MOVE_EVENTS and (real in self.protected_dirs or real in self.protected):
+            return "moves or changes the tests"
         if self.report and (real + os.sep).startswith(self.report + os.sep):
             return "the runner's report"
         if writing and real.endswith((".py", ".pyc", ".pth", ".so")):

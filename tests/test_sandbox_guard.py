@@ -52,6 +52,8 @@ HOSTILE = {
     "report": ("open(REPORT + '/junit.xml', 'w')", "open the runner's report"),
     "outside the copy": ("open('/etc/hostname').read()", "open a file outside the sandbox copy"),
     "writes python": ("open('evil.py', 'w').write('x = 1')", "open writes Python code"),
+    "move a test file": ("import os\nos.replace('test_x.py', 'moved.py')", "os.rename a test file"),
+    "test folder permissions": ("import os\nos.chmod('.', 0o777)", "os.chmod moves or changes the tests"),
     "subprocess": ("import subprocess\nsubprocess.run(['true'])", "subprocess.Popen"),
     "ctypes": ("import ctypes", "ctypes.dlopen"),
     "code swap": ("def f():\n    pass\nf.__code__ = (lambda: 1).__code__", "object.__setattr__ function.__code__"),

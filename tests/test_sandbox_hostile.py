@@ -321,6 +321,8 @@ GUARD_KINDS = {
     "read the test file": ("eval(\"open('tests/test_' + 'calc.py').read()\")", "open a test file"),
     "ctypes": ("eval(\"__import__('c' + 'types')\")", "ctypes"),
     "subprocess": ("eval(\"__import__('sub' + 'process').run(['true'])\")", "subprocess.Popen"),
+    "rename the test folder": ("eval(\"__import__('os').rename('te' + 'sts', 'elsewhere')\")",
+                               "os.rename moves or changes the tests"),
     "thread running the walk": (
         "eval(\"__import__('thr' + 'eading').Thread(target=lambda: __import__('g' + 'c').get_referrers(1))"
         ".start()\")", "gc.get_referrers"),
