@@ -51,7 +51,8 @@ def parse_test_command(value, where: str) -> tuple[str, ...]:
         try:
             argv = shlex.split(value)
         except ValueError as exc:
-            raise ProjectConfigError(f"{where}: test-command = {value!r} cannot be split into arguments ({exc})") from None
+            raise ProjectConfigError(f"{where}: test-command = {value!r} cannot be split into arguments "
+                                     f"({exc})") from None
     elif isinstance(value, list) and all(isinstance(part, str) for part in value):
         argv = list(value)
     else:
