@@ -147,7 +147,7 @@ def iter_functions(tree: ast.AST, prefix: str = ""):
 @lru_cache(maxsize=256)
 def _parse(source: str) -> ast.Module | None:
     try:
-        return ast.parse(source)
+        return ast.parse(source.removeprefix("\ufeff"))  # a UTF-8 BOM: valid in a file, not in ast.parse
     except (SyntaxError, ValueError):
         return None
 

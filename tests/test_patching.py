@@ -6,7 +6,7 @@ import os
 import pytest
 
 from ledex.engine.apply import ApplyError, apply_patch
-from ledex.engine.localize import function_named, iter_functions, make_suspect
+from ledex.engine.localize import function_at, function_named, iter_functions, make_suspect
 from ledex.engine.patching import PatchError, make_patch, rebase
 
 SOURCE = '''"""Module."""
@@ -157,6 +157,13 @@ FIDELITY = {  # name: (file text, qualname, answer, expected file text)
 def test_only_the_function_changes_and_it_takes_the_files_style(name):
     text, qualname, answer, expected = FIDELITY[name]
     assert make_patch(text, suspect_in(text, qualname), answer).new_text == expected
+
+
+def test_a_file_with_a_bom_is_localised_and_patched_keeping_it():
+    text = "\ufeffdef f():\n    return 1\n\n\ndef g():\n    return 2\n"
+    qualname, node = function_at(text, 2)  # as localisation finds it (the BOM stays in the text)
+    new = make_patch(text, make_suspect("mod.py", qualname, node, text, "traceback"), "def f():\n    return 3").new_text
+    assert new == text.replace("return 1", "return 3")
 
 
 def test_the_issue_decorator_case_keeps_lru_cache():
