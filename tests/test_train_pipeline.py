@@ -70,7 +70,8 @@ def test_mutants_change_one_spot_and_explain_it():
 
 def test_collect_records_carry_sandbox_verdicts(tmp_path):
     from ledex.engine.backends import ReplayBackend
-    from ledex.training.collect import CollectConfig, initial_path, run
+    from ledex.training.collect import CollectConfig, run
+    from ledex.training.records import initial_path
 
     wrong_first = "```python\ndef add(a, b):\n    return a * b\n```"
     teacher = ReplayBackend(["It subtracts instead of adding.\n```python\ndef add(a, b):\n    return a + b\n```",

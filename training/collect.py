@@ -324,19 +324,11 @@ def run(config: CollectConfig, *, model=None, teacher=None, progress: bool = Tru
     for log in config.feedback_log:
         trajectories += episode_trajectories(log)
     written = records.write(output, trajectories)
-    records.write(initial_path(output), initial)
+    records.write(records.initial_path(output), initial)
     table = yield_table(trajectories)
     table["records_written"], table["initial_solutions"] = written, len({r.id for r in initial})
     write_json(output.with_suffix(".yield.json"), table)
     return table
-
-
-def initial_path(output: str | Path) -> Path:
-    """The sibling file of `output` that holds the correct initial solutions
-    (`data.jsonl` -> `data.initial.jsonl`); SFT reads it next to the trajectories.
-    """
-    output = Path(output)
-    return output.with_name(output.stem + ".initial.jsonl")
 
 
 def yield_table(trajectories: list[Trajectory]) -> dict:

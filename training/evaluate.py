@@ -179,11 +179,6 @@ def select_problems(config: EvalConfig) -> list[CodingProblem]:
     return chosen
 
 
-def benchmark_of(task_id: str) -> str:
-    """'mbpp/11' -> 'mbpp'."""
-    return task_id.split("/", 1)[0]
-
-
 _IMPORT = re.compile(r"^(?:from\s+\S+\s+import\s+.+|import\s+.+)$", re.MULTILINE)
 
 

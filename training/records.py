@@ -114,6 +114,14 @@ def write(path: str | Path, records: Iterable[Trajectory]) -> int:
     return len(unique)
 
 
+def initial_path(output: str | Path) -> Path:
+    """The sibling file of `output` that holds the correct initial solutions
+    (`data.jsonl` -> `data.initial.jsonl`): collect writes it, sft reads it next to the trajectories.
+    """
+    output = Path(output)
+    return output.with_name(output.stem + ".initial.jsonl")
+
+
 def summary(records: Iterable[Trajectory]) -> dict:
     """The LEDEX yield table: wrong solutions, those with a correct refinement, refine rate."""
     wrong, fixed, total, correct = set(), set(), 0, 0

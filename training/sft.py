@@ -106,14 +106,12 @@ def tokenize_example(tokenizer, fmt: ServeFormat, messages) -> dict:
 
 def load_records(paths: list[str], include_initial: bool) -> tuple[list[records.Trajectory], list[str]]:
     """Correct trajectories (+ initial solutions); bad lines are skipped and reported."""
-    from ledex.training.collect import initial_path
-
     found, errors = [], []
     for path in paths:
         if not Path(path).is_file():
             raise SFTError(f"dataset not found: {path}")
         found += [r for r in records.read(path, skip_bad=True, errors=errors) if r.correct and r.code.strip()]
-        sibling = initial_path(path)
+        sibling = records.initial_path(path)
         if include_initial and sibling.is_file():
             found += list(records.read(sibling, skip_bad=True, errors=errors))
     if not include_initial:
