@@ -125,9 +125,10 @@ def default_threads() -> int:
 class LlamaCppBackend:
     """A local GGUF through llama-cpp-python; thread-safe (one generation or batch at a time).
 
-    Generation uses llama.cpp's low-level batch API on a context with MAX_PARALLEL + 1
-    sequence ids and a unified KV cache (sequence 0 holds the prompt, the others share its
-    cells through `llama_memory_seq_cp`). `prompt_evals` counts prompt evaluations."""
+    Generation uses llama.cpp's low-level batch API on a context with n_parallel + 2
+    sequence ids (prompt, answers, padding) and a unified KV cache (sequence 0 holds the prompt, the others share its
+    cells through `llama_memory_seq_cp`). `prompt_evals` counts prompt evaluations
+    (`prompt_seconds` their time)."""
 
     def __init__(self, spec: ModelSpec, *, n_ctx: int = DEFAULT_N_CTX, n_threads: int | None = None,
                  n_parallel: int = MAX_PARALLEL):
@@ -139,16 +140,19 @@ class LlamaCppBackend:
         self._lock = threading.Lock()
         self.context_tokens = n_ctx
         try:
-            self.llm = Llama(model_path=spec.location, lora_path=spec.adapter, n_ctx=n_ctx,
+            # Flash attention visits a sequence's KV cells in order and skips the others, so a
+            # sequence's logits do not depend on what else shares the unified cache (llamabatch).
+            self.llm = Llama(model_path=spec.location, lora_path=spec.adapter, n_ctx=n_ctx, flash_attn=True,
                              n_threads=n_threads or default_threads(), verbose=False)
             self.n_parallel = max(1, n_parallel)
-            self._use_multi_sequence_context(self.n_parallel + 1)
+            self.pad_seq = self.n_parallel + 1  # llamabatch pads a one-row batch with this sequence
+            self._use_multi_sequence_context(self.n_parallel + 2)
         except Exception as exc:
             raise ModelError(f"llama.cpp could not load {spec.location}"
                              f"{' with adapter ' + spec.adapter if spec.adapter else ''}: {exc}") from exc
         self.chat_template = self.llm.metadata.get("tokenizer.chat_template") or CHATML_TEMPLATE
         self.eos_text = self._token_text(self.llm.token_eos())
-        self.prompt_evals = 0
+        self.prompt_evals, self.prompt_seconds = 0, 0.0  # prompt evaluations so far, and their time
         self._grammars: dict = {}  # parsed grammar per GBNF text, cloned per sequence
 
     def _use_multi_sequence_context(self, n_seq: int) -> None:

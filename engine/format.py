@@ -151,10 +151,11 @@ prose-char  ::= [^`] | "`" [^`] | "``" [^`]
 """
 
 
-def answer_grammar(mode: Mode = Mode.EXPLAIN, suspect_name: str | None = None) -> str:
+def answer_grammar(mode: Mode = Mode.EXPLAIN, suspect_name: str | None = None, *,
+                   max_explanation_chars: int = MAX_EXPLANATION_CHARS) -> str:
     """The LEDEX answer shape as a GBNF grammar (llama.cpp's grammar format, root rule `root`).
 
-    Explain mode: a prose explanation (1-MAX_EXPLANATION_CHARS characters, no run of three
+    Explain mode: a prose explanation (1-max_explanation_chars characters, no run of three
     backticks, so no fence), a newline, then exactly one ```python block; refine mode: the
     block only. The block's code starts with at most MAX_IMPORT_LINES import lines, then
     decorators, then `def`/`async def` with the suspect's name (the last part of a qualname:
@@ -172,7 +173,7 @@ def answer_grammar(mode: Mode = Mode.EXPLAIN, suspect_name: str | None = None) -
     block = '"```python\\n" code "```"'
     root = f"root ::= explanation {block}" if Mode(mode) is Mode.EXPLAIN else f"root ::= {block}"
     name_rule = f'name ::= "{name}"' if name else "name ::= [A-Za-z_] [A-Za-z0-9_]*"
-    rules = _GRAMMAR_RULES % {"imports": MAX_IMPORT_LINES, "prose": MAX_EXPLANATION_CHARS - 1}
+    rules = _GRAMMAR_RULES % {"imports": MAX_IMPORT_LINES, "prose": max(0, max_explanation_chars - 1)}
     return f"{root}\n{name_rule}{rules}"
 
 

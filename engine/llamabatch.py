@@ -10,9 +10,12 @@ temperature, dist(seed)) and, with a grammar, its own llama.cpp grammar sampler.
 that ends (end of generation, closed answer block under a grammar, max_tokens) is yielded at
 once and its cells removed; a waiting answer takes the slot. Cancel ends all of them.
 
-Same seed, same answer whatever K: the first token comes from the same saved logits, and
-later logits depend only on the sequence's own tokens up to floating-point rounding in the
-batched kernels (tests/test_generation.py checks equality on the embedded model).
+Same seed, same answer whatever K: the first token comes from the same saved logits, and a
+row's logits depend only on its own sequence as long as the batch has two rows or more. A
+one-row batch takes other kernels in ggml's CPU backend (measured: logits differing by up to
+0.7 from the same row in a batch of 2-8), so a lone sequence is decoded next to a throwaway
+PAD row (sequence id n_parallel + 1, one token at position 0, removed after the step).
+tests/test_generation.py checks the equality on the embedded model.
 
 Try it:  python -m ledex.engine.llamabatch 4
 """
@@ -154,13 +157,14 @@ class BatchRun:
         import numpy as np
         from llama_cpp import llama_cpp as C
 
-        batch, size = self.b._batch, self.b.llm.n_batch
+        batch, size, started = self.b._batch, self.b.llm.n_batch, time.perf_counter()
         for start in range(0, len(self.prompt), size):
             chunk = self.prompt[start:start + size]
             last = start + len(chunk) == len(self.prompt)
             _fill(batch.batch, [(token, start + i, 0, last and i == len(chunk) - 1) for i, token in enumerate(chunk)])
             self._decode(batch.batch)
         self.b.prompt_evals += 1
+        self.b.prompt_seconds += time.perf_counter() - started
         return np.ctypeslib.as_array(C.llama_get_logits_ith(self.ctx, -1), shape=(self.b.llm.n_vocab(),)).copy()
 
     def _decode(self, batch) -> None:
@@ -175,8 +179,13 @@ class BatchRun:
         import numpy as np
         from llama_cpp import llama_cpp as C
 
-        _fill(self.b._batch.batch, [(s.tokens[-1], s.pos, s.slot, True) for s in active])
+        rows = [(s.tokens[-1], s.pos, s.slot, True) for s in active]
+        if len(rows) == 1:  # see PAD below
+            rows.append((active[0].tokens[-1], 0, self.b.pad_seq, False))
+        _fill(self.b._batch.batch, rows)
         self._decode(self.b._batch.batch)
+        if len(active) == 1:
+            C.llama_memory_seq_rm(self.memory, self.b.pad_seq, -1, -1)
         n_vocab = self.b.llm.n_vocab()
         for index, sequence in enumerate(list(active)):
             sequence.pos += 1

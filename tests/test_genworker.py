@@ -152,3 +152,15 @@ def test_a_worker_that_died_between_requests_is_replaced_silently(replay_worker)
         time.sleep(0.01)
     assert replay_worker.generate(MESSAGES, Sampling()).text == "first answer"  # no request lost
     assert replay_worker.starts == 2 and replay_worker.pid != idle
+
+
+def test_a_batch_streams_each_answer_and_an_early_close_cancels_the_rest(worker):
+    """K answers of one request come back one by one (seeds seed..seed+K-1, each the answer
+    a single request gives); closing the stream early leaves the worker ready, same process."""
+    sampling = Sampling(max_tokens=12, seed=4)
+    answers = {a.seed: a.text for a in worker.generate_batch(MESSAGES, sampling, 3)}
+    assert sorted(answers) == [4, 5, 6] and answers[5] == worker.generate(MESSAGES, Sampling(max_tokens=12, seed=5)).text
+    pid, stream = worker.pid, worker.generate_batch(MESSAGES, Sampling(max_tokens=200, seed=0), 3)
+    next(stream)
+    stream.close()  # the rest are cancelled and drained: nothing of them reaches the next request
+    assert worker.generate(MESSAGES, sampling).text == answers[4] and worker.pid == pid
