@@ -199,7 +199,7 @@ Judge = Callable[[Sequence[str], Tests], list[Check]]
 # Verdict kinds (sandbox.models.Verdict.error_kind / killed_reason) that mean the candidate
 # subverted the run rather than failed it: tampering with the tests or the report, or ending the
 # test process itself before pytest finished (startup/report errors without a sandbox kill).
-_TAMPERING_KINDS = frozenset({"tampering"})
+_TAMPERING_KINDS = frozenset({"tampering", "gate"})  # gate: sandbox/gate.py refused what it adds
 _EARLY_END_KINDS = frozenset({"startup", "report"})
 
 
