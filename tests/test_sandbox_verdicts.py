@@ -219,13 +219,16 @@ def test_hanging_test_fails_with_its_stack_and_the_others_run(tmp_path):
         "from pkg.calc import count\n\n\ndef test_odd():\n    assert count(3) == 2\n\n\n"
         "def test_even():\n    assert count(4) == 2\n")})
     start = time.monotonic()
-    v = run_tests(ws, limits=Limits(wall_s=60, test_timeout_s=2))
+    found = discover(ws, limits=Limits(wall_s=60, test_timeout_s=2), coverage=False)
     assert time.monotonic() - start < 30
+    v = found.verdict
     odd, even = sorted(v.outcomes, key=lambda o: o.nodeid != "tests/test_c.py::test_odd")
     assert (odd.outcome, even.outcome) == ("failed", "passed") and v.error is None
     assert odd.message == "did not finish within 2 s (the sandbox's per-test timeout)"
     assert (str(ws / "pkg/calc.py"), 3, "count") in frames(odd.details)
     assert "ledex_sbx_plugin" not in odd.details
+    (failure,) = found.failures
+    assert (failure.suspect.path, failure.suspect.qualname) == ("pkg/calc.py", "count")
 
 
 def test_hang_the_signal_cannot_stop_is_dumped_and_bounded(tmp_path):
