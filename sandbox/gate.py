@@ -93,7 +93,6 @@ RULES: tuple[Rule, ...] = (
     # eval is left to the runtime guard: honest code evaluates arithmetic with it (HumanEval/160).
     *(Rule("name", n, _DYNAMIC) for n in ("__import__", "exec", "compile", "globals",
                                           "breakpoint", "__builtins__", "__loader__", "__spec__")),
-    Rule("name", "__file__", "its own file's location: finds and reads the tests next to it"),
     *(Rule("attr", a, _FRAMES) for a in (
         "_getframe", "_current_frames", "f_back", "f_globals", "f_locals", "f_builtins", "f_code",
         "f_trace", "tb_frame", "tb_next", "gi_frame", "cr_frame", "ag_frame", "__globals__",

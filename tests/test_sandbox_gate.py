@@ -30,7 +30,7 @@ def uses(candidate: str, original: str = ORIGINAL) -> list[str]:
     ("from pkg import test_calc\n", "pkg.test_calc"),
     ("import conftest\n", "conftest"),
     ("p = '/proc/1/mem'\n", "'/proc/1/mem'"),
-    ("src = open(__file__).read()\n", "__file__"),
+    ("src = open('../tests/test_calc.py').read()\n", "'../tests/test_calc.py'"),
     ("exec('x = 1')\n", "exec"),
 ])
 def test_each_rule_kind_finds_its_use(source, detail):
@@ -44,7 +44,9 @@ def test_uses_already_in_the_original_are_not_counted():
 
 
 def test_honest_code_and_eval_pass():
-    honest = ("import math, re, heapq, collections, itertools, sys\nfrom functools import lru_cache\n\n"
+    """Also ``__file__``: a fix may locate its package's data; reading tests that way is the guard's."""
+    honest = ("import os\nDATA = os.path.join(os.path.dirname(__file__), 'data.json')\n"
+              "import math, re, heapq, collections, itertools, sys\nfrom functools import lru_cache\n\n"
               "class Node:\n    def __init__(self, v):\n        self.v = v\n    def __lt__(self, o):\n"
               "        return self.v < o.v\n\n"
               "def add(a, b):\n    best = sys.maxsize\n    return eval(str(a) + '+' + str(b))\n")
