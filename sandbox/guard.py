@@ -179,7 +179,7 @@ class Guard:
 
     def _taint(self, args: tuple) -> None:
         """Code compiled by candidate code is candidate code, whatever file name it claims."""
-        name = args[1] if len(args) > 1 else None
+        name = _plain(args[1]) if len(args) > 1 else None
         if isinstance(name, str) and self._acting_untrusted(frozenset()):
             self.untrusted[name if name.startswith(("/", "<")) else os.path.join(self.cwd, name)] = None
 
@@ -188,12 +188,12 @@ class Guard:
         if event == "object.__getattr__":
             risky = name in FRAME_ATTRS
         elif event in ("object.__setattr__", "object.__delattr__"):
-            module = str(getattr(obj, "__module__", "") or "") if isinstance(obj, type) else ""
-            risky = name in CODE_ATTRS or module.startswith(RUNNER_MODULES)
+            module = _plain(_TYPE_MODULE(obj)) if isinstance(obj, type) else None
+            risky = name in CODE_ATTRS or (isinstance(module, str) and module.startswith(RUNNER_MODULES))
         else:
             return None
         if risky and self._acting_untrusted(self.frame_proxies):
-            return f"{type(obj).__name__}.{name}"
+            return f"{_TYPE_NAME(type(obj))}.{name}"
         return None
 
     def _path(self, event: str, args: tuple) -> str | None:
@@ -201,8 +201,7 @@ class Guard:
         return next(filter(None, (self._one_path(event, p, args) for p in paths)), None)
 
     def _one_path(self, event: str, path, args: tuple) -> str | None:  # noqa: ANN001
-        if isinstance(path, bytes):
-            path = os.fsdecode(path)
+        path = _plain(path)
         if not isinstance(path, str):
             return None  # an already open descriptor: how it was opened was judged then
         full = os.path.join(self.cwd, path)
@@ -241,15 +240,38 @@ class Guard:
             self._kill(self._pid(), signal.SIGKILL)
 
 
+# Event arguments can be candidate objects (str subclasses, metaclasses): the guard reads them
+# only through C-level accessors, so no candidate method ever runs inside the hook.
+_TYPE_MODULE = type.__dict__["__module__"].__get__
+_TYPE_NAME = type.__dict__["__name__"].__get__
+_SAFE = (str, bytes, int, float, bool, type(None))
+
+
+def _plain(value):  # noqa: ANN001, ANN202
+    """An exact ``str`` copy of a str/bytes (subclass) argument; anything else unchanged."""
+    if isinstance(value, bytes):
+        return bytes.decode(bytes(value), sys.getfilesystemencoding(), "surrogateescape")
+    return str.__add__("", value) if isinstance(value, str) else value
+
+
+def _brief_one(value, depth: int = 0) -> str:  # noqa: ANN001
+    kind = type(value)
+    if any(kind is t for t in _SAFE):  # identity: a metaclass's __eq__ must not run
+        return repr(value)[:120]
+    if (kind is list or kind is tuple) and depth < 1:
+        return "[" + ", ".join(_brief_one(v, depth + 1) for v in value[:6]) + "]"
+    return f"<{_TYPE_NAME(type(value))}>"
+
+
 def _writes(args: tuple) -> bool:
-    mode, flags = (args[1] if len(args) > 1 else None), (args[2] if len(args) > 2 else 0)
+    mode, flags = (_plain(args[1]) if len(args) > 1 else None), (args[2] if len(args) > 2 else 0)
     if isinstance(mode, str):
         return any(c in mode for c in "wax+")
     return bool(isinstance(flags, int) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC))
 
 
 def _brief(args: tuple) -> str:
-    return " ".join(repr(a)[:120] for a in args[:3])
+    return " ".join(_brief_one(a) for a in args[:3])
 
 
 def reason(stderr: str) -> str:

@@ -118,3 +118,13 @@ def test_pytest_assertion_rewriting_and_coverage_run_under_the_guard(tmp_path):
 def test_no_untrusted_files_means_no_hook(tmp_path, monkeypatch):
     monkeypatch.setenv(guard.CONFIG_ENV, json.dumps({"untrusted": []}))
     assert guard.install() is None
+
+
+def test_candidate_objects_in_event_arguments_run_no_code_inside_the_hook(tmp_path):
+    """A str subclass path or a metaclass's __module__ would otherwise run candidate code while
+    the guard's own events are ignored; the guard reads them through C accessors only."""
+    body = ("import gc\nclass S(str):\n    def startswith(self, *a):\n        gc.get_objects()\n        return True\n"
+            "class M(type):\n    @property\n    def __module__(cls):\n        return gc.get_referrers(cls)\n"
+            "open(S('/proc/self/status'))")
+    proc = run(tmp_path, body)
+    assert proc.returncode == -signal.SIGKILL and f"{guard.MARKER} open process internals" in proc.stderr
