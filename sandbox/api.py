@@ -51,7 +51,7 @@ class _Job:
             with self.lock:
                 if self.cancelled:
                     return error_verdict("cancelled", requested=requested)
-                self.proc = _spawn_worker()
+                self.proc = _spawn_worker(isolation.private_copy_prefix(self.request, root))
             return self._bounded(self._communicate(root, requested, cgroup), cgroup)
         except OSError as exc:  # no processes or memory left to start the worker
             return error_verdict(f"could not start the sandbox worker: {exc}", requested=requested,
@@ -115,8 +115,8 @@ class _Job:
                 _killpg(self.proc.pid)
 
 
-def _spawn_worker() -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "ledex.sandbox.worker"], stdin=subprocess.PIPE,
+def _spawn_worker(prefix: Sequence[str] = ()) -> subprocess.Popen:
+    return subprocess.Popen([*prefix, sys.executable, "-m", "ledex.sandbox.worker"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
 
 

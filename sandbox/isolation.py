@@ -1,15 +1,20 @@
 """Which isolation this machine offers, and the command prefix that applies it.
 
-Order of preference: bubblewrap (network, pid, ipc and user namespaces plus a read-only
-view of the whole file system with only the sandbox's own directories writable), then
-``unshare`` (network and pid namespaces only), then none, which is reported once, loudly.
-``LEDEX_SANDBOX_ISOLATION`` = bubblewrap | unshare | none forces a mode (tests, CI).
+Order of preference: bubblewrap (network, pid, ipc and, for normal users, user namespaces,
+plus a minimal read-only view built from nothing: system dirs, part of /etc, the interpreter
+and its libraries wherever they live, the workspace copy, private size-limited /tmp, /run,
+/dev/shm; see ``view``), then ``unshare`` (network and pid namespaces only: the whole file
+system stays visible), then none, which is reported once, loudly.
+``LEDEX_SANDBOX_ISOLATION`` = bubblewrap | unshare | none forces a mode (tests, CI);
+``LEDEX_SANDBOX_DISK_MB`` sizes the scratch tmpfs (default 256). docs/security.md says what
+each mode does and does not protect; ``python -c "import ledex.sandbox as s;
+print(s.isolation_report())"`` says which applies here.
 
 When ledex runs as root the sandboxed command runs as an unprivileged uid instead
 (``LEDEX_SANDBOX_UID``, default 65534 "nobody"): root ignores RLIMIT_NPROC and file
 permissions, so without this a fork bomb would be unbounded and a hard-linked file
-writable. Limits are applied by util-linux ``prlimit`` *inside* the namespaces, so
-RLIMIT_NPROC counts only the sandbox's own processes, not the user's desktop.
+writable. Per-process limits are applied by util-linux ``prlimit`` *inside* the namespaces;
+whole-run limits (cgroup v2 or the fallback) come from ``limits``.
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ from typing import Any, Sequence
 from . import limits as run_limits
 from . import view as view_mod
 from .models import Limits
+from .workspace import skip_dir
 from .view import copy_import_paths  # noqa: F401 - the worker's PYTHONPATH comes from here
 
 MODES = ("bubblewrap", "unshare", "none")
@@ -34,6 +40,7 @@ DEFAULT_DISK_MB = 256  # per run: /tmp + HOME + TMPDIR (LEDEX_SANDBOX_DISK_MB)
 SHM_MB = 64  # /dev/shm: multiprocessing's semaphores and small shared arrays
 RUN_MB = 4
 SCRATCH_NAMES = ("home", "tmp")
+COPY_TMPFS_MAX_MB = 1024  # larger workspaces are copied to disk (hard links for big files)
 _reported = False
 
 
@@ -66,6 +73,50 @@ def disk_quota_mb() -> int:
         return max(16, int(os.environ.get("LEDEX_SANDBOX_DISK_MB", DEFAULT_DISK_MB)))
     except ValueError:
         return DEFAULT_DISK_MB
+
+
+def private_copy_prefix(request: dict[str, Any], root: Path) -> list[str]:
+    """argv prefix starting the worker in a private mount namespace with ``root`` a tmpfs of
+    the workspace's size + the disk quota: the copy and everything the run writes into it
+    count against one limit, and vanish with the worker however it ends (no cleanup to fail).
+
+    Root with bubblewrap only (mounting needs privilege; the other modes cannot mount large
+    files read-only in place of hard links); [] elsewhere, and for workspaces over
+    ``COPY_TMPFS_MAX_MB`` (their copy would sit in RAM).
+    """
+    if os.geteuid() != 0 or request.get("isolation") != "bubblewrap" or not _can_mount_privately():
+        return []
+    size = _copy_bytes(Path(request["workspace"]))
+    if size is None or size > COPY_TMPFS_MAX_MB * MB:
+        return []
+    quota = size + disk_quota_mb() * MB
+    mount = 'mount -t tmpfs -o "size=$2,mode=0755,nosuid,nodev" ledex-sbx "$1" || exit 125; shift 2; exec "$@"'
+    return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", mount, "sh",
+            str(root), str(quota)]
+
+
+@functools.lru_cache(maxsize=None)
+def _can_mount_privately() -> bool:
+    """True where root may make a private mount namespace and mount a tmpfs (not in every container)."""
+    return bool(shutil.which("unshare") and shutil.which("mount")) and _probe(
+        ["unshare", "--mount", "--propagation", "private", "--",
+         "mount", "-t", "tmpfs", "-o", "size=1m", "ledex-probe", "/tmp"], None)
+
+
+def _copy_bytes(workspace: Path) -> int | None:
+    """Bytes the copy of ``workspace`` will take (what ``copy_workspace`` copies), or None."""
+    total = 0
+    try:
+        for dirpath, dirnames, filenames in os.walk(workspace):
+            dirnames[:] = [d for d in dirnames if not skip_dir(Path(dirpath, d))]
+            total += 4096 * (1 + len(dirnames))
+            for name in filenames:
+                total += os.lstat(os.path.join(dirpath, name)).st_size + 4096
+                if total > COPY_TMPFS_MAX_MB * MB:
+                    return total
+    except OSError:
+        return None
+    return total
 
 
 def _probe(argv: Sequence[str], ids: tuple[int, int] | None) -> bool:

@@ -122,11 +122,12 @@ def _minimal(paths: list[str], ws: str, inside: bool) -> list[str]:
 
 def _wanted(path: str, ws: str) -> str:
     """"outside", "inside" (a left-out part of the workspace) or "no": system dirs come with
-    the view, the workspace from the copy, and the root or a directory holding the workspace
-    would expose other projects."""
+    the view, the workspace from the copy, and the root, HOME or a directory holding the
+    workspace or HOME would expose other projects and the user's secrets."""
     if _within(path, ws):
         return "inside" if _left_out(path, ws) else "no"
-    if path == os.sep or _within(ws, path):
+    home = os.path.realpath(os.path.expanduser("~"))
+    if path == os.sep or _within(ws, path) or _within(home, path):  # never all of HOME or /home
         return "no"
     system = any(_within(path, s) for s in SYSTEM_DIRS if os.path.isdir(s) and not os.path.islink(s))
     return "no" if system else "outside"

@@ -7,6 +7,7 @@ from the inside what it must (not) see, and checks the verdict. Run:
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -91,16 +92,26 @@ def test_scratch_space_has_a_total_quota(tmp_path, monkeypatch):
 import errno, os
 from pathlib import Path
 
-def test_fill():
+def fill(where):
     written = 0
     try:
         for i in range(100000):  # small files, as in the 630 MiB attack
-            Path(os.environ['TMPDIR'], f'f{i}').write_bytes(b'x' * 65536)
+            Path(where, f'f{i}').write_bytes(b'x' * 65536)
             written += 65536
     except OSError as exc:
         assert exc.errno == errno.ENOSPC
-    assert written <= 32 << 20
+    return written
+
+def test_fill():
+    assert fill(os.environ['TMPDIR']) <= 32 << 20
+    assert fill('/dev/shm') <= 64 << 20
+    if CHECK_COPY:  # the copy itself sits on a tmpfs of the workspace's size + the quota
+        assert fill('.') <= 33 << 20
+        for name in os.listdir('.'):  # room again for the report (shares the quota)
+            if name.startswith('f'):
+                os.remove(name)
 """
+    body = f"CHECK_COPY = {os.geteuid() == 0}\n" + body
     assert_all_passed(run_tests(probe_ws(tmp_path, body), limits=QUICK))
 
 
@@ -235,6 +246,50 @@ def test_without_a_cgroup_few_processes_bound_the_address_space():
     with_cgroup = isolation.wrap("none", ["python"], writable=[], readonly=[], cwd=Path("/"),
                                  limits=Limits(nproc=256), ids=None, view={"cgroup": "/sys/fs/cgroup/x"})
     assert "--nproc=256" in with_cgroup and with_cgroup[:2] == ["sh", "-c"]
+
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+def _system_pytest() -> bool:
+    return os.path.exists(SYSTEM_PYTHON) and subprocess.run(
+        [SYSTEM_PYTHON, "-c", "import pytest"], capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not _system_pytest() or detect_mode() != "bubblewrap",
+                    reason="needs root (to become a normal user), bubblewrap and a system python with pytest")
+def test_a_normal_user_gets_the_same_view():
+    """Not only root: ledex itself run by uid 65534 with the system python (apt's python3-pytest)."""
+    base = Path(tempfile.mkdtemp(prefix="ledex-user-test-"))  # pytest's own tmp dirs are 0700
+    try:
+        _run_as_normal_user(base)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _run_as_normal_user(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "id_rsa").write_text("PRIVATE")
+    pkg = tmp_path / "lib" / "ledex"
+    shutil.copytree(Path(sandbox_api.__file__).parent, pkg / "sandbox")
+    (pkg / "__init__.py").write_text("")
+    ws = write_tree(tmp_path / "ws", {"pkg/__init__.py": "", "pkg/calc.py": "def add(a, b):\n    return a - b\n",
+                                      "tests/test_calc.py": (
+                                          "import os\nfrom pathlib import Path\nfrom pkg.calc import add\n\n\n"
+                                          f"def test_add():\n    assert not Path({str(home / '.ssh')!r}).exists()\n"
+                                          "    assert os.getuid() == 65534\n    assert add(1, 2) == 3\n")})
+    script = ("import sys\nfrom ledex.sandbox import verify, run_tests\n"
+              f"bad = run_tests({str(ws)!r})\n"
+              f"good = verify({str(ws)!r}, {{'pkg/calc.py': 'def add(a, b):\\n    return a + b\\n'}}, [{ADD!r}])\n"
+              "print('RESULT', bad.passed, bad.isolation, good.passed, good.error)\n")
+    for path in [tmp_path, *tmp_path.rglob("*")]:
+        os.chown(path, 65534, 65534)
+    os.chmod(tmp_path, 0o755)
+    done = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", SYSTEM_PYTHON, "-c", script],
+                          capture_output=True, text=True, timeout=300, cwd="/",
+                          env={"PATH": os.environ["PATH"], "HOME": str(home), "PYTHONPATH": str(pkg.parent)})
+    assert "RESULT False bubblewrap True None" in done.stdout, done.stdout + done.stderr[-3000:]
 
 
 def test_isolation_report_says_what_is_and_is_not_protected():
