@@ -34,6 +34,7 @@ PLUGIN_NAME = "ledex_sbx_plugin"
 # capture file that RLIMIT_FSIZE would cut with EFBIG (issue 12 item 10).
 ADDOPTS = "--tb=native -o junit_family=xunit1 -p no:cacheprovider --capture=no"
 _HANG_MARGIN_S = 7.0  # the plugin's faulthandler grace (5 s) plus room to report
+_RESUME_MIN_S = 10.0  # wall time worth a second process for the tests a dead one never reached
 _KEEP_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TERM")
 
 
@@ -89,11 +90,31 @@ def _execute(req: dict[str, Any], requested: tuple[str, ...], mode: str) -> Verd
         raw.notes.append(f"ran as root: RLIMIT_NPROC is not enforced ({blocker}); install bubblewrap")
     rewrite = Rewriter(dirs["ws"], workspace)
     raw.stdout_tail, raw.stderr_tail = rewrite(raw.stdout_tail), rewrite(raw.stderr_tail)
-    verdict = build(raw, parse_channel(raw.channel, nonce),
-                    parse_junit(dirs["report"] / "junit.xml", rewrite), requested=requested,
+    chan = parse_channel(raw.channel, nonce)
+    verdict = build(raw, chan, parse_junit(dirs["report"] / "junit.xml", rewrite), requested=requested,
                     isolation=mode, rewrite=rewrite, limits_wall=limits.wall_s,
                     test_s=test_timeout(limits))
-    return _with_coverage(verdict, dirs["report"]) if req.get("coverage") else verdict
+    verdict = _with_coverage(verdict, dirs["report"]) if req.get("coverage") else verdict
+    left = limits.wall_s - raw.duration_s
+    rest = [i for i in chan.ids if i not in chan.tests]
+    if chan.current and rest and not raw.timed_out and left >= _RESUME_MIN_S:
+        return _resumed(verdict, req, rest, left, mode)
+    return verdict
+
+
+def _resumed(first: Verdict, req: dict[str, Any], rest: list[str], wall_left: float, mode: str) -> Verdict:
+    """The tests a dead test process never reached (a hang the per-test signal could not stop,
+    ``os._exit`` in a test) run in a fresh copy within the wall time left (issue 12 item 12b).
+    The first run's error stands: the result is never a pass."""
+    root = Path(req["root"]) / f"resume-{len(first.outcomes)}"
+    root.mkdir()
+    limits = dict(req.get("limits") or {}, wall_s=wall_left)
+    second = _execute(dict(req, tests=rest, root=str(root), limits=limits), tuple(rest), mode)
+    coverage = {**(first.coverage or {}), **(second.coverage or {})} if first.coverage or second.coverage else None
+    note = f"{len(rest)} test(s) the dead test process never reached ran in a fresh process"
+    return replace(first, outcomes=first.outcomes + second.outcomes, coverage=coverage, pass_rate=0.0,
+                   duration_s=round(first.duration_s + second.duration_s, 4),
+                   notes=first.notes + (note,) + second.notes)
 
 
 def _with_coverage(verdict: Verdict, report: Path) -> Verdict:

@@ -231,18 +231,20 @@ def test_hanging_test_fails_with_its_stack_and_the_others_run(tmp_path):
     assert (failure.suspect.path, failure.suspect.qualname) == ("pkg/calc.py", "count")
 
 
-def test_hang_the_signal_cannot_stop_is_dumped_and_bounded(tmp_path):
+def test_hang_the_signal_cannot_stop_is_dumped_and_the_rest_still_run(tmp_path):
     spin = ("import signal\n\n\ndef spin():\n    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})\n"
             "    while True:\n        pass\n")
     ws = write_tree(tmp_path / "ws", {"pkg/__init__.py": "", "pkg/spin.py": spin, "tests/test_s.py": (
-        "from pkg.spin import spin\n\n\ndef test_first():\n    pass\n\n\ndef test_spin():\n    spin()\n")})
+        "from pkg.spin import spin\n\n\ndef test_first():\n    pass\n\n\ndef test_spin():\n    spin()\n\n\n"
+        "def test_after():\n    assert 1 == 2\n")})
     v = run_tests(ws, limits=Limits(wall_s=60, test_timeout_s=1, cpu_s=60))
     by_id = {o.nodeid: o for o in v.outcomes}
     hung = by_id["tests/test_s.py::test_spin"]
     assert hung.outcome == "failed" and "did not finish within 1 s" in hung.message
     assert any(path == str(ws / "pkg/spin.py") and func == "spin" for path, _line, func in frames(hung.details))
     assert by_id["tests/test_s.py::test_first"].outcome == "passed"
-    assert not v.passed and v.killed_reason is None and v.error_kind == "report"
+    assert by_id["tests/test_s.py::test_after"].message == "assert 1 == 2"  # run in a fresh process
+    assert not v.passed and v.killed_reason is None and v.error_kind == "report" and v.pass_rate == 0.0
 
 
 # --- the channel: what code under test can do to the verdict ------------------------------
