@@ -19,7 +19,8 @@ Per-test timeout (issue 12 item 12b): SIGALRM after ``test_s`` seconds raises
 and the next test runs (the method pytest-timeout calls "signal"; pytest-timeout itself is
 usually not installed in the project interpreter the sandbox runs). A hang the signal cannot
 interrupt (a C loop) hits faulthandler ``grace`` seconds later: every thread's stack goes to
-stderr and the process exits; the worker then fails the test that had begun and not ended.
+stderr and the process exits; the worker then fails the test that had begun and not ended
+(with that stack) and runs the tests not reached in a fresh process (sandbox/worker.py).
 
 Standard library and pytest only. What each record defeats is in sandbox/verdict.py.
 """
