@@ -112,12 +112,12 @@ class Guard:
     def _frames(self):  # noqa: ANN202 - generator of frames, innermost first, skipping the guard's
         frame = self._getframe(1)
         while frame is not None:
-            if frame.f_code.co_filename != self.own:
+            if _plain(frame.f_code.co_filename) != self.own:
                 yield frame
             frame = frame.f_back
 
     def _file(self, frame) -> str:  # noqa: ANN001
-        name = frame.f_code.co_filename
+        name = _plain(frame.f_code.co_filename)  # compile() keeps a str subclass as the file name
         return name if name.startswith(("/", "<")) else os.path.join(self.cwd, name)
 
     def _is_untrusted(self, frame, name: str) -> bool:  # noqa: ANN001
