@@ -2,7 +2,7 @@
 
 Copied into the sandbox as ``ledex_sbx_cov`` and loaded through ``PYTEST_PLUGINS`` only when
 a run asks for coverage (``run_tests(..., coverage=True)``). It measures the files under the
-working directory (the workspace copy), ignores the project's own coverage configuration,
+working directory (the workspace copy) except test code, ignores the project's own coverage configuration,
 switches coverage.py's context to ``item.nodeid`` around each test's setup, call and
 teardown, and at the end writes ``{"tests": {nodeid: {relpath: [line, ...]}}}`` (or
 ``{"error": "..."}``) as ``coverage-<pid>.json`` into ``$LEDEX_SBX_COVERAGE_DIR``.
@@ -18,6 +18,9 @@ import os
 import pytest
 
 _DIR = os.environ.get("LEDEX_SBX_COVERAGE_DIR", "")
+# Test code by pytest's default names, the usual test folders and Django's tests.py: its lines
+# are never suspects, and not tracing them saves much of coverage's cost in loop-heavy tests.
+_TEST_CODE = ["*/tests/*", "*/test/*", "*/testing/*", "*/test_*.py", "*_test.py", "*/tests.py", "*/conftest.py"]
 _ROOT = os.getcwd()
 
 
@@ -26,7 +29,7 @@ def _start():  # noqa: ANN202 - coverage.Coverage or an error string
         import coverage
     except ImportError:
         return "coverage is not installed in the interpreter that runs the tests"
-    cov = coverage.Coverage(data_file=None, source=[_ROOT], config_file=False, branch=False)
+    cov = coverage.Coverage(data_file=None, source=[_ROOT], omit=_TEST_CODE, config_file=False, branch=False)
     cov.start()
     return cov
 
@@ -34,13 +37,26 @@ def _start():  # noqa: ANN202 - coverage.Coverage or an error string
 _COV = _start() if _DIR else None
 
 
+def _switch(context: str) -> None:
+    """Never lets coverage break a test run: on any error measuring stops and the error is kept."""
+    global _COV
+    if _COV is None or isinstance(_COV, str):
+        return
+    try:
+        _COV.switch_context(context)
+    except Exception as exc:  # e.g. a thread left running by an earlier test racing the flush
+        try:
+            _COV.stop()
+        except Exception:
+            pass
+        _COV = f"coverage stopped at {context or 'a test end'}: {exc!r}"[:300]
+
+
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_runtest_protocol(item, nextitem):  # noqa: ANN001
-    if not isinstance(_COV, str) and _COV is not None:
-        _COV.switch_context(item.nodeid)
+    _switch(item.nodeid)
     yield
-    if not isinstance(_COV, str) and _COV is not None:
-        _COV.switch_context("")
+    _switch("")
 
 
 def _per_test(cov) -> dict[str, dict[str, list[int]]]:  # noqa: ANN001
@@ -66,7 +82,10 @@ def pytest_sessionfinish(session, exitstatus):  # noqa: ANN001
     if isinstance(_COV, str):
         payload = {"error": _COV}
     else:
-        _COV.stop()
-        payload = {"tests": _per_test(_COV)}
+        try:
+            _COV.stop()
+            payload = {"tests": _per_test(_COV)}
+        except Exception as exc:
+            payload = {"error": f"coverage data unreadable: {exc!r}"[:300]}
     with open(os.path.join(_DIR, f"coverage-{os.getpid()}.json"), "w", encoding="utf-8") as fh:
         json.dump(payload, fh)
