@@ -213,3 +213,28 @@ def test_test_code_is_never_a_suspect_even_with_django_style_test_files(field_ru
     is_test = TestFiles(workspace, {"app/tests.py"})
     assert is_test("app/tests.py") and is_test("tests/test_docs.py") and not is_test("app/text.py")
     assert TestFiles(workspace)("app/tests.py")  # from python_files alone
+
+
+def test_a_coverage_run_returns_the_lines_each_test_executed(tmp_path):
+    from ledex.sandbox import run_tests
+
+    workspace = write_tree(tmp_path, {k: v for k, v in FIELD.items() if k.startswith(("seq/", "tests/test_more"))})
+    verdict = run_tests(workspace, ["tests/test_more.py"], coverage=True)
+    lines = verdict.coverage["tests/test_more.py::test_first_two"]
+    assert lines == {"seq/more.py": [6, 10]}  # take's and first_two's bodies; no test code, no imports
+    assert set(verdict.coverage) == {o.nodeid for o in verdict.outcomes}
+    assert run_tests(workspace, ["tests/test_more.py::test_take"]).coverage is None  # only when asked
+
+
+def test_without_coverage_in_the_test_interpreter_suspects_keep_evidence_order(tmp_path):
+    import shutil
+
+    python = shutil.which("python3")
+    probe = python and subprocess.run([python, "-c", "import pytest, sys; import coverage"], capture_output=True)
+    if probe is None or b"No module named 'coverage'" not in probe.stderr:
+        pytest.skip("needs a python3 with pytest and without coverage")
+    workspace = write_tree(tmp_path, {k: v for k, v in FIELD.items() if k.startswith(("seq/", "tests/test_more"))})
+    found = discover(workspace, python=python)
+    assert any("no coverage: coverage is not installed" in note for note in found.notes)
+    chunked = next(f for f in found.failures if f.test.endswith("test_chunked_even"))
+    assert ranked(chunked)[0] == "seq/more.py::take" and chunked.suspect.score is None
