@@ -61,6 +61,7 @@ RUNNER_MODULES = ("pytest", "_pytest", "pluggy", "ledex_sbx", "sitecustomize", "
 MOVE_EVENTS = frozenset({"os.rename", "os.remove", "os.rmdir", "os.chmod", "os.chown",
                          "shutil.rmtree", "shutil.move", "os.truncate", "os.utime"})
 PATH_EVENTS = frozenset({"open", "os.listdir", "os.scandir", "os.link", "os.symlink"}) | MOVE_EVENTS
+WATCHED = STACK_EVENTS | FRAME_EVENTS | PATH_EVENTS | {"compile"}
 # stdlib modules that act for their caller (by module name); frozen ones also by "<frozen x>"
 FRAME_PROXIES = ("inspect", "traceback")
 FILE_PROXIES = ("io", "_pyio", "pathlib", "codecs", "linecache", "tokenize", "os", "posixpath",
@@ -103,17 +104,14 @@ class Guard:
         self.file_proxies = _module_files(FILE_PROXIES, stdlib)
         self.ctypes_dir = f"{stdlib}/ctypes/"
         self.cwd, self.fd = cwd, stderr_fd
-        self.own = sys._getframe(0).f_code.co_filename  # before the hook exists: no event
         self.busy: set[int] = set()
         self._getframe, self._ident = sys._getframe, __import__("_thread").get_ident
         self._write, self._kill, self._pid = os.write, os.kill, os.getpid
 
     # --- frames ---------------------------------------------------------------------------
-    def _frames(self):  # noqa: ANN202 - generator of frames, innermost first, skipping the guard's
-        frame = self._getframe(1)
+    def _frames(self, frame):  # noqa: ANN001, ANN202 - (frame, file), from the event's frame outwards
         while frame is not None:
-            if _plain(frame.f_code.co_filename) != self.own:
-                yield frame
+            yield frame, self._file(frame)  # one f_code read per frame: each is itself an audit event
             frame = frame.f_back
 
     def _file(self, frame) -> str:  # noqa: ANN001
@@ -127,12 +125,11 @@ class Guard:
         lines = self.untrusted[name]
         return lines is None or frame.f_lineno is None or frame.f_lineno in lines
 
-    def _any_untrusted(self) -> bool:
-        return any(self._is_untrusted(f, self._file(f)) for f in self._frames())
+    def _any_untrusted(self, start) -> bool:  # noqa: ANN001
+        return any(self._is_untrusted(f, name) for f, name in self._frames(start))
 
-    def _acting_untrusted(self, proxies: frozenset[str], skip_dir: str = "") -> bool:
-        for frame in self._frames():
-            name = self._file(frame)
+    def _acting_untrusted(self, start, proxies: frozenset[str], skip_dir: str = "") -> bool:  # noqa: ANN001
+        for frame, name in self._frames(start):
             if name in proxies or (skip_dir and name.startswith(skip_dir)):
                 continue
             return self._is_untrusted(frame, name)
@@ -140,50 +137,60 @@ class Guard:
 
     # --- the hook -----------------------------------------------------------------------------
     def hook(self, event: str, args: tuple) -> None:
-        if not (event in STACK_EVENTS or event in FRAME_EVENTS or event in PATH_EVENTS
-                or event.startswith(("object.__", "ctypes.", "compile"))):
-            return
-        ident = self._ident()
-        if ident in self.busy:
+        busy = self.busy
+        if busy and self._ident() in busy:
             return  # events raised by the guard's own frame walking
-        self.busy.add(ident)
+        if event not in WATCHED and not event.startswith(("object.__", "ctypes.")):
+            return
+        if event == "object.__getattr__" and args[1] not in FRAME_ATTRS:
+            return  # the common case (pytest and inspect read __code__): nothing to judge
+        ident = self._ident()
+        busy.add(ident)
+        start = self._caller()
         try:
-            detail = self._judge(event, args)
+            detail = self._judge(event, args, start)
         except Exception as exc:  # fail closed for candidate code, open for everyone else
-            detail = f"guard error {exc!r}" if self._safe_any_untrusted() else None
+            detail = f"guard error {exc!r}" if self._safe_any_untrusted(start) else None
         try:
             if detail:
                 self.tamper(event, detail)  # still marked busy: its own os.kill is not judged
         finally:
             self.busy.discard(ident)
 
-    def _safe_any_untrusted(self) -> bool:
+    def _caller(self):  # noqa: ANN202
+        """The frame that raised the event (busy: this call's own event is not judged)."""
         try:
-            return self._any_untrusted()
+            return self._getframe(2)
+        except ValueError:  # raised by the interpreter itself, no Python code on the stack
+            return None
+
+    def _safe_any_untrusted(self, start) -> bool:  # noqa: ANN001
+        try:
+            return self._any_untrusted(start)
         except Exception:
             return True
 
-    def _judge(self, event: str, args: tuple) -> str | None:
+    def _judge(self, event: str, args: tuple, start) -> str | None:  # noqa: ANN001
         if event in STACK_EVENTS:
-            return _brief(args) if self._any_untrusted() else None
+            return _brief(args) if self._any_untrusted(start) else None
         if event in FRAME_EVENTS:
-            return "frame or code access" if self._acting_untrusted(self.frame_proxies) else None
+            return "frame or code access" if self._acting_untrusted(start, self.frame_proxies) else None
         if event.startswith("ctypes."):
-            return "ctypes" if self._acting_untrusted(self.file_proxies, self.ctypes_dir) else None
+            return "ctypes" if self._acting_untrusted(start, self.file_proxies, self.ctypes_dir) else None
         if event == "compile":
-            self._taint(args)
+            self._taint(args, start)
             return None
         if event.startswith("object.__"):
-            return self._attribute(event, args)
-        return self._path(event, args)
+            return self._attribute(event, args, start)
+        return self._path(event, args, start)
 
-    def _taint(self, args: tuple) -> None:
+    def _taint(self, args: tuple, start) -> None:  # noqa: ANN001
         """Code compiled by candidate code is candidate code, whatever file name it claims."""
         name = _plain(args[1]) if len(args) > 1 else None
-        if isinstance(name, str) and self._acting_untrusted(frozenset()):
+        if isinstance(name, str) and self._acting_untrusted(start, frozenset()):
             self.untrusted[name if name.startswith(("/", "<")) else os.path.join(self.cwd, name)] = None
 
-    def _attribute(self, event: str, args: tuple) -> str | None:
+    def _attribute(self, event: str, args: tuple, start) -> str | None:  # noqa: ANN001
         obj, name = args[0], args[1] if len(args) > 1 else ""
         if event == "object.__getattr__":
             risky = name in FRAME_ATTRS
@@ -192,15 +199,15 @@ class Guard:
             risky = name in CODE_ATTRS or (isinstance(module, str) and module.startswith(RUNNER_MODULES))
         else:
             return None
-        if risky and self._acting_untrusted(self.frame_proxies):
+        if risky and self._acting_untrusted(start, self.frame_proxies):
             return f"{_TYPE_NAME(type(obj))}.{name}"
         return None
 
-    def _path(self, event: str, args: tuple) -> str | None:
+    def _path(self, event: str, args: tuple, start) -> str | None:  # noqa: ANN001
         paths = args[:2] if event in ("os.rename", "shutil.move") else args[:1]
-        return next(filter(None, (self._one_path(event, p, args) for p in paths)), None)
+        return next(filter(None, (self._one_path(event, p, args, start) for p in paths)), None)
 
-    def _one_path(self, event: str, path, args: tuple) -> str | None:  # noqa: ANN001
+    def _one_path(self, event: str, path, args: tuple, start) -> str | None:  # noqa: ANN001
         path = _plain(path)
         if not isinstance(path, str):
             return None  # an already open descriptor: how it was opened was judged then
@@ -209,7 +216,7 @@ class Guard:
         if not writing and full.startswith(self.readable) and event == "open":
             return None  # the interpreter and its libraries: read-only to the sandbox
         problem = self._path_problem(event, os.path.realpath(full), writing)
-        if problem and self._acting_untrusted(self.file_proxies):
+        if problem and self._acting_untrusted(start, self.file_proxies):
             return f"{problem}: {path}"
         return None
 
