@@ -174,8 +174,8 @@ def judge_solutions(problem: CodingProblem, codes: Sequence[str], root: Path, *,
 
 def feedback(problem: CodingProblem, verdict: Verdict) -> str:
     """Execution feedback for the LEDEX prompt: the first failing test and its error."""
-    if verdict.error and not verdict.outcomes:
-        return clip_middle(verdict.error)
+    if verdict.error and (not verdict.outcomes or verdict.killed_reason == "tamper"):
+        return clip_middle(verdict.error)  # tamper: the sandbox's runtime guard says what it saw
     if verdict.killed_reason:
         return f"The code was stopped: {verdict.killed_reason} (an infinite loop or too much memory?)."
     for outcome in verdict.outcomes:
