@@ -154,12 +154,12 @@ class _Scanner(ast.NodeVisitor):
     def _hit(self, rule: Rule, detail: str, node: ast.AST) -> None:
         self.found.append(Finding(rule, detail, self.path, getattr(node, "lineno", 0)))
 
-    def _module(self, name: str, node: ast.AST) -> None:
-        for rule in self.by_kind.get("import", ()):
+    def _module(self, name: str, node: ast.AST, relative: bool = False) -> None:
+        for rule in () if relative else self.by_kind.get("import", ()):
             if name == rule.pattern or name.startswith(rule.pattern + "."):
                 self._hit(rule, name, node)
         for rule in self.by_kind.get("import_re", ()):
-            if re.search(rule.pattern, name.rsplit(".", 1)[-1]):
+            if name and re.search(rule.pattern, name.rsplit(".", 1)[-1]):
                 self._hit(rule, name, node)
 
     def _dotted(self, dotted: str, node: ast.AST) -> None:
@@ -179,12 +179,15 @@ class _Scanner(ast.NodeVisitor):
                 self.aliases[top] = top
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
-        if node.level or not node.module:
-            return  # a relative import stays inside the user's own package
-        self._module(node.module, node)
+        if node.level:  # inside the user's own package: only importing a test module counts
+            for name in (node.module or "", *(a.name for a in node.names)):
+                self._module(name, node, relative=True)
+            return
+        self._module(node.module or "", node)
         for alias in node.names:
             full = f"{node.module}.{alias.name}"
-            self._module(full, node) if alias.name != "*" else None
+            if alias.name != "*":
+                self._module(full, node)
             self._dotted(full, node)
             self.aliases[alias.asname or alias.name] = full
 
@@ -228,10 +231,7 @@ class _Scanner(ast.NodeVisitor):
 
     def visit_ClassDef(self, node: ast.ClassDef) -> None:
         for item in node.body:
-            names = [item.name] if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)) else [
-                t.id for t in getattr(item, "targets", [getattr(item, "target", None)])
-                if isinstance(t, ast.Name)]
-            for name in names:
+            for name in _member_names(item):
                 self._method(name, item, f"{node.name}.{name}")
         self.generic_visit(node)
 
@@ -249,6 +249,14 @@ class _Scanner(ast.NodeVisitor):
         for rule in self.by_kind.get("attr", ()) + self.by_kind.get("method", []):
             if node.value == rule.pattern:
                 self._hit(rule, repr(node.value), node)
+
+
+def _member_names(item: ast.stmt) -> list[str]:
+    """Names a class-body statement defines: ``def __eq__`` or ``__eq__ = lambda ...``."""
+    if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        return [item.name]
+    targets = getattr(item, "targets", None) or [getattr(item, "target", None)]
+    return [t.id for t in targets if isinstance(t, ast.Name)]
 
 
 def scan(source: str, path: str = "<candidate>", rules: Iterable[Rule] = RULES) -> list[Finding]:

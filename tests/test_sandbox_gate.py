@@ -29,6 +29,8 @@ def uses(candidate: str, original: str = ORIGINAL) -> list[str]:
     ("class R(str):\n    __eq__ = lambda s, o: True\n", "R.__eq__"),
     ("from pkg import test_calc\n", "pkg.test_calc"),
     ("import conftest\n", "conftest"),
+    ("from . import test_calc\n", "test_calc"),
+    ("from .tests.test_calc import EXPECTED\n", "tests.test_calc"),
     ("p = '/proc/1/mem'\n", "'/proc/1/mem'"),
     ("src = open('../tests/test_calc.py').read()\n", "'../tests/test_calc.py'"),
     ("exec('x = 1')\n", "exec"),
