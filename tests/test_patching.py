@@ -143,6 +143,11 @@ FIDELITY = {  # name: (file text, qualname, answer, expected file text)
         "class Q:\n    def sql(self):\n        return 1\n", "Q.sql",
         'def sql(self):\n    """Text.\n\n    More.\n    """\n    return """select\n  *\nfrom t"""\n',
         'class Q:\n    def sql(self):\n        """Text.\n\n        More.\n        """\n        return """select\n  *\nfrom t"""\n'),
+    "answer wraps the method in its class, in another indent style": (
+        "class A:\n    async def m(self):\n        return 1\n\n    def n(self):\n        return 0\n", "A.m",
+        "class A:\n  async def m(self):\n    if self:\n      return 2\n    return 3\n",
+        "class A:\n    async def m(self):\n        if self:\n            return 2\n        return 3\n\n"
+        "    def n(self):\n        return 0\n"),
     "old Mac line endings": ("def f():\r    return 1\r\rdef g():\r    return 2\r", "f", "def f():\n    return 3",
                              "def f():\r    return 3\r\rdef g():\r    return 2\r"),
     "property setter: the right one of two same-named methods": (
