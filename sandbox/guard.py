@@ -53,7 +53,8 @@ STACK_EVENTS = frozenset({
     "sys.settrace", "sys.setprofile", "socket.connect", "socket.bind", "socket.sendto",
     "socket.sendmsg", "socket.getaddrinfo", "os.setsid"})
 FRAME_EVENTS = frozenset({"sys._getframe", "sys._current_frames", "code.__new__", "function.__new__"})
-FRAME_ATTRS = frozenset({"tb_frame", "gi_frame", "cr_frame", "ag_frame"})
+# frame reads, and __code__ (a test function's co_consts hold its expected answers)
+FRAME_ATTRS = frozenset({"tb_frame", "gi_frame", "cr_frame", "ag_frame", "__code__"})
 CODE_ATTRS = frozenset({"__code__", "__class__", "__bases__", "__defaults__", "__kwdefaults__"})
 RUNNER_MODULES = ("pytest", "_pytest", "pluggy", "ledex_sbx", "sitecustomize", "coverage")
 # moving, deleting or re-permissioning test files or their folders ("rename the read-only

@@ -56,7 +56,8 @@ HOSTILE = {
     "test folder permissions": ("import os\nos.chmod('.', 0o777)", "os.chmod moves or changes the tests"),
     "subprocess": ("import subprocess\nsubprocess.run(['true'])", "subprocess.Popen"),
     "ctypes": ("import ctypes", "ctypes.dlopen"),
-    "code swap": ("def f():\n    pass\nf.__code__ = (lambda: 1).__code__", "object.__setattr__ function.__code__"),
+    "a function's constants": ("def f():\n    return 3\nf.__code__.co_consts", "object.__getattr__ function.__code__"),
+    "code swap": ("def f():\n    pass\nf.__code__ = compile('1', 'x', 'eval')", "object.__setattr__ function.__code__"),
     "compiled under a stdlib name": (
         "g = {}\nexec(compile('def f():\\n    return open(\"/proc/self/maps\").read()', "
         "'/usr/lib/python3/json/x.py', 'exec'), g)\nimport atexit\natexit.register(g['f'])",
