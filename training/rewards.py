@@ -23,6 +23,8 @@ n-gram, weighted n-gram, syntax-tree match, data-flow match), per reference then
 refinement at all, there is no reference: S_cb falls back to S_ut (R(r) = 10*S_ut - 5, the same
 scale) and R(e) is None (TRL skips a None reward in the weighted sum).
 
+The registry `REWARDS` (name -> function -> default weight) is what `rl` trains on, in order.
+
 Try it:  python -m ledex.training.rewards     # scores a few known answers
 """
 

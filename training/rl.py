@@ -2,10 +2,11 @@
 
 For every wrong solution in the collected trajectories (success AND failure trajectories, as
 the paper does), the policy samples explain+refine answers to the LEDEX prompt, rendered with
-the GGUF's chat template exactly as the server renders it. Each answer is scored by
-`ledex.training.rewards`: R(e) (explanation vs explanations that led to correct fixes),
-R(r) (CodeBLEU vs correct fixes + sandbox pass rate) and a format/integrity term; TRL logs
-each one separately (rewards/<name>/mean). A KL penalty (beta > 0) keeps the policy near the
+the GGUF's chat template exactly as the server renders it. Each answer is scored by every
+reward in the registry `ledex.training.rewards.REWARDS` (name -> function -> default weight):
+R(e) (explanation vs explanations that led to correct fixes), R(r) (CodeBLEU vs correct fixes
++ sandbox pass rate) and a format/integrity term; TRL logs each one separately
+(rewards/<name>/mean) and sums them with the weights (--weight-<name> overrides). A KL penalty (beta > 0) keeps the policy near the
 SFT adapter: TRL copies the loaded adapter into a frozen "ref" adapter.
 
 Credit, honestly: the paper (PPO) puts R(e) on the last explanation token and R(r) on the last
