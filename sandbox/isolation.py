@@ -237,8 +237,7 @@ def wrap(mode: str, argv: Sequence[str], *, writable: Sequence[Path], readonly: 
     """
     view = view or (view_mod.interpreter_view(argv[0], cwd) if mode == "bubblewrap" else {})
     cgroup = view.get("cgroup")
-    # without a cgroup for the whole run, few processes each bounded: their product is the bound
-    per_process = limits if cgroup else replace(limits, nproc=min(limits.nproc, run_limits.FALLBACK_NPROC))
+    per_process = limits if cgroup else replace(limits, nproc=fallback_nproc(mode, limits.nproc))
     inner = prlimit_prefix(per_process) + list(argv)
     enter = run_limits.enter_prefix(cgroup)
     if mode == "bubblewrap":
@@ -250,6 +249,20 @@ def wrap(mode: str, argv: Sequence[str], *, writable: Sequence[Path], readonly: 
         return enter + ["unshare", "-r", *net, "-p", "-f", "--kill-child", "--",
                         "sh", "-c", '"$@"; exit $?', "sh", *inner]
     return enter + inner
+
+
+def fallback_nproc(mode: str, nproc: int) -> int:
+    """RLIMIT_NPROC without a cgroup: few tasks, each bounded, so their product bounds the run.
+
+    RLIMIT_NPROC counts the tasks of one uid in one user namespace. In a user namespace of
+    its own (bubblewrap or unshare as a normal user) that is the run: ``FALLBACK_NPROC``. As
+    root every run shares uid 65534 host-wide: ``FALLBACK_NPROC`` per CPU (the pool runs one
+    run per CPU). Mode none as a normal user counts all of the user's processes, so
+    ``nproc`` stays as given there (no per-run bound; docs/security.md).
+    """
+    if sandbox_ids() is not None:
+        return min(nproc, run_limits.FALLBACK_NPROC * len(os.sched_getaffinity(0)))
+    return nproc if mode == "none" else min(nproc, run_limits.FALLBACK_NPROC)
 
 
 def _drop(ids: tuple[int, int] | None) -> list[str]:

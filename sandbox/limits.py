@@ -5,8 +5,9 @@ as root the cgroup2 mount's root, else a delegated directory named by
 ``LEDEX_SANDBOX_CGROUP``), each run gets its own cgroup: ``memory.max`` = ``memory_mb``
 (swap 0), ``pids.max`` = ``nproc``, ``cpu.max`` = one CPU; it is killed and removed after the
 run. Without one (a cgroup v1 or hybrid host, a container, no delegation) the fallback is:
-at most ``FALLBACK_NPROC`` tasks, each with RLIMIT_AS = ``memory_mb`` (so the address space of
-the whole run is bounded by their product), and a watchdog in the calling process that sums
+at most ``FALLBACK_NPROC`` tasks (``isolation.fallback_nproc``: per CPU as root, where all
+runs share one uid), each with RLIMIT_AS = ``memory_mb`` (so the address space of the whole
+run is bounded by their product), and a watchdog in the calling process that sums
 the resident memory of the run's process tree every ``WATCH_INTERVAL_S`` and kills the tree
 when it exceeds ``memory_mb`` (verdict: killed, "memory").
 
@@ -230,7 +231,8 @@ def describe() -> str:
     if base is not None:
         return f"whole-run limits: cgroup v2 at {base} (memory, processes, one CPU per run)"
     return (f"whole-run limits: no usable cgroup v2 (memory+pids controllers); fallback: at most "
-            f"{FALLBACK_NPROC} processes/threads each limited to memory_mb of address space, and the "
+            f"{FALLBACK_NPROC} processes/threads per run (per CPU as root) each limited to memory_mb "
+            f"of address space, and the "
             f"run's total resident memory polled every {WATCH_INTERVAL_S:g} s and killed above memory_mb")
 
 

@@ -50,6 +50,10 @@ def test_view_hides_home_sockets_other_projects_and_host_tmp(tmp_path, monkeypat
     server.bind(str(sock_path))
     os.chmod(sock_path, 0o777)  # world-connectable, like D-Bus or X11
     server.listen()
+    abstract_name = f"\0ledex-host-{uuid.uuid4().hex}"  # like X11's and D-Bus's abstract sockets
+    abstract = socket.socket(socket.AF_UNIX)
+    abstract.bind(abstract_name)
+    abstract.listen()
     TMP_TOP = Path(os.path.relpath(tmp_path, "/tmp")).parts[0]
     body = f"""
 import os, socket, multiprocessing
@@ -60,6 +64,11 @@ def test_view():
     assert not Path({str(other)!r}).exists()
     assert not Path({str(sock_path)!r}).exists()
     assert not Path('/root/.ssh').exists() and not Path('/home').exists()
+    try:
+        socket.socket(socket.AF_UNIX).connect({abstract_name!r})
+        raise AssertionError('reached an abstract unix socket of the host')
+    except OSError:
+        pass
     assert not Path('/etc/shadow').exists() and not Path('/var/log').exists()
     # only the run's own directory and the copy mounted at the workspace's own path
     assert set(os.listdir('/tmp')) <= {{{TMP_TOP!r}, *(p for p in os.listdir('/tmp') if p.startswith('ledex-sbx-'))}}
@@ -81,6 +90,7 @@ def test_view():
         assert_all_passed(v)
     finally:
         server.close()
+        abstract.close()
         sock_path.unlink()
         secret.unlink()
 
@@ -240,9 +250,10 @@ def test_hog():
 def test_without_a_cgroup_few_processes_bound_the_address_space():
     from ledex.sandbox import isolation, limits
 
-    argv = isolation.wrap("none", ["python"], writable=[], readonly=[], cwd=Path("/"),
+    argv = isolation.wrap("unshare", ["python"], writable=[], readonly=[], cwd=Path("/"),
                           limits=Limits(nproc=256, memory_mb=512), ids=None, view={})
-    assert f"--nproc={limits.FALLBACK_NPROC}" in argv and f"--as={512 << 20}" in argv
+    expected = limits.FALLBACK_NPROC * (len(os.sched_getaffinity(0)) if os.geteuid() == 0 else 1)
+    assert f"--nproc={min(256, expected)}" in argv and f"--as={512 << 20}" in argv
     with_cgroup = isolation.wrap("none", ["python"], writable=[], readonly=[], cwd=Path("/"),
                                  limits=Limits(nproc=256), ids=None, view={"cgroup": "/sys/fs/cgroup/x"})
     assert "--nproc=256" in with_cgroup and with_cgroup[:2] == ["sh", "-c"]
