@@ -18,7 +18,9 @@ The rules are data: add a ``Rule(kind, pattern, reason)`` to ``RULES``. Kinds:
 - ``attr``: an attribute ``.pattern`` on anything, or ``pattern`` as a string (``getattr``);
 - ``store``: assigning the attribute ``pattern`` (``*`` = any attribute of an imported module);
 - ``method``: defining ``pattern`` in a class body (or ``pattern`` as a string: ``type(...)``);
-- ``string``: a string constant matching the regex ``pattern``.
+- ``string``: a string constant matching the regex ``pattern``;
+- ``dynamic``: a construct that hides names from this gate - ``type`` called with three
+  arguments, ``setattr``/``delattr`` with a computed name, a class deriving from ``type``.
 
 What this does not see: names built at run time (``getattr(m, 'get_' + 'objects')``) beyond the
 ``exec``/``compile``/``__import__`` rules that flag the means (``eval`` is allowed: honest code
@@ -113,6 +115,12 @@ RULES: tuple[Rule, ...] = (
     Rule("string", r"(^|[/\\])(test_[\w*.]*|[\w*]*_test\.py|tests?\.py|conftest\.py)$",
          "a test file by name: reads the tests' expected answers"),
     Rule("string", r"junit", "the runner's report file"),
+    Rule("dynamic", "type", "a class built at run time: hides its methods (__eq__ ...) from this gate"),
+    Rule("dynamic", "setattr", "an attribute name computed at run time: hides what it sets from this gate"),
+    Rule("dynamic", "delattr", "an attribute name computed at run time: hides what it deletes from this gate"),
+    Rule("dynamic", "metaclass", "a metaclass: can add methods (__eq__ ...) this gate does not see"),
+    Rule("name", "types.new_class", "a class built at run time: hides its methods (__eq__ ...) from this gate"),
+    *(Rule("name", n, _DYNAMIC) for n in ("locals", "vars")),
 )
 
 
@@ -226,10 +234,22 @@ class _Scanner(ast.NodeVisitor):
         name = self._resolve(node.func)
         if name in ("setattr", "delattr") and len(node.args) >= 2:
             attr = node.args[1]
-            self._store(node, node.args[0], attr.value if isinstance(attr, ast.Constant) else "?")
+            if isinstance(attr, ast.Constant) and isinstance(attr.value, str):
+                self._store(node, node.args[0], attr.value)
+            else:
+                self._dynamic(name, f"{name}(..., <computed name>)", node)
+        elif name == "type" and len(node.args) == 3:
+            self._dynamic("type", "type(name, bases, namespace)", node)
         self.generic_visit(node)
 
+    def _dynamic(self, pattern: str, detail: str, node: ast.AST) -> None:
+        for rule in self.by_kind.get("dynamic", ()):
+            if rule.pattern == pattern:
+                self._hit(rule, detail, node)
+
     def visit_ClassDef(self, node: ast.ClassDef) -> None:
+        if any(self._resolve(base) in ("type", "builtins.type") for base in node.bases):
+            self._dynamic("metaclass", f"class {node.name}(type)", node)
         for item in node.body:
             for name in _member_names(item):
                 self._method(name, item, f"{node.name}.{name}")

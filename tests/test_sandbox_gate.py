@@ -34,6 +34,10 @@ def uses(candidate: str, original: str = ORIGINAL) -> list[str]:
     ("p = '/proc/1/mem'\n", "'/proc/1/mem'"),
     ("src = open('../tests/test_calc.py').read()\n", "'../tests/test_calc.py'"),
     ("exec('x = 1')\n", "exec"),
+    ("Y = type('Y', (int,), {'__e' + 'q__': lambda s, o: True})\n", "type(name, bases, namespace)"),
+    ("class Y(int):\n    pass\nsetattr(Y, '__e' + 'q__', lambda s, o: True)\n", "setattr(..., <computed name>)"),
+    ("class M(type):\n    pass\n", "class M(type)"),
+    ("def f():\n    return vars()\n", "vars"),
 ])
 def test_each_rule_kind_finds_its_use(source, detail):
     assert detail in uses(source)
