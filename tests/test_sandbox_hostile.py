@@ -298,6 +298,8 @@ GATE_KINDS = {
     "int whose __eq__ is always true": ("class Yes(int):\n    def __eq__(self, other):\n        return True\n\n"
                                         "    __hash__ = int.__hash__\n\n"
                                         "def add(a, b):\n    return Yes(0)\n", "Yes.__eq__"),
+    "a class built at run time": ("def add(a, b):\n    return type('Y', (int,), {'__e' + 'q__': lambda s, o: True})(0)\n",
+                                  "type(name, bases, namespace)"),
     "read the test file": ("def add(a, b):\n    src = open('tests/test_calc.py').read()\n"
                            "    return int(src.split('== ')[1].split()[0])\n", "'tests/test_calc.py'"),
     "ctypes": ("import ctypes\n\ndef add(a, b):\n    return ctypes.c_int(a + b).value - 1\n", "ctypes"),
