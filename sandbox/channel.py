@@ -12,9 +12,11 @@ What this defeats, and what it does not (issue 13, "the outcome channel out of r
   reachable through /proc). Code running during test B that writes a second record for
   test A, or any record for a test that is not the one running, is a protocol violation:
   the run is an error, never a pass.
-- Skipping the test body (``Function.runtest = lambda self: None``, swapping the item's
-  function or code object): plain test functions carry a body-ran proof (the function and
-  code object pytest collected returned through ``pytest_pyfunc_call``; for unittest
+- Skipping the test body (``Function.runtest = lambda self: None``, swapping the collected
+  test function's ``__code__``): plain test functions carry a body-ran proof (pytest's own
+  ``pytest_pyfunc_call`` returned for the item, and the function pytest collected still has
+  the code object it had at collection; replacing ``item.obj`` itself is allowed, because
+  plugins such as pytest-asyncio do it, and is left to the guard; for unittest
   TestCases, unittest itself called ``addSuccess`` on the item); a pass without it is
   tampering. Doctest and custom items have no such proof (``body`` is null).
 - Rewriting pytest's report (a report that says passed for a phase whose call raised):

@@ -85,6 +85,16 @@ def test_subtests_fixture(subtests):
             assert i == 0
 
 
+class TestPlain:
+    def test_method(self):
+        assert add(2, 0) == 2
+
+
+@pytest.mark.parametrize("n", [1])
+def test_param(n):
+    assert n == 1
+
+
 class TestUnit(unittest.TestCase):
     def test_fails(self):
         self.assertEqual(add(2, 2), 4, "two and two")
@@ -113,6 +123,8 @@ TABLE = {
     "test_setup_error": ("error", "setup boom"),
     "test_teardown_error": ("error", "teardown boom"),
     "test_subtests_fixture": ("failed", "assert 1 == 0"),
+    "TestPlain::test_method": ("passed", ""),
+    "test_param[1]": ("passed", ""),
     "TestUnit::test_fails": ("failed", "AssertionError: 0 != 4 : two and two"),
     "TestUnit::test_passes": ("passed", ""),
     "TestUnit::test_subtest": ("failed", "AssertionError: 1 != 0"),
