@@ -141,6 +141,8 @@ def _phase(chan: Channel, rec: dict) -> None:
         return
     if rec.get("raised") and outcome == "passed":
         chan.violate(f"{test.nodeid}: {when} raised but its report says passed")
+    if when == "setup" and "teardown" in test.phases:  # a re-run (pytest-rerunfailures): the last attempt counts
+        test.phases.clear()
     if when == "subtest":  # any number, during the call phase; only failures change the test's outcome
         if outcome != "failed":
             return

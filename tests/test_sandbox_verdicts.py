@@ -358,6 +358,8 @@ def phases(nodeid: str, call: str = "passed", **kw) -> list[dict]:
 OK_RUN = [rec("begin"), *phases(N), rec("end", body=True)]
 PROTOCOL = {
     "an honest run": (OK_RUN, None),
+    "a re-run (pytest-rerunfailures)": ([rec("begin"), *phases(N, call="failed"), *phases(N), rec("end", body=True)],
+                                        None),
     "a second end for an earlier test": (OK_RUN + [rec("begin", M), rec("end", N, body=True)],
                                          "while t.py::test_b was running"),
     "a phase for a test that is not running": ([rec("begin"), *phases(M)], "while t.py::test_a was running"),
