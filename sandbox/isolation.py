@@ -200,9 +200,10 @@ def _who(mode: str, python: str) -> str:
 
 
 def interpreter_blocker(python: str, uid: int) -> str:
-    """Why uid ``uid`` cannot run ``python``: the first directory on its path others cannot enter."""
-    real = Path(os.path.realpath(python))
-    for parent in [*reversed(real.parents), real]:
+    """Why uid ``uid`` cannot run ``python``: the first directory on its path (as given, then
+    resolved) that others cannot enter, with the chmod that fixes it."""
+    given, real = Path(os.path.abspath(python)), Path(os.path.realpath(python))
+    for parent in [*reversed(given.parents), *reversed(real.parents), real]:
         try:
             st = parent.stat()
         except OSError:

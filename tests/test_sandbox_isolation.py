@@ -141,6 +141,22 @@ def test_interpreter_in_a_directory_other_users_cannot_read(tmp_path, monkeypatc
         assert any("uid" in n for n in v.notes)
 
 
+def test_when_the_sandbox_uid_cannot_use_the_interpreter_the_report_names_the_fix():
+    from ledex.sandbox.isolation import interpreter_blocker
+
+    base = Path(tempfile.mkdtemp(prefix="ledex-blocker-test-"))  # pytest's tmp dirs are 0700 themselves
+    try:
+        locked = base / "opt-x"
+        (locked / "bin").mkdir(parents=True)
+        (locked / "bin" / "python3").symlink_to(sys.executable)
+        locked.chmod(0o700)
+        base.chmod(0o755)
+        text = interpreter_blocker(str(locked / "bin" / "python3"), 65534)
+        assert f"{locked} is mode 700 (chmod o+x {locked}" in text
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
 def make_venv(path: Path) -> Path:
     """A venv on this interpreter's base that also sees the test venv's packages (pytest,
     setuptools), as ``--system-site-packages`` would on a system Python."""
