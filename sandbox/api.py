@@ -3,6 +3,11 @@
 The worker sits in its own process group; cancelling a run SIGKILLs that group, which
 takes the sandbox with it (bubblewrap ``--die-with-parent``, ``unshare --kill-child``,
 parent-death signal), then sweeps any process carrying the run's environment marker.
+Each job also owns the run's whole-run limits (``limits``: its cgroup, or the resident-memory
+watch) and the run directory, removed by ``workspace.remove_tree`` (never raises); as root
+with bubblewrap the worker starts in a private mount namespace with that directory on a
+size-limited tmpfs (``isolation.private_copy_prefix``). A job that raises on a pool thread
+becomes that candidate's error verdict. Use: ``from ledex.sandbox import verify``.
 """
 from __future__ import annotations
 

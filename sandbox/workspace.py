@@ -3,7 +3,8 @@
 Small files are copied; large files are hard-linked only when the sandbox cannot write
 through the link (bubblewrap mounts each one read-only, or the sandbox runs as another
 uid and the file is not writable by it). A patched file is always a fresh inode, so a
-candidate can never alter the user's original through a link.
+candidate can never alter the user's original through a link. ``remove_tree`` deletes a run
+directory whatever the run left in it (depth, permissions) and never raises.
 """
 from __future__ import annotations
 
