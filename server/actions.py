@@ -1,6 +1,11 @@
 """Code actions on ledex diagnostics: "Fix: <one line>" quick fixes (verified first, the best
-one preferred), "Explain this failure" and "Dismiss ledex suggestion"; plus the markdown
-explanation used by the explain command and by hovers.
+one preferred), "Explain this failure" and "Dismiss ledex suggestion"; plus the explanation
+used by the explain command (a markdown file, or plain text for clients that cannot open a
+document) and the hover text (markdown or plaintext, as the client's hover.contentFormat says).
+
+What each client gets depends on its ClientFeatures (capabilities.py): the disabled "still
+looking for a fix" action only goes to clients declaring codeAction.disabledSupport; the
+others read the state in the diagnostic's message and the hover.
 
 A fix is a versioned TextDocumentEdit against the document as it is at the version it is
 offered for: the fixed function is found again in that text by qualified name and code
@@ -19,8 +24,9 @@ from ledex.engine.fixer import CandidateResult
 from ledex.engine.format import first_sentence
 from ledex.engine.patching import Patch, PatchError, rebase
 from ledex.engine.reindent import split_lines
-from ledex.server.diagnostics import uri_for
-from ledex.server.jobs import READY, RUNNING, Entry
+from ledex.server.capabilities import ClientFeatures
+from ledex.server.diagnostics import state_text, uri_for
+from ledex.server.jobs import QUEUED, RUNNING, Entry
 
 APPLY, DISMISS, EXPLAIN, RUN_TESTS, STATUS = "ledex.applyFix", "ledex.dismiss", "ledex.explain", "ledex.runTests", "ledex.status"
 COMMANDS = (APPLY, DISMISS, EXPLAIN, RUN_TESTS, STATUS)
@@ -73,13 +79,16 @@ def fix_action(root: Path, entry: Entry, idx: int, candidate: CandidateResult, v
                           command=lsp.Command("ledex: record accepted fix", APPLY, arguments=[entry.episode_id, idx]))
 
 
-def _command_action(title: str, command: str, entry: Entry, diagnostics) -> lsp.CodeAction:
+def _command_action(title: str, command: str, entry: Entry, diagnostics, root: Path) -> lsp.CodeAction:
+    """[test id, folder URI]: the same test id can fail in two workspace folders."""
     return lsp.CodeAction(title=title, kind=lsp.CodeActionKind.QuickFix, diagnostics=diagnostics,
-                          command=lsp.Command(title, command, arguments=[entry.failure.test]))
+                          command=lsp.Command(title, command, arguments=[entry.failure.test, root.as_uri()]))
 
 
-def actions_for(root: Path, entry: Entry, version_of, diagnostics: list[lsp.Diagnostic]) -> list[lsp.CodeAction]:
-    """All actions for one failure. `version_of(rel)` -> (text, version) of the target document."""
+def actions_for(root: Path, entry: Entry, version_of, diagnostics: list[lsp.Diagnostic],
+                features: ClientFeatures = ClientFeatures()) -> list[lsp.CodeAction]:
+    """All actions for one failure. `version_of(rel)` -> (text, version) of the target document.
+    The disabled "still looking" action only for clients that show disabled actions as such."""
     out = []
     ranked = entry.ranked
     best = next((i for i, c in ranked if c.verified), None)
@@ -88,11 +97,11 @@ def actions_for(root: Path, entry: Entry, version_of, diagnostics: list[lsp.Diag
         patch = offered_patch(candidate.patch, text)
         if patch is not None and entry.episode_id:
             out.append(fix_action(root, entry, idx, candidate, version, idx == best, diagnostics, patch))
-    if entry.state == RUNNING and best is None:
+    if entry.state in (QUEUED, RUNNING) and best is None and features.disabled_actions:
         out.append(lsp.CodeAction(title="ledex is still looking for a fix…", kind=lsp.CodeActionKind.QuickFix,
-                                  disabled=lsp.CodeActionDisabledType("generation in progress")))
-    out.append(_command_action("Explain this failure", EXPLAIN, entry, diagnostics))
-    out.append(_command_action("Dismiss ledex suggestion", DISMISS, entry, diagnostics))
+                                  disabled=lsp.CodeActionDisabled(f"ledex is {state_text(entry)}")))
+    out.append(_command_action("Explain this failure", EXPLAIN, entry, diagnostics, root))
+    out.append(_command_action("Dismiss ledex suggestion", DISMISS, entry, diagnostics, root))
     return out
 
 
@@ -104,8 +113,7 @@ def explanation_markdown(entry: Entry) -> str:
         lines += [f"**Suspect:** `{f.suspect.qualname}` in `{f.suspect.path}` "
                   f"(lines {f.suspect.start_line}-{f.suspect.end_line}, found by {f.suspect.reason})", ""]
     if not entry.candidates:
-        state = "still being computed" if entry.state != READY else "none usable"
-        lines += [f"_No explanation yet ({state})._" + (f" {entry.error}" if entry.error else "")]
+        lines += [f"_No explanation yet: ledex is {_sentence(state_text(entry))}_"]
     for n, (idx, c) in enumerate(entry.ranked, 1):
         verdict = "verified: the failing test passes and nothing else breaks" if c.verified else f"not verified: {c.reason}"
         lines += [f"## {n}. {first_sentence(c.explanation) or 'Candidate'}", "", f"_{verdict}_", "",
@@ -116,10 +124,39 @@ def explanation_markdown(entry: Entry) -> str:
     return "\n".join(lines) + "\n"
 
 
-def hover_markdown(entry: Entry) -> str:
-    best = next((c for _, c in entry.ranked), None)
-    head = f"**ledex** — `{entry.failure.test}`: {entry.failure.message or 'failed'}"
+def _sentence(text: str) -> str:
+    return text if text.endswith((".", "…")) else text + "."
+
+
+def _best(entry: Entry):
+    return next((c for _, c in entry.ranked), None)
+
+
+def hover_text(entry: Entry, markdown: bool) -> str:
+    """The hover on a ledex diagnostic: the failure, then the best fix's explanation or the state."""
+    bold, code, em = ((lambda t: f"**{t}**"), (lambda t: f"`{t}`"), (lambda t: f"_{t}_")) if markdown else \
+        ((lambda t: t), (lambda t: t), (lambda t: t))
+    head = f"{bold('ledex')} — {code(entry.failure.test)}: {entry.failure.message or 'failed'}"
+    best = _best(entry)
     if best is None:
-        return head + ("\n\n_Looking for a fix…_" if entry.state != READY else "\n\n_No fix found._")
+        return f"{head}\n\n{em(state_text(entry).capitalize())}"
     label = "Verified fix" if best.verified else "Best unverified fix"
-    return f"{head}\n\n**{label}:** {best.explanation.strip() or '(no explanation)'}"
+    return f"{head}\n\n{bold(label + ':')} {best.explanation.strip() or '(no explanation)'}"
+
+
+def explanation_text(entry: Entry, full: str | None) -> str:
+    """A plain-text explanation for clients that cannot open a document (window/showMessage):
+    the failure, the suspect, the best fix's explanation; `full` names the markdown file."""
+    f, best = entry.failure, _best(entry)
+    lines = [f"Why {f.test} fails: {f.message or 'test failed'}"]
+    if f.suspect:
+        lines.append(f"Suspect: {f.suspect.qualname} in {f.suspect.path} (lines {f.suspect.start_line}-"
+                     f"{f.suspect.end_line}, found by {f.suspect.reason})")
+    if best is None:
+        lines.append(f"ledex is {_sentence(state_text(entry))}")
+    else:
+        label = "Verified fix" if best.verified else f"Best unverified fix ({best.pass_rate:.0%} of tests pass)"
+        lines.append(f"{label}: {best.explanation.strip() or '(no explanation)'}")
+    if full:
+        lines.append(f"Every candidate with its diff: {full}")
+    return "\n".join(lines)

@@ -14,7 +14,7 @@ from lsprotocol import types as lsp
 
 from ledex.engine.failures import Failure
 from ledex.engine.localize import frames
-from ledex.server.jobs import READY, Entry
+from ledex.server.jobs import CANCELLED, FAILED, QUEUED, READY, RUNNING, Entry
 
 SOURCE = "ledex"
 ROLE_TEST, ROLE_SUSPECT = "test", "suspect"
@@ -71,15 +71,34 @@ def message_of(failure: Failure, failing_line: str = "") -> str:
     return message
 
 
-def _state_note(entry: Entry) -> str:
+_STATE_TEXT = {QUEUED: "waiting to look for a fix…", RUNNING: "looking for a fix…",
+               CANCELLED: "stopped looking (the code changed or you cancelled); save to look again"}
+
+
+def state_text(entry: Entry) -> str:
+    """Where the fix for this failure stands, in words (hover, messages, diagnostic notes)."""
     verified = sum(1 for c in entry.candidates if c.verified)
     if entry.state == READY:
-        return f" (ledex: {verified} verified fix{'es' if verified != 1 else ''})" if verified else ""
+        if verified:
+            return f"{verified} verified fix{'es' if verified != 1 else ''}"
+        return "no verified fix; unverified ones are in the code actions" if entry.ranked else "no fix found"
+    if entry.state == FAILED:
+        return f"no fix: {entry.error or 'the fix failed'}"
+    return _STATE_TEXT.get(entry.state, entry.state)
+
+
+def _state_note(entry: Entry, every_state: bool) -> str:
+    """Suffix of the diagnostic's message: the verified-fix count; with `every_state` (clients
+    without work-done progress) also "looking for a fix…" and the other states."""
+    if (entry.state == READY and any(c.verified for c in entry.candidates)) or every_state:
+        return f" (ledex: {state_text(entry)})"
     return ""
 
 
-def diagnostics_for(root: Path, entry: Entry, line_text: LineText) -> list[tuple[str, lsp.Diagnostic]]:
-    """(uri, diagnostic) pairs for one failure: test side and suspect side, linked."""
+def diagnostics_for(root: Path, entry: Entry, line_text: LineText,
+                    every_state: bool = False) -> list[tuple[str, lsp.Diagnostic]]:
+    """(uri, diagnostic) pairs for one failure: test side and suspect side, linked.
+    `every_state`: the message says every fix state, not only the verified-fix count."""
     failure = entry.failure
     places = []
     if (line := test_line(root, failure)) is not None:
@@ -99,7 +118,7 @@ def diagnostics_for(root: Path, entry: Entry, line_text: LineText) -> list[tuple
                    for role2, r2, g2 in located if role2 != role]
         text = message if role == ROLE_TEST else f"{message} [{failure.test}]"
         out.append((uri_for(root, rel), lsp.Diagnostic(
-            range=rng, message=text + _state_note(entry), source=SOURCE, code=role,
+            range=rng, message=text + _state_note(entry, every_state), source=SOURCE, code=role,
             severity=lsp.DiagnosticSeverity.Error if role == ROLE_TEST else lsp.DiagnosticSeverity.Warning,
             related_information=related or None, data={**data, "role": role})))
     return out
@@ -111,9 +130,10 @@ def _related_text(role: str, failure: Failure) -> str:
     return f"suspect: {failure.suspect.qualname}" if failure.suspect else "suspect"
 
 
-def by_uri(root: Path, entries: Iterable[Entry], line_text: LineText) -> dict[str, list[lsp.Diagnostic]]:
+def by_uri(root: Path, entries: Iterable[Entry], line_text: LineText,
+           every_state: bool = False) -> dict[str, list[lsp.Diagnostic]]:
     grouped: dict[str, list[lsp.Diagnostic]] = {}
     for entry in entries:
-        for uri, diagnostic in diagnostics_for(root, entry, line_text):
+        for uri, diagnostic in diagnostics_for(root, entry, line_text, every_state):
             grouped.setdefault(uri, []).append(diagnostic)
     return grouped

@@ -1,5 +1,9 @@
-"""The fix job for one failure (runs on the fix thread) and its side effects: work-done
-progress, the episode log, republished diagnostics.
+"""The fix job for one failure (runs on the fix thread) and its side effects: progress (or,
+for clients without work-done progress, a message when it starts and ends), the episode log,
+republished diagnostics.
+
+`folder` below is the workspace Folder (folder.py) the failure belongs to: its root,
+settings, episode log and model; `folder.server` is the language server.
 
 Episodes: one per (code, failure) the server tries to fix. Started when the job starts,
 every candidate added as it arrives, the outcome set by the commands and edits that follow.
@@ -16,149 +20,107 @@ from lsprotocol import types as lsp
 from ledex.engine.backends import Sampling
 from ledex.engine.fixer import CandidateResult, FixConfig, FixEngine, problem_for
 from ledex.sandbox import Limits
+from ledex.server import progress as shown  # (`progress` is the engine's callback below)
+from ledex.server.diagnostics import state_text
 from ledex.server.jobs import CANCELLED, FAILED, READY, RUNNING, Entry
 
 log = logging.getLogger("ledex.server")
 
 
-# --- work-done progress (loop thread) -------------------------------------------------------
-
-def _supports_progress(server) -> bool:
-    window = server.client_capabilities.window if server.client_capabilities else None
-    return bool(window and window.work_done_progress)
-
-
-def progress_begin(server, title: str, message: str = "", cancellable: bool = False) -> str | None:
-    """Create a server-initiated progress and begin it once the client has created the token."""
-    if not _supports_progress(server):
-        return None
-    token = server.new_token()
-    server._progress_state = getattr(server, "_progress_state", {})
-    server._progress_early = getattr(server, "_progress_early", {})
-    server._progress_state[token] = "creating"
-
-    def created(*_):
-        latest, pct = server._progress_early.pop(token, (message, 0))  # reported before the client answered
-        if server._progress_state.get(token) == "ended":
-            server.work_done_progress.begin(token, lsp.WorkDoneProgressBegin(title, message=latest))
-            server.work_done_progress.end(token, lsp.WorkDoneProgressEnd())
-            server._progress_state.pop(token, None)
-            return
-        server._progress_state[token] = "begun"
-        server.work_done_progress.begin(token, lsp.WorkDoneProgressBegin(title, cancellable=cancellable,
-                                                                          message=latest, percentage=pct or 0))
-    server.work_done_progress.create(token, callback=created)
-    return token
-
-
-def progress_report(server, token: str | None, message: str, percentage: int | None = None) -> None:
-    state = getattr(server, "_progress_state", {}).get(token) if token else None
-    if state == "begun":
-        server.work_done_progress.report(token, lsp.WorkDoneProgressReport(message=message, percentage=percentage))
-    elif state in ("creating", "ended"):
-        server._progress_early[token] = (message, percentage)  # shown by begin once the client created it
-
-
-def progress_end(server, token: str | None, message: str = "") -> None:
-    state = getattr(server, "_progress_state", {})
-    if not token or token not in state:
-        return
-    if state[token] == "begun":
-        server.work_done_progress.end(token, lsp.WorkDoneProgressEnd(message=message or None))
-        del state[token]
-    else:
-        state[token] = "ended"  # the client has not answered create yet: end right after begin
-
-
 # --- episode log (any thread) ---------------------------------------------------------------
 
-def _logged(server, what: str, fn, *args, **kwargs):
-    log_ = server.episodes
+def _logged(folder, what: str, fn, *args, **kwargs):
+    log_ = folder.episodes
     if log_ is None:
         return None
     try:
         return fn(log_, *args, **kwargs)
     except Exception as exc:
         log.exception("episode log: %s failed", what)
-        server.post(server.tell, f"could not record {what} in {log_.path}: {exc}", lsp.MessageType.Error)
+        folder.post(folder.tell, f"could not record {what} in {log_.path}: {exc}", lsp.MessageType.Error)
         return None
 
 
-def log_outcome(server, episode_id: str, outcome: str, chosen: int | None = None) -> bool:
-    return bool(_logged(server, f"the outcome {outcome}", lambda l: l.set_outcome(episode_id, outcome, chosen)))
+def log_outcome(folder, episode_id: str, outcome: str, chosen: int | None = None) -> bool:
+    return bool(_logged(folder, f"the outcome {outcome}", lambda l: l.set_outcome(episode_id, outcome, chosen)))
 
 
-def _log_start(server, entry: Entry) -> str | None:
+def _log_start(folder, entry: Entry) -> str | None:
     failure, problem = entry.failure, problem_for(entry.failure)
-    return _logged(server, "a new episode", lambda l: l.start(
-        workspace=str(server.root), test=failure.test, test_file=failure.file, suspect_path=failure.suspect.path,
+    return _logged(folder, "a new episode", lambda l: l.start(
+        workspace=str(folder.root), test=failure.test, test_file=failure.file, suspect_path=failure.suspect.path,
         suspect_function=failure.suspect.qualname, task=problem.task, wrong_code=problem.wrong_code,
         feedback=problem.feedback, model=entry.model, model_version=entry.model_version))
 
 
-def _log_candidate(server, entry: Entry, idx: int, c: CandidateResult) -> None:
-    _logged(server, "a candidate", lambda l: l.add_candidate(
+def _log_candidate(folder, entry: Entry, idx: int, c: CandidateResult) -> None:
+    _logged(folder, "a candidate", lambda l: l.add_candidate(
         entry.episode_id, idx, explanation=c.explanation, code=c.code, diff=c.diff, verified=c.verified,
         pass_rate=c.pass_rate, reason=c.reason, round=c.round))
 
 
 # --- the job --------------------------------------------------------------------------------
 
-def start(server, entry: Entry) -> None:
+def start(folder, entry: Entry) -> None:
     """Queue the fix for a new failure (loop thread)."""
     if entry.failure.suspect is None or entry.code is None:
         entry.state, entry.error = FAILED, "no function in the workspace to fix"
         return
-    entry.progress_token = progress_begin(server, f"ledex: fixing {entry.failure.test}", "queued", cancellable=True)
-    future = server.jobs.fix(entry, lambda e: run(server, e))
-    future.add_done_callback(lambda f: server.post(finished, server, entry, f))
+    entry.progress_token = shown.begin(folder.server, f"ledex: fixing {entry.failure.test}", "queued", cancellable=True)
+    future = folder.jobs.fix(entry, lambda e: run(folder, e))
+    future.add_done_callback(lambda f: folder.post(finished, folder, entry, f))
 
 
-def finished(server, entry: Entry, future) -> None:
+def finished(folder, entry: Entry, future) -> None:
     """Back on the loop: end progress, report a crash, republish."""
-    progress_end(server, entry.progress_token, entry.state)
     if not future.cancelled() and future.exception() is not None:
         entry.state, entry.error = FAILED, str(future.exception())
-        server.tell(f"fixing {entry.failure.test} failed: {future.exception()}", lsp.MessageType.Error)
+        folder.tell(f"fixing {entry.failure.test} failed: {future.exception()}", lsp.MessageType.Error)
     if entry.cancel.is_set() and entry.state != READY:
         entry.state = CANCELLED
-    if server.entries.get(entry.failure.test) is entry:
-        server.publish()
+    shown.end(folder.server, entry.progress_token, state_text(entry))
+    if not folder.server.features.work_done_progress and entry.state == READY and entry.ranked:
+        folder.tell(f"{entry.failure.test}: {state_text(entry)} (code actions on its diagnostic)",
+                    lsp.MessageType.Info)  # no progress UI: say that the work it waited for is done
+    if folder.entries.get(entry.failure.test) is entry:
+        folder.publish()
 
 
-def run(server, entry: Entry) -> None:
+def run(folder, entry: Entry) -> None:
     """Fix thread: reuse a cached result or generate and verify; log everything."""
     entry.state = RUNNING
-    backend = _load_model(server, entry)
+    folder.post(_republish, folder, entry)  # clients without progress read "looking for a fix…" there
+    host = folder.models  # a settings change may swap the folder's model mid-fix: return the lease here
+    backend = _load_model(host, entry, folder)
     if backend is None:
         return
     try:
-        _run_with(server, entry, backend)
+        _run_with(folder, entry, backend)
     finally:
-        server.models.release(backend)
+        host.release(backend)
 
 
-def _run_with(server, entry: Entry, backend) -> None:
-    cached = server.jobs.cached(entry)
+def _run_with(folder, entry: Entry, backend) -> None:
+    cached = folder.jobs.cached(entry)
     if cached is not None and cached.model != entry.model:
         cached = None  # a new model was promoted since: its answers may differ
-    entry.episode_id = _log_start(server, entry)
+    entry.episode_id = _log_start(folder, entry)
     if cached is not None:
         for c in cached.candidates:
-            _add(server, entry, c)
+            _add(folder, entry, c)
     else:
-        _generate(server, entry, backend)
+        _generate(folder, entry, backend)
     if not entry.cancel.is_set():
         entry.state = READY
-        server.jobs.remember(entry)
+        folder.jobs.remember(entry)
 
 
-def _load_model(server, entry: Entry):
+def _load_model(host, entry: Entry, folder):
     try:
-        backend, entry.model_version = server.models.lease()
+        backend, entry.model_version = host.lease()
     except Exception as exc:  # ModelError, or the worker failing in ways of its own
         entry.state, entry.error = FAILED, f"the model could not be loaded: {exc}"
-        server.post(server.tell, entry.error, lsp.MessageType.Error)
+        folder.post(folder.tell, entry.error, lsp.MessageType.Error)
         return None
     entry.model = backend.identity.id
     return backend
@@ -167,25 +129,25 @@ def _load_model(server, entry: Entry):
 _add_lock = threading.Lock()
 
 
-def _add(server, entry: Entry, candidate: CandidateResult) -> None:
+def _add(folder, entry: Entry, candidate: CandidateResult) -> None:
     with _add_lock:
         if any(c is candidate for c in entry.candidates):
             return
         idx = len(entry.candidates)
         entry.candidates.append(candidate)
     if entry.episode_id:
-        _log_candidate(server, entry, idx, candidate)
+        _log_candidate(folder, entry, idx, candidate)
     if candidate.verified:
-        server.post(_republish, server, entry)
+        folder.post(_republish, folder, entry)
 
 
-def _republish(server, entry: Entry) -> None:
-    if server.entries.get(entry.failure.test) is entry:
-        server.publish()
+def _republish(folder, entry: Entry) -> None:
+    if folder.entries.get(entry.failure.test) is entry:
+        folder.publish()
 
 
-def _generate(server, entry: Entry, backend) -> None:
-    s = server.settings
+def _generate(folder, entry: Entry, backend) -> None:
+    s = folder.settings
     config = FixConfig(samples=s.samples, rounds=s.rounds, sampling=Sampling(seed=s.seed),
                        limits=Limits(wall_s=s.testTimeoutS), python=s.python or None, stop_at_first=True,
                        test_command=tuple(s.test_command) if s.test_command else None,  # verify as the suite runs
@@ -193,10 +155,10 @@ def _generate(server, entry: Entry, backend) -> None:
 
     def progress(stage: str, done: int, total: int) -> None:
         pct = int(100 * done / total) if total else None
-        server.post(progress_report, server, entry.progress_token, f"{stage} {done}/{total}", pct)
+        folder.post(shown.report, folder.server, entry.progress_token, f"{stage} {done}/{total}", pct)
 
-    engine = FixEngine(backend, server.root, config)
+    engine = FixEngine(backend, folder.root, config)
     result = engine.fix(entry.failure, cancel=entry.cancel, progress=progress,
-                        on_candidate=lambda c: _add(server, entry, c))
+                        on_candidate=lambda c: _add(folder, entry, c))
     for candidate in result.candidates:  # callbacks may lag the futures: add any not seen yet
-        _add(server, entry, candidate)
+        _add(folder, entry, candidate)

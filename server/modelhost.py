@@ -121,6 +121,39 @@ class ModelHost:
         return self.model or "default (not loaded yet)"
 
 
+class ModelPool:
+    """One ModelHost per (model, adapter) that some workspace folder uses: folders with the same
+    model setting share its worker process; a setting nobody uses any more lets it go."""
+
+    def __init__(self, home: Path | None = None, on_start: Callable[[WorkerBackend], None] | None = None):
+        self.home, self.on_start = home, on_start
+        self.hosts: dict[tuple[str, str], ModelHost] = {}
+
+    def host(self, model: str, adapter: str) -> ModelHost:
+        key = (model, adapter)
+        if key not in self.hosts:
+            self.hosts[key] = ModelHost(model, adapter, home=self.home, on_start=self.on_start)
+        return self.hosts[key]
+
+    def keep_only(self, used: set[tuple[str, str]]) -> None:
+        """Drop hosts no folder uses; their worker stops now, or when its last fix ends."""
+        for key in [k for k in self.hosts if k not in used]:
+            self.hosts.pop(key).invalidate()
+
+    def invalidate(self) -> None:
+        """A promotion: every host loads the new adapter for its next fix."""
+        for host in list(self.hosts.values()):
+            host.invalidate()
+
+    def retry(self) -> None:
+        for host in list(self.hosts.values()):
+            host.retry()
+
+    def close(self) -> None:
+        for host in list(self.hosts.values()):
+            host.close()
+
+
 def last_training(home: Path | None = None) -> str | None:
     record = registry.current(home)
     value = record.get("promoted_at") if record else None

@@ -1,9 +1,13 @@
-"""The ledex language server's state and orchestration: failures in, diagnostics out, fixes
-computed in the background, every decision logged as an episode.
+"""The ledex language server: workspace folders in, diagnostics out, fixes computed in the
+background, every decision logged as an episode (per folder: see folder.py).
 
 Threads: LSP handlers run on the event loop and only read state or queue work; test runs
 and fixes run on `Jobs` threads; watchdog calls back on its own thread. Anything off the
-loop that touches LSP or the failure table goes through `post()` (call_soon_threadsafe).
+loop that touches LSP or the failure tables goes through `post()` (call_soon_threadsafe).
+
+Settings: `initializationOptions`, then `workspace/didChangeConfiguration` pushes, make the
+base; a client declaring `workspace.configuration` is asked for each folder's `ledex`
+section (scopeUri = the folder), which overrides the base for that folder only.
 
 Handlers live in features.py; run with `python -m ledex.server` (see main.py).
 """
@@ -21,40 +25,32 @@ from pygls.uris import to_fs_path
 
 from ledex import __version__
 from ledex.engine import registry
-from ledex.engine.episodes import EpisodeLog, default_path
-from ledex.engine.failures import Discovery, Failure, discover, failures_from_outcomes, read_junit
-from ledex.engine.impact import ImportGraph, is_test_module
-from ledex.engine.patching import Patch
-from ledex.sandbox import Limits
-from ledex.server import diagnostics, fixwork
-from ledex.server.jobs import CANCELLED, FAILED, QUEUED, RUNNING, Entry, Jobs
-from ledex.server.modelhost import ModelHost
+from ledex.server.capabilities import ClientFeatures, features_of
+from ledex.server.folder import Folder
+from ledex.server.jobs import Entry, Jobs
+from ledex.server.modelhost import ModelHost, ModelPool, last_training
 from ledex.server.settings import Settings, parse_settings
 from ledex.server.watch import Watchers
 
 log = logging.getLogger("ledex.server")
-PASSED = ("passed", "skipped")
+CONFIG_TIMEOUT_S = 10.0  # a client that never answers workspace/configuration gets the base settings
 
 
 class LedexServer(LanguageServer):
     def __init__(self, home: Path | None = None) -> None:
         super().__init__("ledex-lsp", __version__)
-        self.settings = Settings()
-        self.root = Path.cwd()
         self.home = home  # model registry home (None = $LEDEX_HOME / XDG default)
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.entries: dict[str, Entry] = {}  # test node id -> its current failure
-        self.dismissed: set[tuple[str, ...]] = set()  # entry keys the user dismissed
-        self.accepted: dict[str, Patch] = {}  # episode id -> applied patch (to notice a revert)
-        self.episodes: EpisodeLog | None = None
+        self.features = ClientFeatures()
+        self.base_settings = Settings()
+        self.folders: dict[Path, Folder] = {}  # resolved root -> folder
         self.jobs = Jobs()
-        self.models = ModelHost(home=home, on_start=self.model_started)
-        self.watchers = Watchers()
-        self._published: set[str] = set()
-        self._pending_changed: set[str] | None = set()
-        self._debounce: asyncio.TimerHandle | None = None
-        self.test_runs = 0
-        self.imports = ImportGraph(self.root)  # which tests a save can affect (used on the test thread)
+        self.pool = ModelPool(home, on_start=self.model_started)
+        self.registry_watch = Watchers()
+        self._setup_problems: list[str] = []
+        self._progress_state: dict[str, str] = {}
+        self._progress_early: dict[str, tuple] = {}
+        self._progress_title: dict[str, str] = {}
 
     # --- plumbing -----------------------------------------------------------------------
 
@@ -73,235 +69,154 @@ class LedexServer(LanguageServer):
         log.warning(message) if level <= lsp.MessageType.Warning else log.info(message)
         self.window_show_message(lsp.ShowMessageParams(type=level, message=f"ledex: {message}"))
 
-    def rel(self, uri: str) -> str | None:
-        """Workspace-relative path of a document URI, or None outside the workspace."""
+    def new_token(self) -> str:
+        return f"ledex-{uuid.uuid4().hex[:12]}"
+
+    # --- workspace folders --------------------------------------------------------------
+
+    def add_folder(self, uri: str, name: str = "") -> Folder | None:
         path = to_fs_path(uri)
         if not path:
             return None
-        try:
-            return Path(path).resolve().relative_to(self.root.resolve()).as_posix()
-        except (ValueError, OSError):
-            return None
+        root = Path(path).resolve()
+        if root not in self.folders:
+            self.folders[root] = Folder(self, root, name)
+        return self.folders[root]
 
-    def text_of(self, rel: str) -> str | None:
-        """The open buffer's text, else the file's (None if unreadable, non-UTF-8 or too big)."""
-        uri = diagnostics.uri_for(self.root, rel)
-        doc = self.workspace.text_documents.get(uri)
-        if doc is not None:
-            return doc.source
-        path = self.root / rel
-        try:
-            if path.stat().st_size > self.settings.maxFileBytes:
-                return None
-            return path.read_bytes().decode("utf-8")
-        except (OSError, UnicodeDecodeError):
-            return None
+    def remove_folder(self, uri: str) -> None:
+        path = to_fs_path(uri)
+        folder = self.folders.pop(Path(path).resolve(), None) if path else None
+        if folder is not None:
+            folder.close()
+            self.pool.keep_only(self.models_in_use())
 
-    def line_text(self, rel: str, line: int) -> str:
-        lines = (self.text_of(rel) or "").splitlines()
-        return lines[line - 1] if 0 < line <= len(lines) else ""
+    def folder_of(self, uri: str) -> Folder | None:
+        """The folder holding this document: the deepest root containing it (None = outside all)."""
+        inside = [f for f in self.folders.values() if f.rel(uri) is not None]
+        return max(inside, key=lambda f: len(f.root.parts), default=None)
+
+    def folder_by_uri(self, uri: str | None) -> list[Folder]:
+        """The folder a folder/file URI names (all folders for None or an unknown URI)."""
+        named = self.folder_of(uri) if uri else None
+        return [named] if named else list(self.folders.values())
+
+    def models_in_use(self) -> set[tuple[str, str]]:
+        return {(f.settings.model, f.settings.adapter) for f in self.folders.values()}
+
+    @property
+    def models(self) -> ModelHost:
+        """The first folder's model host (what ledex.status describes)."""
+        first = next(iter(self.folders.values()), None)
+        return first.models if first else self.pool.host(self.base_settings.model, self.base_settings.adapter)
 
     # --- setup --------------------------------------------------------------------------
 
     def setup(self, params: lsp.InitializeParams) -> None:
         self.loop = asyncio.get_running_loop()
-        folders = params.workspace_folders or []
-        root = params.root_uri or (folders[0].uri if folders else None)
-        path = to_fs_path(root) if root else params.root_path
-        self.root = Path(path or Path.cwd()).resolve()
-        self.imports = ImportGraph(self.root)
-        self.settings, self._setup_problems = parse_settings(params.initialization_options)
+        self.features = features_of(params.capabilities)
+        self.base_settings, self._setup_problems = parse_settings(params.initialization_options)
+        for folder in params.workspace_folders or []:
+            self.add_folder(folder.uri, folder.name)
+        if not self.folders:
+            root = params.root_uri or (Path(params.root_path or Path.cwd()).resolve().as_uri())
+            self.add_folder(root)
 
-    def started(self) -> None:
+    async def started(self) -> None:
         for problem in self._setup_problems:
             self.tell(problem)
-        self.apply_settings(self.settings)
-        if self.settings.runOnStart:
-            self.request_tests(None, delay=0)
+        for problem in self.registry_watch.start(None, (), lambda p: None, registry.current_file(self.home),
+                                                 self.on_promotion):
+            self.tell(problem)
+        for folder in list(self.folders.values()):  # watch and log at once, refine once the client answers
+            folder.apply_settings(self.base_settings)
+        for folder in list(self.folders.values()):
+            await self.configure_folder(folder, first=True)
 
-    def configure(self, raw) -> None:
-        settings, problems = parse_settings(raw, self.settings)
+    async def configure_folder(self, folder: Folder, first: bool = False) -> None:
+        """(Re)read the folder's settings and apply them; on `first`, run its tests if asked."""
+        settings = await self.folder_settings(folder)
+        if first or settings != folder.settings:
+            folder.apply_settings(settings)
+        self.pool.keep_only(self.models_in_use())
+        if first and folder.settings.runOnStart:
+            folder.request_tests(None, delay=0)
+
+    async def folder_settings(self, folder: Folder) -> Settings:
+        """The base settings, overridden by the client's `ledex` section for this folder."""
+        if not self.features.pull_configuration:
+            return self.base_settings
+        item = lsp.ConfigurationItem(scope_uri=folder.uri, section="ledex")
+        try:
+            (raw,) = await asyncio.wait_for(self.workspace_configuration_async(lsp.ConfigurationParams([item])),
+                                            CONFIG_TIMEOUT_S)
+        except Exception as exc:  # not answered, or answered with an error: the base is what we have
+            log.info("workspace/configuration for %s: %s", folder.root, exc)
+            return self.base_settings
+        settings, problems = parse_settings(raw, self.base_settings)
+        for problem in problems:  # clients answer with their whole section (VS Code: its own keys too)
+            if problem.startswith("unknown ledex setting"):
+                self.window_log_message(lsp.LogMessageParams(lsp.MessageType.Log, f"ledex: {problem}"))
+            else:
+                folder.tell(problem)
+        return settings
+
+    async def configure(self, raw) -> None:
+        """workspace/didChangeConfiguration: a new base, then every folder's own scope again."""
+        self.base_settings, problems = parse_settings(raw, self.base_settings)
         for problem in problems:
             self.tell(problem)
-        self.apply_settings(settings)
+        for folder in list(self.folders.values()):  # at once: requests after the push see it
+            folder.apply_settings(parse_settings(raw, folder.settings)[0])
+        for folder in list(self.folders.values()):
+            await self.configure_folder(folder)
 
-    def apply_settings(self, settings: Settings) -> None:
-        self.settings = settings
-        self.models.configure(settings.model, settings.adapter)
-        path = Path(settings.logPath).expanduser() if settings.logPath else default_path(self.root)
-        if self.episodes is None or self.episodes.path != path:
-            try:
-                self.episodes = EpisodeLog(path)
-            except Exception as exc:  # a broken log disables logging, never the server
-                self.episodes = None
-                self.tell(f"episodes will not be logged: {exc}", lsp.MessageType.Error)
-        for problem in self.watchers.start(self.root, settings.junitGlobs, self.on_report,
-                                           registry.current_file(self.home), self.on_promotion):
-            self.tell(problem)
+    async def change_folders(self, event: lsp.WorkspaceFoldersChangeEvent) -> None:
+        for gone in event.removed:
+            self.remove_folder(gone.uri)
+        for new in event.added:
+            if (folder := self.add_folder(new.uri, new.name)) is not None and folder.episodes is None:
+                folder.apply_settings(self.base_settings)
+                await self.configure_folder(folder, first=True)
 
     def model_started(self, backend) -> None:  # fix thread: a model worker (re)started
         message = f"ledex: model process {backend.pid} serves {backend.identity.id}"
         self.post(self.window_log_message, lsp.LogMessageParams(lsp.MessageType.Info, message))
 
     def on_promotion(self) -> None:  # watchdog thread
-        self.models.invalidate()
+        self.pool.invalidate()
         self.post(self.tell, "a new adapter was promoted; the next fix uses it", lsp.MessageType.Info)
 
-    # --- failure sources ----------------------------------------------------------------
-
-    def request_tests(self, changed: list[str] | None, delay: float | None = None) -> None:
-        """Debounced test run for the files saved (None = everything); saves close together merge."""
-        if changed is None or self._pending_changed is None:
-            self._pending_changed = None
-        else:
-            self._pending_changed |= set(changed)
-        if self._debounce is not None:
-            self._debounce.cancel()
-        wait = self.settings.debounceMs / 1000 if delay is None else delay
-        self._debounce = self.loop.call_later(wait, self._fire_tests)
-
-    def _fire_tests(self) -> None:
-        changed, self._pending_changed, self._debounce = self._pending_changed, set(), None
-        self.run_tests_now(sorted(changed) if changed else None)
-
-    def run_tests_now(self, changed: list[str] | None):
-        """Queue one sandboxed test run of what `changed` can affect (None = all); returns its
-        concurrent Future (result: Discovery). The scope is worked out on the test thread."""
-        self.test_runs += 1
-        what = f"after saving {', '.join(changed)}" if changed else "all"
-        token = fixwork.progress_begin(self, "ledex: running the tests", what)
-        settings, known = self.settings, self.failing_tests_of(changed or [])
-
-        def work() -> Discovery:
-            scope = self.scope_for(changed, known)
-            self.post(fixwork.progress_report, self, token, f"{len(scope)} test file(s): {', '.join(scope)}"
-                      if scope else "all tests")
-            return discover(self.root, limits=Limits(wall_s=settings.testTimeoutS), python=settings.python or None,
-                            command=settings.test_command, tests=tuple(scope or ()))
-
-        future = self.jobs.run_tests(work)
-        future.add_done_callback(lambda f: self.post(self._tests_done, f, token))
-        return future
-
-    def _tests_done(self, future, token) -> None:
-        fixwork.progress_end(self, token)
-        if self.test_runs == 1:  # parse the workspace's imports now, not on the first save (seconds on big repos)
-            self.jobs.run_tests(self.imports.refresh)
-        if future.cancelled():
-            return
-        if future.exception() is not None:
-            self.tell(f"the test run failed: {future.exception()}", lsp.MessageType.Error)
-            return
-        found: Discovery = future.result()
-        for note in found.notes:
-            self.tell(note, lsp.MessageType.Warning if "problem" in note or "stopped" in note else lsp.MessageType.Info)
-        self.apply_outcomes(found.verdict.outcomes if found.verdict else (), found.failures)
-
-    def on_report(self, path: Path) -> None:  # watchdog thread
-        try:
-            outcomes = read_junit(path, self.root)
-            failures, notes = failures_from_outcomes(self.root, outcomes)
-        except Exception as exc:
-            self.post(self.tell, f"cannot use the JUnit report {path}: {exc}")
-            return
-        self.post(self.apply_outcomes, outcomes, failures)
-
-    def apply_outcomes(self, outcomes, failures: list[Failure]) -> None:
-        """Passing tests clear their failure; failing ones are added or updated. Then publish."""
-        failed = {f.test: f for f in failures}
-        for outcome in outcomes:
-            if outcome.outcome in PASSED and outcome.nodeid in self.entries:
-                self.retire(self.entries.pop(outcome.nodeid), "ignored")
-        for failure in failed.values():
-            self.upsert(failure)
-        self.publish()
-
-    def upsert(self, failure: Failure) -> None:
-        code = self.disk_text(failure.suspect.path) if failure.suspect else None
-        entry = Entry(failure, code)
-        old = self.entries.get(failure.test)
-        if old is not None and old.key == entry.key and old.state not in (CANCELLED, FAILED):
-            return  # same failure of the same code: keep its fixes (the cache by (code, failure))
-        if old is not None:
-            self.retire(old, "ignored")
-        self.entries[failure.test] = entry
-        fixwork.start(self, entry)
-
-    def disk_text(self, rel: str) -> str | None:
-        try:
-            return (self.root / rel).read_bytes().decode("utf-8")
-        except (OSError, UnicodeDecodeError):
-            return None
-
-    def retire(self, entry: Entry, outcome: str) -> None:
-        """The failure went away (or changed): stop its work; a pending episode gets `outcome`."""
-        entry.cancel.set()
-        if entry.episode_id:
-            fixwork.log_outcome(self, entry.episode_id, outcome)
-
-    # --- editor events ------------------------------------------------------------------
+    # --- routing editor events to folders ------------------------------------------------
 
     def document_changed(self, uri: str) -> None:
-        rel = self.rel(uri)
-        if rel is None:
-            return
-        text = self.workspace.get_text_document(uri).source
-        self.check_reverts(rel, text)
-        for entry in self.entries.values():
-            touched = entry.failure.suspect and entry.failure.suspect.path == rel and text != entry.code
-            if (touched or entry.failure.file == rel) and entry.state in (QUEUED, RUNNING):
-                entry.cancel.set()  # the code it is fixing is being edited: the result would be stale
-                entry.state = CANCELLED
-
-    def check_reverts(self, rel: str, text: str) -> None:
-        for episode_id, patch in list(self.accepted.items()):
-            if patch.path == rel and text == patch.old_text:
-                del self.accepted[episode_id]
-                fixwork.log_outcome(self, episode_id, "reverted")
+        folder = self.folder_of(uri)
+        if folder is not None:
+            folder.document_changed(folder.rel(uri), self.workspace.get_text_document(uri).source)
 
     def document_saved(self, uri: str) -> None:
-        rel = self.rel(uri)
-        if rel is None:
-            return
-        self.check_reverts(rel, self.workspace.get_text_document(uri).source)
-        if self.settings.runOnSave and rel.endswith(".py"):
-            self.request_tests([rel])
+        folder = self.folder_of(uri)
+        if folder is not None:
+            folder.document_saved(folder.rel(uri), self.workspace.get_text_document(uri).source)
 
-    def failing_tests_of(self, changed: list[str]) -> set[str]:
-        """Test files whose failures point into `changed` (loop thread: reads the failure table)."""
-        return {e.failure.file for e in self.entries.values()
-                if e.failure.file and e.failure.suspect and e.failure.suspect.path in changed}
+    def all_entries(self) -> list[tuple[Folder, Entry]]:
+        return [(f, e) for f in self.folders.values() for e in f.entries.values()]
 
-    def scope_for(self, changed: list[str] | None, known: set[str]) -> list[str] | None:
-        """Test files to run after `changed` were saved; None = all (test thread: parses imports)."""
-        if changed is None:
-            return None
-        scope = set(known)
-        for rel in changed:
-            affected = [rel] if is_test_module(rel) else self.imports.affected_tests(rel)
-            if affected is None:
-                return None
-            scope.update(affected)
-        return sorted(scope) or None
-
-    # --- output -------------------------------------------------------------------------
-
-    def visible(self) -> list[Entry]:
-        return [e for e in self.entries.values() if e.key not in self.dismissed]
-
-    def publish(self) -> None:
-        grouped = diagnostics.by_uri(self.root, self.visible(), self.line_text)
-        for uri in self._published | set(grouped):
-            self.text_document_publish_diagnostics(lsp.PublishDiagnosticsParams(uri, grouped.get(uri, [])))
-        self._published = set(grouped)
-
-    def entry_by_test_or_episode(self, key: str) -> Entry | None:
-        return self.entries.get(key) or next((e for e in self.entries.values() if e.episode_id == key), None)
+    def find_entry(self, key: str, folder_uri: str | None = None) -> tuple[Folder | None, Entry | None]:
+        """The failure with this test id or episode id (in `folder_uri`'s folder when given)."""
+        for folder in self.folder_by_uri(folder_uri):
+            if (entry := folder.entry_by_test_or_episode(key)) is not None:
+                return folder, entry
+        return None, None
 
     def status(self) -> dict:
-        from ledex.server.modelhost import last_training
         return {"model": self.models.description, "modelProcess": self.models.pid, "busy": self.jobs.busy,
-                "lastTraining": last_training(self.home)}
+                "lastTraining": last_training(self.home), "folders": [str(f.root) for f in self.folders.values()]}
 
-    def new_token(self) -> str:
-        return f"ledex-{uuid.uuid4().hex[:12]}"
+    def shutdown(self) -> None:
+        for _, entry in self.all_entries():
+            entry.cancel.set()
+        for folder in self.folders.values():
+            folder.watchers.stop()
+        self.registry_watch.stop()
+        self.jobs.shutdown()
+        self.pool.close()

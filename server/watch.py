@@ -1,5 +1,6 @@
-"""File watchers (watchdog): JUnit XML reports in the workspace, and the model registry's
-current.json (a promotion by `ledex-train` means: load the new adapter).
+"""File watchers (watchdog): JUnit XML reports in a workspace folder (one Watchers per
+folder), and the model registry's current.json (one for the server: a promotion by
+`ledex-train` means: load the new adapter).
 
 Watchdog calls back on its own thread; callbacks here only hand the path to the server,
 which posts the work onto its event loop.
@@ -83,19 +84,22 @@ class Watchers:
     def __init__(self) -> None:
         self._observer: Observer | None = None
 
-    def start(self, root: Path, globs: Sequence[str], on_report: Callable[[Path], None],
-              registry_file: Path, on_registry: Callable[[], None]) -> list[str]:
-        """Watch; returns problems a person should read (a folder that cannot be watched...)."""
+    def start(self, root: Path | None, globs: Sequence[str], on_report: Callable[[Path], None],
+              registry_file: Path | None = None, on_registry: Callable[[], None] | None = None) -> list[str]:
+        """Watch `root` for reports and/or `registry_file` (None = not that one); returns
+        problems a person should read (a folder that cannot be watched...)."""
         self.stop()
         observer, problems = Observer(), []
         observer.daemon = True
         patterns = [glob_regex(g) for g in globs]
         report = _Debouncer(lambda p: self._maybe_report(root, patterns, p, on_report))
         try:
-            observer.schedule(_Handler(report), str(root), recursive=True)
+            if root is not None:
+                observer.schedule(_Handler(report), str(root), recursive=True)
         except OSError as exc:
             problems.append(f"cannot watch {root} for JUnit reports: {exc}")
-        problems += self._watch_registry(observer, registry_file, on_registry)
+        if registry_file is not None:
+            problems += self._watch_registry(observer, registry_file, on_registry)
         observer.start()
         self._observer = observer
         return problems

@@ -31,15 +31,37 @@ def stock_project(tmp: Path) -> Path:
     return root
 
 
+# What eglot 1.9 declares (eglot-client-capabilities, Emacs without markdown-mode): no window
+# section at all (no progress, no showDocument), no disabled code actions, plaintext hovers.
+EGLOT_1_9 = {"workspace": {"applyEdit": True, "workspaceEdit": {"documentChanges": True}, "configuration": True,
+                           "workspaceFolders": True, "executeCommand": {"dynamicRegistration": False}},
+             "textDocument": {"synchronization": {"didSave": True, "willSave": True},
+                              "hover": {"contentFormat": ["plaintext"]},
+                              "codeAction": {"codeActionLiteralSupport": {"codeActionKind": {"valueSet": ["quickfix"]}},
+                                             "isPreferredSupport": True},
+                              "publishDiagnostics": {"relatedInformation": False}}}
+
+
+def capabilities_of(client: str) -> lsp.ClientCapabilities:
+    """A pytest-lsp client's capabilities by name ("visual-studio-code", "neovim"), or "eglot-1.9"."""
+    if client == "eglot-1.9":
+        from lsprotocol.converters import get_converter
+        return get_converter().structure(EGLOT_1_9, lsp.ClientCapabilities)
+    return client_capabilities(client)
+
+
 @contextlib.asynccontextmanager
-async def session(root: Path, options: dict, home: Path, capabilities: str = "visual-studio-code"):
-    """A client talking to a fresh server subprocess, initialized on `root`."""
+async def session(root: Path, options: dict, home: Path, capabilities: str = "visual-studio-code",
+                  folders: list[Path] | None = None):
+    """A client talking to a fresh server subprocess, initialized on `root` (or on the
+    workspace `folders`, the first being the root)."""
     env = {**os.environ, "LEDEX_HOME": str(home)}
     config = ClientServerConfig([sys.executable, "-m", "ledex.server"], server_env=env)
     client: LanguageClient = await config.start()
     await client.initialize_session(lsp.InitializeParams(
-        capabilities=client_capabilities(capabilities), root_uri=root.as_uri(),
-        workspace_folders=[lsp.WorkspaceFolder(root.as_uri(), root.name)], initialization_options=options))
+        capabilities=capabilities_of(capabilities), root_uri=root.as_uri(),
+        workspace_folders=[lsp.WorkspaceFolder(f.as_uri(), f.name) for f in folders or [root]],
+        initialization_options=options))
     try:
         yield client
     finally:

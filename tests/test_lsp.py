@@ -333,3 +333,86 @@ async def test_user_cancels_a_fix_from_its_progress(project):
         assert status["modelProcess"] == model_pids(client)[0]  # a cancel is not a crash
         (episode,) = episodes(root)
         assert len(episode["candidates"]) < 4  # stopped before the first round's 4 answers, let alone round 2
+
+
+@pytest.mark.parametrize("editor", ["visual-studio-code", "eglot-1.9"])
+async def test_code_actions_while_the_model_generates(project, editor):
+    """Code actions asked while a fix is being generated (the model process frozen with
+    SIGSTOP: deterministic) answer without error, and each client gets what it can show:
+    a disabled "still looking" action where disabledSupport is declared, else the state in
+    the diagnostic's message and a start/end message; explain as a document or a message."""
+    root, replay, home = project
+    stock = root / "inventory" / "stock.py"
+    bare = editor == "eglot-1.9"
+    async with session(root, {"model": f"replay:{replay}", "samples": 1, "rounds": 1, "runOnSave": False}, home,
+                       capabilities=editor) as client:
+        open_doc(client, stock)
+        await wait_for(client, lambda: model_pids(client), lsp.WINDOW_LOG_MESSAGE)
+        (pid,) = model_pids(client)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            await wait_for(client, state_is(client, stock, "running"))
+            (suspect,) = ledex_diagnostics(client, stock)
+            titles = [a.title for a in await code_actions(client, stock, suspect)]
+            explained = await command(client, "ledex.explain", TEST_ID)
+            hover = await client.text_document_hover_async(lsp.HoverParams(
+                lsp.TextDocumentIdentifier(stock.as_uri()), suspect.range.start))
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        await wait_for(client, state_is(client, stock, "ready"))
+        (ready,) = ledex_diagnostics(client, stock)
+        after = [a.title for a in await code_actions(client, stock, ready)]
+
+    assert after[0] == "Fix: The comparison excludes the threshold itself." and ready.message.endswith("(ledex: 1 verified fix)")
+    if not bare:
+        assert titles == ["ledex is still looking for a fix…", "Explain this failure", "Dismiss ledex suggestion"]
+        assert "(ledex:" not in suspect.message and explained["shown"] == "document"
+        assert hover.contents.kind == lsp.MarkupKind.Markdown and "_Looking for a fix…_" in hover.contents.value
+        return
+    assert titles == ["Explain this failure", "Dismiss ledex suggestion"]
+    assert suspect.message.endswith("(ledex: looking for a fix…)")
+    assert explained["shown"] == "message" and explained["text"] in [m.message for m in client.messages]
+    assert f"Why {TEST_ID} fails" in explained["text"] and "ledex is looking for a fix…" in explained["text"]
+    assert hover.contents.kind == lsp.MarkupKind.PlainText and hover.contents.value.endswith("\n\nLooking for a fix…")
+    logged = [m.message for m in client.log_messages]
+    assert f"ledex: fixing {TEST_ID}: queued" in logged and f"ledex: fixing {TEST_ID}: 1 verified fix" in logged
+    assert any(m.message == f"ledex: {TEST_ID}: 1 verified fix (code actions on its diagnostic)" for m in client.messages)
+    assert not client.progress_reports  # nothing sent that it did not ask for
+
+
+FIXED_DIFFERENTLY = FIXED_IS_LOW_STOCK.replace("The comparison excludes the threshold itself.",
+                                               "Equal quantities must count as low stock.")
+
+
+async def test_every_workspace_folder_gets_its_own_runs_episodes_and_settings(tmp_path, project):
+    """Two folders, each with a failing test of the same id: each is run, fixed with its own
+    model setting (workspace/configuration scoped to the folder) and logged in its own
+    episode log; a folder added later is picked up, a folder removed is cleared."""
+    first, replay, home = project
+    second = stock_project(tmp_path / "second")
+    with (second / "inventory" / "stock.py").open("a") as code:  # other code: the fix cache cannot answer
+        code.write("\n\nSECOND = True\n")
+    other_replay = tmp_path / "other.json"
+    other_replay.write_text(json.dumps([FIXED_DIFFERENTLY]))
+    options = {"model": f"replay:{replay}", "samples": 1, "rounds": 1, "runOnSave": False}
+    stocks = [root / "inventory" / "stock.py" for root in (first, second)]
+    async with session(first, options, home) as client:
+        client.set_configuration({"model": f"replay:{other_replay}"}, section="ledex", scope_uri=second.as_uri())
+        await wait_for(client, state_is(client, stocks[0], "ready"))
+        client.workspace_did_change_workspace_folders(lsp.DidChangeWorkspaceFoldersParams(lsp.WorkspaceFoldersChangeEvent(
+            added=[lsp.WorkspaceFolder(second.as_uri(), "second")], removed=[])))
+        await wait_for(client, state_is(client, stocks[1], "ready"))
+        titles = [[a.title for a in await code_actions(client, s, ledex_diagnostics(client, s)[0])][0] for s in stocks]
+        assert titles == ["Fix: The comparison excludes the threshold itself.", "Fix: Equal quantities must count as low stock."]
+        status = await command(client, "ledex.status")
+        assert status["folders"] == [str(first.resolve()), str(second.resolve())]
+        assert (await command(client, "ledex.explain", TEST_ID, second.as_uri()))["uri"].startswith(second.as_uri())
+
+        client.workspace_did_change_workspace_folders(lsp.DidChangeWorkspaceFoldersParams(lsp.WorkspaceFoldersChangeEvent(
+            added=[], removed=[lsp.WorkspaceFolder(first.as_uri(), "first")])))
+        await wait_for(client, lambda: not ledex_diagnostics(client, stocks[0]))
+        assert ledex_diagnostics(client, stocks[1]) and (await command(client, "ledex.status"))["folders"] == [
+            str(second.resolve())]
+    (one,), (two,) = episodes(first), episodes(second)
+    assert (one["workspace"], one["outcome"]) == (str(first.resolve()), "ignored")
+    assert two["workspace"] == str(second.resolve()) and "Equal quantities" in two["candidates"][0]["explanation"]

@@ -2,6 +2,7 @@
 
 import contextlib
 import threading
+from pathlib import Path
 
 from ledex.engine import registry
 from ledex.server.actions import minimal_edit
@@ -148,3 +149,94 @@ def test_a_model_that_keeps_crashing_is_benched_until_the_user_retries(tmp_path)
         for pid in frozen:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+# --- the capability matrix: a client with and without each capability gets what it can show ---
+
+from lsprotocol import types as lsp  # noqa: E402
+
+from ledex.engine.failures import Failure  # noqa: E402
+from ledex.engine.fixer import CandidateResult  # noqa: E402
+from ledex.engine.localize import Suspect  # noqa: E402
+from ledex.engine.patching import Patch  # noqa: E402
+from ledex.server import actions, diagnostics  # noqa: E402
+from ledex.server.capabilities import ClientFeatures, features_of  # noqa: E402
+from ledex.server.jobs import FAILED, QUEUED, READY, RUNNING, Entry  # noqa: E402
+from lsp_helpers import capabilities_of  # noqa: E402
+
+OLD = "def is_low_stock(quantity, threshold):\n    return quantity < threshold\n"
+def entry(state: str, verified: bool | None = None) -> Entry:
+    suspect = Suspect("inventory/stock.py", "is_low_stock", 1, 2, OLD, "traceback")
+    failure = Failure("tests/test_stock.py::test_low", "tests/test_stock.py", 3, "assert False", "", suspect)
+    e = Entry(failure, OLD, state=state, episode_id="ep1")
+    if verified is not None:
+        patch = Patch("inventory/stock.py", OLD, OLD.replace("<", "<="), "is_low_stock")
+        e.candidates.append(CandidateResult("Use <= so equal counts as low. More.", "", 1, patch, verified,
+                                            pass_rate=1.0 if verified else 0.5))
+    return e
+
+
+def all_actions(e: Entry, features: ClientFeatures) -> list[lsp.CodeAction]:
+    return actions.actions_for(Path("/w"), e, lambda rel: (OLD, 1), [], features)  # (document text, version)
+
+
+def test_features_from_real_clients_capabilities():
+    vscode, eglot = features_of(capabilities_of("visual-studio-code")), features_of(capabilities_of("eglot-1.9"))
+    assert vscode == ClientFeatures(True, True, True, True, True, True)
+    assert eglot == ClientFeatures(pull_configuration=True, workspace_folders=True)
+    nvim = features_of(capabilities_of("neovim"))
+    assert nvim.work_done_progress and nvim.show_document and not nvim.disabled_actions
+    assert features_of(None) == ClientFeatures() and features_of(lsp.ClientCapabilities()) == ClientFeatures()
+    plain_first = lsp.ClientCapabilities(text_document=lsp.TextDocumentClientCapabilities(
+        hover=lsp.HoverClientCapabilities(content_format=[lsp.MarkupKind.PlainText, lsp.MarkupKind.Markdown])))
+    assert not features_of(plain_first).hover_markdown  # the first kind listed is the one preferred
+
+
+def test_still_looking_action_only_for_clients_that_show_disabled_actions():
+    for state in (QUEUED, RUNNING):
+        with_support = all_actions(entry(state), ClientFeatures(disabled_actions=True))
+        assert [a.title for a in with_support][0] == "ledex is still looking for a fix…"
+        assert with_support[0].disabled.reason.startswith("ledex is ")
+        without = all_actions(entry(state), ClientFeatures())
+        assert [a.title for a in without] == ["Explain this failure", "Dismiss ledex suggestion"]
+        assert all(a.command is not None or a.edit is not None for a in without)  # nothing dead
+        assert without[0].command.arguments == ["tests/test_stock.py::test_low", "file:///w"]  # test id, folder
+    ready = all_actions(entry(READY, verified=True), ClientFeatures(disabled_actions=True))
+    assert [a.title for a in ready][0].startswith("Fix: ") and all(a.disabled is None for a in ready)
+
+
+def test_state_in_the_diagnostic_message_only_without_progress():
+    line_text = lambda rel, line: "    assert is_low_stock(5, 5)"  # noqa: E731
+    def message(e, every_state):
+        return diagnostics.diagnostics_for(Path("/w"), e, line_text, every_state)[0][1].message
+    assert message(entry(RUNNING), every_state=False) == "assert is_low_stock(5, 5): assert False"
+    assert message(entry(RUNNING), every_state=True).endswith("(ledex: looking for a fix…)")
+    assert message(entry(QUEUED), every_state=True).endswith("(ledex: waiting to look for a fix…)")
+    failed = entry(FAILED)
+    failed.error = "the model could not be loaded"
+    assert message(failed, every_state=True).endswith("(ledex: no fix: the model could not be loaded)")
+    for every_state in (False, True):  # a verified fix is worth saying to every client
+        assert message(entry(READY, verified=True), every_state).endswith("(ledex: 1 verified fix)")
+    assert message(entry(READY, verified=False), True).endswith("unverified ones are in the code actions)")
+
+
+def test_hover_honours_the_content_format():
+    markdown = actions.hover_text(entry(RUNNING), markdown=True)
+    plain = actions.hover_text(entry(RUNNING), markdown=False)
+    assert markdown.startswith("**ledex** — `tests/test_stock.py::test_low`") and "_Looking for a fix…_" in markdown
+    assert plain == "ledex — tests/test_stock.py::test_low: assert False\n\nLooking for a fix…"
+    ready = actions.hover_text(entry(READY, verified=True), markdown=False)
+    assert "*" not in ready and "`" not in ready and "Verified fix: Use <= so equal" in ready
+    assert ClientFeatures().hover_kind == lsp.MarkupKind.PlainText
+    assert ClientFeatures(hover_markdown=True).hover_kind == lsp.MarkupKind.Markdown
+
+
+def test_explanation_as_plain_text_for_clients_without_show_document():
+    text = actions.explanation_text(entry(READY, verified=True), "/w/.ledex/explanations/ep1.md")
+    assert text.splitlines() == [
+        "Why tests/test_stock.py::test_low fails: assert False",
+        "Suspect: is_low_stock in inventory/stock.py (lines 1-2, found by traceback)",
+        "Verified fix: Use <= so equal counts as low. More.",
+        "Every candidate with its diff: /w/.ledex/explanations/ep1.md"]
+    assert "ledex is looking for a fix…" in actions.explanation_text(entry(RUNNING), None)
+    assert "_No explanation yet: ledex is looking for a fix…_" in actions.explanation_markdown(entry(RUNNING))

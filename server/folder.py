@@ -1,0 +1,288 @@
+"""One workspace folder as the server sees it: its settings scope, failures, test runs, episode
+log, JUnit watcher and published diagnostics. A multi-root workspace has one Folder per root
+(LSP `workspaceFolders`); documents go to the folder that contains them (the deepest one).
+
+Threads as in server.py: methods run on the event loop unless marked; test runs and fixes
+run on the server's shared `Jobs` threads (one test run and one fix at a time, whatever the
+folder) and come back through `post()`.
+
+Used by server.py (LedexServer); run the server with `python -m ledex.server`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from lsprotocol import types as lsp
+from pygls.uris import to_fs_path
+
+from ledex.engine.episodes import EpisodeLog, default_path
+from ledex.engine.failures import Discovery, DiscoveryError, Failure, discover, failures_from_outcomes, read_junit
+from ledex.engine.impact import ImportGraph, is_test_module
+from ledex.engine.patching import Patch
+from ledex.sandbox import Limits
+from ledex.server import diagnostics, fixwork, progress
+from ledex.server.jobs import CANCELLED, FAILED, QUEUED, RUNNING, Entry
+from ledex.server.settings import Settings
+from ledex.server.watch import Watchers
+
+log = logging.getLogger("ledex.server")
+PASSED = ("passed", "skipped")
+
+
+def nothing_ran(exc: DiscoveryError) -> Discovery:
+    """A run where no test ran is a result with an error (shown, returned by ledex.runTests),
+    not a crash of the run: the failures already known stay."""
+    verdict = exc.verdict
+    stopped = [f"the test run was stopped ({verdict.killed_reason})"] if verdict.killed_reason else []
+    return Discovery([], verdict, stopped + [f"test run problem: {exc}"])
+
+
+class Folder:
+    """A workspace folder's state; `server` is the LedexServer it belongs to."""
+
+    def __init__(self, server, root: Path, name: str = "") -> None:
+        self.server, self.root, self.name = server, root, name or root.name
+        self.settings = server.base_settings
+        self.models = server.pool.host(self.settings.model, self.settings.adapter)
+        self.entries: dict[str, Entry] = {}  # test node id -> its current failure
+        self.dismissed: set[tuple[str, ...]] = set()  # entry keys the user dismissed
+        self.accepted: dict[str, Patch] = {}  # episode id -> applied patch (to notice a revert)
+        self.episodes: EpisodeLog | None = None
+        self.watchers = Watchers()
+        self._watched: tuple[str, ...] | None = None  # the globs being watched
+        self.imports = ImportGraph(root)  # which tests a save can affect (used on the test thread)
+        self.test_runs = 0
+        self._published: set[str] = set()
+        self._pending_changed: set[str] | None = set()
+        self._debounce = None
+
+    @property
+    def uri(self) -> str:
+        return self.root.as_uri()
+
+    # --- what fixwork needs from "its server": the folder's own state plus the server's ----------
+
+    @property
+    def jobs(self):
+        return self.server.jobs
+
+    def post(self, fn, *args) -> None:
+        self.server.post(fn, *args)
+
+    def tell(self, message: str, level: lsp.MessageType = lsp.MessageType.Warning) -> None:
+        prefix = f"[{self.name}] " if len(self.server.folders) > 1 else ""
+        self.server.tell(prefix + message, level)
+
+    # --- documents ------------------------------------------------------------------------
+
+    def rel(self, uri: str) -> str | None:
+        """Folder-relative path of a document URI, or None outside this folder."""
+        path = to_fs_path(uri)
+        if not path:
+            return None
+        try:
+            return Path(path).resolve().relative_to(self.root).as_posix()
+        except (ValueError, OSError):
+            return None
+
+    def text_of(self, rel: str) -> str | None:
+        """The open buffer's text, else the file's (None if unreadable, non-UTF-8 or too big)."""
+        doc = self.server.workspace.text_documents.get(diagnostics.uri_for(self.root, rel))
+        if doc is not None:
+            return doc.source
+        try:
+            if (self.root / rel).stat().st_size > self.settings.maxFileBytes:
+                return None
+        except OSError:
+            return None
+        return self.disk_text(rel)
+
+    def line_text(self, rel: str, line: int) -> str:
+        lines = (self.text_of(rel) or "").splitlines()
+        return lines[line - 1] if 0 < line <= len(lines) else ""
+
+    def disk_text(self, rel: str) -> str | None:
+        try:
+            return (self.root / rel).read_bytes().decode("utf-8")
+        except (OSError, UnicodeDecodeError):
+            return None
+
+    # --- settings -------------------------------------------------------------------------
+
+    def apply_settings(self, settings: Settings) -> None:
+        """Use `settings` from now on: model, episode log and JUnit watcher follow them."""
+        self.settings = settings
+        self.models = self.server.pool.host(settings.model, settings.adapter)
+        path = Path(settings.logPath).expanduser() if settings.logPath else default_path(self.root)
+        if self.episodes is None or self.episodes.path != path:
+            try:
+                self.episodes = EpisodeLog(path)
+            except Exception as exc:  # a broken log disables logging, never the server
+                self.episodes = None
+                self.tell(f"episodes will not be logged: {exc}", lsp.MessageType.Error)
+        if settings.junitGlobs != self._watched:  # a restart would miss reports written meanwhile
+            self._watched = settings.junitGlobs
+            for problem in self.watchers.start(self.root, settings.junitGlobs, self.on_report):
+                self.tell(problem)
+
+    def close(self) -> None:
+        """The folder left the workspace: stop its work and clear its diagnostics."""
+        self.watchers.stop()
+        self._watched = None
+        if self._debounce is not None:
+            self._debounce.cancel()
+        for entry in self.entries.values():
+            self.retire(entry, "ignored")
+        self.entries.clear()
+        self.publish()
+
+    # --- failure sources ------------------------------------------------------------------
+
+    def request_tests(self, changed: list[str] | None, delay: float | None = None) -> None:
+        """Debounced test run for the files saved (None = everything); saves close together merge."""
+        if changed is None or self._pending_changed is None:
+            self._pending_changed = None
+        else:
+            self._pending_changed |= set(changed)
+        if self._debounce is not None:
+            self._debounce.cancel()
+        wait = self.settings.debounceMs / 1000 if delay is None else delay
+        self._debounce = self.server.loop.call_later(wait, self._fire_tests)
+
+    def _fire_tests(self) -> None:
+        changed, self._pending_changed, self._debounce = self._pending_changed, set(), None
+        self.run_tests_now(sorted(changed) if changed else None)
+
+    def run_tests_now(self, changed: list[str] | None):
+        """Queue one sandboxed test run of what `changed` can affect (None = all); returns its
+        concurrent Future (result: Discovery). The scope is worked out on the test thread."""
+        self.test_runs += 1
+        what = f"after saving {', '.join(changed)}" if changed else "all"
+        token = progress.begin(self.server, f"ledex: running the tests in {self.name}", what)
+        settings, known = self.settings, self.failing_tests_of(changed or [])
+
+        def work() -> Discovery:  # test thread
+            scope = self.scope_for(changed, known)
+            self.post(progress.report, self.server, token, f"{len(scope)} test file(s): {', '.join(scope)}"
+                      if scope else "all tests")
+            try:
+                return discover(self.root, limits=Limits(wall_s=settings.testTimeoutS), python=settings.python or None,
+                                command=settings.test_command, tests=tuple(scope or ()))
+            except DiscoveryError as exc:
+                return nothing_ran(exc)
+
+        future = self.jobs.run_tests(work)
+        future.add_done_callback(lambda f: self.post(self._tests_done, f, token))
+        return future
+
+    def _tests_done(self, future, token) -> None:
+        if self.test_runs == 1:  # parse the folder's imports now, not on the first save (seconds on big repos)
+            self.jobs.run_tests(self.imports.refresh)
+        if future.cancelled():
+            progress.end(self.server, token, "cancelled")
+            return
+        if future.exception() is not None:
+            progress.end(self.server, token, "failed")
+            self.tell(f"the test run failed: {future.exception()}", lsp.MessageType.Error)
+            return
+        found: Discovery = future.result()
+        progress.end(self.server, token, f"{len(found.failures)} failing test(s)")
+        for note in found.notes:
+            self.tell(note, lsp.MessageType.Warning if "problem" in note or "stopped" in note else lsp.MessageType.Info)
+        self.apply_outcomes(found.verdict.outcomes if found.verdict else (), found.failures)
+
+    def on_report(self, path: Path) -> None:  # watchdog thread
+        try:
+            outcomes = read_junit(path, self.root)
+            failures, notes = failures_from_outcomes(self.root, outcomes)
+        except Exception as exc:
+            self.post(self.tell, f"cannot use the JUnit report {path}: {exc}")
+            return
+        self.post(self.apply_outcomes, outcomes, failures)
+
+    def apply_outcomes(self, outcomes, failures: list[Failure]) -> None:
+        """Passing tests clear their failure; failing ones are added or updated. Then publish."""
+        failed = {f.test: f for f in failures}
+        for outcome in outcomes:
+            if outcome.outcome in PASSED and outcome.nodeid in self.entries:
+                self.retire(self.entries.pop(outcome.nodeid), "ignored")
+        for failure in failed.values():
+            self.upsert(failure)
+        self.publish()
+
+    def upsert(self, failure: Failure) -> None:
+        code = self.disk_text(failure.suspect.path) if failure.suspect else None
+        entry = Entry(failure, code)
+        old = self.entries.get(failure.test)
+        if old is not None and old.key == entry.key and old.state not in (CANCELLED, FAILED):
+            return  # same failure of the same code: keep its fixes (the cache by (code, failure))
+        if old is not None:
+            self.retire(old, "ignored")
+        self.entries[failure.test] = entry
+        fixwork.start(self, entry)
+
+    def retire(self, entry: Entry, outcome: str) -> None:
+        """The failure went away (or changed): stop its work; a pending episode gets `outcome`."""
+        entry.cancel.set()
+        if entry.episode_id:
+            fixwork.log_outcome(self, entry.episode_id, outcome)
+
+    # --- editor events --------------------------------------------------------------------
+
+    def document_changed(self, rel: str, text: str) -> None:
+        self.check_reverts(rel, text)
+        for entry in self.entries.values():
+            touched = entry.failure.suspect and entry.failure.suspect.path == rel and text != entry.code
+            if (touched or entry.failure.file == rel) and entry.state in (QUEUED, RUNNING):
+                entry.cancel.set()  # the code it is fixing is being edited: the result would be stale
+                entry.state = CANCELLED
+
+    def check_reverts(self, rel: str, text: str) -> None:
+        for episode_id, patch in list(self.accepted.items()):
+            if patch.path == rel and text == patch.old_text:
+                del self.accepted[episode_id]
+                fixwork.log_outcome(self, episode_id, "reverted")
+
+    def document_saved(self, rel: str, text: str) -> None:
+        self.check_reverts(rel, text)
+        if self.settings.runOnSave and rel.endswith(".py"):
+            self.request_tests([rel])
+
+    def failing_tests_of(self, changed: list[str]) -> set[str]:
+        """Test files whose failures point into `changed` (loop thread: reads the failure table)."""
+        return {e.failure.file for e in self.entries.values()
+                if e.failure.file and e.failure.suspect and e.failure.suspect.path in changed}
+
+    def scope_for(self, changed: list[str] | None, known: set[str]) -> list[str] | None:
+        """Test files to run after `changed` were saved; None = all (test thread: parses imports)."""
+        if changed is None:
+            return None
+        scope = set(known)
+        for rel in changed:
+            affected = [rel] if is_test_module(rel) else self.imports.affected_tests(rel)
+            if affected is None:
+                return None
+            scope.update(affected)
+        return sorted(scope) or None
+
+    # --- output ---------------------------------------------------------------------------
+
+    def visible(self) -> list[Entry]:
+        return [e for e in self.entries.values() if e.key not in self.dismissed]
+
+    def diagnostics_of(self, entry: Entry) -> list[tuple[str, lsp.Diagnostic]]:
+        """(uri, diagnostic) for one failure; clients without progress read the state in the message."""
+        every_state = not self.server.features.work_done_progress
+        return diagnostics.diagnostics_for(self.root, entry, self.line_text, every_state)
+
+    def publish(self) -> None:
+        every_state = not self.server.features.work_done_progress  # the state in the message instead
+        grouped = diagnostics.by_uri(self.root, self.visible(), self.line_text, every_state)
+        for uri in self._published | set(grouped):
+            self.server.text_document_publish_diagnostics(lsp.PublishDiagnosticsParams(uri, grouped.get(uri, [])))
+        self._published = set(grouped)
+
+    def entry_by_test_or_episode(self, key: str) -> Entry | None:
+        return self.entries.get(key) or next((e for e in self.entries.values() if e.episode_id == key), None)
