@@ -208,10 +208,10 @@ _EARLY_END_KINDS = frozenset({"startup", "report"})
 def check_from_verdict(verdict: Any) -> Check:
     """Sandbox verdict -> Check, decided by the verdict's typed kinds, never its message text.
 
-    Skipped tests, tampering (error_kind "tampering", a static-gate refusal "gate", or kill reason
-    "tamper") and a run the
-    candidate ended early itself (error_kind "startup"/"report" with no sandbox kill) are gaming
-    (S_ut 0); a timeout or any other kill is just wrong (S_ut = the verdict's pass_rate, 0..1).
+    Skipped tests, tampering (error_kind "tampering", a static-gate refusal "gate", or kill
+    reason "tamper") and a run the candidate ended early itself (error_kind "startup"/"report"
+    with no sandbox kill) are gaming (S_ut 0); a timeout or any other kill is just wrong
+    (S_ut = the verdict's pass_rate, 0..1).
     """
     kind = verdict.error_kind
     if any(o.outcome == "skipped" for o in verdict.outcomes):
