@@ -71,12 +71,15 @@ def _module_file(workspace: Path, dotted: str) -> Path | None:
 class _Classes:
     """Test classes by name across the test files, for methods a test class inherits (mixins)."""
 
-    def __init__(self, workspace: Path, test_tree: ast.Module, is_test):  # noqa: ANN001
-        self.workspace, self.is_test, self.local = workspace, is_test, test_tree
+    def __init__(self, workspace: Path, test_file: str, test_tree: ast.Module, is_test):  # noqa: ANN001
+        self.workspace, self.is_test, self.local, self.test_file = workspace, is_test, test_tree, test_file
         self._all: dict[str, ast.ClassDef] | None = None
+        self.home: dict[int, str] = {}  # id(class node) -> the test file defining it
 
     def find(self, name: str) -> ast.ClassDef | None:
         here = next((n for n in self.local.body if isinstance(n, ast.ClassDef) and n.name == name), None)
+        if here is not None:
+            self.home[id(here)] = self.test_file
         return here or self._everywhere().get(name)
 
     def _everywhere(self) -> dict[str, ast.ClassDef]:
@@ -84,8 +87,9 @@ class _Classes:
             self._all = {}
             for rel, tree in _workspace_trees(self.workspace, self.is_test):
                 for node in tree.body:
-                    if isinstance(node, ast.ClassDef):
-                        self._all.setdefault(node.name, node)
+                    if isinstance(node, ast.ClassDef) and node.name not in self._all:
+                        self._all[node.name] = node
+                        self.home[id(node)] = rel
         return self._all
 
     def chain(self, cls: ast.ClassDef | None) -> list[ast.ClassDef]:
@@ -144,22 +148,50 @@ def _self_call(attr: str, side: TestSide, methods, attrs, depth: int, seen: set)
         side.calls.append(Call(attrs[attr], "name"))
 
 
-def read_test(workspace: Path, test_file: str, test_name: str, is_test=is_test_file) -> TestSide | None:  # noqa: ANN001
-    """The calls of test `name` or `Class::method` in `test_file`, or None when it is not found."""
-    source = read_source(workspace / test_file)
-    tree = _parse(source) if source is not None else None
+@dataclass
+class FoundTest:
+    """A test function, the file that defines it (a base class may live in another test file),
+    and the members of its class and bases."""
+
+    __test__ = False
+
+    node: ast.AST
+    file: str
+    methods: dict
+    attrs: dict
+    files: list[str]  # the test file and the files of its bases
+
+
+def find_test(workspace: Path, test_file: str, test_name: str, is_test=is_test_file) -> FoundTest | None:  # noqa: ANN001
+    """Test `name` or `Class::method` of `test_file` (methods inherited from mixins included)."""
+    tree, _ = _tree_of(workspace / test_file)
     if tree is None:
         return None
     parts = test_name.split("[")[0].split("::")
-    classes = _Classes(workspace, tree, is_test)
+    classes = _Classes(workspace, test_file, tree, is_test)
     chain = classes.chain(classes.find(parts[0])) if len(parts) > 1 else []
     methods, attrs = _members(chain)
     node = methods.get(parts[-1]) if chain else next(
         (n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == parts[0]), None)
     if node is None:
         return None
+    files = list(dict.fromkeys([test_file] + [classes.home.get(id(c), test_file) for c in chain]))
+    home = next((classes.home.get(id(c), test_file) for c in chain if node in c.body), test_file)
+    return FoundTest(node, home, methods, attrs, files)
+
+
+def read_test(workspace: Path, test_file: str, test_name: str, is_test=is_test_file) -> TestSide | None:  # noqa: ANN001
+    """The calls of test `name` or `Class::method` in `test_file`, or None when it is not found."""
+    found = find_test(workspace, test_file, test_name, is_test)
+    if found is None:
+        return None
+    node, methods, attrs = found.node, found.methods, found.attrs
+    parts = test_name.split("[")[0].split("::")
     side = TestSide()
-    _imports(tree, workspace, side)
+    for rel in found.files:
+        tree, _ = _tree_of(workspace / rel)
+        if tree is not None:
+            _imports(tree, workspace, side)
     setup = [m for m in ("setUp", "setup_method") if m in methods]
     for start in [*setup, node]:
         _read_calls(methods[start] if isinstance(start, str) else start, side, methods, attrs, 0, {parts[-1]})

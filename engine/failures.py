@@ -110,14 +110,14 @@ def failure_from_outcome(workspace: Path, outcome: TestOutcome, same_file: Seque
                          is_test=None, spectrum: Spectrum | None = None) -> Failure:  # noqa: ANN001
     """One Failure with its ranked suspects (`is_test`: a TestFiles; `spectrum`: the test
     file's coverage, or None)."""
-    file, name = _test_name(outcome.nodeid)
-    file = outcome.file or file
+    test_file, name = _test_name(outcome.nodeid)  # the collected file (a mixin's test is defined elsewhere)
+    file = outcome.file or test_file
     is_test = is_test or TestFiles(workspace, _collected_files(same_file))
-    suspects = tuple(rank_suspects(workspace, outcome.details, file, name, is_test=is_test, spectrum=spectrum))
+    suspects = tuple(rank_suspects(workspace, outcome.details, test_file, name, is_test=is_test, spectrum=spectrum))
     siblings = tuple(o.nodeid for o in same_file if o.nodeid != outcome.nodeid)
     passing = tuple(o.nodeid for o in same_file if o.nodeid != outcome.nodeid and o.outcome == "passed")
     doctest = name is not None and is_doctest_name(name)
-    test_src = source_of_test(workspace, file, name) if file and name and not doctest else None
+    test_src = source_of_test(workspace, test_file, name) if test_file and name and not doctest else None
     message = (doctest_message(outcome.details) if doctest else None) or outcome.message
     return Failure(outcome.nodeid, file, outcome.line, message, outcome.details,
                    suspects[0] if suspects else None, test_src, siblings, passing, suspects)
@@ -129,7 +129,7 @@ def _collected_files(outcomes: Sequence[TestOutcome]) -> set[str]:
     for outcome in outcomes:
         file, name = _test_name(outcome.nodeid)
         if file and name and not is_doctest_name(name):
-            files.add(outcome.file or file)
+            files.update(f for f in (file, outcome.file) if f)  # collected from, and defined in (a mixin's file)
     return files
 
 

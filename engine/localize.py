@@ -264,12 +264,14 @@ def from_test_calls(workspace: Path, test_file: str, test_name: str) -> Suspect 
 
 
 def source_of_test(workspace: Path, test_file: str, test_name: str) -> str | None:
-    """Source text of a test function (methods as Class::method), for the prompt."""
-    source = read_source(workspace / test_file)
-    node = source is not None and test_node(source, test_name)
-    if not node:
+    """Source text of a test function (methods as Class::method, inherited ones included), for the prompt."""
+    from ledex.engine.calls import find_test
+
+    found = find_test(Path(workspace), test_file, test_name)
+    source = read_source(Path(workspace) / found.file) if found else None
+    if source is None:
         return None
-    return "\n".join(source.splitlines()[first_line(node) - 1:node.end_lineno])
+    return "\n".join(source.splitlines()[first_line(found.node) - 1:found.node.end_lineno])
 
 
 def with_reason(suspect: Suspect, reason: str, score: float | None) -> Suspect:
