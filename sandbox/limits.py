@@ -2,9 +2,10 @@
 
 With a usable cgroup v2 hierarchy (the ``memory`` and ``pids`` controllers available to us:
 as root the cgroup2 mount's root, else a delegated directory named by
-``LEDEX_SANDBOX_CGROUP``), each run gets its own cgroup: ``memory.max`` = ``memory_mb``
+``LEDEX_SANDBOX_CGROUP``; ``none`` forces the fallback), each run gets its own cgroup: ``memory.max`` = ``memory_mb``
 (swap 0), ``pids.max`` = ``nproc``, ``cpu.max`` = one CPU; it is killed and removed after the
-run. Without one (a cgroup v1 or hybrid host, a container, no delegation) the fallback is:
+run. As root on a v1/hybrid host the v1 memory and pids hierarchies serve the same way
+(``memory.limit_in_bytes`` and ``memory.memsw.limit_in_bytes``, ``pids.max``). Without one (a cgroup v1 or hybrid host, a container, no delegation) the fallback is:
 at most ``FALLBACK_NPROC`` tasks (``isolation.fallback_nproc``: per CPU as root, where all
 runs share one uid), each with RLIMIT_AS = ``memory_mb`` (so the address space of the whole
 run is bounded by their product), and a watchdog in the calling process that sums
@@ -29,33 +30,49 @@ _CONTROLLERS = ("memory", "pids")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def _cgroup2_mount() -> Path | None:
+def _mounts(fstype: str) -> list[tuple[Path, set[str]]]:
+    """(mount point, super options) of every ``fstype`` mount, from /proc/self/mountinfo."""
+    found = []
     try:
         for line in Path("/proc/self/mountinfo").read_text().splitlines():
             left, _, right = line.partition(" - ")
-            if right.split()[:1] == ["cgroup2"]:
-                return Path(left.split()[4])
-    except OSError:
+            fields = right.split()
+            if fields[:1] == [fstype]:
+                found.append((Path(left.split()[4]), set(fields[-1].split(","))))
+    except (OSError, IndexError):
         pass
-    return None
+    return found
 
 
 @functools.lru_cache(maxsize=None)
-def cgroup_base() -> Path | None:
-    """A cgroup v2 directory under which per-run cgroups can be made, or None."""
+def cgroup_base() -> tuple[Path, ...] | None:
+    """Directories under which per-run cgroups can be made (one for v2; memory and pids
+    hierarchies for v1, root only), or None."""
     forced = os.environ.get("LEDEX_SANDBOX_CGROUP")
-    base = Path(forced) if forced else (_cgroup2_mount() if os.geteuid() == 0 else None)
-    if base is None:
+    if forced == "none":  # the fallback, on purpose
         return None
+    v2 = Path(forced) if forced else next((m for m, _ in _mounts("cgroup2")), None)
+    if v2 is not None and (forced or os.geteuid() == 0):
+        try:
+            if set(_CONTROLLERS) <= set((v2 / "cgroup.controllers").read_text().split()):
+                (v2 / "ledex").mkdir(exist_ok=True)
+                _enable(v2)
+                _enable(v2 / "ledex")
+                return (v2 / "ledex",)
+        except OSError:
+            pass
+    return None if forced or os.geteuid() != 0 else _v1_bases()
+
+
+def _v1_bases() -> tuple[Path, ...] | None:
+    """cgroup v1 (hybrid hosts): ``ledex`` directories in the memory and pids hierarchies."""
+    v1 = _mounts("cgroup")
     try:
-        if not set(_CONTROLLERS) <= set((base / "cgroup.controllers").read_text().split()):
-            return None
-        parent = base / "ledex"
-        parent.mkdir(exist_ok=True)
-        _enable(base)
-        _enable(parent)
-        return parent
-    except OSError:
+        bases = tuple(next(m for m, opts in v1 if c in opts) / "ledex" for c in _CONTROLLERS)
+        for base in bases:
+            base.mkdir(exist_ok=True)
+        return bases
+    except (StopIteration, OSError):
         return None
 
 
@@ -68,20 +85,23 @@ def _enable(cgroup: Path) -> None:
 
 
 def create(run_id: str, memory_mb: int, nproc: int) -> str | None:
-    """A fresh cgroup for one run with its limits written, or None (use the fallback)."""
-    base = cgroup_base()
-    if base is None:
+    """Fresh cgroups for one run with its limits written, as one ``os.pathsep``-joined string
+    of directories, or None (use the fallback)."""
+    bases = cgroup_base()
+    if bases is None:
         return None
-    path = base / run_id
+    dirs = [base / run_id for base in bases]
+    memory = str(memory_mb * 1024 * 1024)
     try:
-        path.mkdir()
-        _write(path / "memory.max", str(memory_mb * 1024 * 1024))
-        _write(path / "memory.swap.max", "0")
-        _write(path / "pids.max", str(nproc))
-        _write(path / "cpu.max", "100000 100000")  # one CPU's worth per 100 ms
-        return str(path)
+        for path in dirs:
+            path.mkdir()
+            for name, value in (("memory.max", memory), ("memory.swap.max", "0"),  # v2
+                                ("memory.limit_in_bytes", memory), ("memory.memsw.limit_in_bytes", memory),  # v1
+                                ("pids.max", str(nproc)), ("cpu.max", "100000 100000")):
+                _write(path / name, value)
+        return os.pathsep.join(map(str, dirs))
     except OSError:
-        remove(str(path))
+        remove(os.pathsep.join(map(str, dirs)))
         return None
 
 
@@ -94,17 +114,21 @@ def enter_prefix(cgroup: str | None) -> list[str]:
     """argv prefix moving the command into ``cgroup`` before it execs (run as its owner)."""
     if not cgroup:
         return []
-    return ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', cgroup]
+    enter = 'IFS=:; for d in $0; do echo $$ > "$d/cgroup.procs" || exit 125; done; exec "$@"'
+    return ["sh", "-c", enter, cgroup]
 
 
 def remove(cgroup: str | None) -> None:
     """Kill everything in ``cgroup`` and remove it; never raises, gives up after ~2 s."""
-    if not cgroup:
-        return
-    path = Path(cgroup)
+    for part in (cgroup or "").split(os.pathsep):
+        if part:
+            _remove_one(Path(part))
+
+
+def _remove_one(path: Path) -> None:
     for _ in range(100):
         try:
-            (path / "cgroup.kill").write_text("1")
+            (path / "cgroup.kill").write_text("1")  # v2, kernel 5.14+
         except OSError:
             _kill_listed(path)
         try:
@@ -128,23 +152,17 @@ def _kill_listed(path: Path) -> None:
             pass
 
 
-def memory_peak_mb(cgroup: str) -> float | None:
-    """Peak memory of a run's cgroup, if the kernel reports it."""
-    try:
-        return int(Path(cgroup, "memory.peak").read_text()) / (1024 * 1024)
-    except (OSError, ValueError):
-        return None
-
-
 def was_oom_killed(cgroup: str) -> bool:
-    """True when the kernel killed something in ``cgroup`` for exceeding memory.max."""
-    try:
-        for line in Path(cgroup, "memory.events").read_text().splitlines():
-            key, _, value = line.partition(" ")
-            if key == "oom_kill" and int(value) > 0:
-                return True
-    except (OSError, ValueError):
-        pass
+    """True when the kernel killed something in ``cgroup`` for exceeding its memory limit."""
+    for part in cgroup.split(os.pathsep):
+        for name in ("memory.events", "memory.oom_control"):  # v2, v1
+            try:
+                for line in Path(part, name).read_text().splitlines():
+                    key, _, value = line.partition(" ")
+                    if key == "oom_kill" and int(value) > 0:
+                        return True
+            except (OSError, ValueError):
+                pass
     return False
 
 
@@ -227,9 +245,12 @@ def _kill(pid: int) -> None:
 
 def describe() -> str:
     """One line: which whole-run limits this machine gives."""
-    base = cgroup_base()
-    if base is not None:
-        return f"whole-run limits: cgroup v2 at {base} (memory, processes, one CPU per run)"
+    bases = cgroup_base()
+    if bases is not None and len(bases) == 1:
+        return f"whole-run limits: cgroup v2 at {bases[0]} (memory, processes, one CPU per run)"
+    if bases is not None:
+        return (f"whole-run limits: cgroup v1 at {', '.join(map(str, bases))} (memory, processes; "
+                "CPU per process by RLIMIT_CPU)")
     return (f"whole-run limits: no usable cgroup v2 (memory+pids controllers); fallback: at most "
             f"{FALLBACK_NPROC} processes/threads per run (per CPU as root) each limited to memory_mb "
             f"of address space, and the "
