@@ -68,9 +68,10 @@ vim.cmd("qall!")
 def test_neovim_snippet_starts_ledex(project, tmp_path, variant):
     if variant == "vim.lsp.start(" and nvim_version() < (0, 8):
         pytest.skip(f"the Neovim 0.8+ snippet needs Neovim 0.8; this is {nvim_version()}")
-    script, result = tmp_path / "init.lua", tmp_path / "result.json"
-    script.write_text(block("lua", variant) + NVIM_CHECK)
-    done = subprocess.run([NVIM, "--headless", "-u", "NONE", "-i", "NONE", "-c", f"luafile {script}"],
+    init, check, result = tmp_path / "init.lua", tmp_path / "check.lua", tmp_path / "result.json"
+    init.write_text(block("lua", variant))  # as the user's init.lua: Neovim turns filetype detection on after it
+    check.write_text(NVIM_CHECK)
+    done = subprocess.run([NVIM, "--headless", "-u", str(init), "-i", "NONE", "-c", f"luafile {check}"],
                           cwd=project, env={**os.environ, "LEDEX_RESULT": str(result)},
                           capture_output=True, text=True, timeout=300)
     assert result.exists(), done.stderr[-2000:]
@@ -79,14 +80,15 @@ def test_neovim_snippet_starts_ledex(project, tmp_path, variant):
 
 
 EMACS_CHECK = """
+(defvar shown nil)
+(advice-add 'message :filter-return (lambda (text) (setq shown text)))
 (find-file (expand-file-name "calc.py" default-directory))
 (run-hooks 'post-command-hook)                 ; eglot-ensure connects after the opening command
 (let ((deadline (+ (float-time) 120)))
   (while (and (not (eglot-current-server)) (< (float-time) deadline)) (accept-process-output nil 0.1)))
 (ledex-run-tests)
-(with-temp-file (getenv "LEDEX_RESULT")
-  (insert (json-encode (list (cons 'message (current-message))
-                             (cons 'config eglot-workspace-configuration)))))
+(let ((report (list (cons 'message shown) (cons 'config eglot-workspace-configuration))))
+  (with-temp-file (getenv "LEDEX_RESULT") (insert (json-encode report))))
 """
 EMACS_CHOOSER = """
 (defun chosen () (format "%S" (funcall (cdr (assq 'python-mode eglot-server-programs)) nil)))
@@ -99,7 +101,8 @@ EMACS_CHOOSER = """
 
 def run_emacs(project: Path, tmp_path: Path, *parts: str) -> dict:
     script, result = tmp_path / "init.el", tmp_path / "result.json"
-    script.write_text("(require 'json)\n" + "\n".join(parts))
+    result.unlink(missing_ok=True)
+    script.write_text("(require 'json)\n(require 'eglot)\n" + "\n".join(parts))
     done = subprocess.run([EMACS, "--batch", "-q", "-l", str(script)], cwd=project, capture_output=True, text=True,
                           env={**os.environ, "LEDEX_RESULT": str(result), "HOME": str(tmp_path)}, timeout=300)
     assert result.exists(), done.stderr[-3000:]
