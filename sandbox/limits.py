@@ -58,6 +58,7 @@ def cgroup_base() -> tuple[Path, ...] | None:
                 (v2 / "ledex").mkdir(exist_ok=True)
                 _enable(v2)
                 _enable(v2 / "ledex")
+                sweep_stale((v2 / "ledex",))
                 return (v2 / "ledex",)
         except OSError:
             pass
@@ -71,9 +72,29 @@ def _v1_bases() -> tuple[Path, ...] | None:
         bases = tuple(next(m for m, opts in v1 if c in opts) / "ledex" for c in _CONTROLLERS)
         for base in bases:
             base.mkdir(exist_ok=True)
+        sweep_stale(bases)
         return bases
     except (StopIteration, OSError):
         return None
+
+
+def sweep_stale(bases: tuple[Path, ...], older_than_s: float = 3600.0) -> None:
+    """Remove run cgroups a killed caller left behind (empty ones, idle for an hour)."""
+    cutoff = time.time() - older_than_s
+    for base in bases:
+        try:
+            for child in base.iterdir():
+                if child.is_dir() and child.stat().st_mtime < cutoff:
+                    _rmdir_quietly(child)
+        except OSError:
+            pass
+
+
+def _rmdir_quietly(path: Path) -> None:
+    try:
+        path.rmdir()  # fails while a process is in it
+    except OSError:
+        pass
 
 
 def _enable(cgroup: Path) -> None:
