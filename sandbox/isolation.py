@@ -40,7 +40,7 @@ DEFAULT_DISK_MB = 256  # per run: /tmp + HOME + TMPDIR (LEDEX_SANDBOX_DISK_MB)
 SHM_MB = 64  # /dev/shm: multiprocessing's semaphores and small shared arrays
 RUN_MB = 4
 SCRATCH_NAMES = ("home", "tmp")
-COPY_TMPFS_MAX_MB = 1024  # larger workspaces are copied to disk (hard links for big files)
+COPY_TMPFS_MAX_MB = 256  # larger workspaces are copied to disk (hard links for big files): RAM
 _reported = False
 
 
