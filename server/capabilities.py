@@ -24,7 +24,6 @@ class ClientFeatures:
     work_done_progress: bool = False  # window.workDoneProgress
     hover_markdown: bool = False  # textDocument.hover.contentFormat prefers (lists first) markdown
     pull_configuration: bool = False  # workspace.configuration (per-folder settings)
-    workspace_folders: bool = False  # workspace.workspaceFolders (didChangeWorkspaceFolders)
 
     @property
     def hover_kind(self) -> lsp.MarkupKind:
@@ -43,8 +42,7 @@ def features_of(caps: lsp.ClientCapabilities | None) -> ClientFeatures:
         show_document=bool(window and window.show_document and window.show_document.support),
         work_done_progress=bool(window and window.work_done_progress),
         hover_markdown=bool(hover and hover.content_format and hover.content_format[0] == lsp.MarkupKind.Markdown),
-        pull_configuration=bool(workspace and workspace.configuration),
-        workspace_folders=bool(workspace and workspace.workspace_folders))
+        pull_configuration=bool(workspace and workspace.configuration))
 
 
 if __name__ == "__main__":

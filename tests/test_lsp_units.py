@@ -1,14 +1,24 @@
-"""Pure parts of the language server: settings parsing, report globs, minimal edits, watchers."""
+"""Pure parts of the language server: settings parsing, report globs, minimal edits, watchers,
+and the capability matrix (what a client with and without each capability is sent)."""
 
 import contextlib
 import threading
 from pathlib import Path
 
+from lsprotocol import types as lsp
+
 from ledex.engine import registry
+from ledex.engine.failures import Failure
+from ledex.engine.fixer import CandidateResult
+from ledex.engine.localize import Suspect
+from ledex.engine.patching import Patch
+from ledex.server import actions, diagnostics
 from ledex.server.actions import minimal_edit
+from ledex.server.capabilities import ClientFeatures, features_of
+from ledex.server.jobs import FAILED, QUEUED, READY, RUNNING, Entry
 from ledex.server.settings import DEFAULT_JUNIT_GLOBS, Settings, parse_settings
 from ledex.server.watch import Watchers, glob_regex
-from lsp_helpers import apply_text_edit
+from lsp_helpers import apply_text_edit, capabilities_of
 
 
 def test_settings_defaults_and_valid_values():
@@ -153,16 +163,7 @@ def test_a_model_that_keeps_crashing_is_benched_until_the_user_retries(tmp_path)
 
 # --- the capability matrix: a client with and without each capability gets what it can show ---
 
-from lsprotocol import types as lsp  # noqa: E402
 
-from ledex.engine.failures import Failure  # noqa: E402
-from ledex.engine.fixer import CandidateResult  # noqa: E402
-from ledex.engine.localize import Suspect  # noqa: E402
-from ledex.engine.patching import Patch  # noqa: E402
-from ledex.server import actions, diagnostics  # noqa: E402
-from ledex.server.capabilities import ClientFeatures, features_of  # noqa: E402
-from ledex.server.jobs import FAILED, QUEUED, READY, RUNNING, Entry  # noqa: E402
-from lsp_helpers import capabilities_of  # noqa: E402
 
 OLD = "def is_low_stock(quantity, threshold):\n    return quantity < threshold\n"
 def entry(state: str, verified: bool | None = None) -> Entry:
@@ -182,8 +183,8 @@ def all_actions(e: Entry, features: ClientFeatures) -> list[lsp.CodeAction]:
 
 def test_features_from_real_clients_capabilities():
     vscode, eglot = features_of(capabilities_of("visual-studio-code")), features_of(capabilities_of("eglot-1.9"))
-    assert vscode == ClientFeatures(True, True, True, True, True, True)
-    assert eglot == ClientFeatures(pull_configuration=True, workspace_folders=True)
+    assert vscode == ClientFeatures(True, True, True, True, True)
+    assert eglot == ClientFeatures(pull_configuration=True)
     nvim = features_of(capabilities_of("neovim"))
     assert nvim.work_done_progress and nvim.show_document and not nvim.disabled_actions
     assert features_of(None) == ClientFeatures() and features_of(lsp.ClientCapabilities()) == ClientFeatures()
