@@ -163,9 +163,9 @@ def test_a_model_that_keeps_crashing_is_benched_until_the_user_retries(tmp_path)
 
 # --- the capability matrix: a client with and without each capability gets what it can show ---
 
-
-
 OLD = "def is_low_stock(quantity, threshold):\n    return quantity < threshold\n"
+
+
 def entry(state: str, verified: bool | None = None) -> Entry:
     suspect = Suspect("inventory/stock.py", "is_low_stock", 1, 2, OLD, "traceback")
     failure = Failure("tests/test_stock.py::test_low", "tests/test_stock.py", 3, "assert False", "", suspect)
