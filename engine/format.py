@@ -142,7 +142,9 @@ ANSWER_STOP = "\n```\n"
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 _GRAMMAR_RULES = r"""
-code        ::= import-line{0,%(imports)d} decorator* "async "? "def " name [ \t]* "(" [^\n]* "\n" body
+code        ::= import-line{0,%(imports)d} decorator* "async "? "def " name "(" params ")" returns? ":" [ \t]* "\n" body
+params      ::= ([^()\n] | "(" [^()\n]* ")")*
+returns     ::= " "? "->" [^:\n]+
 import-line ::= ("import " | "from ") [^\n]* "\n"
 decorator   ::= "@" [^\n]* "\n"
 body        ::= ([ \t] [^\n]* "\n" | "\n")*
@@ -159,8 +161,9 @@ def answer_grammar(mode: Mode = Mode.EXPLAIN, suspect_name: str | None = None, *
     backticks, so no fence), a newline, then exactly one ```python block; refine mode: the
     block only. The block's code starts with at most MAX_IMPORT_LINES import lines, then
     decorators, then `def`/`async def` with the suspect's name (the last part of a qualname:
-    a method is written as a plain function, as `engine.patching` expects); every later line
-    is indented or blank, so the block holds that one function. The grammar ends at the
+    a method is written as a plain function, as `engine.patching` expects) and a one-line
+    signature with balanced parentheses ending in `:`; every later line is indented or blank,
+    so the block holds that one function. The grammar ends at the
     closing fence: a sampler that honours it stops there. `suspect_name` None allows any name.
     Raises ValueError for a name that is not a Python identifier.
 
