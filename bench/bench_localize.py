@@ -80,7 +80,7 @@ QUICK = {"chunked", "take", "LRUCache.popitem"}  # one bug per package
 # pytest-asyncio (in ledex's venv, not theirs) warns at start-up, which toolz's filterwarnings=error makes fatal
 PYTEST_OPTIONS = {"cachetools": ["-p", "no:asyncio", "-o", "pythonpath=src"], "toolz": ["-p", "no:asyncio"],
                   "more_itertools": ["-p", "no:asyncio"]}
-BLENDS = ("mean", "file", "failure")  # sbfl.Spectrum.blend: ledex's score, then the two it averages
+BLENDS = ("file", "mean", "failure")  # sbfl.Spectrum.blend: ledex's score, then two alternatives
 
 
 def find_sdist(directory: Path, package: str) -> Path | None:
@@ -192,9 +192,9 @@ def summarise(rows: list[dict]) -> dict:
         "bugs injected": len(rows), "bugs detected (>= 1 failing test)": len(done), "failures found": failures,
         "top-1 (per failure)": share("top1"), "top-3 (per failure)": share("top3"),
         "top-1 without coverage (per failure)": share("top1_without_coverage"),
-        "top-1, Ochiai over the file's failing tests only (per failure)": share("top1_file_only"),
+        "top-1, mean of Ochiai over the file and of the test alone (per failure)": share("top1_mean_only"),
         "top-1, Ochiai of the failing test alone (per failure)": share("top1_failure_only"),
-        "top-3, Ochiai over the file's failing tests only (per failure)": share("top3_file_only"),
+        "top-3, mean of Ochiai over the file and of the test alone (per failure)": share("top3_mean_only"),
         "top-3, Ochiai of the failing test alone (per failure)": share("top3_failure_only"),
         "top-3 without coverage (per failure)": share("top3_without_coverage"),
         "bugs whose first failure has it top-1": sum(1 for r in done if r["ranks"] and r["ranks"][0] == 1),

@@ -100,9 +100,15 @@ FIELD = {
     ),
     "tests/__init__.py": "",
     "tests/test_docs.py": (
-        "import asyncio\n\nfrom billing.docs import Receipt\n\n\n"
+        "from billing.docs import Receipt\n\n\n"
         "def test_total_includes_tip():\n    assert Receipt([1, 2], tip=5).total() == 8\n\n\n"
-        "def test_total_without_tip():\n    assert Receipt([1, 2]).total() == 3\n\n\n"
+        "def test_total_without_tip():\n    assert Receipt([1, 2]).total() == 3\n"
+    ),
+    # a second bug gets a test file of its own: Ochiai over one file's failing tests would blame the
+    # code both failing tests run (Receipt.__init__) for two bugs failing in one file
+    "tests/test_settle.py": (
+        "import asyncio\n\nfrom billing.docs import Receipt\n\n\n"
+        "def test_total_of_lines():\n    assert sum(Receipt([1, 2]).lines) == 3\n\n\n"
         "def test_settle_returns_change():\n    assert asyncio.run(Receipt([1, 2]).settle(10)) == 7\n"
     ),
     # more-itertools' real bug shape: chunked calls take with swapped arguments; take raises
@@ -168,7 +174,7 @@ def test_a_method_is_the_suspect_when_the_test_fails_on_its_own_assert(field_run
     tip = failures["tests/test_docs.py::test_total_includes_tip"]
     assert ranked(tip)[0] == "billing/docs.py::Receipt.total"  # not the module-level total()
     assert "billing/docs.py::total" not in ranked(tip)
-    settle = failures["tests/test_docs.py::test_settle_returns_change"]  # an async method
+    settle = failures["tests/test_settle.py::test_settle_returns_change"]  # an async method
     assert ranked(settle)[0] == "billing/docs.py::Receipt.settle"
     assert settle.suspect.source.startswith("    async def settle(self, paid):")
 
