@@ -23,7 +23,7 @@ import ast
 import configparser
 import fnmatch
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
 from typing import Iterable
@@ -198,16 +198,6 @@ def from_traceback_all(workspace: Path, details: str, is_test=is_test_file) -> l
     return found
 
 
-def from_traceback(workspace: Path, details: str) -> Suspect | None:
-    """The deepest workspace function on the traceback outside test code."""
-    return next(iter(from_traceback_all(workspace, details)), None)
-
-
-def test_node(source: str, test_name: str) -> ast.AST | None:
-    """The test function `name` or `Class::method` (parameters in [...] ignored)."""
-    return function_named(source, test_name.split("[")[0].replace("::", "."))
-
-
 def doctest_owner(workspace: Path, file: str | None, name: str | None, is_test=is_test_file) -> Suspect | None:  # noqa: ANN001
     """For a doctest item (`pkg/mod.py::pkg.mod.Class.method`), the function owning the docstring."""
     source = _code_file(workspace, file, is_test) if name and is_doctest_name(name) else None
@@ -256,13 +246,6 @@ def rank_suspects(workspace: Path, details: str, test_file: str | None, test_nam
     return rank_by_spectrum(workspace, found, spectrum, f"{test_file}::{test_name}", is_test)
 
 
-def from_test_calls(workspace: Path, test_file: str, test_name: str) -> Suspect | None:
-    """The first function the test calls that the workspace defines outside tests."""
-    from ledex.engine.calls import from_test_calls_all
-
-    return next(iter(from_test_calls_all(workspace, test_file, test_name)), None)
-
-
 def source_of_test(workspace: Path, test_file: str, test_name: str) -> str | None:
     """Source text of a test function (methods as Class::method, inherited ones included), for the prompt."""
     from ledex.engine.calls import find_test
@@ -272,10 +255,6 @@ def source_of_test(workspace: Path, test_file: str, test_name: str) -> str | Non
     if source is None:
         return None
     return "\n".join(source.splitlines()[first_line(found.node) - 1:found.node.end_lineno])
-
-
-def with_reason(suspect: Suspect, reason: str, score: float | None) -> Suspect:
-    return replace(suspect, reason=reason, score=score)
 
 
 if __name__ == "__main__":
