@@ -158,7 +158,11 @@ def clamp(x, lo, hi):
     return max(lo, min(x, hi))
 '''
 CLAMP = "def clamp(x, lo, hi):\n    return max(lo, min(x, hi))\n"
-OPS_TESTS = ("from calc.ops import double, quadruple, triple\n\n\ndef test_double():\n    assert double(2) == 4\n\n\n"
+# double runs in five passing tests too, so fault localisation (Ochiai over the file's tests)
+# suspects quadruple itself for test_quadruple: a separate problem that double's fix repairs
+OPS_TESTS = ("import pytest\n\nfrom calc.ops import double, quadruple, triple\n\n\n"
+             "def test_double():\n    assert double(2) == 4\n\n\n"
+             "@pytest.mark.parametrize('x', range(1, 6))\ndef test_double_is_positive(x):\n    assert double(x) > 0\n\n\n"
              "def test_quadruple():\n    assert quadruple(1) == 4\n\n\n"
              "def test_triple():\n    assert triple(2) == 6\n")
 
