@@ -126,7 +126,7 @@ class LlamaCppBackend:
     """A local GGUF through llama-cpp-python; thread-safe (one generation or batch at a time).
 
     Generation uses llama.cpp's low-level batch API on a context with n_parallel + 2
-    sequence ids (prompt, answers, padding) and a unified KV cache (sequence 0 holds the prompt, the others share its
+    sequence ids (prompt, answers, padding, finished) and a unified KV cache (sequence 0 holds the prompt, the others share its
     cells through `llama_memory_seq_cp`). `prompt_evals` counts prompt evaluations
     (`prompt_seconds` their time)."""
 
@@ -146,7 +146,8 @@ class LlamaCppBackend:
                              n_threads=n_threads or default_threads(), verbose=False)
             self.n_parallel = max(1, n_parallel)
             self.pad_seq = self.n_parallel + 1  # llamabatch pads a one-row batch with this sequence
-            self._use_multi_sequence_context(self.n_parallel + 2)
+            self.grave_seq = self.n_parallel + 2  # and keeps finished answers' KV cells here
+            self._use_multi_sequence_context(self.n_parallel + 3)
         except Exception as exc:
             raise ModelError(f"llama.cpp could not load {spec.location}"
                              f"{' with adapter ' + spec.adapter if spec.adapter else ''}: {exc}") from exc

@@ -8,7 +8,8 @@ prompt's saved logits. Every step decodes the last token of every active sequenc
 `llama_decode`; each sequence samples with its own chain (top-k 40, top-p, min-p 0.05,
 temperature, dist(seed)) and, with a grammar, its own llama.cpp grammar sampler. A sequence
 that ends (end of generation, closed answer block under a grammar, max_tokens) is yielded at
-once and its cells removed; a waiting answer takes the slot. Cancel ends all of them.
+once and its slot freed (its KV cells parked in a GRAVE sequence, see BatchRun._retire); a
+waiting answer takes the slot. Cancel ends all of them.
 
 Same seed, same answer whatever K: the first token comes from the same saved logits, and a
 row's logits depend only on its own sequence as long as the batch has two rows or more. A
@@ -127,6 +128,8 @@ class BatchRun:
         self.max_tokens = per_answer
         self.pending = collections.deque(range(n))
         self._buffer = ctypes.create_string_buffer(256)
+        self.started_tokens: dict[int, int] = {}  # slot -> KV cells its answer may take
+        self.retired_tokens = 0  # KV cells held by the grave (finished answers)
         self.started = time.perf_counter()
 
     def run(self) -> Iterator[Generation]:
@@ -144,6 +147,8 @@ class BatchRun:
             while self.pending and free:  # a new sequence takes a free slot, starting from the prompt
                 sequence = Sequence(self.b, free.pop(0), self.sampling, self.sampling.seed + self.pending.popleft(),
                                      len(self.prompt))
+                self._make_room()
+                self.started_tokens[sequence.slot] = self.max_tokens  # reserved (an upper bound)
                 C.llama_memory_seq_cp(self.memory, 0, sequence.slot, -1, -1)
                 active.append(sequence)
                 done = self._take(sequence, first)
@@ -212,6 +217,27 @@ class BatchRun:
                 return "stop"
         return "length" if len(sequence.tokens) >= self.max_tokens else None
 
+    def _retire(self, slot: int) -> None:
+        """Free the slot (its sequence id) at once. Its KV cells go to the GRAVE sequence rather
+        than being freed: a freed cell below the others' would be filled by their next tokens,
+        putting their cells out of position order, and the attention sums then round differently
+        from a one-at-a-time run. The grave is emptied only when a waiting answer needs the room."""
+        from llama_cpp import llama_cpp as C
+
+        C.llama_memory_seq_cp(self.memory, slot, self.b.grave_seq, -1, -1)
+        C.llama_memory_seq_rm(self.memory, slot, -1, -1)
+        self.retired_tokens += self.started_tokens.pop(slot, 0)
+
+    def _make_room(self) -> None:
+        """Before a waiting answer starts: empty the grave if the context cannot hold it too."""
+        from llama_cpp import llama_cpp as C
+
+        n_ctx = C.llama_n_ctx(self.ctx)
+        live = len(self.prompt) + sum(self.started_tokens.values()) + self.retired_tokens
+        if live + self.max_tokens + 1 > n_ctx:
+            C.llama_memory_seq_rm(self.memory, self.b.grave_seq, -1, -1)
+            self.retired_tokens = 0
+
     def _piece(self, token: int) -> bytes:
         """The token's bytes (a multi-byte character may span tokens; text decodes at the end)."""
         from llama_cpp import llama_cpp as C
@@ -223,7 +249,7 @@ class BatchRun:
         from llama_cpp import llama_cpp as C
 
         active.remove(sequence)
-        C.llama_memory_seq_rm(self.memory, sequence.slot, -1, -1)  # its cells are free for the next one
+        self._retire(sequence.slot)
         free.append(sequence.slot)
         free.sort()
         yield self._generation(sequence, reason)

@@ -51,18 +51,20 @@ def test_every_answer_under_the_grammar_parses(llama, mode):
 
 def test_batched_answers_equal_one_at_a_time(llama):
     """Same seed, same answer whatever K: K=3 in one batch equals three single generations
-    (grammar on, first 32 tokens), and the prompt was evaluated once for the batch. llama.cpp
-    does not promise this; it holds here because of flash attention and the padded one-row
-    batch (engine/llamabatch.py), and this test notices if either stops being enough."""
+    (grammar on; answers of different lengths, so some go on after another one finished),
+    and the prompt was evaluated once for the batch. llama.cpp does not promise this; it
+    holds because of flash attention, the padded one-row batch and the grave for finished
+    answers' KV cells (engine/llamabatch.py), and this test notices if that stops being enough."""
     messages = build_messages(PROBLEMS["largest"], Mode.EXPLAIN)
-    sampling = Sampling(max_tokens=32, seed=7, grammar=grammar(Mode.EXPLAIN, "largest"))
+    sampling = Sampling(max_tokens=72, seed=7, grammar=grammar(Mode.EXPLAIN, "largest"))
     before = llama.prompt_evals
-    batched = {a.seed: a.text for a in llama.generate_batch(messages, sampling, 3)}
+    batched = {a.seed: (a.text, a.completion_tokens) for a in llama.generate_batch(messages, sampling, 3)}
     assert llama.prompt_evals == before + 1
-    single = {s: llama.generate(messages, Sampling(max_tokens=32, seed=s, grammar=sampling.grammar)).text
+    single = {s: llama.generate(messages, Sampling(max_tokens=72, seed=s, grammar=sampling.grammar))
               for s in range(7, 10)}
-    assert batched == single
-    assert len(set(batched.values())) > 1  # the seeds really differ (not one answer three times)
+    assert batched == {s: (a.text, a.completion_tokens) for s, a in single.items()}
+    assert len({t for t, _ in batched.values()}) > 1  # the seeds really differ (not one answer three times)
+    assert len({n for _, n in batched.values()}) > 1, "every answer had the same length: no early finish tested"
 
 
 def test_cancel_mid_batch_stops_every_sequence(llama):
