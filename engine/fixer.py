@@ -32,7 +32,10 @@ from ledex.sandbox import Limits, Verdict, verify_many
 
 @dataclass(frozen=True)
 class FixConfig:
-    samples: int = 4  # K answers per round: enough variety for a tiny model, ~10 s each on 2 cores
+    # K answers per round, decoded in one batch. bench_generation (HumanEvalFix prompt, 512 tokens):
+    # K=4 batched takes 0.56x the wall of the old 4-one-after-another, K=8 batched 1.2x; 4 keeps the
+    # editor's wait down, and with the grammar most of them are now usable (71-83% vs 4-17%).
+    samples: int = 4
     rounds: int = 2  # R: LEDEX saw most gains from the first refinement; a second catches near misses
     mode: Mode = Mode.EXPLAIN
     sampling: Sampling = Sampling()
