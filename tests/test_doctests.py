@@ -6,7 +6,7 @@ import importlib
 import pytest
 
 MODULES = ["ledex.engine.format", "ledex.engine.localize", "ledex.training.passk", "ledex.training.kto",
-           "ledex.server.watch", "ledex.engine.impact"]
+           "ledex.server.watch", "ledex.engine.impact", "ledex.engine.sbfl", "ledex.engine.failures"]
 
 
 @pytest.mark.parametrize("name", MODULES)
