@@ -151,7 +151,8 @@ def _generate(folder, entry: Entry, backend) -> None:
     config = FixConfig(samples=s.samples, rounds=s.rounds, sampling=Sampling(seed=s.seed),
                        limits=Limits(wall_s=s.testTimeoutS), python=s.python or None, stop_at_first=True,
                        test_command=tuple(s.test_command) if s.test_command else None,  # verify as the suite runs
-                       verify_workers=1)  # one sandbox run beside generation: the model keeps the other core
+                       verify_workers=1,  # one sandbox run beside generation: the model keeps the other core
+                       suspects=1)  # an entry's code cache, code actions and episode are of its top suspect only
 
     def progress(stage: str, done: int, total: int) -> None:
         pct = int(100 * done / total) if total else None
