@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from ledex.engine.backends import Backend, Generation, Sampling, generate_batch
+from ledex.engine.backends import Backend, Generation, PromptTooLong, Sampling, generate_batch
 from ledex.engine.failures import Failure
 from ledex.engine.format import (Candidate, Mode, Problem, answer_grammar, build_messages, clip_middle, fenced,
                                  parse_response)
@@ -188,7 +188,12 @@ class FixEngine:
         for n, suspect in enumerate(tried):
             named = progress if n == 0 or progress is None else \
                 (lambda stage, done, total, q=suspect.qualname: progress(f"{q}: {stage}", done, total))
-            self._fix_suspect(dataclasses.replace(failure, suspect=suspect), result, cancel, named, on_candidate)
+            try:
+                self._fix_suspect(dataclasses.replace(failure, suspect=suspect), result, cancel, named, on_candidate)
+            except PromptTooLong:
+                if n == 0:
+                    raise  # the failure's own suspect: the caller reports it
+                continue  # a further suspect too long for the model: the next one
             if cancel.is_set() or result.best is not None:
                 break
         return result
