@@ -102,10 +102,17 @@ def inject(tree: Path, bug: Bug) -> None:
     path.write_text(text.replace(bug.old, bug.new), "utf-8")
 
 
-def bare_pytest(tree: Path, options: list[str]) -> float:
+BARE_TIMEOUT_S = 600  # a regression can make a test loop forever; bare pytest has no per-test timeout
+
+
+def bare_pytest(tree: Path, options: list[str]) -> float | None:
+    """Seconds bare pytest took on the tree, None when it was still running after BARE_TIMEOUT_S."""
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *options], cwd=tree,
-                   capture_output=True, timeout=900)
+    try:
+        subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *options], cwd=tree,
+                       capture_output=True, timeout=BARE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return None
     return time.perf_counter() - start
 
 
@@ -163,7 +170,8 @@ def measure(tree: Path, pristine: Path, bug: Bug) -> dict:
             **{f"top1_{b}_only": sum(r == 1 for r in ranks) for b, ranks in blends.items()},
             **{f"top3_{b}_only": sum(r is not None and r <= 3 for r in ranks) for b, ranks in blends.items()},
             "top3_without_coverage": sum(r is not None and r <= 3 for r in plain),
-            "bare_pytest_s": round(bare_s, 2), "ledex_run_s": round(run_s, 2),
+            "bare_pytest_s": round(bare_s, 2) if bare_s is not None else f"> {BARE_TIMEOUT_S} (hung)",
+            "ledex_run_s": round(run_s, 2),
             "coverage_run_s": round(coverage_s, 2), "notes": notes,
             "top_suspects": sorted({f.suspect.qualname for f in with_cov if f.suspect})[:5]}
 
@@ -186,8 +194,9 @@ def summarise(rows: list[dict]) -> dict:
     def share(key: str) -> float:
         return round(sum(r[key] for r in done) / failures, 3) if failures else 0.0
 
-    bare, ledex = sum(r["bare_pytest_s"] for r in done), sum(r["ledex_run_s"] for r in done)
-    cov = sum(r["coverage_run_s"] for r in done)
+    timed = [r for r in done if isinstance(r["bare_pytest_s"], float)]  # a hung bare run has no time to compare
+    bare, ledex = sum(r["bare_pytest_s"] for r in timed), sum(r["ledex_run_s"] for r in timed)
+    cov = sum(r["coverage_run_s"] for r in timed)
     return {
         "bugs injected": len(rows), "bugs detected (>= 1 failing test)": len(done), "failures found": failures,
         "top-1 (per failure)": share("top1"), "top-3 (per failure)": share("top3"),
