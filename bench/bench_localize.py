@@ -221,7 +221,11 @@ def main(argv: list[str] | None = None) -> dict:
                         help="folder holding the three .tar.gz sdists (default: $LEDEX_BENCH_SDISTS)")
     parser.add_argument("--quick", action="store_true", help="one regression per package")
     parser.add_argument("--only", nargs="*", default=None, help="only these broken functions (qualnames)")
+    parser.add_argument("--bare-timeout", type=float, default=BARE_TIMEOUT_S,
+                        help="seconds before bare pytest counts as hung (default %(default)s)")
     args = parser.parse_args(argv)
+    global BARE_TIMEOUT_S
+    BARE_TIMEOUT_S = args.bare_timeout
     title = "fault localisation on real packages with injected regressions (issue 12)"
     if not args.sdists or not args.sdists.is_dir():
         return emit({"title": title, "metrics": {}, "notes": [
