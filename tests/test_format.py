@@ -75,3 +75,21 @@ def test_clip_middle_keeps_head_and_tail():
 def test_first_sentence_is_a_short_menu_title():
     assert first_sentence("The loop stops one early. Use <=.") == "The loop stops one early."
     assert len(first_sentence("word " * 100)) <= 100
+
+
+def test_answer_grammar_names_the_suspect_and_refuses_what_is_not_a_name():
+    from ledex.engine.format import answer_grammar
+
+    explain, refine = answer_grammar(Mode.EXPLAIN, "Inventory.restock"), answer_grammar(Mode.REFINE, "add")
+    assert explain.startswith("root ::= explanation ") and 'name ::= "restock"' in explain
+    assert refine.startswith('root ::= "```python') and "explanation" not in refine.splitlines()[0]
+    assert "name ::= [A-Za-z_]" in answer_grammar(Mode.REFINE, None)  # any function name
+    with pytest.raises(ValueError, match="not a Python function name"):
+        answer_grammar(Mode.REFINE, 'x" | "anything')
+
+
+def test_answer_end_is_the_first_closing_fence():
+    from ledex.engine.format import answer_end
+
+    text = "Why.\n```python\ndef f():\n    return 1\n```\nTrailing talk\n```python\nx\n```"
+    assert text[:answer_end(text)].endswith("return 1\n```") and answer_end("Why.\n```python\ndef f(") is None
