@@ -74,11 +74,11 @@ def editor_failure(row: dict, root: Path) -> tuple[Failure, str]:
     return failure, source
 
 
-def usable_share(backend, failures, modes, samples: int, max_tokens: int) -> dict:
-    """Share of answers that parse / become a patch, per mode, with and without the grammar."""
+def usable_share(backend, failures, modes, samples: int, max_tokens: int, free: bool = True) -> dict:
+    """Share of answers that parse / become a patch, per mode, with (and without) the grammar."""
     out = {}
     for mode in modes:
-        for constrained in (True, False):
+        for constrained in (True, False) if free else (True,):
             parsed = usable = total = length = tokens = 0
             reasons: dict[str, int] = {}
             for failure, source in failures:
@@ -165,6 +165,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--max-tokens", type=int, default=512)
     parser.add_argument("--reps", type=int, default=1, help="repetitions of the speed and batch measurements")
     parser.add_argument("--skip", nargs="*", default=[], choices=["usable", "speed", "batch"])
+    parser.add_argument("--grammar-only", action="store_true", help="usable share with the grammar only")
     args = parser.parse_args(argv)
     if args.quick:
         args.tasks, args.samples, args.max_tokens = 3, 2, 128
@@ -174,7 +175,8 @@ def main(argv: list[str] | None = None) -> dict:
     result: dict = {"machine": machine_facts(), "metrics": {}, "ratios": {}, "notes": []}
     started = time.perf_counter()
     if "usable" not in args.skip:
-        shares = usable_share(backend, failures, [Mode.EXPLAIN, Mode.REFINE], args.samples, args.max_tokens)
+        shares = usable_share(backend, failures, [Mode.EXPLAIN, Mode.REFINE], args.samples, args.max_tokens,
+                              free=not args.grammar_only)
         result["metrics"]["humanevalfix_usable"] = shares | {"tasks": len(failures), "samples_per_task": args.samples}
         for key, share in shares.items():
             if key.endswith("grammar"):
