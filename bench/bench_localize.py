@@ -216,6 +216,7 @@ def summarise(rows: list[dict]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    global BARE_TIMEOUT_S
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sdists", type=Path, default=Path(os.environ.get("LEDEX_BENCH_SDISTS", "")) or None,
                         help="folder holding the three .tar.gz sdists (default: $LEDEX_BENCH_SDISTS)")
@@ -224,7 +225,6 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--bare-timeout", type=float, default=BARE_TIMEOUT_S,
                         help="seconds before bare pytest counts as hung (default %(default)s)")
     args = parser.parse_args(argv)
-    global BARE_TIMEOUT_S
     BARE_TIMEOUT_S = args.bare_timeout
     title = "fault localisation on real packages with injected regressions (issue 12)"
     if not args.sdists or not args.sdists.is_dir():
