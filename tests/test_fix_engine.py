@@ -107,7 +107,7 @@ def test_a_verified_fix_stops_the_sample_being_generated(example):
     slow = "Maybe the other way round.\n```python\ndef is_low_stock(quantity, threshold):\n" + \
            "    return quantity >= threshold  # " + "x" * 400 + "\n```"
     failure = stock_failure(example)
-    first = PacedBackend([RIGHT, slow, slow])
+    first = PacedBackend([RIGHT, slow, slow], pace_s=0.1)  # ~45 s unless cut short: room for a slow verify
     result = FixEngine(first, example, FixConfig(samples=3, rounds=1, stop_at_first=True)).fix(failure)
     assert first.calls == ["done", "cancelled"]
     assert [(c.raw, c.verified) for c in result.candidates] == [(RIGHT, True)]
