@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from ledex.engine.impact import ImportGraph
 from ledex.engine.localize import Suspect, TestFiles, is_doctest_name, rank_suspects, source_of_test
 from ledex.engine.sbfl import Spectrum, spectra
 from ledex.sandbox import Limits, TestOutcome, Verdict, run_tests
@@ -152,7 +153,42 @@ def failures_from_outcomes(workspace: Path, outcomes: Sequence[TestOutcome], *,
             notes.append(f"{outcome.nodeid}: no function in the workspace to fix (the failure is in the test "
                          "itself, in a non-UTF-8 file, or in code outside the workspace)")
         failures.append(failure)
-    return failures, notes
+    dependents = _Dependents(ImportGraph(workspace))
+    return [with_dependents(f, outcomes, dependents) for f in failures], notes
+
+
+# Passing tests of other files that a fix must keep passing, at most this many per failure:
+# enough for a package's suite, bounded so one verification stays a few seconds.
+MAX_DEPENDENT_TESTS = 300
+
+
+class _Dependents:
+    """Test files affected by a module (ImportGraph.affected_tests), each module asked once."""
+
+    def __init__(self, graph: ImportGraph) -> None:
+        self.graph, self.seen = graph, {}
+
+    def __call__(self, rel: str) -> tuple[str, ...]:
+        if rel not in self.seen:
+            self.seen[rel] = tuple(self.graph.affected_tests(rel) or ())
+        return self.seen[rel]
+
+
+def with_dependents(failure: Failure, outcomes: Sequence[TestOutcome], dependents) -> Failure:  # noqa: ANN001
+    """`failure` whose re-run set also holds the tests that passed in other test files
+    importing its suspects' modules (engine/impact.py's static import graph), so a fix that
+    breaks a passing test elsewhere is not verified ("nothing that passed before fails").
+    A module imported by no test file (graph says None) adds nothing."""
+    files: set[str] = set()
+    for suspect in failure.suspects[:3]:
+        files.update(dependents(suspect.path))
+    own = failure.test.split("::")[0]
+    extra = [o.nodeid for o in outcomes if o.outcome == "passed" and o.nodeid.split("::")[0] in files
+             and o.nodeid.split("::")[0] != own and o.nodeid not in failure.siblings][:MAX_DEPENDENT_TESTS]
+    if not extra:
+        return failure
+    return replace(failure, siblings=failure.siblings + tuple(extra),
+                   passing_siblings=failure.passing_siblings + tuple(extra))
 
 
 def group_by_suspect(failures: Sequence[Failure]) -> list[Failure]:

@@ -208,3 +208,28 @@ def test_the_cli_fixes_failures_of_one_bug_as_one_problem(tmp_path, capsys):
     assert group["test"].endswith("test_chunked_even") and len(group["also"]) == 2
     assert [(c["verified"], c["suspect"]) for c in group["candidates"]] == [
         (True, "seq/more.py::chunked"), (False, "seq/more.py::chunked")]  # 2 answers in all, not 2 per failure
+
+
+# --- a fix must not break a passing test in another test file (found by a new user) ---
+
+ELSEWHERE = {
+    "calc.py": "def add(a, b):\n    return a - b\n",
+    "tests/test_calc.py": "from calc import add\n\n\ndef test_add():\n    assert add(2, 3) == 5\n",
+    "tests/test_other.py": "from calc import add\n\n\ndef test_add_zero():\n    assert add(10, 0) == 10\n",
+    "tests/test_unrelated.py": "def test_nothing_imported():\n    assert 1 + 1 == 2\n",
+}
+OVERFITS = "Special-case the test.\n```python\ndef add(a, b):\n    return a + b if b == 3 else 7\n```"
+ADDS = "It subtracts.\n```python\ndef add(a, b):\n    return a + b\n```"
+
+
+def test_a_fix_that_breaks_a_passing_test_in_another_file_is_not_verified(tmp_path):
+    from helpers import write_tree
+
+    workspace = write_tree(tmp_path, ELSEWHERE)
+    (failure,) = discover(workspace).failures
+    assert "tests/test_other.py::test_add_zero" in failure.passing_siblings  # imports calc
+    assert "tests/test_unrelated.py::test_nothing_imported" not in failure.siblings  # does not
+    result = FixEngine(ReplayBackend([OVERFITS, ADDS]), workspace, FixConfig(samples=2, rounds=1)).fix(failure)
+    reasons = {c.raw: (c.verified, c.reason) for c in result.candidates}
+    assert reasons[OVERFITS] == (False, "the fix breaks tests/test_other.py::test_add_zero")
+    assert reasons[ADDS] == (True, "")
