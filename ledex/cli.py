@@ -114,7 +114,8 @@ def run_fix(args: argparse.Namespace) -> int:
 
     workspace = Path(args.path).resolve()
     if not workspace.is_dir():
-        raise FileNotFoundError(f"workspace not found: {args.path}")
+        kind = "is a file, not a project folder" if workspace.exists() else "not found"
+        raise FileNotFoundError(f"workspace {kind}: {args.path}")
     project = project_settings(args, workspace)
     reporter = Reporter(as_json=args.json)
     with reporter.status("running the tests"):
