@@ -29,7 +29,8 @@ _CONSTRUCTORS = ("__init__", "__new__", "__post_init__")
 @dataclass(frozen=True)
 class Call:
     name: str
-    kind: str  # "name" (f(...)), "function" (module.f(...)) or "method" (obj.m(...))
+    kind: str  # "name" (f(...)), "function" (module.f(...)), "method" (obj.m(...)) or "property" (obj.p)
+    line: int = field(default=0, compare=False)  # where the test makes it (0: in a helper or set-up)
 
 
 @dataclass
@@ -121,22 +122,30 @@ def _members(chain: list[ast.ClassDef]) -> tuple[dict[str, ast.AST], dict[str, s
     return methods, attrs
 
 
-def _ordered_calls(node: ast.AST) -> list[ast.Call]:
-    calls = [n for n in ast.walk(node) if isinstance(n, ast.Call)]
-    return sorted(calls, key=lambda c: (c.lineno, c.col_offset))  # stable: outer call before inner
+def _ordered_calls(node: ast.AST) -> list[ast.Call | ast.Attribute]:
+    """Calls, and attribute reads that are not called (a property may run code), in source order."""
+    called = {id(n.func) for n in ast.walk(node) if isinstance(n, ast.Call)}
+    uses = [n for n in ast.walk(node) if isinstance(n, ast.Call)
+            or (isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Load) and id(n) not in called)]
+    return sorted(uses, key=lambda c: (c.lineno, c.col_offset))  # stable: outer call before inner
 
 
 def _read_calls(node: ast.AST, side: TestSide, methods, attrs, depth: int, seen: set) -> None:  # noqa: ANN001
     side.names.update(n.id for n in ast.walk(node) if isinstance(n, ast.Name))
-    for call in _ordered_calls(node):
-        func = call.func
+    for use in _ordered_calls(node):
+        line = use.lineno if depth == 0 else 0
+        if isinstance(use, ast.Attribute):
+            if not (isinstance(use.value, ast.Name) and use.value.id in side.module_aliases | {"self", "cls"}):
+                side.calls.append(Call(use.attr, "property", line))
+            continue
+        func = use.func
         if isinstance(func, ast.Name):
-            side.calls.append(Call(func.id, "name"))
+            side.calls.append(Call(func.id, "name", line))
         elif isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id in ("self", "cls"):
             _self_call(func.attr, side, methods, attrs, depth, seen)
         elif isinstance(func, ast.Attribute):
             module = isinstance(func.value, ast.Name) and func.value.id in side.module_aliases
-            side.calls.append(Call(func.attr, "function" if module else "method"))
+            side.calls.append(Call(func.attr, "function" if module else "method", line))
 
 
 def _self_call(attr: str, side: TestSide, methods, attrs, depth: int, seen: set) -> None:  # noqa: ANN001
@@ -276,6 +285,9 @@ class CodeIndex:
             return [d for c in _CONSTRUCTORS for d in self.functions.get(c, [])
                     if d[1] in {f"{k}.{c}" for k in self.with_bases({call.name})}][:1]
         methods = [d for d in defs if "." in d[1]]
+        if call.kind == "property":  # only a property runs code when read
+            methods = [d for d in methods if _is_property(d[2])]
+            module_level = []
         named = [d for d in methods if d[1].rsplit(".", 1)[0] in classes]
         if named:
             return named[:2]
@@ -284,8 +296,16 @@ class CodeIndex:
         return module_level[:1] if not methods else []
 
 
-def from_test_calls_all(workspace: Path, test_file: str, test_name: str, is_test=is_test_file) -> list[Suspect]:  # noqa: ANN001
-    """The workspace functions the test calls (outside test code), in call order."""
+def _is_property(node: ast.AST) -> bool:
+    """Decorated with ``property``/``cached_property`` (any spelling: ``functools.cached_property``)."""
+    return any((d.id if isinstance(d, ast.Name) else getattr(d, "attr", "")) in ("property", "cached_property")
+               for d in getattr(node, "decorator_list", ()))
+
+
+def from_test_calls_all(workspace: Path, test_file: str, test_name: str, is_test=is_test_file,  # noqa: ANN001
+                        failing_line: int | None = None) -> list[Suspect]:
+    """The workspace functions the test calls or whose properties it reads (outside test code):
+    those on the test's `failing_line` (where its traceback stops) first, then in call order."""
     workspace = Path(workspace)
     side = read_test(workspace, test_file, test_name, is_test)
     if side is None:
@@ -293,7 +313,8 @@ def from_test_calls_all(workspace: Path, test_file: str, test_name: str, is_test
     index = CodeIndex(workspace, is_test, side.imported)
     classes = index.with_bases(side.names)
     found: list[Suspect] = []
-    for call in dict.fromkeys(side.calls):
+    calls = sorted(dict.fromkeys(side.calls), key=lambda c: bool(failing_line) and c.line != failing_line)
+    for call in calls:
         for rel, qualname, node in index.resolve(call, classes):
             if len(found) < MAX_CALLED and not any((s.path, s.qualname) == (rel, qualname) for s in found):
                 found.append(make_suspect(rel, qualname, node, _tree_of(workspace / rel)[1], "called by the test"))

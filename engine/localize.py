@@ -235,7 +235,8 @@ def rank_suspects(workspace: Path, details: str, test_file: str | None, test_nam
     candidates = [owner] if owner else []
     candidates += from_traceback_all(workspace, details, is_test)
     if test_file and test_name and not owner:
-        candidates += from_test_calls_all(workspace, test_file, test_name, is_test)
+        candidates += from_test_calls_all(workspace, test_file, test_name, is_test,
+                                          _failing_line(details, test_file, test_name))
     for suspect in candidates:
         if not any((s.path, s.qualname) == (suspect.path, suspect.qualname) for s in found):
             found.append(suspect)
@@ -244,6 +245,14 @@ def rank_suspects(workspace: Path, details: str, test_file: str | None, test_nam
     from ledex.engine.sbfl import rank_by_spectrum
 
     return rank_by_spectrum(workspace, found, spectrum, f"{test_file}::{test_name}", is_test)
+
+
+def _failing_line(details: str, test_file: str, test_name: str) -> int | None:
+    """The line of the test function where its traceback stops (the assertion that failed)."""
+    func = test_name.split("[")[0].split("::")[-1]
+    lines = [line for path, line, name in frames(details)
+             if name == func and Path(path).as_posix().endswith("/" + test_file.lstrip("./"))]
+    return lines[-1] if lines else None
 
 
 def source_of_test(workspace: Path, test_file: str, test_name: str) -> str | None:

@@ -244,3 +244,23 @@ def test_without_coverage_in_the_test_interpreter_suspects_keep_evidence_order(t
     assert any("no coverage: coverage is not installed" in note for note in found.notes)
     chunked = next(f for f in found.failures if f.test.endswith("test_chunked_even"))
     assert ranked(chunked)[0] == "seq/more.py::take" and chunked.suspect.score is None
+
+
+STACK = {
+    "calc.py": ("class Stack:\n    def __init__(self):\n        self.items = []\n\n"
+                "    def push(self, x):\n        self.items.append(x)\n\n"
+                "    @property\n    def size(self):\n        return len(self.items) + 1\n\n"
+                "    def peek(self):\n        return self.items[-1]\n"),
+    "tests/test_calc.py": ("from calc import Stack\n\n\ndef test_size():\n    s = Stack()\n    s.push(1)\n"
+                           "    assert s.peek() == 1\n    assert s.size == 1\n"),
+}
+
+
+def test_a_property_read_on_the_failing_assert_is_the_first_suspect(tmp_path):
+    """A property runs code when read, so it is a suspect; what the failing line of the test
+    uses comes before what the test set up (a new user's Stack.size was blamed on __init__)."""
+    write_tree(tmp_path, STACK)
+    (failure,) = discover(tmp_path).failures
+    ranked = [s.qualname for s in failure.suspects]
+    assert ranked[0] == "Stack.size"
+    assert set(ranked) == {"Stack.size", "Stack.__init__", "Stack.push", "Stack.peek"}
