@@ -10,7 +10,7 @@ coverage=True)`): the failing tests of the file against its passing tests. A fun
 score is the highest score of the lines the failing test executed in it (the usual
 method-level aggregation). Equal scores are ordered by Ochiai of this failing test alone
 (F = 1, so 1/sqrt(1 + ep)), then by the evidence order of localize.py. On the injected
-regressions of bench/bench_localize.py this ranks the broken function first for 48 of 56
+regressions of bench/bench_localize.py this ranks the broken function first for 53 of 61
 failures (toolz and cachetools: 41 of 49, where the mean of the two values gets 39 and the
 failing test alone 35; docs/benchmarks.md).
 Known limit: two bugs whose failing tests share a test file and some code (a constructor)
