@@ -105,9 +105,17 @@ def _message(rec: TestRecord, j: TestOutcome) -> str:
     return j.message.removeprefix(_TIMEOUT_PREFIX)
 
 
+_FILE_LINE = re.compile(r'File "(?P<path>[^"]+)", line (?P<line>\d+)')
+
+
 def _collect_error(nodeid: str, text: str) -> TestOutcome:
-    return TestOutcome(nodeid, "error", pytest_error(text) or "collection error", text,
-                       nodeid.split("::")[0] or None, None, 0.0)
+    """A module that failed to collect; the message names the file and line at fault when it
+    is not the test module itself (a syntax error in the code under test)."""
+    message = pytest_error(text) or "collection error"
+    places = [m for m in _FILE_LINE.finditer(text) if not m["path"].startswith("<")]
+    if places and not places[-1]["path"].endswith(nodeid.split("::")[0]):
+        message += f" (in {places[-1]['path']}, line {places[-1]['line']})"
+    return TestOutcome(nodeid, "error", message, text, nodeid.split("::")[0] or None, None, 0.0)
 
 
 def _matches(req: str, nodeid: str) -> bool:
@@ -230,7 +238,7 @@ def _error(raw, chan, junit, problems, missing, killed, wall, rewrite) -> tuple[
         return "startup", f"pytest stopped before running any test (exit code {code}; 0 ran): {said}"
     if chan.collect_errors:
         nodeid, text = next(iter(chan.collect_errors.items()))
-        return "collection", f"collection error in {nodeid}: {rewrite(pytest_error(text))}"
+        return "collection", f"collection error in {nodeid}: {_collect_error(nodeid, rewrite(text)).message}"
     if chan.current:
         return "report", f"the test process exited while {chan.current} was running (exit code {code})"
     if not chan.finished:
