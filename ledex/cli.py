@@ -34,14 +34,16 @@ from ledex.engine.registry import default_adapter
 from ledex.sandbox import Limits
 
 EXIT_OK, EXIT_UNFIXED, EXIT_ERROR = 0, 1, 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ledex", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"ledex {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    fix = commands.add_parser("fix", help="explain and fix the failing tests of a workspace")
-    fix.add_argument("path", nargs="?", default=".", help="workspace folder (default: .)")
+    fix = commands.add_parser("fix", help="explain and fix the failing tests of a workspace",
+                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    fix.add_argument("path", nargs="?", default=".", help="workspace folder")
     fix.add_argument("--apply", action="store_true", help="write the best verified fix of each failure to disk")
     fix.add_argument("--samples", "-k", type=_positive, default=FixConfig.samples, help="answers sampled per round")
     fix.add_argument("--rounds", "-r", type=_positive, default=FixConfig.rounds, help="refinement rounds")
@@ -93,12 +95,18 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_OK
         return run_fix(args)
     except (ModelError, FileNotFoundError, ProjectConfigError, DiscoveryError) as exc:
-        print(f"ledex: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return _fail(args, EXIT_ERROR, str(exc))
     except KeyboardInterrupt:
-        print("ledex: interrupted; your files are unchanged unless --apply had already written a fix",
-              file=sys.stderr)
-        return EXIT_ERROR
+        return _fail(args, EXIT_INTERRUPTED, "interrupted; your files are unchanged unless --apply had "
+                     "already written a fix (each fix is written whole, atomically)")
+
+
+def _fail(args: argparse.Namespace, code: int, message: str) -> int:
+    """Say why ledex stopped on stderr; with --json also as {"error": …, "exit": …} on stdout."""
+    print(f"ledex: error: {message}", file=sys.stderr)
+    if getattr(args, "json", False):
+        print(json.dumps({"error": message, "exit": code, "failures": []}))
+    return code
 
 
 def project_settings(args: argparse.Namespace, workspace: Path) -> ProjectSettings:

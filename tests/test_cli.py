@@ -93,6 +93,10 @@ def test_nothing_verified_exits_1_and_bad_usage_exits_2(example, replay_endpoint
     bad_model = ledex("fix", str(example), "--model", str(tmp_path / "nope.gguf"))
     assert bad_model.returncode == 2 and "model file not found" in bad_model.stderr
     assert ledex("fix", "--samples", "0").returncode == 2
+    as_json = ledex("fix", str(tmp_path / "missing"), "--json")  # scripts get a document, not nothing
+    assert as_json.returncode == 2 and json.loads(as_json.stdout)["error"].startswith("workspace not found")
+    a_file = ledex("fix", str(example / "inventory" / "stock.py"))
+    assert a_file.returncode == 2 and "is a file, not a project folder" in a_file.stderr
 
 
 def test_broken_workspaces_get_clear_notes(tmp_path):
