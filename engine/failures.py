@@ -135,9 +135,11 @@ def _collected_files(outcomes: Sequence[TestOutcome]) -> set[str]:
 
 
 def failures_from_outcomes(workspace: Path, outcomes: Sequence[TestOutcome], *,
-                           spectra_by_file: Mapping[str, Spectrum] | None = None) -> tuple[list[Failure], list[str]]:
+                           spectra_by_file: Mapping[str, Spectrum] | None = None,
+                           imports: ImportGraph | None = None) -> tuple[list[Failure], list[str]]:
     """Failures (with ranked suspects) and notes from a run's outcomes; `spectra_by_file` is
-    per-test-file coverage (sbfl.spectra) when a coverage run was made."""
+    per-test-file coverage (sbfl.spectra) when a coverage run was made; `imports` is the
+    workspace's import graph when the caller keeps one (the language server), else one is read."""
     failures, notes = [], []
     is_test = TestFiles(workspace, _collected_files(outcomes))
     for outcome in outcomes:
@@ -153,7 +155,7 @@ def failures_from_outcomes(workspace: Path, outcomes: Sequence[TestOutcome], *,
             notes.append(f"{outcome.nodeid}: no function in the workspace to fix (the failure is in the test "
                          "itself, in a non-UTF-8 file, or in code outside the workspace)")
         failures.append(failure)
-    dependents = _Dependents(ImportGraph(workspace))
+    dependents = _Dependents(imports or ImportGraph(workspace))
     return [with_dependents(f, outcomes, dependents) for f in failures], notes
 
 
@@ -170,7 +172,9 @@ class _Dependents:
 
     def __call__(self, rel: str) -> tuple[str, ...]:
         if rel not in self.seen:
-            self.seen[rel] = tuple(self.graph.affected_tests(rel) or ())
+            if not self.seen:
+                self.graph.refresh()  # once per run: a walk of the workspace, then stats only
+            self.seen[rel] = tuple(self.graph.affected_tests(rel, refresh=False) or ())
         return self.seen[rel]
 
 
@@ -215,12 +219,13 @@ def _merge(members: list[Failure]) -> Failure:
 
 
 def discover(workspace: Path, *, limits: Limits = Limits(wall_s=300.0, cpu_s=300), python: str | None = None,
-             command: Sequence[str] | None = None, tests: Sequence[str] = (), coverage: bool = True) -> Discovery:
+             command: Sequence[str] | None = None, tests: Sequence[str] = (), coverage: bool = True,
+             imports: ImportGraph | None = None) -> Discovery:
     """Run the tests in the sandbox and return the failures (and notes for the user).
 
     With `coverage` (the default) and some failures, the test files that failed run a second
     time with per-test line coverage, which orders each failure's suspects (sbfl.py); runs
-    without failures cost nothing extra.
+    without failures cost nothing extra. `imports`: see failures_from_outcomes.
     """
     workspace = Path(workspace).resolve()
     if not workspace.is_dir():
@@ -230,7 +235,7 @@ def discover(workspace: Path, *, limits: Limits = Limits(wall_s=300.0, cpu_s=300
         raise DiscoveryError(verdict)
     found, extra = coverage_spectra(workspace, verdict, limits=limits, python=python, command=command) \
         if coverage else ({}, [])
-    failures, notes = failures_from_outcomes(workspace, verdict.outcomes, spectra_by_file=found)
+    failures, notes = failures_from_outcomes(workspace, verdict.outcomes, spectra_by_file=found, imports=imports)
     notes += extra
     if verdict.error and not any(note.startswith("could not collect") for note in notes):
         notes.insert(0, f"test run problem: {verdict.error}")

@@ -150,11 +150,13 @@ class ImportGraph:
                         frontier.append(other)
         return found
 
-    def affected_tests(self, rel: str) -> list[str] | None:
-        """Test files to re-run after `rel` changed; None = all of them (see the module doc)."""
+    def affected_tests(self, rel: str, *, refresh: bool = True) -> list[str] | None:
+        """Test files to re-run after `rel` changed; None = all of them (see the module doc).
+        `refresh=False` answers from the files as last read (the caller refreshed already)."""
         if not rel.endswith(".py") or Path(rel).name == "conftest.py":
             return None
-        self.refresh()
+        if refresh:
+            self.refresh()
         users = self.importers(rel) | {rel}
         tests = {f for f in users if is_test_module(f)}
         for conftest in (f for f in users if Path(f).name == "conftest.py"):  # its fixtures reach every test below it
