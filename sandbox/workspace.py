@@ -205,7 +205,7 @@ def remove_tree(path: Path) -> bool:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     except OSError:
-        return _unlink_quietly(path)
+        return _quietly(os.unlink, path)
     names: list[str] = []  # the path from ``path`` down to the directory ``fd`` is open on
     stuck: set[tuple[int, int]] = set()
     try:
@@ -224,7 +224,7 @@ def remove_tree(path: Path) -> bool:
         pass
     finally:
         os.close(fd)
-    return _rmdir_quietly(path)
+    return _quietly(os.rmdir, path)
 
 
 def _clear_files(fd: int, stuck: set[tuple[int, int]]) -> str | None:
@@ -274,19 +274,10 @@ def _key(fd: int) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
-def _unlink_quietly(path: Path) -> bool:
+def _quietly(remove, path: Path) -> bool:  # noqa: ANN001 - os.unlink or os.rmdir
+    """``remove(path)``; True when ``path`` is gone (or never was), False when it stays."""
     try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    except OSError:
-        return False
-    return True
-
-
-def _rmdir_quietly(path: Path) -> bool:
-    try:
-        os.rmdir(path)
+        remove(path)
     except FileNotFoundError:
         pass
     except OSError:
