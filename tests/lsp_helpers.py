@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -40,6 +42,20 @@ EGLOT_1_9 = {"workspace": {"applyEdit": True, "workspaceEdit": {"documentChanges
                               "codeAction": {"codeActionLiteralSupport": {"codeActionKind": {"valueSet": ["quickfix"]}},
                                              "isPreferredSupport": True},
                               "publishDiagnostics": {"relatedInformation": False}}}
+
+
+def run_editor_script(tmp: Path, argv: list[str], **env: str) -> tuple[subprocess.CompletedProcess, dict, Path]:
+    """Run a real editor's scripted fix flow (tests/nvim, tests/emacs) on the stock project with
+    the fix as a recorded answer: (the editor's process, the JSON result it wrote, the project)."""
+    root = stock_project(tmp)
+    replay = tmp / "answers.json"
+    replay.write_text(json.dumps([FIXED_IS_LOW_STOCK]))
+    report = tmp / "result.json"
+    env = {**os.environ, "LEDEX_ROOT": str(root), "LEDEX_FILE": str(root / "inventory" / "stock.py"),
+           "LEDEX_PYTHON": sys.executable, "LEDEX_RESULT": str(report), "LEDEX_HOME": str(tmp / "home"),
+           "LEDEX_OPTIONS": json.dumps({"model": f"replay:{replay}", "samples": 1, "rounds": 1}), **env}
+    done = subprocess.run(argv, env=env, cwd=root, capture_output=True, text=True, timeout=900)
+    return done, json.loads(report.read_text()) if report.exists() else {}, root
 
 
 def capabilities_of(client: str) -> lsp.ClientCapabilities:

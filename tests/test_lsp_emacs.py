@@ -10,17 +10,14 @@ The fix comes from a recorded answer (model `replay:`). Skipped when emacs or eg
 installed (scripts/setup.sh installs Debian's emacs-nox and elpa-eglot).
 """
 
-import json
-import os
 import shutil
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from lsp_helpers import FIXED_IS_LOW_STOCK, stock_project
+from lsp_helpers import run_editor_script
 
 SCRIPT = Path(__file__).parent / "emacs" / "fix_flow.el"
 EMACS = shutil.which("emacs")
@@ -38,17 +35,8 @@ pytestmark = pytest.mark.skipif(not eglot_installed(),
 
 
 def test_emacs_eglot_fixes_with_the_fallbacks_of_a_bare_client(tmp_path):
-    root = stock_project(tmp_path)
-    replay = tmp_path / "answers.json"
-    replay.write_text(json.dumps([FIXED_IS_LOW_STOCK]))
+    done, result, root = run_editor_script(tmp_path, [EMACS, "--batch", "-q", "-l", str(SCRIPT)], HOME=str(tmp_path))
     stock = root / "inventory" / "stock.py"
-    report = tmp_path / "result.json"
-    env = {**os.environ, "LEDEX_ROOT": str(root), "LEDEX_FILE": str(stock), "LEDEX_PYTHON": sys.executable,
-           "LEDEX_RESULT": str(report), "LEDEX_HOME": str(tmp_path / "home"), "HOME": str(tmp_path),
-           "LEDEX_OPTIONS": json.dumps({"model": f"replay:{replay}", "samples": 1, "rounds": 1})}
-    done = subprocess.run([EMACS, "--batch", "-q", "-l", str(SCRIPT)], env=env, cwd=root,
-                          capture_output=True, text=True, timeout=900)
-    result = json.loads(report.read_text()) if report.exists() else {}
     assert done.returncode == 0 and result.get("ok") is True, (done.returncode, result, done.stderr[-3000:])
     assert result["steps"] == ["opened", "diagnostic", "pending", "actions", "applied", "saved", "cleared"]
 

@@ -7,8 +7,6 @@ real model runs end to end in test_lsp.py. Skipped when `nvim` is not installed
 (`.ci/run` installs Debian's neovim).
 """
 
-import json
-import os
 import shutil
 import sqlite3
 import subprocess
@@ -17,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from lsp_helpers import FIXED_IS_LOW_STOCK, stock_project
+from lsp_helpers import run_editor_script
 
 SCRIPT = Path(__file__).parent / "nvim" / "fix_flow.lua"
 NVIM = shutil.which("nvim")
@@ -25,17 +23,9 @@ NVIM = shutil.which("nvim")
 
 @pytest.mark.skipif(NVIM is None, reason="nvim is not installed (apt-get install -y neovim)")
 def test_neovim_applies_a_fix_and_the_tests_pass(tmp_path):
-    root = stock_project(tmp_path)
-    replay = tmp_path / "answers.json"
-    replay.write_text(json.dumps([FIXED_IS_LOW_STOCK]))
+    argv = [NVIM, "--headless", "-u", "NONE", "-i", "NONE", "-c", f"luafile {SCRIPT}"]
+    done, result, root = run_editor_script(tmp_path, argv)
     stock = root / "inventory" / "stock.py"
-    report = tmp_path / "result.json"
-    env = {**os.environ, "LEDEX_ROOT": str(root), "LEDEX_FILE": str(stock), "LEDEX_PYTHON": sys.executable,
-           "LEDEX_RESULT": str(report), "LEDEX_HOME": str(tmp_path / "home"),
-           "LEDEX_OPTIONS": json.dumps({"model": f"replay:{replay}", "samples": 1, "rounds": 1})}
-    done = subprocess.run([NVIM, "--headless", "-u", "NONE", "-i", "NONE", "-c", f"luafile {SCRIPT}"], env=env,
-                          cwd=root, capture_output=True, text=True, timeout=900)
-    result = json.loads(report.read_text()) if report.exists() else {}
     assert done.returncode == 0 and result.get("ok"), (done.returncode, result, done.stderr[-2000:])
     assert result["steps"] == ["opened", "diagnostic", "actions", "applied", "saved", "cleared"]
     assert result["actions"][0].startswith("Fix: ") and "Explain this failure" in result["actions"]
