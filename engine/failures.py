@@ -48,10 +48,19 @@ class Failure:
     details: str  # traceback text (native format, real workspace paths)
     suspect: Suspect | None  # the top suspect (suspects[0]), None when nothing in the workspace qualifies
     test_source: str | None = None
-    siblings: tuple[str, ...] = ()  # node ids of the other tests in the same file (verification re-runs them)
-    passing_siblings: tuple[str, ...] = ()  # those that passed in the discovery run
+    # Node ids of the other tests verification re-runs: those of the same file that passed in the
+    # discovery run (plus passing tests of other files importing the suspect, with_dependents). A
+    # sibling that failed, hung or was skipped is not re-run: a fix need not repair it, and a hanging
+    # one would cost its timeout on every candidate.
+    siblings: tuple[str, ...] = ()
+    passing_siblings: tuple[str, ...] = ()  # the tests that must keep passing (today the same as siblings)
     suspects: tuple[Suspect, ...] = ()  # every suspect, most suspicious first (localize.rank_suspects)
     also: tuple[str, ...] = ()  # other failing tests with the same top suspect: one problem (group_by_suspect)
+
+    @property
+    def reruns(self) -> tuple[str, ...]:
+        """Every node id one verification runs: the failing test, its group (`also`), the siblings."""
+        return tuple(dict.fromkeys((self.test, *self.also, *self.siblings)))
 
     @property
     def key(self) -> str:
@@ -115,13 +124,12 @@ def failure_from_outcome(workspace: Path, outcome: TestOutcome, same_file: Seque
     file = outcome.file or test_file
     is_test = is_test or TestFiles(workspace, _collected_files(same_file))
     suspects = tuple(rank_suspects(workspace, outcome.details, test_file, name, is_test=is_test, spectrum=spectrum))
-    siblings = tuple(o.nodeid for o in same_file if o.nodeid != outcome.nodeid)
     passing = tuple(o.nodeid for o in same_file if o.nodeid != outcome.nodeid and o.outcome == "passed")
     doctest = name is not None and is_doctest_name(name)
     test_src = source_of_test(workspace, test_file, name) if test_file and name and not doctest else None
     message = (doctest_message(outcome.details) if doctest else None) or outcome.message
     return Failure(outcome.nodeid, file, outcome.line, message, outcome.details,
-                   suspects[0] if suspects else None, test_src, siblings, passing, suspects)
+                   suspects[0] if suspects else None, test_src, passing, passing, suspects)
 
 
 def _collected_files(outcomes: Sequence[TestOutcome]) -> set[str]:

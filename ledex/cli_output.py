@@ -42,6 +42,7 @@ def failure_dict(handled: Handled) -> dict:
     return {
         "test": failure.test, "file": failure.file, "line": failure.line, "message": failure.message,
         "also": list(failure.also),  # failing tests with the same top suspect, fixed as one problem
+        "reruns": list(failure.reruns),  # what one verification runs (siblings that failed or hung are left out)
         "suspect": suspect and {"path": suspect.path, "function": suspect.qualname,
                                 "line": suspect.start_line, "found_by": suspect.reason},
         "candidates": [c.to_dict() for c in result.ranked],

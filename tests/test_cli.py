@@ -134,6 +134,27 @@ def test_hanging_and_interpreter_killing_tests_are_reported_not_fatal(tmp_path):
     assert failure["test"] == "test_exit.py::test_dies" and "exit code 3" in failure["message"]
 
 
+
+def test_a_hanging_sibling_is_not_re_run_by_verification(tmp_path):
+    """Verification runs the failing test and the siblings that passed: one that hung in the
+    discovery run is left out (re-running it would kill every candidate's run at --timeout)."""
+    ws = write_tree(tmp_path / "hangs", {
+        "calc.py": "def double(x):\n    return x + x + 1\n",
+        "test_calc.py": "import time\n\nfrom calc import double\n\n\ndef test_double():\n    assert double(2) == 4\n\n\n"
+                        "def test_zero_is_int():\n    assert isinstance(double(0), int)\n\n\n"
+                        "def test_hangs():\n    time.sleep(600)\n"})
+    model = replay_file(tmp_path, ["Off by one.\n```python\ndef double(x):\n    return x + x\n```"])
+    proc = ledex("fix", str(ws), "--model", model, "--json", "--samples", "1", "--rounds", "1",
+                 "--discovery-timeout", "8", "--timeout", "30")
+    assert proc.returncode == 1, proc.stderr  # test_hangs has nothing in the workspace to fix
+    failures = {f["test"]: f for f in json.loads(proc.stdout)["failures"]}
+    assert "did not finish within 8 s" in failures["test_calc.py::test_hangs"]["message"]
+    double = failures["test_calc.py::test_double"]
+    assert double["reruns"] == ["test_calc.py::test_double", "test_calc.py::test_zero_is_int"]
+    (candidate,) = double["candidates"]
+    assert candidate["verified"] and candidate["pass_rate"] == 1.0, candidate["reason"]
+    assert (ws / "calc.py").read_text() == "def double(x):\n    return x + x + 1\n"  # no --apply
+
 # --- issue 12: patch fidelity with --apply, the model's context, the user's environment -----
 
 OPS = '''"""Calculator operations."""
