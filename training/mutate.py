@@ -1,5 +1,9 @@
-"""Cheap, AST-based bugs for correct solutions: flipped comparisons, off-by-one constants,
-wrong operators, swapped booleans.
+"""Cheap bugs for correct solutions: single-site edits from engine/operators.py (flipped
+comparisons, swapped operators, off-by-one constants and bounds, and/or, `not`, another variable,
+another method, swapped arguments, `=` for `+=`, a dropped `return`).
+
+The operators are defined once, in ledex.engine.operators: training applies them to correct code
+to plant a bug, the fix engine's search applies them to buggy code to find a repair.
 
 Collect uses them where the model cannot produce useful wrong code by itself (a 135M model
 mostly writes code that is wrong for uninteresting reasons). Every mutant is a *candidate*
@@ -7,8 +11,9 @@ only: collect keeps it after the sandbox confirms it fails the tests. Because th
 known, a mutant also comes with a faithful explanation and the exact correct refinement (the
 "mutation oracle" teacher), which is how a tiny model bootstraps when it cannot teach itself.
 
-Both the mutant and the refinement are printed by `ast.unparse`, so they differ only in the
-mutated spot (a model trained on them learns minimal edits, not reformatting).
+Both the mutant and the refinement start from the `ast.unparse` form of the solution and differ
+only in the mutated spot, on the same line (a model trained on them learns minimal edits, not
+reformatting); by default only operators that keep every line in place (operators.SAME_LINES).
 
     python -m ledex.training.mutate "def f(xs):\\n    return [x for x in xs if x > 0]"
 """
@@ -16,41 +21,46 @@ mutated spot (a model trained on them learns minimal edits, not reformatting).
 from __future__ import annotations
 
 import ast
-import copy
 import random
 from dataclasses import dataclass
+from typing import Iterable
 
-_COMPARE_FLIPS = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt, ast.Eq: ast.NotEq,
-                  ast.NotEq: ast.Eq, ast.In: ast.NotIn, ast.NotIn: ast.In, ast.Is: ast.IsNot, ast.IsNot: ast.Is}
-_BINOP_SWAPS = {ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Add, ast.FloorDiv: ast.Mod, ast.Mod: ast.FloorDiv,
-                ast.Div: ast.Mult, ast.Pow: ast.Mult, ast.BitAnd: ast.BitOr, ast.BitOr: ast.BitAnd}
-_BOOLOP_SWAPS = {ast.And: ast.Or, ast.Or: ast.And}
+from ledex.engine.operators import SAME_LINES, Edit, single_site_edits
+
+_WHAT = {
+    "compare": "uses the wrong comparison",
+    "binop": "uses the wrong arithmetic operator",
+    "boolop": "combines the conditions with the wrong boolean operator",
+    "constant": "uses the wrong constant",
+    "bound": "is off by one",
+    "negation": "negates the condition the wrong way",
+    "name": "uses the wrong variable",
+    "method": "calls the wrong function or method",
+    "swap": "has its arguments or operands in the wrong order",
+    "assign": "assigns where it should update the variable, or the other way round",
+    "return": "gets the `return` wrong",
+    "add_return": "returns something it should not",
+    "drop_statement": "is missing a statement",
+    "drop_condition": "is missing part of its condition",
+}
 
 
 @dataclass(frozen=True)
 class Mutant:
-    """One single-spot bug planted in a correct solution: the operator class, the line, the
-    wrong and right expression texts and both whole programs (callers judge it in the sandbox).
+    """One single-spot bug planted in a correct solution: the operator (engine.operators.OPERATORS),
+    the line, the wrong and right line texts and both whole programs (callers judge it in the sandbox).
     """
 
-    operator: str  # "compare" | "binop" | "boolop" | "off_by_one" | "negation" | "bool_const" | "augassign"
-    line: int  # line in `original` (both texts share line numbers)
-    wrong: str  # the mutated expression, as printed in the mutant
-    right: str  # the original expression
+    operator: str  # one of ledex.engine.operators.OPERATORS
+    line: int  # line in `original` (both texts share line numbers for SAME_LINES operators)
+    wrong: str  # the mutated line, as printed in the mutant
+    right: str  # the original line
     code: str  # the whole mutant
     original: str  # the whole (canonicalised) correct solution
 
     def explanation(self) -> str:
         """A faithful explanation of this bug, in the shape the model should learn to write."""
-        what = {
-            "compare": "uses the wrong comparison",
-            "binop": "uses the wrong arithmetic operator",
-            "boolop": "combines the conditions with the wrong boolean operator",
-            "off_by_one": "is off by one",
-            "negation": "negates the condition the wrong way",
-            "bool_const": "returns the opposite truth value",
-            "augassign": "updates the variable with the wrong operator",
-        }[self.operator]
+        what = _WHAT.get(self.operator, "is wrong")
         return (f"Line {self.line} {what}: `{_short(self.wrong)}` should be `{_short(self.right)}`. "
                 f"Because of this the function computes a wrong result for the failing test. "
                 f"Changing it to `{_short(self.right)}` fixes the code.")
@@ -61,120 +71,35 @@ def _short(text: str, limit: int = 80) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
-def _sites(tree: ast.AST) -> list[tuple[str, ast.AST]]:
-    """Every (operator, node) the mutation operators can change, in source order."""
-    sites = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Compare) and type(node.ops[0]) in _COMPARE_FLIPS:
-            sites.append(("compare", node))
-        elif isinstance(node, ast.BinOp) and type(node.op) in _BINOP_SWAPS:
-            sites.append(("binop", node))
-        elif isinstance(node, ast.BoolOp):
-            sites.append(("boolop", node))
-        elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
-            sites.append(("negation", node))
-        elif isinstance(node, ast.AugAssign) and type(node.op) in _BINOP_SWAPS:
-            sites.append(("augassign", node))
-        elif isinstance(node, ast.Constant) and isinstance(node.value, bool):
-            sites.append(("bool_const", node))
-        elif isinstance(node, ast.Constant) and type(node.value) is int and hasattr(node, "lineno"):
-            sites.append(("off_by_one", node))
-    return sites
+def _line(code: str, number: int) -> str:
+    lines = code.splitlines()
+    return lines[number - 1].strip().rstrip(":") if 0 < number <= len(lines) else ""
 
 
-def _apply(operator: str, node: ast.AST, delta: int) -> ast.AST:
-    """Mutate `node` in place; returns the node whose printed form changed."""
-    if operator == "compare":
-        node.ops[0] = _COMPARE_FLIPS[type(node.ops[0])]()
-    elif operator in ("binop", "augassign"):
-        node.op = _BINOP_SWAPS[type(node.op)]()
-    elif operator == "boolop":
-        node.op = _BOOLOP_SWAPS[type(node.op)]()
-    elif operator == "negation":
-        return node  # handled by the caller: the node is replaced by its operand
-    elif operator == "bool_const":
-        node.value = not node.value
-    elif operator == "off_by_one":
-        node.value = node.value + delta
-    return node
+def as_mutant(edit: Edit, original: str) -> Mutant:
+    """An operators.Edit of `original` as a Mutant (wrong/right: the edited line before and after)."""
+    return Mutant(edit.operator, edit.line, _line(edit.code, edit.line), _line(original, edit.line), edit.code,
+                  original)
 
 
-def _statement_of(tree: ast.AST, target: ast.AST) -> ast.AST:
-    """The innermost statement holding target (what we print as `wrong`/`right`)."""
-    best = None
-    for node in ast.walk(tree):
-        if isinstance(node, ast.stmt) and any(child is target for child in ast.walk(node)):
-            if best is None or any(child is node for child in ast.walk(best)):
-                best = node
-    return best or target
-
-
-def _header(stmt: ast.AST) -> str:
-    """A statement printed on one line (compound statements: just their header)."""
-    return ast.unparse(stmt).splitlines()[0].rstrip(":")
-
-
-def mutants(code: str, *, limit: int = 8, seed: int = 0) -> list[Mutant]:
-    """Up to `limit` distinct single-site mutants of `code` (empty if it does not parse)."""
+def mutants(code: str, *, limit: int = 8, seed: int = 0, operators: Iterable[str] | None = None) -> list[Mutant]:
+    """Up to `limit` distinct single-site mutants of `code` (empty if it does not parse), drawn
+    round-robin over operators (default: operators.SAME_LINES) so a few cover different kinds of bug."""
     try:
         canonical = ast.unparse(ast.parse(code))
-        base_tree = ast.parse(canonical)
     except (SyntaxError, ValueError, RecursionError):
         return []
+    edits = list(single_site_edits(canonical, None, SAME_LINES if operators is None else operators))
     rng = random.Random(seed)
-    sites = list(enumerate(_sites(base_tree)))
-    rng.shuffle(sites)
-    # Round-robin over operators so a handful of mutants covers different kinds of bug.
+    rng.shuffle(edits)
     rank: dict[str, int] = {}
-    ordered = sorted(sites, key=lambda item: _bump(rank, item[1][0]))
-    found: dict[str, Mutant] = {}
-    for index, (operator, _) in ordered:
-        if len(found) >= limit:
-            break
-        for delta in ((1, -1) if operator == "off_by_one" else (0,)):
-            mutant = _one(canonical, index, operator, delta)
-            if mutant and mutant.code != canonical and mutant.code not in found:
-                found[mutant.code] = mutant
-                break
-    return list(found.values())[:limit]
+    ordered = sorted(edits, key=lambda e: _bump(rank, e.operator))
+    return [as_mutant(e, canonical) for e in ordered[:limit]]
 
 
 def _bump(counts: dict[str, int], key: str) -> int:
     counts[key] = counts.get(key, 0) + 1
     return counts[key]
-
-
-def _one(canonical: str, index: int, operator: str, delta: int) -> Mutant | None:
-    tree = ast.parse(canonical)
-    _, node = _sites(tree)[index]
-    stmt = _statement_of(tree, node)
-    right = _header(copy.deepcopy(stmt))
-    line = getattr(stmt, "lineno", getattr(node, "lineno", 1))
-    if operator == "negation":
-        if not _replace(tree, node, node.operand):
-            return None
-    else:
-        _apply(operator, node, delta)
-    try:
-        code = ast.unparse(ast.fix_missing_locations(tree))
-        ast.parse(code)
-    except (SyntaxError, ValueError):
-        return None
-    return Mutant(operator, line, _header(stmt), right, code, canonical)
-
-
-def _replace(tree: ast.AST, old: ast.AST, new: ast.AST) -> bool:
-    for parent in ast.walk(tree):
-        for name, value in ast.iter_fields(parent):
-            if value is old:
-                setattr(parent, name, new)
-                return True
-            if isinstance(value, list):
-                for i, item in enumerate(value):
-                    if item is old:
-                        value[i] = new
-                        return True
-    return False
 
 
 if __name__ == "__main__":

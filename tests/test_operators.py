@@ -1,0 +1,85 @@
+"""engine/operators.py: the one set of single-site edits (bugs for training, repairs for search).
+
+    .venv/bin/python -m pytest -q tests/test_operators.py
+"""
+
+from __future__ import annotations
+
+import ast
+
+import pytest
+
+from ledex.engine.operators import NO_INVERSE, OPERATORS, SAME_LINES, single_site_edits
+from ledex.training.mutate import mutants
+
+# (module text, function) covering every operator: HumanEvalFix-style small functions, a method.
+TABLE = [
+    ("def count_pos(xs, limit):\n    n = 0\n    for i in range(len(xs)):\n"
+     "        if xs[i] > 0 and not xs[i] == 7:\n            n += 1\n    return max(n - limit, 0)\n", "count_pos"),
+    ("def middle(xs):\n    s = sorted(xs)  # keep xs\n    k = len(s) // 2\n"
+     "    return (s[k - 1] + s[k]) / 2 if len(s) % 2 == 0 else s[k]\n", "middle"),
+    ("import math\n\n\nclass Words:\n    def shout(self, text, sep=' '):\n        out = []\n"
+     "        for w in text.split(sep):\n            if w.startswith('#') or not w:\n                continue\n"
+     "            out.append(w.upper())\n        return sep.join(out)\n", "Words.shout"),
+    ("def total(items):\n    acc = 0\n    for item in items:\n        acc += item\n    acc = acc * 1\n", "total"),
+    ("def power(base, exp):\n    if exp is None or exp < 0:\n        return pow(base, 0)\n"
+     "    return base ** exp - base % 3\n", "power"),
+    ("def find(xs, x):\n    lo, hi = 0, len(xs)\n    while lo < hi:\n        mid = (lo + hi) // 2\n"
+     "        if xs[mid] < x:\n            lo = mid + 1\n        else:\n            hi = mid\n"
+     "    return lo if lo != len(xs) and xs[lo] == x else -1\n", "find"),
+]
+
+
+def _dump(code: str) -> str:
+    return ast.dump(ast.parse(code))
+
+
+@pytest.mark.parametrize("code,function", TABLE, ids=[f for _, f in TABLE])
+def test_every_edit_parses_and_has_an_inverse(code, function):
+    original = _dump(code)
+    edits = list(single_site_edits(code, function))
+    assert len({e.code for e in edits}) == len(edits) and code not in {e.code for e in edits}
+    for edit in edits:
+        assert edit.code == code[:edit.start] + edit.after + code[edit.end:]  # one span changed, the rest kept
+        if edit.operator in NO_INVERSE:
+            continue
+        back = {_dump(e.code) for e in single_site_edits(edit.code, function)}
+        assert original in back, f"no inverse for {edit.operator} {edit.description}"
+
+
+def test_the_table_exercises_every_operator():
+    seen = {e.operator for code, function in TABLE for e in single_site_edits(code, function)}
+    assert seen == set(OPERATORS)
+
+
+def test_the_bug_taxonomy_templates():
+    code = TABLE[0][0]
+    found = {e.description for e in single_site_edits(code, "count_pos")}
+    assert "`for i in range(len(xs)):` -> `for i in range(len(xs) - 1):`" in found  # range bound
+    assert "`if xs[i] > 0 and not xs[i] == 7:` -> `if xs[i] >= 0 and not xs[i] == 7:`" in found
+    assert "`n += 1` -> `n = 1`" in found  # = vs +=
+    assert "`return max(n - limit, 0)` -> `return min(n - limit, 0)`" in found  # another function
+    assert "`return max(n - limit, 0)` -> `return max(limit - n, 0)`" in found  # swapped operands
+    middle = {e.description for e in single_site_edits(TABLE[1][0], "middle")}
+    assert "`k = len(s) // 2` -> `k = len(s) / 2`" in middle  # / vs //
+    assert "`s = sorted(xs)  # keep xs` -> `s = reversed(xs)  # keep xs`" in middle  # the comment is kept
+    words = {e.description for e in single_site_edits(TABLE[2][0], "Words.shout")}
+    assert "`out.append(w.upper())` -> `out.append(w.lower())`" in words  # another method
+    missing = [e for e in single_site_edits(TABLE[3][0], "total") if e.operator == "add_return"]
+    assert missing and missing[0].code.endswith("    acc = acc * 1\n    return acc\n")
+
+
+def test_edits_stay_inside_the_function_and_bad_input_yields_nothing():
+    code = "def a(x):\n    return x + 1\n\n\ndef b(y):\n    return y - 1\n"
+    assert all(e.line == 6 for e in single_site_edits(code, "b"))
+    assert list(single_site_edits("def broken(:\n", None)) == []
+    assert list(single_site_edits(code, "missing")) == []
+    with pytest.raises(ValueError, match="unknown operators"):
+        list(single_site_edits(code, "a", ["nope"]))
+
+
+def test_training_mutants_use_the_same_operators():
+    found = mutants(TABLE[0][0], limit=40, seed=3)
+    assert {m.operator for m in found} <= SAME_LINES and len({m.operator for m in found}) >= 8
+    for m in found:
+        assert sum(a != b for a, b in zip(m.original.splitlines(), m.code.splitlines())) == 1
