@@ -62,7 +62,7 @@ def test_the_bug_taxonomy_templates():
     assert "`return max(n - limit, 0)` -> `return max(limit - n, 0)`" in found  # swapped operands
     middle = {e.description for e in single_site_edits(TABLE[1][0], "middle")}
     assert "`k = len(s) // 2` -> `k = len(s) / 2`" in middle  # / vs //
-    assert "`s = sorted(xs)  # keep xs` -> `s = reversed(xs)  # keep xs`" in middle  # the comment is kept
+    assert "`s = sorted(xs) # keep xs` -> `s = reversed(xs) # keep xs`" in middle  # the comment is kept
     words = {e.description for e in single_site_edits(TABLE[2][0], "Words.shout")}
     assert "`out.append(w.upper())` -> `out.append(w.lower())`" in words  # another method
     missing = [e for e in single_site_edits(TABLE[3][0], "total") if e.operator == "add_return"]
