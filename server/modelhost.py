@@ -58,8 +58,9 @@ class ModelHost:
 
     def _adapter(self) -> tuple[str | None, str]:
         """(adapter path or None, version label for episodes)."""
-        if self.model.startswith(REPLAY_PREFIX):
-            return None, "replay"
+        if self.model.startswith(REPLAY_PREFIX):  # recorded answers; the promoted version still shows a hot swap
+            record = registry.current(self.home)
+            return None, f"replay@{record['version']}" if record and record.get("version") else "replay"
         if self.adapter:
             return self.adapter, f"adapter:{Path(self.adapter).name}"
         if self.model.startswith(("http://", "https://")):

@@ -46,6 +46,10 @@ class GateArgs:
         "help": "Refinement temperature (0: greedy, the least noisy paired comparison on few problems)."})
     max_tokens: int = field(default=384, metadata={"help": "Token limit per refinement."})
     tolerance: float = field(default=0.0, metadata={"help": "Promote if candidate rate >= current rate - tolerance."})
+    max_regressions: int = field(default=-1, metadata={
+        "help": "Refuse when the candidate fails more than N cases the current model fixes (paired; -1: no limit)."})
+    min_gain: int = field(default=0, metadata={
+        "help": "Refuse unless the candidate fixes at least N more cases than the current model."})
     seed: int = field(default=1234, metadata={"help": "Seed for the wrong solutions and the refinements."})
     threads: int | None = field(default=None, metadata={"help": "llama.cpp threads."})
     cache_dir: str | None = field(default=None, metadata={"help": "Where the held-out wrong solutions are cached."})
@@ -64,10 +68,17 @@ class PromoteArgs(GateArgs):
         "help": "Run the gate and print both rates as JSON; install nothing (a measurement, not a promotion)."})
     against: str = field(default="service", metadata={
         "help": "What --dry-run compares with: 'service' (the model in service) or 'base' (the plain base)."})
+    report: str = field(default="", metadata={
+        "help": "Write the outcome as JSON here: promoted (version) or refused (reason), with the gate's result."})
 
 
 class PromotionError(RuntimeError):
-    """Promotion refused; the model in service is unchanged."""
+    """Promotion refused; the model in service is unchanged. `gate` holds the gate's result when
+    the gate refused (None for bad files and other refusals)."""
+
+    def __init__(self, message: str, gate: dict | None = None):
+        super().__init__(message)
+        self.gate = gate
 
 
 # --- the gate -----------------------------------------------------------------------------------
@@ -146,7 +157,7 @@ def self_debug_rate(backend, cases: list[Case], gate: GateArgs, root: Path, labe
     from ledex.engine.format import Mode, answer_grammar, build_messages, parse_response
     from ledex.engine.problems import judge_solutions, ledex_problem
 
-    fixed, by_origin = 0, {}
+    fixed, by_origin, per_case = 0, {}, []
     for index, case in enumerate(tqdm(cases, desc=f"gate: self-debug {label}", unit="case")):
         messages = build_messages(ledex_problem(case.problem, case.wrong_code, case.verdict), Mode.EXPLAIN)
         reply = backend.generate(messages, Sampling(gate.temperature, 0.95, gate.max_tokens, gate.seed + index,
@@ -154,11 +165,36 @@ def self_debug_rate(backend, cases: list[Case], gate: GateArgs, root: Path, labe
         parsed = parse_response(reply.text, Mode.EXPLAIN, truncated=reply.truncated)
         ok = bool(getattr(parsed, "code", None)) and judge_solutions(case.problem, [parsed.code], root)[0].passed
         fixed += ok
+        per_case.append(bool(ok))
         tally = by_origin.setdefault(case.origin, [0, 0])
         tally[0] += ok
         tally[1] += 1
-    return {"fixed": fixed, "cases": len(cases), "rate": fixed / len(cases) if cases else 0.0,
+    return {"fixed": fixed, "cases": len(cases), "rate": fixed / len(cases) if cases else 0.0, "per_case": per_case,
             "by_origin": {k: {"fixed": a, "cases": b, "rate": a / b} for k, (a, b) in by_origin.items()}}
+
+
+def gate_decision(current: list[bool], candidate: list[bool], gate: GateArgs) -> dict:
+    """The gate's rule on paired per-case results (True: fixed) of the model in service and the
+    candidate on the same cases and seeds: rate not lower than current - tolerance, at least
+    gate.min_gain more fixes, and at most gate.max_regressions cases that only the current model
+    fixes (-1: any number). Returns {'passed', 'gains', 'regressions', 'reasons'}.
+
+    >>> gate_decision([True, False], [False, True], GateArgs(max_regressions=0))["reasons"]
+    ['1 regression(s) > 0 allowed']
+    >>> gate_decision([False, False], [False, False], GateArgs(min_gain=1))["passed"]
+    False
+    """
+    gains = sum(b and not a for a, b in zip(current, candidate))
+    regressions = sum(a and not b for a, b in zip(current, candidate))
+    n = max(len(current), 1)
+    reasons = []
+    if sum(candidate) / n < sum(current) / n - gate.tolerance:
+        reasons.append(f"rate {sum(candidate)}/{n} < {sum(current)}/{n} - tolerance {gate.tolerance}")
+    if sum(candidate) - sum(current) < gate.min_gain:
+        reasons.append(f"{sum(candidate) - sum(current)} more fixed < min gain {gate.min_gain}")
+    if 0 <= gate.max_regressions < regressions:
+        reasons.append(f"{regressions} regression(s) > {gate.max_regressions} allowed")
+    return {"passed": not reasons, "gains": gains, "regressions": regressions, "reasons": reasons}
 
 
 def in_service(home: Path | None = None) -> str | None:
@@ -168,8 +204,8 @@ def in_service(home: Path | None = None) -> str | None:
 
 def run_gate(candidate: str, gate: GateArgs, base: str = "default", current: str | None = None) -> dict:
     """Measure `self_debug_rate` for the model in service (`current`, None = plain base) and the
-    candidate on the same held-out cases. Returns {'current': ..., 'candidate': ..., 'passed':
-    candidate rate >= current rate - gate.tolerance}. Raises PromotionError when no case is found
+    candidate on the same held-out cases. Returns {'current': ..., 'candidate': ..., 'passed', 'gains',
+    'regressions', 'reasons'} (`gate_decision`'s rule). Raises PromotionError when no case is found
     or a model does not load.
     """
     from ledex.engine.backends import load_backend
@@ -188,8 +224,7 @@ def run_gate(candidate: str, gate: GateArgs, base: str = "default", current: str
             raise PromotionError(f"{label} model does not load: {exc}") from exc
         results[label] = self_debug_rate(backend, cases, gate, root, label) | {"adapter": adapter}
         del backend
-    results["passed"] = results["candidate"]["rate"] >= results["current"]["rate"] - gate.tolerance
-    return results
+    return results | gate_decision(results["current"]["per_case"], results["candidate"]["per_case"], gate)
 
 
 # --- the registry ---------------------------------------------------------------------------------
@@ -268,9 +303,10 @@ def promote(adapter: str | Path, *, home: Path | None = None, base: str = "defau
     if gate is not None:
         gate_result = run_gate(str(adapter), gate, base, in_service(home))
         if not gate_result["passed"] and not force:
-            raise PromotionError(f"gate failed: candidate self-debug rate {gate_result['candidate']['rate']:.1%} < "
+            raise PromotionError(f"gate failed: candidate self-debug rate {gate_result['candidate']['rate']:.1%} vs "
                                  f"current {gate_result['current']['rate']:.1%} on {gate_result['current']['cases']} "
-                                 "held-out wrong solutions; the current model stays in service (--force overrides)")
+                                 f"held-out wrong solutions ({'; '.join(gate_result.get('reasons', ['rate too low']))}); the current model "
+                                 "stays in service (--force overrides)", gate_result)
     version = max([e.get("record", {}).get("version", 0) for e in history(home)] + [0]) + 1
     installed = install_adapter(adapter, home, version, digest)
     record = {"adapter": str(installed.resolve()), "version": version, "promoted_at": time.time(),
@@ -324,13 +360,20 @@ def main(args: argparse.Namespace) -> int:
         record = promote(config.adapter, base=config.base, gate=gate, force=config.force, note=config.note)
     except PromotionError as exc:
         print(f"ledex-train promote: {exc}", file=sys.stderr)
+        _report(config.report, {"promoted": False, "reason": str(exc), "gate": exc.gate})
         return 1
+    _report(config.report, {"promoted": True, "version": record["version"], "gate": record.get("gate")})
     if record.get("gate"):
         g = record["gate"]
         print(f"gate: candidate {g['candidate']['rate']:.1%} vs current {g['current']['rate']:.1%} "
               f"({g['current']['cases']} held-out wrong solutions)")
     print(f"promoted v{record['version']}: {record['adapter']}")
     return 0
+
+
+def _report(path: str, outcome: dict) -> None:
+    if path:
+        write_json(Path(path), outcome)
 
 
 def add_rollback_arguments(parser: argparse.ArgumentParser) -> None:
