@@ -191,3 +191,83 @@ def test_real_model_on_two_humaneval_tasks(tmp_path):
         assert 0.0 <= row["curve"][1]["pass@1"] <= 1.0
     saved = json.loads((tmp_path / "out" / "report.json").read_text())
     assert saved["rows"] == report["rows"] and "pass@1" in saved["markdown"]
+
+
+# --- HumanEvalFix as editor projects (training/humanevalfix.py) -------------------------------------
+
+from ledex.sandbox import run_tests  # noqa: E402
+from ledex.training import humanevalfix as hx  # noqa: E402
+
+SHARED_HEFIX = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "humanevalpack-python.jsonl"
+HEFIX_TASK = hx.Task(
+    "Python/900", "add_up", 'from typing import List\n\n\ndef add_up(xs: List[int]) -> int:\n    """Sum of xs."""\n',
+    "    return sum(xs) + 1\n", "    return sum(xs)\n",
+    "\n\nMETADATA = {}\n\n\ndef check(candidate):\n    import math\n    assert candidate([]) == 0\n"
+    "    assert candidate([1, 2]) == 3  # two\n    assert True, 'placeholder'\n"
+    "    assert math.isclose(candidate([2]), 2)\n    assert candidate([1]) != 5\n\ncheck(add_up)\n", "excess logic")
+
+
+def _outcomes(verdict) -> dict[str, str]:
+    return {o.nodeid.rsplit("::", 1)[-1]: o.outcome for o in verdict.outcomes}
+
+
+def test_humanevalfix_task_becomes_a_project_with_one_test_per_assert(tmp_path):
+    project = hx.write_project(HEFIX_TASK, tmp_path / "p")
+    tests = (tmp_path / "p" / "test_add_up.py").read_text()
+    assert (project.module, project.function, project.bug_type) == ("add_up.py", "add_up", "excess logic")
+    assert tests.startswith("from add_up import add_up\nMETADATA = {}\nimport math\n")
+    assert "assert add_up([1, 2]) == 3  # two" in tests and "candidate" not in tests and "assert True" not in tests
+    assert project.shown_tests == tuple(f"test_add_up.py::test_add_up_{i}" for i in (1, 2, 3, 4))
+    assert _outcomes(run_tests(project.path)) == {"test_add_up_1": "failed", "test_add_up_2": "failed",
+                                                  "test_add_up_3": "failed", "test_add_up_4": "passed"}
+    (project.path / project.module).write_text(HEFIX_TASK.prompt + HEFIX_TASK.canonical_solution)
+    assert set(_outcomes(run_tests(project.path)).values()) == {"passed"}
+
+
+def test_humanevalfix_held_back_split_is_stable_and_runs_apart(tmp_path):
+    project = hx.write_project(HEFIX_TASK, tmp_path / "p", held_back_fraction=0.5, keep_shown=["test_add_up_4"])
+    again = hx.write_project(HEFIX_TASK, tmp_path / "q", held_back_fraction=0.5, keep_shown=["test_add_up_4"])
+    assert (project.shown_tests, project.held_back_tests) == (again.shown_tests, again.held_back_tests)
+    assert len(project.shown_tests) == len(project.held_back_tests) == 2
+    assert "test_add_up.py::test_add_up_4" in project.shown_tests
+    shown_file = (project.path / project.test_file).read_text()
+    assert all(t.rsplit("::")[-1] + "(" not in shown_file for t in project.held_back_tests)
+    held = hx.run_held_back(project, HEFIX_TASK.prompt + HEFIX_TASK.canonical_solution)
+    assert sorted(_outcomes(held)) == sorted(t.rsplit("::")[-1] for t in project.held_back_tests)
+    assert set(_outcomes(held).values()) == {"passed"}
+    assert hx.run_held_back(hx.write_project(HEFIX_TASK, tmp_path / "r")) is None
+    with pytest.raises(hx.HumanEvalFixError):
+        hx.write_project(HEFIX_TASK, tmp_path / "s", held_back_fraction=1.0)
+
+
+def test_humanevalfix_loop_body_stays_one_test():
+    task = hx.Task("Python/901", "twice", "def twice(x):\n", "    return x\n", "    return 2 * x\n",
+                   "def check(twice):\n    for i in range(3):\n        assert twice(i) == 2 * i\n\ncheck(twice)\n", "x")
+    header, cases = hx.split_check(task)
+    assert header == [] and [c.name for c in cases] == ["test_twice"]
+    assert cases[0].body == "for i in range(3):\n    assert twice(i) == 2 * i"
+
+
+def test_humanevalfix_prompt_is_byte_identical_to_what_ledex_fix_sends(tmp_path, replay_endpoint):
+    import subprocess
+    import sys
+
+    project = hx.write_project(HEFIX_TASK, tmp_path / "p")
+    url = replay_endpoint(["no idea"])
+    proc = subprocess.run([sys.executable, "-m", "ledex.cli", "fix", str(project.path), "--model", url,
+                           "--samples", "1", "--rounds", "1", "--json"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    failure = hx.editor_failure(project)
+    assert failure.suspect.qualname == "add_up" and len(failure.also) == 2
+    sent = replay_endpoint.requests[0]["messages"]
+    assert json.dumps(sent) == json.dumps(hx.prompt_messages(failure))
+
+
+def test_humanevalfix_data_has_164_tasks_and_six_bug_types():
+    if not hx.available(SHARED_HEFIX):
+        pytest.skip("../shared/data/humanevalpack-python.jsonl is not here")
+    tasks = hx.load_tasks(SHARED_HEFIX)
+    assert len(tasks) == 164 and {t.bug_type for t in tasks} == set(hx.BUG_TYPES)
+    assert [t.task_id for t in hx.load_tasks(SHARED_HEFIX, ids=[0, "Python/5"])] == ["Python/0", "Python/5"]
+    header, cases = hx.split_check(tasks[0])
+    assert len(cases) == 7 and cases[0].body.startswith("assert has_close_elements(")
