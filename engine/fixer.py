@@ -7,6 +7,12 @@ is verified by re-running the failing test and the rest of its test file in the 
 overlaps generation of answer i+1. As in LEDEX's iterative refinement, up to R rounds:
 the best unverified refinement and its new failure become the next round's problem.
 
+Before the model, a bounded search (engine/search.py, FixConfig.search) tries single-site edits
+of the suspects (the inverse of training's mutations); its verified fixes are explained by the
+model (format.build_explain_diff_messages) and the model's rounds are skipped when one of them is
+not a test-overfitting risk. Candidates carry their `source` ("search" or "model"); the one
+ordering rule is engine/ranking.py (the model's log-likelihood of the patched function, edit size).
+
 Try it:  python -m ledex.engine.fixer examples/inventory
 """
 
@@ -21,12 +27,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from ledex.engine.backends import Backend, Generation, PromptTooLong, Sampling, generate_batch
+from ledex.engine import ranking
+from ledex.engine.backends import Backend, Generation, ModelError, PromptTooLong, Sampling, generate_batch
 from ledex.engine.failures import Failure
-from ledex.engine.format import (Candidate, Mode, Problem, answer_grammar, build_messages, clip_middle, fenced,
-                                 parse_response)
+from ledex.engine.format import (Candidate, Mode, Problem, answer_grammar, build_explain_diff_messages,
+                                 build_messages, clip_middle, fenced, parse_explanation, parse_response)
 from ledex.engine.localize import read_source
 from ledex.engine.patching import Patch, PatchError, make_patch
+from ledex.engine.search import Repair, SearchConfig, SearchStats, run_search
 from ledex.sandbox import Limits, Verdict, verify_many
 
 
@@ -48,6 +56,12 @@ class FixConfig:
     # see bench/bench_localize.py for how often the broken function is in the top 1 / top 3).
     suspects: int = 3
     grammar: bool = True  # constrain answers to the LEDEX shape (format.answer_grammar) where the backend can
+    # Search-based candidates before the model's (issue 20): SearchConfig() turns it on, None off.
+    # bench/bench_search.py measures it (docs/benchmarks.md "Search-based candidates"); the CLI and
+    # the editor pass SEARCH_DEFAULT. Off in this dataclass so replay-driven callers keep model-only runs.
+    search: SearchConfig | None = None
+    explain_search: bool = True  # the model explains each verified search fix (else the edit is described)
+    likelihood: bool = True  # rank two or more verified fixes by the model's log-likelihood (ranking.py)
 
 
 @dataclass
@@ -64,6 +78,11 @@ class CandidateResult:
     verification_s: float = 0.0
     raw: str = ""
     suspect: str = ""  # "path::qualname" of the function the candidate rewrites
+    source: str = "model"  # "model" (written by the model) | "search" (found by search, engine/search.py)
+    operator: str = ""  # search only: the edit operator (engine/operators.OPERATORS)
+    edit_after: str = ""  # search only: the text the edit put in
+    loglik: float | None = None  # the model's log-likelihood of the patched function (nats), when scored
+    edit_size: int = 0  # changed tokens against the original function (ranking.edit_size)
 
     @property
     def diff(self) -> str:
@@ -71,7 +90,17 @@ class CandidateResult:
 
     def to_dict(self) -> dict:
         return {"explanation": self.explanation, "diff": self.diff, "verified": self.verified, "round": self.round,
-                "reason": self.reason, "pass_rate": self.pass_rate, "code": self.code, "suspect": self.suspect}
+                "reason": self.reason, "pass_rate": self.pass_rate, "code": self.code, "suspect": self.suspect,
+                "source": self.source}
+
+    @property
+    def source_label(self) -> str:
+        """How the editor and the CLI name where the fix came from."""
+        return SOURCE_LABELS.get(self.source, self.source)
+
+
+SEARCH_DEFAULT = SearchConfig()
+SOURCE_LABELS = {"model": "written by the model", "search": "found by search"}
 
 
 @dataclass
@@ -80,11 +109,12 @@ class FixResult:
     candidates: list[CandidateResult] = field(default_factory=list)
     model: str = ""
     timings: dict[str, float] = field(default_factory=lambda: {"generation": 0.0, "verification": 0.0})
+    search: SearchStats | None = None
 
     @property
     def ranked(self) -> list[CandidateResult]:
-        usable = [c for c in self.candidates if c.patch is not None]
-        return sorted(usable, key=lambda c: (not c.verified, -c.pass_rate, c.round))
+        """Usable candidates, best first (engine/ranking.py)."""
+        return ranking.rank([c for c in self.candidates if c.patch is not None])
 
     @property
     def best(self) -> CandidateResult | None:
@@ -185,6 +215,10 @@ class FixEngine:
         result = FixResult(failure, model=self.backend.identity.id)
         cancel = cancel or threading.Event()
         tried = suspects_to_try(failure, self.config.suspects)
+        if self.config.search is not None and tried:
+            self._search(failure, tried, result, cancel, progress, on_candidate)
+            if cancel.is_set() or any(c.verified and not ranking.overfit_risk(c) for c in result.candidates):
+                return self._finish(result, failure)
         for n, suspect in enumerate(tried):
             named = progress if n == 0 or progress is None else \
                 (lambda stage, done, total, q=suspect.qualname: progress(f"{q}: {stage}", done, total))
@@ -196,6 +230,65 @@ class FixEngine:
                 continue  # a further suspect too long for the model: the next one
             if cancel.is_set() or result.best is not None:
                 break
+        return self._finish(result, failure)
+
+    # --- search candidates (engine/search.py) ------------------------------------------------------
+
+    def _search(self, failure: Failure, tried: list, result: FixResult, cancel: threading.Event,
+                progress: Progress | None, on_candidate) -> None:  # noqa: ANN001
+        if progress:
+            progress("search: single-site edits", 0, 1)
+
+        def verify(repair: Repair) -> bool:
+            suspect = dataclasses.replace(failure, suspect=repair.suspect)
+            candidate = CandidateResult("", repair.code, 0, patch=repair.patch, source="search",
+                                        suspect=f"{repair.suspect.path}::{repair.suspect.qualname}",
+                                        operator=repair.edit.operator, edit_after=repair.edit.after)
+            self._verify(candidate, suspect, cancel)
+            if candidate.reason == "cancelled":
+                return False
+            candidate.explanation = self._explain(failure, candidate, repair) if candidate.verified else \
+                f"Found by search: line {repair.edit.line}: {repair.edit.description}."
+            result.timings["verification"] += candidate.verification_s
+            result.candidates.append(candidate)
+            if on_candidate:
+                on_candidate(candidate)
+            return candidate.verified
+
+        result.search = run_search(self.workspace, failure, tried, self.config.search, verify,
+                                   limits=self.config.limits, python=self.config.python,
+                                   command=self.config.test_command, cancel=cancel)
+        if progress:
+            progress("search: done", 1, 1)
+
+    def _explain(self, failure: Failure, candidate: CandidateResult, repair: Repair) -> str:
+        """The model's explanation of a verified search fix; the edit described when it cannot."""
+        described = f"Line {repair.edit.line}: {repair.edit.description}."
+        if not self.config.explain_search:
+            return described
+        messages = build_explain_diff_messages(problem_for(dataclasses.replace(failure, suspect=repair.suspect)),
+                                               candidate.diff)
+        started = time.perf_counter()
+        try:
+            reply = self.backend.generate(messages, dataclasses.replace(self.config.sampling, max_tokens=160,
+                                                                        grammar=""))
+        except (ModelError, PromptTooLong, ValueError, RuntimeError):
+            return described
+        candidate.generation_s = time.perf_counter() - started
+        explanation = parse_explanation(reply.text)
+        return f"{explanation} ({described})" if explanation else described
+
+    def _finish(self, result: FixResult, failure: Failure) -> FixResult:
+        """Edit sizes for every usable candidate, the model's log-likelihood where two or more are verified."""
+        for candidate in result.candidates:
+            if candidate.patch is not None:
+                candidate.edit_size = ranking.edit_size(candidate.patch.old_function, candidate.patch.new_function)
+        verified = [c for c in result.candidates if c.verified]
+        if self.config.likelihood and len(verified) > 1:
+            messages = build_messages(problem_for(failure), Mode.REFINE)
+            for candidate, loglik in zip(verified, ranking.score_codes(self.backend, messages,
+                                                                       [c.code for c in verified])):
+                candidate.loglik = loglik
         return result
 
     def _fix_suspect(self, failure: Failure, result: FixResult, cancel: threading.Event,

@@ -446,8 +446,8 @@ def _sites(src: _Source, root: ast.AST, wanted: frozenset[str]):
     parents = {child: node for node in ast.walk(root) for child in ast.iter_child_nodes(node)}
     names = _scope_names(root)
     last_in_block = {body[-1] for _, body in _blocks(root)}
-    body_nodes = [n for n in ast.walk(root) if n is not root] if not isinstance(root, ast.Module) else \
-        list(ast.walk(root))
+    body_nodes = list(ast.walk(root)) if isinstance(root, ast.Module) else \
+        [n for part in (root.args, *root.body) for n in ast.walk(part)]  # not its decorators
     for node in body_nodes:
         yield from _compare(src, node)
         yield from _binop(src, node)

@@ -1,0 +1,172 @@
+"""Mutant screening inside the sandbox: many variants of one function checked in ONE pytest
+process, by switching the function's code between runs of the failing tests (the way
+mutation-testing tools such as mutmut and Cosmic Ray avoid a process per mutant).
+
+Not imported by ledex: engine/search.py sends this file's text as ``python -c`` through the
+sandbox's ``command`` template (sandbox.verify_many), so it runs in the sandbox with its
+isolation and limits. Standard library and pytest only.
+
+argv[1]: base64 of zlib'd JSON {"path": relpath of the module, "qualname": "f" | "Cls.m",
+"variants": [function source, ...], "tests": [node id, ...], "timeout": seconds per variant}.
+Output, one line per result on fd 1 (written past pytest's capture):
+
+    LEDEX-SCREEN baseline pass|fail          the tests on the unchanged code
+    LEDEX-SCREEN <index> pass|fail|error     variant <index> (error: it could not be installed)
+    LEDEX-SCREEN-ERROR <reason>              nothing further can be screened
+    LEDEX-SCREEN done
+
+A screen is advice, never a verdict: a variant that passes here is verified again in its own
+sandboxed run (the failing tests and the rest of their file), so nothing the code under test
+prints here can make a fix count as verified. A variant that hangs past its timeout fails; one
+that hangs in C code kills the process (faulthandler) and the caller screens the rest again.
+"""
+
+import ast
+import base64
+import faulthandler
+import json
+import os
+import signal
+import sys
+import textwrap
+import zlib
+
+import pytest
+
+PREFIX = "LEDEX-SCREEN"
+
+
+class VariantTimeout(BaseException):
+    """The variant ran past its time (BaseException: a bare ``except Exception`` cannot swallow it)."""
+
+
+def emit(text):
+    data = f"{PREFIX} {text}\n".encode()
+    while data:
+        data = data[os.write(1, data):]
+
+
+def _on_alarm(signum, frame):
+    raise VariantTimeout("variant timed out")
+
+
+def _module_of(path):
+    wanted = os.path.realpath(path)
+    for module in list(sys.modules.values()):
+        file = getattr(module, "__file__", None)
+        if file and os.path.realpath(file) == wanted:
+            return module
+    return None
+
+
+def _unwrap(obj):
+    obj = getattr(obj, "__func__", None) or getattr(obj, "fget", None) or obj
+    while not hasattr(obj, "__code__") and hasattr(obj, "__wrapped__"):
+        obj = obj.__wrapped__
+    return obj
+
+
+def _resolve(module, qualname):
+    """(the function object whose code is switched, the object to clear caches on)."""
+    owner, parts = module, qualname.split(".")
+    for part in parts[:-1]:
+        owner = getattr(owner, part)
+    raw = owner.__dict__[parts[-1]] if isinstance(owner, type) else getattr(owner, parts[-1])
+    return _unwrap(raw), raw
+
+
+def _compile(source, function, path):
+    """The code object of the variant, compiled to fit `function` (a method that uses super()
+    needs the __class__ cell its original has)."""
+    tree = ast.parse(textwrap.dedent(source))
+    node = next(n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)))
+    node.decorator_list = []
+    namespace = dict(function.__globals__)
+    if "__class__" in function.__code__.co_freevars:
+        holder = ast.ClassDef("LedexScreen", [], [], [node], [])
+        holder.type_params = []
+        tree = ast.Module([holder], [])
+        exec(compile(ast.fix_missing_locations(tree), path, "exec"), namespace)
+        new = _unwrap(namespace["LedexScreen"].__dict__[node.name])
+    else:
+        exec(compile(ast.Module([node], []), path, "exec"), namespace)
+        new = namespace[node.name]
+    return new
+
+
+def _install(function, new):
+    function.__code__ = new.__code__
+    function.__defaults__ = new.__defaults__
+    function.__kwdefaults__ = new.__kwdefaults__
+
+
+def _passes(items, timeout):
+    from _pytest.runner import runtestprotocol
+
+    for item in items:
+        signal.setitimer(signal.ITIMER_REAL, timeout)
+        faulthandler.dump_traceback_later(timeout + 3.0, exit=True)
+        try:
+            reports = runtestprotocol(item, log=False, nextitem=None)
+        except VariantTimeout:
+            return False
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            faulthandler.cancel_dump_traceback_later()
+        if not all(r.passed for r in reports):
+            return False
+    return True
+
+
+class Screen:
+    def __init__(self, spec):
+        self.spec = spec
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtestloop(self, session):
+        spec, timeout = self.spec, float(self.spec.get("timeout") or 2.0)
+        wanted = set(spec["tests"])
+        items = [i for i in session.items if i.nodeid in wanted]
+        if len(items) != len(wanted):
+            emit("ERROR the failing tests were not collected")
+            return True
+        signal.signal(signal.SIGALRM, _on_alarm)
+        emit(f"baseline {'pass' if _passes(items, timeout * 5) else 'fail'}")
+        module = _module_of(spec["path"])
+        if module is None:
+            emit(f"ERROR {spec['path']} was not imported by the tests")
+            return True
+        try:
+            function, raw = _resolve(module, spec["qualname"])
+            original = (function.__code__, function.__defaults__, function.__kwdefaults__)
+        except (AttributeError, KeyError, TypeError) as exc:
+            emit(f"ERROR {spec['qualname']} not found: {exc!r}")
+            return True
+        for index, source in enumerate(spec["variants"]):
+            emit(f"{index} {self._one(function, raw, source, items, timeout, spec['path'])}")
+            function.__code__, function.__defaults__, function.__kwdefaults__ = original
+        emit("done")
+        return True
+
+    @staticmethod
+    def _one(function, raw, source, items, timeout, path):
+        try:
+            _install(function, _compile(source, function, path))
+        except Exception:  # noqa: BLE001 - a variant that cannot be installed is not screened
+            return "error"
+        clear = getattr(raw, "cache_clear", None)
+        if callable(clear):
+            clear()
+        return "pass" if _passes(items, timeout) else "fail"
+
+
+def main():
+    spec = json.loads(zlib.decompress(base64.b64decode(sys.argv[1])))
+    sys.argv[1:] = []
+    args = ["-q", "-p", "no:ledex_sbx_plugin", "-p", "no:cacheprovider", "--capture=sys", "--rootdir=.",
+            "-o", "addopts=", *spec["tests"]]
+    pytest.main(args, plugins=[Screen(spec)])
+
+
+if __name__ == "__main__":
+    main()

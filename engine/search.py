@@ -1,0 +1,320 @@
+"""Search-based repair candidates: single-site edits of the suspect functions (engine/operators.py,
+the inverse of training's mutations), screened many-per-process in the sandbox, then verified
+one by one like any model candidate.
+
+Mutation-based program repair (Debroy & Wong 2010): for each suspect (most suspicious first,
+engine/localize.py + sbfl.py), every single-site edit of the function, the lines the traceback
+went through first, then the rest of the function bottom-up; cheap operators (comparisons,
+constants, bounds) before broad ones (another variable, a dropped statement). Identical results
+are tried once.
+
+Verification is two-step:
+1. **Screen**: one sandboxed pytest process per batch runs the failing tests once per variant,
+   switching the function's code object between runs (engine/screen_driver.py, sent through the
+   sandbox's `command` template). A screen is advice only.
+2. **Verify**: a variant that passed its screen becomes a patch verified by the caller in its
+   own sandboxed run (the failing tests + the rest of their file + dependents), exactly like a
+   model candidate. Where screening is not possible (a custom test command, the function is not
+   imported by the tests, the failure does not reproduce in one process) every candidate is
+   verified directly, within the same budget.
+
+Bounded per failure by SearchConfig (test runs and seconds) and stopped early when the cancel
+event is set (the user edited the file) or max_fixes candidates verified.
+
+Try it:  python -m ledex.engine.search WORKSPACE   (search only, for each failing test)
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import textwrap
+import threading
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+from ledex.engine.failures import Failure
+from ledex.engine.localize import Suspect, first_line, frames, function_named, read_source
+from ledex.engine.operators import OPERATORS, Edit, single_site_edits
+from ledex.engine.patching import Patch, PatchError, make_patch
+from ledex.sandbox import Limits, Verdict, verify_many
+
+# Cheap, common slips first (HumanEvalFix's most frequent bug types), broad operators last.
+OPERATOR_ORDER = ("compare", "constant", "bound", "binop", "boolop", "negation", "return", "add_return",
+                  "assign", "method", "swap", "drop_condition", "name", "drop_statement")
+assert set(OPERATOR_ORDER) == set(OPERATORS)
+DRIVER = Path(__file__).with_name("screen_driver.py")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Budget and knobs of the search, per failure."""
+
+    max_runs: int = 600  # test executions: variants screened + candidates verified one by one
+    max_seconds: float = 60.0  # wall clock per failure (issue 20's goal: <= 60 s per failure)
+    max_fixes: int = 2  # stop after this many verified fixes (the ranking picks among them)
+    batch: int = 200  # variants screened per sandboxed process
+    variant_timeout_s: float = 2.0  # per variant and test in the screen (a mutant that loops fails)
+    screen: bool = True  # False: one sandbox run per candidate (bench/bench_search.py's reference)
+    operators: tuple[str, ...] | None = None  # a subset of operators.OPERATORS (None: all)
+
+
+@dataclass
+class Repair:
+    """One single-site edit of a suspect, as a patch of its file."""
+
+    edit: Edit
+    suspect: Suspect
+    patch: Patch
+    code: str  # the edited function, dedented (what a model answer's code block would hold)
+    screen: str = ""  # "pass" | "fail" | "error" | "hang" | "" (not screened)
+
+
+@dataclass
+class SearchStats:
+    candidates: int = 0  # distinct repairs considered
+    screened: int = 0  # variants run in a screen
+    screen_passed: int = 0
+    processes: int = 0  # sandboxed screening processes
+    verified_runs: int = 0  # candidates verified one by one
+    verified: int = 0
+    seconds: float = 0.0
+    stopped: str = ""  # "fixes" | "runs" | "time" | "cancelled" | "exhausted"
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items()}
+
+
+# --- candidates -------------------------------------------------------------------------------------
+
+
+def _line_order(failure: Failure, suspect: Suspect, start: int, end: int) -> dict[int, int]:
+    """{line: rank} for the function's lines: traceback lines (deepest first), then bottom-up."""
+    traced = [line for path, line, _ in reversed(frames(failure.details or ""))
+              if Path(path).as_posix().endswith("/" + suspect.path) and start <= line <= end]
+    order = list(dict.fromkeys(traced)) + [line for line in range(end, start - 1, -1) if line not in traced]
+    return {line: rank for rank, line in enumerate(order)}
+
+
+def _function_span(text: str, qualname: str) -> tuple[int, int] | None:
+    node = function_named(text, qualname)
+    return (first_line(node), node.end_lineno) if node is not None else None
+
+
+def repairs_for(text: str, suspect: Suspect, failure: Failure,
+                operators: Iterable[str] | None = None) -> list[Repair]:
+    """Every single-site repair of `suspect` in `text` (its file), most promising first, as patches."""
+    body = text.removeprefix("\ufeff")
+    span = _function_span(body, suspect.qualname)
+    if span is None:
+        return []
+    start, end = span
+    order = _line_order(failure, suspect, start, end)
+    edits = sorted(single_site_edits(body, suspect.qualname, operators),
+                   key=lambda e: (order.get(e.line, len(order)), OPERATOR_ORDER.index(e.operator)))
+    found = []
+    old_lines = len(body.splitlines())
+    for edit in edits:
+        new_end = end + len(edit.code.splitlines()) - old_lines
+        code = textwrap.dedent("\n".join(edit.code.splitlines()[start - 1:new_end])) + "\n"
+        try:
+            patch = make_patch(text, suspect, code)
+        except PatchError:
+            continue
+        found.append(Repair(edit, suspect, patch, code))
+    return found
+
+
+# --- screening --------------------------------------------------------------------------------------
+
+_LINE = re.compile(r"^LEDEX-SCREEN (baseline|\d+|ERROR|done)\b ?(.*)$", re.MULTILINE)
+
+
+@dataclass
+class Screen:
+    """What one screening process said: statuses by index, and whether it finished."""
+
+    status: dict[int, str] = field(default_factory=dict)
+    baseline: str = ""
+    error: str = ""
+    done: bool = False
+
+
+def parse_screen(stdout: str) -> Screen:
+    screen = Screen()
+    for what, rest in _LINE.findall(stdout):
+        if what == "baseline":
+            screen.baseline = screen.baseline or rest.strip()
+        elif what == "ERROR":
+            screen.error = screen.error or rest.strip()
+        elif what == "done":
+            screen.done = True
+        elif int(what) not in screen.status:  # first word wins: later lines may be forged
+            screen.status[int(what)] = rest.strip()
+    return screen
+
+
+def screen_command(python_placeholder: bool, spec: dict) -> list[str]:
+    """The argv template running screen_driver.py with `spec` inside the sandbox."""
+    payload = base64.b64encode(zlib.compress(json.dumps(spec).encode(), 9)).decode()
+    return ["{python}" if python_placeholder else "python", "-c", DRIVER.read_text(encoding="utf-8"), payload]
+
+
+def screen(workspace: Path, suspect: Suspect, codes: Sequence[str], tests: Sequence[str], *,
+           limits: Limits, python: str | None, timeout_s: float,
+           cancel: threading.Event | None = None) -> Screen:
+    """Run the failing `tests` once per variant of `suspect` (function sources) in one sandboxed process."""
+    spec = {"path": suspect.path, "qualname": suspect.qualname, "variants": list(codes), "tests": list(tests),
+            "timeout": timeout_s}
+    runs = verify_many(workspace, [{}], tests, limits=limits, python=python, workers=1, cancel=cancel,
+                       command=screen_command(True, spec))
+    verdict: Verdict | None = next((v for _, v in runs), None)
+    if verdict is None:
+        return Screen(error="cancelled")
+    result = parse_screen(verdict.stdout_tail)
+    if not result.done and not result.error and not result.status and not result.baseline:
+        result.error = (verdict.error or "the screen printed nothing").splitlines()[0][:300]
+    return result
+
+
+# --- the search loop --------------------------------------------------------------------------------
+
+
+class Search:
+    """One failure's search. `verify(repair) -> bool` verifies a candidate fully (the fix engine's
+    sandboxed verification; it records the candidate) and says whether it is verified."""
+
+    def __init__(self, workspace: Path, failure: Failure, config: SearchConfig, verify: Callable[[Repair], bool], *,
+                 limits: Limits, python: str | None = None, screening: bool = True,
+                 cancel: threading.Event | None = None):
+        self.workspace, self.failure, self.config, self.verify = Path(workspace), failure, config, verify
+        self.limits, self.python, self.cancel = limits, python, cancel or threading.Event()
+        self.screening = screening and config.screen
+        self.stats = SearchStats()
+        self._seen: set[tuple[str, str]] = set()
+        self._started = time.monotonic()
+
+    def left_s(self) -> float:
+        return self.config.max_seconds - (time.monotonic() - self._started)
+
+    def _stop(self) -> str:
+        if self.cancel.is_set():
+            return "cancelled"
+        if self.stats.verified >= self.config.max_fixes:
+            return "fixes"
+        if self.stats.screened + self.stats.verified_runs >= self.config.max_runs:
+            return "runs"
+        return "time" if self.left_s() <= 0 else ""
+
+    def run(self, suspects: Sequence[Suspect]) -> SearchStats:
+        for suspect in suspects:
+            text = read_source(self.workspace / suspect.path)
+            if text is None:
+                continue
+            found = [r for r in repairs_for(text, suspect, self.failure, self.config.operators)
+                     if (r.patch.path, r.patch.new_text) not in self._seen]
+            self._seen.update((r.patch.path, r.patch.new_text) for r in found)
+            self.stats.candidates += len(found)
+            self._search(suspect, found)
+            if self.stats.stopped:
+                break
+        self.stats.stopped = self.stats.stopped or "exhausted"
+        self.stats.seconds = round(time.monotonic() - self._started, 3)
+        return self.stats
+
+    def _search(self, suspect: Suspect, found: list[Repair]) -> None:
+        direct = not self.screening
+        index = 0
+        while index < len(found) and not self._halt():
+            if direct:
+                self._verify(found[index])
+                index += 1
+                continue
+            batch = found[index:index + self._batch_size()]
+            outcome = self._screen(suspect, batch)
+            if outcome is None:  # screening impossible here: one sandbox run per candidate instead
+                direct = True
+                continue
+            index += outcome
+
+    def _halt(self) -> bool:
+        self.stats.stopped = self._stop()
+        return bool(self.stats.stopped)
+
+    def _batch_size(self) -> int:
+        return max(1, min(self.config.batch, self.config.max_runs - self.stats.screened - self.stats.verified_runs))
+
+    def _screen(self, suspect: Suspect, batch: list[Repair]) -> int | None:
+        """Screen a batch and verify what passed; the number of repairs dealt with, None when
+        screening does not work for this failure."""
+        tests = tuple(dict.fromkeys((self.failure.test, *self.failure.also)))
+        wall = max(5.0, min(self.left_s(), self.limits.wall_s))
+        limits = Limits(**{**self.limits.to_dict(), "wall_s": wall})
+        result = screen(self.workspace, suspect, [r.code for r in batch], tests, limits=limits, python=self.python,
+                        timeout_s=self.config.variant_timeout_s, cancel=self.cancel)
+        self.stats.processes += 1
+        if result.error == "cancelled":
+            return len(batch)
+        if result.error or result.baseline != "fail":
+            self.stats.notes.append(f"no screening ({result.error or 'the failure did not reproduce'}): "
+                                    "one sandbox run per candidate")
+            return None
+        dealt = len(batch) if result.done else (max(result.status, default=-1) + 1)
+        for i, repair in enumerate(batch[:dealt]):
+            repair.screen = result.status.get(i, "fail")
+        if not result.done and dealt < len(batch):  # the process died on this one (a hang in C code)
+            batch[dealt].screen, dealt = "hang", dealt + 1
+        self.stats.screened += dealt
+        for repair in batch[:dealt]:
+            if repair.screen == "pass":
+                self.stats.screen_passed += 1
+                if self._halt():
+                    break
+                self._verify(repair)
+        return dealt
+
+    def _verify(self, repair: Repair) -> None:
+        self.stats.verified_runs += 1
+        if self.verify(repair):
+            self.stats.verified += 1
+
+
+def search_suspects(failure: Failure, limit: int) -> list[Suspect]:
+    """failure.suspect first, then the rest of the ranking (as the model's candidates)."""
+    ranked = [failure.suspect] if failure.suspect is not None else []
+    ranked += [s for s in failure.suspects if not ranked or (s.path, s.qualname) != (ranked[0].path, ranked[0].qualname)]
+    return ranked[:max(limit, 1)]
+
+
+def run_search(workspace: Path, failure: Failure, suspects: Sequence[Suspect], config: SearchConfig,
+               verify: Callable[[Repair], bool], *, limits: Limits, python: str | None = None,
+               command: Sequence[str] | None = None, cancel: threading.Event | None = None) -> SearchStats:
+    """Search `suspects` for `failure` (see the module docstring); verified candidates reach `verify`."""
+    return Search(workspace, failure, config, verify, limits=limits, python=python, screening=command is None,
+                  cancel=cancel).run(suspects)
+
+
+def iter_edits_text(repairs: Iterable[Repair]) -> Iterator[str]:
+    for r in repairs:
+        yield f"{r.suspect.qualname} line {r.edit.line} {r.edit.operator}: {r.edit.description} [{r.screen}]"
+
+
+if __name__ == "__main__":
+    import sys
+
+    from ledex.engine.failures import discover
+    from ledex.sandbox import verify as sandbox_verify
+
+    root = Path(sys.argv[1] if len(sys.argv) > 1 else ".")
+    for failing in discover(root).failures:
+        def check(repair: Repair, f=failing) -> bool:
+            verdict = sandbox_verify(root, {repair.patch.path: repair.patch.new_text}, (f.test, *f.siblings))
+            print(("VERIFIED " if verdict.passed else "failed   ") + repair.edit.description)
+            return verdict.passed
+        print(failing.test, run_search(root, failing, search_suspects(failing, 3), SearchConfig(), check,
+                                       limits=Limits(wall_s=60.0)).to_dict())

@@ -1,0 +1,116 @@
+"""Search-based candidates (engine/search.py) on the real sandbox, and the one ranking rule
+(engine/ranking.py), with the real model where it scores.
+
+    .venv/bin/python -m pytest -q tests/test_search.py
+"""
+
+from __future__ import annotations
+
+import threading
+from types import SimpleNamespace
+
+import pytest
+from helpers import tree_digest, write_tree
+
+from ledex.engine.backends import ReplayBackend
+from ledex.engine.failures import discover
+from ledex.engine.fixer import FixConfig, FixEngine
+from ledex.engine.ranking import rank
+from ledex.engine.search import SearchConfig
+
+SEEDED = {
+    "seq.py": (
+        "def last(xs, k):\n"
+        "    \"\"\"The last k items.\"\"\"\n"
+        "    return xs[len(xs) - k - 1:]\n\n\n"
+        "def count_below(xs, limit):\n"
+        "    n = 0\n"
+        "    for x in xs:\n"
+        "        if x > limit:\n"
+        "            n += 1\n"
+        "    return n\n"),
+    "tests/test_seq.py": (
+        "from seq import count_below, last\n\n\n"
+        "def test_last_two():\n    assert last([1, 2, 3, 4], 2) == [3, 4]\n\n\n"
+        "def test_last_none():\n    assert last([1, 2], 0) == [] or True\n\n\n"
+        "def test_count_below():\n    assert count_below([1, 2, 3, 4], 3) == 2\n    assert count_below([5, 6], 3) == 0\n\n\n"
+        "def test_count_empty():\n    assert count_below([], 3) == 0\n"),
+}
+EXPLAINS = "The slice starts one item too early."
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory):
+    """Discovered once for the module: no test changes the workspace (one asserts it)."""
+    workspace = write_tree(tmp_path_factory.mktemp("seeded") / "ws", SEEDED)
+    failures = {f.test.split("::")[-1]: f for f in discover(workspace).failures}
+    assert set(failures) == {"test_last_two", "test_count_below"}
+    return workspace, failures
+
+
+def _fix(workspace, failure, search=SearchConfig(max_fixes=1), cancel=None):
+    engine = FixEngine(ReplayBackend([EXPLAINS]), workspace, FixConfig(samples=1, rounds=1, search=search,
+                                                                        likelihood=False))
+    return engine.fix(failure, cancel=cancel)
+
+
+def test_a_seeded_off_by_one_and_a_swapped_comparison_are_found_and_verified(seeded):
+    workspace, failures = seeded
+    before = tree_digest(workspace)
+    off = _fix(workspace, failures["test_last_two"])
+    assert off.best is not None and off.best.source == "search" and off.best.source_label == "found by search"
+    assert "return xs[len(xs) - k:]" in off.best.patch.new_text or "- k - 0:]" in off.best.patch.new_text
+    assert off.best.explanation.startswith(EXPLAINS) and "line 3" in off.best.explanation.lower()
+    assert off.search.screened >= 1 and off.search.processes >= 1 and off.search.stopped == "fixes"
+    swapped = _fix(workspace, failures["test_count_below"])
+    assert swapped.best is not None and "if x < limit:" in swapped.best.patch.new_text
+    assert swapped.best.to_dict()["source"] == "search"
+    assert tree_digest(workspace) == before  # verification never touches the user's files
+
+
+def test_the_search_respects_its_budget_and_cancellation(seeded):
+    workspace, failures = seeded
+    tiny = _fix(workspace, failures["test_count_below"], SearchConfig(max_runs=3, batch=2))
+    assert tiny.search.screened + tiny.search.verified_runs <= 3 and tiny.search.stopped == "runs"
+    cancel = threading.Event()
+    cancel.set()
+    cancelled = _fix(workspace, failures["test_count_below"], cancel=cancel)
+    assert cancelled.search.stopped == "cancelled" and cancelled.candidates == []
+
+
+def test_without_screening_each_candidate_is_verified_on_its_own(seeded):
+    workspace, failures = seeded
+    result = _fix(workspace, failures["test_last_two"], SearchConfig(screen=False, max_runs=40, max_fixes=1))
+    assert result.best is not None and result.search.processes == 0 and result.search.verified_runs >= 1
+
+
+def _candidate(code, verified=True, **fields):
+    values = dict(verified=verified, code=code, pass_rate=1.0 if verified else 0.0, round=0, source="search",
+                  operator="compare", loglik=None, edit_size=1)
+    return SimpleNamespace(**{**values, **fields})
+
+
+def test_a_candidate_passing_only_the_shown_asserts_ranks_below_a_correct_one():
+    from ledex.engine.backends import load_backend
+    from ledex.engine.format import Mode, Problem, build_messages
+    from ledex.engine.ranking import score_codes
+
+    wrong = "def count_below(xs, limit):\n    n = 0\n    for x in xs:\n        if x <= limit:\n            n += 1\n    return n"
+    problem = Problem("The function `count_below` must count the items strictly below `limit`.", wrong,
+                      "assert count_below([1, 2, 3, 4], 3) == 2\nAssertionError: assert 3 == 2")
+    overfit, right = _candidate(wrong.replace("<=", ">=")), _candidate(wrong.replace("<=", "<"))
+    try:
+        backend = load_backend()
+    except Exception as exc:  # noqa: BLE001 - no embedded model on this machine
+        pytest.skip(f"the embedded model is not available: {exc}")
+    for candidate, loglik in zip((overfit, right), score_codes(backend, build_messages(problem, Mode.REFINE),
+                                                              [overfit.code, right.code])):
+        candidate.loglik = loglik
+    assert right.loglik is not None and rank([overfit, right]) == [right, overfit]
+
+
+def test_a_changed_constant_ranks_below_the_models_verified_fix():
+    constant = _candidate("def half(n):\n    return n // 3", operator="constant", edit_after="3", loglik=-5.0)
+    model = SimpleNamespace(verified=True, pass_rate=1.0, round=1, source="model", loglik=-30.0, edit_size=4)
+    unverified = _candidate("x", verified=False)
+    assert rank([unverified, constant, model]) == [model, constant, unverified]
