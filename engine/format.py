@@ -253,6 +253,31 @@ def first_sentence(explanation: str, limit: int = 100) -> str:
     return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
 
 
+# --- explaining a fix found by search (issue 20) --------------------------------------------------
+
+EXPLAIN_DIFF_INSTRUCTION = ("The code above is wrong. This change fixes it:\n{diff}\n"
+                            "Explain in a few sentences why the code was wrong and why the change fixes it. "
+                            "Do not write code.")
+
+
+def build_explain_diff_messages(problem: Problem, diff: str) -> list[dict[str, str]]:
+    """The LEDEX conversation asking the model to explain a known fix (a search fix's diff): the
+    same first turns as build_messages, the last one shows the diff instead of asking for code."""
+    messages = build_messages(problem, Mode.EXPLAIN)
+    feedback = clip_middle(problem.feedback.strip())
+    shown = f"```diff\n{diff.rstrip()}\n```"
+    messages[-1] = {"role": "user",
+                    "content": f"Execution feedback:\n{feedback}\n\n{EXPLAIN_DIFF_INSTRUCTION.format(diff=shown)}"}
+    return messages
+
+
+def parse_explanation(text: str, limit: int = 600) -> str:
+    """The prose of an explain-this-diff answer: code blocks dropped, whitespace flattened, clipped."""
+    prose = re.sub(r"```.*?(```|$)", " ", text, flags=re.DOTALL)
+    flat = " ".join(prose.split())
+    return flat if len(flat) <= limit else flat[:limit - 1].rstrip() + "…"
+
+
 if __name__ == "__main__":
     demo = Problem(task="Write add(a, b) returning a + b.", wrong_code="def add(a, b):\n    return a - b",
                    feedback="assert add(1, 2) == 3\nAssertionError: assert -1 == 3")
