@@ -25,7 +25,7 @@ from ledex import __version__
 from ledex.engine.apply import ApplyError, apply_patch
 from ledex.engine.backends import PromptTooLong, Sampling, check_fits, load_backend
 from ledex.engine.failures import DiscoveryError, Failure, discover, group_by_suspect
-from ledex.engine.fixer import FixConfig, FixEngine, FixResult, problem_for
+from ledex.engine.fixer import SEARCH_DEFAULT, FixConfig, FixEngine, FixResult, problem_for
 from ledex.engine.format import Mode, build_messages
 from ledex.engine.models import ModelError
 from ledex.engine.project import (ProjectConfigError, ProjectSettings, parse_test_command, read_project_settings,
@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     fix.add_argument("--max-tokens", type=_positive, default=Sampling.max_tokens,
                      help="longest answer (explanation + code) in tokens")
     fix.add_argument("--json", action="store_true", help="print one JSON document instead of text")
+    fix.add_argument("--search", action="store_true", help="also try single-site edits of the suspects (search-based "
+                     "candidates, tried before the model's; see docs/benchmarks.md)")
     fix.add_argument("--test", action="append", default=[], help="only these test node ids (repeatable)")
     fix.add_argument("--python", default=None, help="interpreter that runs the project's tests (default: "
                      "[tool.ledex] python in pyproject.toml, else the one running ledex)")
@@ -136,7 +138,8 @@ def run_fix(args: argparse.Namespace) -> int:
     backend = load_backend(args.model, _adapter(args))
     config = FixConfig(samples=args.samples, rounds=args.rounds, mode=Mode(args.mode),
                        sampling=Sampling(seed=args.seed, max_tokens=args.max_tokens), limits=Limits(wall_s=args.timeout),
-                       python=project.python, test_command=project.test_command)
+                       python=project.python, test_command=project.test_command,
+                       search=SEARCH_DEFAULT if args.search else None)
     handled = FixRun(args, workspace, project, reporter, FixEngine(backend, workspace, config)).all(discovery.failures)
     reporter.finish(backend.identity, handled, discovery.notes)
     return EXIT_OK if all(h.fixed for h in handled) else EXIT_UNFIXED

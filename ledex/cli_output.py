@@ -119,7 +119,7 @@ class Reporter:
             mark = "verified" if candidate.verified else f"not verified: {candidate.reason}"
             top = f"{failure.suspect.path}::{failure.suspect.qualname}"
             other = f", rewrites {candidate.suspect}" if candidate.suspect and candidate.suspect != top else ""
-            print(f"\n  candidate {number} (round {candidate.round}{other}) [{mark}]", file=out)
+            print(f"\n  candidate {number} ({candidate.source_label}, round {candidate.round}{other}) [{mark}]", file=out)
             if candidate.explanation:
                 print(textwrap.indent(textwrap.fill(candidate.explanation, 92), "    "), file=out)
             print(textwrap.indent(candidate.diff.rstrip(), "    "), file=out)

@@ -55,6 +55,8 @@ def minimal_edit(old: str, new: str) -> tuple[lsp.Range, str]:
 
 def _title(candidate: CandidateResult) -> str:
     line = first_sentence(candidate.explanation) or "rewrite the suspect function"
+    if candidate.verified and getattr(candidate, "source", "model") == "search":
+        return f"Fix ({candidate.source_label}): {line}"  # model fixes keep the plain title
     if candidate.verified:
         return f"Fix: {line}"
     return f"Fix (unverified, {candidate.pass_rate:.0%} of tests pass): {line}"

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ledex.engine.failures import Failure
+from ledex.engine import ranking
 from ledex.engine.fixer import CandidateResult, FixResult
 
 # Entry states: what the diagnostics' data and the code actions tell the editor.
@@ -70,9 +71,8 @@ class Entry:
 
     @property
     def ranked(self) -> list[tuple[int, CandidateResult]]:
-        """(episode idx, candidate) with a patch: verified first, then by pass rate."""
-        usable = [(i, c) for i, c in enumerate(self.candidates) if c.patch is not None]
-        return sorted(usable, key=lambda ic: (not ic[1].verified, -ic[1].pass_rate, ic[1].round, ic[0]))
+        """(episode idx, candidate) with a patch, best first (the one rule: engine/ranking.py)."""
+        return [(i, c) for i, c in ranking.rank_indexed(self.candidates) if c.patch is not None]
 
 
 class Jobs:
