@@ -66,6 +66,16 @@ class CollectConfig:
     threads: int | None = field(default=None, metadata={"help": "llama.cpp threads (default: all CPUs)."})
     seed: int = field(default=0, metadata={"help": "Sampling seed (per problem offsets are derived from it)."})
     cache_dir: str | None = field(default=None, metadata={"help": "Per-problem cache (default: <output>.cache/)."})
+    sources: list[str] = field(default_factory=list, metadata={
+        "help": "Editor-shaped sources (issue 16): mbpp:<file>, pypi:<name>[==<version>], dir:<folder>[#<licence>]; "
+                "bugs planted with engine.operators, prompts from the fix engine (training/sources.py)."})
+    work_dir: str | None = field(default=None, metadata={"help": "Projects and their working copies (default: <output>.work/)."})
+    fetch_cache: str | None = field(default=None, metadata={
+        "help": "Where pip-downloaded sdists go (default: ~/.cache/ledex/fetch; never inside the repository)."})
+    coverage: bool = field(default=True, metadata={"help": "Order suspects with coverage, as `ledex fix` does."})
+    context_tokens: int = field(default=8192, metadata={
+        "help": "Served context (backends.DEFAULT_N_CTX): prompt + answer must fit, else the record is skipped."})
+    max_minutes: float | None = field(default=None, metadata={"help": "Start no new work after this many minutes."})
 
 
 class CollectError(RuntimeError):
@@ -298,8 +308,12 @@ def run(config: CollectConfig, *, model=None, teacher=None, progress: bool = Tru
     """Collect; returns the yield table. Backends may be passed in (tests, evaluation)."""
     from tqdm import tqdm
 
+    if config.sources:
+        from ledex.training.editordata import run_editor
+
+        return run_editor(config, progress=progress)
     if not config.problems and not config.feedback_log:
-        raise CollectError("nothing to collect from: give --problems and/or --feedback-log")
+        raise CollectError("nothing to collect from: give --problems, --sources and/or --feedback-log")
     problems = load_sources(config)
     if config.problems and not problems:
         raise CollectError("the problem sets hold no problems (wrong --split?)")
@@ -349,6 +363,7 @@ def format_table(table: dict) -> str:
     """
     lines = [f"{'origin':<16}{'wrong':>8}{'fixed':>8}{'rate':>8}{'traj':>8}{'correct':>9}"]
     rows = [(k, v) for k, v in table.items() if isinstance(v, dict) and "refine_rate" in v]
+    rows += [(k[:16], v) for part in ("yield_by_source", "yield_by_operator") for k, v in table.get(part, {}).items()]
     rows += [(f"teacher:{k[:7]}", v) for k, v in table.get("by_teacher", {}).items()]
     for name, s in rows:
         lines.append(f"{name:<16}{s['wrong_solutions']:>8}{s['wrong_solutions_fixed']:>8}{s['refine_rate']:>8.1%}"

@@ -47,6 +47,10 @@ class Trajectory:
     entry_point: str | None = None
     schema: int = SCHEMA_VERSION
     extra: dict = field(default_factory=dict)
+    licence: str = ""  # of the code the problem comes from ("CC-BY-4.0" for MBPP, the package's own)
+    split: str = ""  # the source's split ("train", "prompt"); evaluation splits never appear
+    operator: str = ""  # engine.operators.OPERATORS, for planted bugs
+    verdicts: dict = field(default_factory=dict)  # sandbox verdicts on the wrong and the refined code
 
     @property
     def problem(self) -> Problem:
@@ -133,6 +137,58 @@ def summary(records: Iterable[Trajectory]) -> dict:
             fixed.add(record.wrong_id)
     return {"trajectories": total, "correct_trajectories": correct, "wrong_solutions": len(wrong),
             "wrong_solutions_fixed": len(fixed), "refine_rate": len(fixed) / len(wrong) if wrong else 0.0}
+
+
+def yield_by(records: Iterable[Trajectory], key) -> dict[str, dict]:
+    """summary() per value of key(record) (a source, an operator...), sorted by value."""
+    groups: dict[str, list[Trajectory]] = {}
+    for record in records:
+        groups.setdefault(str(key(record)), []).append(record)
+    return {name: summary(rows) for name, rows in sorted(groups.items())}
+
+
+# Bucket edges of the token-length histogram (tokens of prompt + answer under the chat template).
+HISTOGRAM_EDGES = (256, 384, 512, 768, 1024, 1536, 2048, 4096, 8192)
+
+
+def histogram(lengths: Iterable[int], edges: tuple[int, ...] = HISTOGRAM_EDGES) -> dict[str, int]:
+    """Counts per bucket "<=edge" (and ">last") of a list of token lengths.
+
+    >>> histogram([100, 300, 300, 9000], (256, 512))
+    {'<=256': 1, '<=512': 2, '>512': 1}
+    """
+    counts = {f"<={e}": 0 for e in edges} | {f">{edges[-1]}": 0}
+    for n in lengths:
+        counts[next((f"<={e}" for e in edges if n <= e), f">{edges[-1]}")] += 1
+    return counts
+
+
+class ServedTokens:
+    """Token counts under the served model's tokenizer and chat template (the embedded GGUF's,
+    or `model`'s): what `ledex fix` renders (format.render_chat) and what SFT trains on."""
+
+    def __init__(self, model: str = ""):
+        from llama_cpp import Llama
+
+        from ledex.engine.backends import CHATML_TEMPLATE
+        from ledex.engine.models import parse_model_spec
+
+        self.llm = Llama(model_path=parse_model_spec(model).location, vocab_only=True, verbose=False)
+        self.template = self.llm.metadata.get("tokenizer.chat_template") or CHATML_TEMPLATE
+        self.eos = self.llm.detokenize([self.llm.token_eos()], special=True).decode("utf-8", errors="replace")
+
+    def count(self, text: str) -> int:
+        return len(self.llm.tokenize(text.encode("utf-8"), add_bos=True, special=True))
+
+    def lengths(self, record: Trajectory) -> tuple[int, int]:
+        """(prompt tokens as served, answer tokens): the answer is the SFT target."""
+        from ledex.engine.format import build_messages, format_response, render_chat
+
+        mode = Mode(record.mode)
+        prompt = self.count(render_chat(build_messages(record.problem, mode), self.template, eos_token=self.eos))
+        answer = len(self.llm.tokenize(format_response(record.explanation, record.code, mode).encode("utf-8"),
+                                       add_bos=False, special=True)) + 1  # + end of turn
+        return prompt, answer
 
 
 if __name__ == "__main__":

@@ -1,0 +1,180 @@
+"""`ledex-train collect --sources`: editor-shaped trajectories (issue 16) on the real sandbox.
+
+A tiny local package (written here) and a few MBPP tasks (skipped without ../shared) go through
+the whole path: planted bug, the serving code path's failure and prompt, grounded explanation,
+verified answer, resumable cache, manifest. The prompt is compared with what the real `ledex fix`
+sends to a model endpoint for the same project state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ledex.training import records
+from ledex.training.collect import CollectConfig, CollectError, run
+from ledex.training.sources import SourceError, load_projects, refuse_evaluation
+
+from conftest import SHARED
+from helpers import write_tree
+
+CALC = '''def clamp(x, low, high):
+    """x limited to [low, high]."""
+    if x < low:
+        return low
+    if x > high:
+        return high
+    return x
+'''
+STACK = '''class Stack:
+    def __init__(self):
+        self.items = []
+
+    def push(self, item):
+        self.items.append(item)
+
+    def size(self):
+        return len(self.items)
+'''
+TESTS = '''from pkg.calc import clamp
+from pkg.stack import Stack
+
+
+def test_clamp_low():
+    assert clamp(-5, 0, 10) == 0
+
+
+def test_clamp_high():
+    assert clamp(50, 0, 10) == 10
+
+
+def test_clamp_inside():
+    assert clamp(5, 0, 10) == 5
+
+
+def test_stack_size():
+    s = Stack()
+    s.push(1)
+    s.push(2)
+    assert s.size() == 2
+'''
+
+
+def _package(root: Path, stack: bool = True) -> Path:
+    files = {"pkg/__init__.py": "", "pkg/calc.py": CALC, "tests/test_calc.py": TESTS}
+    if stack:
+        files["pkg/stack.py"] = STACK
+    else:
+        files["tests/test_calc.py"] = TESTS.replace("from pkg.stack import Stack\n", "").split("\n\ndef test_stack")[0]
+    return write_tree(root / "pkgfix", files)
+
+
+def _config(tmp_path: Path, sources: list[str], **kw) -> CollectConfig:
+    return CollectConfig(output=str(tmp_path / "out" / "d.jsonl"), sources=sources, seed=1, workers=2, **kw)
+
+
+def test_collected_prompt_is_what_ledex_fix_sends(tmp_path, replay_endpoint):
+    from ledex.cli import main as ledex_main
+    from ledex.engine.format import build_messages
+    from ledex.engine.operators import single_site_edits
+
+    fixture = _package(tmp_path, stack=False)
+    manifest = run(_config(tmp_path, [f"dir:{fixture}#MIT"], mutations=2), progress=False)
+    rows = list(records.read(tmp_path / "out" / "d.jsonl"))
+    assert rows and manifest["verified"] == len(rows) and manifest["skipped_too_long"] == 0
+    row = rows[0]
+    assert row.correct and row.licence == "MIT" and row.operator and row.verdicts["refined"]["passed"]
+    assert row.feedback.startswith(f"Test {row.extra['test']} failed.")
+    # The same project state: the working copy with the same bug written again.
+    workspace = Path(row.extra["workspace"])
+    original = (workspace / row.extra["file"]).read_text(encoding="utf-8")
+    edit = next(e for e in single_site_edits(original, row.extra["function"])
+                if (e.line, e.description) == (row.extra["line"], row.extra["edit"]))
+    (workspace / row.extra["file"]).write_text(edit.code, encoding="utf-8")
+    url = replay_endpoint(["no answer here"])
+    assert ledex_main(["fix", str(workspace), "--model", url, "--samples", "1", "--rounds", "1"]) == 1
+    sent = [request["messages"] for request in replay_endpoint.requests]
+    assert build_messages(row.problem) in sent  # byte-identical conversation, every turn
+
+
+@pytest.mark.skipif(not (SHARED / "data" / "mbpp.jsonl").is_file(), reason="needs ../shared/data/mbpp.jsonl")
+def test_mbpp_tasks_become_projects_with_grounded_explanations(tmp_path):
+    from ledex.training.explain import observe
+
+    config = _config(tmp_path, [f"mbpp:{SHARED / 'data' / 'mbpp.jsonl'}#prompt"], mutations=2, limit=3,
+                     coverage=False)
+    manifest = run(config, progress=False)
+    rows = list(records.read(config.output))
+    assert rows and manifest["units"] == 3 and manifest["yield_by_source"]["mbpp"]["trajectories"] == len(rows)
+    assert sum(v for k, v in manifest["planted"].items() if not k.startswith("seconds")) >= len(rows)
+    for row in rows:
+        assert row.licence == "CC-BY-4.0" and row.split == "prompt" and row.teacher == "mutation-oracle"
+        assert "tests/test_" in row.feedback and "mutat" not in row.explanation.lower()
+        assert len(row.explanation) <= 480 and "```" not in row.explanation and not row.explanation.startswith("`")
+        seen = observe(row.feedback, row.feedback)
+        quoted = [v.rstrip("…") for v in (seen.got, seen.want, seen.error) if v]
+        assert quoted and all(v[:40] in row.feedback for v in quoted)  # the values come from pytest's output
+        assert any(f"`{v[:40]}" in row.explanation for v in quoted), row.explanation
+        assert f"line {row.extra['line']}" in row.explanation
+    assert len({r.explanation.split(".")[0].split("`")[0] for r in rows}) > 1 or len(rows) < 3  # varied wording
+
+
+def test_evaluation_sets_are_refused(tmp_path):
+    from ledex.training.cli import main
+
+    for name in ("pypi:more-itertools", "pypi:toolz==1.0.0", "pypi:cachetools", "dir:/x/toolz",
+                 "mbpp:../shared/data/humanevalpack-python.jsonl", "humaneval"):
+        with pytest.raises(SourceError, match="evaluation only"):
+            refuse_evaluation(name)
+    mbpp = tmp_path / "mbpp.jsonl"
+    mbpp.write_text(json.dumps({"task_id": 11, "text": "t", "code": "def f():\n    return 1",
+                                "test_list": ["assert f() == 1"], "test_setup_code": ""}) + "\n", encoding="utf-8")
+    for split in ("test", "validation"):
+        with pytest.raises(SourceError, match="not training data"):
+            load_projects([f"mbpp:{mbpp}#{split}"], tmp_path / "p", tmp_path / "c")
+    with pytest.raises(CollectError, match="evaluation only"):
+        run(_config(tmp_path, ["pypi:more_itertools"]), progress=False)
+    assert main(["collect", "--sources", "pypi:cachetools", "--output", str(tmp_path / "d.jsonl")]) == 2
+    assert not (tmp_path / "d.jsonl").exists()
+
+
+def test_killed_collect_resumes_without_duplicates(tmp_path):
+    fixture = _package(tmp_path)
+    out = tmp_path / "out" / "d.jsonl"
+    argv = [sys.executable, "-m", "ledex.training.cli", "collect", "--sources", f"dir:{fixture}#MIT", "--output",
+            str(out), "--mutations", "1", "--coverage", "false", "--workers", "1", "--seed", "1"]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    cache = Path(f"{out}.cache")
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list(cache.glob("*.json"))) < 1 and proc.poll() is None:
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = len(list(cache.glob("*.json")))
+    assert done_before >= 1 and not out.exists()  # killed mid-run: units cached, no dataset yet
+    assert subprocess.run(argv, capture_output=True, timeout=600).returncode == 0
+    manifest = json.loads(Path(f"{out}.manifest.json").read_text())
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert manifest["units"] == manifest["units_done"] == len(list(cache.glob("*.json"))) == 4
+    assert len({r["id"] for r in rows}) == len(rows) == manifest["trajectories"]
+    cached = [r["id"] for f in cache.glob("*.json") for r in json.loads(f.read_text())["records"]]
+    assert sorted(cached) == sorted(r["id"] for r in rows)
+
+
+def test_records_that_do_not_fit_the_served_context_are_counted(tmp_path):
+    from ledex.training.editordata import _fit
+
+    small = records.Trajectory("x", "task", "def f():\n    return 1", "Test t failed.", "Because.",
+                               "def f():\n    return 2", True, 1.0)
+    big = records.Trajectory("y", "task", "def g():\n" + "    x = 1\n" * 2000, "Test t failed.", "Because.",
+                             "def g():\n    return 2", True, 1.0)
+    fitting, too_long, lengths = _fit([small, big], 1024)
+    assert fitting == [small] and too_long == 1 and 0 < lengths[0] < 1024
+    assert records.histogram(lengths)["<=256"] == 1
