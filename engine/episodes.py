@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: candidates.suspect ("path::qualname" of the function the candidate rewrites)
 OUTCOMES = ("pending", "accepted", "rejected", "ignored", "reverted")
 # Which outcome may follow which: a decision is final, except that an accepted fix can be undone.
 TRANSITIONS = {"pending": {"accepted", "rejected", "ignored"}, "accepted": {"reverted"}}
@@ -39,7 +39,7 @@ CREATE TABLE IF NOT EXISTS episodes (
 );
 CREATE TABLE IF NOT EXISTS candidates (
     episode_id TEXT, idx INTEGER, explanation TEXT, code TEXT, diff TEXT, verified INTEGER,
-    pass_rate REAL, reason TEXT, round INTEGER, PRIMARY KEY (episode_id, idx)
+    pass_rate REAL, reason TEXT, round INTEGER, suspect TEXT, PRIMARY KEY (episode_id, idx)
 );
 CREATE INDEX IF NOT EXISTS episodes_outcome ON episodes(outcome);
 """
@@ -59,6 +59,7 @@ class CandidateRecord:
     pass_rate: float
     reason: str
     round: int
+    suspect: str = ""  # "path::qualname" of the function it rewrites ("" when the answer was unusable)
 
 
 @dataclass
@@ -131,6 +132,9 @@ class EpisodeLog:
                                   f"{SCHEMA_VERSION}: upgrade ledex")
         if version < SCHEMA_VERSION:
             db.execute("BEGIN IMMEDIATE")  # two windows starting at once: one creates, the other waits
+            version = db.execute("PRAGMA user_version").fetchone()[0]  # the other may have migrated meanwhile
+            if version == 1:
+                db.execute("ALTER TABLE candidates ADD COLUMN suspect TEXT")
             for statement in filter(str.strip, _SCHEMA.split(";")):
                 db.execute(statement)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -148,10 +152,12 @@ class EpisodeLog:
         return episode_id
 
     def add_candidate(self, episode_id: str, idx: int, *, explanation: str, code: str, diff: str, verified: bool,
-                      pass_rate: float, reason: str, round: int) -> None:
-        row = (episode_id, idx, explanation, code, diff, int(verified), pass_rate, reason, round)
+                      pass_rate: float, reason: str, round: int, suspect: str = "") -> None:
+        """`suspect`: "path::qualname" of the function the candidate rewrites (CandidateResult.suspect)."""
+        row = (episode_id, idx, explanation, code, diff, int(verified), pass_rate, reason, round, suspect)
         with self._write() as db:
-            db.execute("INSERT OR REPLACE INTO candidates VALUES (?,?,?,?,?,?,?,?,?)", row)
+            db.execute("INSERT OR REPLACE INTO candidates (episode_id, idx, explanation, code, diff, verified, "
+                       "pass_rate, reason, round, suspect) VALUES (?,?,?,?,?,?,?,?,?,?)", row)
 
     def set_outcome(self, episode_id: str, outcome: str, chosen: int | None = None) -> bool:
         """Move an episode to `outcome`; False when that transition is not allowed (already decided)."""
@@ -186,9 +192,9 @@ class EpisodeLog:
 
     @staticmethod
     def _candidates(db: sqlite3.Connection, episode_id: str) -> list[CandidateRecord]:
-        rows = db.execute("SELECT idx, explanation, code, diff, verified, pass_rate, reason, round FROM candidates "
-                          "WHERE episode_id = ? ORDER BY idx", (episode_id,)).fetchall()
-        return [CandidateRecord(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6], r[7]) for r in rows]
+        rows = db.execute("SELECT idx, explanation, code, diff, verified, pass_rate, reason, round, suspect "
+                          "FROM candidates WHERE episode_id = ? ORDER BY idx", (episode_id,)).fetchall()
+        return [CandidateRecord(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6], r[7], r[8] or "") for r in rows]
 
 
 if __name__ == "__main__":

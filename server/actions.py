@@ -111,6 +111,8 @@ def explanation_markdown(entry: Entry) -> str:
     """The full explanation: the failure, then every candidate, verified first, with its diff."""
     f = entry.failure
     lines = [f"# Why `{f.test}` fails", "", f"**Error:** `{f.message or 'test failed'}`", ""]
+    if f.also:
+        lines += ["**Failing with it** (the same suspect, one fix for all): " + ", ".join(f"`{t}`" for t in f.also), ""]
     if f.suspect:
         lines += [f"**Suspect:** `{f.suspect.qualname}` in `{f.suspect.path}` "
                   f"(lines {f.suspect.start_line}-{f.suspect.end_line}, found by {f.suspect.reason})", ""]

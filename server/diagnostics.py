@@ -97,9 +97,14 @@ def _state_note(entry: Entry, every_state: bool) -> str:
 
 def diagnostics_for(root: Path, entry: Entry, line_text: LineText,
                     every_state: bool = False) -> list[tuple[str, lsp.Diagnostic]]:
-    """(uri, diagnostic) pairs for one failure: test side and suspect side, linked.
-    `every_state`: the message says every fix state, not only the verified-fix count."""
-    failure = entry.failure
+    """(uri, diagnostic) pairs for one problem: for each of its failing tests, one on the test
+    and one on the suspect, linked. `every_state`: the message says every fix state, not only
+    the verified-fix count."""
+    return [pair for failure in entry.members for pair in _for_failure(root, failure, entry, line_text, every_state)]
+
+
+def _for_failure(root: Path, failure: Failure, entry: Entry, line_text: LineText,
+                 every_state: bool) -> list[tuple[str, lsp.Diagnostic]]:
     places = []
     if (line := test_line(root, failure)) is not None:
         places.append((ROLE_TEST, failure.file, line))
@@ -108,7 +113,7 @@ def diagnostics_for(root: Path, entry: Entry, line_text: LineText,
     located = [(role, rel, line_range(line, line_text(rel, line))) for role, rel, line in places]
     test_source = next((line_text(rel, line) for role, rel, line in places if role == ROLE_TEST), "")
     message = message_of(failure, test_source)
-    data = {"test": failure.test, "state": entry.state, "episode": entry.episode_id,
+    data = {"test": failure.test, "state": str(entry.state), "episode": entry.episode_id,
             "verified": sum(1 for c in entry.candidates if c.verified),
             "generationS": round(sum(c.generation_s for c in entry.candidates), 3),
             "verificationS": round(sum(c.verification_s for c in entry.candidates), 3)}

@@ -1,28 +1,35 @@
-"""The fix job for one failure (runs on the fix thread) and its side effects: progress (or,
+"""The fix job for one problem (runs on the fix thread) and its side effects: progress (or,
 for clients without work-done progress, a message when it starts and ends), the episode log,
 republished diagnostics.
 
-`folder` below is the workspace Folder (folder.py) the failure belongs to: its root,
-settings, episode log and model; `folder.server` is the language server.
+A problem is what `ledex fix` fixes as one: a failing test, or the failing tests that share
+their top suspect (one set of candidates, each verified against all of them); candidates
+come for the top FixConfig.suspects suspects in turn, until one gets a verified fix.
 
-Episodes: one per (code, failure) the server tries to fix. Started when the job starts,
-every candidate added as it arrives, the outcome set by the commands and edits that follow.
-A broken log costs the log, never the fix: errors are shown once and the job goes on.
+`folder` below is the workspace Folder (folder.py) the problem belongs to: its root,
+settings, episode log and model; `folder.server` is the language server. The problem's
+state lives in its Entry (jobs.py) and changes only through Entry's methods.
+
+Episodes: one per (code, problem) the server tries to fix. Started when the job starts,
+every candidate added as it arrives (with the suspect it patches), the outcome set by the
+commands and edits that follow. A broken log costs the log, never the fix: errors are shown
+once and the job goes on.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 
 from lsprotocol import types as lsp
 
 from ledex.engine.backends import Sampling
-from ledex.engine.fixer import CandidateResult, FixConfig, FixEngine, problem_for
+from ledex.engine.failures import Failure
+from ledex.engine.fixer import CandidateResult, FixConfig, FixEngine, problem_for, suspects_to_try
+from ledex.engine.localize import Suspect
 from ledex.sandbox import Limits
 from ledex.server import progress as shown  # (`progress` is the engine's callback below)
 from ledex.server.diagnostics import state_text
-from ledex.server.jobs import CANCELLED, FAILED, READY, RUNNING, Entry
+from ledex.server.jobs import READY, Entry
 
 log = logging.getLogger("ledex.server")
 
@@ -56,39 +63,49 @@ def _log_start(folder, entry: Entry) -> str | None:
 def _log_candidate(folder, entry: Entry, idx: int, c: CandidateResult) -> None:
     _logged(folder, "a candidate", lambda l: l.add_candidate(
         entry.episode_id, idx, explanation=c.explanation, code=c.code, diff=c.diff, verified=c.verified,
-        pass_rate=c.pass_rate, reason=c.reason, round=c.round))
+        pass_rate=c.pass_rate, reason=c.reason, round=c.round, suspect=c.suspect))
 
 
 # --- the job --------------------------------------------------------------------------------
 
+def suspects_of(failure: Failure) -> list[Suspect]:
+    """The suspects a fix may patch, most suspicious first: the top `FixConfig.suspects`, as
+    for `ledex fix` (the engine tries them in turn until one gets a verified fix)."""
+    return suspects_to_try(failure, FixConfig.suspects)
+
+
 def start(folder, entry: Entry) -> None:
-    """Queue the fix for a new failure (loop thread)."""
+    """Queue the fix for a new problem (loop thread)."""
     if entry.failure.suspect is None or entry.code is None:
-        entry.state, entry.error = FAILED, "no function in the workspace to fix"
+        entry.fail("no function in the workspace to fix")
         return
-    entry.progress_token = shown.begin(folder.server, f"ledex: fixing {entry.failure.test}", "queued", cancellable=True)
+    entry.progress_token = shown.begin(folder.server, f"ledex: fixing {_named(entry)}", "queued", cancellable=True)
     future = folder.jobs.fix(entry, lambda e: run(folder, e))
     future.add_done_callback(lambda f: folder.post(finished, folder, entry, f))
 
 
+def _named(entry: Entry) -> str:
+    """The problem in words: its test, and how many others fail with it."""
+    others = len(entry.members) - 1
+    return entry.failure.test + (f" (and {others} more failing test{'s' if others > 1 else ''})" if others else "")
+
+
 def finished(folder, entry: Entry, future) -> None:
     """Back on the loop: end progress, report a crash, republish."""
-    if not future.cancelled() and future.exception() is not None:
-        entry.state, entry.error = FAILED, str(future.exception())
-        folder.tell(f"fixing {entry.failure.test} failed: {future.exception()}", lsp.MessageType.Error)
-    if entry.cancel.is_set() and entry.state != READY:
-        entry.state = CANCELLED
+    crash = None if future.cancelled() else future.exception()
+    entry.settle(crash)
+    if crash is not None:
+        folder.tell(f"fixing {entry.failure.test} failed: {crash}", lsp.MessageType.Error)
     shown.end(folder.server, entry.progress_token, state_text(entry))
     if not folder.server.features.work_done_progress and entry.state == READY and entry.ranked:
         folder.tell(f"{entry.failure.test}: {state_text(entry)} (code actions on its diagnostic)",
                     lsp.MessageType.Info)  # no progress UI: say that the work it waited for is done
-    if folder.entries.get(entry.failure.test) is entry:
-        folder.publish()
+    _republish(folder, entry)
 
 
 def run(folder, entry: Entry) -> None:
     """Fix thread: reuse a cached result or generate and verify; log everything."""
-    entry.state = RUNNING
+    entry.begin()
     folder.post(_republish, folder, entry)  # clients without progress read "looking for a fix…" there
     host = folder.models  # a settings change may swap the folder's model mid-fix: return the lease here
     backend = _load_model(host, entry, folder)
@@ -110,31 +127,25 @@ def _run_with(folder, entry: Entry, backend) -> None:
             _add(folder, entry, c)
     else:
         _generate(folder, entry, backend)
-    if not entry.cancel.is_set():
-        entry.state = READY
-        folder.jobs.remember(entry)
+    entry.finish()
+    folder.jobs.remember(entry)
 
 
 def _load_model(host, entry: Entry, folder):
     try:
         backend, entry.model_version = host.lease()
     except Exception as exc:  # ModelError, or the worker failing in ways of its own
-        entry.state, entry.error = FAILED, f"the model could not be loaded: {exc}"
+        entry.fail(f"the model could not be loaded: {exc}")
         folder.post(folder.tell, entry.error, lsp.MessageType.Error)
         return None
     entry.model = backend.identity.id
     return backend
 
 
-_add_lock = threading.Lock()
-
-
 def _add(folder, entry: Entry, candidate: CandidateResult) -> None:
-    with _add_lock:
-        if any(c is candidate for c in entry.candidates):
-            return
-        idx = len(entry.candidates)
-        entry.candidates.append(candidate)
+    idx = entry.add(candidate)
+    if idx is None:
+        return
     if entry.episode_id:
         _log_candidate(folder, entry, idx, candidate)
     if candidate.verified:
@@ -142,17 +153,19 @@ def _add(folder, entry: Entry, candidate: CandidateResult) -> None:
 
 
 def _republish(folder, entry: Entry) -> None:
-    if folder.entries.get(entry.failure.test) is entry:
+    if folder.is_current(entry):
         folder.publish()
 
 
 def _generate(folder, entry: Entry, backend) -> None:
+    """The engine's fix, as `ledex fix` runs it: one problem for the failures sharing a suspect
+    (entry.failure.also), candidates for the top suspects in turn; here it stops at the first
+    verified fix, and keeps to one sandbox run beside generation."""
     s = folder.settings
     config = FixConfig(samples=s.samples, rounds=s.rounds, sampling=Sampling(seed=s.seed),
                        limits=Limits(wall_s=s.testTimeoutS), python=s.python or None, stop_at_first=True,
                        test_command=tuple(s.test_command) if s.test_command else None,  # verify as the suite runs
-                       verify_workers=1,  # one sandbox run beside generation: the model keeps the other core
-                       suspects=1)  # an entry's code cache, code actions and episode are of its top suspect only
+                       verify_workers=1)  # one sandbox run beside generation: the model keeps the other core
 
     def progress(stage: str, done: int, total: int) -> None:
         pct = int(100 * done / total) if total else None

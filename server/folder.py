@@ -18,12 +18,13 @@ from lsprotocol import types as lsp
 from pygls.uris import to_fs_path
 
 from ledex.engine.episodes import EpisodeLog, default_path
-from ledex.engine.failures import Discovery, DiscoveryError, Failure, discover, failures_from_outcomes, read_junit
+from ledex.engine.failures import (Discovery, DiscoveryError, Failure, discover, failures_from_outcomes, group_by_suspect,
+                                   read_junit)
 from ledex.engine.impact import ImportGraph, is_test_module
 from ledex.engine.patching import Patch
 from ledex.sandbox import Limits
 from ledex.server import diagnostics, fixwork, progress
-from ledex.server.jobs import CANCELLED, FAILED, QUEUED, RUNNING, Entry
+from ledex.server.jobs import CANCELLED, FAILED, Entry
 from ledex.server.settings import Settings
 from ledex.server.watch import Watchers
 
@@ -46,7 +47,7 @@ class Folder:
         self.server, self.root, self.name = server, root, name or root.name
         self.settings = server.base_settings
         self.models = server.pool.host(self.settings.model, self.settings.adapter)
-        self.entries: dict[str, Entry] = {}  # test node id -> its current failure
+        self.entries: dict[str, Entry] = {}  # test node id -> its problem (tests sharing a suspect share one)
         self.dismissed: set[tuple[str, ...]] = set()  # entry keys the user dismissed
         self.accepted: dict[str, Patch] = {}  # episode id -> applied patch (to notice a revert)
         self.episodes: EpisodeLog | None = None
@@ -133,7 +134,7 @@ class Folder:
         self._watched = None
         if self._debounce is not None:
             self._debounce.cancel()
-        for entry in self.entries.values():
+        for entry in self.fixes():
             self.retire(entry, "ignored")
         self.entries.clear()
         self.publish()
@@ -204,25 +205,42 @@ class Folder:
         self.post(self.apply_outcomes, outcomes, failures)
 
     def apply_outcomes(self, outcomes, failures: list[Failure]) -> None:
-        """Passing tests clear their failure; failing ones are added or updated. Then publish."""
-        failed = {f.test: f for f in failures}
+        """Passing tests clear their failure; failing ones are added or updated; the failures
+        are grouped into problems again (failures sharing their top suspect are one, as in
+        `ledex fix`). Then publish."""
+        known = {m.test: m for entry in self.fixes() for m in entry.members}
         for outcome in outcomes:
-            if outcome.outcome in PASSED and outcome.nodeid in self.entries:
-                self.retire(self.entries.pop(outcome.nodeid), "ignored")
-        for failure in failed.values():
-            self.upsert(failure)
+            if outcome.outcome in PASSED:
+                known.pop(outcome.nodeid, None)
+        known.update((f.test, f) for f in failures)
+        self.regroup(known)
         self.publish()
 
-    def upsert(self, failure: Failure) -> None:
-        code = self.disk_text(failure.suspect.path) if failure.suspect else None
-        entry = Entry(failure, code)
-        old = self.entries.get(failure.test)
-        if old is not None and old.key == entry.key and old.state not in (CANCELLED, FAILED):
-            return  # same failure of the same code: keep its fixes (the cache by (code, failure))
-        if old is not None:
-            self.retire(old, "ignored")
-        self.entries[failure.test] = entry
+    def regroup(self, known: dict[str, Failure]) -> None:
+        """The problems for these failures (test id -> failure): a problem whose failures and
+        code are unchanged keeps its fix; the others are retired and new ones started."""
+        old, self.entries = self.fixes(), {}
+        for group in group_by_suspect(list(known.values())):
+            members = tuple(known[test] for test in (group.test, *group.also))
+            entry = self._kept(old, members) or self._new_entry(group, members, old)
+            self.entries.update((test, entry) for test in entry.tests)
+        for entry in set(old) - set(self.fixes()):
+            self.retire(entry, "ignored")
+
+    @staticmethod
+    def _kept(old: list[Entry], members: tuple[Failure, ...]) -> Entry | None:
+        """The problem of exactly these failures (none re-reported), whatever its state."""
+        return next((e for e in old if len(e.members) == len(members)
+                     and all(a is b for a, b in zip(e.members, members))), None)
+
+    def _new_entry(self, group: Failure, members: tuple[Failure, ...], old: list[Entry]) -> Entry:
+        codes = {s.path: self.disk_text(s.path) for s in fixwork.suspects_of(group)}
+        entry = Entry(group, codes.get(group.suspect.path) if group.suspect else None, members=members, codes=codes)
+        same = next((e for e in old if e.key == entry.key and e.state not in (CANCELLED, FAILED)), None)
+        if same is not None:
+            return same  # the same failures of the same code: keep its fixes (the cache by (code, failures))
         fixwork.start(self, entry)
+        return entry
 
     def retire(self, entry: Entry, outcome: str) -> None:
         """The failure went away (or changed): stop its work; a pending episode gets `outcome`."""
@@ -234,11 +252,9 @@ class Folder:
 
     def document_changed(self, rel: str, text: str) -> None:
         self.check_reverts(rel, text)
-        for entry in self.entries.values():
-            touched = entry.failure.suspect and entry.failure.suspect.path == rel and text != entry.code
-            if (touched or entry.failure.file == rel) and entry.state in (QUEUED, RUNNING):
-                entry.cancel.set()  # the code it is fixing is being edited: the result would be stale
-                entry.state = CANCELLED
+        for entry in self.fixes():
+            if entry.active and entry.touches(rel, text):
+                entry.withdraw()  # the code it is fixing is being edited: the result would be stale
 
     def check_reverts(self, rel: str, text: str) -> None:
         for episode_id, patch in list(self.accepted.items()):
@@ -253,8 +269,8 @@ class Folder:
 
     def failing_tests_of(self, changed: list[str]) -> set[str]:
         """Test files whose failures point into `changed` (loop thread: reads the failure table)."""
-        return {e.failure.file for e in self.entries.values()
-                if e.failure.file and e.failure.suspect and e.failure.suspect.path in changed}
+        return {m.file for e in self.fixes() if any(path in changed for path in e.codes)
+                for m in e.members if m.file}
 
     def scope_for(self, changed: list[str] | None, known: set[str]) -> list[str] | None:
         """Test files to run after `changed` were saved; None = all (test thread: parses imports)."""
@@ -270,8 +286,15 @@ class Folder:
 
     # --- output ---------------------------------------------------------------------------
 
+    def fixes(self) -> list[Entry]:
+        """The current problems, each once (several tests can share one), in order."""
+        return list({id(e): e for e in self.entries.values()}.values())
+
+    def is_current(self, entry: Entry) -> bool:
+        return self.entries.get(entry.failure.test) is entry
+
     def visible(self) -> list[Entry]:
-        return [e for e in self.entries.values() if e.key not in self.dismissed]
+        return [e for e in self.fixes() if e.key not in self.dismissed]
 
     def diagnostics_of(self, entry: Entry) -> list[tuple[str, lsp.Diagnostic]]:
         """(uri, diagnostic) for one failure; clients without progress read the state in the message."""
@@ -286,4 +309,4 @@ class Folder:
         self._published = set(grouped)
 
     def entry_by_test_or_episode(self, key: str) -> Entry | None:
-        return self.entries.get(key) or next((e for e in self.entries.values() if e.episode_id == key), None)
+        return self.entries.get(key) or next((e for e in self.fixes() if e.episode_id == key), None)

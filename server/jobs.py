@@ -1,16 +1,22 @@
-"""Background work for the language server: test runs and fixes run on worker threads, never
-on the event loop, each with a cancel flag; fix results are cached by (code, failure).
+"""Background work for the language server and the lifecycle of one fix.
 
-One test run and one fix at a time: the model uses every core it is given, and two
-generations at once would only slow each other down. Queued work whose flag is set by the
-time a worker reaches it is skipped.
+`Jobs`: test runs and fixes run on worker threads, never on the event loop, each with a
+cancel flag; fix results are cached by (code, failures). One test run and one fix at a time:
+the model uses every core it is given, and two generations at once would only slow each
+other down. Queued work whose flag is set by the time a worker reaches it is skipped. The
+server never blocks on these futures: results come back through callbacks that the server
+posts onto its event loop.
 
-The server never blocks on these futures: results come back through callbacks that the
-server posts onto its event loop.
+`Entry`: one problem (a failing test, or the failing tests that share their top suspect,
+as `ledex fix` groups them with failures.group_by_suspect) and its fix, from queued to
+offered or withdrawn. Its state changes only through its methods.
+
+Used by folder.py and fixwork.py; run the server with `python -m ledex.server`.
 """
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import os
 import threading
@@ -20,10 +26,21 @@ from typing import Callable
 
 from ledex.engine.failures import Failure
 from ledex.engine import ranking
-from ledex.engine.fixer import CandidateResult, FixResult
+from ledex.engine.fixer import CandidateResult
 
-# Entry states: what the diagnostics' data and the code actions tell the editor.
-QUEUED, RUNNING, READY, FAILED, CANCELLED = "queued", "running", "ready", "failed", "cancelled"
+
+class FixState(enum.StrEnum):
+    """Where one problem's fix stands. The value is what a diagnostic's `data.state` says
+    (editors read it), so it does not change with the names here."""
+
+    QUEUED = "queued"  # waiting for the fix thread
+    RUNNING = "running"  # generating candidates and verifying them (the two overlap, fixer.py)
+    READY = "ready"  # done: candidates offered in the code actions (verified first), or none found
+    FAILED = "failed"  # could not run: no function to fix, the model did not load, a crash
+    CANCELLED = "cancelled"  # withdrawn: the code it was fixing changed, or the user cancelled
+
+
+QUEUED, RUNNING, READY, FAILED, CANCELLED = FixState
 
 
 def lower_priority() -> None:
@@ -40,19 +57,28 @@ def digest(text: str | None) -> str:
     return hashlib.sha256((text or "").encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
-def cache_key(failure: Failure, code: str | None) -> tuple[str, ...]:
-    """(code, failure): the suspect file's text, the test's text and what the test said."""
-    return (failure.test, failure.message, failure.suspect.path if failure.suspect else "",
-            failure.suspect.qualname if failure.suspect else "", digest(code), digest(failure.test_source))
+def cache_key(members: tuple[Failure, ...], codes: dict[str, str | None]) -> tuple[str, ...]:
+    """(code, failures): what each failing test said and its text, the top suspect, and the
+    text of every file a candidate may patch (the suspects tried, fixwork.suspects_of)."""
+    top = members[0].suspect
+    said = tuple(f"{m.test}\0{m.message}\0{digest(m.test_source)}" for m in members)
+    return (*said, top.path if top else "", top.qualname if top else "",
+            *(f"{path}\0{digest(text)}" for path, text in sorted(codes.items())))
 
 
-@dataclass
+@dataclass(eq=False)
 class Entry:
-    """One failing test as the server sees it, with the fix work for it."""
+    """One problem as the server sees it, and its fix's lifecycle (states: FixState).
+
+    `failure` is what the fix engine gets: one failing test, or a group of them sharing their
+    top suspect (its `also` names the others); `members` are those tests as each was reported
+    (a diagnostic each). `code` is the top suspect's file text the fix is computed against,
+    `codes` that of every file a candidate may patch (the top `FixConfig.suspects` suspects).
+    Loop thread: begin/finish/fail/withdraw/settle; fix thread: begin, add, finish, fail."""
 
     failure: Failure
-    code: str | None  # the suspect file's text the fix is computed against
-    state: str = QUEUED
+    code: str | None
+    state: FixState = QUEUED
     episode_id: str | None = None
     candidates: list[CandidateResult] = field(default_factory=list)  # in arrival order (= episode idx)
     model: str = ""
@@ -60,14 +86,65 @@ class Entry:
     error: str = ""
     cancel: threading.Event = field(default_factory=threading.Event)
     progress_token: str | None = None
+    members: tuple[Failure, ...] = ()  # () = (failure,)
+    codes: dict[str, str | None] = field(default_factory=dict)  # path -> text; the top suspect's is added
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        self.members = self.members or (self.failure,)
+        if self.failure.suspect is not None:
+            self.codes.setdefault(self.failure.suspect.path, self.code)
 
     @property
     def key(self) -> tuple[str, ...]:
-        return cache_key(self.failure, self.code)
+        return cache_key(self.members, self.codes)
 
     @property
-    def result(self) -> FixResult:
-        return FixResult(self.failure, list(self.candidates), self.model)
+    def tests(self) -> tuple[str, ...]:
+        return tuple(m.test for m in self.members)
+
+    @property
+    def active(self) -> bool:
+        """Queued or running: a result is still to come."""
+        return self.state in (QUEUED, RUNNING)
+
+    def touches(self, rel: str, text: str) -> bool:
+        """Would editing file `rel` to `text` make this fix stale (its code or its tests changed)?"""
+        return (rel in self.codes and text != self.codes[rel]) or any(m.file == rel for m in self.members)
+
+    # --- transitions ------------------------------------------------------------------------
+
+    def begin(self) -> None:
+        self.state = RUNNING
+
+    def add(self, candidate: CandidateResult) -> int | None:
+        """Record a candidate (any thread); its index in the episode, or None if already there."""
+        with self._lock:
+            if any(c is candidate for c in self.candidates):
+                return None
+            self.candidates.append(candidate)
+            return len(self.candidates) - 1
+
+    def finish(self) -> None:
+        """Every candidate is in: offered, unless the fix was withdrawn meanwhile."""
+        if not self.cancel.is_set():
+            self.state = READY
+
+    def fail(self, error: str) -> None:
+        self.state, self.error = FAILED, error
+
+    def withdraw(self) -> None:
+        """Stop the work (the code being fixed changed, the user cancelled or dismissed it)."""
+        self.cancel.set()
+        if self.active:
+            self.state = CANCELLED
+
+    def settle(self, crash: BaseException | None) -> None:
+        """The job ended (loop thread): a crash fails it, a cancel that came first withdraws it."""
+        if crash is not None:
+            self.fail(str(crash))
+        if self.cancel.is_set() and self.state != READY:
+            self.state = CANCELLED
 
     @property
     def ranked(self) -> list[tuple[int, CandidateResult]]:

@@ -199,7 +199,7 @@ class LedexServer(LanguageServer):
             folder.document_saved(folder.rel(uri), self.workspace.get_text_document(uri).source)
 
     def all_entries(self) -> list[tuple[Folder, Entry]]:
-        return [(f, e) for f in self.folders.values() for e in f.entries.values()]
+        return [(f, e) for f in self.folders.values() for e in f.fixes()]
 
     def find_entry(self, key: str, folder_uri: str | None = None) -> tuple[Folder | None, Entry | None]:
         """The failure with this test id or episode id (in `folder_uri`'s folder when given)."""

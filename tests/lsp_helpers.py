@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -56,6 +57,18 @@ def run_editor_script(tmp: Path, argv: list[str], **env: str) -> tuple[subproces
            "LEDEX_OPTIONS": json.dumps({"model": f"replay:{replay}", "samples": 1, "rounds": 1}), **env}
     done = subprocess.run(argv, env=env, cwd=root, capture_output=True, text=True, timeout=900)
     return done, json.loads(report.read_text()) if report.exists() else {}, root
+
+
+def episodes(root: Path) -> list[dict]:
+    """The folder's episode log as rows (oldest first), each with its candidates."""
+    db = sqlite3.connect(root / ".ledex" / "episodes.sqlite3")
+    db.row_factory = sqlite3.Row
+    rows = [dict(r) for r in db.execute("SELECT * FROM episodes ORDER BY created")]
+    for row in rows:
+        row["candidates"] = [dict(c) for c in db.execute(
+            "SELECT * FROM candidates WHERE episode_id = ? ORDER BY idx", (row["id"],))]
+    db.close()
+    return rows
 
 
 def capabilities_of(client: str) -> lsp.ClientCapabilities:

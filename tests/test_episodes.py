@@ -27,7 +27,30 @@ def test_schema_version_wal_and_default_path(tmp_path):
     assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     columns = [row[1] for row in db.execute("PRAGMA table_info(candidates)")]
-    assert columns == ["episode_id", "idx", "explanation", "code", "diff", "verified", "pass_rate", "reason", "round"]
+    assert columns == ["episode_id", "idx", "explanation", "code", "diff", "verified", "pass_rate", "reason", "round",
+                       "suspect"]
+
+
+def test_a_version_1_log_gains_the_candidates_suspect_and_keeps_its_rows(tmp_path):
+    """A log written before candidates recorded their suspect (schema 1) is migrated in place."""
+    path = tmp_path / "log.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript("""
+        CREATE TABLE episodes (id TEXT PRIMARY KEY, created REAL, workspace TEXT, test TEXT, test_file TEXT,
+            suspect_path TEXT, suspect_function TEXT, task TEXT, wrong_code TEXT, feedback TEXT, model TEXT,
+            model_version TEXT, outcome TEXT, outcome_at REAL, chosen_candidate INTEGER);
+        CREATE TABLE candidates (episode_id TEXT, idx INTEGER, explanation TEXT, code TEXT, diff TEXT,
+            verified INTEGER, pass_rate REAL, reason TEXT, round INTEGER, PRIMARY KEY (episode_id, idx));
+        INSERT INTO episodes VALUES ('old', 1.0, '/w', 't', 'f', 'a.py', 'f', '', '', '', 'm', NULL, 'pending', NULL, NULL);
+        INSERT INTO candidates VALUES ('old', 0, 'because', 'code', 'diff', 1, 1.0, '', 1);
+        PRAGMA user_version = 1;""")
+    db.close()
+    log = EpisodeLog(path)
+    (old,) = log.episodes()
+    assert old.candidates[0].explanation == "because" and old.candidates[0].suspect == ""
+    log.add_candidate("old", 1, explanation="", code="", diff="", verified=False, pass_rate=0.0, reason="x",
+                      round=1, suspect="a.py::g")
+    assert [c.suspect for c in log.get("old").candidates] == ["", "a.py::g"]
 
 
 def test_episode_round_trip_with_candidates(tmp_path):

@@ -12,7 +12,6 @@ import json
 import os
 import re
 import signal
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -22,8 +21,8 @@ from lsprotocol import types as lsp
 from pygls.exceptions import JsonRpcMethodNotFound
 
 from ledex.engine import registry
-from lsp_helpers import (FIXED_IS_LOW_STOCK, apply_text_edit, code_actions, ledex_diagnostics, open_doc, session,
-                         state_is, stock_project, wait_for)
+from lsp_helpers import (FIXED_IS_LOW_STOCK, apply_text_edit, code_actions, episodes, ledex_diagnostics, open_doc,
+                         session, state_is, stock_project, wait_for)
 
 pytestmark = pytest.mark.asyncio
 TEST_ID = "tests/test_stock.py::test_low_stock_at_threshold"
@@ -35,15 +34,6 @@ def project(tmp_path):
     replay = tmp_path / "answers.json"
     replay.write_text(json.dumps([FIXED_IS_LOW_STOCK]))
     return root, replay, tmp_path / "home"
-
-
-def episodes(root: Path) -> list[dict]:
-    db = sqlite3.connect(root / ".ledex" / "episodes.sqlite3")
-    db.row_factory = sqlite3.Row
-    rows = [dict(r) for r in db.execute("SELECT * FROM episodes ORDER BY created")]
-    for row in rows:
-        row["candidates"] = [dict(c) for c in db.execute("SELECT * FROM candidates WHERE episode_id = ?", (row["id"],))]
-    return rows
 
 
 async def command(client, name: str, *args):

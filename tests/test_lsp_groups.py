@@ -1,0 +1,77 @@
+"""ledex-lsp fixes as `ledex fix` does (issue 12 items 6 and 7 in the editor): the failures
+that share their top suspect are one problem with one set of candidates, and when the top
+suspect gets no verified fix the next suspect gets candidates. A real `python -m ledex.server`
+subprocess, the real sandbox, recorded answers (`replay:`) so the path is deterministic;
+tests wait for notifications, never sleep."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from helpers import write_tree
+from lsp_helpers import apply_text_edit, code_actions, episodes, ledex_diagnostics, session, wait_for
+
+pytestmark = pytest.mark.asyncio
+
+# chunked calls take with its arguments swapped; take raises, so the traceback blames it, while
+# coverage ranks chunked (called by every failing test) first: suspects [chunked, take].
+CHUNKS = {
+    "seq/__init__.py": "",
+    "seq/more.py": (
+        "from functools import partial\nfrom itertools import islice\n\n\n"
+        "def take(n, iterable):\n    return list(islice(iterable, n))\n\n\n"
+        "def chunked(iterable, n):\n    return iter(partial(take, iter(iterable), n), [])\n"
+    ),
+    "tests/test_more.py": (
+        "from seq.more import chunked, take\n\n\n"
+        "def test_take():\n    assert take(2, 'abc') == ['a', 'b']\n\n\n"
+        "def test_chunked_even():\n    assert list(chunked('abcd', 2)) == [['a', 'b'], ['c', 'd']]\n\n\n"
+        "def test_chunked_odd():\n    assert list(chunked('abc', 2)) == [['a', 'b'], ['c']]\n\n\n"
+        "def test_chunked_empty():\n    assert list(chunked('', 3)) == []\n"
+    ),
+}
+CHUNKED_HALF = ("Special-case pairs.\n```python\ndef chunked(iterable, n):\n"
+                "    return iter([['a', 'b'], ['c', 'd']])\n```")  # passes test_chunked_even only
+TAKE_EITHER_ORDER = ("take is called with its arguments swapped, so it accepts both orders.\n```python\n"
+                     "def take(n, iterable):\n    if not isinstance(n, int):\n        n, iterable = iterable, n\n"
+                     "    return list(islice(iterable, n))\n```")
+FAILING = ["tests/test_more.py::test_chunked_even", "tests/test_more.py::test_chunked_odd",
+           "tests/test_more.py::test_chunked_empty"]
+
+
+async def test_failures_of_one_function_get_one_fix_and_the_next_suspect_is_tried(tmp_path):
+    root = write_tree(tmp_path / "seq", CHUNKS)
+    replay = tmp_path / "answers.json"
+    replay.write_text(json.dumps([CHUNKED_HALF, TAKE_EITHER_ORDER]))  # one answer per prompt, in order
+    more, tests = root / "seq" / "more.py", root / "tests" / "test_more.py"
+    options = {"model": f"replay:{replay}", "samples": 1, "rounds": 1, "runOnSave": False}
+    async with session(root, options, tmp_path / "home") as client:
+        def ready() -> bool:
+            found = [d for d in ledex_diagnostics(client, tests)]
+            return len(found) == 3 and all(d.data["state"] == "ready" for d in found)
+        await wait_for(client, ready)
+        on_tests = {d.data["test"]: d for d in ledex_diagnostics(client, tests)}
+        assert sorted(on_tests) == sorted(FAILING)  # a diagnostic per failing test, each its own message
+        assert len({d.data["episode"] for d in on_tests.values()}) == 1  # ... and one fix for the three
+        assert all(d.data["verified"] == 1 for d in on_tests.values())
+        on_suspect = ledex_diagnostics(client, more)
+        assert {d.data["test"] for d in on_suspect} == set(FAILING)
+        assert [d.range.start.line for d in on_suspect] == [8, 8, 8]  # def chunked (no frame of its own)
+
+        actions = await code_actions(client, tests, on_tests[FAILING[1]])
+        fixes = [a for a in actions if a.title.startswith("Fix")]
+        assert len(fixes) == 2 and fixes[0].is_preferred and "accepts both orders" in fixes[0].title
+        assert "unverified" in fixes[1].title and "Special-case pairs" in fixes[1].title
+        (edit,) = fixes[0].edit.document_changes  # the verified fix patches take, the second suspect
+        assert edit.text_document.uri == more.as_uri()
+        fixed = apply_text_edit(more.read_text(), edit.edits[0])
+        assert "n, iterable = iterable, n" in fixed and fixed.endswith(CHUNKS["seq/more.py"].split("\n\n\n")[-1])
+        titles = [r[0].title for r in client.progress_reports.values() if r and r[0].kind == "begin"]
+        assert f"ledex: fixing {FAILING[0]} (and 2 more failing tests)" in titles
+
+    (episode,) = episodes(root)  # one problem, not one per failing test
+    assert episode["test"] == FAILING[0] and episode["suspect_function"] == "chunked"
+    assert [(c["suspect"], c["verified"]) for c in episode["candidates"]] == [
+        ("seq/more.py::chunked", 0), ("seq/more.py::take", 1)]  # two answers in all, not two per failure
