@@ -17,7 +17,10 @@ actually raised: a report that says "passed" for a phase that raised is tamperin
 Per-test timeout (issue 12 item 12b): SIGALRM after ``test_s`` seconds raises
 ``TestTimeout`` where the test is running, so the test fails with the stack where it hung
 and the next test runs (the method pytest-timeout calls "signal"; pytest-timeout itself is
-usually not installed in the project interpreter the sandbox runs). A hang the signal cannot
+usually not installed in the project interpreter the sandbox runs). The alarm raises only
+inside a phase (setup, call, teardown); one that fires while pytest or this plugin reports
+between phases waits for the next phase, so it can never cut the record stream (``_Phase``).
+A hang the signal cannot
 interrupt (a C loop) hits faulthandler ``grace`` seconds later: every thread's stack goes to
 stderr and the process exits; the worker then fails the test that had begun and not ended
 (with that stack) and runs the tests not reached in a fresh process (sandbox/worker.py).
@@ -99,13 +102,56 @@ def pytest_runtest_makereport(item, call):  # noqa: ANN001
            "xfail": hasattr(report, "wasxfail"), "raised": _raised(call)})
 
 
-@pytest.hookimpl(hookwrapper=True, tryfirst=True)
-def pytest_runtest_call(item):  # noqa: ANN001
-    _in_call[item.nodeid] = True
+class _Phase:
+    """Marks a test phase (setup, call, teardown) as running: only inside one may the per-test
+    alarm raise. Between phases pytest and this plugin report (makereport, logreport, the
+    channel records); an exception there escapes pytest's phase capture, ends the session as
+    an internal error and leaves a record unsent - an honest slow test then read as a broken
+    protocol ("the session finished while X was running"). An alarm that fires between phases
+    is kept and raised when the next phase of the same test starts (none left: the test ends)."""
+
+    def __init__(self) -> None:
+        self.running: str | None = None
+        self.expired = False
+
+    def enter(self, when: str) -> None:
+        self.running = when
+        if self.expired:
+            self.expired = False
+            raise TestTimeout(_timeout_text())
+
+    def leave(self) -> None:
+        self.running = None
+
+
+_PHASE = _Phase()
+
+
+def _in_phase(when: str, nodeid: str | None = None):  # noqa: ANN202 - a hookwrapper body
+    if nodeid:
+        _in_call[nodeid] = True
     try:
+        _PHASE.enter(when)
         yield
     finally:
-        _in_call.pop(item.nodeid, None)
+        _PHASE.leave()
+        if nodeid:
+            _in_call.pop(nodeid, None)
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_setup(item):  # noqa: ANN001
+    yield from _in_phase("setup")
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_call(item):  # noqa: ANN001
+    yield from _in_phase("call", item.nodeid)
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_teardown(item, nextitem):  # noqa: ANN001
+    yield from _in_phase("teardown")
 
 
 def _function_of(obj):  # noqa: ANN001, ANN202
@@ -121,11 +167,19 @@ def pytest_pyfunc_call(pyfuncitem):  # noqa: ANN001
         _ran.add(pyfuncitem.nodeid)
 
 
+def _timeout_text() -> str:
+    return f"did not finish within {_TEST_S:g} s (the sandbox's per-test timeout)"
+
+
 def _on_alarm(signum, frame):  # noqa: ANN001
-    raise TestTimeout(f"did not finish within {_TEST_S:g} s (the sandbox's per-test timeout)")
+    if _PHASE.running is None:  # pytest or this plugin reporting: never interrupt that (see _Phase)
+        _PHASE.expired = True
+        return
+    raise TestTimeout(_timeout_text())
 
 
 def _arm() -> None:
+    _PHASE.expired = False
     if _TEST_S > 0:
         signal.signal(signal.SIGALRM, _on_alarm)
         signal.setitimer(signal.ITIMER_REAL, _TEST_S)

@@ -20,6 +20,7 @@ from typing import Sequence
 MARKER_ENV = "LEDEX_SANDBOX_RUN"
 _PR_SET_PDEATHSIG = 1
 _CHUNK = 65536
+DRAIN_S = 10.0  # after the command ended: how long its pipes may take to reach end of file
 
 
 @dataclass
@@ -137,13 +138,27 @@ def _supervise(proc, secret_w, chan_r, secret, start, wall_s, output_kb, max_out
     timed_out = not _wait_either(exited, overflow, wall_s)
     kill_tree(proc.pid, marker)
     exited.wait(5)
-    for t in threads[1:]:
-        t.join(timeout=2)  # a pipe still held open by an unkillable leftover must not hang us
+    drained = _drain(threads[1:])
     proc.stdout.close()
     proc.stderr.close()
-    return RawRun(exit_code=proc.returncode, stdout_tail=out.text(), stderr_tail=err.text(),
-                  channel=list(channel), duration_s=time.monotonic() - start,
-                  timed_out=timed_out and not overflow.is_set(), output_overflow=overflow.is_set())
+    raw = RawRun(exit_code=proc.returncode, stdout_tail=out.text(), stderr_tail=err.text(),
+                 channel=list(channel), duration_s=time.monotonic() - start,
+                 timed_out=timed_out and not overflow.is_set(), output_overflow=overflow.is_set())
+    if not drained:
+        raw.notes.append(f"a pipe was still open {DRAIN_S:g} s after the test process ended "
+                         "(a leftover process holds it): output and outcome records may be incomplete")
+    return raw
+
+
+def _drain(readers: list[threading.Thread]) -> bool:
+    """Wait for the readers to reach end of file: every record written before the test process
+    ended is read, however long a loaded machine takes to schedule them (a short fixed join
+    cut the channel mid-stream under load). Bounded by ``DRAIN_S`` for pipes a leftover
+    process still holds open. True when all of them finished."""
+    deadline = time.monotonic() + DRAIN_S
+    for t in readers:
+        t.join(timeout=max(0.0, deadline - time.monotonic()))
+    return not any(t.is_alive() for t in readers)
 
 
 def _wait_either(exited: threading.Event, overflow: threading.Event, wall_s: float) -> bool:
