@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 from ledex.engine.impact import ImportGraph
 from ledex.engine.localize import Suspect, TestFiles, is_doctest_name, rank_suspects, source_of_test
@@ -228,21 +228,27 @@ def _merge(members: list[Failure]) -> Failure:
 
 def discover(workspace: Path, *, limits: Limits = Limits(wall_s=300.0, cpu_s=300), python: str | None = None,
              command: Sequence[str] | None = None, tests: Sequence[str] = (), coverage: bool = True,
-             imports: ImportGraph | None = None) -> Discovery:
+             imports: ImportGraph | None = None, on_phase: Callable[[str, str], None] | None = None) -> Discovery:
     """Run the tests in the sandbox and return the failures (and notes for the user).
 
     With `coverage` (the default) and some failures, the test files that failed run a second
     time with per-test line coverage, which orders each failure's suspects (sbfl.py); runs
     without failures cost nothing extra. `imports`: see failures_from_outcomes.
+    `on_phase(key, text)` is called as each later phase begins ("coverage", "ranking"), for
+    progress reports. Raises FileNotFoundError (no such folder) and DiscoveryError (no test ran).
     """
     workspace = Path(workspace).resolve()
     if not workspace.is_dir():
         raise FileNotFoundError(f"workspace not found: {workspace}")
+    phase = on_phase or (lambda key, text: None)
     verdict = run_tests(workspace, tests, limits=limits, python=python, command=command)
     if verdict.error and verdict.ran == 0:
         raise DiscoveryError(verdict)
-    found, extra = coverage_spectra(workspace, verdict, limits=limits, python=python, command=command) \
-        if coverage else ({}, [])
+    found, extra = {}, []
+    if coverage and (files := failing_files(verdict)):
+        phase("coverage", f"measuring line coverage of {len(files)} test file(s) with failures")
+        found, extra = coverage_spectra(workspace, verdict, limits=limits, python=python, command=command)
+    phase("ranking", "ranking suspects")
     failures, notes = failures_from_outcomes(workspace, verdict.outcomes, spectra_by_file=found, imports=imports)
     notes += extra
     if verdict.error and not any(note.startswith("could not collect") for note in notes):
@@ -254,11 +260,16 @@ def discover(workspace: Path, *, limits: Limits = Limits(wall_s=300.0, cpu_s=300
     return Discovery(failures, verdict, notes)
 
 
+def failing_files(verdict: Verdict) -> list[str]:
+    """The test files (relative paths, sorted) with a failing or erroring test in `verdict`."""
+    return sorted({o.nodeid.split("::")[0] for o in verdict.outcomes
+                   if o.outcome in FAILED and not is_collection_error(o)})
+
+
 def coverage_spectra(workspace: Path, verdict: Verdict, *, limits: Limits, python: str | None = None,
                      command: Sequence[str] | None = None) -> tuple[dict[str, Spectrum], list[str]]:
     """({test file: Spectrum}, notes): the files with failing tests, re-run with coverage."""
-    files = sorted({o.nodeid.split("::")[0] for o in verdict.outcomes
-                    if o.outcome in FAILED and not is_collection_error(o)})
+    files = failing_files(verdict)
     if not files:
         return {}, []
     # coverage.py's tracer roughly doubles a test's time: a test near the per-test timeout must not fail for it

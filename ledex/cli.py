@@ -1,7 +1,7 @@
 """`ledex`: the headless command line.
 
     ledex fix [PATH] [--apply] [--samples K] [--rounds R] [--model M] [--adapter A] [--json]
-              [--python PY] [--test-command CMD]
+              [--python PY] [--test-command CMD] [--test-timeout S]
     ledex model [--model M] [--adapter A]      # which model would be used, and its identity
 
 The project's pyproject.toml may name its interpreter and test command in a [tool.ledex]
@@ -17,8 +17,11 @@ fix, 2 on usage or environment errors (missing workspace, model that does not lo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from ledex import __version__
@@ -35,6 +38,7 @@ from ledex.sandbox import Limits
 
 EXIT_OK, EXIT_UNFIXED, EXIT_ERROR = 0, 1, 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
+INTERRUPTED = "your files are unchanged unless --apply had already written a fix (each fix is written whole, atomically)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     fix.add_argument("--mode", choices=[m.value for m in Mode], default=Mode.EXPLAIN.value,
                      help="explain-then-refine (LEDEX) or refine only")
     fix.add_argument("--timeout", type=float, default=60.0, help="seconds allowed for one verification run")
+    fix.add_argument("--test-timeout", type=_seconds, default=Limits.test_timeout_s,
+                     help="seconds one test may run before it counts as hung (its stack is reported); 0: no limit")
     fix.add_argument("--discovery-timeout", type=float, default=300.0,
                      help="seconds allowed for the first run of the whole test suite")
     fix.add_argument("--seed", type=int, default=0, help="sampling seed (runs are reproducible per seed)")
@@ -82,6 +88,13 @@ def _positive(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError("must be a number of seconds, 0 or more")
+    return value
+
+
 def _adapter(args: argparse.Namespace) -> str | None:
     if args.adapter is not None:
         return args.adapter or None
@@ -99,8 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ModelError, FileNotFoundError, ProjectConfigError, DiscoveryError) as exc:
         return _fail(args, EXIT_ERROR, str(exc))
     except KeyboardInterrupt:
-        return _fail(args, EXIT_INTERRUPTED, "interrupted; your files are unchanged unless --apply had "
-                     "already written a fix (each fix is written whole, atomically)")
+        return _fail(args, EXIT_INTERRUPTED, f"interrupted; {INTERRUPTED}")
 
 
 def _fail(args: argparse.Namespace, code: int, message: str) -> int:
@@ -119,6 +131,11 @@ def project_settings(args: argparse.Namespace, workspace: Path) -> ProjectSettin
     return ProjectSettings(python, command)
 
 
+def discovery_limits(args: argparse.Namespace) -> Limits:
+    """The sandbox limits of a run of the whole suite (--discovery-timeout s, --test-timeout s per test)."""
+    return Limits(wall_s=args.discovery_timeout, cpu_s=int(args.discovery_timeout), test_timeout_s=args.test_timeout)
+
+
 def run_fix(args: argparse.Namespace) -> int:
     from ledex.cli_output import Reporter
 
@@ -128,21 +145,52 @@ def run_fix(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"workspace {kind}: {args.path}")
     project = project_settings(args, workspace)
     reporter = Reporter(as_json=args.json)
-    with reporter.status("running the tests"):
+    with reporter.phases() as phase:
+        phase("discovery", f"running the tests in the sandbox (at most {args.discovery_timeout:g} s)")
         discovery = discover(workspace, tests=args.test, python=project.python, command=project.test_command,
-                             limits=Limits(wall_s=args.discovery_timeout, cpu_s=int(args.discovery_timeout)))
+                             limits=discovery_limits(args), on_phase=phase)
+    reporter.summary(discovery)
     reporter.notes(discovery.notes)
     if not discovery.failures:
         reporter.done_without_failures(discovery)
         return EXIT_OK
-    backend = load_backend(args.model, _adapter(args))
+    with reporter.status(f"loading the model {args.model or '(embedded SmolLM2-135M)'}", key="model_load"):
+        backend = load_backend(args.model, _adapter(args))
     config = FixConfig(samples=args.samples, rounds=args.rounds, mode=Mode(args.mode),
-                       sampling=Sampling(seed=args.seed, max_tokens=args.max_tokens), limits=Limits(wall_s=args.timeout),
+                       sampling=Sampling(seed=args.seed, max_tokens=args.max_tokens),
+                       limits=Limits(wall_s=args.timeout, test_timeout_s=args.test_timeout),
                        python=project.python, test_command=project.test_command,
                        search=SEARCH_DEFAULT if args.search else None)
-    handled = FixRun(args, workspace, project, reporter, FixEngine(backend, workspace, config)).all(discovery.failures)
-    reporter.finish(backend.identity, handled, discovery.notes)
+    run = FixRun(args, workspace, project, reporter, FixEngine(backend, workspace, config))
+    try:
+        with _cancelled_on_interrupt(run.cancel):
+            handled = run.all(discovery.failures)
+    except KeyboardInterrupt:  # the failures handled so far are still reported (with --json: the document)
+        left = len(discovery.failures) - sum(1 + len(h.result.failure.also) for h in run.handled)
+        reporter.note(f"interrupted: {left} failure(s) not handled; " + INTERRUPTED)
+        reporter.finish(backend.identity, run.handled, discovery)
+        return EXIT_INTERRUPTED
+    reporter.finish(backend.identity, handled, discovery)
     return EXIT_OK if all(h.fixed for h in handled) else EXIT_UNFIXED
+
+
+@contextlib.contextmanager
+def _cancelled_on_interrupt(cancel: threading.Event):
+    """Ctrl-C sets `cancel` before KeyboardInterrupt unwinds, so the generation and the sandbox
+    runs under way stop now (their pools wait for them on the way out) instead of finishing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread
+        return
+
+    def interrupt(signum, frame):  # noqa: ANN001
+        cancel.set()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class FixRun:
@@ -152,12 +200,16 @@ class FixRun:
     def __init__(self, args: argparse.Namespace, workspace: Path, project: ProjectSettings, reporter,
                  engine: FixEngine):
         self.args, self.workspace, self.project, self.reporter, self.engine = args, workspace, project, reporter, engine
+        self.handled: list = []  # Handled, in order (kept when the run is interrupted)
+        self.cancel = threading.Event()  # set by Ctrl-C: the fix under way stops
+        self.waiting = 0  # problems still queued after the one being fixed (for progress)
 
     def all(self, failures: list[Failure]) -> list:
-        queue, handled = list(failures), []
+        queue, handled = list(failures), self.handled
         while queue:
             group = group_by_suspect(queue)[0]  # the first failure with those sharing its top suspect: one problem
             queue = [f for f in queue if f.test not in (group.test, *group.also)]
+            self.waiting = len(group_by_suspect(queue))
             item = self.one(group)
             self.reporter.result(item)
             handled.append(item)
@@ -168,10 +220,11 @@ class FixRun:
     def one(self, failure: Failure):
         from ledex.cli_output import Handled
 
-        with self.reporter.progress(failure) as progress:
+        number = len(self.handled) + 1
+        with self.reporter.progress(failure, number, number + self.waiting) as progress:
             try:
                 self.check_prompt(failure)
-                result = self.engine.fix(failure, progress=progress)
+                result = self.engine.fix(failure, progress=progress, cancel=self.cancel)
             except PromptTooLong as exc:
                 return Handled(FixResult(failure, model=self.engine.backend.identity.id), error=str(exc))
         applied = self.apply(result) if self.args.apply else None
@@ -198,10 +251,10 @@ class FixRun:
         from ledex.cli_output import Handled
 
         try:
-            with self.reporter.status(f"re-running {len(queue)} failing test(s) after the fix for {fixed_by}"):
+            with self.reporter.status(f"re-running {len(queue)} failing test(s) after the fix for {fixed_by}",
+                                      key="recheck"):
                 again = discover(self.workspace, tests=[f.test for f in queue], python=self.project.python,
-                                 command=self.project.test_command, limits=Limits(
-                                     wall_s=self.args.discovery_timeout, cpu_s=int(self.args.discovery_timeout)))
+                                 command=self.project.test_command, limits=discovery_limits(self.args))
         except DiscoveryError as exc:
             self.reporter.note(f"re-running the failures after the fix for {fixed_by} failed: {exc}")
             return queue

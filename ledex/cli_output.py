@@ -1,4 +1,10 @@
-"""What `ledex fix` prints: readable text with progress bars on stderr, or one JSON document."""
+"""What `ledex fix` prints: readable text (or one JSON document) on stdout; progress on stderr.
+
+Progress: each phase (running the tests, measuring coverage, loading the model, fixing each
+failure) gets a line on stderr when it starts and one with its seconds when it ends; when
+stderr is a terminal the line ticks in place (a spinner and the seconds so far) and each
+failure gets a tqdm bar. stdout holds only the result, so `--json` output stays one document.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,8 @@ import contextlib
 import json
 import sys
 import textwrap
+import threading
+import time
 from dataclasses import dataclass
 
 from tqdm import tqdm
@@ -52,20 +60,100 @@ def failure_dict(handled: Handled) -> dict:
     }
 
 
+class _Ticker:
+    """A line on a terminal rewritten in place every `every` s: spinner, text, seconds so far."""
+
+    FRAMES = "|/-\\"
+
+    def __init__(self, err, text: str, started: float, every: float = 0.25):  # noqa: ANN001
+        self.err, self.text, self.started, self.every = err, text, started, every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="ledex-progress")
+        self._thread.start()
+
+    def _run(self) -> None:
+        frame = 0
+        while not self._stop.wait(self.every):
+            frame += 1
+            seconds = time.perf_counter() - self.started
+            self.err.write(f"\r{self.FRAMES[frame % 4]} ledex: {self.text}… {seconds:.0f} s\x1b[K")
+            self.err.flush()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.err.write("\r\x1b[K")  # the finished phase's line replaces the ticking one
+
+
+class Phases:
+    """Named phases of a run, one after another: `start(key, text)` ends the current one.
+    Each phase's seconds go to `timings[key]` (keys: "discovery", "coverage", "model_load"...)."""
+
+    def __init__(self, err, timings: dict[str, float]):  # noqa: ANN001
+        self.err, self.timings = err, timings
+        self.tty = _is_tty(err)
+        self._current: tuple[str, str, float, _Ticker | None] | None = None
+
+    def start(self, key: str, text: str) -> None:
+        self.end()
+        started = time.perf_counter()
+        ticker = _Ticker(self.err, text, started) if self.tty else None
+        if ticker is None:
+            print(f"ledex: {text}…", file=self.err, flush=True)
+        self._current = (key, text, started, ticker)
+
+    def end(self, failed: bool = False) -> None:
+        if self._current is None:
+            return
+        key, text, started, ticker = self._current
+        self._current = None
+        seconds = time.perf_counter() - started
+        self.timings[key] = round(self.timings.get(key, 0.0) + seconds, 3)
+        if ticker is not None:
+            ticker.stop()
+        print(f"ledex: {text}: {'stopped after ' if failed else ''}{seconds:.1f} s", file=self.err, flush=True)
+
+
+def _is_tty(stream) -> bool:  # noqa: ANN001
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 class Reporter:
     def __init__(self, as_json: bool = False, out=sys.stdout, err=sys.stderr):
         self.as_json, self.out, self.err = as_json, out, err
         self._notes: list[str] = []
+        self.timings: dict[str, float] = {}  # seconds per phase of the whole run (Phases keys)
 
     @contextlib.contextmanager
-    def status(self, text: str):
-        print(f"ledex: {text}…", file=self.err, flush=True)
-        yield
+    def phases(self):
+        """Yields `start(key, text)`: progress for a sequence of phases (see Phases)."""
+        phases = Phases(self.err, self.timings)
+        try:
+            yield phases.start
+        except BaseException:
+            phases.end(failed=True)
+            raise
+        phases.end()
 
     @contextlib.contextmanager
-    def progress(self, failure: Failure):
-        bar = tqdm(total=1, desc=failure.test[-48:], unit="answer", file=self.err, leave=False,
-                   disable=None)  # None: no bar when stderr is not a terminal (CI logs stay clean)
+    def status(self, text: str, key: str = "other"):
+        """One phase (see Phases)."""
+        with self.phases() as start:
+            start(key, text)
+            yield
+
+    @contextlib.contextmanager
+    def progress(self, failure: Failure, number: int = 1, total: int = 1):
+        """Per-failure progress: a tqdm bar on a terminal, one line per stage otherwise."""
+        suspect = f" (suspect {failure.suspect.qualname})" if failure.suspect else ""
+        label = f"fixing {number} of {total}: {failure.test}{suspect}"
+        if not _is_tty(self.err):
+            yield self._stage_lines(label)
+            return
+        bar = tqdm(total=1, desc=failure.test[-48:], unit="answer", file=self.err, leave=False)
 
         def update(stage: str, done: int, total: int) -> None:
             bar.total = total
@@ -78,6 +166,17 @@ class Reporter:
         finally:
             bar.close()
 
+    def _stage_lines(self, label: str):
+        """A progress callback printing `label` once, then each new stage (not each answer)."""
+        print(f"ledex: {label}", file=self.err, flush=True)
+        seen: set[str] = set()
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in seen:
+                seen.add(stage)
+                print(f"ledex:   {stage} ({done}/{total})", file=self.err, flush=True)
+        return update
+
     def note(self, text: str) -> None:
         self._notes.append(text)
         if not self.as_json:
@@ -88,10 +187,17 @@ class Reporter:
             if not self.as_json:
                 print(f"note: {text}", file=self.err)
 
+    def summary(self, discovery: Discovery) -> None:
+        """One stderr line after discovery: how many tests ran and failed."""
+        count = len(discovery.verdict.outcomes) if discovery.verdict else 0
+        failed = len(discovery.failures)
+        print(f"ledex: {count} test(s) ran, {failed} failed", file=self.err, flush=True)
+
     def done_without_failures(self, discovery: Discovery) -> None:
         count = len(discovery.verdict.outcomes) if discovery.verdict else 0
         if self.as_json:
-            print(json.dumps({"model": None, "failures": [], "tests": count, "notes": discovery.notes}), file=self.out)
+            print(json.dumps({"model": None, "failures": [], "tests": count, "notes": discovery.notes,
+                              "timings": self.timings}), file=self.out)
         else:
             print(f"ledex: no failing tests ({count} ran)", file=self.out)
 
@@ -130,10 +236,14 @@ class Reporter:
         if applied:
             print(f"\n  applied the best verified fix to {applied}", file=out)
 
-    def finish(self, identity: ModelIdentity, handled: list[Handled], notes: list[str]) -> None:
+    def finish(self, identity: ModelIdentity, handled: list[Handled], discovery: Discovery) -> None:
+        """The run's result on stdout: with --json the document {"model", "failures", "tests",
+        "failing", "notes", "timings"} ("failing": every failing test found, handled or not)."""
         if self.as_json:
             document = {"model": identity.to_dict(), "failures": [failure_dict(h) for h in handled],
-                        "notes": notes + self._notes}
+                        "tests": len(discovery.verdict.outcomes) if discovery.verdict else 0,
+                        "failing": [f.test for f in discovery.failures],
+                        "notes": discovery.notes + self._notes, "timings": self.timings}
             print(json.dumps(document, indent=2), file=self.out)
             return
         size = [1 + len(h.result.failure.also) for h in handled]  # a group counts each of its failures

@@ -3,11 +3,14 @@ the real sandbox; every claim it makes is checked independently."""
 
 import json
 import os
+import pty
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -122,10 +125,10 @@ def test_hanging_and_interpreter_killing_tests_are_reported_not_fatal(tmp_path):
     workspace = tmp_path / "hostile"
     workspace.mkdir()
     (workspace / "test_hang.py").write_text("import time\n\ndef test_hangs():\n    time.sleep(600)\n")
-    proc = ledex("fix", str(workspace), "--json", "--discovery-timeout", "5")
+    proc = ledex("fix", str(workspace), "--json", "--test-timeout", "2")
     assert proc.returncode == 1, proc.stderr  # the hanging test is a failure (issue 12 item 12b), not a crash
     (failure,) = json.loads(proc.stdout)["failures"]
-    assert failure["test"] == "test_hang.py::test_hangs" and "did not finish within 5 s" in failure["message"]
+    assert failure["test"] == "test_hang.py::test_hangs" and "did not finish within 2 s" in failure["message"]
     (workspace / "test_hang.py").unlink()
     (workspace / "test_exit.py").write_text("import os\n\ndef test_dies():\n    os._exit(3)\n")
     proc = ledex("fix", str(workspace), "--json")
@@ -144,16 +147,78 @@ def test_a_hanging_sibling_is_not_re_run_by_verification(tmp_path):
                         "def test_zero_is_int():\n    assert isinstance(double(0), int)\n\n\n"
                         "def test_hangs():\n    time.sleep(600)\n"})
     model = replay_file(tmp_path, ["Off by one.\n```python\ndef double(x):\n    return x + x\n```"])
-    proc = ledex("fix", str(ws), "--model", model, "--json", "--samples", "1", "--rounds", "1",
-                 "--discovery-timeout", "8", "--timeout", "30")
+    proc = ledex("fix", str(ws), "--model", model, "--json", "--samples", "1", "--rounds", "1", "--test-timeout", "2")
     assert proc.returncode == 1, proc.stderr  # test_hangs has nothing in the workspace to fix
     failures = {f["test"]: f for f in json.loads(proc.stdout)["failures"]}
-    assert "did not finish within 8 s" in failures["test_calc.py::test_hangs"]["message"]
+    assert "did not finish within 2 s" in failures["test_calc.py::test_hangs"]["message"]
     double = failures["test_calc.py::test_double"]
     assert double["reruns"] == ["test_calc.py::test_double", "test_calc.py::test_zero_is_int"]
     (candidate,) = double["candidates"]
+    # every test of the verification run passed: the hanging one (a timed-out failure) was not in it
     assert candidate["verified"] and candidate["pass_rate"] == 1.0, candidate["reason"]
     assert (ws / "calc.py").read_text() == "def double(x):\n    return x + x + 1\n"  # no --apply
+    phases = [line for line in proc.stderr.splitlines() if re.match(r"ledex: .*: \d+\.\d s$", line)]
+    assert [p.split(" (")[0].split(":")[1].strip() for p in phases] == [  # each phase ends with its seconds
+        "running the tests in the sandbox", "measuring line coverage of 1 test file(s) with failures",
+        "ranking suspects", "loading the model replay"]
+    assert "ledex: 3 test(s) ran, 2 failed" in proc.stderr and "ledex: fixing 1 of 2: test_calc.py::" in proc.stderr
+    timings = json.loads(proc.stdout)["timings"]
+    assert timings["discovery"] >= 2 and set(timings) == {"discovery", "coverage", "ranking", "model_load"}
+
+
+def test_on_a_terminal_progress_ticks_in_place_and_the_json_on_stdout_stays_one_document(example, tmp_path):
+    """stderr a terminal (a pty), stdout a pipe: the phase lines tick (spinner, seconds so far)
+    from the first second on, and stdout is still one JSON document."""
+    model = replay_file(tmp_path, [RIGHT_STOCK])
+    main, child = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "ledex.cli", "fix", str(example), "--model", model, "--json",
+                             "--samples", "1", "--rounds", "1", "--test", "tests/test_stock.py"],
+                            stdout=subprocess.PIPE, stderr=child, text=True)
+    os.close(child)
+    chunks = []
+    reader = threading.Thread(target=_drain, args=(main, chunks))
+    reader.start()
+    out, _ = proc.communicate(timeout=600)
+    reader.join()
+    terminal = b"".join(chunks).decode()
+    assert proc.returncode == 0, terminal
+    assert json.loads(out)["failures"][0]["candidates"][0]["verified"]
+    assert re.search(r"\r[|/\\-] ledex: running the tests in the sandbox \(at most 300 s\)… \d+ s\x1b\[K", terminal)
+    assert re.search(r"\r\x1b\[Kledex: running the tests in the sandbox \(at most 300 s\): \d+\.\d s", terminal)
+
+
+def test_ctrl_c_stops_the_fix_under_way_and_still_reports_the_failures_handled(tmp_path):
+    ws = write_tree(tmp_path / "two", {
+        "calc.py": "def double(x):\n    return x + x + 1\n\n\ndef halve(x):\n    return x / 3\n",
+        "test_calc.py": "from calc import double, halve\n\n\ndef test_double():\n    assert double(2) == 4\n\n\n"
+                        "def test_halve():\n    assert halve(4) == 2\n"})
+    model = replay_file(tmp_path, ["Off by one.\n```python\ndef double(x):\n    return x + x\n```",
+                                   "Spin.\n```python\ndef halve(x):\n    while True:\n        pass\n```"])
+    proc = subprocess.Popen([sys.executable, "-m", "ledex.cli", "fix", str(ws), "--model", model, "--json",
+                             "--samples", "1", "--rounds", "1", "--timeout", "600"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:  # the second fix's candidate loops forever in its verification
+        if line.startswith("ledex: fixing 2 of 2"):
+            break
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)  # not the 600 s the verification was allowed
+    assert proc.returncode == 130, err
+    document = json.loads(out)
+    (double,) = document["failures"]
+    assert double["test"] == "test_calc.py::test_double" and double["candidates"][0]["verified"]
+    assert any(n.startswith("interrupted: 1 failure(s) not handled") for n in document["notes"])
+    assert (ws / "calc.py").read_text().endswith("return x / 3\n")
+
+def _drain(fd: int, chunks: list) -> None:
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(fd)
 
 # --- issue 12: patch fidelity with --apply, the model's context, the user's environment -----
 
