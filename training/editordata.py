@@ -117,7 +117,7 @@ class EditorRun:
         try:
             base = self._baseline(project)
             seed = self.config.seed + int(_unit_key(*unit, self.config)[:8], 16)
-            found = plant(project, rel, qualname, base, slot, self.options, seed, stats) if base.passed else []
+            found = plant(project, rel, qualname, base, slot, self.options, seed, stats)
         finally:
             slots.give(slot)
         result = {"unit": [project.id, rel, qualname], "records": [json.loads(r.to_json()) for r in found],

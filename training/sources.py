@@ -283,27 +283,50 @@ def load_projects(specs: list[str], root: Path, cache: Path) -> list[Project]:
 
 @dataclass(frozen=True)
 class Baseline:
-    """The pristine project's test run: which tests pass, which test files have passing tests."""
+    """The pristine project's test run: which tests pass, and which passing tests execute each
+    target function (from per-test line coverage; "path::qualname" -> node ids)."""
 
     passed: frozenset[str]
-    files: tuple[str, ...]
+    covering: dict[str, tuple[str, ...]]
     seconds: float
 
 
+MAX_COVERING_TESTS = 200  # tests run per planted bug (the ones that execute the function)
+
+
 def baseline(project: Project, limits=None) -> Baseline:
-    """Run the pristine project's tests once in the sandbox (cached in <root>/.ledex/)."""
+    """Run the pristine project's tests once in the sandbox with per-test coverage (cached in
+    <root>/.ledex/). A planted bug then runs only the passing tests that execute its function:
+    no other test can fail because of it, so the failures (and the prompt) are those of the
+    whole suite, at a fraction of the cost."""
     from ledex.sandbox import Limits, run_tests
 
-    cache = project.root / ".ledex" / "baseline.json"
+    cache = project.root / ".ledex" / "baseline-coverage.json"
     if cache.is_file():
         data = json.loads(cache.read_text(encoding="utf-8"))
-        return Baseline(frozenset(data["passed"]), tuple(data["files"]), data["seconds"])
-    verdict = run_tests(project.root, limits=limits or Limits(wall_s=900.0, cpu_s=900))
+        return Baseline(frozenset(data["passed"]), {k: tuple(v) for k, v in data["covering"].items()}, data["seconds"])
+    verdict = run_tests(project.root, limits=limits or Limits(wall_s=1800.0, cpu_s=1800), coverage=True)
     passed = sorted(o.nodeid for o in verdict.outcomes if o.outcome == "passed")
-    files = sorted({n.split("::")[0] for n in passed})
+    covering = _covering(project, verdict.coverage or {}, set(passed))
     cache.parent.mkdir(exist_ok=True)
-    cache.write_text(json.dumps({"passed": passed, "files": files, "seconds": verdict.duration_s}), encoding="utf-8")
-    return Baseline(frozenset(passed), tuple(files), verdict.duration_s)
+    cache.write_text(json.dumps({"passed": passed, "covering": covering, "seconds": verdict.duration_s}), encoding="utf-8")
+    return Baseline(frozenset(passed), {k: tuple(v) for k, v in covering.items()}, verdict.duration_s)
+
+
+def _covering(project: Project, coverage: dict, passed: set[str]) -> dict[str, list[str]]:
+    """"path::qualname" -> passing tests that executed a line of the function's body."""
+    from ledex.engine.localize import function_named
+
+    out = {}
+    for rel, names in project.targets.items():
+        text = read_source(project.root / rel) or ""
+        for name in names:
+            node = function_named(text, name)
+            body = set(range(node.body[0].lineno, node.end_lineno + 1)) if node is not None else set()
+            tests = [t for t in sorted(passed) if body & set(coverage.get(t, {}).get(rel, ()))]
+            if tests:
+                out[f"{rel}::{name}"] = tests[:MAX_COVERING_TESTS]
+    return out
 
 
 def pick_edits(edits: list, limit: int, seed: int) -> list:
@@ -396,6 +419,9 @@ def plant(project: Project, rel: str, qualname: str, base: Baseline, work: Path,
     if right is None:
         _add(stats, "function: answer grammar cannot write it")
         return []
+    if f"{rel}::{qualname}" not in base.covering:
+        _add(stats, "function: no passing test runs it")
+        return []
     edits = pick_edits(list(single_site_edits(original, qualname)), options.mutants, seed)
     folder = Path(work) / project.root.name
     if not (folder / rel).is_file():
@@ -413,13 +439,6 @@ def plant(project: Project, rel: str, qualname: str, base: Baseline, work: Path,
     return out
 
 
-def _tests_for(folder: Path, rel: str, base: Baseline) -> list[str]:
-    from ledex.engine.impact import ImportGraph
-
-    affected = ImportGraph(folder).affected_tests(rel)
-    return [f for f in base.files if affected is None or f in affected] or list(base.files)
-
-
 def _one_bug(project, rel, qualname, base, folder, options, edit, right, seed, stats):
     """(Trajectory or None, what happened) for one planted edit (already written to folder)."""
     from ledex.engine.failures import DiscoveryError, discover
@@ -429,7 +448,7 @@ def _one_bug(project, rel, qualname, base, folder, options, edit, right, seed, s
     limits = Limits(wall_s=options.wall_s, cpu_s=int(options.wall_s), test_timeout_s=options.test_timeout_s)
     started = time.perf_counter()
     try:
-        found = discover(folder, tests=_tests_for(folder, rel, base), coverage=options.coverage, limits=limits)
+        found = discover(folder, tests=base.covering[f"{rel}::{qualname}"], coverage=options.coverage, limits=limits)
     except DiscoveryError:
         return None, "tests did not run"
     finally:
