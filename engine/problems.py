@@ -11,9 +11,11 @@ Try it:  python -m ledex.engine.problems ../shared/data/mbpp.jsonl
 from __future__ import annotations
 
 import ast
+import dataclasses
 import gzip
 import hashlib
 import json
+import random
 import re
 import textwrap
 from dataclasses import dataclass
@@ -144,6 +146,23 @@ def render_test_module(problem: CodingProblem) -> str:
         body = textwrap.indent(test.replace("\r\n", "\n").strip(), "    ")
         parts.append(f"def test_{index}():\n{body}\n")
     return "\n".join(parts)
+
+
+def held_back_split(problem: CodingProblem, fraction: float = 1 / 3,
+                    keep: Sequence[int] = ()) -> tuple[CodingProblem, CodingProblem | None]:
+    """(shown, held back): round(fraction * n) of the problem's tests held back to judge a fix's
+    correctness beyond the tests it was verified on (issue 20), chosen by a seed derived from the
+    problem id (the same split every run), never the tests indexed in `keep`, at least one shown.
+    Held back is None when nothing is. Raises ValueError for a fraction outside [0, 1)."""
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"fraction must be in [0, 1) (got {fraction})")
+    free = [i for i in range(len(problem.tests)) if i not in set(keep)]
+    count = min(round(fraction * len(problem.tests)), len(problem.tests) - 1, len(free))
+    held = set(random.Random(problem.id).sample(free, count)) if count > 0 else set()
+    shown = tuple(t for i, t in enumerate(problem.tests) if i not in held)
+    back = tuple(t for i, t in enumerate(problem.tests) if i in held)
+    return (dataclasses.replace(problem, tests=shown),
+            dataclasses.replace(problem, id=f"{problem.id}/held-back", tests=back) if back else None)
 
 
 def node_ids(problem: CodingProblem) -> tuple[str, ...]:

@@ -1,0 +1,256 @@
+"""Search-based repair candidates (issue 20): verified and *correct* fix rates for the model
+alone, search alone and both, on held-back single-bug projects; and screening throughput.
+
+Projects (evaluation data only, never tuned item by item; the samples are seeded):
+- HumanEvalFix-Python editor projects (training/humanevalfix.py): the buggy module and
+  check()'s asserts as pytest tests, a third of them held back (never shown to the engine) and
+  used only to judge whether a verified fix is correct. Tasks whose check() is one test are
+  skipped (nothing to hold back).
+- MBPP test-split mutants: the reference solution with one single-site bug (training/mutate.py,
+  seeded), as an engine/problems.py workspace with a third of the asserts held back
+  (problems.held_back_split); a mutant is used when it fails a shown test.
+
+Per failure (failures.discover, the first failure grouped as `ledex fix` does):
+- model: FixEngine with the embedded model, search off (--samples, --rounds);
+- search: FixEngine with search only (rounds=0);
+- both: what FixEngine does with search on: the search first, the model only when search found
+  no verified fix free of test-overfitting risk; the union ranked by engine/ranking.py (the
+  model's log-likelihood when two or more are verified).
+"Correct": the first-ranked verified offer also passes the held-back tests.
+
+Screening throughput: the same failures' candidates, dealt with per second by the screen
+(many per sandboxed process) vs one sandbox run per candidate (SearchConfig(screen=False)).
+
+    nice python bench/bench_search.py [--hef 8] [--mbpp 8] [--samples 4] [--rounds 1] [--minutes 25] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import emit, machine_facts  # noqa: E402
+
+from ledex.engine import ranking  # noqa: E402
+from ledex.engine.failures import Failure, discover, group_by_suspect  # noqa: E402
+from ledex.engine.fixer import CandidateResult, FixConfig, FixEngine, problem_for  # noqa: E402
+from ledex.engine.format import Mode, build_messages  # noqa: E402
+from ledex.engine.search import SearchConfig  # noqa: E402
+from ledex.sandbox import Limits  # noqa: E402
+
+SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+LIMITS = Limits(wall_s=60.0, cpu_s=60)
+
+
+@dataclasses.dataclass
+class Case:
+    name: str
+    kind: str  # "humanevalfix" | "mbpp"
+    workspace: Path
+    failure: Failure
+    correct: object  # callable(new module text) -> bool (passes the held-back tests)
+    module: str  # the file with the bug
+
+
+# --- projects ------------------------------------------------------------------------------------
+
+
+def hef_cases(n: int, root: Path, seed: int) -> list[Case]:
+    from ledex.training import humanevalfix as hef
+
+    if not hef.available(SHARED / "humanevalpack-python.jsonl"):
+        return []
+    tasks = hef.load_tasks(SHARED / "humanevalpack-python.jsonl")
+    cases = []
+    for task in random.Random(seed).sample(tasks, len(tasks)):
+        if len(cases) >= n:
+            break
+        if len(hef.split_check(task)[1]) < 2:
+            continue  # one test: nothing to hold back
+        full = hef.write_project(task, root / f"probe-{task.entry_point}")
+        failing = hef.editor_failure(full, limits=LIMITS)
+        if failing is None:
+            continue
+        keep = {t.split("::")[-1] for t in (failing.test, *failing.also)}
+        project = hef.write_project(task, root / task.entry_point, held_back_fraction=1 / 3, keep_shown=keep)
+        failure = hef.editor_failure(project, limits=LIMITS)
+        if failure is None or not project.held_back_source:
+            continue
+
+        def correct(text: str, p=project) -> bool:
+            verdict = hef.run_held_back(p, text, limits=LIMITS)
+            return verdict is not None and verdict.passed
+        cases.append(Case(task.task_id, "humanevalfix", project.path, failure, correct, project.module))
+    return cases
+
+
+def mbpp_cases(n: int, root: Path, seed: int) -> list[Case]:
+    from ledex.engine.problems import SOLUTION_FILE, held_back_split, judge_solutions, load_mbpp, workspace_for
+    from ledex.training.mutate import mutants
+
+    path = SHARED / "mbpp.jsonl"
+    if not path.is_file():
+        return []
+    problems = [p for p in load_mbpp(path, "test") if len(p.tests) >= 3 and p.solution.strip()]
+    cases = []
+    for problem in random.Random(seed).sample(problems, len(problems)):
+        if len(cases) >= n:
+            break
+        found = mutants(problem.solution, limit=1, seed=seed)
+        if not found:
+            continue
+        shown, held = held_back_split(problem, 1 / 3)
+        workspace = workspace_for(shown, root)
+        (workspace / SOLUTION_FILE).write_text(found[0].code + "\n", encoding="utf-8")
+        failures = discover(workspace, limits=LIMITS).failures
+        if not failures or held is None:
+            continue
+
+        def correct(text: str, h=held) -> bool:
+            return judge_solutions(h, [text], root / "held-back")[0].passed
+        cases.append(Case(problem.id, "mbpp", workspace, group_by_suspect(failures)[0], correct, SOLUTION_FILE))
+    return cases
+
+
+# --- systems -------------------------------------------------------------------------------------
+
+
+def run_engine(backend, case: Case, config: FixConfig) -> tuple[list[CandidateResult], float, dict]:
+    started = time.perf_counter()
+    result = FixEngine(backend, case.workspace, config).fix(case.failure)
+    stats = result.search.to_dict() if result.search else {}
+    return result.candidates, time.perf_counter() - started, stats
+
+
+def judged(case: Case, candidates: list[CandidateResult], backend, score: bool) -> dict:
+    verified = [c for c in candidates if c.verified]
+    if score and len(verified) > 1:
+        messages = build_messages(problem_for(case.failure), Mode.REFINE)
+        for c, loglik in zip(verified, ranking.score_codes(backend, messages, [c.code for c in verified])):
+            c.loglik = loglik
+    for c in candidates:
+        if c.patch is not None:
+            c.edit_size = ranking.edit_size(c.patch.old_function, c.patch.new_function)
+    ranked = [c for c in ranking.rank([c for c in candidates if c.patch is not None]) if c.verified]
+    correct = [case.correct(c.patch.new_text) for c in ranked]
+    return {"verified": bool(ranked), "offers": len(ranked), "correct_offers": sum(correct),
+            "first_correct": bool(correct and correct[0]), "any_correct": any(correct),
+            "first_source": ranked[0].source if ranked else ""}
+
+
+def evaluate(case: Case, backend, args) -> dict:
+    model_cfg = FixConfig(samples=args.samples, rounds=args.rounds, limits=LIMITS, search=None, likelihood=False)
+    search_cfg = FixConfig(rounds=0, limits=LIMITS, search=SearchConfig(max_seconds=args.search_seconds),
+                           explain_search=False, likelihood=False)
+    search, search_s, stats = run_engine(backend, case, search_cfg)
+    trusted = any(c.verified and not ranking.overfit_risk(c) for c in search)
+    model, model_s = ([], 0.0)
+    if not args.no_model:
+        model, model_s, _ = run_engine(backend, case, model_cfg)
+    row = {"case": case.name, "kind": case.kind, "search_s": round(search_s, 1), "model_s": round(model_s, 1),
+           "search_stats": stats}
+    row["search"] = judged(case, [dataclasses.replace(c) for c in search], backend, True)
+    if not args.no_model:
+        row["model"] = judged(case, [dataclasses.replace(c) for c in model], backend, True)
+        both = search + ([] if trusted else model)
+        row["both"] = judged(case, [dataclasses.replace(c) for c in both], backend, True)
+        row["both_s"] = round(search_s + (0.0 if trusted else model_s), 1)
+    return row
+
+
+def throughput(cases: list[Case], runs: int) -> dict:
+    """Candidates dealt with per second on the same failures: the screen (every candidate of the
+    top suspect, many per sandboxed process) vs one sandbox run of the failing tests per candidate
+    (SearchConfig(screen=False), the first `runs` candidates). Screen passers are verified by the
+    same callback in both modes (one sandbox run of the failing tests)."""
+    from ledex.engine.search import run_search, search_suspects
+    from ledex.sandbox import verify
+
+    out = {}
+    for label, screen, budget in (("screen", True, 400), ("one_run_each", False, runs)):
+        dealt, seconds = 0, 0.0
+        for case in cases:
+            tests = (case.failure.test, *case.failure.also)
+
+            def check(repair, tests=tests, ws=case.workspace) -> bool:
+                verify(ws, {repair.patch.path: repair.patch.new_text}, tests, limits=LIMITS)
+                return False  # keep going: the bench counts candidates, not fixes
+            config = SearchConfig(max_runs=budget, max_seconds=600.0, max_fixes=10 ** 6, screen=screen)
+            stats = run_search(case.workspace, case.failure, search_suspects(case.failure, 1), config, check,
+                               limits=LIMITS)
+            dealt += stats.screened + stats.verified_runs - (stats.screen_passed if screen else 0)
+            seconds += stats.seconds
+        out[label] = {"candidates": dealt, "seconds": round(seconds, 1),
+                      "per_second": round(dealt / seconds, 3) if seconds else 0.0}
+    out["speedup"] = round(out["screen"]["per_second"] / out["one_run_each"]["per_second"], 1) \
+        if out["one_run_each"]["per_second"] else None
+    return out
+
+
+def summary(rows: list[dict], system: str) -> dict:
+    rows = [r for r in rows if system in r]
+    if not rows:
+        return {}
+    fixed = [r for r in rows if r[system]["verified"]]
+    offers = sum(r[system]["offers"] for r in rows)
+    times = [r[f"{system}_s"] for r in rows]
+    with_correct = [r for r in rows if r[system]["any_correct"]]
+    return {"failures": len(rows), "verified_rate": round(len(fixed) / len(rows), 3),
+            "correct_rate": round(sum(r[system]["first_correct"] for r in rows) / len(rows), 3),
+            "overfit_share_of_verified_offers": round(1 - sum(r[system]["correct_offers"] for r in rows) / offers, 3)
+            if offers else None,
+            "first_ranked_correct_when_fixable": round(sum(r[system]["first_correct"] for r in with_correct)
+                                                       / len(with_correct), 3) if with_correct else None,
+            "mean_s_per_failure": round(statistics.mean(times), 1), "max_s_per_failure": round(max(times), 1)}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hef", type=int, default=8)
+    parser.add_argument("--mbpp", type=int, default=8)
+    parser.add_argument("--samples", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--search-seconds", type=float, default=60.0)
+    parser.add_argument("--throughput-runs", type=int, default=8)
+    parser.add_argument("--minutes", type=float, default=25.0, help="no new failure is started after this")
+    parser.add_argument("--seed", type=int, default=20)
+    parser.add_argument("--no-model", action="store_true")
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.hef, args.mbpp, args.no_model, args.throughput_runs = 2, 2, True, 3
+    try:
+        os.nice(10)
+    except OSError:
+        pass
+    started = time.monotonic()
+    root = Path(tempfile.mkdtemp(prefix="ledex-bench-search-"))
+    hef, mbpp = hef_cases(args.hef, root / "hef", args.seed), mbpp_cases(args.mbpp, root / "mbpp", args.seed)
+    cases = [c for pair in zip(hef, mbpp) for c in pair] + hef[len(mbpp):] + mbpp[len(hef):]  # both kinds if cut short
+    from ledex.engine.backends import load_backend
+
+    backend = load_backend()
+    rows = []
+    for case in cases:
+        if time.monotonic() - started > args.minutes * 60:
+            break
+        rows.append(evaluate(case, backend, args))
+        print(rows[-1], file=sys.stderr, flush=True)
+    result = {"machine": machine_facts(), "args": vars(args), "rows": rows,
+              "metrics": {f"{kind}/{system}": summary([r for r in rows if kind in ("all", r["kind"])], system)
+                          for kind in ("all", "humanevalfix", "mbpp") for system in ("model", "search", "both")},
+              "throughput": throughput(cases[:2], args.throughput_runs),
+              "notes": [f"{len(rows)} of {len(cases)} prepared failures evaluated in {args.minutes} min"]}
+    return result
+
+
+if __name__ == "__main__":
+    emit(main())
