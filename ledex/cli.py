@@ -28,7 +28,7 @@ from ledex import __version__
 from ledex.engine.apply import ApplyError, apply_patch
 from ledex.engine.backends import PromptTooLong, Sampling, check_fits, load_backend
 from ledex.engine.failures import DiscoveryError, Failure, discover, group_by_suspect
-from ledex.engine.fixer import SEARCH_DEFAULT, FixConfig, FixEngine, FixResult, problem_for
+from ledex.engine.fixer import SEARCH_DEFAULT, CandidateResult, FixConfig, FixEngine, FixResult, problem_for
 from ledex.engine.format import Mode, build_messages
 from ledex.engine.models import ModelError
 from ledex.engine.project import (ProjectConfigError, ProjectSettings, parse_test_command, read_project_settings,
@@ -166,8 +166,12 @@ def run_fix(args: argparse.Namespace) -> int:
         with _cancelled_on_interrupt(run.cancel):
             handled = run.all(discovery.failures)
     except KeyboardInterrupt:  # the failures handled so far are still reported (with --json: the document)
+        partial = run.interrupted()
+        if partial is not None:
+            reporter.result(partial)
+            run.handled.append(partial)
         left = len(discovery.failures) - sum(1 + len(h.result.failure.also) for h in run.handled)
-        reporter.note(f"interrupted: {left} failure(s) not handled; " + INTERRUPTED)
+        reporter.note(f"interrupted: {left} failure(s) not started; " + INTERRUPTED)
         reporter.finish(backend.identity, run.handled, discovery)
         return EXIT_INTERRUPTED
     reporter.finish(backend.identity, handled, discovery)
@@ -203,6 +207,8 @@ class FixRun:
         self.handled: list = []  # Handled, in order (kept when the run is interrupted)
         self.cancel = threading.Event()  # set by Ctrl-C: the fix under way stops
         self.waiting = 0  # problems still queued after the one being fixed (for progress)
+        self.current: Failure | None = None  # the failure being fixed, and its candidates finished so far
+        self.partial: list[CandidateResult] = []
 
     def all(self, failures: list[Failure]) -> list:
         queue, handled = list(failures), self.handled
@@ -221,14 +227,29 @@ class FixRun:
         from ledex.cli_output import Handled
 
         number = len(self.handled) + 1
+        self.current, self.partial = failure, []
         with self.reporter.progress(failure, number, number + self.waiting) as progress:
             try:
                 self.check_prompt(failure)
-                result = self.engine.fix(failure, progress=progress, cancel=self.cancel)
+                result = self.engine.fix(failure, progress=progress, cancel=self.cancel, on_candidate=self.partial.append)
             except PromptTooLong as exc:
+                self.current = None
                 return Handled(FixResult(failure, model=self.engine.backend.identity.id), error=str(exc))
+        self.current = None
         applied = self.apply(result) if self.args.apply else None
         return Handled(result, applied=applied)
+
+    def interrupted(self):
+        """Handled for the failure under way when Ctrl-C came, with the candidates finished by
+        then (their explanations, diffs, verdicts and seconds are kept); None between failures."""
+        from ledex.cli_output import Handled
+
+        if self.current is None:
+            return None
+        done = [c for c in list(self.partial) if c.reason != "cancelled"]
+        timings = {"generation": sum(c.generation_s for c in done), "verification": sum(c.verification_s for c in done)}
+        result = FixResult(self.current, candidates=done, model=self.engine.backend.identity.id, timings=timings)
+        return Handled(result, error=f"interrupted after {len(done)} candidate(s); not applied")
 
     def check_prompt(self, failure: Failure) -> None:
         if failure.suspect is not None:

@@ -36,7 +36,9 @@ class Handled:
     result: FixResult
     applied: str | None = None  # the file the best verified fix was written to (--apply)
     fixed_by: str | None = None  # the test whose written fix made this one pass (re-run after --apply)
-    error: str | None = None  # why no fix was looked for (e.g. the suspect does not fit the model's context)
+    # why no fix was looked for (the suspect does not fit the model's context), or why the
+    # looking stopped early (interrupted: `result` then holds the candidates finished by then)
+    error: str | None = None
 
     @property
     def fixed(self) -> bool:
@@ -213,7 +215,7 @@ class Reporter:
         if handled.fixed_by:
             print(f"  passes now: fixed by the fix written for {handled.fixed_by}", file=out)
             return
-        if handled.error:
+        if handled.error and not result.candidates:
             print(f"  not attempted: {handled.error}", file=out)
             return
         if failure.suspect is None:
@@ -235,6 +237,8 @@ class Reporter:
             print(f"\n  {len(unusable)} answer(s) unusable: {'; '.join(reasons)}", file=out)
         if applied:
             print(f"\n  applied the best verified fix to {applied}", file=out)
+        if handled.error:  # candidates were made, then the work stopped (Ctrl-C)
+            print(f"\n  {handled.error}", file=out)
 
     def finish(self, identity: ModelIdentity, handled: list[Handled], discovery: Discovery) -> None:
         """The run's result on stdout: with --json the document {"model", "failures", "tests",

@@ -187,26 +187,32 @@ def test_on_a_terminal_progress_ticks_in_place_and_the_json_on_stdout_stays_one_
     assert re.search(r"\r\x1b\[Kledex: running the tests in the sandbox \(at most 300 s\): \d+\.\d s", terminal)
 
 
-def test_ctrl_c_stops_the_fix_under_way_and_still_reports_the_failures_handled(tmp_path):
+def test_ctrl_c_stops_the_fix_under_way_and_still_reports_what_was_done(tmp_path):
     ws = write_tree(tmp_path / "two", {
         "calc.py": "def double(x):\n    return x + x + 1\n\n\ndef halve(x):\n    return x / 3\n",
         "test_calc.py": "from calc import double, halve\n\n\ndef test_double():\n    assert double(2) == 4\n\n\n"
                         "def test_halve():\n    assert halve(4) == 2\n"})
     model = replay_file(tmp_path, ["Off by one.\n```python\ndef double(x):\n    return x + x\n```",
+                                   "Divide by four.\n```python\ndef halve(x):\n    return x / 4\n```",
                                    "Spin.\n```python\ndef halve(x):\n    while True:\n        pass\n```"])
     proc = subprocess.Popen([sys.executable, "-m", "ledex.cli", "fix", str(ws), "--model", model, "--json",
-                             "--samples", "1", "--rounds", "1", "--timeout", "600"],
+                             "--samples", "1", "--rounds", "2", "--timeout", "600", "--test-timeout", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for line in proc.stderr:  # the second fix's candidate loops forever in its verification
-        if line.startswith("ledex: fixing 2 of 2"):
+    second = False
+    for line in proc.stderr:  # halve's round 2 answer loops forever in its verification
+        second = second or line.startswith("ledex: fixing 2 of 2")
+        if second and "round 2: generating" in line:
             break
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)  # not the 600 s the verification was allowed
     assert proc.returncode == 130, err
     document = json.loads(out)
-    (double,) = document["failures"]
+    double, halve = document["failures"]
     assert double["test"] == "test_calc.py::test_double" and double["candidates"][0]["verified"]
-    assert any(n.startswith("interrupted: 1 failure(s) not handled") for n in document["notes"])
+    # the failure under way keeps its finished candidate (round 1), not the cancelled one
+    assert halve["error"] == "interrupted after 1 candidate(s); not applied"
+    assert [(c["round"], c["verified"], "x / 4" in c["diff"]) for c in halve["candidates"]] == [(1, False, True)]
+    assert any(n.startswith("interrupted: 0 failure(s) not started") for n in document["notes"])
     assert (ws / "calc.py").read_text().endswith("return x / 3\n")
 
 def _drain(fd: int, chunks: list) -> None:
