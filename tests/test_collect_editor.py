@@ -145,6 +145,20 @@ def test_evaluation_sets_are_refused(tmp_path):
     assert not (tmp_path / "d.jsonl").exists()
 
 
+def test_a_package_source_is_fetched_with_version_sha256_and_licence(tmp_path):
+    from ledex.training.sources import package_project, sha256
+
+    try:
+        project = package_project("inflection==0.5.1", tmp_path / "fetch", tmp_path / "projects")
+    except SourceError as exc:
+        pytest.skip(f"no package registry here: {exc}")
+    sdist = tmp_path / "fetch" / "sdists" / project.package["sdist"]
+    assert project.package == {"name": "inflection", "version": "0.5.1", "sha256": sha256(sdist),
+                               "sdist": "inflection-0.5.1.tar.gz", "licence": "MIT"}
+    assert (project.root / "tests" / "test_inflection.py").is_file() and project.licence == "MIT"
+    assert "camelize" in project.targets["inflection/__init__.py"]
+
+
 def test_killed_collect_resumes_without_duplicates(tmp_path):
     fixture = _package(tmp_path)
     out = tmp_path / "out" / "d.jsonl"

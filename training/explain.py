@@ -90,7 +90,7 @@ def _call(where) -> str:
 
 
 def _clip(text: str, limit: int = VALUE_CHARS) -> str:
-    flat = " ".join(text.replace("```", "'''").split())
+    flat = re.sub(r"\s*\n\s*", " ", text.strip()).replace("```", "'''")  # a quote stays exact within a line
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
