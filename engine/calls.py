@@ -28,6 +28,8 @@ _CONSTRUCTORS = ("__init__", "__new__", "__post_init__")
 
 @dataclass(frozen=True)
 class Call:
+    """A call (or property read) the test makes: what it names and how it is made."""
+
     name: str
     kind: str  # "name" (f(...)), "function" (module.f(...)), "method" (obj.m(...)) or "property" (obj.p)
     line: int = field(default=0, compare=False)  # where the test makes it (0: in a helper or set-up)
@@ -266,6 +268,7 @@ class CodeIndex:
                 self.bases.setdefault(node.name, [getattr(b, "id", getattr(b, "attr", "")) for b in node.bases])
 
     def with_bases(self, names: set[str]) -> set[str]:
+        """`names` (workspace classes) with all their workspace base classes, transitively."""
         out, todo = set(), [n for n in names if n in self.bases]
         while todo:
             name = todo.pop()
@@ -275,6 +278,8 @@ class CodeIndex:
         return out
 
     def resolve(self, call: Call, classes: set[str]) -> list[tuple[str, str, ast.AST]]:
+        """(file, qualname, def) the call may run: a module-level function first; a method of one
+        of `classes` (the test's own classes); else any method of that name when few share it."""
         defs = self.functions.get(call.name, [])
         module_level = [d for d in defs if "." not in d[1]]
         if call.kind == "function":

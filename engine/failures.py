@@ -64,11 +64,14 @@ class Failure:
 
     @property
     def key(self) -> str:
+        """"test|path:qualname" of the failure and its top suspect (identifies one problem)."""
         return f"{self.test}|{self.suspect.path + ':' + self.suspect.qualname if self.suspect else ''}"
 
 
 @dataclass
 class Discovery:
+    """What a discovery run found: the failures, the sandbox's verdict, notes for the user."""
+
     failures: list[Failure]
     verdict: Verdict | None
     notes: list[str] = field(default_factory=list)  # problems a person should read (collection errors...)
@@ -83,6 +86,7 @@ def _test_name(nodeid: str) -> tuple[str | None, str | None]:
 
 
 def is_collection_error(outcome: TestOutcome) -> bool:
+    """A module that failed to collect (its id has no `::`), not a test that failed."""
     return "::" not in outcome.nodeid
 
 

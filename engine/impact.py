@@ -108,6 +108,7 @@ class ImportGraph:
         self._by_name: dict[str, set[str]] | None = None  # dotted name -> files importing it (rebuilt on change)
 
     def refresh(self) -> None:
+        """Re-read the files that changed (mtime, size) and forget the ones gone; a walk of the workspace."""
         seen = set()
         for dirpath, dirnames, filenames in os.walk(self.root):
             dirnames[:] = [d for d in dirnames if d not in SKIPPED_DIRS and not d.endswith(".egg-info")]

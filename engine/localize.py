@@ -136,6 +136,7 @@ def read_source(path: Path) -> str | None:
 
 
 def iter_functions(tree: ast.AST, prefix: str = ""):
+    """(qualname, node) of every def under `tree`, nested ones too: `C.m`, `f.<locals>.g` (PEP 3155 names)."""
     for node in ast.iter_child_nodes(tree):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             yield f"{prefix}{node.name}", node
@@ -165,15 +166,18 @@ def function_at(source: str, line: int) -> tuple[str, ast.AST] | None:
 
 
 def function_named(source: str, qualname: str) -> ast.AST | None:
+    """The def named `qualname` in `source`; None when absent or the source does not parse."""
     tree = _parse(source)
     return next((node for name, node in iter_functions(tree) if name == qualname), None) if tree else None
 
 
 def first_line(node: ast.AST) -> int:
+    """1-based first line of a def, its decorators included."""
     return min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
 
 
 def make_suspect(rel: str, qualname: str, node: ast.AST, source: str, reason: str) -> Suspect:
+    """A Suspect for def `node` of file `rel` (lines first decorator..end, 1-based, inclusive)."""
     lines = re.split(r"\r\n|\r|\n", source)  # Python's line breaks (str.splitlines also breaks at \x0c, \u2028...)
     start, end = first_line(node), node.end_lineno
     return Suspect(rel, qualname, start, end, "\n".join(lines[start - 1:end]), reason)

@@ -36,6 +36,8 @@ class PatchError(ValueError):
 
 @dataclass(frozen=True)
 class Patch:
+    """One function of one file replaced: the file's whole text before and after."""
+
     path: str  # relative to the workspace
     old_text: str
     new_text: str
@@ -47,14 +49,17 @@ class Patch:
 
     @property
     def diff(self) -> str:
+        """The change as a unified diff (`a/path`, `b/path`; `patch -p1` applies it)."""
         return unified_diff(self.path, self.old_text, self.new_text)
 
     @property
     def changed(self) -> bool:
+        """False when the answer rewrote the function into the same text."""
         return self.old_text != self.new_text
 
 
 def unified_diff(path: str, old: str, new: str) -> str:
+    """A unified diff of one file, line endings kept; a last line without newline is marked as diff does."""
     lines = difflib.unified_diff(split_lines(old), split_lines(new), f"a/{path}", f"b/{path}")
     return "".join(line if line.endswith(("\n", "\r")) else line + "\n\\ No newline at end of file\n"
                    for line in lines)

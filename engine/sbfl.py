@@ -81,6 +81,7 @@ class Spectrum:
         return file if self.blend == "file" else alone if self.blend == "failure" else (file + alone) / 2
 
     def lines(self, nodeid: str) -> Mapping[str, Sequence[int]]:
+        """{workspace file: 1-based lines} that test `nodeid` executed ({} when not measured)."""
         return self.coverage.get(nodeid, {})
 
 

@@ -42,6 +42,8 @@ INTERRUPTED = "your files are unchanged unless --apply had already written a fix
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `ledex` argument parser: subcommands `fix` and `model` (options and defaults in --help;
+    the defaults of K, R and the answer length come from FixConfig and Sampling)."""
     parser = argparse.ArgumentParser(prog="ledex", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"ledex {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -102,6 +104,10 @@ def _adapter(args: argparse.Namespace) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run `ledex` with `argv` (default: sys.argv[1:]); returns the exit status (module doc).
+    Errors a user can act on (missing workspace or model, bad [tool.ledex], no test ran) are
+    reported as one line on stderr (and a JSON document with --json), never a traceback;
+    argparse itself exits 2 on bad usage (SystemExit)."""
     args = build_parser().parse_args(argv)
     try:
         if args.command == "model":
@@ -137,6 +143,10 @@ def discovery_limits(args: argparse.Namespace) -> Limits:
 
 
 def run_fix(args: argparse.Namespace) -> int:
+    """`ledex fix` with parsed `args`: discover the failures (sandboxed run, coverage, suspects),
+    load the model, fix each problem, print the result; returns EXIT_OK / EXIT_UNFIXED /
+    EXIT_INTERRUPTED. Raises FileNotFoundError (workspace), ProjectConfigError, DiscoveryError
+    (no test ran) and ModelError (model not loadable), which main() turns into exit 2."""
     from ledex.cli_output import Reporter
 
     workspace = Path(args.path).resolve()
@@ -211,6 +221,8 @@ class FixRun:
         self.partial: list[CandidateResult] = []
 
     def all(self, failures: list[Failure]) -> list:
+        """Handled for each problem (failures sharing a top suspect are one), in discovery order;
+        each is reported as it is done. Also kept in self.handled (for an interrupted run)."""
         queue, handled = list(failures), self.handled
         while queue:
             group = group_by_suspect(queue)[0]  # the first failure with those sharing its top suspect: one problem
@@ -224,6 +236,8 @@ class FixRun:
         return handled
 
     def one(self, failure: Failure):
+        """Handled for one problem: its candidates (FixEngine.fix), written with --apply; a
+        suspect too long for the model's context gives Handled.error instead of candidates."""
         from ledex.cli_output import Handled
 
         number = len(self.handled) + 1
@@ -252,11 +266,14 @@ class FixRun:
         return Handled(result, error=f"interrupted after {len(done)} candidate(s); not applied")
 
     def check_prompt(self, failure: Failure) -> None:
+        """Raises PromptTooLong when the failure's prompt (with its suspect) exceeds the model's context."""
         if failure.suspect is not None:
             messages = build_messages(problem_for(failure), self.engine.config.mode)
             check_fits(self.engine.backend, messages, failure.suspect.source)
 
     def apply(self, result: FixResult) -> str | None:
+        """Write the best verified candidate (engine/apply.py: located again by name in the file
+        as it is now); returns the file written, or None (nothing verified, or refused: a note)."""
         best = result.best
         if best is None:
             return None

@@ -42,10 +42,12 @@ class Handled:
 
     @property
     def fixed(self) -> bool:
+        """True when a candidate was verified or another written fix made the failure pass."""
         return self.result.best is not None or self.fixed_by is not None
 
 
 def failure_dict(handled: Handled) -> dict:
+    """One entry of --json's "failures" (keys as in README.md; seconds in "timings", lines 1-based)."""
     result = handled.result
     failure = result.failure
     suspect = failure.suspect
@@ -82,6 +84,7 @@ class _Ticker:
             self.err.flush()
 
     def stop(self) -> None:
+        """Stop ticking and clear the line."""
         self._stop.set()
         self._thread.join()
         self.err.write("\r\x1b[K")  # the finished phase's line replaces the ticking one
@@ -97,6 +100,7 @@ class Phases:
         self._current: tuple[str, str, float, _Ticker | None] | None = None
 
     def start(self, key: str, text: str) -> None:
+        """End the current phase, then begin `key` (its seconds add up in timings[key])."""
         self.end()
         started = time.perf_counter()
         ticker = _Ticker(self.err, text, started) if self.tty else None
@@ -105,6 +109,7 @@ class Phases:
         self._current = (key, text, started, ticker)
 
     def end(self, failed: bool = False) -> None:
+        """End the current phase (if any): its line with the seconds it took ("stopped after" on an error)."""
         if self._current is None:
             return
         key, text, started, ticker = self._current
@@ -124,6 +129,9 @@ def _is_tty(stream) -> bool:  # noqa: ANN001
 
 
 class Reporter:
+    """Everything `ledex fix` prints: results on `out` (text, or one JSON document at the end
+    with --json), progress and notes on `err`."""
+
     def __init__(self, as_json: bool = False, out=sys.stdout, err=sys.stderr):
         self.as_json, self.out, self.err = as_json, out, err
         self._notes: list[str] = []
@@ -180,11 +188,13 @@ class Reporter:
         return update
 
     def note(self, text: str) -> None:
+        """A note raised during fixing: on stderr now (text mode), in the document's "notes" (--json)."""
         self._notes.append(text)
         if not self.as_json:
             print(f"note: {text}", file=self.err)
 
     def notes(self, notes: list[str]) -> None:
+        """Discovery's notes on stderr (text mode; with --json they are in the document)."""
         for text in notes:
             if not self.as_json:
                 print(f"note: {text}", file=self.err)
@@ -196,6 +206,7 @@ class Reporter:
         print(f"ledex: {count} test(s) ran, {failed} failed", file=self.err, flush=True)
 
     def done_without_failures(self, discovery: Discovery) -> None:
+        """The result when no test failed: "no failing tests (N ran)", or the JSON document."""
         count = len(discovery.verdict.outcomes) if discovery.verdict else 0
         if self.as_json:
             print(json.dumps({"model": None, "failures": [], "tests": count, "notes": discovery.notes,
@@ -204,6 +215,8 @@ class Reporter:
             print(f"ledex: no failing tests ({count} ran)", file=self.out)
 
     def result(self, handled: Handled) -> None:
+        """One problem as it is done (text mode): test, message, suspect, each candidate's
+        explanation, diff and verdict; nothing with --json (all of it goes into finish)."""
         if self.as_json:
             return
         result, applied = handled.result, handled.applied
