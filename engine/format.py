@@ -138,19 +138,62 @@ MAX_IMPORT_LINES = 4  # import lines allowed before the definition (patching add
 # What a server without grammar support is asked to stop at: the end of a closing fence.
 # (The opening fence is followed by "python", so this does not cut it.)
 ANSWER_STOP = "\n```\n"
+CODE_FENCE = "```python\n"  # how the grammar opens the code block
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
+MAX_GAP_LINES = 4
+MAX_INDENT = 32  # deepest indentation (spaces) the grammar spells out; deeper code is refused
+MAX_INDENT_STEP = 8  # a block may be indented 1-8 spaces deeper than its header (Python allows any)
+
+# The code block, close to Python's own lexical rules (docs.python.org/3/reference/lexical_analysis):
+# a line is atoms (one plain character, a string, a bracketed group), strings are closed on their
+# line (triple-quoted ones may span lines), brackets are balanced (a group may span lines, as in
+# Python), a line ending in ":" is a header and must be followed by a block indented deeper
+# (spaces only), any other line by one at its own indentation or at an enclosing block's. No backtick outside the fences, so the
+# closing fence is the only place "```" can appear. Between lines, at most MAX_GAP_LINES blank or
+# comment lines, and a comment is indented: what a small model writes after its function (tests,
+# usage notes) cannot pile up outside it until the token budget runs out. What the grammar cannot see (operators in a
+# wrong order, a misplaced keyword) is left to the parser.
 _GRAMMAR_RULES = r"""
-code        ::= import-line{0,%(imports)d} decorator* "async "? "def " name "(" params ")" returns? ":" [ \t]* "\n" body
-params      ::= ([^()\n] | "(" [^()\n]* ")")*
-returns     ::= " "? "->" [^:\n]+
-import-line ::= ("import " | "from ") [^\n]* "\n"
-decorator   ::= "@" [^\n]* "\n"
-body        ::= ([ \t] [^\n]* "\n" | "\n")*
+code        ::= import-line{0,%(imports)d} decorator* "async "? "def " name "(" params ")" returns? ":" tail "\n" body gap "```"
+params      ::= ([^()\n`] | "(" [^()\n`]* ")")*
+returns     ::= " "? "->" [^:\n`]+
+import-line ::= ("import " | "from ") [^\n`]* "\n"
+decorator   ::= "@" [^\n`]* "\n"
+tail        ::= [ \t]* comment?
+gap         ::= ([ \t]* "\n" | [ \t]+ comment "\n"){0,%(gap)d}
+comment     ::= "#" [^\n`]*
+simple      ::= (atom sp*)* atom-nc tail "\n"
+header      ::= (atom sp*)* ":" tail "\n"
+sp          ::= [ \t]
+atom        ::= atom-nc | ":"
+atom-nc     ::= [^ \t\n"'#()\[\]{}`:\\] | string | group | "\\\n"
+group       ::= "(" inner* ")" | "[" inner* "]" | "{" inner* "}"
+inner       ::= [^"'#()\[\]{}`] | string | group | comment
+string      ::= "\"\"\"" tq-dq "\"\"\"" | "'''" tq-sq "'''" | "\"" dq-char* "\"" | "'" sq-char* "'"
+dq-char     ::= [^"\\\n`] | "\\" [^\n`] | "`"
+sq-char     ::= [^'\\\n`] | "\\" [^\n`] | "`"
+tq-dq       ::= ([^"`\\] | "\\" [^`] | "\"" [^"`\\] | "\"\"" [^"`\\] | tick)*
+tq-sq       ::= ([^'`\\] | "\\" [^`] | "'" [^'`\\] | "''" [^'`\\] | tick)*
+tick        ::= "`" [^`"'\\] | "``" [^`"'\\]
 explanation ::= [^`\n\t ] prose-char{0,%(prose)d} "\n"
 prose-char  ::= [^`] | "`" [^`] | "``" [^`]
 """
+
+
+def _block_rules() -> str:
+    """body, then block<n> for n = 1..MAX_INDENT: lines indented exactly n spaces, where a
+    header opens a block 1..MAX_INDENT_STEP spaces deeper. The rule for a block depends on its
+    indentation only; the enclosing blocks are the grammar's stack, so a dedent can only return
+    to a level in use, as Python's tokenizer requires."""
+    def deeper(n: int) -> str:
+        return " | ".join(f"block{m}" for m in range(n + 1, min(n + MAX_INDENT_STEP, MAX_INDENT) + 1))
+    rules = [f"body ::= {deeper(0)}"]
+    for n in range(1, MAX_INDENT + 1):
+        opens = f" | header ({deeper(n)})" if n < MAX_INDENT else ""
+        rules.append(f'block{n} ::= (gap "{" " * n}" (simple{opens}))+')
+    return "\n".join(rules)
 
 
 def answer_grammar(mode: Mode = Mode.EXPLAIN, suspect_name: str | None = None, *,
@@ -176,8 +219,8 @@ def answer_grammar(mode: Mode = Mode.EXPLAIN, suspect_name: str | None = None, *
     block = '"```python\\n" code "```"'
     root = f"root ::= explanation {block}" if Mode(mode) is Mode.EXPLAIN else f"root ::= {block}"
     name_rule = f'name ::= "{name}"' if name else "name ::= [A-Za-z_] [A-Za-z0-9_]*"
-    rules = _GRAMMAR_RULES % {"imports": MAX_IMPORT_LINES, "prose": max(0, max_explanation_chars - 1)}
-    return f"{root}\n{name_rule}{rules}"
+    rules = _GRAMMAR_RULES % {"imports": MAX_IMPORT_LINES, "gap": MAX_GAP_LINES, "prose": max(0, max_explanation_chars - 1)}
+    return f"{root}\n{name_rule}{rules}{_block_rules()}\n"
 
 
 def answer_end(text: str) -> int | None:
@@ -193,6 +236,68 @@ def answer_end(text: str) -> int | None:
         return None
     closing = _FENCE.search(text, blocks[0][2])
     return closing.end() if closing else None
+
+
+def close_answer(text: str) -> str | None:
+    """An answer cut off inside its code block (a token budget ran out), closed: the code up to
+    its last line boundary where it parses and defines a function, or failing that the whole
+    code with its open string and brackets closed (`_closers`), then the closing fence. None
+    when the text has no open code block or neither parses (say, only the `def` line). What
+    the model wrote past the kept line is dropped.
+
+    >>> print(close_answer("Why.\\n```python\\ndef f(x):\\n    y = x\\n    return (y +"))
+    Why.
+    ```python
+    def f(x):
+        y = x
+    ```
+    >>> close_answer("```python\\ndef f(x):\\n    return max(x, (1, 2")
+    '```python\\ndef f(x):\\n    return max(x, (1, 2))\\n```'
+    """
+    opening = text.find(CODE_FENCE)
+    if opening < 0 or answer_end(text) is not None:
+        return None
+    start = opening + len(CODE_FENCE)
+    lines = text[start:].split("\n")
+    whole = text[start:].rstrip()
+    for code in ["\n".join(lines[:n]) for n in range(len(lines) - 1, 0, -1)] + [whole + _closers(whole)]:
+        if _defines_function(code):
+            return f"{text[:start]}{code.rstrip()}\n```"
+    return None
+
+
+def _defines_function(code: str) -> bool:
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return False
+    return any(isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) for node in tree.body)
+
+
+def _closers(code: str) -> str:
+    """What closes the string and brackets left open at the end of `code` (a quote, then
+    closing brackets innermost first); comments and escapes are skipped as Python's tokenizer
+    does. '' when nothing is open."""
+    stack, quote, i = [], "", 0
+    while i < len(code):
+        if quote:
+            if code[i] == "\\":
+                i += 1
+            elif code.startswith(quote, i):
+                i, quote = i + len(quote) - 1, ""
+            elif code[i] == "\n" and len(quote) == 1:
+                quote = ""  # an unclosed one-line string: Python rejects it anyway
+        elif code[i] == "#":
+            i = code.find("\n", i) if "\n" in code[i:] else len(code)
+        elif code[i] in "\"'":
+            quote = code[i] * 3 if code.startswith(code[i] * 3, i) else code[i]
+            i += len(quote) - 1
+        elif code[i] in "([{":
+            stack.append(")]}"["([{".index(code[i])])
+        elif code[i] in ")]}" and stack:
+            stack.pop()
+        i += 1
+    return quote + "".join(reversed(stack))
 
 
 # --- parsing the model's answer ----------------------------------------------------------

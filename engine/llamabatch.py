@@ -28,7 +28,7 @@ import ctypes
 import time
 from typing import TYPE_CHECKING, Iterator
 
-from ledex.engine.format import answer_end
+from ledex.engine.format import CODE_FENCE, answer_end, close_answer
 from ledex.engine.models import ModelError
 
 if TYPE_CHECKING:
@@ -59,6 +59,7 @@ class Sequence:
         from llama_cpp import _internals, llama_cpp as C
 
         self.slot, self.seed, self.pos, self.tokens, self.data = slot, seed, pos, [], b""
+        self.feed: list[int] = []  # tokens sampled (or forced) but not yet decoded into the KV cache
         self.grammar = Owned(backend.grammar_sampler(sampling.grammar)) if sampling.grammar else None
         chain = C.llama_sampler_chain_init(C.llama_sampler_chain_default_params())
         if sampling.temperature <= 0:
@@ -88,6 +89,23 @@ class Sequence:
         C.llama_sampler_accept(self.chain.pointer, token)
         return token
 
+    def force(self, tokens: list[int]) -> bool:
+        """Append tokens the model did not choose (the grammar must allow each in turn); they
+        are decoded with the next step. False, and nothing appended, if the grammar refuses one."""
+        from llama_cpp import llama_cpp as C
+
+        probe = Owned(C.llama_sampler_clone(self.grammar.pointer))
+        for token in tokens:
+            if not self._allowed(token, 0.0, probe):
+                return False
+            C.llama_sampler_accept(probe.pointer, token)
+        for token in tokens:
+            C.llama_sampler_accept(self.grammar.pointer, token)
+            C.llama_sampler_accept(self.chain.pointer, token)
+        self.tokens.extend(tokens)
+        self.feed.extend(tokens)
+        return True
+
     def _apply(self, logits, *, with_grammar: bool) -> int:
         from llama_cpp import llama_cpp as C
 
@@ -98,12 +116,12 @@ class Sequence:
         C.llama_sampler_apply(self.chain.pointer, array)
         return int(self.candidates.candidates.data[self.candidates.candidates.selected].id)
 
-    def _allowed(self, token: int, logit: float) -> bool:
+    def _allowed(self, token: int, logit: float, grammar: Owned | None = None) -> bool:
         from llama_cpp import llama_cpp as C
 
         self.one.data[0].id, self.one.data[0].logit, self.one.data[0].p = token, logit, 0.0
         self.one.size, self.one.selected, self.one.sorted = 1, -1, False
-        C.llama_sampler_apply(self.grammar.pointer, ctypes.byref(self.one))
+        C.llama_sampler_apply((grammar or self.grammar).pointer, ctypes.byref(self.one))
         return self.one.data[0].logit != float("-inf")
 
     @property
@@ -126,6 +144,11 @@ class BatchRun:
         per_answer = max(1, min(sampling.max_tokens, n_ctx - len(prompt)))
         self.width = max(1, min(n, backend.n_parallel, (n_ctx - len(prompt)) // per_answer))
         self.max_tokens = per_answer
+        # Budget-aware closing (grammar only): prose past this many tokens is ended and the code
+        # block opened for the model (so a small budget still reaches code); code still open at
+        # max_tokens is closed at its last line that parses (format.close_answer).
+        self.prose_budget = max(1, per_answer // 3)
+        self.opening = backend.llm.tokenize(("\n" + CODE_FENCE).encode(), add_bos=False, special=False)
         self.pending = collections.deque(range(n))
         self._buffer = ctypes.create_string_buffer(256)
         self.started_tokens: dict[int, int] = {}  # slot -> KV cells its answer may take
@@ -184,17 +207,22 @@ class BatchRun:
         import numpy as np
         from llama_cpp import llama_cpp as C
 
-        rows = [(s.tokens[-1], s.pos, s.slot, True) for s in active]
-        if len(rows) == 1:  # see PAD below
-            rows.append((active[0].tokens[-1], 0, self.b.pad_seq, False))
+        rows, last_row = [], {}
+        for s in active:  # usually one token each; more after forced tokens
+            rows += [(token, s.pos + i, s.slot, i == len(s.feed) - 1) for i, token in enumerate(s.feed)]
+            last_row[s.slot] = len(rows) - 1
+        padded = len(rows) == 1  # see PAD below
+        if padded:
+            rows.append((rows[0][0], 0, self.b.pad_seq, False))
         _fill(self.b._batch.batch, rows)
         self._decode(self.b._batch.batch)
-        if len(active) == 1:
+        if padded:
             C.llama_memory_seq_rm(self.memory, self.b.pad_seq, -1, -1)
         n_vocab = self.b.llm.n_vocab()
-        for index, sequence in enumerate(list(active)):
-            sequence.pos += 1
-            logits = np.ctypeslib.as_array(C.llama_get_logits_ith(self.ctx, index), shape=(n_vocab,))
+        for sequence in list(active):
+            sequence.pos += len(sequence.feed)
+            sequence.feed = []
+            logits = np.ctypeslib.as_array(C.llama_get_logits_ith(self.ctx, last_row[sequence.slot]), shape=(n_vocab,))
             done = self._take(sequence, logits)
             if done is not None:
                 yield from self._finish(sequence, done, active, free)
@@ -209,13 +237,32 @@ class BatchRun:
         if C.llama_vocab_is_eog(self.vocab, token):
             return "stop"
         sequence.tokens.append(token)
+        sequence.feed.append(token)
         sequence.data += self._piece(token)
-        if self.sampling.grammar and b"`" in sequence.data[-8:]:
+        if not self.sampling.grammar:
+            return "length" if len(sequence.tokens) >= self.max_tokens else None
+        if b"`" in sequence.data[-8:]:
             end = answer_end(sequence.text)
             if end is not None:
                 sequence.data = sequence.text[:end].encode()
                 return "stop"
-        return "length" if len(sequence.tokens) >= self.max_tokens else None
+        return self._budget(sequence)
+
+    def _budget(self, sequence: Sequence) -> str | None:
+        """Budget-aware closing under the grammar (see prose_budget): None to go on, "stop"
+        for an answer closed here, "length" when the budget ran out with nothing to close."""
+        used = len(sequence.tokens)
+        if used >= self.prose_budget and CODE_FENCE.encode() not in sequence.data:
+            at_sentence_end = sequence.data.rstrip().endswith((b".", b":")) or used >= self.prose_budget + 16
+            if at_sentence_end and used + len(self.opening) < self.max_tokens and sequence.force(self.opening):
+                sequence.data += b"\n" + CODE_FENCE.encode()
+        if used < self.max_tokens:
+            return None
+        closed = close_answer(sequence.text)
+        if closed is None:
+            return "length"
+        sequence.data = closed.encode()
+        return "stop"
 
     def _retire(self, slot: int) -> None:
         """Free the slot (its sequence id) at once. Its KV cells go to the GRAVE sequence rather
@@ -268,6 +315,24 @@ class BatchRun:
         while self.pending:
             yield Generation("", "cancelled", len(self.prompt), 0, time.perf_counter() - self.started,
                              self.sampling.seed + self.pending.popleft())
+
+
+def grammar_accepts(backend: LlamaCppBackend, grammar: str, text: str) -> bool:
+    """Whether llama.cpp's sampler for this GBNF lets the model write `text` (tokenized with the
+    model's tokenizer, fed token by token as generation would): a check of the grammar itself."""
+    from llama_cpp import llama_cpp as C
+
+    sampler = Owned(backend.grammar_sampler(grammar))
+    one = (C.llama_token_data * 1)()
+    array = C.llama_token_data_array(data=ctypes.cast(one, C.llama_token_data_p), size=1, selected=-1, sorted=False)
+    for token in backend.llm.tokenize(text.encode(), add_bos=False, special=False):
+        one[0].id, one[0].logit, one[0].p = token, 0.0, 0.0
+        array.size, array.selected = 1, -1
+        C.llama_sampler_apply(sampler.pointer, ctypes.byref(array))
+        if one[0].logit == float("-inf"):
+            return False
+        C.llama_sampler_accept(sampler.pointer, token)
+    return True
 
 
 def _fill(batch, items: list[tuple[int, int, int, bool]]) -> None:

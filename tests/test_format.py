@@ -93,3 +93,28 @@ def test_answer_end_is_the_first_closing_fence():
 
     text = "Why.\n```python\ndef f():\n    return 1\n```\nTrailing talk\n```python\nx\n```"
     assert text[:answer_end(text)].endswith("return 1\n```") and answer_end("Why.\n```python\ndef f(") is None
+
+
+def test_close_answer_ends_a_cut_off_block_at_its_last_line_that_parses():
+    from ledex.engine.format import close_answer
+
+    cut = "Why.\n```python\ndef f(xs):\n    total = 0\n    for x in xs:\n        total += x\n    return (total +"
+    closed = close_answer(cut)
+    assert closed == "Why.\n```python\ndef f(xs):\n    total = 0\n    for x in xs:\n        total += x\n```"
+    assert isinstance(parse_response(closed), Candidate)
+    # a header whose block never started is dropped with it; nothing usable -> None
+    assert close_answer("```python\ndef f(x):\n    y = 1\n    if y:\n") == "```python\ndef f(x):\n    y = 1\n```"
+    assert close_answer("```python\ndef f(x):\n    return x +") is None
+    # no whole line to keep: the open string and brackets of the last one are closed
+    assert close_answer("```python\ndef f(x):\n    return g(x, [1, 'a") == "```python\ndef f(x):\n    return g(x, [1, 'a'])\n```"
+    assert close_answer('```python\ndef f(x):\n    """Doc\n    return x\n').endswith('    return x"""\n```')
+    assert close_answer("Prose only, no block") is None
+    assert close_answer(GOOD) is None  # already closed: nothing to do
+
+
+def test_answer_grammar_spells_out_python_blocks():
+    from ledex.engine.format import MAX_INDENT, answer_grammar
+
+    grammar = answer_grammar(Mode.REFINE, "add")
+    assert f"block{MAX_INDENT} ::=" in grammar and f"block{MAX_INDENT + 1}" not in grammar
+    assert "header" not in grammar.split(f"block{MAX_INDENT} ::=")[1]  # the deepest block opens none

@@ -49,6 +49,56 @@ def test_every_answer_under_the_grammar_parses(llama, mode):
             assert (mode is Mode.EXPLAIN) == bool(parsed.explanation), answer.text
 
 
+GRAMMAR_ACCEPTS = [  # valid Python the grammar must let through (styles a model copies from user code)
+    "```python\ndef add(a, b):\n    return a + b\n```",
+    '```python\nimport math\n@cache\ndef add(a: int, b=(1, 2)) -> int:  # sum\n    """Add `a`\n    and b."""\n'
+    "    if a:\n      x = {'k': [a,\n  b]}  # two-space block\n    elif b:\n        pass\n\n    # note\n"
+    "    return (a +\n            b) if a else \\\n        b\n```",
+    "```python\nasync def add(a, b):\n    s = f\"{a!r}\" + '\\'' + \"\"\"x\"\"\"\n    return s[1:]\n```",
+]
+GRAMMAR_REFUSES = [  # Python errors the small model made under the first grammar, and shapes outside one function
+    "```python\ndef add(a, b):\n    return (a + b\n```",  # unclosed bracket
+    "```python\ndef add(a, b):\n    return [a + b)\n```",  # mismatched bracket
+    '```python\ndef add(a, b):\n    """Add.\n    return a + b\n```',  # unterminated docstring
+    "```python\ndef add(a, b):\n    if a:\n        x = 1\n      return a\n```",  # dedent to no level
+    "```python\ndef add(a, b):\n    if a:\n    return a\n```",  # header without a block
+    "```python\ndef add(a, b):\n    return a\ndef g():\n    pass\n```",  # a second top-level definition
+    "```python\ndef add(a, b):\n    return a\n# Test\nprint(add(1, 2))\n```",  # test code after the function
+    '```python\ndef add(a, b):\n    s = """\n```\n"""\n```',  # a fence line inside a string
+]
+
+
+@pytest.mark.parametrize("text", GRAMMAR_ACCEPTS)
+def test_grammar_lets_valid_python_through(llama, text):
+    from ledex.engine.llamabatch import grammar_accepts
+
+    assert grammar_accepts(llama, answer_grammar(Mode.REFINE, "add"), text)
+
+
+@pytest.mark.parametrize("text", GRAMMAR_REFUSES)
+def test_grammar_refuses_broken_python(llama, text):
+    from ledex.engine.llamabatch import grammar_accepts
+
+    assert not grammar_accepts(llama, answer_grammar(Mode.REFINE, "add"), text)
+
+
+@pytest.mark.parametrize("mode, budget", [(Mode.REFINE, 40), (Mode.EXPLAIN, 64)])
+def test_a_tiny_budget_still_yields_closed_answers(llama, mode, budget):
+    """Budget-aware closing: prose is ended at a third of the budget and the code block opened;
+    code still open at the budget is closed (format.close_answer). 4 seeds on a problem whose
+    answers run long (without the closing, 2 of these 8 answers end cut off): every answer is a
+    parseable candidate within the budget; in refine mode one was closed by the budget."""
+    sampling = Sampling(max_tokens=budget, seed=0, grammar=grammar(mode, "largest"))
+    answers = list(llama.generate_batch(build_messages(PROBLEMS["largest"], mode), sampling, 4))
+    for answer in answers:
+        parsed = parse_response(answer.text, mode, truncated=answer.truncated)
+        assert isinstance(parsed, Candidate), (answer.seed, answer.text)
+        assert answer.completion_tokens <= budget and answer.text.endswith("\n```")
+        assert (mode is Mode.EXPLAIN) == bool(parsed.explanation)
+    if mode is Mode.REFINE:  # an answer was still open at the budget (in explain mode prose is cut instead)
+        assert any(a.completion_tokens == budget for a in answers)
+
+
 def test_batched_answers_equal_one_at_a_time(llama):
     """Same seed, same answer whatever K: K=3 in one batch equals three single generations
     (grammar on; answers of different lengths, so some go on after another one finished),
