@@ -255,7 +255,10 @@ class FixEngine:
                 on_candidate(candidate)
             return candidate.verified
 
-        result.search = run_search(self.workspace, failure, tried, self.config.search, verify,
+        search = self.config.search
+        if self.config.stop_at_first:  # the editor needs one verified fix
+            search = dataclasses.replace(search, max_fixes=1)
+        result.search = run_search(self.workspace, failure, tried, search, verify,
                                    limits=self.config.limits, python=self.config.python,
                                    command=self.config.test_command, cancel=cancel)
         if progress:

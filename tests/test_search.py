@@ -84,6 +84,20 @@ def test_without_screening_each_candidate_is_verified_on_its_own(seeded):
     assert result.best is not None and result.search.processes == 0 and result.search.verified_runs >= 1
 
 
+def test_ledex_fix_with_search_names_the_source(seeded, tmp_path, capsys):
+    import json
+
+    from ledex.cli import main
+
+    workspace, _ = seeded
+    answers = tmp_path / "answers.json"
+    answers.write_text(json.dumps([EXPLAINS]))
+    code = main(["fix", str(workspace), "--search", "--model", f"replay:{answers}", "--test",
+                 "tests/test_seq.py::test_last_two"])
+    out = capsys.readouterr().out
+    assert code == 0 and "candidate 1 (found by search, round 0) [verified]" in out and EXPLAINS in out
+
+
 def _candidate(code, verified=True, **fields):
     values = dict(verified=verified, code=code, pass_rate=1.0 if verified else 0.0, round=0, source="search",
                   operator="compare", loglik=None, edit_size=1)
