@@ -55,7 +55,7 @@ class Folder:
         self._watched: tuple[str, ...] | None = None  # the globs being watched
         self.imports = ImportGraph(root)  # which tests a save can affect (used on the test thread)
         self.test_runs = 0
-        self._published: set[str] = set()
+        self._published: dict[str, list[lsp.Diagnostic]] = {}  # uri -> what the client was last sent
         self._pending_changed: set[str] | None = set()
         self._debounce = None
 
@@ -302,11 +302,15 @@ class Folder:
         return diagnostics.diagnostics_for(self.root, entry, self.line_text, every_state)
 
     def publish(self) -> None:
+        """Send each document's diagnostics when they differ from what was last sent for it
+        (several events can leave a document as it was: one notification per change)."""
         every_state = not self.server.features.work_done_progress  # the state in the message instead
         grouped = diagnostics.by_uri(self.root, self.visible(), self.line_text, every_state)
-        for uri in self._published | set(grouped):
-            self.server.text_document_publish_diagnostics(lsp.PublishDiagnosticsParams(uri, grouped.get(uri, [])))
-        self._published = set(grouped)
+        for uri in dict.fromkeys([*self._published, *grouped]):
+            now = grouped.get(uri, [])
+            if self._published.get(uri, []) != now:
+                self.server.text_document_publish_diagnostics(lsp.PublishDiagnosticsParams(uri, now))
+        self._published = grouped
 
     def entry_by_test_or_episode(self, key: str) -> Entry | None:
         return self.entries.get(key) or next((e for e in self.fixes() if e.episode_id == key), None)

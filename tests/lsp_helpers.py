@@ -87,6 +87,7 @@ async def session(root: Path, options: dict, home: Path, capabilities: str = "vi
     env = {**os.environ, "LEDEX_HOME": str(home)}
     config = ClientServerConfig([sys.executable, "-m", "ledex.server"], server_env=env)
     client: LanguageClient = await config.start()
+    client.published = record_publishes(client)
     await client.initialize_session(lsp.InitializeParams(
         capabilities=capabilities_of(capabilities), root_uri=root.as_uri(),
         workspace_folders=[lsp.WorkspaceFolder(f.as_uri(), f.name) for f in folders or [root]],
@@ -96,6 +97,31 @@ async def session(root: Path, options: dict, home: Path, capabilities: str = "vi
     finally:
         await client.shutdown_session()
         await client.stop()
+
+
+def record_publishes(client: LanguageClient) -> list[lsp.PublishDiagnosticsParams]:
+    """Every textDocument/publishDiagnostics the client receives, in order (pytest-lsp keeps
+    only the latest per document)."""
+    seen: list[lsp.PublishDiagnosticsParams] = []
+    handle = client.protocol._handle_notification
+
+    def recording(method: str, params):
+        if method == lsp.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS:
+            seen.append(params)
+        return handle(method, params)
+    client.protocol._handle_notification = recording
+    return seen
+
+
+def repeated_publishes(client: LanguageClient) -> list[str]:
+    """Documents sent the same diagnostics twice in a row: a notification that changed nothing."""
+    last: dict[str, list[lsp.Diagnostic]] = {}
+    repeats = []
+    for params in client.published:
+        if params.uri in last and last[params.uri] == params.diagnostics:
+            repeats.append(params.uri)
+        last[params.uri] = params.diagnostics
+    return repeats
 
 
 async def wait_for(client: LanguageClient, predicate, method: str = lsp.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS,

@@ -22,7 +22,7 @@ from pygls.exceptions import JsonRpcMethodNotFound
 
 from ledex.engine import registry
 from lsp_helpers import (FIXED_IS_LOW_STOCK, apply_text_edit, code_actions, episodes, ledex_diagnostics, open_doc,
-                         session, state_is, stock_project, wait_for)
+                         repeated_publishes, session, state_is, stock_project, wait_for)
 
 pytestmark = pytest.mark.asyncio
 TEST_ID = "tests/test_stock.py::test_low_stock_at_threshold"
@@ -108,6 +108,7 @@ async def test_fix_apply_accept_revert(project):
         assert any(r[0].kind == "begin" and r[-1].kind == "end" for r in tokens)
         messages = [getattr(r, "message", None) for reports in tokens for r in reports]
         assert "1 test file(s): tests/test_stock.py" in messages  # a save runs only the tests importing stock.py
+        assert repeated_publishes(client) == []  # once per change of a document's diagnostics
 
 
 def write_report(root: Path) -> None:
@@ -368,6 +369,7 @@ async def test_code_actions_while_the_model_generates(project, editor):
     assert f"ledex: fixing {TEST_ID}: queued" in logged and f"ledex: fixing {TEST_ID}: 1 verified fix" in logged
     assert any(m.message == f"ledex: {TEST_ID}: 1 verified fix (code actions on its diagnostic)" for m in client.messages)
     assert not client.progress_reports  # nothing sent that it did not ask for
+    assert repeated_publishes(client) == []  # every state is in the message: still one publish per change
 
 
 FIXED_DIFFERENTLY = FIXED_IS_LOW_STOCK.replace("The comparison excludes the threshold itself.",

@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from lsprotocol import types as lsp
 
 from helpers import write_tree
-from lsp_helpers import apply_text_edit, code_actions, episodes, ledex_diagnostics, session, wait_for
+from lsp_helpers import (apply_text_edit, code_actions, episodes, ledex_diagnostics, repeated_publishes, session,
+                         wait_for)
 
 pytestmark = pytest.mark.asyncio
 
@@ -70,6 +72,12 @@ async def test_failures_of_one_function_get_one_fix_and_the_next_suspect_is_trie
         assert "n, iterable = iterable, n" in fixed and fixed.endswith(CHUNKS["seq/more.py"].split("\n\n\n")[-1])
         titles = [r[0].title for r in client.progress_reports.values() if r and r[0].kind == "begin"]
         assert f"ledex: fixing {FAILING[0]} (and 2 more failing tests)" in titles
+
+        sent = len(client.published)
+        run = await client.workspace_execute_command_async(lsp.ExecuteCommandParams("ledex.runTests"))
+        assert run["failures"] == 3  # the same failures of the same code: they keep their fix, nothing to send
+        assert len(client.published) == sent and ledex_diagnostics(client, tests)
+        assert repeated_publishes(client) == []  # each document was sent its diagnostics once per change
 
     (episode,) = episodes(root)  # one problem, not one per failing test
     assert episode["test"] == FAILING[0] and episode["suspect_function"] == "chunked"
