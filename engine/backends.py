@@ -37,7 +37,8 @@ from dataclasses import dataclass
 from typing import Callable, Iterator, Protocol, Sequence
 
 from ledex.engine.format import ANSWER_STOP, render_chat
-from ledex.engine.models import ModelError, ModelIdentity, ModelSpec, identify, parse_model_spec
+from ledex.engine.models import (ModelError, ModelIdentity, ModelKind, ModelSpec, identify, model_kind, parse_model_spec,
+                                 replay_file)
 
 # Context for the default 135M model, shared by the K sequences of a batch: prompts (function
 # + test + clipped traceback) fit in ~1.5k tokens, answers in ~512 (K=8 x 512 + 1.5k < 6k).
@@ -336,9 +337,6 @@ class ReplayBackend:
         return Generation(text, "stop")
 
 
-REPLAY_PREFIX = "replay:"
-
-
 def load_replay(path: str) -> ReplayBackend:
     """`replay:<file.json>`: a JSON list of recorded answers, served in order."""
     try:
@@ -353,8 +351,8 @@ def load_replay(path: str) -> ReplayBackend:
 def load_backend(model: str | None = None, adapter: str | None = None, **kwargs) -> Backend:
     """The backend for a model setting (see ledex.engine.models for the accepted forms;
     `replay:<file.json>` serves recorded answers, for tests of the logic around a model)."""
-    if model and model.startswith(REPLAY_PREFIX):
-        return load_replay(model[len(REPLAY_PREFIX):])
+    if model_kind(model) is ModelKind.REPLAY:
+        return load_replay(replay_file(model))
     spec = parse_model_spec(model, adapter)
     if spec.kind == "endpoint":
         return EndpointBackend(spec)

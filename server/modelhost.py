@@ -11,7 +11,10 @@ worker is stopped when its last lease is returned.
 
 Model settings: whatever `ledex.engine.backends.load_backend` accepts, including
 `replay:<file.json>` (recorded answers) for tests of the server's logic; episodes record it
-as the model "replay", never as a real model.
+as the model "replay", never as a real model. What a setting names is `engine.models.model_kind`.
+
+Used by server.py (one ModelPool) and folder.py (each folder's host); run the server with
+`python -m ledex.server`.
 """
 
 from __future__ import annotations
@@ -21,9 +24,8 @@ from pathlib import Path
 from typing import Callable
 
 from ledex.engine import registry
-from ledex.engine.backends import REPLAY_PREFIX
 from ledex.engine.genworker import WorkerBackend
-from ledex.engine.models import ModelError
+from ledex.engine.models import ModelError, ModelKind, model_kind
 
 # The worker computes at lower priority than the server: on a 2-core machine the event
 # loop must win the core whenever the editor asks something.
@@ -58,12 +60,13 @@ class ModelHost:
 
     def _adapter(self) -> tuple[str | None, str]:
         """(adapter path or None, version label for episodes)."""
-        if self.model.startswith(REPLAY_PREFIX):  # recorded answers; the promoted version still shows a hot swap
+        kind = model_kind(self.model)
+        if kind is ModelKind.REPLAY:  # recorded answers; the promoted version still shows a hot swap
             record = registry.current(self.home)
             return None, f"replay@{record['version']}" if record and record.get("version") else "replay"
         if self.adapter:
             return self.adapter, f"adapter:{Path(self.adapter).name}"
-        if self.model.startswith(("http://", "https://")):
+        if not kind.takes_adapter:
             return None, "base"
         record = registry.current(self.home)
         if record and Path(record["adapter"]).is_file():
