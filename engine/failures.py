@@ -10,6 +10,7 @@ Try it:  python -m ledex.engine.failures examples/inventory
 
 from __future__ import annotations
 
+import enum
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -68,13 +69,45 @@ class Failure:
         return f"{self.test}|{self.suspect.path + ':' + self.suspect.qualname if self.suspect else ''}"
 
 
+class NoteKind(enum.StrEnum):
+    """What a note for the user is about: programs test the kind, people read the text."""
+
+    INFO = "info"
+    COLLECTION = "collection"  # a test module could not be collected
+    NO_SUSPECT = "no-suspect"  # a failure with no function in the workspace to fix
+    RUN_PROBLEM = "run-problem"  # the test run reported an error of its own
+    STOPPED = "stopped"  # the test run was killed (timeout, memory): results may be partial
+    NO_TESTS = "no-tests"
+
+    @property
+    def is_problem(self) -> bool:
+        """Worth a warning: the run itself went wrong, so its results may be incomplete."""
+        return self in (NoteKind.RUN_PROBLEM, NoteKind.STOPPED)
+
+
+class Note(str):
+    """A note for the user: the text (a str, as printed) with its `kind`."""
+
+    kind: NoteKind = NoteKind.INFO
+
+    def __new__(cls, text: str, kind: NoteKind = NoteKind.INFO) -> "Note":
+        note = super().__new__(cls, text)
+        note.kind = kind
+        return note
+
+
+def note_kind(note: str) -> NoteKind:
+    """A note's kind (a plain string is INFO)."""
+    return getattr(note, "kind", NoteKind.INFO)
+
+
 @dataclass
 class Discovery:
     """What a discovery run found: the failures, the sandbox's verdict, notes for the user."""
 
     failures: list[Failure]
     verdict: Verdict | None
-    notes: list[str] = field(default_factory=list)  # problems a person should read (collection errors...)
+    notes: list[str] = field(default_factory=list)  # Notes a person should read (collection errors...)
 
 
 def _test_name(nodeid: str) -> tuple[str | None, str | None]:
@@ -158,14 +191,16 @@ def failures_from_outcomes(workspace: Path, outcomes: Sequence[TestOutcome], *,
         if outcome.outcome not in FAILED:
             continue
         if is_collection_error(outcome):
-            notes.append(f"could not collect {outcome.nodeid}: {outcome.message or 'collection error'}")
+            notes.append(Note(f"could not collect {outcome.nodeid}: {outcome.message or 'collection error'}",
+                              NoteKind.COLLECTION))
             continue
         same_file = [o for o in outcomes if o.nodeid.split("::")[0] == outcome.nodeid.split("::")[0]]
         spectrum = (spectra_by_file or {}).get(outcome.nodeid.split("::")[0])
         failure = failure_from_outcome(workspace, outcome, same_file, is_test=is_test, spectrum=spectrum)
         if failure.suspect is None:
-            notes.append(f"{outcome.nodeid}: no function in the workspace to fix (the failure is in the test "
-                         "itself, in a non-UTF-8 file, or in code outside the workspace)")
+            notes.append(Note(f"{outcome.nodeid}: no function in the workspace to fix (the failure is in the "
+                              "test itself, in a non-UTF-8 file, or in code outside the workspace)",
+                              NoteKind.NO_SUSPECT))
         failures.append(failure)
     dependents = _Dependents(imports or ImportGraph(workspace))
     return [with_dependents(f, outcomes, dependents) for f in failures], notes
@@ -255,12 +290,13 @@ def discover(workspace: Path, *, limits: Limits = Limits(wall_s=300.0, cpu_s=300
     phase("ranking", "ranking suspects")
     failures, notes = failures_from_outcomes(workspace, verdict.outcomes, spectra_by_file=found, imports=imports)
     notes += extra
-    if verdict.error and not any(note.startswith("could not collect") for note in notes):
-        notes.insert(0, f"test run problem: {verdict.error}")
+    if verdict.error and not any(note_kind(note) is NoteKind.COLLECTION for note in notes):
+        notes.insert(0, Note(f"test run problem: {verdict.error}", NoteKind.RUN_PROBLEM))
     if verdict.killed_reason:
-        notes.insert(0, f"the test run was stopped ({verdict.killed_reason}); results may be partial")
+        notes.insert(0, Note(f"the test run was stopped ({verdict.killed_reason}); results may be partial",
+                             NoteKind.STOPPED))
     if not verdict.outcomes and not verdict.error:
-        notes.append("no tests were found in the workspace")
+        notes.append(Note("no tests were found in the workspace", NoteKind.NO_TESTS))
     return Discovery(failures, verdict, notes)
 
 
