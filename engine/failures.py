@@ -292,7 +292,11 @@ def discover(workspace: Path, *, limits: Limits = Limits(wall_s=300.0, cpu_s=300
     notes += extra
     if verdict.error and not any(note_kind(note) is NoteKind.COLLECTION for note in notes):
         notes.insert(0, Note(f"test run problem: {verdict.error}", NoteKind.RUN_PROBLEM))
-    if verdict.killed_reason:
+    if verdict.killed_reason == "timeout":
+        notes.insert(0, Note(f"the test run was stopped: the suite ran past its {limits.wall_s:g} s; the test "
+                             "running then is reported as not finished and the tests after it did not run "
+                             "(allow more time: ledex fix --discovery-timeout)", NoteKind.STOPPED))
+    elif verdict.killed_reason:
         notes.insert(0, Note(f"the test run was stopped ({verdict.killed_reason}); results may be partial",
                              NoteKind.STOPPED))
     if not verdict.outcomes and not verdict.error:

@@ -180,11 +180,13 @@ class Reporter:
         """A progress callback printing `label` once, then each new stage (not each answer)."""
         print(f"ledex: {label}", file=self.err, flush=True)
         seen: set[str] = set()
+        started = time.perf_counter()
 
         def update(stage: str, done: int, total: int) -> None:
             if stage not in seen:
                 seen.add(stage)
-                print(f"ledex:   {stage} ({done}/{total})", file=self.err, flush=True)
+                seconds = time.perf_counter() - started
+                print(f"ledex:   {stage} ({done}/{total}) at {seconds:.0f} s", file=self.err, flush=True)
         return update
 
     def note(self, text: str) -> None:
