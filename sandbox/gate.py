@@ -124,6 +124,14 @@ RULES: tuple[Rule, ...] = (
 )
 
 
+# A standalone solution (judge_solutions: RL rewards, evaluation) is judged by RULES and these:
+# a whole solution to a small problem has no reason to end the program, and an exit is how a
+# policy learns to dodge its tests. Not in RULES: an editor fix to a CLI may rightly add one.
+SOLUTION_RULES: tuple[Rule, ...] = RULES + tuple(
+    Rule("name", n, "ends the program: a solution never needs to, and it skips the tests' checks")
+    for n in ("sys.exit", "exit", "quit"))
+
+
 @dataclass(frozen=True)
 class Finding:
     """One use of a rule: ``detail`` as written (resolved through imports), at ``path:line``."""

@@ -77,3 +77,11 @@ def test_rules_are_data():
 
 def test_unparsable_candidate_is_left_to_the_tests():
     assert uses("def add(a, b)\n    return gc\n") == []
+
+
+def test_solutions_are_also_refused_an_exit_that_an_editor_fix_may_add():
+    """SOLUTION_RULES (RL rewards' gaming_reason, one definition with the gate) = RULES + exits."""
+    code = "import sys\n\ndef add(a, b):\n    sys.exit(0)\n"
+    assert gate.scan(code) == []
+    assert [f.detail for f in gate.scan(code, rules=gate.SOLUTION_RULES)] == ["sys.exit"]
+    assert set(gate.RULES) < set(gate.SOLUTION_RULES)

@@ -14,7 +14,8 @@ The rewards, as in the paper (../shared/ledex-method.md):
     format       0 for a usable answer, -5 otherwise
 
 Malformed answers (no explanation, no code, several code blocks, unparsable code) and anything
-that games verification (exits early, skips, edits tests, patches pytest, an always-equal object)
+that games verification (exits early, skips, edits tests, patches pytest, an always-equal object;
+judged by the sandbox's static gate rules, `gaming_reason`, then by the sandbox's verdict kinds)
 get the minimum (-5) from *every* function, so their weighted sum is the minimum too.
 
 CodeBLEU is the `codebleu` package (0.7.0, tree-sitter-python grammar; all four components:
@@ -30,7 +31,6 @@ Try it:  python -m ledex.training.rewards     # scores a few known answers
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import inspect
 import tempfile
@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ledex.engine.format import Candidate, Mode, parse_response
+from ledex.sandbox import gate
 
 R_MIN, R_MAX = -5.0, 5.0
 
@@ -101,78 +102,30 @@ def mean_codebleu(code: str, references: Sequence[str]) -> float | None:
 
 # --- gaming verification ------------------------------------------------------------------
 
-# Calls that end or subvert the test process, or touch files/processes outside the function.
-_BANNED_CALLS = {"sys.exit", "os._exit", "exit", "quit", "os.abort", "os.kill", "os.killpg", "os.system",
-                 "os.remove", "os.unlink", "os.rename", "os.replace", "os.rmdir", "shutil.rmtree", "shutil.move",
-                 "shutil.copy", "sys.settrace", "sys.setprofile", "sys._getframe", "inspect.stack",
-                 "inspect.currentframe", "atexit.register", "signal.signal", "signal.alarm", "pytest.skip",
-                 "pytest.exit", "pytest.xfail", "unittest.skip", "setattr", "delattr", "__import__"}
-_BANNED_MODULES = {"pytest", "_pytest", "unittest", "subprocess", "ctypes", "atexit", "signal", "shutil",
-                   "importlib", "builtins", "inspect", "multiprocessing", "conftest", "test_solution"}
-_BANNED_NAMES = {"__builtins__", "sys.modules", "builtins", "_pytest", "conftest", "__code__", "f_back", "f_globals"}
-# Path methods only (str.replace is everywhere, so renames are caught through os.* instead).
-_WRITE_METHODS = {"write_text", "write_bytes", "unlink", "rmdir", "touch"}
-
-
-def _dotted(node: ast.AST) -> str:
-    if isinstance(node, ast.Name):
-        return node.id
-    if isinstance(node, ast.Attribute):
-        return f"{_dotted(node.value)}.{node.attr}"
-    return ""
-
-
-def _opens_for_writing(call: ast.Call) -> bool:
-    modes = [a for a in call.args[1:2]] + [k.value for k in call.keywords if k.arg == "mode"]
-    return any(isinstance(m, ast.Constant) and isinstance(m.value, str) and set(m.value) & set("wax+")
-               for m in modes)
-
-
-def _always_true_eq(node: ast.FunctionDef) -> bool:
-    """An `__eq__` that returns True whatever it is compared with (passes every `==` assert)."""
-    returns = [n for n in ast.walk(node) if isinstance(n, ast.Return)]
-    return node.name in ("__eq__", "__ne__") and bool(returns) and all(
-        isinstance(r.value, ast.Constant) and r.value.value is (node.name == "__eq__") for r in returns)
-
-
 def gaming_reason(code: str) -> str | None:
     """Why this code looks built to fool the tests rather than to pass them; None if clean.
 
+    The rules are the sandbox's static gate (``ledex.sandbox.gate.SOLUTION_RULES``: the
+    editor's ``RULES`` plus ending the program), applied to the whole solution - one definition
+    for the editor's "not verified: uses X" and the RL rewards. The first use found, with the
+    gate's reason; unparsable code is a format problem, judged elsewhere (None).
+
+    >>> gaming_reason("import os\\ndef f(x):\\n    os._exit(0)")
+    'uses os._exit (process control: can end or fork the run around the test runner), line 3'
     >>> gaming_reason("import sys\\ndef f(x):\\n    sys.exit(0)")
-    'calls sys.exit'
+    "uses sys.exit (ends the program: a solution never needs to, and it skips the tests' checks), line 3"
     >>> gaming_reason("import pytest\\ndef f(x):\\n    return x")
-    'imports pytest'
+    "uses pytest (the test runner's internals: can rewrite how tests run or what they report), line 1"
     >>> gaming_reason("class A:\\n    def __eq__(self, other):\\n        return True")
-    'defines an __eq__ that is always True'
+    "uses A.__eq__ (a result that compares equal to anything: games the test's assertion), line 2"
     >>> gaming_reason("def f(xs):\\n    return sorted(xs)") is None
     True
     """
-    try:
-        tree = ast.parse(code)
-    except SyntaxError:
-        return None  # unparsable code is a format problem, judged elsewhere
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
-            for name in names:
-                if name.split(".")[0] in _BANNED_MODULES or name.startswith("unittest.mock"):
-                    return f"imports {name}"
-        elif isinstance(node, ast.Call):
-            name = _dotted(node.func)
-            short = ".".join(name.split(".")[-2:])
-            if name in _BANNED_CALLS or short in _BANNED_CALLS:
-                return f"calls {name}"
-            if name == "open" and _opens_for_writing(node):
-                return "opens a file for writing"
-            if isinstance(node.func, ast.Attribute) and node.func.attr in _WRITE_METHODS:
-                return f"calls .{node.func.attr}() (file system)"
-        elif isinstance(node, (ast.Name, ast.Attribute)) and _dotted(node) in _BANNED_NAMES:
-            return f"uses {_dotted(node)}"
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and "test_solution" in node.value:
-            return "refers to the test file"
-        elif isinstance(node, ast.FunctionDef) and _always_true_eq(node):
-            return f"defines an {node.name} that is always {node.name == '__eq__'}"
-    return None
+    found = gate.scan(code, rules=gate.SOLUTION_RULES)
+    if not found:
+        return None
+    first = min(found, key=lambda f: f.line)
+    return f"uses {first.detail} ({first.rule.reason}), line {first.line}"
 
 
 # --- judging code in the sandbox -----------------------------------------------------------
