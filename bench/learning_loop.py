@@ -257,6 +257,7 @@ class LoopConfig:
     episode_timeout: float = 900.0
     heldout_tokens: int = 256
     train: bool = True  # False: episodes only (tests of the policy)
+    train_after_last: bool = True  # False: the last round's episodes only show the swap (CI time)
 
 
 def train_now(config: LoopConfig, workspace: Path, home: Path) -> dict:
@@ -279,15 +280,27 @@ def heldout_rate(tasks: list[Task], home: Path, config: LoopConfig) -> dict:
 
     if config.model.startswith("replay:"):
         return {"fixed": 0, "cases": 0, "rate": 0.0, "seconds": 0.0, "skipped": "recorded answers"}
+    record = registry.current(home)
+    memo = config.out.parent / f"heldout-{_model_key(record, config)}.json"  # shared by the policies' runs
+    if memo.is_file():
+        return json.loads(memo.read_text()) | {"seconds": 0.0, "memo": True}
     started = time.perf_counter()
     root = config.out / "heldout-judge"
     cases = [Case(t.full, t.wrong_code, judge_solutions(t.visible, [t.wrong_code], root)[0], "mutation")
              for t in tasks]
-    record = registry.current(home)
     backend = load_backend(config.model or "default", record["adapter"] if record else None, n_threads=1)
     gate = GateArgs(temperature=0.0, max_tokens=config.heldout_tokens, seed=config.seed)
     result = self_debug_rate(backend, cases, gate, root, "held-out")
-    return result | {"seconds": round(time.perf_counter() - started, 1), "version": record["version"] if record else 0}
+    result |= {"seconds": round(time.perf_counter() - started, 1), "version": record["version"] if record else 0}
+    memo.write_text(json.dumps(result))
+    return result
+
+
+def _model_key(record: dict | None, config: LoopConfig) -> str:
+    from ledex.engine.models import file_hash
+
+    adapter = file_hash(record["adapter"])[:12] if record else "base"
+    return f"{adapter}-{config.heldout}-{config.heldout_tokens}-{config.seed}"
 
 
 def round_summary(number: int, episodes: list[EpisodeResult], run: dict | None, heldout: dict) -> dict:
@@ -329,7 +342,8 @@ async def run_loop(config: LoopConfig, stream: list[Task], heldout: list[Task]) 
             batch = stream[(number - 1) * config.per_round: number * config.per_round]
             episodes = [await dev.episode(t, number, f"round {number}", config.episode_timeout) for t in batch]
             _versions(workspace, episodes)
-            run = train_now(config, workspace, home) if config.train else None
+            last = number == config.rounds and not config.train_after_last
+            run = train_now(config, workspace, home) if config.train and not last else None
             if ((run or {}).get("outcome") or {}).get("promoted") and heldout:
                 rate = heldout_rate(heldout, home, config)
             report["rounds"].append(round_summary(number, episodes, run, rate))
@@ -398,6 +412,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-steps", type=int, default=6)
     parser.add_argument("--gate-problems", type=int, default=8)
+    parser.add_argument("--max-tokens", type=int, default=256, help="per held-out and gate answer")
     parser.add_argument("--report-only", action="store_true", help="only print the table / write the plot")
     parser.add_argument("--plot", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -407,10 +422,11 @@ def main(argv: list[str] | None = None) -> dict:
                              limit=args.heldout + args.rounds * args.per_round)
         heldout, stream = tasks[:args.heldout], tasks[args.heldout:]
         flags = ("--threads", "1", "--max-steps", str(args.max_steps), "--gate-problems", str(args.gate_problems),
-                 "--gate-samples", "0", "--gate-max-tokens", "256")
+                 "--gate-samples", "0", "--gate-max-tokens", str(args.max_tokens))
         for name in args.policies:
             config = LoopConfig(args.out / name, Policy(name), rounds=args.rounds, per_round=args.per_round,
-                                samples=args.samples, heldout=args.heldout, seed=args.seed, train_flags=flags)
+                                samples=args.samples, heldout=args.heldout, seed=args.seed, train_flags=flags,
+                                heldout_tokens=args.max_tokens)
             asyncio.run(run_loop(config, stream, heldout))
     reports = {p.name: json.loads((p / "report.json").read_text()) for p in sorted(args.out.iterdir())
                if (p / "report.json").is_file()}

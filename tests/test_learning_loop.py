@@ -41,7 +41,7 @@ OVERFIT = ("The function returns the wrong value for the failing inputs.\n\n```p
            "        return 6\n    return sum(map(int, str(abs(n1 + n2))))\n```")
 WRONG = {"mbpp/555": "def difference(n):\n    S = n * (n - 1) // 2\n    res = S * (S - 1)\n    return res",
          "mbpp/558": "def digit_distance_nums(n1, n2):\n    return sum(map(int, str(abs(n1 + n2))))"}
-TRAIN = ("--threads", "1", "--max-steps", "1", "--gate-problems", "1", "--gate-samples", "0",
+TRAIN = ("--threads", "1", "--max-steps", "1", "--gate-problems", "2", "--gate-samples", "0",
          "--gate-max-tokens", "16")
 
 
@@ -77,7 +77,8 @@ def test_the_split_holds_tests_back():
 
 
 def test_two_rounds_promote_and_hot_swap_with_a_careful_user(tmp_path):
-    cfg = config(tmp_path, [GOOD, OVERFIT], loop.Policy(ignore_share=0.0, revert_share=1.0), rounds=2)
+    cfg = config(tmp_path, [GOOD, OVERFIT], loop.Policy(ignore_share=0.0, revert_share=1.0), rounds=2,
+                 train_after_last=False)
     report = asyncio.run(loop.run_loop(cfg, tiny_stream() * 2, []))
     by_task = [(e["task"], e["round"], e["verified"], e["held_back_pass"], e["decision"], e["version"])
                for e in report["episodes"]]
@@ -90,7 +91,10 @@ def test_two_rounds_promote_and_hot_swap_with_a_careful_user(tmp_path):
     outcomes = [e.outcome for e in log.episodes()]
     assert outcomes.count("accepted") == 2 and outcomes.count("reverted") == 2, outcomes
     current = registry.current(cfg.out / "home")
-    assert current["version"] == max(r["version"] or 0 for r in report["rounds"]) and Path(current["adapter"]).is_file()
+    assert current["version"] == 1 and Path(current["adapter"]).is_file()
+    run = json.loads((cfg.out / "workspace" / ".ledex" / "train" / "runs.jsonl").read_text().splitlines()[-1])
+    assert [s["name"] for s in run["steps"]] == ["collect", "sft", "export", "promote"]
+    assert run["outcome"]["gate"]["passed"] and run["outcome"]["gate"]["regressions"] == 0
 
 
 def test_a_careless_users_test_specific_fix_is_refused_as_training_data(tmp_path):

@@ -218,13 +218,33 @@ def run_gate(candidate: str, gate: GateArgs, base: str = "default", current: str
     kwargs = {"n_threads": gate.threads} if gate.threads else {}
     results = {}
     for label, adapter in (("current", current), ("candidate", candidate)):
+        memo = _memo_path(gate, base, adapter)
+        if memo.is_file():  # greedy, same cases and seeds: the same model gives the same answers
+            results[label] = json.loads(memo.read_text(encoding="utf-8")) | {"adapter": adapter, "memo": True}
+            continue
         try:
             backend = load_backend(base, adapter, **kwargs)
         except ModelError as exc:
             raise PromotionError(f"{label} model does not load: {exc}") from exc
         results[label] = self_debug_rate(backend, cases, gate, root, label) | {"adapter": adapter}
         del backend
+        if gate.temperature == 0:
+            memo.parent.mkdir(parents=True, exist_ok=True)
+            write_json(memo, results[label])
     return results | gate_decision(results["current"]["per_case"], results["candidate"]["per_case"], gate)
+
+
+def _memo_path(gate: GateArgs, base: str, adapter: str | None) -> Path:
+    """Where one model's greedy gate result is kept: keyed by the gate's settings and the base's and
+    adapter's file hashes (the model in service is measured once, not on every promotion attempt)."""
+    import hashlib
+
+    from ledex.engine.models import file_hash, parse_model_spec
+
+    model = file_hash(parse_model_spec(base).location) + (file_hash(adapter) if adapter else "")
+    settings = json.dumps([asdict(gate) | {"threads": None, "cache_dir": None}, model], sort_keys=True)
+    cache = Path(gate.cache_dir or registry.ledex_home() / "gate-cache")
+    return cache / "rates" / f"{hashlib.sha256(settings.encode()).hexdigest()[:16]}.json"
 
 
 # --- the registry ---------------------------------------------------------------------------------
