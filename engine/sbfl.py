@@ -120,11 +120,24 @@ def function_scores(workspace: Path, spectrum: Spectrum, nodeid: str,
     return scores
 
 
+# Methods pytest's own failure report runs: assertion introspection shows the repr() of each
+# value in a failing assert (docs.pytest.org, "Assertion introspection details"), and probing
+# attributes (hasattr) runs a module's or class's __getattr__. Line coverage counts them as run
+# by the failing test only, so Ochiai ranks them first (toolz: curry.__repr__ and the package's
+# __getattr__ for a bug in take). Found by coverage alone, they rank after every other suspect.
+REPORT_HOOKS = frozenset({"__repr__", "__str__", "__format__", "__getattr__", "__getattribute__", "__dir__"})
+
+
+def _report_hook(suspect: Suspect) -> bool:
+    return suspect.reason == "coverage" and suspect.qualname.rsplit(".", 1)[-1] in REPORT_HOOKS
+
+
 def rank_by_spectrum(workspace: Path, found: list[Suspect], spectrum: Spectrum, nodeid: str,
                      is_test: Callable[[str], bool]) -> list[Suspect]:
     """`found` (traceback and call suspects, in evidence order) plus every function the test
     executed, ordered by Ochiai score, then Ochiai of the failing test alone, then evidence
-    order. Without coverage for this test, `found` unchanged."""
+    order; a repr-like method found by coverage alone comes last (REPORT_HOOKS). Without
+    coverage for this test, `found` unchanged."""
     if not spectrum.lines(nodeid):
         return found
     spectrum = spectrum.for_failure(nodeid)
@@ -134,7 +147,7 @@ def rank_by_spectrum(workspace: Path, found: list[Suspect], spectrum: Spectrum, 
     ranked += [replace(suspect, score=score) for key, (score, _, suspect) in scores.items() if key not in known]
     order = {id(s): i for i, s in enumerate(ranked)}
     tie = {id(s): scores.get((s.path, s.qualname), (0.0, 0.0))[1] for s in ranked}
-    ranked.sort(key=lambda s: (-round(s.score, 9), -round(tie[id(s)], 9), order[id(s)]))
+    ranked.sort(key=lambda s: (_report_hook(s), -round(s.score, 9), -round(tie[id(s)], 9), order[id(s)]))
     return ranked[:MAX_SUSPECTS]
 
 

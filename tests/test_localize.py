@@ -146,6 +146,20 @@ FIELD = {
         "    def test_size(self):\n        cache = self.Cache()\n        cache.put(1, 2)\n        assert cache.size() == 1\n\n\n"
         "class TestLRU(DecoratorMixin):\n    Cache = deco.LRU\n"
     ),
+    # pytest's report of a failing assert calls Money.__repr__ (only in the failing test)
+    "shop/__init__.py": "",
+    "shop/money.py": (
+        "class Money:\n    def __init__(self, cents):\n        self.cents = cents\n\n"
+        "    def __repr__(self):\n        return f'Money({self.cents})'\n\n"
+        "    def __eq__(self, other):\n        return isinstance(other, Money) and self.cents == other.cents\n\n\n"
+        "def with_tax(price):\n    return Money(price.cents * 110 // 100 + 1)\n\n\n"
+        "def total(prices):\n    return Money(sum(p.cents for p in prices))\n"
+    ),
+    "tests/test_money.py": (
+        "from shop.money import Money, total, with_tax\n\n\n"
+        "def test_with_tax():\n    assert with_tax(Money(100)) == Money(110)\n\n\n"
+        "def test_total():\n    assert total([Money(1), Money(2)]) == Money(3)\n"
+    ),
     # Django's layout: python_files = tests.py; its helper raises inside the test file
     "app/__init__.py": "",
     "app/text.py": "def slug(title):\n    return title.replace(' ', '-')\n",
@@ -199,6 +213,15 @@ def test_spectrum_blames_the_caller_with_the_wrong_call_not_the_callee_that_rais
     # without coverage the traceback alone blames the callee
     plain = discover(write_tree(tmp_path, FIELD), tests=["tests/test_more.py"], coverage=False)
     assert ranked(plain.failures[0])[0] == "seq/more.py::take"
+
+
+def test_a_repr_that_only_pytests_failure_report_ran_is_the_last_suspect(field_run):
+    _, failures, _ = field_run
+    tax = failures["tests/test_money.py::test_with_tax"]
+    assert ranked(tax)[0] == "shop/money.py::with_tax"
+    # __repr__ ran only in the failing test (Ochiai 1.0, like with_tax), but only for the report
+    assert ranked(tax)[-1] == "shop/money.py::Money.__repr__" and tax.suspects[-1].score == 1.0
+    assert ranked(tax).index("shop/money.py::Money.__eq__") < len(tax.suspects) - 1
 
 
 def test_code_reached_through_self_and_class_attributes_is_suspected(field_run):
