@@ -261,7 +261,10 @@ class FixRun:
         if self.current is None:
             return None
         done = [c for c in list(self.partial) if c.reason != "cancelled"]
-        timings = {"generation": sum(c.generation_s for c in done), "verification": sum(c.verification_s for c in done)}
+        rounds: dict[tuple[str, int], float] = {}  # a round's answers are decoded together: its last one's seconds
+        for c in done:
+            rounds[(c.suspect, c.round)] = max(rounds.get((c.suspect, c.round), 0.0), c.generation_s)
+        timings = {"generation": sum(rounds.values()), "verification": sum(c.verification_s for c in done)}
         result = FixResult(self.current, candidates=done, model=self.engine.backend.identity.id, timings=timings)
         return Handled(result, error=f"interrupted after {len(done)} candidate(s); not applied")
 
