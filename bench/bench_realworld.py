@@ -39,7 +39,7 @@ from ledex.sandbox import Limits, run_tests  # noqa: E402
 
 SDISTS = {"more-itertools": "11.2.1", "toolz": "1.2.0", "cachetools": "8.0.2"}
 DOWNLOAD_DIR = Path(tempfile.gettempdir()) / "ledex-bench-realworld-sdists"
-LOGS = Path(tempfile.gettempdir()) / "ledex-bench-realworld-logs"  # ledex's stderr per regression
+LOGS = Path(tempfile.gettempdir()) / "ledex-bench-realworld-logs"  # ledex's stderr and JSON per regression
 # One per package first (fast suites first), then the others: a bounded run covers every package.
 ORDER = ["take", "LRUCache.popitem", "chunked", "valmap", "Compose.__call__", "TTLCache.expire", "nth",
          "peekable.peek", "frequencies", "Cache.__setitem__", "padded", "hashkey"]
@@ -85,6 +85,7 @@ def run_ledex(tree: Path, bug: Bug, seconds: float, log: Path) -> tuple[dict | N
                 proc.kill()
                 out, _ = proc.communicate()
     wall = time.perf_counter() - started
+    log.with_suffix(".json").write_text(out)  # the whole document: candidates, diffs, reasons
     try:
         document = json.loads(out)
     except json.JSONDecodeError:
