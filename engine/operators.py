@@ -536,25 +536,53 @@ def single_site_edits(code: str, function: str | None = None,
                       operators: Iterable[str] | None = None) -> Iterator[Edit]:
     """Every single-site edit of `function` in `code` (see the module docstring), source order,
     each resulting text once. operators: a subset of OPERATORS (default: all)."""
-    tree = _parses(code)
     wanted = frozenset(OPERATORS if operators is None else operators)
     unknown = wanted - set(OPERATORS)
     if unknown:
         raise ValueError(f"unknown operators: {', '.join(sorted(unknown))} (known: {', '.join(OPERATORS)})")
+    tree = _parses(code)
     if tree is None:
         return
-    src = _Source(code, tree)
-    root = _target(src, function)
-    if root is None:
+    window = _window(_Source(code, tree), function)
+    if window is None:
         return
+    src, root, base, lines_before, prefix = window
     raws = sorted((r for r in _sites(src, root, wanted) if r[0] in wanted),
                   key=lambda r: (r[1], OPERATORS.index(r[0])))
     seen = {code}
     for raw in raws:
         edit = _realise(src, raw)
-        if edit is not None and edit.code not in seen:
-            seen.add(edit.code)
-            yield edit
+        if edit is None:
+            continue
+        start, end = base + edit.start - len(prefix), base + edit.end - len(prefix)
+        whole = code[:start] + edit.after + code[end:]
+        if whole not in seen:
+            seen.add(whole)
+            yield Edit(edit.operator, edit.line + lines_before, edit.description, whole, start, end, edit.before,
+                       edit.after)
+
+
+_PREFIX = "if 1:\n"  # lets an indented method parse on its own (any uniform indentation is a valid block)
+
+
+def _window(module: _Source, function: str | None):
+    """(source of the function's own lines, its node there, the char offset and lines before them in
+    the module, the prefix added): edits are made and checked on the function alone, which keeps
+    each check's parse as small as the function. The whole module when function is None."""
+    if not function:
+        return module, module.tree, 0, 0, ""
+    node = _target(module, function)
+    if node is None:
+        return None
+    first = min([node.lineno] + [d.lineno for d in node.decorator_list])
+    base, stop = module.starts[first - 1], module.starts[min(node.end_lineno, len(module.lines))]
+    text = module.text[base:stop]
+    prefix = _PREFIX if text[:1] in (" ", "\t") else ""
+    tree = _parses(prefix + text)
+    if tree is None:
+        return None
+    own = next(n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)))
+    return _Source(prefix + text, tree), own, base, first - 1 - (1 if prefix else 0), prefix
 
 
 if __name__ == "__main__":
