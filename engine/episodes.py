@@ -23,7 +23,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-SCHEMA_VERSION = 2  # 2: candidates.suspect ("path::qualname" of the function the candidate rewrites)
+SCHEMA_VERSION = 3  # 2: candidates.suspect ("path::qualname" of the function the candidate rewrites)
+# 3: candidates.source ("model": written by the model, "search": found by search, engine/search.py)
 OUTCOMES = ("pending", "accepted", "rejected", "ignored", "reverted")
 # Which outcome may follow which: a decision is final, except that an accepted fix can be undone.
 TRANSITIONS = {"pending": {"accepted", "rejected", "ignored"}, "accepted": {"reverted"}}
@@ -39,7 +40,7 @@ CREATE TABLE IF NOT EXISTS episodes (
 );
 CREATE TABLE IF NOT EXISTS candidates (
     episode_id TEXT, idx INTEGER, explanation TEXT, code TEXT, diff TEXT, verified INTEGER,
-    pass_rate REAL, reason TEXT, round INTEGER, suspect TEXT, PRIMARY KEY (episode_id, idx)
+    pass_rate REAL, reason TEXT, round INTEGER, suspect TEXT, source TEXT, PRIMARY KEY (episode_id, idx)
 );
 CREATE INDEX IF NOT EXISTS episodes_outcome ON episodes(outcome);
 """
@@ -60,6 +61,7 @@ class CandidateRecord:
     reason: str
     round: int
     suspect: str = ""  # "path::qualname" of the function it rewrites ("" when the answer was unusable)
+    source: str = "model"  # "model" | "search" (rows written before schema 3 read as "model")
 
 
 @dataclass
@@ -135,6 +137,8 @@ class EpisodeLog:
             version = db.execute("PRAGMA user_version").fetchone()[0]  # the other may have migrated meanwhile
             if version == 1:
                 db.execute("ALTER TABLE candidates ADD COLUMN suspect TEXT")
+            if version in (1, 2):
+                db.execute("ALTER TABLE candidates ADD COLUMN source TEXT")
             for statement in filter(str.strip, _SCHEMA.split(";")):
                 db.execute(statement)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -152,12 +156,13 @@ class EpisodeLog:
         return episode_id
 
     def add_candidate(self, episode_id: str, idx: int, *, explanation: str, code: str, diff: str, verified: bool,
-                      pass_rate: float, reason: str, round: int, suspect: str = "") -> None:
-        """`suspect`: "path::qualname" of the function the candidate rewrites (CandidateResult.suspect)."""
-        row = (episode_id, idx, explanation, code, diff, int(verified), pass_rate, reason, round, suspect)
+                      pass_rate: float, reason: str, round: int, suspect: str = "", source: str = "model") -> None:
+        """`suspect`: "path::qualname" of the function the candidate rewrites (CandidateResult.suspect);
+        `source`: "model" or "search" (CandidateResult.source)."""
+        row = (episode_id, idx, explanation, code, diff, int(verified), pass_rate, reason, round, suspect, source)
         with self._write() as db:
             db.execute("INSERT OR REPLACE INTO candidates (episode_id, idx, explanation, code, diff, verified, "
-                       "pass_rate, reason, round, suspect) VALUES (?,?,?,?,?,?,?,?,?,?)", row)
+                       "pass_rate, reason, round, suspect, source) VALUES (?,?,?,?,?,?,?,?,?,?,?)", row)
 
     def set_outcome(self, episode_id: str, outcome: str, chosen: int | None = None) -> bool:
         """Move an episode to `outcome`; False when that transition is not allowed (already decided)."""
@@ -192,9 +197,10 @@ class EpisodeLog:
 
     @staticmethod
     def _candidates(db: sqlite3.Connection, episode_id: str) -> list[CandidateRecord]:
-        rows = db.execute("SELECT idx, explanation, code, diff, verified, pass_rate, reason, round, suspect "
+        rows = db.execute("SELECT idx, explanation, code, diff, verified, pass_rate, reason, round, suspect, source "
                           "FROM candidates WHERE episode_id = ? ORDER BY idx", (episode_id,)).fetchall()
-        return [CandidateRecord(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6], r[7], r[8] or "") for r in rows]
+        return [CandidateRecord(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6], r[7], r[8] or "", r[9] or "model")
+                for r in rows]
 
 
 if __name__ == "__main__":

@@ -63,7 +63,7 @@ def _log_start(folder, entry: Entry) -> str | None:
 def _log_candidate(folder, entry: Entry, idx: int, c: CandidateResult) -> None:
     _logged(folder, "a candidate", lambda l: l.add_candidate(
         entry.episode_id, idx, explanation=c.explanation, code=c.code, diff=c.diff, verified=c.verified,
-        pass_rate=c.pass_rate, reason=c.reason, round=c.round, suspect=c.suspect))
+        pass_rate=c.pass_rate, reason=c.reason, round=c.round, suspect=c.suspect, source=c.source))
 
 
 # --- the job --------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ def test_schema_version_wal_and_default_path(tmp_path):
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     columns = [row[1] for row in db.execute("PRAGMA table_info(candidates)")]
     assert columns == ["episode_id", "idx", "explanation", "code", "diff", "verified", "pass_rate", "reason", "round",
-                       "suspect"]
+                       "suspect", "source"]
 
 
 def test_a_version_1_log_gains_the_candidates_suspect_and_keeps_its_rows(tmp_path):

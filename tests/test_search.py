@@ -128,3 +128,15 @@ def test_a_changed_constant_ranks_below_the_models_verified_fix():
     model = SimpleNamespace(verified=True, pass_rate=1.0, round=1, source="model", loglik=-30.0, edit_size=4)
     unverified = _candidate("x", verified=False)
     assert rank([unverified, constant, model]) == [model, constant, unverified]
+
+
+def test_the_episode_log_keeps_each_candidates_source(tmp_path):
+    from ledex.engine.episodes import EpisodeLog
+
+    log = EpisodeLog(tmp_path / "episodes.sqlite3")
+    episode = log.start(workspace="/w", test="t", test_file="f", suspect_path="seq.py", suspect_function="last",
+                        task="", wrong_code="", feedback="", model="m")
+    for idx, source in enumerate(("search", "model")):
+        log.add_candidate(episode, idx, explanation="", code="", diff="", verified=True, pass_rate=1.0, reason="",
+                          round=0, suspect="seq.py::last", source=source)
+    assert [c.source for c in log.get(episode).candidates] == ["search", "model"]
