@@ -163,15 +163,20 @@ class EditorRun:
         fitting, too_long, lengths = _fit(rows, self.config.context_tokens)
         written = records.write(self.output, fitting)
         stats: dict = {}
+        by_source: dict = {}
+        source_of = {p.id: p.source for p in self.projects}
         for result in results:
+            mine = by_source.setdefault(source_of.get(result["unit"][0], "?"), {"functions": 0})
+            mine["functions"] += 1
             for key, value in result["stats"].items():
                 stats[key] = stats.get(key, 0) + value
+                mine[key] = round(mine.get(key, 0) + value, 1)
         fresh = sum(1 for result in results if not result.get("cached") for r in result["records"] if r["correct"])
         manifest = self.manifest(fitting, too_long, lengths, stats, len(results), wall_s, cpu_s)
         manifest["throughput"]["verified_this_run"] = fresh  # units read from the cache cost nothing now
         manifest["throughput"]["verified_per_cpu_hour"] = round(fresh / (cpu_s / 3600), 1) if cpu_s > 60 else None
         manifest["throughput"]["verified_per_wall_hour"] = round(fresh / (wall_s / 3600), 1) if wall_s > 60 else None
-        manifest["records_written"] = written
+        manifest["records_written"], manifest["planted_by_source"] = written, dict(sorted(by_source.items()))
         write_json(self.output.with_name(self.output.name + ".manifest.json"), manifest)
         return manifest
 
