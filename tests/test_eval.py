@@ -271,3 +271,65 @@ def test_humanevalfix_data_has_164_tasks_and_six_bug_types():
     assert [t.task_id for t in hx.load_tasks(SHARED_HEFIX, ids=[0, "Python/5"])] == ["Python/0", "Python/5"]
     header, cases = hx.split_check(tasks[0])
     assert len(cases) == 7 and cases[0].body.startswith("assert has_close_elements(")
+
+
+# --- `ledex-train eval --benchmarks humanevalfix` (training/hefix_eval.py) ---------------------------
+
+from ledex.engine.backends import ReplayBackend  # noqa: E402
+from ledex.training import hefix_eval  # noqa: E402
+from ledex.training.eval_report import mcnemar_exact  # noqa: E402
+
+RIGHT_ADD_UP = "The +1 is extra.\n```python\ndef add_up(xs: List[int]) -> int:\n    return sum(xs)\n```"
+WRONG_ADD_UP = "It is off.\n```python\ndef add_up(xs: List[int]) -> int:\n    return sum(xs) + 2\n```"
+
+
+def test_mcnemar_exact_matches_the_binomial_tail():
+    assert mcnemar_exact(0, 0) == 1.0 and mcnemar_exact(3, 3) == 1.0
+    assert mcnemar_exact(0, 5) == pytest.approx(2 / 32) and mcnemar_exact(5, 0) == mcnemar_exact(0, 5)
+    assert mcnemar_exact(2, 12) == pytest.approx(2 * (1 + 14 + 91) / 2 ** 14)
+
+
+def test_humanevalfix_eval_pairs_versions_and_resumes(tmp_path):
+    backends = {"base": ReplayBackend([WRONG_ADD_UP], "base"), "sft": ReplayBackend([RIGHT_ADD_UP], "sft")}
+    versions = [ev.Version("base"), ev.Version("sft")]
+    run = lambda: hefix_eval.run_tasks([HEFIX_TASK], versions, ["pass1"], tmp_path / "out",  # noqa: E731
+                                       loader=lambda v: backends[v.name], progress=False)
+    report = run()
+    assert [(r["version"], r["fixed"], r["tasks"]) for r in report["results"]] == [("base", 0, 1), ("sft", 1, 1)]
+    assert report["results"][1]["by_bug_type"] == {"excess logic": {"tasks": 1, "fixed": 1, "rate": 1.0}}
+    assert report["mcnemar"] == [{"protocol": "pass1", "a": "base", "b": "sft", "tasks": 1, "both": 0, "only_a": 0,
+                                  "only_b": 1, "neither": 0, "p": 1.0}]
+    rows = {r["version"]: r for r in report["rows"]}
+    assert "the fix breaks" in rows["base"]["reason"] or "still failed" in rows["base"]["reason"]
+    assert "+    return sum(xs)" in rows["sft"]["diff"]
+    assert len(backends["sft"].prompts) == 1 and backends["sft"].prompts[0][-1]["content"].count("add_up") >= 1
+    markdown = (tmp_path / "out" / "humanevalfix.md").read_text()
+    assert "no execution feedback" in markdown and "StarCoder-15B 8.7" in markdown and "| pass1 | base | sft |" in markdown
+    again = run()  # everything is in humanevalfix-results.jsonl: no model is asked again
+    assert len(backends["sft"].prompts) == len(backends["base"].prompts) == 1
+    assert again["results"] == report["results"]
+    assert json.loads((tmp_path / "out" / "humanevalfix.json").read_text())["results"] == report["results"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)  # ~2 min on an idle 2-core box; a shared one at load 20 took 10x that
+def test_humanevalfix_eval_on_two_real_tasks_with_the_real_model(tmp_path):
+    pytest.importorskip("llama_cpp")
+    if not hx.available(SHARED_HEFIX):
+        pytest.skip("../shared/data/humanevalpack-python.jsonl is not here")
+    first = hx.load_tasks(SHARED_HEFIX, ids=[0])[0]
+    answer = "It misses abs().\n```python\n" + first.prompt[first.prompt.index("def "):] + first.canonical_solution + "```"
+    (tmp_path / "replay.json").write_text(json.dumps([answer]))
+    config = ev.EvalConfig(benchmarks=("humanevalfix",), humanevalfix_path=str(SHARED_HEFIX), limit=2,
+                           fix_protocols=("pass1",), fix_max_tokens=24, threads=1, out=str(tmp_path / "out"),
+                           progress=False)
+    # The real default model (24-token answers: this checks the plumbing, not the model) and a
+    # replayed known-good fix of task 0, on the same two real projects.
+    report = hefix_eval.evaluate(config, [ev.Version("base"), ev.Version("oracle", f"replay:{tmp_path / 'replay.json'}")])
+    assert report["versions"][0]["identity"].startswith("SmolLM2-135M") and report["tasks"] == 2
+    oracle = next(r for r in report["rows"] if r["version"] == "oracle" and r["task"] == "Python/0")
+    assert oracle["fixed"] and oracle["answers"] == 1
+    (m,) = report["mcnemar"]
+    assert m["tasks"] == 2 and m["both"] + m["only_a"] + m["only_b"] + m["neither"] == 2 and 0 < m["p"] <= 1
+    saved = json.loads((tmp_path / "out" / "humanevalfix.json").read_text())
+    assert saved["markdown"].count("\n| base |") == 2 and "OctoCoder-15B 30.2" in saved["markdown"]

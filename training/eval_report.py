@@ -220,6 +220,111 @@ def write_outputs(out: Path, report: dict, chains: Sequence) -> None:
     (out / "report.md").write_text(report["markdown"] + "\n", encoding="utf-8")
 
 
+# --- HumanEvalFix (training/hefix_eval.py) ----------------------------------------------------------
+
+# OctoPack (Muennighoff et al. 2023, Table 2): pass@1 on HumanEvalFix-Python, the model shown the
+# buggy function and told to fix it, with no execution feedback (../shared/data/README.md).
+OCTOPACK_PASS1 = {"StarCoder-15B": 8.7, "OctoCoder-15B": 30.2, "GPT-4": 47.0}
+
+
+def mcnemar_exact(only_a: int, only_b: int) -> float:
+    """Two-sided exact McNemar p-value from the discordant pairs (tasks only A fixed, only B fixed):
+    a binomial test of min(only_a, only_b) against Binomial(only_a + only_b, 1/2), doubled, at most 1.
+
+    >>> mcnemar_exact(0, 0), mcnemar_exact(0, 1)
+    (1.0, 1.0)
+    >>> round(mcnemar_exact(0, 6), 5), round(mcnemar_exact(1, 9), 5)   # 2/64, 2*11/1024
+    (0.03125, 0.02148)
+    """
+    n, k = only_a + only_b, min(only_a, only_b)
+    if n == 0:
+        return 1.0
+    from math import comb
+
+    return min(1.0, 2 * sum(comb(n, i) for i in range(k + 1)) / 2 ** n)
+
+
+def _rate(fixed: int, tasks: int) -> float | None:
+    return fixed / tasks if tasks else None
+
+
+def _hefix_result(rows: list[dict]) -> dict:
+    by_type: dict[str, dict] = {}
+    for row in rows:
+        cell = by_type.setdefault(row["bug_type"], {"tasks": 0, "fixed": 0})
+        cell["tasks"] += 1
+        cell["fixed"] += bool(row["fixed"])
+    for cell in by_type.values():
+        cell["rate"] = _rate(cell["fixed"], cell["tasks"])
+    fixed, answers = sum(bool(r["fixed"]) for r in rows), sum(r.get("answers", 0) for r in rows)
+    return {"tasks": len(rows), "fixed": fixed, "rate": _rate(fixed, len(rows)), "answers": answers,
+            "usable_rate": _rate(sum(r.get("usable", 0) for r in rows), answers),
+            "by_bug_type": dict(sorted(by_type.items()))}
+
+
+def hefix_summary(rows: list[dict], versions: list[str], identities: dict, protocols: list[dict], n_tasks: int) -> dict:
+    """The HumanEvalFix report dict: per version x protocol the fixed share overall and per bug type,
+    and McNemar's exact test of every later version against the first on the same tasks."""
+    results, mcnemar = [], []
+    for proto in protocols:
+        outcome = {v: {r["task"]: bool(r["fixed"]) for r in rows if r["version"] == v and r["protocol"] == proto["name"]}
+                   for v in versions}
+        for version in versions:
+            mine = [r for r in rows if r["version"] == version and r["protocol"] == proto["name"]]
+            results.append({"version": version, "protocol": proto["name"], **_hefix_result(mine)})
+        for other in versions[1:]:
+            a, b = outcome[versions[0]], outcome[other]
+            both = [t for t in a if t in b]
+            only_a, only_b = sum(a[t] and not b[t] for t in both), sum(b[t] and not a[t] for t in both)
+            mcnemar.append({"protocol": proto["name"], "a": versions[0], "b": other, "tasks": len(both),
+                            "both": sum(a[t] and b[t] for t in both), "only_a": only_a, "only_b": only_b,
+                            "neither": sum(not a[t] and not b[t] for t in both), "p": mcnemar_exact(only_a, only_b)})
+    return {"benchmark": "HumanEvalFix-Python", "tasks": n_tasks, "protocols": protocols,
+            "versions": [{"name": v, "identity": identities.get(v, "")} for v in versions],
+            "results": results, "mcnemar": mcnemar, "octopack_pass1_no_feedback": OCTOPACK_PASS1,
+            "rows": rows}
+
+
+def _describe(proto: dict) -> str:
+    if proto["name"] == "pass1":
+        return "pass@1: greedy, 1 answer, 1 explain+refine round, top suspect"
+    return (f"fix rate at the product defaults: K={proto['samples']} answers at T={proto['temperature']}, "
+            f"R={proto['rounds']} rounds, up to {proto['suspects']} suspects, verified")
+
+
+def hefix_markdown(report: dict) -> str:
+    """The HumanEvalFix report as Markdown: the main table (with OctoPack's numbers and why they
+    differ), per bug type, McNemar."""
+    protos = {p["name"]: p for p in report["protocols"]}
+    octo = ", ".join(f"{k} {v}" for k, v in report["octopack_pass1_no_feedback"].items())
+    lines = [f"HumanEvalFix-Python, {report['tasks']} tasks, each an editor project (the module with the bug; "
+             "check() as pytest tests); the prompt is what `ledex fix` sends. Answers of at most "
+             f"{report.get('max_tokens', '?')} tokens, seed {report.get('seed', '?')}.", "",
+             "| version | protocol | fixed / tasks | % | usable answers % |", "|---|---|---|---|---|"]
+    for res in report["results"]:
+        lines.append(f"| {res['version']} | {_describe(protos[res['protocol']])} | {res['fixed']} / {res['tasks']} | "
+                     f"{_pct(res['rate'])} | {_pct(res['usable_rate'])} |")
+    lines += ["", f"OctoPack's pass@1 on HumanEvalFix-Python ({octo}) had **no execution feedback**: the model saw "
+              "only the buggy function and its docstring. Here the model also sees the failing test and its error "
+              "(what the editor has), so the numbers are not like for like.", "",
+              "Per bug type (fixed / tasks):", "",
+              "| version | protocol | " + " | ".join(BUG_TYPE_ORDER) + " |", "|---|---|" + "---|" * len(BUG_TYPE_ORDER)]
+    for res in report["results"]:
+        cells = [f"{c['fixed']} / {c['tasks']}" if (c := res["by_bug_type"].get(t)) else "—" for t in BUG_TYPE_ORDER]
+        lines.append(f"| {res['version']} | {res['protocol']} | " + " | ".join(cells) + " |")
+    if report["mcnemar"]:
+        lines += ["", "McNemar's exact test (paired by task):", "",
+                  "| protocol | A | B | both fixed | only A | only B | neither | p |", "|---|---|---|---|---|---|---|---|"]
+        for m in report["mcnemar"]:
+            lines.append(f"| {m['protocol']} | {m['a']} | {m['b']} | {m['both']} | {m['only_a']} | {m['only_b']} | "
+                         f"{m['neither']} | {m['p']:.3g} |")
+    return "\n".join(lines)
+
+
+BUG_TYPE_ORDER = ("value misuse", "missing logic", "excess logic", "operator misuse", "variable misuse",
+                  "function misuse")
+
+
 if __name__ == "__main__":
     import sys
 

@@ -63,8 +63,15 @@ class EvalConfig:
     """What to evaluate and how; every field is a `ledex-train eval` flag (see add_arguments)."""
 
     benchmarks: tuple[str, ...] = field(default=("mbpp",), metadata=_help(
-        "benchmarks to run: mbpp (test split, tasks 11-510) and/or humaneval"))
+        "benchmarks to run: mbpp (test split, tasks 11-510), humaneval, and/or humanevalfix (HumanEvalFix-Python "
+        "as editor projects through the product's fix loop: training/hefix_eval.py)"))
     mbpp_path: str = field(default=str(DEFAULT_MBPP), metadata=_help("MBPP JSONL file (never downloaded at run time)"))
+    humanevalfix_path: str = field(default=str(DEFAULT_MBPP.parent / "humanevalpack-python.jsonl"), metadata=_help(
+        "HumanEvalFix-Python JSONL (never downloaded at run time)"))
+    fix_protocols: tuple[str, ...] = field(default=("pass1", "defaults"), metadata=_help(
+        "humanevalfix protocols: pass1 (greedy, 1 answer, 1 round) and/or defaults (the product's K, R, T)"))
+    fix_max_tokens: int = field(default=512, metadata=_help(
+        "humanevalfix answer token limit (the product default, Sampling.max_tokens)"))
     limit: int = field(default=20, metadata=_help(
         "tasks per benchmark, the first ones by id (CPU runs must stay small)"))
     tasks: tuple[str, ...] = field(default=(), metadata=_help(
@@ -440,11 +447,21 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Entry point of `ledex-train eval`; prints the markdown report and where the files are."""
+    """Entry point of `ledex-train eval`; prints the markdown report(s) and where the files are.
+    humanevalfix runs through training/hefix_eval.py, the other benchmarks through `evaluate`."""
     config = config_from_args(args)
-    report = evaluate(config, versions_from_args(args))
-    print(report["markdown"])
-    print(f"\nwrote {Path(config.out) / 'report.md'}, report.json, curves.png ({report['seconds']} s)")
+    versions = versions_from_args(args)
+    others = tuple(b for b in config.benchmarks if b != "humanevalfix")
+    if others:
+        report = evaluate(replace(config, benchmarks=others), versions)
+        print(report["markdown"])
+        print(f"\nwrote {Path(config.out) / 'report.md'}, report.json, curves.png ({report['seconds']} s)")
+    if "humanevalfix" in config.benchmarks:
+        from ledex.training import hefix_eval
+
+        report = hefix_eval.evaluate(config, versions)
+        print(report["markdown"])
+        print(f"\nwrote {Path(config.out) / 'humanevalfix.md'}, humanevalfix.json ({report['seconds']} s)")
     return 0
 
 
