@@ -10,6 +10,8 @@ Run from the repo root:  .venv/bin/python bench/bench_generation.py [--quick] [-
    tokens), explain and refine mode, with and without the grammar, same seeds. "parses" =
    `parse_response` finds exactly one python block that parses; "usable" = it also becomes a
    patch of the suspect (`patching.make_patch`), i.e. what the fixer can verify. Goal >= 98%.
+   "closed_at_budget": answers still open at max_tokens that the budget-aware closing closed
+   (llamabatch); "hit_max_tokens": those it could not close. --dump writes the unusable ones.
 2. Decode tokens/s with the grammar vs without: single sequences, same prompts and seeds,
    prompt-evaluation time excluded, interleaved. Goal >= 0.9.
 3. K=4 and K=8 answers for one failure, one batch vs one after another (what the fixer did
@@ -74,12 +76,14 @@ def editor_failure(row: dict, root: Path) -> tuple[Failure, str]:
     return failure, source
 
 
-def usable_share(backend, failures, modes, samples: int, max_tokens: int, free: bool = True) -> dict:
-    """Share of answers that parse / become a patch, per mode, with (and without) the grammar."""
+def usable_share(backend, failures, modes, samples: int, max_tokens: int, free: bool = True,
+                 dump: list | None = None) -> dict:
+    """Share of answers that parse / become a patch, per mode, with (and without) the grammar;
+    each unusable answer (task, mode, seed, reason, text) is appended to `dump` if given."""
     out = {}
     for mode in modes:
         for constrained in (True, False) if free else (True,):
-            parsed = usable = total = length = tokens = 0
+            parsed = usable = total = length = tokens = closed = 0
             reasons: dict[str, int] = {}
             for failure, source in failures:
                 grammar = answer_grammar(mode, failure.suspect.qualname) if constrained else ""
@@ -88,15 +92,20 @@ def usable_share(backend, failures, modes, samples: int, max_tokens: int, free: 
                     total += 1
                     tokens += answer.completion_tokens
                     length += answer.finish_reason == "length"
+                    closed += answer.finish_reason == "stop" and answer.completion_tokens >= max_tokens
                     result = parse_response(answer.text, mode, truncated=answer.truncated)
                     ok, reason = _usable(result, source, failure)
                     parsed += isinstance(result, Candidate)
                     usable += ok
                     if not ok:
                         reasons[reason[:60]] = reasons.get(reason[:60], 0) + 1
+                        if dump is not None:
+                            dump.append({"task": failure.test, "mode": mode.value, "grammar": constrained,
+                                         "seed": answer.seed, "reason": reason, "finish": answer.finish_reason,
+                                         "tokens": answer.completion_tokens, "text": answer.text})
             key = f"{mode.value}_{'grammar' if constrained else 'free'}"
             out[key] = {"answers": total, "parses_pct": round(100 * parsed / total, 1),
-                        "usable_pct": round(100 * usable / total, 1), "hit_max_tokens": length,
+                        "usable_pct": round(100 * usable / total, 1), "hit_max_tokens": length, "closed_at_budget": closed,
                         "mean_tokens": round(tokens / total, 1), "unusable_reasons": reasons}
             print(key, out[key], file=sys.stderr, flush=True)
     return out
@@ -166,6 +175,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--reps", type=int, default=1, help="repetitions of the speed and batch measurements")
     parser.add_argument("--skip", nargs="*", default=[], choices=["usable", "speed", "batch"])
     parser.add_argument("--grammar-only", action="store_true", help="usable share with the grammar only")
+    parser.add_argument("--dump", type=Path, help="write the unusable answers (JSON) here, to classify them")
     args = parser.parse_args(argv)
     if args.quick:
         args.tasks, args.samples, args.max_tokens = 3, 2, 128
@@ -175,8 +185,11 @@ def main(argv: list[str] | None = None) -> dict:
     result: dict = {"machine": machine_facts(), "metrics": {}, "ratios": {}, "notes": []}
     started = time.perf_counter()
     if "usable" not in args.skip:
+        dump: list = []
         shares = usable_share(backend, failures, [Mode.EXPLAIN, Mode.REFINE], args.samples, args.max_tokens,
-                              free=not args.grammar_only)
+                              free=not args.grammar_only, dump=dump)
+        if args.dump:
+            args.dump.write_text(json.dumps(dump, indent=1))
         result["metrics"]["humanevalfix_usable"] = shares | {"tasks": len(failures), "samples_per_task": args.samples}
         for key, share in shares.items():
             if key.endswith("grammar"):

@@ -205,8 +205,11 @@ def answer_grammar(mode: Mode = Mode.EXPLAIN, suspect_name: str | None = None, *
     block only. The block's code starts with at most MAX_IMPORT_LINES import lines, then
     decorators, then `def`/`async def` with the suspect's name (the last part of a qualname:
     a method is written as a plain function, as `engine.patching` expects) and a one-line
-    signature with balanced parentheses ending in `:`; every later line is indented or blank,
-    so the block holds that one function. The grammar ends at the
+    signature with balanced parentheses ending in `:`; then the function's body as Python
+    blocks (see _GRAMMAR_RULES: closed strings, balanced brackets, a header opens a deeper
+    block, a dedent returns to a level in use), so the block holds that one function and
+    its indentation and brackets are right. All 164 HumanEvalFix canonical functions pass it
+    (tests/test_generation.py checks valid and broken samples). The grammar ends at the
     closing fence: a sampler that honours it stops there. `suspect_name` None allows any name.
     Raises ValueError for a name that is not a Python identifier.
 

@@ -11,6 +11,13 @@ that ends (end of generation, closed answer block under a grammar, max_tokens) i
 once and its slot freed (its KV cells parked in a GRAVE sequence, see BatchRun._retire); a
 waiting answer takes the slot. Cancel ends all of them.
 
+Budget-aware closing, with a grammar: prose still going at a third of the token budget is ended
+and the code block opened with forced tokens (decoded with the next step, several rows of one
+sequence in the batch); code still open when the budget runs out is closed by
+`format.close_answer` (its last line that parses, else its open string and brackets closed),
+so an answer reaches the parser whole instead of "cut off". The budget is max_tokens or what
+the context has left after the prompt, whichever is smaller.
+
 Same seed, same answer whatever K: the first token comes from the same saved logits, and a
 row's logits depend only on its own sequence as long as the batch has two rows or more. A
 one-row batch takes other kernels in ggml's CPU backend (measured: logits differing by up to

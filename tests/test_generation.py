@@ -82,6 +82,28 @@ def test_grammar_refuses_broken_python(llama, text):
     assert not grammar_accepts(llama, answer_grammar(Mode.REFINE, "add"), text)
 
 
+def test_grammar_lets_every_humanevalfix_canonical_function_through(llama):
+    """The grammar must not refuse real Python: the 164 canonical solutions of HumanEvalFix
+    (evaluation data, used here only as valid code; 2- and 4-space styles, docstrings with
+    backticks), each as the one function of a refine answer."""
+    import ast
+    from pathlib import Path
+
+    from ledex.engine.llamabatch import grammar_accepts
+
+    data = Path(__file__).resolve().parents[2] / "shared" / "data" / "humanevalpack-python.jsonl"
+    if not data.exists():
+        pytest.skip(f"no {data}")
+    refused = []
+    for row in map(json.loads, data.read_text().splitlines()):
+        source = row["prompt"] + row["canonical_solution"]
+        node = next(n for n in ast.parse(source).body if getattr(n, "name", "") == row["entry_point"])
+        code = "\n".join(source.splitlines()[node.lineno - 1 - len(node.decorator_list):node.end_lineno])
+        if not grammar_accepts(llama, answer_grammar(Mode.REFINE, row["entry_point"]), f"```python\n{code}\n```"):
+            refused.append(row["task_id"])
+    assert refused == []
+
+
 @pytest.mark.parametrize("mode, budget", [(Mode.REFINE, 40), (Mode.EXPLAIN, 64)])
 def test_a_tiny_budget_still_yields_closed_answers(llama, mode, budget):
     """Budget-aware closing: prose is ended at a third of the budget and the code block opened;
