@@ -29,7 +29,6 @@ from ledex.server.diagnostics import state_text, uri_for
 from ledex.server.jobs import QUEUED, RUNNING, Entry
 
 APPLY, DISMISS, EXPLAIN, RUN_TESTS, STATUS = "ledex.applyFix", "ledex.dismiss", "ledex.explain", "ledex.runTests", "ledex.status"
-COMMANDS = (APPLY, DISMISS, EXPLAIN, RUN_TESTS, STATUS)
 
 
 def _utf16_len(text: str) -> int:
@@ -146,6 +145,11 @@ def hover_text(entry: Entry, markdown: bool) -> str:
         return f"{head}\n\n{em(state_text(entry).capitalize())}"
     label = "Verified fix" if best.verified else "Best unverified fix"
     return f"{head}\n\n{bold(label + ':')} {best.explanation.strip() or '(no explanation)'}"
+
+
+def hover_markup(entries: list[Entry], markdown: bool) -> str:
+    """The hover over one or more problems' diagnostics, separated as the markup allows."""
+    return ("\n\n---\n\n" if markdown else "\n\n").join(hover_text(e, markdown) for e in entries)
 
 
 def explanation_text(entry: Entry, full: str | None) -> str:

@@ -1,7 +1,8 @@
 """Diagnostics for failing tests: one on the failing test (where it failed), one on the
 suspect line of the source, linked to each other with relatedInformation.
 
-Pure functions from engine values to lsprotocol values; the server publishes them.
+Pure functions from engine values to lsprotocol values; folder.py publishes them (a
+problem of several failing tests gets a pair per test).
 `data` carries the test id and the fix state, so code actions and editors can find them.
 """
 

@@ -27,7 +27,6 @@ from ledex.engine.failures import Failure
 from ledex.engine.fixer import CandidateResult, FixConfig, FixEngine, problem_for, suspects_to_try
 from ledex.engine.localize import Suspect
 from ledex.sandbox import Limits
-from ledex.server import progress as shown  # (`progress` is the engine's callback below)
 from ledex.server.diagnostics import state_text
 from ledex.server.jobs import READY, Entry
 
@@ -79,7 +78,8 @@ def start(folder, entry: Entry) -> None:
     if entry.failure.suspect is None or entry.code is None:
         entry.fail("no function in the workspace to fix")
         return
-    entry.progress_token = shown.begin(folder.server, f"ledex: fixing {_named(entry)}", "queued", cancellable=True)
+    title = f"ledex: fixing {_named(entry)}"
+    entry.progress_token = folder.server.work_progress.begin(title, "queued", cancellable=True)
     future = folder.jobs.fix(entry, lambda e: run(folder, e))
     future.add_done_callback(lambda f: folder.post(finished, folder, entry, f))
 
@@ -96,7 +96,7 @@ def finished(folder, entry: Entry, future) -> None:
     entry.settle(crash)
     if crash is not None:
         folder.tell(f"fixing {entry.failure.test} failed: {crash}", lsp.MessageType.Error)
-    shown.end(folder.server, entry.progress_token, state_text(entry))
+    folder.server.work_progress.end(entry.progress_token, state_text(entry))
     if not folder.server.features.work_done_progress and entry.state == READY and entry.ranked:
         folder.tell(f"{entry.failure.test}: {state_text(entry)} (code actions on its diagnostic)",
                     lsp.MessageType.Info)  # no progress UI: say that the work it waited for is done
@@ -169,7 +169,7 @@ def _generate(folder, entry: Entry, backend) -> None:
 
     def progress(stage: str, done: int, total: int) -> None:
         pct = int(100 * done / total) if total else None
-        folder.post(shown.report, folder.server, entry.progress_token, f"{stage} {done}/{total}", pct)
+        folder.post(folder.server.work_progress.report, entry.progress_token, f"{stage} {done}/{total}", pct)
 
     engine = FixEngine(backend, folder.root, config)
     result = engine.fix(entry.failure, cancel=entry.cancel, progress=progress,

@@ -17,13 +17,14 @@ from pathlib import Path
 from lsprotocol import types as lsp
 from pygls.uris import to_fs_path
 
+from ledex.engine.apply import atomic_write_text
 from ledex.engine.episodes import EpisodeLog, default_path
-from ledex.engine.failures import (Discovery, DiscoveryError, Failure, discover, failures_from_outcomes, group_by_suspect,
-                                   read_junit)
+from ledex.engine.failures import (Discovery, DiscoveryError, Failure, Note, NoteKind, discover, failures_from_outcomes,
+                                   group_by_suspect, note_kind, read_junit)
 from ledex.engine.impact import ImportGraph, is_test_module
 from ledex.engine.patching import Patch
 from ledex.sandbox import Limits
-from ledex.server import diagnostics, fixwork, progress
+from ledex.server import actions, diagnostics, fixwork
 from ledex.server.jobs import CANCELLED, FAILED, Entry
 from ledex.server.settings import Settings
 from ledex.server.watch import Watchers
@@ -36,8 +37,9 @@ def nothing_ran(exc: DiscoveryError) -> Discovery:
     """A run where no test ran is a result with an error (shown, returned by ledex.runTests),
     not a crash of the run: the failures already known stay."""
     verdict = exc.verdict
-    stopped = [f"the test run was stopped ({verdict.killed_reason})"] if verdict.killed_reason else []
-    return Discovery([], verdict, stopped + [f"test run problem: {exc}"])
+    stopped = [Note(f"the test run was stopped ({verdict.killed_reason})", NoteKind.STOPPED)] \
+        if verdict.killed_reason else []
+    return Discovery([], verdict, stopped + [Note(f"test run problem: {exc}", NoteKind.RUN_PROBLEM)])
 
 
 class Folder:
@@ -161,12 +163,13 @@ class Folder:
         concurrent Future (result: Discovery). The scope is worked out on the test thread."""
         self.test_runs += 1
         what = f"after saving {', '.join(changed)}" if changed else "all"
-        token = progress.begin(self.server, f"ledex: running the tests in {self.name}", what)
+        progress = self.server.work_progress
+        token = progress.begin(f"ledex: running the tests in {self.name}", what)
         settings, known = self.settings, self.failing_tests_of(changed or [])
 
         def work() -> Discovery:  # test thread
             scope = self.scope_for(changed, known)
-            self.post(progress.report, self.server, token, f"{len(scope)} test file(s): {', '.join(scope)}"
+            self.post(progress.report, token, f"{len(scope)} test file(s): {', '.join(scope)}"
                       if scope else "all tests")
             try:
                 return discover(self.root, limits=Limits(wall_s=settings.testTimeoutS), python=settings.python or None,
@@ -183,16 +186,16 @@ class Folder:
         if self.test_runs == 1:  # parse the folder's imports now, not on the first save (seconds on big repos)
             self.jobs.run_tests(self.imports.refresh)
         if future.cancelled():
-            progress.end(self.server, token, "cancelled")
+            self.server.work_progress.end(token, "cancelled")
             return
         if future.exception() is not None:
-            progress.end(self.server, token, "failed")
+            self.server.work_progress.end(token, "failed")
             self.tell(f"the test run failed: {future.exception()}", lsp.MessageType.Error)
             return
         found: Discovery = future.result()
-        progress.end(self.server, token, f"{len(found.failures)} failing test(s)")
+        self.server.work_progress.end(token, f"{len(found.failures)} failing test(s)")
         for note in found.notes:
-            self.tell(note, lsp.MessageType.Warning if "problem" in note or "stopped" in note else lsp.MessageType.Info)
+            self.tell(note, lsp.MessageType.Warning if note_kind(note).is_problem else lsp.MessageType.Info)
         self.apply_outcomes(found.verdict.outcomes if found.verdict else (), found.failures)
 
     def on_report(self, path: Path) -> None:  # watchdog thread
@@ -244,9 +247,37 @@ class Folder:
 
     def retire(self, entry: Entry, outcome: str) -> None:
         """The failure went away (or changed): stop its work; a pending episode gets `outcome`."""
-        entry.cancel.set()
+        entry.withdraw()
         if entry.episode_id:
             fixwork.log_outcome(self, entry.episode_id, outcome)
+
+    # --- what the user decided ------------------------------------------------------------------
+
+    def accept(self, entry: Entry, idx: int) -> bool:
+        """The user applied candidate `idx`: log it (True when logged), and keep its patch to
+        notice an undo (check_reverts)."""
+        patch = entry.candidates[idx].patch if 0 <= idx < len(entry.candidates) else None
+        accepted = fixwork.log_outcome(self, entry.episode_id, "accepted", idx)
+        if patch is not None:
+            self.accepted[entry.episode_id] = patch
+        return accepted
+
+    def dismiss(self, entry: Entry) -> bool:
+        """The user dismissed the problem: hide it (while its failures and code stay the same),
+        stop its fix; True when its episode was logged as rejected."""
+        self.dismissed.add(entry.key)
+        entry.withdraw()
+        rejected = bool(entry.episode_id) and fixwork.log_outcome(self, entry.episode_id, "rejected")
+        self.publish()
+        return rejected
+
+    def write_explanation(self, entry: Entry) -> str:
+        """The explanation as markdown in `.ledex/explanations/<episode or test>.md`; its URI."""
+        name = entry.episode_id or "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in entry.failure.test)[:120]
+        path = self.root / ".ledex" / "explanations" / f"{name}.md"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, actions.explanation_markdown(entry))
+        return path.as_uri()
 
     # --- editor events --------------------------------------------------------------------
 

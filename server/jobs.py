@@ -115,7 +115,9 @@ class Entry:
     # --- transitions ------------------------------------------------------------------------
 
     def begin(self) -> None:
-        self.state = RUNNING
+        """The fix thread took it up (a fix withdrawn meanwhile stays withdrawn)."""
+        if not self.cancel.is_set():
+            self.state = RUNNING
 
     def add(self, candidate: CandidateResult) -> int | None:
         """Record a candidate (any thread); its index in the episode, or None if already there."""

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from pathlib import Path
 
 from lsprotocol import types as lsp
@@ -25,11 +24,13 @@ from pygls.uris import to_fs_path
 
 from ledex import __version__
 from ledex.engine import registry
+from ledex.server import actions, diagnostics
 from ledex.server.capabilities import ClientFeatures, features_of
 from ledex.server.folder import Folder
 from ledex.server.jobs import Entry, Jobs
 from ledex.server.modelhost import ModelHost, ModelPool, last_training
-from ledex.server.settings import Settings, parse_settings
+from ledex.server.progress import Progress
+from ledex.server.settings import SettingProblem, Settings, parse_settings
 from ledex.server.watch import Watchers
 
 log = logging.getLogger("ledex.server")
@@ -47,10 +48,9 @@ class LedexServer(LanguageServer):
         self.jobs = Jobs()
         self.pool = ModelPool(home, on_start=self.model_started)
         self.registry_watch = Watchers()
-        self._setup_problems: list[str] = []
-        self._progress_state: dict[str, str] = {}
-        self._progress_early: dict[str, tuple] = {}
-        self._progress_title: dict[str, str] = {}
+        self.work_progress = Progress(self)  # work-done progress (or log lines) for test runs and fixes
+        # (not `progress`: pygls's own method of that name sends $/progress)
+        self._setup_problems: list[SettingProblem] = []
 
     # --- plumbing -----------------------------------------------------------------------
 
@@ -68,9 +68,6 @@ class LedexServer(LanguageServer):
         """window/showMessage (loop thread only) and the log."""
         log.warning(message) if level <= lsp.MessageType.Warning else log.info(message)
         self.window_show_message(lsp.ShowMessageParams(type=level, message=f"ledex: {message}"))
-
-    def new_token(self) -> str:
-        return f"ledex-{uuid.uuid4().hex[:12]}"
 
     # --- workspace folders --------------------------------------------------------------
 
@@ -154,7 +151,7 @@ class LedexServer(LanguageServer):
             return self.base_settings
         settings, problems = parse_settings(raw, self.base_settings)
         for problem in problems:  # clients answer with their whole section (VS Code: its own keys too)
-            if problem.startswith("unknown ledex setting"):
+            if problem.unknown:
                 self.window_log_message(lsp.LogMessageParams(lsp.MessageType.Log, f"ledex: {problem}"))
             else:
                 folder.tell(problem)
@@ -201,6 +198,55 @@ class LedexServer(LanguageServer):
     def all_entries(self) -> list[tuple[Folder, Entry]]:
         return [(f, e) for f in self.folders.values() for e in f.fixes()]
 
+    def problems_at(self, uri: str, rng: lsp.Range, given: list[lsp.Diagnostic]) -> list[tuple[Folder, Entry, list]]:
+        """(folder, problem, its diagnostics here) for each problem with a ledex diagnostic on this
+        document that overlaps `rng` (or was sent with the request). Any folder's can point here."""
+        named = {d.data.get("test") for d in given if d.source == diagnostics.SOURCE and isinstance(d.data, dict)}
+        found = []
+        for folder in self.folders.values():
+            for entry in folder.visible():
+                mine = [d for u, d in folder.diagnostics_of(entry) if u == uri]
+                hit = [d for d in mine if d.range.start.line <= rng.end.line and rng.start.line <= d.range.end.line]
+                if hit or (mine and named & set(entry.tests)):
+                    found.append((folder, entry, hit or mine))
+        return found
+
+    def text_and_version(self, folder: Folder):
+        """`version_of(rel)` for code actions: the document's text (the editor's buffer, else the
+        file) and version (None on disk)."""
+        def version_of(rel: str) -> tuple[str | None, int | None]:
+            doc = self.workspace.text_documents.get(diagnostics.uri_for(folder.root, rel))
+            return (doc.source, doc.version) if doc is not None else (folder.disk_text(rel), None)
+        return version_of
+
+    def cancel_progress(self, token: str) -> None:
+        """The user pressed cancel on a fix's progress: withdraw that fix."""
+        for _, entry in self.all_entries():
+            if entry.progress_token == token:
+                entry.withdraw()
+
+    async def run_tests(self, folder_uri: str | None) -> dict:
+        """Every folder's tests now (or the one `folder_uri` names); a model benched after
+        crashes gets another chance. {"failures": n, "error": text or None, "notes": [...]}"""
+        self.pool.retry()
+        runs = [folder.run_tests_now(None) for folder in self.folder_by_uri(folder_uri)]
+        found = [await asyncio.wrap_future(run) for run in runs]
+        errors = [f.verdict.error for f in found if f.verdict and f.verdict.error]
+        return {"failures": sum(len(f.failures) for f in found), "error": "; ".join(errors) or None,
+                "notes": [str(note) for f in found for note in f.notes]}
+
+    async def explain(self, folder: Folder, entry: Entry) -> dict:
+        """Write the explanation and show it: as a document where the client can open one, else
+        as a message. {"uri": file URI, "shown": "document" | "message", "text": the message}"""
+        uri = folder.write_explanation(entry)
+        if self.features.show_document:
+            shown = await self.window_show_document_async(lsp.ShowDocumentParams(uri, take_focus=True))
+            if shown is not None and shown.success:
+                return {"uri": uri, "shown": "document"}
+        text = actions.explanation_text(entry, to_fs_path(uri))
+        self.window_show_message(lsp.ShowMessageParams(lsp.MessageType.Info, text))
+        return {"uri": uri, "shown": "message", "text": text}
+
     def find_entry(self, key: str, folder_uri: str | None = None) -> tuple[Folder | None, Entry | None]:
         """The failure with this test id or episode id (in `folder_uri`'s folder when given)."""
         for folder in self.folder_by_uri(folder_uri):
@@ -214,7 +260,7 @@ class LedexServer(LanguageServer):
 
     def shutdown(self) -> None:
         for _, entry in self.all_entries():
-            entry.cancel.set()
+            entry.withdraw()
         for folder in self.folders.values():
             folder.watchers.stop()
         self.registry_watch.stop()

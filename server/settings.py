@@ -45,6 +45,19 @@ class Settings:
         return self.python or sys.executable
 
 
+class SettingProblem(str):
+    """A message about one setting (the text is what the user reads); `unknown` says that the
+    key is not a ledex setting at all (clients send their whole section: VS Code its own keys
+    too), which deserves a log line, not a popup."""
+
+    unknown: bool = False
+
+    def __new__(cls, text: str, unknown: bool = False) -> "SettingProblem":
+        problem = super().__new__(cls, text)
+        problem.unknown = unknown
+        return problem
+
+
 _MINIMUM = {"samples": 1, "rounds": 1, "debounceMs": 0, "testTimeoutS": 1, "maxFileBytes": 1}
 
 
@@ -75,24 +88,24 @@ def _check(name: str, value: Any, default: Any) -> tuple[Any, str | None]:
     return value, None
 
 
-def parse_settings(raw: Any, base: Settings = Settings()) -> tuple[Settings, list[str]]:
+def parse_settings(raw: Any, base: Settings = Settings()) -> tuple[Settings, list[SettingProblem]]:
     """Settings from a JSON object; keys not given keep `base`'s value. Returns (settings, problems)."""
     if raw is None:
         return base, []
     if not isinstance(raw, dict):
-        return base, [f"ledex settings must be an object, got {type(raw).__name__}; using defaults"]
+        return base, [SettingProblem(f"ledex settings must be an object, got {type(raw).__name__}; using defaults")]
     if isinstance(raw.get("ledex"), dict):
         raw = raw["ledex"]  # didChangeConfiguration wraps the keys in their section
     known = {f.name: f for f in fields(Settings)}
     changes, problems = {}, []
     for name, value in raw.items():
         if name not in known:
-            problems.append(f"unknown ledex setting {name!r} ignored")
+            problems.append(SettingProblem(f"unknown ledex setting {name!r} ignored", unknown=True))
             continue
         default = getattr(Settings(), name)
         parsed, why = _check(name, value, default)
         if why:
-            problems.append(f"ledex setting {name}={value!r}: {why}; using the default {default!r}")
+            problems.append(SettingProblem(f"ledex setting {name}={value!r}: {why}; using the default {default!r}"))
         changes[name] = parsed
     return replace(base, **changes), problems
 

@@ -3,7 +3,7 @@ folder), and the model registry's current.json (one for the server: a promotion 
 `ledex-train` means: load the new adapter).
 
 Watchdog calls back on its own thread; callbacks here only hand the path to the server,
-which posts the work onto its event loop.
+which posts the work onto its event loop. Used by server.py and folder.py.
 """
 
 from __future__ import annotations

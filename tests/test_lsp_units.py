@@ -15,7 +15,7 @@ from ledex.engine.patching import Patch
 from ledex.server import actions, diagnostics
 from ledex.server.actions import minimal_edit
 from ledex.server.capabilities import ClientFeatures, features_of
-from ledex.server.jobs import FAILED, QUEUED, READY, RUNNING, Entry
+from ledex.server.jobs import CANCELLED, FAILED, QUEUED, READY, RUNNING, Entry
 from ledex.server.settings import DEFAULT_JUNIT_GLOBS, Settings, parse_settings
 from ledex.server.watch import Watchers, glob_regex
 from lsp_helpers import apply_text_edit, capabilities_of
@@ -241,3 +241,68 @@ def test_explanation_as_plain_text_for_clients_without_show_document():
         "Every candidate with its diff: /w/.ledex/explanations/ep1.md"]
     assert "ledex is looking for a fix…" in actions.explanation_text(entry(RUNNING), None)
     assert "_No explanation yet: ledex is looking for a fix…_" in actions.explanation_markdown(entry(RUNNING))
+
+
+# --- one place each: a problem's fix lifecycle, model-setting kinds, setting problems -----------
+
+def test_a_fix_moves_through_its_states_only_by_its_own_methods():
+    e = entry(QUEUED)
+    assert e.active and e.tests == ("tests/test_stock.py::test_low",) and e.members == (e.failure,)
+    e.begin()
+    candidate = CandidateResult("Use <=.", "", 1)
+    assert (e.state, e.add(candidate), e.add(candidate)) == (RUNNING, 0, None)  # the same candidate once
+    e.finish()
+    assert e.state == READY and not e.active and str(e.state) == "ready"  # what diagnostics' data says
+    e.withdraw()
+    assert e.state == READY and e.cancel.is_set()  # an offered fix stays offered when its work is stopped
+    running = entry(RUNNING)
+    running.withdraw()
+    running.finish()  # the job's end arrives after the withdrawal: it stays withdrawn
+    assert running.state == CANCELLED
+    crashed = entry(RUNNING)
+    crashed.settle(RuntimeError("worker died"))
+    assert (crashed.state, crashed.error) == (FAILED, "worker died")
+
+
+def test_a_problem_is_stale_when_its_code_or_its_tests_change():
+    e = entry(RUNNING)
+    assert e.codes == {"inventory/stock.py": OLD}
+    assert not e.touches("inventory/stock.py", OLD) and e.touches("inventory/stock.py", OLD + "# edit\n")
+    assert e.touches("tests/test_stock.py", "anything") and not e.touches("inventory/other.py", "x")
+    moved = Entry(e.failure, OLD, codes={"inventory/helpers.py": "def h():\n    return 1\n"})
+    assert moved.key != e.key  # a further suspect's file is part of what the fix was computed against
+
+
+def test_model_setting_kinds_are_parsed_in_one_place():
+    from ledex.engine.models import ModelKind, model_kind
+
+    kinds = {spec: model_kind(spec) for spec in ("", "default", "/m/x.gguf", "hf://o/r/x.gguf",
+                                                 "http://127.0.0.1:8080/v1#qwen", "https://h/v1", "replay:a.json")}
+    assert list(kinds.values()) == [ModelKind.DEFAULT, ModelKind.DEFAULT, ModelKind.GGUF, ModelKind.HUB,
+                                    ModelKind.ENDPOINT, ModelKind.ENDPOINT, ModelKind.REPLAY]
+    assert [k for k in ModelKind if k.takes_adapter] == [ModelKind.DEFAULT, ModelKind.GGUF, ModelKind.HUB]
+
+
+def test_unknown_settings_are_told_apart_by_kind_not_text():
+    _, problems = parse_settings({"editor.fontSize": 12, "samples": 0})
+    assert [p.unknown for p in problems] == [True, False] and all(isinstance(p, str) for p in problems)
+
+
+def test_discovery_notes_carry_a_kind_the_server_picks_the_severity_by(tmp_path):
+    from ledex.engine.failures import NoteKind, failures_from_outcomes, note_kind
+    from ledex.sandbox import TestOutcome
+    from ledex.server.folder import nothing_ran
+
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_a.py").write_text("def test_a():\n    assert 1 == 2\n")
+    outcomes = [TestOutcome("tests/test_broken.py", "error", "problem: SyntaxError", "", None, None, 0.0),
+                TestOutcome("tests/test_a.py::test_a", "failed", "assert 1 == 2", "", "tests/test_a.py", 1, 0.0)]
+    _, notes = failures_from_outcomes(tmp_path, outcomes)
+    assert [note_kind(n) for n in notes] == [NoteKind.COLLECTION, NoteKind.NO_SUSPECT]
+    assert not any(note_kind(n).is_problem for n in notes)  # "problem" in the text no longer makes a warning
+
+    class Stopped:  # the sandbox verdict of a run killed before any test ran
+        error, error_kind, killed_reason, ran = "timed out after 2s", "timeout", "timeout", 0
+    found = nothing_ran(type("DiscoveryError", (Exception,), {"verdict": Stopped()})("0 ran"))
+    assert [note_kind(n) for n in found.notes] == [NoteKind.STOPPED, NoteKind.RUN_PROBLEM]
+    assert all(note_kind(n).is_problem for n in found.notes)
