@@ -4,9 +4,10 @@ The worker sits in its own process group; cancelling a run SIGKILLs that group, 
 takes the sandbox with it (bubblewrap ``--die-with-parent``, ``unshare --kill-child``,
 parent-death signal), then sweeps any process carrying the run's environment marker.
 Each job also owns the run's whole-run limits (``limits``: its cgroup, or the resident-memory
-watch) and the run directory, removed by ``workspace.remove_tree`` (never raises); as root
-with bubblewrap the worker starts in a private mount namespace with that directory on a
-size-limited tmpfs (``isolation.private_copy_prefix``). A job that raises on a pool thread
+watch) and the run directory, removed by ``workspace.remove_tree`` (never raises); the
+worker starts in a private mount namespace with that directory on a size-limited tmpfs
+(``isolation.copy_quota``: root directly, a normal user through a user namespace; where the
+kernel forbids it, the verdict's notes say so). A job that raises on a pool thread
 becomes that candidate's error verdict. Use: ``from ledex.sandbox import verify``.
 """
 from __future__ import annotations
@@ -24,9 +25,9 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
-from . import isolation
+from . import isolation, runuid
 from . import limits as run_limits
 from .models import Limits, Verdict, error_verdict
 from .runner import sweep_marker
@@ -51,13 +52,18 @@ class _Job:
     def run(self) -> Verdict:
         requested = tuple(self.request["tests"])
         root = Path(tempfile.mkdtemp(prefix="ledex-sbx-"))
+        lease = runuid.Lease()
+        notes = [self._own_uid(lease)]
         cgroup = self._cgroup()
         try:
             with self.lock:
                 if self.cancelled:
                     return error_verdict("cancelled", requested=requested)
-                self.proc = _spawn_worker(isolation.private_copy_prefix(self.request, root))
-            return self._bounded(self._communicate(root, requested, cgroup), cgroup)
+                prefix, no_quota = isolation.copy_quota(self.request, root)
+                self.proc = _spawn_worker(prefix)
+            verdict = self._bounded(self._communicate(root, requested, cgroup), cgroup)
+            notes = tuple(n for n in (*notes, no_quota) if n)
+            return replace(verdict, notes=verdict.notes + notes) if notes else verdict
         except OSError as exc:  # no processes or memory left to start the worker
             return error_verdict(f"could not start the sandbox worker: {exc}", requested=requested,
                                  isolation=self.request["isolation"])
@@ -65,6 +71,20 @@ class _Job:
             sweep_marker(self.request["run_id"]) if self.cancelled else None
             run_limits.remove(cgroup)
             remove_tree(root)
+            lease.release()  # only now: nothing of the run is left to act as that uid
+
+    def _own_uid(self, lease: runuid.Lease) -> str | None:
+        """As root: a uid of the run's own (``runuid``) in place of the shared sandbox uid, or
+        a note saying why the run shares it."""
+        ids = self.request.get("ids")
+        if not ids:
+            return None
+        uid = lease.acquire()
+        if uid is None:
+            return (f"shares uid {ids[0]} with other runs (no uid of its own: LEDEX_SANDBOX_UIDS="
+                    f"{':'.join(map(str, runuid.uid_range()))} is not mapped here or all in use)")
+        self.request["ids"] = [uid, uid]
+        return None
 
     def _cgroup(self) -> str | None:
         """The run's own cgroup v2 (whole-run memory/pids/CPU), or None for the fallback."""
@@ -174,13 +194,12 @@ def default_workers(n_jobs: int, limits: Limits = Limits()) -> int:
 
 def verify_many(workspace: Path, patches: Sequence[Mapping[str, str]], tests: Sequence[str], *,
                 limits: Limits = Limits(), python: str | None = None, workers: int | None = None,
-                stop_when: Callable[[Verdict], bool] | None = None,
                 cancel: threading.Event | None = None, extra_args: Sequence[str] = (),
                 command: Sequence[str] | None = None) -> Iterator[tuple[int, Verdict]]:
     """Verify candidates on a bounded pool, yielding (index, verdict) as each completes.
 
-    When ``stop_when(verdict)`` is true, ``cancel`` is set, or the caller stops iterating,
-    the remaining candidates are cancelled and running ones killed; they are not yielded.
+    When ``cancel`` is set or the caller stops iterating (``break`` at the first verified
+    fix), the remaining candidates are cancelled and running ones killed; they are not yielded.
     """
     jobs = [_Job(_request(workspace, tests, p, limits, python, extra_args, command)) for p in patches]
     if not jobs:
@@ -191,7 +210,7 @@ def verify_many(workspace: Path, patches: Sequence[Mapping[str, str]], tests: Se
     try:
         for i, job in enumerate(jobs):
             pool.submit(_deliver, i, job, done)
-        yield from _collect(jobs, done, stop_when, cancel)
+        yield from _collect(jobs, done, cancel)
     finally:
         for job in jobs:
             job.kill()
@@ -210,14 +229,13 @@ def _deliver(index: int, job: _Job, done: queue.Queue) -> None:
         done.put((index, verdict or error_verdict("sandbox job ended without a verdict")))
 
 
-def _collect(jobs: list[_Job], done: queue.Queue, stop_when, cancel) -> Iterator[tuple[int, Verdict]]:  # noqa: ANN001
+def _collect(jobs: list[_Job], done: queue.Queue,
+             cancel: threading.Event | None) -> Iterator[tuple[int, Verdict]]:
     for _ in range(len(jobs)):
         item = _next(done, cancel)
         if item is None:
             return
         yield item
-        if stop_when is not None and stop_when(item[1]):
-            return
 
 
 def _next(done: queue.Queue, cancel: threading.Event | None) -> tuple[int, Verdict] | None:

@@ -10,10 +10,12 @@ system stays visible), then none, which is reported once, loudly.
 each mode does and does not protect; ``python -c "import ledex.sandbox as s;
 print(s.isolation_report())"`` says which applies here.
 
-When ledex runs as root the sandboxed command runs as an unprivileged uid instead
-(``LEDEX_SANDBOX_UID``, default 65534 "nobody"): root ignores RLIMIT_NPROC and file
+When ledex runs as root the sandboxed command runs as an unprivileged uid instead, one of
+its own per run (``runuid``: concurrent runs cannot signal, trace or open each other), else
+the shared ``LEDEX_SANDBOX_UID`` (default 65534 "nobody"): root ignores RLIMIT_NPROC and file
 permissions, so without this a fork bomb would be unbounded and a hard-linked file
-writable. Per-process limits are applied by util-linux ``prlimit`` *inside* the namespaces;
+writable. The worker itself starts in a private mount namespace whose run directory is a
+size-limited tmpfs (``copy_quota``; for a normal user through a user namespace). Per-process limits are applied by util-linux ``prlimit`` *inside* the namespaces;
 whole-run limits (cgroup v2 or the fallback) come from ``limits``.
 """
 from __future__ import annotations
@@ -23,11 +25,13 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
 from . import limits as run_limits
+from . import runuid
 from . import view as view_mod
 from .models import Limits
 from .workspace import skip_dir
@@ -75,32 +79,63 @@ def disk_quota_mb() -> int:
         return DEFAULT_DISK_MB
 
 
-def private_copy_prefix(request: dict[str, Any], root: Path) -> list[str]:
-    """argv prefix starting the worker in a private mount namespace with ``root`` a tmpfs of
-    the workspace's size + the disk quota: the copy and everything the run writes into it
-    count against one limit, and vanish with the worker however it ends (no cleanup to fail).
+def copy_quota(request: dict[str, Any], root: Path) -> tuple[list[str], str | None]:
+    """(argv prefix, None) starting the worker in a private mount namespace whose ``root`` is
+    a tmpfs of the workspace's size + ``disk_quota_mb()``: the copy, everything the run writes
+    into it and the report count against one limit, vanish with the worker however it ends
+    (no cleanup to fail), and no other run can reach them by path (another mount namespace).
 
-    Root with bubblewrap only (mounting needs privilege; the other modes cannot mount large
-    files read-only in place of hard links); [] elsewhere, and for workspaces over
-    ``COPY_TMPFS_MAX_MB`` (their copy would sit in RAM).
+    Root mounts it directly (``unshare --mount``). A normal user gets it from a user namespace
+    of its own (``unshare --user --map-root-user --mount``: an unprivileged tmpfs mount), and a
+    second, nested one maps the user's own uid and gid back (``unshare --map-user``, util-linux
+    2.38+), so the worker runs as that user again, without capabilities (bubblewrap refuses
+    to start with them), and drops nothing it did not have. ([], why not) where it cannot:
+    workspaces over ``COPY_TMPFS_MAX_MB`` (their copy would sit in RAM), or a kernel that forbids
+    unprivileged user namespaces or mounts in them (``kernel.unprivileged_userns_clone=0``,
+    ``user.max_user_namespaces=0``, AppArmor's ``apparmor_restrict_unprivileged_userns``).
     """
-    if os.geteuid() != 0 or request.get("isolation") != "bubblewrap" or not _can_mount_privately():
-        return []
     size = _copy_bytes(Path(request["workspace"]))
-    if size is None or size > COPY_TMPFS_MAX_MB * MB:
-        return []
-    quota = size + disk_quota_mb() * MB
-    mount = 'mount -t tmpfs -o "size=$2,mode=0755,nosuid,nodev" ledex-sbx "$1" || exit 125; shift 2; exec "$@"'
-    return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", mount, "sh",
-            str(root), str(quota)]
+    if size is None:
+        return [], "no disk quota on the workspace copy: the workspace could not be measured"
+    if size > COPY_TMPFS_MAX_MB * MB:
+        return [], (f"no disk quota on the workspace copy: it is over {COPY_TMPFS_MAX_MB} MiB, so it "
+                    "stays on disk (each file is still capped at Limits.file_mb)")
+    blocker = _private_mount_blocker()
+    if blocker:
+        return [], blocker
+    return _quota_prefix(root, size + disk_quota_mb() * MB), None
+
+
+_MOUNT = 'mount -t tmpfs -o "size=$2,mode=0755,nosuid,nodev" ledex-sbx "$1" || exit 125; shift 2; '
+
+
+def _quota_prefix(root: Path, size: int) -> list[str]:
+    if os.geteuid() == 0:
+        return ["unshare", "--mount", "--propagation", "private", "--",
+                "sh", "-c", _MOUNT + 'exec "$@"', "sh", str(root), str(size)]
+    back = f'exec unshare --user --map-user={os.geteuid()} --map-group={os.getegid()} -- "$@"'
+    return ["unshare", "--user", "--map-root-user", "--mount", "--propagation", "private", "--",
+            "sh", "-c", _MOUNT + back, "sh", str(root), str(size)]
 
 
 @functools.lru_cache(maxsize=None)
-def _can_mount_privately() -> bool:
-    """True where root may make a private mount namespace and mount a tmpfs (not in every container)."""
-    return bool(shutil.which("unshare") and shutil.which("mount")) and _probe(
-        ["unshare", "--mount", "--propagation", "private", "--",
-         "mount", "-t", "tmpfs", "-o", "size=1m", "ledex-probe", "/tmp"], None)
+def _private_mount_blocker() -> str | None:
+    """None where this user can put a run directory on a private tmpfs (probed once), else why not."""
+    if not (shutil.which("unshare") and shutil.which("mount")):
+        return "no disk quota on the workspace copy: unshare or mount (util-linux) is not installed"
+    probe = Path(tempfile.mkdtemp(prefix="ledex-quota-probe-"))
+    try:
+        if _probe([*_quota_prefix(probe, MB), "true"], None):
+            return None
+    finally:
+        probe.rmdir()
+    if os.geteuid() == 0:
+        return "no disk quota on the workspace copy: root cannot mount a tmpfs here (a container?)"
+    return ("no disk quota on the workspace copy: this kernel does not let a normal user mount a "
+            "tmpfs in a user namespace of its own (unshare --user --mount failed; see "
+            "kernel.unprivileged_userns_clone, user.max_user_namespaces, AppArmor's "
+            "apparmor_restrict_unprivileged_userns; util-linux older than 2.38 lacks --map-user); "
+            "the copy stays on disk, each file capped at Limits.file_mb")
 
 
 def _copy_bytes(workspace: Path) -> int | None:
@@ -162,8 +197,10 @@ PROTECTION = {
     ),
     "unshare": (
         "sandbox isolation: unshare (no network, private pids only)",
-        "NOT protected: the whole file system is visible (HOME, host sockets, other projects and "
-        "runs) and writable where your user (or the sandbox uid) may write; install bubblewrap",
+        "NOT protected: the whole file system is visible (HOME, host sockets, other projects) and "
+        "writable where your user (or the sandbox uid) may write; install bubblewrap",
+        "other runs' copies are private (each in its own mount namespace and, as root, with a "
+        "uid of its own)",
     ),
     "none": (
         "WARNING: sandbox isolation: NONE. Model-written code runs with your network and file "
@@ -181,7 +218,7 @@ def isolation_report(python: str | None = None) -> str:
     global _reported
     mode = detect_mode()
     python = python or sys.executable
-    lines = [*PROTECTION[mode], run_limits.describe(), _who(mode, python)]
+    lines = [*PROTECTION[mode], run_limits.describe(), _disk(), _who(mode, python)]
     text = "\n".join(line for line in lines if line)
     if mode == "none" and not _reported:
         _reported = True
@@ -189,12 +226,23 @@ def isolation_report(python: str | None = None) -> str:
     return text
 
 
+def _disk() -> str:
+    blocker = _private_mount_blocker()
+    if blocker:
+        return blocker
+    return (f"disk: each run's copy on a private tmpfs of the workspace's size + {disk_quota_mb()} MiB "
+            f"(LEDEX_SANDBOX_DISK_MB; workspaces up to {COPY_TMPFS_MAX_MB} MiB)")
+
+
 def _who(mode: str, python: str) -> str:
     ids = sandbox_ids()
     if ids is None:
         return "sandboxed code runs as your user (it cannot read what your user cannot)"
     if run_ids(mode, python):
-        return f"sandboxed code runs as uid {ids[0]}, not root"
+        first, count = runuid.uid_range()
+        own = (f"a uid of its own per run ({first}..{first + count - 1}, LEDEX_SANDBOX_UIDS)"
+               if runuid.mapped(first, count) else f"uid {ids[0]} (shared by all runs)")
+        return f"sandboxed code runs as {own}, not root"
     return (f"sandboxed code runs as ROOT: {interpreter_blocker(python, ids[0])} "
             "(install bubblewrap, which mounts the interpreter wherever it lives)")
 
@@ -238,7 +286,7 @@ def wrap(mode: str, argv: Sequence[str], *, writable: Sequence[Path], readonly: 
     """
     view = view or (view_mod.interpreter_view(argv[0], cwd) if mode == "bubblewrap" else {})
     cgroup = view.get("cgroup")
-    per_process = limits if cgroup else replace(limits, nproc=fallback_nproc(mode, limits.nproc))
+    per_process = limits if cgroup else replace(limits, nproc=fallback_nproc(mode, limits.nproc, ids))
     inner = prlimit_prefix(per_process) + list(argv)
     enter = run_limits.enter_prefix(cgroup)
     if mode == "bubblewrap":
@@ -252,17 +300,21 @@ def wrap(mode: str, argv: Sequence[str], *, writable: Sequence[Path], readonly: 
     return enter + inner
 
 
-def fallback_nproc(mode: str, nproc: int) -> int:
-    """RLIMIT_NPROC without a cgroup: few tasks, each bounded, so their product bounds the run.
+def fallback_nproc(mode: str, nproc: int, ids: Sequence[int] | None = None) -> int:
+    """RLIMIT_NPROC without a cgroup: at most ``limits.FALLBACK_NPROC`` tasks (why that number:
+    its docstring).
 
     RLIMIT_NPROC counts the tasks of one uid in one user namespace. In a user namespace of
-    its own (bubblewrap or unshare as a normal user) that is the run: ``FALLBACK_NPROC``. As
-    root every run shares uid 65534 host-wide: ``FALLBACK_NPROC`` per CPU (the pool runs one
-    run per CPU). Mode none as a normal user counts all of the user's processes, so
-    ``nproc`` stays as given there (no per-run bound; docs/security.md).
+    its own (bubblewrap or unshare as a normal user) that is the run, and so it is as root
+    when the run has a uid of its own (``ids``, from ``runuid``); runs that share the sandbox
+    uid (``sandbox_ids()``) share one count, so they get ``FALLBACK_NPROC`` per CPU (the
+    pool runs one run per CPU). Mode none as a normal user counts all of the user's
+    processes, so ``nproc`` stays as given there (no per-run bound; docs/security.md).
     """
-    if sandbox_ids() is not None:
-        return min(nproc, run_limits.FALLBACK_NPROC * len(os.sched_getaffinity(0)))
+    shared = sandbox_ids()
+    if shared is not None:
+        per_cpu = len(os.sched_getaffinity(0)) if ids is None or tuple(ids) == shared else 1
+        return min(nproc, run_limits.FALLBACK_NPROC * per_cpu)
     return nproc if mode == "none" else min(nproc, run_limits.FALLBACK_NPROC)
 
 

@@ -6,9 +6,10 @@ as root the cgroup2 mount's root, else a delegated directory named by
 (swap 0), ``pids.max`` = ``nproc``, ``cpu.max`` = one CPU; it is killed and removed after the
 run. As root on a v1/hybrid host the v1 memory and pids hierarchies serve the same way
 (``memory.limit_in_bytes`` and ``memory.memsw.limit_in_bytes``, ``pids.max``). Without one (a cgroup v1 or hybrid host, a container, no delegation) the fallback is:
-at most ``FALLBACK_NPROC`` tasks (``isolation.fallback_nproc``: per CPU as root, where all
-runs share one uid), each with RLIMIT_AS = ``memory_mb`` (so the address space of the whole
-run is bounded by their product), and a watchdog in the calling process that sums
+at most ``FALLBACK_NPROC`` tasks per run (``isolation.fallback_nproc``; per CPU as root
+only when runs share one uid, see ``runuid``): enough for threaded test suites, few enough
+to stop a fork bomb (the reasons are at the constant), each with RLIMIT_AS = ``memory_mb``,
+and a watchdog in the calling process that sums
 the resident memory of the run's process tree every ``WATCH_INTERVAL_S`` and kills the tree
 when it exceeds ``memory_mb`` (verdict: killed, "memory").
 
@@ -24,7 +25,17 @@ import time
 from pathlib import Path
 from typing import Callable
 
-FALLBACK_NPROC = 64  # tasks (threads count): pytest + a Pool + a few threads fit
+# Tasks per run without a cgroup (RLIMIT_NPROC; threads count as tasks). 256, not the 64 it
+# was: threaded test suites are normal - more-itertools' TestConcurrentTee starts 100
+# consumer threads beside pytest's main thread and the per-test faulthandler watchdog (~103
+# tasks, "can't start new thread" at 64), and 256 leaves room for such a test plus a thread
+# pool or a multiprocessing Pool. It still stops a fork bomb: a bomb doubles each round and
+# hits 256 within milliseconds, then gets EAGAIN until the wall clock kills it; the pid and
+# thread tables (pid_max >= 32768) and the scheduler stay usable with a run per CPU at 256.
+# What bounds memory is the resident-memory watch below (the product 256 x memory_mb of
+# address space is no real bound, as 64 x memory_mb was not either). Same as Limits.nproc's
+# default, which a cgroup's pids.max applies.
+FALLBACK_NPROC = 256
 WATCH_INTERVAL_S = 0.25  # one /proc scan costs ~5 ms on a loaded box
 _CONTROLLERS = ("memory", "pids")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -273,7 +284,7 @@ def describe() -> str:
         return (f"whole-run limits: cgroup v1 at {', '.join(map(str, bases))} (memory, processes; "
                 "CPU per process by RLIMIT_CPU)")
     return (f"whole-run limits: no usable cgroup v2 (memory+pids controllers); fallback: at most "
-            f"{FALLBACK_NPROC} processes/threads per run (per CPU as root) each limited to memory_mb "
+            f"{FALLBACK_NPROC} processes/threads per run each limited to memory_mb "
             f"of address space, and the "
             f"run's total resident memory polled every {WATCH_INTERVAL_S:g} s and killed above memory_mb")
 

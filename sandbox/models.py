@@ -79,7 +79,8 @@ class Verdict:
     exit_code: int | None = None  # the test command's exit status (informational only)
     notes: tuple[str, ...] = field(default=())  # non-fatal observations (e.g. "ran as uid 65534")
     # why ``error`` is set: startup | collection | not_found | tampering | report | timeout |
-    # output | patch | gate (sandbox/gate.py) | sandbox (see sandbox/verdict.py); None when error is None
+    # output | patch | gate (sandbox/gate.py) | disk (the run filled its disk quota, sandbox/worker.py)
+    # | sandbox (see sandbox/verdict.py); None when error is None
     error_kind: str | None = None
     # Only when the run asked for it: {nodeid: {relpath: [line, ...]}}, the workspace lines each
     # test executed (coverage.py, see covplugin.py). Advice for localisation, never a verdict input.

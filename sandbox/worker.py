@@ -35,6 +35,8 @@ PLUGIN_NAME = "ledex_sbx_plugin"
 ADDOPTS = "--tb=native -o junit_family=xunit1 -p no:cacheprovider --capture=no"
 _HANG_MARGIN_S = 7.0  # the plugin's faulthandler grace (5 s) plus room to report
 _RESUME_MIN_S = 10.0  # wall time worth a second process for the tests a dead one never reached
+MB = 1024 * 1024
+DISK_FULL_BYTES = MB  # free space left on the run's tmpfs below which it counts as filled
 _KEEP_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TERM")
 
 
@@ -95,6 +97,7 @@ def _execute(req: dict[str, Any], requested: tuple[str, ...], mode: str) -> Verd
                     isolation=mode, rewrite=rewrite, limits_wall=limits.wall_s,
                     test_s=test_timeout(limits))
     verdict = _with_coverage(verdict, dirs["report"]) if req.get("coverage") else verdict
+    verdict = _disk_checked(verdict, root)
     left = limits.wall_s - raw.duration_s
     rest = [i for i in chan.ids if i not in chan.tests]
     if chan.current and rest and not raw.timed_out and left >= _RESUME_MIN_S:
@@ -115,6 +118,36 @@ def _resumed(first: Verdict, req: dict[str, Any], rest: list[str], wall_left: fl
     return replace(first, outcomes=first.outcomes + second.outcomes, coverage=coverage, pass_rate=0.0,
                    duration_s=round(first.duration_s + second.duration_s, 4),
                    notes=first.notes + (note,) + second.notes)
+
+
+def _disk_checked(verdict: Verdict, root: Path) -> Verdict:
+    """A run that left its private tmpfs (``isolation.copy_quota``) full fails with error_kind
+    "disk": whatever else went wrong (ENOSPC in a test, no room for the JUnit report) came
+    from that. Tampering verdicts stay what they are; a run that passed regardless keeps its
+    pass with a note."""
+    size = _full_tmpfs_bytes(root)
+    if size is None:
+        return verdict
+    text = (f"the run filled its disk quota: {size // MB} MiB on a private tmpfs (the workspace "
+            f"copy + LEDEX_SANDBOX_DISK_MB={isolation.disk_quota_mb()}), shared by the copy, what "
+            "the tests write into it and the report")
+    if verdict.passed:
+        return replace(verdict, notes=verdict.notes + (text,))
+    if verdict.error_kind in ("tampering", "gate") or verdict.killed_reason == "tamper":
+        return verdict
+    return replace(verdict, error_kind="disk", error=text, pass_rate=0.0)
+
+
+def _full_tmpfs_bytes(root: Path) -> int | None:
+    """The size of the tmpfs mounted on ``root`` when less than ``DISK_FULL_BYTES`` of it is
+    free, else None (also when ``root`` is not a mount of its own: no quota to fill)."""
+    try:
+        if os.stat(root).st_dev == os.stat(root.parent).st_dev:
+            return None
+        st = os.statvfs(root)
+    except OSError:
+        return None
+    return st.f_blocks * st.f_frsize if st.f_bavail * st.f_frsize < DISK_FULL_BYTES else None
 
 
 def _with_coverage(verdict: Verdict, report: Path) -> Verdict:

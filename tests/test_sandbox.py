@@ -164,9 +164,12 @@ def test_verify_many_stops_at_first_verified_fix_and_kills_the_rest(tmp_path):
     ws = make_ws(tmp_path)
     patches = [{"pkg/calc.py": LOOP}, {"pkg/calc.py": GOOD}, {"pkg/calc.py": LOOP}, {"pkg/calc.py": LOOP}]
     start = time.monotonic()
-    got = list(verify_many(ws, patches, [ADD], limits=Limits(wall_s=60), workers=2,
-                           stop_when=lambda v: v.passed))
-    assert [(i, v.passed) for i, v in got] == [(1, True)]
+    got = []
+    for i, v in verify_many(ws, patches, [ADD], limits=Limits(wall_s=60), workers=2):
+        got.append((i, v.passed))
+        if v.passed:
+            break  # the caller stops iterating: the rest are cancelled and killed
+    assert got == [(1, True)]
     assert time.monotonic() - start < 30  # the looping candidates were killed, not waited for
 
 
