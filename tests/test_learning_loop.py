@@ -76,6 +76,7 @@ def test_the_split_holds_tests_back():
     assert "assert" in full.tests[1] and full.tests[1] not in visible.tests[0]
 
 
+@pytest.mark.timeout(1800)  # ~4 min on an idle 2-core box (one SFT step, export, gate); 10x that at load 20
 def test_two_rounds_promote_and_hot_swap_with_a_careful_user(tmp_path):
     cfg = config(tmp_path, [GOOD, OVERFIT], loop.Policy(ignore_share=0.0, revert_share=1.0), rounds=2,
                  train_after_last=False)
@@ -97,6 +98,7 @@ def test_two_rounds_promote_and_hot_swap_with_a_careful_user(tmp_path):
     assert run["outcome"]["gate"]["passed"] and run["outcome"]["gate"]["regressions"] == 0
 
 
+@pytest.mark.timeout(1200)  # ~1 min idle: two episodes through the server, collect, audit
 def test_a_careless_users_test_specific_fix_is_refused_as_training_data(tmp_path):
     cfg = config(tmp_path, [GOOD, OVERFIT], loop.Policy("careless"), rounds=1, train=False)
     report = asyncio.run(loop.run_loop(cfg, tiny_stream(), []))
