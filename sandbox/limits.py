@@ -34,7 +34,10 @@ from typing import Callable
 # thread tables (pid_max >= 32768) and the scheduler stay usable with a run per CPU at 256.
 # What bounds memory is the resident-memory watch below (the product 256 x memory_mb of
 # address space is no real bound, as 64 x memory_mb was not either). Same as Limits.nproc's
-# default, which a cgroup's pids.max applies.
+# default, which a cgroup's pids.max applies. Threads also take address space: each reserves
+# an RLIMIT_STACK-sized stack (8 MiB by default) under RLIMIT_AS = memory_mb, so at the default
+# 2048 MiB about 100-150 threads fit beside pytest (measured here: 100 run, 150 fail with
+# "can't start new thread"); a suite with more threads at once needs a larger memory_mb.
 FALLBACK_NPROC = 256
 WATCH_INTERVAL_S = 0.25  # one /proc scan costs ~5 ms on a loaded box
 _CONTROLLERS = ("memory", "pids")

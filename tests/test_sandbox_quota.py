@@ -197,9 +197,9 @@ def test_concurrent_runs_cannot_touch_each_other(tmp_path, monkeypatch, mode):
 
 THREADS_AND_BOMB = """import errno, os, threading, time
 
-def test_hundred_threads():  # more-itertools' TestConcurrentTee starts 100 consumer threads
+def test_many_threads():  # more-itertools' TestConcurrentTee: 100 consumer threads, all alive at once
     done = []
-    workers = [threading.Thread(target=lambda: (time.sleep(0.5), done.append(1))) for _ in range(100)]
+    workers = [threading.Thread(target=lambda: (time.sleep(1), done.append(1))) for _ in range(100)]
     for w in workers:
         w.start()
     for w in workers:
