@@ -22,6 +22,7 @@ import json
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 from ledex import __version__
@@ -219,6 +220,7 @@ class FixRun:
         self.waiting = 0  # problems still queued after the one being fixed (for progress)
         self.current: Failure | None = None  # the failure being fixed, and its candidates finished so far
         self.partial: list[CandidateResult] = []
+        self.started = 0.0  # perf_counter() when the current failure began
 
     def all(self, failures: list[Failure]) -> list:
         """Handled for each problem (failures sharing a top suspect are one), in discovery order;
@@ -241,7 +243,7 @@ class FixRun:
         from ledex.cli_output import Handled
 
         number = len(self.handled) + 1
-        self.current, self.partial = failure, []
+        self.current, self.partial, self.started = failure, [], time.perf_counter()
         with self.reporter.progress(failure, number, number + self.waiting) as progress:
             try:
                 self.check_prompt(failure)
@@ -262,9 +264,12 @@ class FixRun:
             return None
         done = [c for c in list(self.partial) if c.reason != "cancelled"]
         rounds: dict[tuple[str, int], float] = {}  # a round's answers are decoded together: its last one's seconds
-        for c in done:
-            rounds[(c.suspect, c.round)] = max(rounds.get((c.suspect, c.round), 0.0), c.generation_s)
-        timings = {"generation": sum(rounds.values()), "verification": sum(c.verification_s for c in done)}
+        suspect = ""
+        for c in done:  # in the order they were finished; an unusable answer names no suspect: the current one's
+            suspect = c.suspect or suspect
+            rounds[(suspect, c.round)] = max(rounds.get((suspect, c.round), 0.0), c.generation_s)
+        elapsed = time.perf_counter() - self.started
+        timings = {"generation": min(sum(rounds.values()), elapsed), "verification": sum(c.verification_s for c in done)}
         result = FixResult(self.current, candidates=done, model=self.engine.backend.identity.id, timings=timings)
         return Handled(result, error=f"interrupted after {len(done)} candidate(s); not applied")
 
