@@ -157,7 +157,11 @@ MAX_INDENT_STEP = 8  # a block may be indented 1-8 spaces deeper than its header
 # wrong order, a misplaced keyword) is left to the parser.
 _GRAMMAR_RULES = r"""
 code        ::= import-line{0,%(imports)d} decorator* "async "? "def " name "(" params ")" returns? ":" tail "\n" body gap "```"
-params      ::= ([^()\n`] | "(" [^()\n`]* ")")*
+params      ::= " "* (param (" "* "," " "* param)* (" "* ",")? " "*)?
+param       ::= ("*" | "**")? ident (" "? ":" " "? value)? (" "? "=" " "? value)? | "*" | "/"
+ident       ::= [A-Za-z_] [A-Za-z0-9_]*
+value       ::= (value-char | string | group)+
+value-char  ::= [^(),=\n`\[\]{}"'#]
 returns     ::= " "? "->" [^:\n`]+
 import-line ::= ("import " | "from ") [^\n`]* "\n"
 decorator   ::= "@" [^\n`]* "\n"
@@ -205,7 +209,8 @@ def answer_grammar(mode: Mode = Mode.EXPLAIN, suspect_name: str | None = None, *
     block only. The block's code starts with at most MAX_IMPORT_LINES import lines, then
     decorators, then `def`/`async def` with the suspect's name (the last part of a qualname:
     a method is written as a plain function, as `engine.patching` expects) and a one-line
-    signature with balanced parentheses ending in `:`; then the function's body as Python
+    signature (parameters as Python writes them: names, `*`/`**`, annotations, defaults)
+    ending in `:`; then the function's body as Python
     blocks (see _GRAMMAR_RULES: closed strings, balanced brackets, a header opens a deeper
     block, a dedent returns to a level in use), so the block holds that one function and
     its indentation and brackets are right. All 164 HumanEvalFix canonical functions pass it

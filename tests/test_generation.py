@@ -54,6 +54,7 @@ GRAMMAR_ACCEPTS = [  # valid Python the grammar must let through (styles a model
     '```python\nimport math\n@cache\ndef add(a: int, b=(1, 2)) -> int:  # sum\n    """Add `a`\n    and b."""\n'
     "    if a:\n      x = {'k': [a,\n  b]}  # two-space block\n    elif b:\n        pass\n\n    # note\n"
     "    return (a +\n            b) if a else \\\n        b\n```",
+    "```python\ndef add(self , x: List[int] = [], *args, key=lambda v: v, **kw) -> int:\n    return x\n```",
     "```python\nasync def add(a, b):\n    s = f\"{a!r}\" + '\\'' + \"\"\"x\"\"\"\n    return s[1:]\n```",
 ]
 GRAMMAR_REFUSES = [  # Python errors the small model made under the first grammar, and shapes outside one function
@@ -63,6 +64,8 @@ GRAMMAR_REFUSES = [  # Python errors the small model made under the first gramma
     "```python\ndef add(a, b):\n    if a:\n        x = 1\n      return a\n```",  # dedent to no level
     "```python\ndef add(a, b):\n    if a:\n    return a\n```",  # header without a block
     "```python\ndef add(a, b):\n    return a\ndef g():\n    pass\n```",  # a second top-level definition
+    "```python\ndef add(a, b=):\n    return a\n```",  # a signature that does not parse
+    "```python\ndef add(a b):\n    return a\n```",
     "```python\ndef add(a, b):\n    return a\n# Test\nprint(add(1, 2))\n```",  # test code after the function
     '```python\ndef add(a, b):\n    s = """\n```\n"""\n```',  # a fence line inside a string
 ]
