@@ -80,10 +80,13 @@ def hef_cases(n: int, root: Path, seed: int) -> list[Case]:
         if failing is None:
             continue
         keep = {t.split("::")[-1] for t in (failing.test, *failing.also)}
-        project = hef.write_project(task, root / task.entry_point, held_back_fraction=1 / 3, keep_shown=keep)
-        failure = hef.editor_failure(project, limits=LIMITS)
-        if failure is None or not project.held_back_source:
+        project = hef.write_project(task, root / f"probe-{task.entry_point}", held_back_fraction=1 / 3,
+                                    keep_shown=keep)  # the same folder: the failure found above stays valid
+        if not project.held_back_source:
             continue
+        shown = set(project.shown_tests)
+        failure = dataclasses.replace(failing, siblings=tuple(t for t in failing.siblings if t in shown),
+                                      passing_siblings=tuple(t for t in failing.passing_siblings if t in shown))
 
         def correct(text: str, p=project) -> bool:
             verdict = hef.run_held_back(p, text, limits=LIMITS)
@@ -146,19 +149,20 @@ def judged(case: Case, candidates: list[CandidateResult], backend, score: bool) 
             "first_source": ranked[0].source if ranked else ""}
 
 
-def evaluate(case: Case, backend, args) -> dict:
+def evaluate(case: Case, backend, args, index: int) -> dict:
     model_cfg = FixConfig(samples=args.samples, rounds=args.rounds, limits=LIMITS, search=None, likelihood=False)
     search_cfg = FixConfig(rounds=0, limits=LIMITS, search=SearchConfig(max_seconds=args.search_seconds),
                            explain_search=False, likelihood=False)
     search, search_s, stats = run_engine(backend, case, search_cfg)
     trusted = any(c.verified and not ranking.overfit_risk(c) for c in search)
     model, model_s = ([], 0.0)
-    if not args.no_model:
+    with_model = not args.no_model and index < args.model_cases
+    if with_model:
         model, model_s, _ = run_engine(backend, case, model_cfg)
     row = {"case": case.name, "kind": case.kind, "search_s": round(search_s, 1), "model_s": round(model_s, 1),
            "search_stats": stats}
     row["search"] = judged(case, [dataclasses.replace(c) for c in search], backend, True)
-    if not args.no_model:
+    if with_model:
         row["model"] = judged(case, [dataclasses.replace(c) for c in model], backend, True)
         both = search + ([] if trusted else model)
         row["both"] = judged(case, [dataclasses.replace(c) for c in both], backend, True)
@@ -223,6 +227,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--minutes", type=float, default=25.0, help="no new failure is started after this")
     parser.add_argument("--seed", type=int, default=20)
     parser.add_argument("--no-model", action="store_true")
+    parser.add_argument("--model-cases", type=int, default=10 ** 6, help="the model runs on the first N failures only")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
     if args.quick:
@@ -231,18 +236,17 @@ def main(argv: list[str] | None = None) -> dict:
         os.nice(10)
     except OSError:
         pass
-    started = time.monotonic()
     root = Path(tempfile.mkdtemp(prefix="ledex-bench-search-"))
     hef, mbpp = hef_cases(args.hef, root / "hef", args.seed), mbpp_cases(args.mbpp, root / "mbpp", args.seed)
     cases = [c for pair in zip(hef, mbpp) for c in pair] + hef[len(mbpp):] + mbpp[len(hef):]  # both kinds if cut short
     from ledex.engine.backends import load_backend
 
     backend = load_backend()
-    rows = []
+    rows, started = [], time.monotonic()
     for case in cases:
-        if time.monotonic() - started > args.minutes * 60:
+        if time.monotonic() - started > args.minutes * 60:  # evaluation time (preparing the projects comes first)
             break
-        rows.append(evaluate(case, backend, args))
+        rows.append(evaluate(case, backend, args, len(rows)))
         print(rows[-1], file=sys.stderr, flush=True)
     result = {"machine": machine_facts(), "args": vars(args), "rows": rows,
               "metrics": {f"{kind}/{system}": summary([r for r in rows if kind in ("all", r["kind"])], system)

@@ -35,7 +35,7 @@ import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Sequence
 
 from ledex.engine.failures import Failure
 from ledex.engine.localize import Suspect, first_line, frames, function_named, read_source
@@ -297,11 +297,6 @@ def run_search(workspace: Path, failure: Failure, suspects: Sequence[Suspect], c
     """Search `suspects` for `failure` (see the module docstring); verified candidates reach `verify`."""
     return Search(workspace, failure, config, verify, limits=limits, python=python, screening=command is None,
                   cancel=cancel).run(suspects)
-
-
-def iter_edits_text(repairs: Iterable[Repair]) -> Iterator[str]:
-    for r in repairs:
-        yield f"{r.suspect.qualname} line {r.edit.line} {r.edit.operator}: {r.edit.description} [{r.screen}]"
 
 
 if __name__ == "__main__":
