@@ -47,6 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=float, default=None, help="SFT epochs (default: sft's)")
     parser.add_argument("--max-steps", type=int, default=None, help="SFT optimizer steps at most")
     parser.add_argument("--learning-rate", type=float, default=None, help="SFT learning rate (default: sft's)")
+    parser.add_argument("--max-length", type=int, default=None,
+                        help="SFT: longest example in tokens (editor episodes carry the test and its context)")
     parser.add_argument("--gate-problems", type=int, default=None, help="held-out problems the gate debugs")
     parser.add_argument("--gate-skip", type=int, default=None, help="skip the first N held-out problems")
     parser.add_argument("--gate-samples", type=int, default=None, help="wrong solutions sampled per gate problem")
@@ -76,7 +78,7 @@ def steps(args: argparse.Namespace, data_key: str = "latest") -> list[list[str]]
         collect += ["--limit", str(args.limit)]
     sft = ["sft", "--data", str(data), "--output-dir", str(runs)] + _optional(
         {"--threads": get("threads"), "--epochs": get("epochs"), "--max-steps": get("max_steps"),
-         "--learning-rate": get("learning_rate")})
+         "--learning-rate": get("learning_rate"), "--max-length": get("max_length")})
     promote = ["promote", "--adapter", str(runs / "adapter.gguf"), "--report", str(work / "promotion.json")]
     if args.no_gate:
         promote += ["--no-gate"]
