@@ -164,18 +164,40 @@ def trained(tmp_path_factory):
     from ledex.training.sft import SFTArgs, train
 
     tmp = tmp_path_factory.mktemp("sft")
+    # bf16 autocast over fp32 weights, as `sft` uses by default on a CPU with avx512_bf16.
     args = SFTArgs(data=[str(_sft_data(tmp))], output_dir=str(tmp / "run"), max_steps=3, batch_size=2, grad_accum=1, max_examples=2,
-                   learning_rate=2e-3, logging_steps=1, max_length=320, save_steps=1000, progress=False, warmup_ratio=0.0)
+                   learning_rate=2e-3, logging_steps=1, max_length=320, save_steps=2, progress=False, warmup_ratio=0.0,
+                   bf16=True)
     return args, train(args)
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # the fixture's 3 steps: ~1 min on an idle 2-core box, 6 min at load 20
 def test_sft_loss_falls_and_adapter_changes(trained):
     args, metrics = trained
-    assert metrics["bad_lines"] == 1 and metrics["records"] == 5 and metrics["examples"] == 2
+    written = sum(1 for line in Path(args.data[0]).read_text().splitlines() if line.strip()) - 1  # minus the corrupt one
+    assert metrics["bad_lines"] == 1 and metrics["records"] == written >= 5 and metrics["examples"] == 2
+    assert metrics["bf16"] is True and metrics["resumed_from"] is None
     assert metrics["losses"][-1] < metrics["losses"][0]
     assert metrics["trainable_tensors"] > 0 and metrics["trainable_tensors_changed"] == metrics["trainable_tensors"]
     assert (Path(args.output_dir) / "adapter" / "adapter_model.safetensors").is_file()
+    assert metrics["tokens_per_s"] > 0 and metrics["peak_memory_mb"] > 0
+    assert Path(metrics["loss_plot"]).read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_sft_resumes_from_its_latest_checkpoint(trained):
+    import dataclasses
+
+    from ledex.training.sft import train
+
+    args, first = trained
+    more = train(dataclasses.replace(args, max_steps=4))
+    assert more["resumed_from"] is not None and more["resumed_from"].endswith("checkpoint-3")
+    assert more["steps"] == 4 and len(more["losses"]) == 4  # the log of the first 3 steps came back with it
+    assert more["losses"][:3] == pytest.approx(first["losses"])
+    assert 0 < more["tokens_seen"] < first["tokens_seen"]  # one step of two examples, not four steps
 
 
 def test_sft_bad_input(tmp_path):

@@ -27,7 +27,7 @@ from ledex.training import records
 from ledex.training.config import add_dataclass_arguments, run_command
 from ledex.training.core import (LORA_TARGETS, ServeFormat, TrainingError, load_model, load_tokenizer, lora_config,
                                  split_prompt)
-from ledex.training.trainrun import half_the_cores, set_threads, train_and_save, write_metrics
+from ledex.training.trainrun import bf16_supported, idle_cores, set_threads, train_and_save, write_metrics
 
 
 @dataclass
@@ -50,6 +50,11 @@ class SFTArgs:
         "help": "Modules that get LoRA (all linear layers of a llama block: the QLoRA paper's choice)."})
     qlora: bool | None = field(default=None, metadata={
         "help": "4-bit NF4 base through bitsandbytes (default: on with a GPU, off on CPU)."})
+    bf16: bool | None = field(default=None, metadata={
+        "help": "bf16 autocast over fp32 weights (default: on with a GPU or a CPU with avx512_bf16/amx_bf16, "
+                "see bench/bench_sft.py for the speed-up and the loss curves against fp32)."})
+    group_by_length: bool = field(default=True, metadata={
+        "help": "Batch examples of similar length together (less padding: see bench/bench_sft.py)."})
     learning_rate: float = field(default=2e-4, metadata={
         "help": "LoRA learning rate (the paper's 2e-5 is for full fine-tuning; LoRA needs ~10x)."})
     epochs: float = field(default=2.0, metadata={"help": "Epochs (paper: 2)."})
@@ -59,8 +64,8 @@ class SFTArgs:
     warmup_ratio: float = field(default=0.03, metadata={
         "help": "Warm-up share of the steps (paper: 500 steps of a much longer run), then cosine decay."})
     threads: int | None = field(default=None, metadata={
-        "help": "torch CPU threads (default: half the cores; torch's OpenMP threads spin-wait and run 4-5x "
-                "slower when other processes share the cores)."})
+        "help": "torch CPU threads (default: the cores other processes leave idle, from the 1-minute load "
+                "average, at least 1; torch's OpenMP threads spin-wait and run 4-5x slower on busy cores)."})
     gradient_checkpointing: bool | None = field(default=None, metadata={
         "help": "Recompute activations in backward (saves memory, costs ~30%% time; default: on with a GPU, off on CPU)."})
     save_steps: int = field(default=50, metadata={"help": "Checkpoint every N steps (resume picks the latest)."})
@@ -135,7 +140,7 @@ def build_dataset(args: SFTArgs, tokenizer, fmt: ServeFormat):
         if len(example["input_ids"]) > args.max_length:
             too_long += 1
             continue
-        examples.append(example)
+        examples.append(example | {"length": len(example["input_ids"])})
     if args.max_examples:
         import random
 
@@ -155,7 +160,8 @@ def build_dataset(args: SFTArgs, tokenizer, fmt: ServeFormat):
 
 def sft_config(args: SFTArgs, n_examples: int):
     """TRL's SFTConfig for these args: completion-only loss, cosine schedule with
-    args.warmup_ratio of the steps as warm-up, bf16 and checkpointing on a GPU.
+    args.warmup_ratio of the steps as warm-up, bf16 autocast where the hardware has it
+    (trainrun.bf16_supported), length-grouped batches, checkpointing on a GPU.
     """
     import torch
     from trl import SFTConfig
@@ -171,7 +177,9 @@ def sft_config(args: SFTArgs, n_examples: int):
         lr_scheduler_type="cosine", warmup_steps=max(0, round(args.warmup_ratio * total)),
         logging_steps=args.logging_steps, save_steps=args.save_steps, save_total_limit=2,
         report_to="none", seed=args.seed, disable_tqdm=not args.progress,
-        bf16=torch.cuda.is_available(), use_cpu=not torch.cuda.is_available(),
+        bf16=bf16_supported() if args.bf16 is None else args.bf16, use_cpu=not torch.cuda.is_available(),
+        train_sampling_strategy="group_by_length" if args.group_by_length else "random",
+        include_num_input_tokens_seen="non_padding",
         dataloader_pin_memory=on_gpu, gradient_checkpointing=checkpointing,
         # The dataset is already tokenized with its completion mask; TRL only builds labels from it.
         dataset_num_proc=None, packing=False)
@@ -188,7 +196,7 @@ def train(args: SFTArgs) -> dict:
 
     if not args.data:
         raise SFTError("no training data: pass --data <trajectories.jsonl>")
-    set_threads(args.threads or (None if torch.cuda.is_available() else half_the_cores()))
+    set_threads(args.threads or (None if torch.cuda.is_available() else idle_cores()))
     qlora = torch.cuda.is_available() if args.qlora is None else args.qlora
     tokenizer, fmt = load_tokenizer(args.model)
     dataset, stats = build_dataset(args, tokenizer, fmt)
@@ -197,7 +205,8 @@ def train(args: SFTArgs) -> dict:
                          peft_config=lora_config(args.lora_r, args.lora_alpha, args.lora_dropout, args.target_modules))
     run = train_and_save(trainer, args.output_dir, resume=args.resume)
     return write_metrics(args.output_dir, "sft", {
-        **stats, "qlora": qlora, **run, "base": args.model,
+        **stats, "qlora": qlora, "bf16": trainer.args.bf16, "threads": torch.get_num_threads(), **run,
+        "base": args.model,
         "serve_format": asdict(fmt) | {"chat_template": None}, "args": asdict(args)})
 
 
@@ -209,8 +218,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def summary(metrics: dict) -> str:
     """One line for the terminal: examples, steps, seconds, first -> last logged loss, the adapter."""
     losses = metrics["losses"] or [float("nan")]
-    return (f"{metrics['examples']} examples, {metrics['steps']} steps in {metrics['seconds']} s; "
-            f"loss {losses[0]:.3f} -> {losses[-1]:.3f}; adapter: {metrics['adapter_dir']}")
+    return (f"{metrics['examples']} examples, {metrics['steps']} steps in {metrics['seconds']} s "
+            f"({metrics['tokens_per_s']} tokens/s, {'bf16 autocast' if metrics['bf16'] else 'fp32'}, "
+            f"{metrics['threads']} threads); loss {losses[0]:.3f} -> {losses[-1]:.3f}; adapter: {metrics['adapter_dir']}; "
+            f"loss curve: {metrics['loss_plot']}")
 
 
 def main(args: argparse.Namespace) -> int:
