@@ -394,8 +394,10 @@ def plot(reports: dict[str, dict], path: Path) -> None:
         left.plot(rounds, [100 * (report["start_heldout"] or {}).get("rate", 0)] +
                   [100 * (r["heldout_rate"] or 0) for r in report["rounds"]], marker="o", label=name)
         right.plot(rounds[1:], [100 * r["accepted_fix_rate"] for r in report["rounds"]], marker="o", label=name)
-    left.set(title="held-out fix rate (%)", xlabel="round")
-    right.set(title="accepted fixes (% of episodes)", xlabel="round")
+    left.set(title="held-out fix rate (%)", xlabel="round (0: before any training)", ylim=(-2, 100))
+    right.set(title="accepted fixes (% of episodes)", xlabel="round", ylim=(-2, 100))
+    for axis in (left, right):
+        axis.xaxis.get_major_locator().set_params(integer=True)
     left.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
