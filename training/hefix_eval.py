@@ -59,7 +59,8 @@ class Protocol:
         """The FixConfig of this protocol: explain-then-refine, the product's verification limits."""
         return FixConfig(samples=self.samples, rounds=self.rounds, mode=Mode.EXPLAIN, suspects=self.suspects,
                          sampling=Sampling(temperature=self.temperature, seed=seed, max_tokens=max_tokens),
-                         limits=Limits(wall_s=60.0), stop_at_first=True)
+                         limits=Limits(wall_s=60.0), stop_at_first=True,
+                         search=None)  # the model's fix rate: no search candidates (bench_search measures those)
 
 
 def protocol(name: str) -> Protocol:
