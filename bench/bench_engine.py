@@ -110,7 +110,7 @@ def first_fix(backend, samples: int, rounds: int, max_tokens: int, failures_limi
         started = time.perf_counter()
         found = discover(workspace)
         test_run = time.perf_counter() - started
-        config = FixConfig(samples=samples, rounds=rounds, stop_at_first=True,
+        config = FixConfig(samples=samples, rounds=rounds, stop_at_first=True, search=None,  # the model's path
                            sampling=Sampling(max_tokens=max_tokens))
         engine = FixEngine(backend, workspace, config)
         generation = verification = 0.0

@@ -56,10 +56,12 @@ class FixConfig:
     # see bench/bench_localize.py for how often the broken function is in the top 1 / top 3).
     suspects: int = 3
     grammar: bool = True  # constrain answers to the LEDEX shape (format.answer_grammar) where the backend can
-    # Search-based candidates before the model's (issue 20): SearchConfig() turns it on, None off.
-    # bench/bench_search.py measures it (docs/benchmarks.md "Search-based candidates"); the CLI and
-    # the editor pass SEARCH_DEFAULT. Off in this dataclass so replay-driven callers keep model-only runs.
-    search: SearchConfig | None = None
+    # Search-based candidates before the model's (issue 20): SearchConfig() on, None off (model only).
+    # On by default: on HumanEvalFix projects search fixed 3 of 7 correctly (the model none of the 3
+    # it ran on), 0% overfit offers, ~30 s per failure (bench/bench_search.py,
+    # docs/benchmarks.md "Search-based candidates"). `ledex fix --no-search`, the editor's
+    # `ledex.search: false`, and model evaluations (training/hefix_eval.py) pass None.
+    search: SearchConfig | None = SearchConfig()
     explain_search: bool = True  # the model explains each verified search fix (else the edit is described)
     likelihood: bool = True  # rank two or more verified fixes by the model's log-likelihood (ranking.py)
 

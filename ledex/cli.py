@@ -65,8 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     fix.add_argument("--max-tokens", type=_positive, default=Sampling.max_tokens,
                      help="longest answer (explanation + code) in tokens")
     fix.add_argument("--json", action="store_true", help="print one JSON document instead of text")
-    fix.add_argument("--search", action="store_true", help="also try single-site edits of the suspects (search-based "
-                     "candidates, tried before the model's; see docs/benchmarks.md)")
+    fix.add_argument("--search", action=argparse.BooleanOptionalAction, default=True,
+                     help="try single-site edits of the suspects before the model (search-based candidates, on by "
+                     "default; --no-search: the model's candidates only; see docs/benchmarks.md)")
     fix.add_argument("--test", action="append", default=[], help="only these test node ids (repeatable)")
     fix.add_argument("--python", default=None, help="interpreter that runs the project's tests (default: "
                      "[tool.ledex] python in pyproject.toml, else the one running ledex)")

@@ -132,8 +132,9 @@ class Reporter:
     """Everything `ledex fix` prints: results on `out` (text, or one JSON document at the end
     with --json), progress and notes on `err`."""
 
-    def __init__(self, as_json: bool = False, out=sys.stdout, err=sys.stderr):
-        self.as_json, self.out, self.err = as_json, out, err
+    def __init__(self, as_json: bool = False, out=None, err=None):
+        # the streams of now, not of import time (main() may run in-process with stdout/stderr replaced)
+        self.as_json, self.out, self.err = as_json, out or sys.stdout, err or sys.stderr
         self._notes: list[str] = []
         self.timings: dict[str, float] = {}  # seconds per phase of the whole run (Phases keys)
 

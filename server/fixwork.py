@@ -24,7 +24,7 @@ from lsprotocol import types as lsp
 
 from ledex.engine.backends import Sampling
 from ledex.engine.failures import Failure
-from ledex.engine.fixer import CandidateResult, FixConfig, FixEngine, problem_for, suspects_to_try
+from ledex.engine.fixer import SEARCH_DEFAULT, CandidateResult, FixConfig, FixEngine, problem_for, suspects_to_try
 from ledex.engine.localize import Suspect
 from ledex.sandbox import Limits
 from ledex.server.diagnostics import state_text
@@ -165,7 +165,8 @@ def _generate(folder, entry: Entry, backend) -> None:
     config = FixConfig(samples=s.samples, rounds=s.rounds, sampling=Sampling(seed=s.seed),
                        limits=Limits(wall_s=s.testTimeoutS), python=s.python or None, stop_at_first=True,
                        test_command=tuple(s.test_command) if s.test_command else None,  # verify as the suite runs
-                       verify_workers=1)  # one sandbox run beside generation: the model keeps the other core
+                       verify_workers=1,  # one sandbox run beside generation: the model keeps the other core
+                       search=SEARCH_DEFAULT if s.search else None)
 
     def progress(stage: str, done: int, total: int) -> None:
         pct = int(100 * done / total) if total else None

@@ -35,6 +35,9 @@ class Settings:
     testTimeoutS: float = 120.0  # a hung test command is killed after this; most suites take seconds
     maxFileBytes: int = 2_000_000  # larger documents are not analysed (generated or data files)
     seed: int = 0  # sampling seed: the same failure gets the same candidates
+    # Search-based candidates (single-site edits, tried before the model; `ledex fix --search`, on by
+    # default like the CLI: docs/benchmarks.md "Search-based candidates"); false: the model's only.
+    search: bool = True
 
     @property
     def test_command(self) -> list[str] | None:
@@ -112,7 +115,7 @@ def parse_settings(raw: Any, base: Settings = Settings()) -> tuple[Settings, lis
 
 def engine_fields() -> list[str]:
     """Settings that change the fix engine (a change drops the cached engine)."""
-    return ["model", "adapter", "samples", "rounds", "python", "testCommand", "testTimeoutS", "seed"]
+    return ["model", "adapter", "samples", "rounds", "python", "testCommand", "testTimeoutS", "seed", "search"]
 
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ def run_editor_script(tmp: Path, argv: list[str], **env: str) -> tuple[subproces
     report = tmp / "result.json"
     env = {**os.environ, "LEDEX_ROOT": str(root), "LEDEX_FILE": str(root / "inventory" / "stock.py"),
            "LEDEX_PYTHON": sys.executable, "LEDEX_RESULT": str(report), "LEDEX_HOME": str(tmp / "home"),
-           "LEDEX_OPTIONS": json.dumps({"model": f"replay:{replay}", "samples": 1, "rounds": 1}), **env}
+           "LEDEX_OPTIONS": json.dumps({"model": f"replay:{replay}", "samples": 1, "rounds": 1, "search": False}), **env}
     done = subprocess.run(argv, env=env, cwd=root, capture_output=True, text=True, timeout=900)
     return done, json.loads(report.read_text()) if report.exists() else {}, root
 

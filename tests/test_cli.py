@@ -37,7 +37,7 @@ def apply_diff(workspace: Path, diff: str, path: str) -> None:
 def test_fix_with_the_embedded_model_reports_and_never_touches_files(example, tmp_path):
     before = tree_digest(example)
     # 1 answer of at most 200 tokens per failure: the real model end to end, sized for a CPU
-    proc = ledex("fix", str(example), "--json", "--samples", "1", "--rounds", "1", "--max-tokens", "200")
+    proc = ledex("fix", str(example), "--json", "--samples", "1", "--rounds", "1", "--max-tokens", "200", "--no-search")
     assert proc.returncode in (0, 1), proc.stderr
     document = json.loads(proc.stdout)
     assert document["model"]["id"].startswith("SmolLM2-135M-Instruct.Q4_1.gguf@")
@@ -75,20 +75,20 @@ def test_apply_writes_only_the_verified_fix(example, replay_endpoint):
                            RIGHT_STOCK])
     original = (example / "inventory" / "stock.py").read_text()
     proc = ledex("fix", str(example), "--model", url, "--samples", "2", "--rounds", "1", "--apply",
-                 "--test", "tests/test_stock.py")
+                 "--test", "tests/test_stock.py", "--no-search")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "applied the best verified fix to inventory/stock.py" in proc.stdout
     fixed = (example / "inventory" / "stock.py").read_text()
     assert "return quantity <= threshold" in fixed
     assert unified_diff("x", original, fixed).count("\n+") == 2  # one changed line (+ the header)
     assert set(outcomes_of(example, "tests/test_stock.py").values()) == {"passed"}
-    again = ledex("fix", str(example), "--model", url, "--json")
+    again = ledex("fix", str(example), "--model", url, "--json", "--no-search")
     assert "tests/test_stock.py" not in again.stdout  # the applied fix holds on a fresh run
 
 
 def test_nothing_verified_exits_1_and_bad_usage_exits_2(example, replay_endpoint, tmp_path):
     url = replay_endpoint(["no idea"])
-    proc = ledex("fix", str(example), "--model", url, "--samples", "1", "--rounds", "1", "--json")
+    proc = ledex("fix", str(example), "--model", url, "--samples", "1", "--rounds", "1", "--json", "--no-search")
     assert proc.returncode == 1
     assert all(f["unusable"][0]["reason"] == "no code block in the answer" for f in json.loads(proc.stdout)["failures"])
     assert ledex("fix", str(tmp_path / "missing")).returncode == 2
@@ -147,7 +147,8 @@ def test_a_hanging_sibling_is_not_re_run_by_verification(tmp_path):
                         "def test_zero_is_int():\n    assert isinstance(double(0), int)\n\n\n"
                         "def test_hangs():\n    time.sleep(600)\n"})
     model = replay_file(tmp_path, ["Off by one.\n```python\ndef double(x):\n    return x + x\n```"])
-    proc = ledex("fix", str(ws), "--model", model, "--json", "--samples", "1", "--rounds", "1", "--test-timeout", "2")
+    proc = ledex("fix", str(ws), "--model", model, "--json", "--samples", "1", "--rounds", "1", "--test-timeout", "2",
+                 "--no-search")
     assert proc.returncode == 1, proc.stderr  # test_hangs has nothing in the workspace to fix
     failures = {f["test"]: f for f in json.loads(proc.stdout)["failures"]}
     assert "did not finish within 2 s" in failures["test_calc.py::test_hangs"]["message"]
@@ -172,7 +173,7 @@ def test_on_a_terminal_progress_ticks_in_place_and_the_json_on_stdout_stays_one_
     model = replay_file(tmp_path, [RIGHT_STOCK])
     main, child = pty.openpty()
     proc = subprocess.Popen([sys.executable, "-m", "ledex.cli", "fix", str(example), "--model", model, "--json",
-                             "--samples", "1", "--rounds", "1", "--test", "tests/test_stock.py"],
+                             "--samples", "1", "--rounds", "1", "--test", "tests/test_stock.py", "--no-search"],
                             stdout=subprocess.PIPE, stderr=child, text=True)
     os.close(child)
     chunks = []
@@ -196,7 +197,7 @@ def test_ctrl_c_stops_the_fix_under_way_and_still_reports_what_was_done(tmp_path
                                    "Divide by four.\n```python\ndef halve(x):\n    return x / 4\n```",
                                    "Spin.\n```python\ndef halve(x):\n    while True:\n        pass\n```"])
     proc = subprocess.Popen([sys.executable, "-m", "ledex.cli", "fix", str(ws), "--model", model, "--json",
-                             "--samples", "1", "--rounds", "2", "--timeout", "600", "--test-timeout", "0"],
+                             "--samples", "1", "--rounds", "2", "--timeout", "600", "--test-timeout", "0", "--no-search"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     second = False
     for line in proc.stderr:  # halve's round 2 answer loops forever in its verification
@@ -274,7 +275,7 @@ def test_two_fixes_in_one_file_keep_the_rest_and_a_failure_one_of_them_repaired_
                                                 "tests/test_ops.py": OPS_TESTS})
     model = replay_file(tmp_path, ["Off by one.\n```python\ndef double(x): return x + x\n```",
                                    "Wrong factor.\n```python\ndef triple(x): return x * 3\n```"])
-    proc = ledex("fix", str(ws), "--model", model, "--samples", "2", "--rounds", "1", "--apply", "--json")
+    proc = ledex("fix", str(ws), "--model", model, "--samples", "2", "--rounds", "1", "--apply", "--json", "--no-search")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     written = (ws / "calc" / "ops.py").read_text()
     old_double = OPS[OPS.index("def double"):OPS.index("\n\n\ndef triple")] + "\n"
@@ -296,7 +297,7 @@ def test_a_suspect_longer_than_the_models_context_is_one_failures_message(tmp_pa
         "small.py": "def inc(x):\n    return x + 2\n",
         "test_both.py": "from big import huge\nfrom small import inc\n\n\ndef test_huge():\n    assert huge(0) == -1\n\n\n"
                         "def test_inc():\n    assert inc(1) == 2\n"})
-    proc = ledex("fix", str(ws), "--json", "--samples", "1", "--rounds", "1", "--max-tokens", "24")
+    proc = ledex("fix", str(ws), "--json", "--samples", "1", "--rounds", "1", "--max-tokens", "24", "--no-search")
     assert proc.returncode == 1, proc.stderr  # the embedded model: a real context window
     assert "Traceback" not in proc.stderr
     failures = {f["test"]: f for f in json.loads(proc.stdout)["failures"]}
@@ -338,14 +339,14 @@ def test_the_projects_python_and_test_command_run_discovery_and_verification(tmp
     model = replay_file(tmp_path, ["The +1 is wrong.\n```python\ndef scale(x):\n    return x * projlib.FACTOR\n```"])
     plain = ledex("fix", str(ws), "--model", model, "--json")  # ledex's own interpreter has no projlib
     assert plain.returncode == 2 and "projlib" in plain.stderr and "0 ran" in plain.stderr
-    flags = ledex("fix", str(ws), "--model", model, "--json", "--samples", "1", "--rounds", "1",
+    flags = ledex("fix", str(ws), "--model", model, "--json", "--samples", "1", "--rounds", "1", "--no-search",
                   "--python", str(python), "--test-command", COMMAND)
     assert flags.returncode == 0, flags.stdout + flags.stderr
     (failure,) = json.loads(flags.stdout)["failures"]
     assert failure["test"] == "test_calc.py::test_scale" and failure["candidates"][0]["verified"]
     relative = os.path.relpath(python, ws)  # [tool.ledex] python is relative to the project
     (ws / "pyproject.toml").write_text(f'[tool.ledex]\npython = "{relative}"\ntest-command = "{COMMAND}"\n')
-    table = ledex("fix", str(ws), "--model", model, "--samples", "1", "--rounds", "1", "--apply")
+    table = ledex("fix", str(ws), "--model", model, "--samples", "1", "--rounds", "1", "--apply", "--no-search")
     assert table.returncode == 0, table.stdout + table.stderr
     assert "return x * projlib.FACTOR\n" in (ws / "calc.py").read_text()
 

@@ -255,7 +255,8 @@ def test_humanevalfix_prompt_is_byte_identical_to_what_ledex_fix_sends(tmp_path,
     project = hx.write_project(HEFIX_TASK, tmp_path / "p")
     url = replay_endpoint(["no idea"])
     proc = subprocess.run([sys.executable, "-m", "ledex.cli", "fix", str(project.path), "--model", url,
-                           "--samples", "1", "--rounds", "1", "--json"], capture_output=True, text=True, timeout=600)
+                           "--samples", "1", "--rounds", "1", "--json", "--no-search"], capture_output=True, text=True,
+                          timeout=600)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     failure = hx.editor_failure(project)
     assert failure.suspect.qualname == "add_up" and len(failure.also) == 2

@@ -1,5 +1,6 @@
 """The fix loop's logic with recorded answers and the real sandbox: verification, ranking,
-iterative refinement, hostile answers. (The real model runs end to end in test_cli.py.)"""
+iterative refinement, hostile answers. (The real model runs end to end in test_cli.py.)
+Search candidates are off here (search=None): test_search.py covers them."""
 
 from pathlib import Path
 
@@ -39,7 +40,7 @@ def test_discovery_finds_the_seeded_bugs_and_their_functions(example):
 def test_only_a_fix_that_passes_without_breaking_siblings_is_verified(example):
     before = tree_digest(example)
     backend = ReplayBackend([GARBAGE, BREAKS_SIBLING, REWRITES_TEST, RIGHT])
-    result = FixEngine(backend, example, FixConfig(samples=4, rounds=1)).fix(stock_failure(example))
+    result = FixEngine(backend, example, FixConfig(samples=4, rounds=1, search=None)).fix(stock_failure(example))
     assert tree_digest(example) == before  # verification never touches the workspace
     reasons = {c.raw: c.reason for c in result.candidates}
     assert "no code block" in reasons[GARBAGE]
@@ -56,7 +57,7 @@ def test_only_a_fix_that_passes_without_breaking_siblings_is_verified(example):
 
 def test_second_round_refines_the_first_rounds_answer_with_new_feedback(example):
     backend = ReplayBackend([STILL_WRONG, RIGHT])
-    result = FixEngine(backend, example, FixConfig(samples=1, rounds=3)).fix(stock_failure(example))
+    result = FixEngine(backend, example, FixConfig(samples=1, rounds=3, search=None)).fix(stock_failure(example))
     assert [(c.round, c.verified) for c in result.candidates] == [(1, False), (2, True)]
     round_two = backend.prompts[1]
     assert "quantity <= limit" in round_two[2]["content"]  # the previous refinement is the new wrong code
@@ -67,7 +68,7 @@ def test_second_round_refines_the_first_rounds_answer_with_new_feedback(example)
 
 def test_identical_patches_are_verified_once(example):
     backend = ReplayBackend([RIGHT])
-    engine = FixEngine(backend, example, FixConfig(samples=3, rounds=1))
+    engine = FixEngine(backend, example, FixConfig(samples=3, rounds=1, search=None))
     result = engine.fix(stock_failure(example))
     assert [c.verified for c in result.candidates] == [True, True, True]
     assert len(engine._verdicts) == 1
@@ -108,12 +109,12 @@ def test_a_verified_fix_stops_the_sample_being_generated(example):
            "    return quantity >= threshold  # " + "x" * 400 + "\n```"
     failure = stock_failure(example)
     first = PacedBackend([RIGHT, slow, slow], pace_s=0.1)  # ~45 s unless cut short: room for a slow verify
-    result = FixEngine(first, example, FixConfig(samples=3, rounds=1, stop_at_first=True)).fix(failure)
+    result = FixEngine(first, example, FixConfig(samples=3, rounds=1, stop_at_first=True, search=None)).fix(failure)
     assert first.calls == ["done", "cancelled"]
     assert [(c.raw, c.verified) for c in result.candidates] == [(RIGHT, True)]
 
     every = PacedBackend([RIGHT, slow, slow])
-    result = FixEngine(every, example, FixConfig(samples=3, rounds=1)).fix(failure)
+    result = FixEngine(every, example, FixConfig(samples=3, rounds=1, search=None)).fix(failure)
     assert every.calls == ["done", "done", "done"] and [c.verified for c in result.candidates] == [True, False, False]
 
 
@@ -122,7 +123,7 @@ def test_a_cancelled_fix_records_no_cut_off_answer(example):
 
     cancel = threading.Event()
     backend = PacedBackend([GARBAGE, "slow " * 200])
-    engine, failure = FixEngine(backend, example, FixConfig(samples=2, rounds=1)), stock_failure(example)
+    engine, failure = FixEngine(backend, example, FixConfig(samples=2, rounds=1, search=None)), stock_failure(example)
     threading.Timer(0.5, cancel.set).start()  # the user cancels while the second answer is written
     result = engine.fix(failure, cancel=cancel)
     assert backend.calls == ["done", "cancelled"] and [c.raw for c in result.candidates] == [GARBAGE]
@@ -160,12 +161,12 @@ def test_the_next_suspect_gets_candidates_when_the_first_gets_no_verified_fix(tm
     failure = next(f for f in found.failures if f.test.endswith("test_chunked_even"))
     assert [s.qualname for s in failure.suspects][:2] == ["take", "chunked"]
     backend = ReplayBackend([TAKE_WRONG, CHUNKED_RIGHT])
-    result = FixEngine(backend, workspace, FixConfig(samples=1, rounds=1)).fix(failure)
+    result = FixEngine(backend, workspace, FixConfig(samples=1, rounds=1, search=None)).fix(failure)
     assert [(c.suspect, c.verified) for c in result.candidates] == [
         ("seq/more.py::take", False), ("seq/more.py::chunked", True)]
     assert "`chunked`" in backend.prompts[1][1]["content"]
     only_first = FixEngine(ReplayBackend([TAKE_WRONG, CHUNKED_RIGHT]), workspace,
-                           FixConfig(samples=1, rounds=1, suspects=1)).fix(failure)
+                           FixConfig(samples=1, rounds=1, suspects=1, search=None)).fix(failure)
     assert only_first.best is None and len(only_first.candidates) == 1
 
 
@@ -183,7 +184,7 @@ def test_failures_sharing_a_suspect_are_one_problem_verified_against_all(tmp_pat
                                                    "tests/test_more.py::test_chunked_empty")
     assert groups[0].passing_siblings == ("tests/test_more.py::test_take",)
     backend = ReplayBackend([CHUNKED_HALF, CHUNKED_RIGHT])
-    result = FixEngine(backend, workspace, FixConfig(samples=2, rounds=1)).fix(groups[0])
+    result = FixEngine(backend, workspace, FixConfig(samples=2, rounds=1, search=None)).fix(groups[0])
     assert len(backend.prompts) == 2  # one set of candidates for the three failures (not 2 per failure)
     half, right = result.candidates
     assert not half.verified and "test_chunked_odd still failed" in half.reason
@@ -201,7 +202,8 @@ def test_the_cli_fixes_failures_of_one_bug_as_one_problem(tmp_path, capsys):
     workspace = write_tree(tmp_path / "ws", CHUNKS)
     answers = tmp_path / "answers.json"
     answers.write_text(json.dumps([CHUNKED_HALF, CHUNKED_RIGHT]))
-    code = main(["fix", str(workspace), "--model", f"replay:{answers}", "--samples", "2", "--rounds", "1", "--json"])
+    code = main(["fix", str(workspace), "--model", f"replay:{answers}", "--samples", "2", "--rounds", "1", "--json",
+                 "--no-search"])
     document = json.loads(capsys.readouterr().out)
     assert code == 0 and len(document["failures"]) == 1  # three failing tests, one problem
     group = document["failures"][0]
@@ -229,7 +231,7 @@ def test_a_fix_that_breaks_a_passing_test_in_another_file_is_not_verified(tmp_pa
     (failure,) = discover(workspace).failures
     assert "tests/test_other.py::test_add_zero" in failure.passing_siblings  # imports calc
     assert "tests/test_unrelated.py::test_nothing_imported" not in failure.siblings  # does not
-    result = FixEngine(ReplayBackend([OVERFITS, ADDS]), workspace, FixConfig(samples=2, rounds=1)).fix(failure)
+    result = FixEngine(ReplayBackend([OVERFITS, ADDS]), workspace, FixConfig(samples=2, rounds=1, search=None)).fix(failure)
     reasons = {c.raw: (c.verified, c.reason) for c in result.candidates}
     assert reasons[OVERFITS] == (False, "the fix breaks tests/test_other.py::test_add_zero")
     assert reasons[ADDS] == (True, "")

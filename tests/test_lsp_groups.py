@@ -48,7 +48,7 @@ async def test_failures_of_one_function_get_one_fix_and_the_next_suspect_is_trie
     replay = tmp_path / "answers.json"
     replay.write_text(json.dumps([CHUNKED_HALF, TAKE_EITHER_ORDER]))  # one answer per prompt, in order
     more, tests = root / "seq" / "more.py", root / "tests" / "test_more.py"
-    options = {"model": f"replay:{replay}", "samples": 1, "rounds": 1, "runOnSave": False}
+    options = {"model": f"replay:{replay}", "samples": 1, "rounds": 1, "runOnSave": False, "search": False}
     async with session(root, options, tmp_path / "home") as client:
         def ready() -> bool:
             found = [d for d in ledex_diagnostics(client, tests)]

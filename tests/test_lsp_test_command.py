@@ -27,7 +27,7 @@ async def test_the_test_command_is_used_to_verify_fixes(tmp_path):
     root = write_tree(tmp_path / "proj", PROJECT)
     replay = tmp_path / "answers.json"
     replay.write_text(json.dumps([ANSWER]))
-    options = {"model": f"replay:{replay}", "samples": 1, "rounds": 1, "runOnSave": False,
+    options = {"model": f"replay:{replay}", "samples": 1, "rounds": 1, "runOnSave": False, "search": False,
                "testCommand": "{python} -m pytest -q --answer=42 --junitxml={junit} {tests}"}
     calc = root / "calc.py"
     async with session(root, options, tmp_path / "home") as client:

@@ -23,18 +23,20 @@ from lsp_helpers import apply_text_edit, capabilities_of
 
 def test_settings_defaults_and_valid_values():
     settings, problems = parse_settings({"samples": 2, "rounds": 3, "testCommand": "python -m pytest -x",
-                                         "junitGlobs": ["out/*.xml"], "runOnSave": False})
+                                         "junitGlobs": ["out/*.xml"], "runOnSave": False, "search": False})
     assert problems == []
-    assert (settings.samples, settings.rounds, settings.runOnSave) == (2, 3, False)
+    assert (settings.samples, settings.rounds, settings.runOnSave, settings.search) == (2, 3, False, False)
+    assert Settings().search is True  # search candidates on by default, as in `ledex fix`
     assert settings.test_command == ["python", "-m", "pytest", "-x"] and settings.junitGlobs == ("out/*.xml",)
     assert Settings().test_command is None and Settings().junitGlobs == DEFAULT_JUNIT_GLOBS
 
 
 def test_invalid_values_get_the_default_and_a_message():
     settings, problems = parse_settings({"samples": 0, "rounds": "2", "runOnSave": "yes", "junitGlobs": "x",
-                                         "testCommand": "pytest 'unclosed", "nope": 1, "debounceMs": 1.5})
+                                         "testCommand": "pytest 'unclosed", "nope": 1, "debounceMs": 1.5,
+                                         "search": "no"})
     assert settings == Settings()
-    assert len(problems) == 7 and any("samples=0" in p and "at least 1" in p for p in problems)
+    assert len(problems) == 8 and any("samples=0" in p and "at least 1" in p for p in problems)
     assert any("'nope'" in p for p in problems)
 
 

@@ -431,7 +431,7 @@ def test_the_fix_engine_shows_why_a_forging_candidate_is_not_verified(example):
     hidden = ("It must pass.\n```python\ndef is_low_stock(quantity, threshold):\n"
               "    eval(\"__import__('g' + 'c').get_objects()\")\n    return quantity <= threshold\n```")
     failure = next(f for f in discover(example, tests=["tests/test_stock.py"]).failures if f.test == stock)
-    result = FixEngine(ReplayBackend([named, hidden]), example, FixConfig(samples=2, rounds=1)).fix(failure)
+    result = FixEngine(ReplayBackend([named, hidden]), example, FixConfig(samples=2, rounds=1, search=None)).fix(failure)
     reasons = {c.raw: c.reason for c in result.candidates}
     assert result.best is None
     assert reasons[named].startswith("not verified: uses sys.modules (")

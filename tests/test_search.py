@@ -84,7 +84,7 @@ def test_without_screening_each_candidate_is_verified_on_its_own(seeded):
     assert result.best is not None and result.search.processes == 0 and result.search.verified_runs >= 1
 
 
-def test_ledex_fix_with_search_names_the_source(seeded, tmp_path, capsys):
+def test_ledex_fix_searches_by_default_names_the_source_and_no_search_turns_it_off(seeded, tmp_path, capsys):
     import json
 
     from ledex.cli import main
@@ -92,10 +92,13 @@ def test_ledex_fix_with_search_names_the_source(seeded, tmp_path, capsys):
     workspace, _ = seeded
     answers = tmp_path / "answers.json"
     answers.write_text(json.dumps([EXPLAINS]))
-    code = main(["fix", str(workspace), "--search", "--model", f"replay:{answers}", "--test",
-                 "tests/test_seq.py::test_last_two"])
+    argv = ["fix", str(workspace), "--model", f"replay:{answers}", "--test", "tests/test_seq.py::test_last_two"]
+    code = main(argv)  # search is on by default (issue 20), no flag needed
     out = capsys.readouterr().out
     assert code == 0 and "candidate 1 (found by search, round 0) [verified]" in out and EXPLAINS in out
+    code = main([*argv, "--samples", "1", "--rounds", "1", "--no-search"])  # the model's (unusable) answer only
+    out = capsys.readouterr().out
+    assert code == 1 and "found by search" not in out
 
 
 def _candidate(code, verified=True, **fields):
