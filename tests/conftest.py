@@ -68,3 +68,15 @@ def replay_endpoint():
     yield configure
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture(params=["auto", "none"])
+def cgroups(request, monkeypatch):
+    """Run a sandbox limit test with this machine's cgroups (if any) and with the fallback (RLIMIT_NPROC)."""
+    from ledex.sandbox import limits
+
+    if request.param == "none":
+        monkeypatch.setenv("LEDEX_SANDBOX_CGROUP", "none")
+    limits.cgroup_base.cache_clear()
+    yield request.param
+    limits.cgroup_base.cache_clear()

@@ -41,3 +41,23 @@ def write_tree(root: Path, files: dict[str, str]) -> Path:
 def snapshot(root: Path) -> dict[str, bytes]:
     """Every file under root by relative path, with its bytes."""
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+# A two-function project whose failures share a suspect (issue 12 items 6-7): chunked calls take
+# with its arguments swapped; take raises, so the traceback blames it, while coverage ranks chunked
+# (called by every failing test) first: suspects [chunked, take].
+CHUNKS = {
+    "seq/__init__.py": "",
+    "seq/more.py": (
+        "from functools import partial\nfrom itertools import islice\n\n\n"
+        "def take(n, iterable):\n    return list(islice(iterable, n))\n\n\n"
+        "def chunked(iterable, n):\n    return iter(partial(take, iter(iterable), n), [])\n"
+    ),
+    "tests/test_more.py": (
+        "from seq.more import chunked, take\n\n\n"
+        "def test_take():\n    assert take(2, 'abc') == ['a', 'b']\n\n\n"
+        "def test_chunked_even():\n    assert list(chunked('abcd', 2)) == [['a', 'b'], ['c', 'd']]\n\n\n"
+        "def test_chunked_odd():\n    assert list(chunked('abc', 2)) == [['a', 'b'], ['c']]\n\n\n"
+        "def test_chunked_empty():\n    assert list(chunked('', 3)) == []\n"
+    ),
+}

@@ -4,7 +4,7 @@ Search candidates are off here (search=None): test_search.py covers them."""
 
 from pathlib import Path
 
-from helpers import outcomes_of, tree_digest
+from helpers import CHUNKS, outcomes_of, tree_digest
 
 from ledex.engine.apply import apply_patch
 from ledex.engine.backends import ReplayBackend
@@ -131,21 +131,6 @@ def test_a_cancelled_fix_records_no_cut_off_answer(example):
 
 # --- ranked suspects and grouped failures (issue 12 items 6 and 7) ---
 
-CHUNKS = {
-    "seq/__init__.py": "",
-    "seq/more.py": (
-        "from functools import partial\nfrom itertools import islice\n\n\n"
-        "def take(n, iterable):\n    return list(islice(iterable, n))\n\n\n"
-        "def chunked(iterable, n):\n    return iter(partial(take, iter(iterable), n), [])\n"
-    ),
-    "tests/test_more.py": (
-        "from seq.more import chunked, take\n\n\n"
-        "def test_take():\n    assert take(2, 'abc') == ['a', 'b']\n\n\n"
-        "def test_chunked_even():\n    assert list(chunked('abcd', 2)) == [['a', 'b'], ['c', 'd']]\n\n\n"
-        "def test_chunked_odd():\n    assert list(chunked('abc', 2)) == [['a', 'b'], ['c']]\n\n\n"
-        "def test_chunked_empty():\n    assert list(chunked('', 3)) == []\n"
-    ),
-}
 TAKE_WRONG = "Convert n.\n```python\ndef take(n, iterable):\n    return list(islice(iterable, int(n)))\n```"
 CHUNKED_HALF = ("Special-case pairs.\n```python\ndef chunked(iterable, n):\n"
                 "    return iter([['a', 'b'], ['c', 'd']])\n```")

@@ -11,29 +11,13 @@ import json
 import pytest
 from lsprotocol import types as lsp
 
-from helpers import write_tree
+from helpers import CHUNKS, write_tree
 from lsp_helpers import (apply_text_edit, code_actions, episodes, ledex_diagnostics, repeated_publishes, session,
                          wait_for)
 
 pytestmark = pytest.mark.asyncio
 
-# chunked calls take with its arguments swapped; take raises, so the traceback blames it, while
-# coverage ranks chunked (called by every failing test) first: suspects [chunked, take].
-CHUNKS = {
-    "seq/__init__.py": "",
-    "seq/more.py": (
-        "from functools import partial\nfrom itertools import islice\n\n\n"
-        "def take(n, iterable):\n    return list(islice(iterable, n))\n\n\n"
-        "def chunked(iterable, n):\n    return iter(partial(take, iter(iterable), n), [])\n"
-    ),
-    "tests/test_more.py": (
-        "from seq.more import chunked, take\n\n\n"
-        "def test_take():\n    assert take(2, 'abc') == ['a', 'b']\n\n\n"
-        "def test_chunked_even():\n    assert list(chunked('abcd', 2)) == [['a', 'b'], ['c', 'd']]\n\n\n"
-        "def test_chunked_odd():\n    assert list(chunked('abc', 2)) == [['a', 'b'], ['c']]\n\n\n"
-        "def test_chunked_empty():\n    assert list(chunked('', 3)) == []\n"
-    ),
-}
+# CHUNKS (helpers): suspects [chunked, take].
 CHUNKED_HALF = ("Special-case pairs.\n```python\ndef chunked(iterable, n):\n"
                 "    return iter([['a', 'b'], ['c', 'd']])\n```")  # passes test_chunked_even only
 TAKE_EITHER_ORDER = ("take is called with its arguments swapped, so it accepts both orders.\n```python\n"

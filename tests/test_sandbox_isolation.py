@@ -246,18 +246,6 @@ def test_a_pool_thread_that_dies_fails_its_verdict(tmp_path, monkeypatch):
     assert done[0].passed and not done[1].passed and "thread died" in done[1].error
 
 
-@pytest.fixture(params=["auto", "none"])
-def cgroups(request, monkeypatch):
-    """Each whole-run limit test runs with this machine's cgroups (if any) and with the fallback."""
-    from ledex.sandbox import limits
-
-    if request.param == "none":
-        monkeypatch.setenv("LEDEX_SANDBOX_CGROUP", "none")
-    limits.cgroup_base.cache_clear()
-    yield request.param
-    limits.cgroup_base.cache_clear()
-
-
 def test_memory_is_bounded_for_the_whole_run_not_each_process(tmp_path, cgroups):
     body = """
 import multiprocessing, time

@@ -224,18 +224,6 @@ def test_fork_bomb_is_stopped():
 """
 
 
-@pytest.fixture(params=["auto", "none"])
-def cgroups(request, monkeypatch):
-    """With this machine's cgroups (if any), and with the fallback (RLIMIT_NPROC)."""
-    from ledex.sandbox import limits
-
-    if request.param == "none":
-        monkeypatch.setenv("LEDEX_SANDBOX_CGROUP", "none")
-    limits.cgroup_base.cache_clear()
-    yield request.param
-    limits.cgroup_base.cache_clear()
-
-
 def test_threaded_tests_run_and_a_fork_bomb_is_stopped(tmp_path, cgroups):
     ws = write_tree(tmp_path / "ws", {"pytest.ini": "[pytest]\n", "tests/test_tasks.py": THREADS_AND_BOMB})
     v = run_tests(ws, limits=QUICK)
