@@ -99,7 +99,7 @@ def test_collected_prompt_is_what_ledex_fix_sends(tmp_path, replay_endpoint):
                 if (e.line, e.description) == (row.extra["line"], row.extra["edit"]))
     (workspace / row.extra["file"]).write_text(edit.code, encoding="utf-8")
     url = replay_endpoint(["no answer here"])
-    assert ledex_main(["fix", str(workspace), "--model", url, "--samples", "1", "--rounds", "1"]) == 1
+    assert ledex_main(["fix", str(workspace), "--model", url, "--samples", "1", "--rounds", "1", "--no-search"]) == 1
     sent = [request["messages"] for request in replay_endpoint.requests]
     assert build_messages(row.problem) in sent  # byte-identical conversation, every turn
 
