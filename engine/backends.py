@@ -49,6 +49,8 @@ MAX_PARALLEL = 8  # sequences decoded together; more K than this (or than n_ctx 
 
 @dataclass(frozen=True)
 class Generation:
+    """One answer from a backend: its text, why it ended ("stop" | "length" | "cancelled"),
+    token counts, seconds from the request, and the sampling seed."""
     text: str
     finish_reason: str  # "stop" | "length" | "cancelled"
     prompt_tokens: int = 0
@@ -58,11 +60,13 @@ class Generation:
 
     @property
     def truncated(self) -> bool:
+        """True unless the answer ended by itself (finish_reason "stop")."""
         return self.finish_reason != "stop"
 
 
 @dataclass(frozen=True)
 class Sampling:
+    """Decoding settings for one request; max_tokens counts answer tokens, grammar is GBNF."""
     temperature: float = 0.8  # LEDEX samples refinements at 0.8
     top_p: float = 0.95
     max_tokens: int = 512  # a refined function plus a short explanation fits comfortably
@@ -183,15 +187,19 @@ class LlamaCppBackend:
         return self.llm.detokenize([token], special=True).decode("utf-8", errors="replace")
 
     def render(self, messages: list[dict[str, str]]) -> str:
+        """The chat messages as one prompt string in the model's chat template."""
         return render_chat(messages, self.chat_template, eos_token=self.eos_text)
 
     def tokenize(self, text: str) -> list[int]:
+        """Token ids of `text` with BOS, special tokens parsed."""
         return self.llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
 
     def count_tokens(self, text: str) -> int:
+        """Number of tokens `text` takes in the prompt (tokenize's length)."""
         return len(self.tokenize(text))
 
     def generate(self, messages, sampling, *, cancel=None, on_token=None) -> Generation:
+        """One answer: generate_batch with n=1."""
         return only_answer(self.generate_batch(messages, sampling, 1, cancel=cancel, on_token=on_token), sampling)
 
     def generate_batch(self, messages, sampling: Sampling, n: int, *, cancel=None,
@@ -248,6 +256,7 @@ class EndpointBackend:
         self.takes_n = True  # until a server refuses n > 1
 
     def generate(self, messages, sampling, *, cancel=None, on_token=None) -> Generation:
+        """One answer from the endpoint: generate_batch with n=1 (on_token is not called)."""
         return only_answer(self.generate_batch(messages, sampling, 1, cancel=cancel), sampling)
 
     def generate_batch(self, messages, sampling: Sampling, n: int, *, cancel=None,
@@ -331,6 +340,7 @@ class ReplayBackend:
         self._lock = threading.Lock()
 
     def generate(self, messages, sampling, *, cancel=None, on_token=None) -> Generation:
+        """The next canned answer, cycling through `answers`; the messages are recorded in `prompts`."""
         with self._lock:
             text = self.answers[len(self.prompts) % len(self.answers)]
             self.prompts.append(messages)

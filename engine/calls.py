@@ -80,6 +80,8 @@ class _Classes:
         self.home: dict[int, str] = {}  # id(class node) -> the test file defining it
 
     def find(self, name: str) -> ast.ClassDef | None:
+        """The test class `name`: from the test file itself, else from any test file (None if none).
+        Records the defining file in `home`."""
         here = next((n for n in self.local.body if isinstance(n, ast.ClassDef) and n.name == name), None)
         if here is not None:
             self.home[id(here)] = self.test_file

@@ -52,6 +52,7 @@ class EpisodeLogError(RuntimeError):
 
 @dataclass
 class CandidateRecord:
+    """One candidate of an episode as stored in the episode log."""
     idx: int
     explanation: str
     code: str
@@ -66,6 +67,8 @@ class CandidateRecord:
 
 @dataclass
 class Episode:
+    """One fix attempt as stored in the episode log: the failure, the prompt parts, the model
+    and the outcome, with its candidates."""
     id: str
     created: float
     workspace: str
@@ -84,10 +87,12 @@ class Episode:
     candidates: list[CandidateRecord] = field(default_factory=list)
 
     def to_dict(self) -> dict:
+        """All fields, candidates included, as plain dicts (dataclasses.asdict)."""
         return asdict(self)
 
 
 def default_path(workspace: str | Path) -> Path:
+    """<workspace>/.ledex/episodes.sqlite3, the episode log's default location."""
     return Path(workspace) / ".ledex" / "episodes.sqlite3"
 
 
@@ -187,6 +192,7 @@ class EpisodeLog:
         return found
 
     def get(self, episode_id: str) -> Episode | None:
+        """The episode `episode_id` with its candidates, None if not logged."""
         with self._connect() as db:
             row = db.execute("SELECT * FROM episodes WHERE id = ?", (episode_id,)).fetchone()
             if row is None:

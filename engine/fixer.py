@@ -43,6 +43,8 @@ class FixConfig:
     # K answers per round, decoded in one batch. bench_generation (HumanEvalFix prompt, 512 tokens):
     # K=4 batched takes 0.56x the wall of the old 4-one-after-another, K=8 batched 1.2x; 4 keeps the
     # editor's wait down, and with the grammar most of them are now usable (71-83% vs 4-17%).
+    """How a fix runs: K samples per round, R rounds, sampling, sandbox limits, the test
+    interpreter/command, and which suspects and search to try."""
     samples: int = 4
     rounds: int = 2  # R: LEDEX saw most gains from the first refinement; a second catches near misses
     mode: Mode = Mode.EXPLAIN
@@ -68,6 +70,8 @@ class FixConfig:
 
 @dataclass
 class CandidateResult:
+    """One candidate fix: the model's (or search's) explanation and code, its patch, and how
+    verification went (verified, reason, pass_rate, feedback, seconds)."""
     explanation: str
     code: str
     round: int
@@ -88,9 +92,12 @@ class CandidateResult:
 
     @property
     def diff(self) -> str:
+        """Unified diff of the candidate's patch, "" without one."""
         return self.patch.diff if self.patch else ""
 
     def to_dict(self) -> dict:
+        """The fields reports show (explanation, diff, verified, round, reason, pass_rate, code,
+        suspect, source) as a dict."""
         return {"explanation": self.explanation, "diff": self.diff, "verified": self.verified, "round": self.round,
                 "reason": self.reason, "pass_rate": self.pass_rate, "code": self.code, "suspect": self.suspect,
                 "source": self.source}
@@ -107,6 +114,8 @@ SOURCE_LABELS = {"model": "written by the model", "search": "found by search"}
 
 @dataclass
 class FixResult:
+    """The outcome of fixing one failure: every candidate, the model id, timings in seconds
+    (generation, verification) and search stats."""
     failure: Failure
     candidates: list[CandidateResult] = field(default_factory=list)
     model: str = ""
@@ -120,6 +129,7 @@ class FixResult:
 
     @property
     def best(self) -> CandidateResult | None:
+        """The best verified candidate by ranking, None if none is verified."""
         return next((c for c in self.ranked if c.verified), None)
 
 
@@ -127,6 +137,8 @@ Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
 def task_text(failure: Failure) -> str:
+    """First user turn for a failure: the suspect must make the test (and up to 5 others
+    failing with it) pass."""
     suspect = failure.suspect
     test = failure.test_source or f"# {failure.test}"
     also = f"\nThe same change must also make these failing tests pass: {', '.join(failure.also[:5])}" \
@@ -136,10 +148,12 @@ def task_text(failure: Failure) -> str:
 
 
 def feedback_text(failure: Failure) -> str:
+    """"Test <id> failed." with its traceback (else message), clipped in the middle."""
     return clip_middle(f"Test {failure.test} failed.\n{failure.details.strip() or failure.message}")
 
 
 def problem_for(failure: Failure) -> Problem:
+    """The LEDEX problem for a failure: task text, the suspect's source, the test feedback."""
     return Problem(task_text(failure), failure.suspect.source, feedback_text(failure))
 
 
@@ -179,6 +193,7 @@ class AnyEvent:
         self.events = events
 
     def is_set(self) -> bool:
+        """True once any of the events is set."""
         return any(e.is_set() for e in self.events)
 
 
@@ -242,6 +257,8 @@ class FixEngine:
             progress("search: single-site edits", 0, 1)
 
         def verify(repair: Repair) -> bool:
+            """Sandbox-verify a search repair and record it as a "search" candidate; True if verified,
+            False if not or cancelled."""
             suspect = dataclasses.replace(failure, suspect=repair.suspect)
             candidate = CandidateResult("", repair.code, 0, patch=repair.patch, source="search",
                                         suspect=f"{repair.suspect.path}::{repair.suspect.qualname}",

@@ -30,6 +30,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 
 class Mode(str, Enum):
+    """Prompt mode: EXPLAIN (explain, then refine: LEDEX) or REFINE (the paper's baseline)."""
     EXPLAIN = "explain"  # explain why the code is wrong, then refine it (LEDEX)
     REFINE = "refine"  # refine directly (the paper's baseline)
 
@@ -75,10 +76,13 @@ class NoCandidate:
 
 
 def fenced(code: str) -> str:
+    """`code` in a ```python fence, trailing whitespace stripped."""
     return f"```python\n{code.rstrip()}\n```"
 
 
 def clip_middle(text: str, limit: int = MAX_FEEDBACK_CHARS) -> str:
+    """`text` if at most `limit` characters, else its head and tail with a note of how many
+    characters were cut from the middle."""
     if len(text) <= limit:
         return text
     half = limit // 2
@@ -192,6 +196,7 @@ def _block_rules() -> str:
     indentation only; the enclosing blocks are the grammar's stack, so a dedent can only return
     to a level in use, as Python's tokenizer requires."""
     def deeper(n: int) -> str:
+        """Grammar alternatives for the blocks 1..MAX_INDENT_STEP spaces deeper than n (up to MAX_INDENT)."""
         return " | ".join(f"block{m}" for m in range(n + 1, min(n + MAX_INDENT_STEP, MAX_INDENT) + 1))
     rules = [f"body ::= {deeper(0)}"]
     for n in range(1, MAX_INDENT + 1):

@@ -80,6 +80,7 @@ def _answer(backend, request: dict, cancel: threading.Event, out) -> dict:
     rid, tokens, last, sent = request["id"], 0, time.monotonic(), 0
 
     def on_token() -> None:
+        """Count a generated token; send a progress line {id, tokens} at most every PROGRESS_EVERY_S."""
         nonlocal tokens, last
         tokens += 1
         if time.monotonic() - last >= PROGRESS_EVERY_S:
@@ -109,6 +110,8 @@ def serve(backend, requests, out) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point of the worker process: load the backend, then answer JSON requests on
+    stdin with JSON lines on stdout; returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m ledex.engine.genworker", description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="", help="model setting (see ledex.engine.models)")
     parser.add_argument("--adapter", default="", help="GGUF LoRA adapter on top of the model")
@@ -134,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
 
 class _Always:
     def is_set(self) -> bool:
+        """Always True."""
         return True
 
 
@@ -190,6 +194,7 @@ class WorkerBackend:
 
     @property
     def pid(self) -> int | None:
+        """Process id of the worker while it runs, else None."""
         proc = self._proc
         return proc.pid if proc is not None and proc.poll() is None else None
 
@@ -280,6 +285,7 @@ class WorkerBackend:
     # the Backend interface
 
     def generate(self, messages, sampling: Sampling, *, cancel=None, on_token=None) -> Generation:
+        """One answer: generate_batch with n=1."""
         return only_answer(self.generate_batch(messages, sampling, 1, cancel=cancel, on_token=on_token), sampling)
 
     def generate_batch(self, messages, sampling: Sampling, n: int, *, cancel=None,

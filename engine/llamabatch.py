@@ -133,6 +133,7 @@ class Sequence:
 
     @property
     def text(self) -> str:
+        """The answer's bytes so far as text (invalid UTF-8 replaced)."""
         return self.data.decode("utf-8", errors="replace")
 
 
@@ -163,6 +164,8 @@ class BatchRun:
         self.started = time.perf_counter()
 
     def run(self) -> Iterator[Generation]:
+        """Decode the batch, yielding each Generation as it finishes (not in seed order);
+        on cancel the unfinished ones are yielded as cancelled."""
         from llama_cpp import llama_cpp as C
 
         self.b.llm.reset()  # the Llama object must not think its tokens are still in the cache

@@ -77,6 +77,7 @@ class ModelError(RuntimeError):
 
 @dataclass(frozen=True)
 class ModelSpec:
+    """Where a model comes from: a GGUF file (with an optional LoRA adapter) or an endpoint URL."""
     kind: str  # "gguf" | "endpoint"
     location: str  # file path for gguf, base URL for endpoint
     adapter: str | None = None  # GGUF LoRA adapter path
@@ -94,12 +95,14 @@ class ModelIdentity:
 
     @property
     def id(self) -> str:
+        """"<base file>@<hash[:12]>", plus "+<adapter file>@<hash[:12]>" with an adapter."""
         name = f"{Path(self.base).name}@{self.base_hash[:12]}"
         if self.adapter:
             name += f"+{Path(self.adapter).name}@{(self.adapter_hash or '')[:12]}"
         return name
 
     def to_dict(self) -> dict:
+        """id, base, base_hash, adapter and adapter_hash as a dict."""
         return {"id": self.id, "base": self.base, "base_hash": self.base_hash,
                 "adapter": self.adapter, "adapter_hash": self.adapter_hash}
 
@@ -175,6 +178,7 @@ def parse_model_spec(model: str | None, adapter: str | None = None) -> ModelSpec
 
 
 def identify(spec: ModelSpec) -> ModelIdentity:
+    """ModelIdentity of a spec: SHA-256 of the GGUF (and adapter) files, or of "url#model" for an endpoint."""
     if spec.kind == "endpoint":
         name = f"{spec.location}#{spec.endpoint_model or ''}"
         return ModelIdentity(base=name, base_hash=hashlib.sha256(name.encode()).hexdigest())

@@ -93,6 +93,8 @@ SAME_LINES = frozenset(OPERATORS) - {"add_return", "drop_statement"}
 
 @dataclass(frozen=True)
 class Edit:
+    """One single-site edit by a search operator: where (1-based line, char offsets), what
+    (before/after), a one-line description and the whole edited text."""
     operator: str  # one of OPERATORS
     line: int  # 1-based line of the edit in the input text
     description: str  # "`before` -> `after`" (the changed text, flattened to one line)
@@ -114,14 +116,17 @@ class _Source:
             self.starts.append(self.starts[-1] + len(line))
 
     def offset(self, lineno: int, col: int) -> int:
+        """Char offset of AST position (1-based lineno, UTF-8 byte col)."""
         line = self.lines[lineno - 1] if lineno - 1 < len(self.lines) else ""
         chars = col if line.isascii() else len(line.encode("utf-8")[:col].decode("utf-8", "replace"))
         return self.starts[lineno - 1] + chars
 
     def span(self, node: ast.AST) -> tuple[int, int]:
+        """(start, end) char offsets of the node."""
         return self.offset(node.lineno, node.col_offset), self.offset(node.end_lineno, node.end_col_offset)
 
     def seg(self, node: ast.AST) -> str:
+        """The node's source text."""
         start, end = self.span(node)
         return self.text[start:end]
 

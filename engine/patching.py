@@ -96,6 +96,7 @@ def _span_text(lines: list[str], start: int, end: int) -> str:
 def _same_code(a: str, b: str) -> bool:
     """Equal up to line endings, the block's own base indentation and trailing spaces."""
     def norm(text: str) -> list[str]:
+        """Non-blank lines, dedented, without line endings, BOM or trailing spaces."""
         plain = "\n".join(line.rstrip("\r\n") for line in split_lines(text.removeprefix(BOM)))
         return [line.rstrip() for line in textwrap.dedent(plain).split("\n") if line.strip()]
     return norm(a) == norm(b)

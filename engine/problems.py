@@ -35,6 +35,8 @@ MBPP_SPLITS = {"prompt": range(1, 11), "test": range(11, 511), "validation": ran
 
 @dataclass(frozen=True)
 class CodingProblem:
+    """One benchmark problem (MBPP, HumanEval or a local file): the task, its tests, setup,
+    reference solution and entry point."""
     id: str  # "mbpp/601", "humaneval/0", "<file stem>/<n>"
     prompt: str  # the task in words (HumanEval: signature + docstring)
     tests: tuple[str, ...]  # test function bodies or assert statements, one test each
@@ -166,6 +168,7 @@ def held_back_split(problem: CodingProblem, fraction: float = 1 / 3,
 
 
 def node_ids(problem: CodingProblem) -> tuple[str, ...]:
+    """Pytest node ids of the problem's tests, test_0.. in TEST_FILE."""
     return tuple(f"{TEST_FILE}::test_{i}" for i in range(len(problem.tests)))
 
 

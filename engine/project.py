@@ -32,6 +32,7 @@ class ProjectConfigError(ValueError):
 
 @dataclass(frozen=True)
 class ProjectSettings:
+    """A project's test interpreter and command (None = defaults)."""
     python: str | None = None  # absolute path of the interpreter; None = the one running ledex
     test_command: tuple[str, ...] | None = None  # argv template; None = `{python} -m pytest`
 

@@ -54,6 +54,8 @@ def plausibility(candidate: Any) -> float:
 
 
 def sort_key(candidate: Any, index: int = 0) -> tuple:
+    """Sort key, smallest best: verified first, low overfit risk, then higher plausibility
+    (verified) or pass rate, earlier round, earlier index."""
     verified = bool(getattr(candidate, "verified", False))
     return (not verified, verified and overfit_risk(candidate),
             -plausibility(candidate) if verified else -getattr(candidate, "pass_rate", 0.0),
@@ -107,6 +109,8 @@ class _LlamaScorer:
             raise RuntimeError("llama_decode failed")
 
     def score(self, codes: Sequence[str]) -> list[float | None]:
+        """Per code, its log-likelihood as the answer to the prompt (a fenced block), teacher-forced;
+        None where it does not fit the context."""
         with self.b._lock:
             self.b.llm.reset()
             self.C.llama_memory_clear(self.memory, True)

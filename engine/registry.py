@@ -22,16 +22,19 @@ from ledex.engine.apply import atomic_write_text
 
 
 def ledex_home() -> Path:
+    """$LEDEX_HOME, else $XDG_DATA_HOME/ledex (default ~/.local/share/ledex)."""
     env = os.environ.get("LEDEX_HOME")
     base = Path(env) if env else Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "ledex"
     return base.expanduser()
 
 
 def models_dir(home: Path | None = None) -> Path:
+    """<home>/models: the model registry (current.json, history.jsonl)."""
     return (home or ledex_home()) / "models"
 
 
 def current_file(home: Path | None = None) -> Path:
+    """<home>/models/current.json, the record of the promoted adapter."""
     return models_dir(home) / "current.json"
 
 
@@ -62,6 +65,7 @@ def default_adapter(home: Path | None = None) -> str | None:
 
 
 def append_history(event: dict, home: Path | None = None) -> None:
+    """Append `event` with a timestamp (time.time()) as one JSON line to models/history.jsonl, fsynced."""
     path = models_dir(home) / "history.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as handle:

@@ -44,6 +44,7 @@ def newline_of(text: str) -> str:
 
 
 def leading(line: str) -> str:
+    """The line's leading whitespace (spaces, tabs, form feeds)."""
     return line[: len(line) - len(line.lstrip(" \t\x0c"))]
 
 

@@ -41,6 +41,7 @@ class VariantTimeout(BaseException):
 
 
 def emit(text):
+    """Write "<PREFIX> text" as one line to fd 1, bypassing pytest's capture."""
     data = f"{PREFIX} {text}\n".encode()
     while data:
         data = data[os.write(1, data):]
@@ -119,11 +120,13 @@ def _passes(items, timeout):
 
 
 class Screen:
+    """Pytest plugin that screens the spec's variants against the failing tests in one process."""
     def __init__(self, spec):
         self.spec = spec
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session):
+        """Replace pytest's test loop: run the baseline, then each variant; results go out via emit."""
         spec, timeout = self.spec, float(self.spec.get("timeout") or 2.0)
         wanted = set(spec["tests"])
         items = [i for i in session.items if i.nodeid in wanted]
@@ -161,6 +164,7 @@ class Screen:
 
 
 def main():
+    """Run pytest on the spec's tests (argv[1]: base64 zlib JSON) with the Screen plugin."""
     spec = json.loads(zlib.decompress(base64.b64decode(sys.argv[1])))
     sys.argv[1:] = []
     args = ["-q", "-p", "no:ledex_sbx_plugin", "-p", "no:cacheprovider", "--capture=sys", "--rootdir=.",

@@ -76,6 +76,8 @@ class Repair:
 
 @dataclass
 class SearchStats:
+    """Counters of one search: repairs considered, screened and verified, processes, seconds,
+    and why it stopped."""
     candidates: int = 0  # distinct repairs considered
     screened: int = 0  # variants run in a screen
     screen_passed: int = 0
@@ -87,6 +89,7 @@ class SearchStats:
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
+        """All counters as a dict."""
         return {k: v for k, v in self.__dict__.items()}
 
 
@@ -146,6 +149,7 @@ class Screen:
 
 
 def parse_screen(stdout: str) -> Screen:
+    """Parse the screen driver's stdout; the first line for each variant wins."""
     screen = Screen()
     for what, rest in _LINE.findall(stdout):
         if what == "baseline":
@@ -200,6 +204,7 @@ class Search:
         self._started = time.monotonic()
 
     def left_s(self) -> float:
+        """Seconds left of the search's max_seconds budget."""
         return self.config.max_seconds - (time.monotonic() - self._started)
 
     def _stop(self) -> str:
@@ -212,6 +217,7 @@ class Search:
         return "time" if self.left_s() <= 0 else ""
 
     def run(self, suspects: Sequence[Suspect]) -> SearchStats:
+        """Search repairs for each suspect in turn until a stop condition; returns the stats."""
         for suspect in suspects:
             text = read_source(self.workspace / suspect.path)
             if text is None:
@@ -308,6 +314,7 @@ if __name__ == "__main__":
     root = Path(sys.argv[1] if len(sys.argv) > 1 else ".")
     for failing in discover(root).failures:
         def check(repair: Repair, f=failing) -> bool:
+            """Sandbox-verify a repair against the failing test and its siblings; prints the result."""
             verdict = sandbox_verify(root, {repair.patch.path: repair.patch.new_text}, (f.test, *f.siblings))
             print(("VERIFIED " if verdict.passed else "failed   ") + repair.edit.description)
             return verdict.passed

@@ -71,6 +71,8 @@ def offered_patch(patch: Patch, text: str | None) -> Patch | None:
 
 def fix_action(root: Path, entry: Entry, idx: int, candidate: CandidateResult, version: int | None,
                preferred: bool, diagnostics: list[lsp.Diagnostic], patch: Patch | None = None) -> lsp.CodeAction:
+    """Quick-fix code action applying `patch` (default: the candidate's) as one minimal TextEdit;
+    its command records the acceptance (ledex.applyFix with [episode id, idx])."""
     patch = patch or candidate.patch
     rng, text = minimal_edit(patch.old_text, patch.new_text)
     document = lsp.OptionalVersionedTextDocumentIdentifier(uri=uri_for(root, patch.path), version=version)

@@ -27,6 +27,7 @@ class ClientFeatures:
 
     @property
     def hover_kind(self) -> lsp.MarkupKind:
+        """Markdown if the client renders it in hovers, else plain text."""
         return lsp.MarkupKind.Markdown if self.hover_markdown else lsp.MarkupKind.PlainText
 
 

@@ -24,6 +24,7 @@ LineText = Callable[[str, int], str]  # (relative path, 1-based line) -> the lin
 
 
 def uri_for(root: Path, rel: str) -> str:
+    """file:// URI of `rel`, a path relative to the folder root."""
     return (root / rel).as_uri()
 
 
@@ -41,12 +42,16 @@ def _frame_line(root: Path, details: str, rel: str, lo: int = 1, hi: int = 10**9
 
 
 def test_line(root: Path, failure: Failure) -> int | None:
+    """1-based line of the failing test: its deepest traceback frame in the test file, else
+    the line the report gave; None if the failure names no file."""
     if not failure.file:
         return None
     return _frame_line(root, failure.details, failure.file) or failure.line
 
 
 def suspect_line(root: Path, failure: Failure) -> int | None:
+    """1-based line in the suspect: the deepest traceback frame inside its span, else its first
+    line; None if the failure has no suspect."""
     s = failure.suspect
     if s is None:
         return None
@@ -138,6 +143,7 @@ def _related_text(role: str, failure: Failure) -> str:
 
 def by_uri(root: Path, entries: Iterable[Entry], line_text: LineText,
            every_state: bool = False) -> dict[str, list[lsp.Diagnostic]]:
+    """Diagnostics of all entries grouped by document URI (every_state: also entries not yet ready)."""
     grouped: dict[str, list[lsp.Diagnostic]] = {}
     for entry in entries:
         for uri, diagnostic in diagnostics_for(root, entry, line_text, every_state):

@@ -48,6 +48,8 @@ def _logged(folder, what: str, fn, *args, **kwargs):
 
 
 def log_outcome(folder, episode_id: str, outcome: str, chosen: int | None = None) -> bool:
+    """Record the episode's outcome (e.g. "reverted"; chosen: candidate idx) in the folder's
+    episode log; False if there is no log or writing failed (the user is told)."""
     return bool(_logged(folder, f"the outcome {outcome}", lambda l: l.set_outcome(episode_id, outcome, chosen)))
 
 
@@ -169,6 +171,7 @@ def _generate(folder, entry: Entry, backend) -> None:
                        search=SEARCH_DEFAULT if s.search else None)
 
     def progress(stage: str, done: int, total: int) -> None:
+        """Engine progress callback: report "stage done/total" and a percentage on the entry's token."""
         pct = int(100 * done / total) if total else None
         folder.post(folder.server.work_progress.report, entry.progress_token, f"{stage} {done}/{total}", pct)
 

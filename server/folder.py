@@ -63,18 +63,22 @@ class Folder:
 
     @property
     def uri(self) -> str:
+        """The folder root as a file:// URI."""
         return self.root.as_uri()
 
     # --- what fixwork needs from "its server": the folder's own state plus the server's ----------
 
     @property
     def jobs(self):
+        """The server's shared Jobs (test and fix pools, fix cache)."""
         return self.server.jobs
 
     def post(self, fn, *args) -> None:
+        """Run fn(*args) on the server's event loop (from any thread)."""
         self.server.post(fn, *args)
 
     def tell(self, message: str, level: lsp.MessageType = lsp.MessageType.Warning) -> None:
+        """Show `message` to the user, prefixed with the folder name when there are several folders."""
         prefix = f"[{self.name}] " if len(self.server.folders) > 1 else ""
         self.server.tell(prefix + message, level)
 
@@ -103,10 +107,12 @@ class Folder:
         return self.disk_text(rel)
 
     def line_text(self, rel: str, line: int) -> str:
+        """Text of 1-based `line` in file `rel` (buffer or disk), "" if out of range or unreadable."""
         lines = (self.text_of(rel) or "").splitlines()
         return lines[line - 1] if 0 < line <= len(lines) else ""
 
     def disk_text(self, rel: str) -> str | None:
+        """Text of `rel` as saved on disk (UTF-8), None if unreadable or not UTF-8."""
         try:
             return (self.root / rel).read_bytes().decode("utf-8")
         except (OSError, UnicodeDecodeError):
@@ -168,6 +174,8 @@ class Folder:
         settings, known = self.settings, self.failing_tests_of(changed or [])
 
         def work() -> Discovery:  # test thread
+            """Test-thread job: discover and run the tests in scope (all if none) under testTimeoutS;
+            a DiscoveryError becomes an empty result."""
             scope = self.scope_for(changed, known)
             self.post(progress.report, token, f"{len(scope)} test file(s): {', '.join(scope)}"
                       if scope else "all tests")
@@ -199,6 +207,8 @@ class Folder:
         self.apply_outcomes(found.verdict.outcomes if found.verdict else (), found.failures)
 
     def on_report(self, path: Path) -> None:  # watchdog thread
+        """A JUnit XML report appeared or changed at `path` (watchdog thread): read it and apply its
+        outcomes on the event loop; a report that cannot be read is told to the user."""
         try:
             outcomes = read_junit(path, self.root)
             failures, notes = failures_from_outcomes(self.root, outcomes)
@@ -282,18 +292,21 @@ class Folder:
     # --- editor events --------------------------------------------------------------------
 
     def document_changed(self, rel: str, text: str) -> None:
+        """A buffer changed: forget reverted fixes and withdraw active fixes whose code it edits."""
         self.check_reverts(rel, text)
         for entry in self.fixes():
             if entry.active and entry.touches(rel, text):
                 entry.withdraw()  # the code it is fixing is being edited: the result would be stale
 
     def check_reverts(self, rel: str, text: str) -> None:
+        """Forget accepted fixes whose file text is back to the pre-fix text; log them as "reverted"."""
         for episode_id, patch in list(self.accepted.items()):
             if patch.path == rel and text == patch.old_text:
                 del self.accepted[episode_id]
                 fixwork.log_outcome(self, episode_id, "reverted")
 
     def document_saved(self, rel: str, text: str) -> None:
+        """A file was saved: check reverts, then rerun tests for .py files if runOnSave."""
         self.check_reverts(rel, text)
         if self.settings.runOnSave and rel.endswith(".py"):
             self.request_tests([rel])
@@ -322,9 +335,11 @@ class Folder:
         return list({id(e): e for e in self.entries.values()}.values())
 
     def is_current(self, entry: Entry) -> bool:
+        """True while `entry` is still the entry for its failing test."""
         return self.entries.get(entry.failure.test) is entry
 
     def visible(self) -> list[Entry]:
+        """Current problems the user has not dismissed."""
         return [e for e in self.fixes() if e.key not in self.dismissed]
 
     def diagnostics_of(self, entry: Entry) -> list[tuple[str, lsp.Diagnostic]]:
@@ -344,4 +359,5 @@ class Folder:
         self._published = grouped
 
     def entry_by_test_or_episode(self, key: str) -> Entry | None:
+        """The entry for test id `key`, else the one whose episode id is `key`, else None."""
         return self.entries.get(key) or next((e for e in self.fixes() if e.episode_id == key), None)

@@ -54,6 +54,7 @@ def lower_priority() -> None:
 
 
 def digest(text: str | None) -> str:
+    """First 16 hex digits of the SHA-256 of the UTF-8 text (None counts as "")."""
     return hashlib.sha256((text or "").encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
@@ -97,10 +98,12 @@ class Entry:
 
     @property
     def key(self) -> tuple[str, ...]:
+        """Fix-cache key: cache_key of the members and the code they may patch."""
         return cache_key(self.members, self.codes)
 
     @property
     def tests(self) -> tuple[str, ...]:
+        """Test ids of the failures this entry covers."""
         return tuple(m.test for m in self.members)
 
     @property
@@ -133,6 +136,7 @@ class Entry:
             self.state = READY
 
     def fail(self, error: str) -> None:
+        """Mark the entry FAILED with `error`."""
         self.state, self.error = FAILED, error
 
     def withdraw(self) -> None:
@@ -166,10 +170,12 @@ class Jobs:
 
     @property
     def busy(self) -> bool:
+        """True while a test run or fix is executing."""
         return self._running > 0
 
     def _track(self, work: Callable[[], object]) -> Callable[[], object]:
         def tracked():
+            """Run `work`, counting it as running meanwhile (see busy)."""
             with self._lock:
                 self._running += 1
             try:
@@ -180,6 +186,7 @@ class Jobs:
         return tracked
 
     def run_tests(self, work: Callable[[], object]) -> Future:
+        """Queue `work` on the single test thread."""
         return self._tests.submit(self._track(work))
 
     def fix(self, entry: Entry, work: Callable[[Entry], object]) -> Future:
@@ -187,13 +194,16 @@ class Jobs:
         return self._fixes.submit(self._track(lambda: None if entry.cancel.is_set() else work(entry)))
 
     def cached(self, entry: Entry) -> Entry | None:
+        """A READY entry cached under the same key, else None."""
         found = self.cache.get(entry.key)
         return found if found is not None and found.state == READY else None
 
     def remember(self, entry: Entry) -> None:
+        """Cache the entry under its key if it is READY."""
         if entry.state == READY:
             self.cache[entry.key] = entry
 
     def shutdown(self) -> None:
+        """Stop both pools without waiting; queued work is cancelled."""
         self._tests.shutdown(wait=False, cancel_futures=True)
         self._fixes.shutdown(wait=False, cancel_futures=True)

@@ -18,6 +18,7 @@ from ledex import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Command line of ledex-lsp: --stdio (default) or --tcp --host --port, --log-level."""
     parser = argparse.ArgumentParser(prog="ledex-lsp", description="ledex language server")
     parser.add_argument("--version", action="version", version=f"ledex-lsp {__version__}")
     mode = parser.add_mutually_exclusive_group()
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point of ledex-lsp: serve LSP over stdio or TCP until the client exits; returns 0."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("pygls").setLevel(logging.WARNING)  # pygls logs every message body at INFO

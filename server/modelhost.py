@@ -47,11 +47,14 @@ class ModelHost:
         self._lock = threading.Lock()
 
     def configure(self, model: str, adapter: str) -> None:
+        """Switch to another (model, adapter); the loaded backend is dropped if it changes."""
         if (model, adapter) != (self.model, self.adapter):
             self.model, self.adapter = model, adapter
             self.invalidate()
 
     def invalidate(self) -> None:
+        """Drop the loaded backend so the next fix starts a fresh one; closed now if idle,
+        else by the release of its last lease."""
         with self._lock:
             old, self._backend = self._backend, None
             idle = old is not None and not self._leases.get(id(old))
@@ -96,6 +99,7 @@ class ModelHost:
             backend.crashes_in_a_row = 0
 
     def release(self, backend: WorkerBackend) -> None:
+        """Give back a lease on `backend`; closes it once unleased if it was superseded meanwhile."""
         with self._lock:
             left = self._leases.pop(id(backend), 1) - 1
             if left > 0:
@@ -113,6 +117,7 @@ class ModelHost:
 
     @property
     def pid(self) -> int | None:
+        """Process id of the model worker, None if none is loaded."""
         backend = self._backend
         return backend.pid if backend is not None else None
 
@@ -134,6 +139,7 @@ class ModelPool:
         self.hosts: dict[tuple[str, str], ModelHost] = {}
 
     def host(self, model: str, adapter: str) -> ModelHost:
+        """The ModelHost for (model, adapter), created on first use."""
         key = (model, adapter)
         if key not in self.hosts:
             self.hosts[key] = ModelHost(model, adapter, home=self.home, on_start=self.on_start)
@@ -150,15 +156,18 @@ class ModelPool:
             host.invalidate()
 
     def retry(self) -> None:
+        """Give every host's crashed model another chance."""
         for host in list(self.hosts.values()):
             host.retry()
 
     def close(self) -> None:
+        """Close every host and its worker process."""
         for host in list(self.hosts.values()):
             host.close()
 
 
 def last_training(home: Path | None = None) -> str | None:
+    """When the registry's current adapter was promoted (its promoted_at), None if never."""
     record = registry.current(home)
     value = record.get("promoted_at") if record else None
     return str(value) if value is not None else None

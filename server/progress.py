@@ -59,6 +59,8 @@ class Progress:
                                                         percentage=pct or 0))
 
     def report(self, token: str | None, message: str, percentage: int | None = None) -> None:
+        """Report `message` (percentage 0-100) on a begun token; kept for begin if the client has
+        not created it yet. Ignored for unknown tokens."""
         state = self._state.get(token) if token else None
         if state is _Shown.BEGUN:
             self.server.work_done_progress.report(token, lsp.WorkDoneProgressReport(message=message,
@@ -67,6 +69,8 @@ class Progress:
             self._early[token] = (message, percentage)  # shown by begin once the client created it
 
     def end(self, token: str | None, message: str = "") -> None:
+        """End the progress on `token` (logged tokens get a log line); ends right after begin if
+        the client has not answered the create request yet."""
         state = self._state.get(token) if token else None
         if state is _Shown.LOGGED:
             self._log(f"{self._title.get(token, 'ledex')}: {message or 'done'}")

@@ -38,6 +38,7 @@ CONFIG_TIMEOUT_S = 10.0  # a client that never answers workspace/configuration g
 
 
 class LedexServer(LanguageServer):
+    """ledex's pygls LanguageServer: workspace folders, shared job pools, model pool and watchers."""
     def __init__(self, home: Path | None = None) -> None:
         super().__init__("ledex-lsp", __version__)
         self.home = home  # model registry home (None = $LEDEX_HOME / XDG default)
@@ -57,6 +58,7 @@ class LedexServer(LanguageServer):
     def post(self, fn, *args) -> None:
         """Run fn(*args) on the event loop (from any thread)."""
         def guarded():
+            """Call fn(*args), logging instead of raising if it fails."""
             try:
                 fn(*args)
             except Exception:  # a bug in one callback must not take the server down
@@ -72,6 +74,7 @@ class LedexServer(LanguageServer):
     # --- workspace folders --------------------------------------------------------------
 
     def add_folder(self, uri: str, name: str = "") -> Folder | None:
+        """The Folder for the URI's resolved root, created if new; None if the URI is not a file path."""
         path = to_fs_path(uri)
         if not path:
             return None
@@ -81,6 +84,7 @@ class LedexServer(LanguageServer):
         return self.folders[root]
 
     def remove_folder(self, uri: str) -> None:
+        """Close the folder of `uri` and let go of models no remaining folder uses."""
         path = to_fs_path(uri)
         folder = self.folders.pop(Path(path).resolve(), None) if path else None
         if folder is not None:
@@ -98,6 +102,7 @@ class LedexServer(LanguageServer):
         return [named] if named else list(self.folders.values())
 
     def models_in_use(self) -> set[tuple[str, str]]:
+        """(model, adapter) settings of all folders."""
         return {(f.settings.model, f.settings.adapter) for f in self.folders.values()}
 
     @property
@@ -109,6 +114,8 @@ class LedexServer(LanguageServer):
     # --- setup --------------------------------------------------------------------------
 
     def setup(self, params: lsp.InitializeParams) -> None:
+        """Handle initialize: client features, initializationOptions settings, workspace folders
+        (else rootUri / rootPath / cwd)."""
         self.loop = asyncio.get_running_loop()
         self.features = features_of(params.capabilities)
         self.base_settings, self._setup_problems = parse_settings(params.initialization_options)
@@ -119,6 +126,7 @@ class LedexServer(LanguageServer):
             self.add_folder(root)
 
     async def started(self) -> None:
+        """Handle initialized: tell setup problems, watch the registry, configure every folder."""
         for problem in self._setup_problems:
             self.tell(problem)
         for problem in self.registry_watch.start(None, (), lambda p: None, registry.current_file(self.home),
@@ -168,6 +176,7 @@ class LedexServer(LanguageServer):
             await self.configure_folder(folder)
 
     async def change_folders(self, event: lsp.WorkspaceFoldersChangeEvent) -> None:
+        """Remove and add workspace folders; added ones get settings and are configured."""
         for gone in event.removed:
             self.remove_folder(gone.uri)
         for new in event.added:
@@ -176,26 +185,31 @@ class LedexServer(LanguageServer):
                 await self.configure_folder(folder, first=True)
 
     def model_started(self, backend) -> None:  # fix thread: a model worker (re)started
+        """A model worker (re)started (fix thread): log its pid and identity to the client."""
         message = f"ledex: model process {backend.pid} serves {backend.identity.id}"
         self.post(self.window_log_message, lsp.LogMessageParams(lsp.MessageType.Info, message))
 
     def on_promotion(self) -> None:  # watchdog thread
+        """The registry promoted a new adapter (watchdog thread): reload models on the next fix."""
         self.pool.invalidate()
         self.post(self.tell, "a new adapter was promoted; the next fix uses it", lsp.MessageType.Info)
 
     # --- routing editor events to folders ------------------------------------------------
 
     def document_changed(self, uri: str) -> None:
+        """Pass the document's new text to its folder, if it is in one."""
         folder = self.folder_of(uri)
         if folder is not None:
             folder.document_changed(folder.rel(uri), self.workspace.get_text_document(uri).source)
 
     def document_saved(self, uri: str) -> None:
+        """Pass the saved document's text to its folder, if it is in one."""
         folder = self.folder_of(uri)
         if folder is not None:
             folder.document_saved(folder.rel(uri), self.workspace.get_text_document(uri).source)
 
     def all_entries(self) -> list[tuple[Folder, Entry]]:
+        """(folder, entry) for every current problem of every folder."""
         return [(f, e) for f in self.folders.values() for e in f.fixes()]
 
     def problems_at(self, uri: str, rng: lsp.Range, given: list[lsp.Diagnostic]) -> list[tuple[Folder, Entry, list]]:
@@ -215,6 +229,7 @@ class LedexServer(LanguageServer):
         """`version_of(rel)` for code actions: the document's text (the editor's buffer, else the
         file) and version (None on disk)."""
         def version_of(rel: str) -> tuple[str | None, int | None]:
+            """(text, version) of `rel`: the open buffer's, else disk text with version None."""
             doc = self.workspace.text_documents.get(diagnostics.uri_for(folder.root, rel))
             return (doc.source, doc.version) if doc is not None else (folder.disk_text(rel), None)
         return version_of
@@ -255,10 +270,12 @@ class LedexServer(LanguageServer):
         return None, None
 
     def status(self) -> dict:
+        """What ledex.status returns: model, modelProcess, busy, lastTraining, folders."""
         return {"model": self.models.description, "modelProcess": self.models.pid, "busy": self.jobs.busy,
                 "lastTraining": last_training(self.home), "folders": [str(f.root) for f in self.folders.values()]}
 
     def shutdown(self) -> None:
+        """Withdraw every fix, stop watchers and job pools, close the model pool."""
         for _, entry in self.all_entries():
             entry.withdraw()
         for folder in self.folders.values():

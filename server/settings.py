@@ -21,6 +21,8 @@ DEFAULT_JUNIT_GLOBS = ("**/junit*.xml", "**/test-results/**/*.xml")
 
 @dataclass(frozen=True)
 class Settings:
+    """The `ledex` settings of one folder (LSP configuration / initializationOptions);
+    field names are the camelCase keys the client sends."""
     model: str = ""  # "" = the embedded default model (see ledex.engine.models for the forms)
     adapter: str = ""  # "" = the registry's promoted adapter, else the packaged one
     testCommand: str = ""  # "" = `<python> -m pytest`; runs the suite and verifies every fix
@@ -41,10 +43,12 @@ class Settings:
 
     @property
     def test_command(self) -> list[str] | None:
+        """testCommand split shell-style, None if empty (then `<python> -m pytest`)."""
         return shlex.split(self.testCommand) if self.testCommand.strip() else None
 
     @property
     def interpreter(self) -> str:
+        """The `python` setting, else the interpreter running the server."""
         return self.python or sys.executable
 
 

@@ -51,6 +51,7 @@ class _Handler(FileSystemEventHandler):
         self.on_path = on_path
 
     def on_any_event(self, event: FileSystemEvent) -> None:
+        """Pass created/modified/moved/closed file paths (destination for moves) to on_path."""
         if event.is_directory or event.event_type not in ("created", "modified", "moved", "closed"):
             return
         path = getattr(event, "dest_path", "") or event.src_path
@@ -107,6 +108,7 @@ class Watchers:
     @staticmethod
     def _watch_registry(observer: Observer, registry_file: Path, on_registry: Callable[[], None]) -> list[str]:
         def changed(path: Path) -> None:
+            """Call on_registry when the registry file itself changed."""
             if path.name == registry_file.name:
                 on_registry()
         try:
@@ -128,6 +130,7 @@ class Watchers:
             on_report(path)
 
     def stop(self) -> None:
+        """Stop the watchdog observer, if started."""
         if self._observer is not None:
             self._observer.stop()
             self._observer = None
