@@ -50,6 +50,8 @@ class _Job:
         self.memory_used_mb: float | None = None
 
     def run(self) -> Verdict:
+        """Run the request in a fresh worker process (own uid and cgroup when available) and
+        return its Verdict; an error verdict if cancelled before it started."""
         requested = tuple(self.request["tests"])
         root = Path(tempfile.mkdtemp(prefix="ledex-sbx-"))
         lease = runuid.Lease()
@@ -134,6 +136,7 @@ class _Job:
                        error=f"killed: the run used more than memory_mb={limit} MiB in total ({why})")
 
     def kill(self) -> None:
+        """Cancel the job: SIGKILL the worker's process group if it started (from any thread)."""
         with self.lock:
             self.cancelled = True
             if self.proc is not None:

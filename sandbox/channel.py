@@ -80,6 +80,7 @@ class Channel:
     current: str | None = None  # the test that began and has not ended
 
     def violate(self, text: str) -> None:
+        """Record a protocol violation, keeping the first 50."""
         if len(self.violations) < 50:
             self.violations.append(text)
 

@@ -54,6 +54,7 @@ def _switch(context: str) -> None:
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_runtest_protocol(item, nextitem):  # noqa: ANN001
+    """Pytest hook wrapper: attribute coverage to the test's node id while it runs."""
     _switch(item.nodeid)
     yield
     _switch("")
@@ -77,6 +78,7 @@ def _per_test(cov) -> dict[str, dict[str, list[int]]]:  # noqa: ANN001
 
 
 def pytest_sessionfinish(session, exitstatus):  # noqa: ANN001
+    """Pytest hook: write per-test coverage (or the error that stopped it) to coverage-<pid>.json."""
     if _COV is None:
         return
     if isinstance(_COV, str):

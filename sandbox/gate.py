@@ -43,6 +43,7 @@ SWITCH_ENV = "LEDEX_SANDBOX_GATE"  # "off": tests of the other layers only
 
 @dataclass(frozen=True)
 class Rule:
+    """One forbidden use: the kind of match (import, name, attr, string...), its pattern, and why."""
     kind: str  # import | import_re | name | attr | store | method | string
     pattern: str
     reason: str  # what the use reaches, shown to the user
@@ -143,6 +144,7 @@ class Finding:
 
     @property
     def key(self) -> tuple[str, str, str]:
+        """(rule kind, rule pattern, detail): identifies a finding regardless of where it is."""
         return self.rule.kind, self.rule.pattern, self.detail
 
     def __str__(self) -> str:
@@ -186,6 +188,7 @@ class _Scanner(ast.NodeVisitor):
                 self._hit(rule, dotted, node)
 
     def visit_Import(self, node: ast.Import) -> None:
+        """Check each imported module and record the name it binds."""
         for alias in node.names:
             self._module(alias.name, node)
             if alias.asname:
@@ -195,6 +198,7 @@ class _Scanner(ast.NodeVisitor):
                 self.aliases[top] = top
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+        """Check `from m import x` as m and m.x; relative imports only count as imports of test modules."""
         if node.level:  # inside the user's own package: only importing a test module counts
             for name in (node.module or "", *(a.name for a in node.names)):
                 self._module(name, node, relative=True)
@@ -216,9 +220,11 @@ class _Scanner(ast.NodeVisitor):
         return None
 
     def visit_Name(self, node: ast.Name) -> None:
+        """Check a bare name, resolved through the recorded imports."""
         self._dotted(self.aliases.get(node.id, node.id), node)
 
     def visit_Attribute(self, node: ast.Attribute) -> None:
+        """Check dotted attribute uses, attr rules and attribute stores/deletes."""
         dotted = self._resolve(node)
         if dotted:
             self._dotted(dotted, node)
@@ -239,6 +245,7 @@ class _Scanner(ast.NodeVisitor):
                 self._hit(rule, f"{self._resolve(target) or '...'}.{attr} =", node)
 
     def visit_Call(self, node: ast.Call) -> None:
+        """Flag setattr/delattr stores and computed names, and three-argument type()."""
         name = self._resolve(node.func)
         if name in ("setattr", "delattr") and len(node.args) >= 2:
             attr = node.args[1]
@@ -256,6 +263,7 @@ class _Scanner(ast.NodeVisitor):
                 self._hit(rule, detail, node)
 
     def visit_ClassDef(self, node: ast.ClassDef) -> None:
+        """Flag metaclasses deriving from type and check the class's member names."""
         if any(self._resolve(base) in ("type", "builtins.type") for base in node.bases):
             self._dynamic("metaclass", f"class {node.name}(type)", node)
         for item in node.body:
@@ -269,6 +277,7 @@ class _Scanner(ast.NodeVisitor):
                 self._hit(rule, detail, node)
 
     def visit_Constant(self, node: ast.Constant) -> None:
+        """Check strings (up to 300 chars) against string rules and attr/method names."""
         if not isinstance(node.value, str) or len(node.value) > 300:
             return
         for rule in self.by_kind.get("string", ()):

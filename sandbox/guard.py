@@ -138,6 +138,8 @@ class Guard:
 
     # --- the hook -----------------------------------------------------------------------------
     def hook(self, event: str, args: tuple) -> None:
+        """Audit hook: judge watched events raised by untrusted code and report tampering;
+        a guard error fails closed for candidate code only."""
         busy = self.busy
         if busy and self._ident() in busy:
             return  # events raised by the guard's own frame walking

@@ -32,10 +32,12 @@ class Limits:
     test_timeout_s: float = 30.0
 
     def to_dict(self) -> dict[str, Any]:
+        """All limits as a dict."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Limits":
+        """Limits from a dict; unknown keys are ignored."""
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
@@ -55,10 +57,12 @@ class TestOutcome:
     duration_s: float
 
     def to_dict(self) -> dict[str, Any]:
+        """All fields as a dict."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TestOutcome":
+        """A TestOutcome from to_dict's output."""
         return cls(**data)
 
 
@@ -87,12 +91,14 @@ class Verdict:
     coverage: dict[str, dict[str, list[int]]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """All fields as a dict, outcomes as dicts too."""
         data = asdict(self)
         data["outcomes"] = [o.to_dict() for o in self.outcomes]
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Verdict":
+        """A Verdict from to_dict's output (lists become tuples; notes default to none)."""
         data = dict(data)
         data["outcomes"] = tuple(TestOutcome.from_dict(o) for o in data["outcomes"])
         data["requested"] = tuple(data["requested"])

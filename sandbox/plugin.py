@@ -94,6 +94,8 @@ def _raised(call) -> bool:  # noqa: ANN001 - pytest CallInfo
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item, call):  # noqa: ANN001
+    """Pytest hook wrapper: send each phase's outcome (a report during the call phase
+    counts as a subtest's)."""
     result = yield
     report = result.get_result()
     # a report made while the call phase is still running is a subtest's (subTest, subtests)
@@ -115,12 +117,14 @@ class _Phase:
         self.expired = False
 
     def enter(self, when: str) -> None:
+        """A phase starts; raises TestTimeout if the alarm fired between phases."""
         self.running = when
         if self.expired:
             self.expired = False
             raise TestTimeout(_timeout_text())
 
     def leave(self) -> None:
+        """The running phase ended."""
         self.running = None
 
 
@@ -141,16 +145,19 @@ def _in_phase(when: str, nodeid: str | None = None):  # noqa: ANN202 - a hookwra
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_runtest_setup(item):  # noqa: ANN001
+    """Pytest hook wrapper: mark the setup phase as running (the per-test alarm may raise)."""
     yield from _in_phase("setup")
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_runtest_call(item):  # noqa: ANN001
+    """Pytest hook wrapper: mark the call phase as running."""
     yield from _in_phase("call", item.nodeid)
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_runtest_teardown(item, nextitem):  # noqa: ANN001
+    """Pytest hook wrapper: mark the teardown phase as running."""
     yield from _in_phase("teardown")
 
 
@@ -160,6 +167,7 @@ def _function_of(obj):  # noqa: ANN001, ANN202
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_pyfunc_call(pyfuncitem):  # noqa: ANN001
+    """Pytest hook wrapper: note that the collected test function's own body ran without raising."""
     result = yield
     seen = _bodies.get(pyfuncitem.nodeid)
     # the collected function still has its own code (plugins may wrap item.obj; that is allowed)
@@ -194,6 +202,8 @@ def _disarm() -> None:
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_runtest_protocol(item, nextitem):  # noqa: ANN001
+    """Pytest hook wrapper: send begin/end records around each test with the per-test alarm armed;
+    end carries whether its body ran and its duration in seconds."""
     item.user_properties.append(("ledex_nodeid", item.nodeid))
     _emit({"ev": "begin", "nodeid": item.nodeid})
     start = time.perf_counter()
@@ -209,6 +219,7 @@ def pytest_runtest_protocol(item, nextitem):  # noqa: ANN001
 
 
 def pytest_collectreport(report):  # noqa: ANN001
+    """Pytest hook: send a failed collection's error (last 4000 chars)."""
     if report.failed:
         _emit({"ev": "collect_error", "nodeid": report.nodeid, "text": str(report.longrepr)[-4000:]})
 
@@ -241,6 +252,7 @@ def _watch_success(item) -> None:  # noqa: ANN001 - a unittest TestCaseFunction
     real = item.addSuccess
 
     def add_success(testcase, *args, **kwargs):  # noqa: ANN001, ANN202
+        """Note that the unittest test passed, then call the real addSuccess."""
         _ran.add(item.nodeid)
         return real(testcase, *args, **kwargs)
 
@@ -248,16 +260,19 @@ def _watch_success(item) -> None:  # noqa: ANN001 - a unittest TestCaseFunction
 
 
 def pytest_collection_finish(session):  # noqa: ANN001
+    """Pytest hook: remember the test bodies and send the collected ids and any tampering seen."""
     _remember_bodies(session.items)
     _emit({"ev": "collected", "n": len(session.items), "ids": [i.nodeid for i in session.items],
            "tampered": _tampered()})
 
 
 def pytest_sessionfinish(session, exitstatus):  # noqa: ANN001
+    """Pytest hook: send the session's exit status and any tampering seen."""
     _emit({"ev": "finish", "status": int(exitstatus), "tampered": _tampered()})
 
 
 def pytest_configure(config):  # noqa: ANN001
+    """Pytest hook: drop this module from sys.modules so tests cannot import it by name."""
     sys.modules.pop(__name__, None)  # not reachable by name; pytest's plugin manager keeps the module
 
 

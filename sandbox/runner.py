@@ -47,6 +47,7 @@ class _Tail:
         self.total = 0
 
     def add(self, data: bytes) -> None:
+        """Append bytes, dropping whole old chunks once `keep` bytes remain without them."""
         self.total += len(data)
         self.chunks.append(data)
         self.size += len(data)
@@ -54,6 +55,7 @@ class _Tail:
             self.size -= len(self.chunks.popleft())
 
     def text(self) -> str:
+        """The last `keep` bytes as text (invalid UTF-8 replaced)."""
         return b"".join(self.chunks)[-self.keep:].decode("utf-8", "replace")
 
 

@@ -90,6 +90,7 @@ class Lease:
         return True
 
     def release(self) -> None:
+        """Give the uid back (closing the lock file drops its flock)."""
         if self._fd is not None:
             os.close(self._fd)  # closing drops the flock
         self.uid, self._fd = None, None

@@ -140,6 +140,8 @@ def score(requested: tuple[str, ...], outcomes: list[TestOutcome]) -> tuple[int,
 
 
 def kill_reason(raw: RawRun, outcomes: list[TestOutcome]) -> str | None:
+    """Why the run was killed: "tamper", "output", "timeout", "cpu", "memory" or
+    "crash"; None if it was not."""
     if guard.MARKER in raw.stderr_tail:  # the runtime guard killed the run (sandbox/guard.py)
         return "tamper"
     if raw.output_overflow:
@@ -190,6 +192,8 @@ def _unfinished(raw: RawRun, wall: float, test_s: float) -> tuple[str, str]:
 def build(raw: RawRun, chan: Channel, junit: dict[str, TestOutcome] | None, *,
           requested: tuple[str, ...], isolation: str, rewrite, limits_wall: float,  # noqa: ANN001
           test_s: float = 0.0) -> Verdict:
+    """The Verdict of a run from its raw process result, the plugin's channel records and
+    the JUnit report."""
     message, stack = _unfinished(raw, limits_wall, test_s)
     outcomes, problems = merge(chan, junit, rewrite, unfinished=message)
     outcomes = [replace(o, details=rewrite(stack)) if o.nodeid == chan.current and stack else o

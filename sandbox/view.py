@@ -211,6 +211,7 @@ def parent_dirs(path: str, made: set[str]) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
+    """Print interpreter_view(argv[0] or this python, argv[1] or cwd) as JSON; returns 0."""
     python = argv[0] if argv else sys.executable
     workspace = Path(argv[1] if len(argv) > 1 else os.getcwd())
     print(json.dumps(interpreter_view(python, workspace), indent=2))

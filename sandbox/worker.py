@@ -221,6 +221,7 @@ def _secret(nonce: str, copy: CopyResult, dirs: dict[str, Path], test_s: float) 
 
 
 def main() -> int:
+    """Worker entry: read a JSON request on stdin, execute it, write the Verdict JSON to stdout."""
     req = json.loads(sys.stdin.read())
     verdict = execute(req)
     sys.stdout.write(json.dumps(verdict.to_dict()))
