@@ -60,7 +60,7 @@ class Progress:
 
     def report(self, token: str | None, message: str, percentage: int | None = None) -> None:
         """Report `message` (percentage 0-100) on a begun token; kept for begin if the client has
-        not created it yet. Ignored for unknown tokens."""
+        not created it yet. Ignored for unknown and logged tokens."""
         state = self._state.get(token) if token else None
         if state is _Shown.BEGUN:
             self.server.work_done_progress.report(token, lsp.WorkDoneProgressReport(message=message,
