@@ -250,6 +250,7 @@ class LoopConfig:
     per_round: int = 6  # N episodes between trainings
     samples: int = 2  # K
     fix_rounds: int = 1  # R
+    search: bool = True  # the product's default: search-found fixes are offered and logged like the model's
     heldout: int = 8  # held-out bugs re-measured after each promotion
     train_flags: tuple[str, ...] = ("--threads", "1", "--max-steps", "6", "--gate-problems", "8",
                                     "--gate-samples", "0", "--gate-max-tokens", "256")
@@ -333,6 +334,7 @@ async def run_loop(config: LoopConfig, stream: list[Task], heldout: list[Task]) 
     workspace, home = config.out / "workspace", config.out / "home"
     workspace.mkdir(parents=True, exist_ok=True)
     options = {"samples": config.samples, "rounds": config.fix_rounds, "runOnStart": False, "seed": config.seed,
+               "search": config.search,
                **({"model": config.model} if config.model else {})}
     rate = heldout_rate(heldout, home, config) if heldout else {}
     report = {"config": {**asdict(config), "out": str(config.out)}, "start_heldout": rate, "rounds": [],
@@ -412,6 +414,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--samples", type=int, default=2)
     parser.add_argument("--heldout", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-search", dest="search", action="store_false",
+                        help="offer only the model's fixes (search-found ones are on by default, as in the editor)")
     parser.add_argument("--max-steps", type=int, default=6)
     parser.add_argument("--gate-problems", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=256, help="per held-out and gate answer")
@@ -427,8 +431,8 @@ def main(argv: list[str] | None = None) -> dict:
                  "--gate-samples", "0", "--gate-max-tokens", str(args.max_tokens))
         for name in args.policies:
             config = LoopConfig(args.out / name, Policy(name), rounds=args.rounds, per_round=args.per_round,
-                                samples=args.samples, heldout=args.heldout, seed=args.seed, train_flags=flags,
-                                heldout_tokens=args.max_tokens)
+                                samples=args.samples, heldout=args.heldout, seed=args.seed, search=args.search,
+                                train_flags=flags, heldout_tokens=args.max_tokens)
             asyncio.run(run_loop(config, stream, heldout))
     reports = {p.name: json.loads((p / "report.json").read_text()) for p in sorted(args.out.iterdir())
                if (p / "report.json").is_file()}

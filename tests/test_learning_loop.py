@@ -51,10 +51,11 @@ def tiny_stream() -> list:
 
 
 def config(tmp_path: Path, answers: list[str], policy, **kw) -> loop.LoopConfig:
+    # search off: the recorded answers must be what is offered (search would find both fixes first)
     replay = tmp_path / "answers.json"
     replay.write_text(json.dumps(answers))
     return loop.LoopConfig(tmp_path / "run", policy, model=f"replay:{replay}", per_round=2, samples=1,
-                           heldout=0, train_flags=TRAIN, episode_timeout=300, **kw)
+                           heldout=0, train_flags=TRAIN, episode_timeout=300, search=False, **kw)
 
 
 def test_the_policy_follows_held_back_tests_and_never_accepts_unverified():
