@@ -3,7 +3,7 @@
 #   make test   set up, then run the whole test suite
 VENV ?= .venv
 
-.PHONY: setup demo test bench
+.PHONY: setup demo test test-long bench
 setup:
 	scripts/setup.sh
 
@@ -14,6 +14,10 @@ demo: setup
 test: setup
 	$(VENV)/bin/python -m pytest -ra
 	@if [ -x extension/ci.sh ]; then extension/ci.sh; fi
+
+# the tests marked long (a whole train-gate-promote loop, a real-model benchmark slice): ~6 min more
+test-long: setup
+	$(VENV)/bin/python -m pytest -ra -m long
 
 bench: setup
 	$(VENV)/bin/python bench/run_all.py

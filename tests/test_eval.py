@@ -313,6 +313,7 @@ def test_humanevalfix_eval_pairs_versions_and_resumes(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.long
 @pytest.mark.timeout(1800)  # ~2 min on an idle 2-core box; a shared one at load 20 took 10x that
 def test_humanevalfix_eval_on_two_real_tasks_with_the_real_model(tmp_path):
     pytest.importorskip("llama_cpp")

@@ -77,6 +77,7 @@ def test_the_split_holds_tests_back():
     assert "assert" in full.tests[1] and full.tests[1] not in visible.tests[0]
 
 
+@pytest.mark.long
 @pytest.mark.timeout(1800)  # ~4 min on an idle 2-core box (one SFT step, export, gate); 10x that at load 20
 def test_two_rounds_promote_and_hot_swap_with_a_careful_user(tmp_path):
     cfg = config(tmp_path, [GOOD, OVERFIT], loop.Policy(ignore_share=0.0, revert_share=1.0), rounds=2,

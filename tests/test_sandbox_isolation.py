@@ -56,7 +56,9 @@ def test_view_hides_home_sockets_other_projects_and_host_tmp(tmp_path, monkeypat
     abstract.listen()
     TMP_TOP = Path(os.path.relpath(tmp_path, "/tmp")).parts[0]
     # the interpreter's own tree (a venv wherever the checkout lives: /work, /check, /srv...)
-    runtime_tops = {Path(p).parts[1] for p in (sys.prefix, sys.base_prefix, sandbox_api.__file__)}
+    runtime = (sys.prefix, sys.base_prefix, sandbox_api.__file__)
+    runtime_tops = {Path(p).parts[1] for p in runtime}
+    runtime_tmp = {Path(p).relative_to("/tmp").parts[0] for p in runtime if p.startswith("/tmp/")}
     body = f"""
 import os, socket, multiprocessing
 from pathlib import Path
@@ -73,7 +75,8 @@ def test_view():
         pass
     assert not Path('/etc/shadow').exists() and not Path('/var/log').exists()
     # only the run's own directory and the copy mounted at the workspace's own path
-    assert set(os.listdir('/tmp')) <= {{{TMP_TOP!r}, *(p for p in os.listdir('/tmp') if p.startswith('ledex-sbx-'))}}
+    assert set(os.listdir('/tmp')) <= {{{TMP_TOP!r}, *{sorted(runtime_tmp)!r},
+                                        *(p for p in os.listdir('/tmp') if p.startswith('ledex-sbx-'))}}
     for d in ('/tmp', '/run', '/dev/shm', os.environ['HOME'], os.environ['TMPDIR']):
         Path(d, 'w').write_text('ok')
     for ro in ('/', '/usr', '/etc'):

@@ -42,7 +42,7 @@ needs_root_and_system_pytest = pytest.mark.skipif(
 
 def test_filling_the_copy_gives_a_disk_verdict(tmp_path, monkeypatch):
     monkeypatch.setenv("LEDEX_SANDBOX_DISK_MB", "16")
-    ws = write_tree(tmp_path / "ws", {"pytest.ini": "[pytest]\n", "tests/test_fill.py": FILL})
+    ws = write_tree(tmp_path / "ws", {"pytest.ini": "[pytest]\n", "tests/test_fill.py": body})
     v = run_tests(ws, limits=QUICK)
     if any("no disk quota" in n for n in v.notes):
         pytest.skip(next(n for n in v.notes if "no disk quota" in n))
@@ -67,13 +67,14 @@ print('RESULT ' + json.dumps(out))
 """
 
 
-def _as_normal_user(base: Path, modes: list[str], path_first: Path | None = None) -> dict:
-    """Run USER_SCRIPT as uid 65534 on a filling workspace; {mode: [passed, kind, error, notes, uid]}."""
+def _as_normal_user(base: Path, modes: list[str], path_first: Path | None = None, body: str = FILL) -> dict:
+    """Run USER_SCRIPT as uid 65534 on a workspace whose test is `body` (default: fills the copy);
+    {mode: [passed, kind, error, notes, uid]}."""
     pkg = base / "lib" / "ledex"
     shutil.copytree(Path(sandbox_api.__file__).parent, pkg / "sandbox",
                     ignore=shutil.ignore_patterns("__pycache__"))
     (pkg / "__init__.py").write_text("")
-    ws = write_tree(base / "ws", {"pytest.ini": "[pytest]\n", "tests/test_fill.py": FILL})
+    ws = write_tree(base / "ws", {"pytest.ini": "[pytest]\n", "tests/test_fill.py": body})
     for path in [base, *base.rglob("*")]:
         os.chown(path, NOBODY, NOBODY)
     os.chmod(base, 0o755)
@@ -114,11 +115,12 @@ def test_where_the_kernel_forbids_it_the_verdict_says_there_is_no_quota():
         (fake / "unshare").write_text("#!/bin/sh\necho 'unshare: unshare failed: Operation not permitted' >&2\nexit 1\n")
         (fake / "unshare").chmod(0o755)
         mode = "bubblewrap" if detect_mode() == "bubblewrap" else "none"
-        result = _as_normal_user(base, [mode], path_first=fake)
+        small = "from pathlib import Path\n\ndef test_small():\n    Path('f').write_bytes(b'x' * 65536)\n"
+        result = _as_normal_user(base, [mode], path_first=fake, body=small)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     passed, kind, error, notes, _uid = result[mode]
-    assert kind != "disk" and not passed
+    assert kind != "disk" and passed, (kind, error)  # the run works, without a quota
     assert any("no disk quota on the workspace copy" in n and "user namespace" in n for n in notes), notes
 
 

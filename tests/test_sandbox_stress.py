@@ -50,7 +50,8 @@ def test_parallel_runs_under_cpu_load_never_read_as_a_broken_protocol(tmp_path):
         assert v.error_kind is None and v.killed_reason is None, (v.error_kind, v.error)
         assert len(v.outcomes) == 30
         for o in v.outcomes:
-            timed_out = o.outcome == "failed" and o.message.startswith(f"did not finish within {TEST_S:g} s")
+            # the alarm may land in the body (failed) or in setup/teardown (error), never as a broken protocol
+            timed_out = o.outcome in ("failed", "error") and f"did not finish within {TEST_S:g} s" in o.message
             assert o.outcome == "passed" or timed_out, (o.nodeid, o.outcome, o.message)
             seen.add("timeout" if timed_out else "passed")
     assert seen == {"passed", "timeout"}  # the alarm did land, and not on everything
