@@ -42,7 +42,7 @@ needs_root_and_system_pytest = pytest.mark.skipif(
 
 def test_filling_the_copy_gives_a_disk_verdict(tmp_path, monkeypatch):
     monkeypatch.setenv("LEDEX_SANDBOX_DISK_MB", "16")
-    ws = write_tree(tmp_path / "ws", {"pytest.ini": "[pytest]\n", "tests/test_fill.py": body})
+    ws = write_tree(tmp_path / "ws", {"pytest.ini": "[pytest]\n", "tests/test_fill.py": FILL})
     v = run_tests(ws, limits=QUICK)
     if any("no disk quota" in n for n in v.notes):
         pytest.skip(next(n for n in v.notes if "no disk quota" in n))
