@@ -144,7 +144,7 @@ try {
   const settingsFile = path.join(dataDir, 'User', 'settings.json');
   const settings = {
     'ledex.pythonPath': python,
-    ...(REAL_MODEL ? { 'ledex.model': '' } : { 'ledex.model': `replay:${answers}`, 'ledex.samples': 1, 'ledex.rounds': 1 }),
+    ...(REAL_MODEL ? { 'ledex.model': '' } : { 'ledex.model': `replay:${answers}`, 'ledex.samples': 1, 'ledex.rounds': 1, 'ledex.search': false }),
     'workbench.startupEditor': 'none',
     'security.workspace.trust.enabled': false,
     'telemetry.telemetryLevel': 'off',

@@ -20,6 +20,7 @@ test('package.json declares exactly the contract settings', () => {
     'ledex.rounds',
     'ledex.runOnSave',
     'ledex.samples',
+    'ledex.search',
     'ledex.testCommand',
   ]);
   assert.equal(defaults('pythonPath'), '');
@@ -30,10 +31,11 @@ test('package.json declares exactly the contract settings', () => {
   assert.equal(defaults('samples'), 4);
   assert.equal(defaults('rounds'), 2);
   assert.equal(defaults('runOnSave'), true);
+  assert.equal(defaults('search'), true);
 });
 
 test('server keys exclude the extension-only pythonPath', () => {
-  assert.deepEqual(serverKeys(), ['model', 'adapter', 'testCommand', 'junitGlobs', 'samples', 'rounds', 'runOnSave']);
+  assert.deepEqual(serverKeys(), ['model', 'adapter', 'testCommand', 'junitGlobs', 'samples', 'rounds', 'runOnSave', 'search']);
 });
 
 test('initializationOptions: unprefixed camelCase keys from the settings', () => {
@@ -46,6 +48,7 @@ test('initializationOptions: unprefixed camelCase keys from the settings', () =>
     samples: 8,
     rounds: 3,
     runOnSave: false,
+    search: false,
   };
   assert.deepEqual(initializationOptions((k) => values[k]), {
     model: 'hf://HuggingFaceTB/SmolLM2-360M-Instruct-GGUF/smollm2-360m-instruct-q8_0.gguf',
@@ -55,6 +58,7 @@ test('initializationOptions: unprefixed camelCase keys from the settings', () =>
     samples: 8,
     rounds: 3,
     runOnSave: false,
+    search: false,
   });
 });
 
@@ -68,6 +72,7 @@ test('unset or invalid values fall back to the package.json defaults, integers a
     samples: 6,
     rounds: 1,
     runOnSave: true,
+    search: true,
   });
   assert.equal(initializationOptions(() => 1e9).samples, 64);
 });
