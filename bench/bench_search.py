@@ -175,7 +175,8 @@ def throughput(cases: list[Case], runs: int) -> dict:
     top suspect, many per sandboxed process) vs one sandbox run of the failing tests per candidate
     (SearchConfig(screen=False), the first `runs` candidates). Screen passers are verified by the
     same callback in both modes (one sandbox run of the failing tests)."""
-    from ledex.engine.search import run_search, search_suspects
+    from ledex.engine.fixer import suspects_to_try
+    from ledex.engine.search import run_search
     from ledex.sandbox import verify
 
     out = {}
@@ -188,7 +189,7 @@ def throughput(cases: list[Case], runs: int) -> dict:
                 verify(ws, {repair.patch.path: repair.patch.new_text}, tests, limits=LIMITS)
                 return False  # keep going: the bench counts candidates, not fixes
             config = SearchConfig(max_runs=budget, max_seconds=600.0, max_fixes=10 ** 6, screen=screen)
-            stats = run_search(case.workspace, case.failure, search_suspects(case.failure, 1), config, check,
+            stats = run_search(case.workspace, case.failure, suspects_to_try(case.failure, 1), config, check,
                                limits=LIMITS)
             dealt += stats.screened + stats.verified_runs - (stats.screen_passed if screen else 0)
             seconds += stats.seconds

@@ -290,13 +290,6 @@ class Search:
             self.stats.verified += 1
 
 
-def search_suspects(failure: Failure, limit: int) -> list[Suspect]:
-    """failure.suspect first, then the rest of the ranking (as the model's candidates)."""
-    ranked = [failure.suspect] if failure.suspect is not None else []
-    ranked += [s for s in failure.suspects if not ranked or (s.path, s.qualname) != (ranked[0].path, ranked[0].qualname)]
-    return ranked[:max(limit, 1)]
-
-
 def run_search(workspace: Path, failure: Failure, suspects: Sequence[Suspect], config: SearchConfig,
                verify: Callable[[Repair], bool], *, limits: Limits, python: str | None = None,
                command: Sequence[str] | None = None, cancel: threading.Event | None = None) -> SearchStats:
@@ -309,6 +302,7 @@ if __name__ == "__main__":
     import sys
 
     from ledex.engine.failures import discover
+    from ledex.engine.fixer import suspects_to_try
     from ledex.sandbox import verify as sandbox_verify
 
     root = Path(sys.argv[1] if len(sys.argv) > 1 else ".")
@@ -318,5 +312,5 @@ if __name__ == "__main__":
             verdict = sandbox_verify(root, {repair.patch.path: repair.patch.new_text}, (f.test, *f.siblings))
             print(("VERIFIED " if verdict.passed else "failed   ") + repair.edit.description)
             return verdict.passed
-        print(failing.test, run_search(root, failing, search_suspects(failing, 3), SearchConfig(), check,
+        print(failing.test, run_search(root, failing, suspects_to_try(failing, 3), SearchConfig(), check,
                                        limits=Limits(wall_s=60.0)).to_dict())
