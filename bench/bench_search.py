@@ -185,7 +185,7 @@ def throughput(cases: list[Case], runs: int) -> dict:
         for case in cases:
             tests = (case.failure.test, *case.failure.also)
 
-            def check(repair, tests=tests, ws=case.workspace) -> bool:
+            def check(repair, stop, tests=tests, ws=case.workspace) -> bool:
                 verify(ws, {repair.patch.path: repair.patch.new_text}, tests, limits=LIMITS)
                 return False  # keep going: the bench counts candidates, not fixes
             config = SearchConfig(max_runs=budget, max_seconds=600.0, max_fixes=10 ** 6, screen=screen)

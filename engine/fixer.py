@@ -256,14 +256,14 @@ class FixEngine:
         if progress:
             progress("search: single-site edits", 0, 1)
 
-        def verify(repair: Repair) -> bool:
+        def verify(repair: Repair, stop) -> bool:  # noqa: ANN001 - search.Deadline: cancelled or out of time
             """Sandbox-verify a search repair and record it as a "search" candidate; True if verified,
-            False if not or cancelled."""
+            False if not, cancelled or cut by the search's deadline."""
             suspect = dataclasses.replace(failure, suspect=repair.suspect)
             candidate = CandidateResult("", repair.code, 0, patch=repair.patch, source="search",
                                         suspect=f"{repair.suspect.path}::{repair.suspect.qualname}",
                                         operator=repair.edit.operator, edit_after=repair.edit.after)
-            self._verify(candidate, suspect, cancel)
+            self._verify(candidate, suspect, stop)
             if candidate.reason == "cancelled":
                 return False
             candidate.explanation = self._explain(failure, candidate, repair) if candidate.verified else \

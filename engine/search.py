@@ -19,7 +19,9 @@ Verification is two-step:
    verified directly, within the same budget.
 
 Bounded per failure by SearchConfig (test runs and seconds) and stopped early when the cancel
-event is set (the user edited the file) or max_fixes candidates verified.
+event is set (the user edited the file) or max_fixes candidates verified. The seconds bound cuts
+work already running: a screen or a verification still running at the deadline is cancelled
+(its sandbox process group killed), so a failure's search ends within about max_seconds.
 
 Try it:  python -m ledex.engine.search WORKSPACE   (search only, for each failing test)
 """
@@ -171,7 +173,7 @@ def screen_command(python_placeholder: bool, spec: dict) -> list[str]:
 
 def screen(workspace: Path, suspect: Suspect, codes: Sequence[str], tests: Sequence[str], *,
            limits: Limits, python: str | None, timeout_s: float,
-           cancel: threading.Event | None = None) -> Screen:
+           cancel: threading.Event | Deadline | None = None) -> Screen:
     """Run the failing `tests` once per variant of `suspect` (function sources) in one sandboxed process."""
     spec = {"path": suspect.path, "qualname": suspect.qualname, "variants": list(codes), "tests": list(tests),
             "timeout": timeout_s}
@@ -189,11 +191,25 @@ def screen(workspace: Path, suspect: Suspect, codes: Sequence[str], tests: Seque
 # --- the search loop --------------------------------------------------------------------------------
 
 
-class Search:
-    """One failure's search. `verify(repair) -> bool` verifies a candidate fully (the fix engine's
-    sandboxed verification; it records the candidate) and says whether it is verified."""
+class Deadline:
+    """Set once the user cancelled or the search's seconds ran out: what a running screen or
+    verification polls (sandbox.verify_many's `cancel` reads only `is_set()`)."""
 
-    def __init__(self, workspace: Path, failure: Failure, config: SearchConfig, verify: Callable[[Repair], bool], *,
+    def __init__(self, cancel: threading.Event, ends_at: float):
+        self.cancel, self.ends_at = cancel, ends_at  # ends_at: time.monotonic() seconds
+
+    def is_set(self) -> bool:
+        """True once cancelled or past ends_at."""
+        return self.cancel.is_set() or time.monotonic() >= self.ends_at
+
+
+class Search:
+    """One failure's search. `verify(repair, stop) -> bool` verifies a candidate fully (the fix
+    engine's sandboxed verification; it records the candidate) and says whether it is verified;
+    it must give up (return False) once `stop.is_set()` (a Deadline: cancel or out of time)."""
+
+    def __init__(self, workspace: Path, failure: Failure, config: SearchConfig,
+                 verify: Callable[[Repair, Deadline], bool], *,
                  limits: Limits, python: str | None = None, screening: bool = True,
                  cancel: threading.Event | None = None):
         self.workspace, self.failure, self.config, self.verify = Path(workspace), failure, config, verify
@@ -202,6 +218,7 @@ class Search:
         self.stats = SearchStats()
         self._seen: set[tuple[str, str]] = set()
         self._started = time.monotonic()
+        self.stop = Deadline(self.cancel, self._started + config.max_seconds)
 
     def left_s(self) -> float:
         """Seconds left of the search's max_seconds budget."""
@@ -262,9 +279,9 @@ class Search:
         wall = max(5.0, min(self.left_s(), self.limits.wall_s))
         limits = Limits(**{**self.limits.to_dict(), "wall_s": wall})
         result = screen(self.workspace, suspect, [r.code for r in batch], tests, limits=limits, python=self.python,
-                        timeout_s=self.config.variant_timeout_s, cancel=self.cancel)
+                        timeout_s=self.config.variant_timeout_s, cancel=self.stop)
         self.stats.processes += 1
-        if result.error == "cancelled":
+        if result.error == "cancelled":  # cancelled or out of time: _halt says which
             return len(batch)
         if result.error or result.baseline != "fail":
             self.stats.notes.append(f"no screening ({result.error or 'the failure did not reproduce'}): "
@@ -286,12 +303,12 @@ class Search:
 
     def _verify(self, repair: Repair) -> None:
         self.stats.verified_runs += 1
-        if self.verify(repair):
+        if self.verify(repair, self.stop):
             self.stats.verified += 1
 
 
 def run_search(workspace: Path, failure: Failure, suspects: Sequence[Suspect], config: SearchConfig,
-               verify: Callable[[Repair], bool], *, limits: Limits, python: str | None = None,
+               verify: Callable[[Repair, Deadline], bool], *, limits: Limits, python: str | None = None,
                command: Sequence[str] | None = None, cancel: threading.Event | None = None) -> SearchStats:
     """Search `suspects` for `failure` (see the module docstring); verified candidates reach `verify`."""
     return Search(workspace, failure, config, verify, limits=limits, python=python, screening=command is None,
@@ -303,13 +320,15 @@ if __name__ == "__main__":
 
     from ledex.engine.failures import discover
     from ledex.engine.fixer import suspects_to_try
-    from ledex.sandbox import verify as sandbox_verify
 
     root = Path(sys.argv[1] if len(sys.argv) > 1 else ".")
     for failing in discover(root).failures:
-        def check(repair: Repair, f=failing) -> bool:
+        def check(repair: Repair, stop: Deadline, f=failing) -> bool:
             """Sandbox-verify a repair against the failing test and its siblings; prints the result."""
-            verdict = sandbox_verify(root, {repair.patch.path: repair.patch.new_text}, (f.test, *f.siblings))
+            runs = verify_many(root, [{repair.patch.path: repair.patch.new_text}], (f.test, *f.siblings), cancel=stop)
+            verdict = next((v for _, v in runs), None)
+            if verdict is None:
+                return False
             print(("VERIFIED " if verdict.passed else "failed   ") + repair.edit.description)
             return verdict.passed
         print(failing.test, run_search(root, failing, suspects_to_try(failing, 3), SearchConfig(), check,

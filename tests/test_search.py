@@ -78,6 +78,26 @@ def test_the_search_respects_its_budget_and_cancellation(seeded):
     assert cancelled.search.stopped == "cancelled" and cancelled.candidates == []
 
 
+SLOW_WHEN_FIXED = {
+    "seq.py": "def last(xs, k):\n    return xs[len(xs) - k - 1:]\n",
+    "tests/test_seq.py": (
+        "import time\n\nfrom seq import last\n\n\n"
+        "def test_last_two():\n    assert last([1, 2, 3, 4], 2) == [3, 4]\n\n\n"
+        "def test_slow_once_fixed():\n    if last([1, 2, 3], 1) == [3]:\n        time.sleep(120)\n"),
+}
+
+
+def test_the_time_budget_cuts_a_verification_that_is_already_running(tmp_path):
+    # The fix passes the failing test at once (the screen), but its full verification (the rest of
+    # the file) sleeps 120 s: the deadline must kill that sandbox run, not wait for it.
+    workspace = write_tree(tmp_path / "ws", SLOW_WHEN_FIXED)
+    failure = next(f for f in discover(workspace).failures if f.test.endswith("test_last_two"))
+    budget = 12.0
+    result = _fix(workspace, failure, SearchConfig(max_seconds=budget, max_fixes=1))
+    assert result.search.stopped == "time" and result.search.seconds < budget + 8
+    assert not any(c.verified for c in result.candidates)
+
+
 def test_without_screening_each_candidate_is_verified_on_its_own(seeded):
     workspace, failures = seeded
     result = _fix(workspace, failures["test_last_two"], SearchConfig(screen=False, max_runs=40, max_fixes=1))
