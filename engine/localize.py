@@ -23,7 +23,7 @@ import ast
 import configparser
 import fnmatch
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
 from typing import Iterable
@@ -48,6 +48,9 @@ class Suspect:
     source: str  # the function's source text (dedented as it stands in the file)
     reason: str  # how it was found: "doctest", "traceback", "called by the test" or "coverage"
     score: float | None = None  # Ochiai suspiciousness in [0, 1]; None when there was no coverage
+    # Per-line Ochiai, ((line, score), ...) most suspicious first, for the lines the failing test
+    # executed in this function (sbfl.rank_by_spectrum); () without coverage. Orders search's edits.
+    lines: tuple[tuple[int, float], ...] = field(default=(), compare=False)
 
 
 def is_test_file(path: str | Path) -> bool:

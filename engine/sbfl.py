@@ -104,8 +104,10 @@ def _spans(source: str) -> list[tuple[int, int, str, ast.AST]]:
 
 def function_scores(workspace: Path, spectrum: Spectrum, nodeid: str,
                     is_test: Callable[[str], bool]) -> dict[tuple[str, str], tuple[float, float, Suspect]]:
-    """{(path, qualname): (score, tie-breaker, suspect)} for every workspace function the test executed."""
+    """{(path, qualname): (score, tie-breaker, suspect)} for every workspace function the test
+    executed; each suspect's `lines` holds its executed lines' scores (line_scores)."""
     scores: dict[tuple[str, str], tuple[float, float, Suspect]] = {}
+    per_line: dict[tuple[str, str], dict[int, tuple[float, float]]] = {}
     for rel, lines in spectrum.lines(nodeid).items():
         source = None if is_test(rel) or not rel.endswith(".py") else read_source(Path(workspace) / rel)
         spans = _spans(source) if source is not None else []
@@ -115,9 +117,21 @@ def function_scores(workspace: Path, spectrum: Spectrum, nodeid: str,
                 continue  # module-level code: not a function we can rewrite
             start, _, qualname, node = inner[-1]
             score = (spectrum.score(rel, line), spectrum.alone(rel, line))
+            per_line.setdefault((rel, qualname), {})[line] = score
             if (rel, qualname) not in scores or score > scores[(rel, qualname)][:2]:
                 scores[(rel, qualname)] = (*score, make_suspect(rel, qualname, node, source, "coverage"))
-    return scores
+    return {key: (a, b, replace(s, lines=line_scores(per_line[key]))) for key, (a, b, s) in scores.items()}
+
+
+def line_scores(scored: Mapping[int, tuple[float, float]]) -> tuple[tuple[int, float], ...]:
+    """((line, Ochiai), ...) most suspicious first: Ochiai, then Ochiai of the failing test alone,
+    then the later line first (a wrong value shows where it is used, after where it is made).
+
+    >>> line_scores({2: (0.5, 0.5), 3: (1.0, 1.0), 4: (0.5, 0.7), 5: (0.5, 0.5)})
+    ((3, 1.0), (4, 0.5), (5, 0.5), (2, 0.5))
+    """
+    order = sorted(scored, key=lambda line: (-round(scored[line][0], 9), -round(scored[line][1], 9), -line))
+    return tuple((line, round(scored[line][0], 6)) for line in order)
 
 
 # Methods pytest's own failure report runs: assertion introspection shows the repr() of each
@@ -142,7 +156,8 @@ def rank_by_spectrum(workspace: Path, found: list[Suspect], spectrum: Spectrum, 
         return found
     spectrum = spectrum.for_failure(nodeid)
     scores = function_scores(workspace, spectrum, nodeid, is_test)
-    ranked = [replace(s, score=scores.get((s.path, s.qualname), (0.0,))[0]) for s in found]
+    ranked = [replace(s, score=scores[(s.path, s.qualname)][0], lines=scores[(s.path, s.qualname)][2].lines)
+              if (s.path, s.qualname) in scores else replace(s, score=0.0) for s in found]
     known = {(s.path, s.qualname) for s in found}
     ranked += [replace(suspect, score=score) for key, (score, _, suspect) in scores.items() if key not in known]
     order = {id(s): i for i, s in enumerate(ranked)}

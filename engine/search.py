@@ -3,10 +3,11 @@ the inverse of training's mutations), screened many-per-process in the sandbox, 
 one by one like any model candidate.
 
 Mutation-based program repair (Debroy & Wong 2010): for each suspect (most suspicious first,
-engine/localize.py + sbfl.py), every single-site edit of the function, the lines the traceback
-went through first, then the rest of the function bottom-up; cheap operators (comparisons,
-constants, bounds) before broad ones (another variable, a dropped statement). Identical results
-are tried once.
+engine/localize.py + sbfl.py), every single-site edit of the function, the most suspicious lines
+first (per-line Ochiai over the failing vs passing tests' coverage, sbfl.line_scores; ties and
+runs without coverage: the lines the traceback went through, then the rest of the function
+bottom-up); cheap operators (comparisons, constants, bounds) before broad ones (another variable,
+a dropped statement). Identical results are tried once.
 
 Verification is two-step:
 1. **Screen**: one sandboxed pytest process per batch runs the failing tests once per variant,
@@ -63,6 +64,7 @@ class SearchConfig:
     variant_timeout_s: float = 2.0  # per variant and test in the screen (a mutant that loops fails)
     screen: bool = True  # False: one sandbox run per candidate (bench/bench_search.py's reference)
     operators: tuple[str, ...] | None = None  # a subset of operators.OPERATORS (None: all)
+    line_sbfl: bool = True  # edit sites by per-line Ochiai first (False: traceback, then bottom-up)
 
 
 @dataclass
@@ -74,6 +76,7 @@ class Repair:
     patch: Patch
     code: str  # the edited function, dedented (what a model answer's code block would hold)
     screen: str = ""  # "pass" | "fail" | "error" | "hang" | "" (not screened)
+    order: int = 0  # 1-based position in the search's order over all suspects (0: not placed)
 
 
 @dataclass
@@ -88,6 +91,8 @@ class SearchStats:
     verified: int = 0
     seconds: float = 0.0
     stopped: str = ""  # "fixes" | "runs" | "time" | "cancelled" | "exhausted"
+    first_fix_order: int = 0  # Repair.order of the first verified fix (0: none): how soon the order found it
+    first_fix_s: float = 0.0  # seconds from the search's start to its first verified fix
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -98,11 +103,17 @@ class SearchStats:
 # --- candidates -------------------------------------------------------------------------------------
 
 
-def _line_order(failure: Failure, suspect: Suspect, start: int, end: int) -> dict[int, int]:
-    """{line: rank} for the function's lines: traceback lines (deepest first), then bottom-up."""
+def _line_order(failure: Failure, suspect: Suspect, start: int, end: int, by_sbfl: bool = True) -> dict[int, int]:
+    """{line: rank} for the function's lines. With per-line Ochiai (Suspect.lines, sbfl.py) and
+    `by_sbfl`: the most suspicious lines first, then the lines the failing test did not execute;
+    ties (and everything without coverage) in the fallback order: traceback lines (deepest
+    first), then bottom-up."""
     traced = [line for path, line, _ in reversed(frames(failure.details or ""))
               if Path(path).as_posix().endswith("/" + suspect.path) and start <= line <= end]
     order = list(dict.fromkeys(traced)) + [line for line in range(end, start - 1, -1) if line not in traced]
+    scores = dict(suspect.lines) if by_sbfl else {}
+    if scores:
+        order.sort(key=lambda line: -scores.get(line, -1.0))  # stable: ties keep the fallback order
     return {line: rank for rank, line in enumerate(order)}
 
 
@@ -111,15 +122,16 @@ def _function_span(text: str, qualname: str) -> tuple[int, int] | None:
     return (first_line(node), node.end_lineno) if node is not None else None
 
 
-def repairs_for(text: str, suspect: Suspect, failure: Failure,
-                operators: Iterable[str] | None = None) -> list[Repair]:
-    """Every single-site repair of `suspect` in `text` (its file), most promising first, as patches."""
+def repairs_for(text: str, suspect: Suspect, failure: Failure, operators: Iterable[str] | None = None,
+                by_sbfl: bool = True) -> list[Repair]:
+    """Every single-site repair of `suspect` in `text` (its file), most promising first (lines
+    by _line_order, then OPERATOR_ORDER), as patches."""
     body = text.removeprefix("\ufeff")
     span = _function_span(body, suspect.qualname)
     if span is None:
         return []
     start, end = span
-    order = _line_order(failure, suspect, start, end)
+    order = _line_order(failure, suspect, start, end, by_sbfl)
     edits = sorted(single_site_edits(body, suspect.qualname, operators),
                    key=lambda e: (order.get(e.line, len(order)), OPERATOR_ORDER.index(e.operator)))
     found = []
@@ -239,9 +251,11 @@ class Search:
             text = read_source(self.workspace / suspect.path)
             if text is None:
                 continue
-            found = [r for r in repairs_for(text, suspect, self.failure, self.config.operators)
+            found = [r for r in repairs_for(text, suspect, self.failure, self.config.operators, self.config.line_sbfl)
                      if (r.patch.path, r.patch.new_text) not in self._seen]
             self._seen.update((r.patch.path, r.patch.new_text) for r in found)
+            for position, repair in enumerate(found, self.stats.candidates + 1):
+                repair.order = position
             self.stats.candidates += len(found)
             self._search(suspect, found)
             if self.stats.stopped:
@@ -305,6 +319,9 @@ class Search:
         self.stats.verified_runs += 1
         if self.verify(repair, self.stop):
             self.stats.verified += 1
+            if not self.stats.first_fix_order:
+                self.stats.first_fix_order = repair.order
+                self.stats.first_fix_s = round(time.monotonic() - self._started, 3)
 
 
 def run_search(workspace: Path, failure: Failure, suspects: Sequence[Suspect], config: SearchConfig,

@@ -98,6 +98,34 @@ def test_the_time_budget_cuts_a_verification_that_is_already_running(tmp_path):
     assert not any(c.verified for c in result.candidates)
 
 
+CAPPED = {
+    "cap.py": ("def capped_sum(xs, cap):\n    total = 0\n    for x in xs:\n        total += x\n"
+               "    if total > cap:\n        total = cap + 1\n    return total\n"),
+    "tests/test_cap.py": ("from cap import capped_sum\n\n\n"
+                          "def test_below():\n    assert capped_sum([1, 2], 10) == 3\n\n\n"
+                          "def test_empty():\n    assert capped_sum([], 10) == 0\n\n\n"
+                          "def test_capped():\n    assert capped_sum([5, 6], 10) == 10\n"),
+}
+
+
+def test_the_most_suspicious_line_is_searched_first(tmp_path):
+    from ledex.engine.localize import read_source
+    from ledex.engine.search import repairs_for
+
+    workspace = write_tree(tmp_path / "ws", CAPPED)
+    (failure,) = discover(workspace).failures
+    # Line 6 runs in the failing test only (Ochiai 1.0); the traceback never enters capped_sum.
+    assert failure.suspect.qualname == "capped_sum" and failure.suspect.lines[0] == (6, 1.0)
+    text = read_source(workspace / "cap.py")
+    assert repairs_for(text, failure.suspect, failure)[0].edit.line == 6
+    assert repairs_for(text, failure.suspect, failure, by_sbfl=False)[0].edit.line == 7  # bottom-up
+    on_six = sum(r.edit.line == 6 for r in repairs_for(text, failure.suspect, failure))
+    result = _fix(workspace, failure)
+    old, new = CAPPED["cap.py"].splitlines(), result.best.patch.new_text.splitlines()
+    assert [n for n, (a, b) in enumerate(zip(old, new), 1) if a != b] == [6] and result.best.verified
+    assert 1 <= result.search.first_fix_order <= on_six
+
+
 def test_without_screening_each_candidate_is_verified_on_its_own(seeded):
     workspace, failures = seeded
     result = _fix(workspace, failures["test_last_two"], SearchConfig(screen=False, max_runs=40, max_fixes=1))
