@@ -83,6 +83,11 @@ class PromptTooLong(ModelError):
         self.prompt_tokens, self.context_tokens = prompt_tokens, context_tokens
 
 
+class LogprobsUnsupported(ModelError):
+    """The backend cannot give the log-probability of a given answer (`completion_logprobs`):
+    callers rank without it (engine/ranking.py)."""
+
+
 def check_fits(backend: "Backend", messages: list[dict[str, str]], suspect: str) -> None:
     """Raise PromptTooLong ("the suspect is N tokens, the model's context is M") when the
     rendered conversation leaves no room for an answer. Backends that cannot count tokens
@@ -107,7 +112,9 @@ class Backend(Protocol):
     """What the engine needs of a model. A backend may also offer
     `generate_batch(messages, sampling, n, *, cancel, on_token) -> Iterator[Generation]`
     (n answers with seeds sampling.seed + i, yielded as they finish); `generate_batch` below
-    falls back to one `generate` after another for backends that do not."""
+    falls back to one `generate` after another for backends that do not. A backend may offer
+    `completion_logprobs(messages, completions) -> list[float | None]` (the model's
+    log-likelihood of given answers, nats); one that cannot raises LogprobsUnsupported."""
 
     identity: ModelIdentity
 
@@ -198,6 +205,15 @@ class LlamaCppBackend:
         """Number of tokens `text` takes in the prompt (tokenize's length)."""
         return len(self.tokenize(text))
 
+    def completion_logprobs(self, messages: list[dict[str, str]], completions: Sequence[str]) -> list[float | None]:
+        """Per completion, the sum of its tokens' log-probabilities (nats, <= 0) as the assistant's
+        answer to `messages`, teacher-forced with the prompt evaluated once (engine/llamascore.py);
+        None for one that does not fit the context. Raises PromptTooLong when the prompt does not."""
+        from ledex.engine.llamascore import completion_logprobs
+
+        with self._lock:
+            return completion_logprobs(self, messages, completions)
+
     def generate(self, messages, sampling, *, cancel=None, on_token=None) -> Generation:
         """One answer: generate_batch with n=1."""
         return only_answer(self.generate_batch(messages, sampling, 1, cancel=cancel, on_token=on_token), sampling)
@@ -254,6 +270,12 @@ class EndpointBackend:
         if self.grammar_field not in GRAMMAR_FIELDS:
             raise ModelError(f"unknown grammar field {self.grammar_field!r}; expected one of {', '.join(GRAMMAR_FIELDS)}")
         self.takes_n = True  # until a server refuses n > 1
+
+    def completion_logprobs(self, messages, completions) -> list[float | None]:  # noqa: ANN001
+        """Always raises LogprobsUnsupported: the chat completions API returns log-probabilities
+        of the tokens the server generates (`logprobs: true`), never of an answer given to it."""
+        raise LogprobsUnsupported(f"{self.url} cannot score a given answer: the chat completions API returns "
+                                  "log-probabilities of generated tokens only")
 
     def generate(self, messages, sampling, *, cancel=None, on_token=None) -> Generation:
         """One answer from the endpoint: generate_batch with n=1 (on_token is not called)."""

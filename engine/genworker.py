@@ -12,6 +12,9 @@ Protocol, one JSON object per line (esbonio-style: narrow, one request at a time
                                                     <- {"id": 1, "tokens": 17}    (progress, a few per second)
                                                     <- {"id": 1, "generation": {...}}  (each answer as it finishes, K times)
                                                     <- {"id": 1, "done": K}  | {"id": 1, "error": "..."}
+    {"op": "logprobs", "id": 2, "messages": [...], "completions": [...]} ->
+                                                    <- {"id": 2, "logprobs": [float | null, ...]}
+                                                     | {"id": 2, "error": "...", "unsupported": true | false}
 
 The K answers of one request are one batch in the worker (`backends.generate_batch`), streamed
 back one by one so the parent can verify the first while the others are still decoding.
@@ -38,7 +41,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterator
 
-from ledex.engine.backends import Generation, Sampling, generate_batch, load_backend, only_answer
+from ledex.engine.backends import (Generation, LogprobsUnsupported, Sampling, generate_batch, load_backend,
+                                    only_answer)
 from ledex.engine.models import ModelError, ModelIdentity
 
 PROGRESS_EVERY_S = 0.25  # liveness + progress; more often only costs pipe traffic
@@ -69,7 +73,7 @@ def _read_requests(stream, jobs: queue.Queue, cancels: dict[int, threading.Event
             continue
         if op == "cancel":
             cancels.get(rid, threading.Event()).set()
-        elif op == "generate":
+        elif op in ("generate", "logprobs"):
             cancels[rid] = threading.Event()
             jobs.put(request)
     os._exit(0)  # no parent, nobody to answer: stop now, even mid-generation
@@ -98,6 +102,18 @@ def _answer(backend, request: dict, cancel: threading.Event, out) -> dict:
     return {"id": rid, "done": sent}
 
 
+def _logprobs(backend, request: dict) -> dict:
+    """The reply to a "logprobs" request: the backend's completion_logprobs, or why not."""
+    rid = request["id"]
+    try:
+        scorer = getattr(backend, "completion_logprobs", None)
+        if scorer is None:
+            raise LogprobsUnsupported(f"the {type(backend).__name__} cannot score a given answer")
+        return {"id": rid, "logprobs": list(scorer(request["messages"], request["completions"]))}
+    except Exception as exc:  # a Python-level failure is an answer; only a native crash ends us
+        return {"id": rid, "error": f"{type(exc).__name__}: {exc}", "unsupported": isinstance(exc, LogprobsUnsupported)}
+
+
 def serve(backend, requests, out) -> None:
     """Answer requests one at a time until the reader thread sees EOF."""
     jobs: queue.Queue = queue.Queue()
@@ -105,7 +121,10 @@ def serve(backend, requests, out) -> None:
     threading.Thread(target=_read_requests, args=(requests, jobs, cancels, out), daemon=True).start()
     while True:
         request = jobs.get()
-        _send(out, _answer(backend, request, cancels[request["id"]], out))
+        if request["op"] == "logprobs":
+            _send(out, _logprobs(backend, request))
+        else:
+            _send(out, _answer(backend, request, cancels[request["id"]], out))
         cancels.pop(request["id"], None)
 
 
@@ -310,6 +329,27 @@ class WorkerBackend:
                     state.cancel = _SET
                     while not state.over and self._await(state) is not None:
                         pass
+
+    def completion_logprobs(self, messages, completions) -> list[float | None]:  # noqa: ANN001
+        """The worker backend's completion_logprobs (see backends.LlamaCppBackend): per completion,
+        its summed token log-probability (nats) as the answer to `messages`, None where it does
+        not fit. Raises LogprobsUnsupported when the worker's backend cannot score, ModelError
+        when the worker fails or dies."""
+        with self._lock:
+            if self._proc is not None and self._proc.poll() is not None:
+                self._reap()
+            if self._proc is None:
+                self._start()
+            self._next_id += 1
+            rid = self._next_id
+            self._send_request({"op": "logprobs", "id": rid, "messages": messages, "completions": list(completions)},
+                               "scoring")
+            while (message := self._receive(self.stall_timeout_s, "scoring")).get("id") != rid:
+                continue  # a late line of an earlier request
+            if "error" in message:
+                raise (LogprobsUnsupported if message.get("unsupported") else ModelError)(message["error"])
+            self.crashes_in_a_row = 0
+            return message["logprobs"]
 
     def _await(self, state: _Await) -> Generation | None:
         """The request's next answer, or None when the worker said it is done."""

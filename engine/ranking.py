@@ -7,7 +7,7 @@ Order, first key first:
    satisfied by that value at least as often as because the logic is right (issue 20: a median
    dividing by 3 instead of 2 passed weak tests) - it ranks below the model's verified fixes;
 3. plausibility: the model's log-likelihood of the patched function given the failure (sum of
-   token log-probabilities, llama.cpp, `score_codes`) minus EDIT_WEIGHT nats per changed token
+   token log-probabilities, Backend.completion_logprobs via `score_codes`) minus EDIT_WEIGHT nats per changed token
    (smaller edits first, the minimal-repair prior of program repair); without a log-likelihood
    only the edit size counts;
 4. unverified ones by pass rate; then round, then arrival order.
@@ -77,79 +77,19 @@ def rank_indexed(candidates: Sequence[T]) -> list[tuple[int, T]]:
 
 def score_codes(backend: Any, messages: list[dict[str, str]], codes: Sequence[str]) -> list[float | None]:
     """Sum of the model's token log-probabilities (nats) of each code block as the answer to
-    `messages` (format.build_messages in REFINE mode: the answer is just the code block), with the
-    prompt evaluated once and shared. None for every code when the backend cannot score (an
-    endpoint, a replay) or the prompt does not fit."""
-    if not codes or getattr(backend, "llm", None) is None or not hasattr(backend, "_batch"):
+    `messages` (format.build_messages in REFINE mode: the answer is just the fenced code block),
+    from the backend's `completion_logprobs` (the prompt evaluated once). None for every code when
+    the backend cannot score (no such method, or LogprobsUnsupported: an endpoint, a replay) or
+    the prompt does not fit; None for one code that does not fit."""
+    scorer = getattr(backend, "completion_logprobs", None)
+    if not codes or scorer is None:
         return [None] * len(codes)
+    from ledex.engine.models import ModelError
+
     try:
-        return _LlamaScorer(backend, messages).score(codes)
-    except Exception:  # noqa: BLE001 - ranking without likelihoods beats no ranking
+        return list(scorer(messages, [f"```python\n{code.rstrip()}\n```" for code in codes]))
+    except (ModelError, RuntimeError, ValueError):  # LogprobsUnsupported, PromptTooLong, a llama.cpp refusal
         return [None] * len(codes)
-
-
-class _LlamaScorer:
-    """Teacher-forced scoring on the llama.cpp backend's batch context (engine/llamabatch.py's layout:
-    the prompt in sequence 0, each answer in sequence 1 copied from it)."""
-
-    def __init__(self, backend: Any, messages: list[dict[str, str]]):
-        from llama_cpp import llama_cpp as C
-
-        self.b, self.C = backend, C
-        self.ctx = backend.llm._ctx.ctx
-        self.memory = C.llama_get_memory(self.ctx)
-        self.prompt = backend.tokenize(backend.render(messages))
-        self.n_ctx = C.llama_n_ctx(self.ctx)
-
-    def _decode(self, rows: list[tuple[int, int, int, bool]]):
-        from ledex.engine.llamabatch import _fill
-
-        _fill(self.b._batch.batch, rows)
-        if self.C.llama_decode(self.ctx, self.b._batch.batch) != 0:
-            raise RuntimeError("llama_decode failed")
-
-    def score(self, codes: Sequence[str]) -> list[float | None]:
-        """Per code, its log-likelihood as the answer to the prompt (a fenced block), teacher-forced;
-        None where it does not fit the context."""
-        with self.b._lock:
-            self.b.llm.reset()
-            self.C.llama_memory_clear(self.memory, True)
-            size = self.b.llm.n_batch
-            last_logits = None
-            for start in range(0, len(self.prompt), size):
-                chunk = self.prompt[start:start + size]
-                end = start + len(chunk) == len(self.prompt)
-                self._decode([(t, start + i, 0, end and i == len(chunk) - 1) for i, t in enumerate(chunk)])
-                if end:
-                    last_logits = self._row(len(chunk) - 1)
-            return [self._answer(code, last_logits) for code in codes]
-
-    def _row(self, index: int):
-        import numpy as np
-
-        n_vocab = self.b.llm.n_vocab()
-        logits = np.ctypeslib.as_array(self.C.llama_get_logits_ith(self.ctx, index), shape=(n_vocab,)).astype(np.float64)
-        top = logits.max()
-        return logits - (top + math.log(np.exp(logits - top).sum()))
-
-    def _answer(self, code: str, first) -> float | None:
-        text = f"```python\n{code.rstrip()}\n```"
-        tokens = self.b.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
-        base = len(self.prompt)
-        if base + len(tokens) >= self.n_ctx or not tokens:
-            return None
-        total = float(first[tokens[0]])
-        self.C.llama_memory_seq_cp(self.memory, 0, 1, -1, -1)
-        size = self.b.llm.n_batch
-        for start in range(0, len(tokens) - 1, size):
-            chunk = tokens[start:start + size]
-            self._decode([(t, base + start + i, 1, True) for i, t in enumerate(chunk)])
-            for i in range(len(chunk)):
-                following = start + i + 1
-                if following < len(tokens):
-                    total += float(self._row(i)[tokens[following]])
-        self.C.llama_memory_seq_rm(self.memory, 1, -1, -1)
-        return total
 
 
 if __name__ == "__main__":

@@ -155,8 +155,48 @@ def _candidate(code, verified=True, **fields):
     return SimpleNamespace(**{**values, **fields})
 
 
-def test_a_candidate_passing_only_the_shown_asserts_ranks_below_a_correct_one():
+@pytest.fixture(scope="module")
+def model():
+    """The embedded model in this process (llama.cpp), loaded once for the module."""
     from ledex.engine.backends import load_backend
+
+    try:
+        return load_backend()
+    except Exception as exc:  # noqa: BLE001 - no embedded model on this machine
+        pytest.skip(f"the embedded model is not available: {exc}")
+
+
+ADD_CHAT = [{"role": "user", "content": "Write a Python function add(a, b) that returns a + b."}]
+LIKELY = "```python\ndef add(a, b):\n    return a + b\n```"
+GARBLED = "```python\ndef add(a, b):\n    b a + return\n```"
+
+
+def test_the_backend_scores_a_likely_answer_above_a_garbled_one_in_process_and_in_the_worker(model, tmp_path):
+    import json
+
+    from ledex.engine.backends import LogprobsUnsupported
+    from ledex.engine.genworker import WorkerBackend
+    from ledex.engine.ranking import score_codes
+
+    likely, garbled = model.completion_logprobs(ADD_CHAT, [LIKELY, GARBLED])
+    assert garbled < likely < 0
+    worker = WorkerBackend()  # the language server's backend: the model in a child process
+    try:
+        assert worker.completion_logprobs(ADD_CHAT, [LIKELY, GARBLED]) == pytest.approx([likely, garbled], abs=0.05)
+    finally:
+        worker.close()
+    answers = tmp_path / "answers.json"
+    answers.write_text(json.dumps(["x"]))
+    replay = WorkerBackend(f"replay:{answers}")
+    try:
+        with pytest.raises(LogprobsUnsupported):
+            replay.completion_logprobs(ADD_CHAT, [LIKELY])
+        assert score_codes(replay, ADD_CHAT, ["def add(a, b):\n    return a + b"]) == [None]  # ranked by edit size
+    finally:
+        replay.close()
+
+
+def test_a_candidate_passing_only_the_shown_asserts_ranks_below_a_correct_one(model):
     from ledex.engine.format import Mode, Problem, build_messages
     from ledex.engine.ranking import score_codes
 
@@ -164,11 +204,7 @@ def test_a_candidate_passing_only_the_shown_asserts_ranks_below_a_correct_one():
     problem = Problem("The function `count_below` must count the items strictly below `limit`.", wrong,
                       "assert count_below([1, 2, 3, 4], 3) == 2\nAssertionError: assert 3 == 2")
     overfit, right = _candidate(wrong.replace("<=", ">=")), _candidate(wrong.replace("<=", "<"))
-    try:
-        backend = load_backend()
-    except Exception as exc:  # noqa: BLE001 - no embedded model on this machine
-        pytest.skip(f"the embedded model is not available: {exc}")
-    for candidate, loglik in zip((overfit, right), score_codes(backend, build_messages(problem, Mode.REFINE),
+    for candidate, loglik in zip((overfit, right), score_codes(model, build_messages(problem, Mode.REFINE),
                                                               [overfit.code, right.code])):
         candidate.loglik = loglik
     assert right.loglik is not None and rank([overfit, right]) == [right, overfit]
