@@ -174,7 +174,7 @@ GARBLED = "```python\ndef add(a, b):\n    b a + return\n```"
 def test_the_backend_scores_a_likely_answer_above_a_garbled_one_in_process_and_in_the_worker(model, tmp_path):
     import json
 
-    from ledex.engine.backends import LogprobsUnsupported
+    from ledex.engine.backends import LogprobsUnsupported, load_backend
     from ledex.engine.genworker import WorkerBackend
     from ledex.engine.ranking import score_codes
 
@@ -194,6 +194,10 @@ def test_the_backend_scores_a_likely_answer_above_a_garbled_one_in_process_and_i
         assert score_codes(replay, ADD_CHAT, ["def add(a, b):\n    return a + b"]) == [None]  # ranked by edit size
     finally:
         replay.close()
+    endpoint = load_backend("http://127.0.0.1:9/v1")  # never contacted: the chat API cannot score a given answer
+    with pytest.raises(LogprobsUnsupported, match="generated tokens only"):
+        endpoint.completion_logprobs(ADD_CHAT, [LIKELY])
+    assert score_codes(endpoint, ADD_CHAT, ["def add(a, b):\n    return a + b"]) == [None]
 
 
 def test_a_candidate_passing_only_the_shown_asserts_ranks_below_a_correct_one(model):
