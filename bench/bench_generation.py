@@ -17,6 +17,10 @@ Run from the repo root:  .venv/bin/python bench/bench_generation.py [--quick] [-
 3. K=4 and K=8 answers for one failure, one batch vs one after another (what the fixer did
    before: every answer re-evaluates the prompt), same seeds, so the same answers and token
    counts (checked). Wall ratio goals <= 0.5 (K=4), <= 0.35 (K=8); prompt evaluations counted.
+4. --models A B ...: the same measurements for several GGUF files side by side (e.g. the
+   embedded Q4_1 and a Q8_0 derived from it, `models.derived_model_path`), timings interleaved
+   model by model in one run: single-sequence decode tok/s, prompt tok/s, K=4/K=8 ratios and
+   usable share (grammar only).
 
 The CPU may be shared: only the ratios inside one run mean anything.
 """
@@ -166,6 +170,24 @@ def batch_vs_sequential(backend, failure, k: int, reps: int, max_tokens: int) ->
             "same_answers": same}
 
 
+def compare_models(specs: list[str], failures, samples: int, max_tokens: int, reps: int) -> dict:
+    """Section 4: each model's decode/prompt speed, K ratios and usable share, timings interleaved."""
+    backends = {spec: load_backend(spec) for spec in specs}
+    out: dict = {spec: {"model": b.identity.id} for spec, b in backends.items()}
+    for spec, backend in backends.items():  # usable share first: no timing in it
+        out[spec]["usable"] = usable_share(backend, failures, [Mode.EXPLAIN, Mode.REFINE], samples, max_tokens, free=False)
+    for _ in range(reps):
+        for spec, backend in backends.items():
+            out[spec].setdefault("decode", []).append(decode_speed(backend, failures[:2], 1, min(max_tokens, 256)))
+    for k in (4, 8):
+        for spec, backend in backends.items():
+            out[spec][f"batch_k{k}"] = batch_vs_sequential(backend, failures[0][0], k, reps, max_tokens)
+            print(spec, k, out[spec][f"batch_k{k}"], file=sys.stderr, flush=True)
+    for spec, backend in backends.items():
+        out[spec]["prompt_tok_s"] = round(backend.prompt_tokens / backend.prompt_seconds, 1)
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a few tasks, short answers (a smoke run)")
@@ -176,9 +198,19 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--skip", nargs="*", default=[], choices=["usable", "speed", "batch"])
     parser.add_argument("--grammar-only", action="store_true", help="usable share with the grammar only")
     parser.add_argument("--dump", type=Path, help="write the unusable answers (JSON) here, to classify them")
+    parser.add_argument("--models", nargs="+", help="compare these model settings side by side (section 4 only)")
     args = parser.parse_args(argv)
     if args.quick:
         args.tasks, args.samples, args.max_tokens = 3, 2, 128
+    if args.models:
+        with tempfile.TemporaryDirectory(prefix="ledex-bench-gen-") as tmp:
+            failures = [editor_failure(row, Path(tmp)) for row in load_tasks(args.tasks)]
+        started = time.perf_counter()
+        result = {"machine": machine_facts(), "metrics": {"models": compare_models(args.models, failures, args.samples,
+                                                                                   args.max_tokens, args.reps)}}
+        result["metrics"]["seconds"] = round(time.perf_counter() - started, 1)
+        result["notes"] = [f"load average at the end: {machine_facts()['loadavg_1m']} (shared CPU: ratios only)"]
+        return emit(result)
     backend = load_backend()
     with tempfile.TemporaryDirectory(prefix="ledex-bench-gen-") as tmp:
         failures = [editor_failure(row, Path(tmp)) for row in load_tasks(args.tasks)]

@@ -72,6 +72,9 @@ class Sampling:
     max_tokens: int = 512  # a refined function plus a short explanation fits comfortably
     seed: int = 0
     grammar: str = ""  # GBNF the answer must match (format.answer_grammar); "" = unconstrained
+    # The code the prompt shows as wrong: with a grammar, llama.cpp answers that would repeat it
+    # are steered away (llamabatch, "Answers that repeat the wrong code"); endpoints ignore it.
+    wrong_code: str = ""
 
 
 class PromptTooLong(ModelError):
@@ -140,7 +143,7 @@ class LlamaCppBackend:
     Generation uses llama.cpp's low-level batch API on a context with n_parallel + 2
     sequence ids (prompt, answers, padding, finished) and a unified KV cache (sequence 0 holds the prompt, the others share its
     cells through `llama_memory_seq_cp`). `prompt_evals` counts prompt evaluations
-    (`prompt_seconds` their time)."""
+    (`prompt_tokens` their tokens, `prompt_seconds` their time)."""
 
     def __init__(self, spec: ModelSpec, *, n_ctx: int = DEFAULT_N_CTX, n_threads: int | None = None,
                  n_parallel: int = MAX_PARALLEL):
@@ -165,7 +168,7 @@ class LlamaCppBackend:
                              f"{' with adapter ' + spec.adapter if spec.adapter else ''}: {exc}") from exc
         self.chat_template = self.llm.metadata.get("tokenizer.chat_template") or CHATML_TEMPLATE
         self.eos_text = self._token_text(self.llm.token_eos())
-        self.prompt_evals, self.prompt_seconds = 0, 0.0  # prompt evaluations so far, and their time
+        self.prompt_evals, self.prompt_tokens, self.prompt_seconds = 0, 0, 0.0  # prompt evaluations so far
         self._grammars: dict = {}  # parsed grammar per GBNF text, cloned per sequence
 
     def _use_multi_sequence_context(self, n_seq: int) -> None:

@@ -336,7 +336,7 @@ class FixEngine:
         found = threading.Event()  # set by a verification that succeeded (stop_at_first only)
         stop = AnyEvent(cancel, found)  # what the running generation listens to
         sampling = dataclasses.replace(self.config.sampling, seed=self.config.sampling.seed + 1000 * round_no,
-                                       grammar=self._grammar(failure))
+                                       grammar=self._grammar(failure), wrong_code=problem.wrong_code)
         if progress:
             progress(f"round {round_no}: generating", 0, total)
         answers = generate_batch(self.backend, messages, sampling, total, cancel=stop)  # K decoded together

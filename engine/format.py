@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ast
 import re
+import textwrap
 from dataclasses import dataclass
 from enum import Enum
 
@@ -357,6 +358,30 @@ def parse_response(text: str, mode: Mode = Mode.EXPLAIN, *, truncated: bool = Fa
     if Mode(mode) is Mode.EXPLAIN and not explanation:
         explanation = text[body_end:].split("```", 1)[-1].strip()
     return Candidate(explanation=explanation, code=code)
+
+
+def repeats_code(text: str, wrong_code: str) -> bool:
+    """True when the answer's first code block defines the same functions as `wrong_code`:
+    equal once parsed (formatting, comments and import lines aside), the answer that patching
+    refuses as "the same code as before". False when either does not parse.
+
+    >>> repeats_code("```python\\ndef f(x):\\n    return x  # same\\n```", "def f(x):\\n    return (x)")
+    True
+    """
+    blocks, _ = _blocks(text)
+    if not blocks or not wrong_code.strip():
+        return False
+    functions = [_function_dump(text[blocks[0][1]:blocks[0][2]]), _function_dump(wrong_code)]
+    return functions[0] is not None and functions[0] == functions[1]
+
+
+def _function_dump(code: str) -> str | None:
+    """ast.dump of the function definitions in `code` (dedented), None if it does not parse."""
+    try:
+        tree = ast.parse(textwrap.dedent(code))
+    except SyntaxError:
+        return None
+    return "\n".join(ast.dump(n) for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)))
 
 
 def first_sentence(explanation: str, limit: int = 100) -> str:

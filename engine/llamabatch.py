@@ -18,6 +18,15 @@ sequence in the batch); code still open when the budget runs out is closed by
 so an answer reaches the parser whole instead of "cut off". The budget is max_tokens or what
 the context has left after the prompt, whichever is smaller.
 
+Answers that repeat the wrong code (Sampling.wrong_code, with a grammar): the small model's
+main unusable answer is the wrong function written back unchanged ("the same code as before").
+When an answer closes its block with code equal to the wrong code once parsed
+(`format.repeats_code`), it is rewound to the least sure token it wrote in the function's body
+(lowest model probability; not whitespace, not a comment, not the docstring) and must choose
+another there: the token it chose, and every token that would spell the same text, are refused
+at that position. Its later KV cells go to the grave, the grammar is replayed to that point.
+At most MAX_REWINDS per answer; an answer that still repeats the code after that is kept.
+
 Same seed, same answer whatever K: the first token comes from the same saved logits, and a
 row's logits depend only on its own sequence as long as the batch has two rows or more. A
 one-row batch takes other kernels in ggml's CPU backend (measured: logits differing by up to
@@ -30,16 +39,19 @@ Try it:  python -m ledex.engine.llamabatch 4
 
 from __future__ import annotations
 
+import ast
 import collections
 import ctypes
 import time
 from typing import TYPE_CHECKING, Iterator
 
-from ledex.engine.format import CODE_FENCE, answer_end, close_answer
+from ledex.engine.format import CODE_FENCE, answer_end, close_answer, repeats_code
 from ledex.engine.models import ModelError
 
 if TYPE_CHECKING:
     from ledex.engine.backends import Generation, LlamaCppBackend, Sampling
+
+MAX_REWINDS = 3  # per answer: how often one that repeats the wrong code is sent back
 
 
 class Owned:
@@ -67,6 +79,10 @@ class Sequence:
 
         self.slot, self.seed, self.pos, self.tokens, self.data = slot, seed, pos, [], b""
         self.feed: list[int] = []  # tokens sampled (or forced) but not yet decoded into the KV cache
+        self.pieces: list[bytes] = []  # each token's bytes
+        self.probs: list[float | None] = []  # each token's model probability (None: forced)
+        self.refused: dict[int, set[int]] = {}  # token index -> tokens refused there (rewinds)
+        self.rewinds = 0
         self.grammar = Owned(backend.grammar_sampler(sampling.grammar)) if sampling.grammar else None
         chain = C.llama_sampler_chain_init(C.llama_sampler_chain_default_params())
         if sampling.temperature <= 0:
@@ -88,6 +104,10 @@ class Sequence:
         grammar pass is paid only when the model wants something the grammar forbids)."""
         from llama_cpp import llama_cpp as C
 
+        refused = self.refused.get(len(self.tokens))
+        if refused:
+            logits = logits.copy()
+            logits[list(refused)] = float("-inf")
         token = self._apply(logits, with_grammar=False)
         if self.grammar is not None and not self._allowed(token, float(logits[token])):
             token = self._apply(logits, with_grammar=True)
@@ -96,7 +116,28 @@ class Sequence:
         C.llama_sampler_accept(self.chain.pointer, token)
         return token
 
-    def force(self, tokens: list[int]) -> bool:
+    def append(self, token: int, piece: bytes, prob: float | None) -> None:
+        """Record a token to decode with the next step."""
+        self.tokens.append(token)
+        self.feed.append(token)
+        self.pieces.append(piece)
+        self.probs.append(prob)
+        self.data += piece
+
+    def rewind(self, index: int, refused: set[int], grammar) -> None:
+        """Back to just before token `index`, which must differ from `refused` this time: token
+        index-1 is decoded again (its KV cell must be gone) to get the logits to choose from."""
+        from llama_cpp import llama_cpp as C
+
+        self.refused.setdefault(index, set()).update(refused)
+        self.pos -= len(self.tokens) - len(self.feed) - (index - 1)
+        del self.tokens[index:], self.pieces[index:], self.probs[index:]
+        self.data, self.feed, self.rewinds = b"".join(self.pieces), [self.tokens[-1]], self.rewinds + 1
+        self.grammar = Owned(grammar)
+        for token in self.tokens:
+            C.llama_sampler_accept(self.grammar.pointer, token)
+
+    def force(self, tokens: list[int], pieces: list[bytes]) -> bool:
         """Append tokens the model did not choose (the grammar must allow each in turn); they
         are decoded with the next step. False, and nothing appended, if the grammar refuses one."""
         from llama_cpp import llama_cpp as C
@@ -106,11 +147,10 @@ class Sequence:
             if not self._allowed(token, 0.0, probe):
                 return False
             C.llama_sampler_accept(probe.pointer, token)
-        for token in tokens:
+        for token, piece in zip(tokens, pieces):
             C.llama_sampler_accept(self.grammar.pointer, token)
             C.llama_sampler_accept(self.chain.pointer, token)
-        self.tokens.extend(tokens)
-        self.feed.extend(tokens)
+            self.append(token, piece, None)
         return True
 
     def _apply(self, logits, *, with_grammar: bool) -> int:
@@ -159,6 +199,9 @@ class BatchRun:
         self.opening = backend.llm.tokenize(("\n" + CODE_FENCE).encode(), add_bos=False, special=False)
         self.pending = collections.deque(range(n))
         self._buffer = ctypes.create_string_buffer(256)
+        self.opening_pieces = [self._piece(token) for token in self.opening]
+        self.wrong_code = sampling.wrong_code if sampling.grammar and sampling.wrong_code.strip() else ""
+        self.rewound_tokens = 0  # tokens thrown away by rewinds (decoded again)
         self.started_tokens: dict[int, int] = {}  # slot -> KV cells its answer may take
         self.retired_tokens = 0  # KV cells held by the grave (finished answers)
         self.started = time.perf_counter()
@@ -202,6 +245,7 @@ class BatchRun:
             _fill(batch.batch, [(token, start + i, 0, last and i == len(chunk) - 1) for i, token in enumerate(chunk)])
             self._decode(batch.batch)
         self.b.prompt_evals += 1
+        self.b.prompt_tokens += len(self.prompt)
         self.b.prompt_seconds += time.perf_counter() - started
         return np.ctypeslib.as_array(C.llama_get_logits_ith(self.ctx, -1), shape=(self.b.llm.n_vocab(),)).copy()
 
@@ -246,17 +290,40 @@ class BatchRun:
             self.on_token()
         if C.llama_vocab_is_eog(self.vocab, token):
             return "stop"
-        sequence.tokens.append(token)
-        sequence.feed.append(token)
-        sequence.data += self._piece(token)
+        sequence.append(token, self._piece(token), _probability(logits, token) if self.wrong_code else None)
         if not self.sampling.grammar:
             return "length" if len(sequence.tokens) >= self.max_tokens else None
         if b"`" in sequence.data[-8:]:
             end = answer_end(sequence.text)
             if end is not None:
+                if self.wrong_code and repeats_code(sequence.text, self.wrong_code) and self._rewind(sequence):
+                    return None
                 sequence.data = sequence.text[:end].encode()
                 return "stop"
         return self._budget(sequence)
+
+    def _rewind(self, sequence: Sequence) -> bool:
+        """Send an answer that repeats the wrong code back to its least sure token (module
+        docstring); False (the answer stands) after MAX_REWINDS or without room in the context."""
+        from llama_cpp import llama_cpp as C
+
+        index = least_sure_token(sequence) if sequence.rewinds < MAX_REWINDS else None
+        if index is None:
+            return False
+        decoded = len(sequence.tokens) - len(sequence.feed)
+        removed = decoded - (index - 1)  # KV cells from token index-1 on (it is decoded again)
+        live = len(self.prompt) + sum(self.started_tokens.values()) + self.retired_tokens
+        if live + removed + 1 > C.llama_n_ctx(self.ctx):
+            return False
+        start = len(self.prompt) + index - 1
+        C.llama_memory_seq_cp(self.memory, sequence.slot, self.b.grave_seq, start, -1)
+        C.llama_memory_seq_rm(self.memory, sequence.slot, start, -1)
+        self.retired_tokens += removed
+        self.rewound_tokens += len(sequence.tokens) - index
+        rest = sequence.data[sum(map(len, sequence.pieces[:index])):]
+        same_text = {t for t, piece in enumerate(vocab_pieces(self.b)) if piece and rest.startswith(piece)}
+        sequence.rewind(index, same_text | {sequence.tokens[index]}, self.b.grammar_sampler(self.sampling.grammar))
+        return True
 
     def _budget(self, sequence: Sequence) -> str | None:
         """Budget-aware closing under the grammar (see prose_budget): None to go on, "stop"
@@ -264,8 +331,8 @@ class BatchRun:
         used = len(sequence.tokens)
         if used >= self.prose_budget and CODE_FENCE.encode() not in sequence.data:
             at_sentence_end = sequence.data.rstrip().endswith((b".", b":")) or used >= self.prose_budget + 16
-            if at_sentence_end and used + len(self.opening) < self.max_tokens and sequence.force(self.opening):
-                sequence.data += b"\n" + CODE_FENCE.encode()
+            if at_sentence_end and used + len(self.opening) < self.max_tokens:
+                sequence.force(self.opening, self.opening_pieces)
         if used < self.max_tokens:
             return None
         closed = close_answer(sequence.text)
@@ -325,6 +392,55 @@ class BatchRun:
         while self.pending:
             yield Generation("", "cancelled", len(self.prompt), 0, time.perf_counter() - self.started,
                              self.sampling.seed + self.pending.popleft())
+
+
+def least_sure_token(sequence: Sequence) -> int | None:
+    """Index of the answer's least probable sampled token inside the function's body (after
+    the signature and a docstring, before the closing fence; not whitespace, not in a
+    comment), or None when there is none. The answer's code block must parse."""
+    data = sequence.data
+    code_start = data.find(CODE_FENCE.encode()) + len(CODE_FENCE)
+    code_end = data.rfind(b"```")
+    code = data[code_start:code_end].decode("utf-8", errors="replace")
+    function = next(n for n in ast.parse(code).body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)))
+    body = function.body[1:] if _is_docstring(function.body[0]) and len(function.body) > 1 else function.body
+    lines = data[code_start:code_end].split(b"\n")
+    body_start = code_start + sum(len(line) + 1 for line in lines[:body[0].lineno - 1])
+    best, offset = None, 0
+    for i, (piece, prob) in enumerate(zip(sequence.pieces, sequence.probs)):
+        line_start = data.rfind(b"\n", 0, offset + 1) + 1
+        in_comment = b"#" in data[line_start:offset]
+        if prob is not None and body_start <= offset < code_end and piece.strip() and not in_comment and i > 0:
+            if best is None or prob < sequence.probs[best]:
+                best = i
+        offset += len(piece)
+    return best
+
+
+def _is_docstring(node: ast.stmt) -> bool:
+    return isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+
+
+def _probability(logits, token: int) -> float:
+    """The model's probability of `token` (softmax of the raw logits, temperature 1)."""
+    import numpy as np
+
+    shifted = np.exp(logits - logits.max())
+    return float(shifted[token] / shifted.sum())
+
+
+def vocab_pieces(backend: LlamaCppBackend) -> list[bytes]:
+    """Every token's bytes, by token id (computed once per backend)."""
+    from llama_cpp import llama_cpp as C
+
+    pieces = getattr(backend, "_vocab_pieces", None)
+    if pieces is None:
+        vocab, buffer, pieces = backend.llm._model.vocab, ctypes.create_string_buffer(256), []
+        for token in range(backend.llm.n_vocab()):
+            size = C.llama_token_to_piece(vocab, token, buffer, len(buffer), 0, False)
+            pieces.append(buffer.raw[:size] if size > 0 else b"")
+        backend._vocab_pieces = pieces
+    return pieces
 
 
 def grammar_accepts(backend: LlamaCppBackend, grammar: str, text: str) -> bool:

@@ -118,3 +118,14 @@ def test_answer_grammar_spells_out_python_blocks():
     grammar = answer_grammar(Mode.REFINE, "add")
     assert f"block{MAX_INDENT} ::=" in grammar and f"block{MAX_INDENT + 1}" not in grammar
     assert "header" not in grammar.split(f"block{MAX_INDENT} ::=")[1]  # the deepest block opens none
+
+
+def test_repeats_code_compares_the_parsed_functions():
+    from ledex.engine.format import repeats_code
+
+    wrong = "    def total(self, xs):\n        return sum(xs) - 1  # method source, indented"
+    assert repeats_code("Same.\n```python\ndef total(self, xs):\n    return (sum(xs) - 1)\n```", wrong)
+    assert repeats_code("```python\nimport math\n\ndef total(self, xs):\n    return sum(xs) - 1\n```", wrong)
+    assert not repeats_code("```python\ndef total(self, xs):\n    return sum(xs)\n```", wrong)
+    assert not repeats_code("```python\ndef total(self, xs):\n    return sum(xs) -\n```", wrong)  # does not parse
+    assert not repeats_code("no block", wrong) and not repeats_code(GOOD, "")

@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from ledex.engine.backends import MAX_PARALLEL, EndpointBackend, Sampling, load_backend
-from ledex.engine.format import Candidate, Mode, Problem, answer_grammar, build_messages, parse_response
+from ledex.engine.format import Candidate, Mode, Problem, answer_grammar, build_messages, parse_response, repeats_code
 from ledex.engine.models import ModelSpec
 
 PROBLEMS = {
@@ -140,6 +140,26 @@ def test_batched_answers_equal_one_at_a_time(llama):
     assert batched == {s: (a.text, a.completion_tokens) for s, a in single.items()}
     assert len({t for t, _ in batched.values()}) > 1  # the seeds really differ (not one answer three times)
     assert len({n for _, n in batched.values()}) > 1, "every answer had the same length: no early finish tested"
+
+
+def test_no_answer_repeats_the_wrong_code(llama):
+    """Sampling.wrong_code: 6 seeds that, left alone, write the wrong function back unchanged
+    in 2 answers (seeds 0 and 5, checked here), write none with it; the answers that did not
+    repeat it are untouched, and a rewound answer is the same alone as in the batch."""
+    problem, mode = PROBLEMS["largest"], Mode.REFINE
+    plain = Sampling(max_tokens=128, seed=0, grammar=grammar(mode, "largest"))
+    steered = Sampling(max_tokens=128, seed=0, grammar=plain.grammar, wrong_code=problem.wrong_code)
+    messages = build_messages(problem, mode)
+    before = {a.seed: a.text for a in llama.generate_batch(messages, plain, 6)}
+    after = {a.seed: a.text for a in llama.generate_batch(messages, steered, 6)}
+    repeated = {seed for seed, text in before.items() if repeats_code(text, problem.wrong_code)}
+    assert repeated, "no seed repeated the wrong code: this test no longer tests anything"
+    assert not [seed for seed, text in after.items() if repeats_code(text, problem.wrong_code)]
+    assert all(isinstance(parse_response(text, mode), Candidate) for text in after.values())
+    assert {s: t for s, t in after.items() if s not in repeated} == {s: t for s, t in before.items() if s not in repeated}
+    seed = min(repeated)
+    alone = llama.generate(messages, Sampling(max_tokens=128, seed=seed, grammar=plain.grammar, wrong_code=problem.wrong_code))
+    assert alone.text == after[seed]
 
 
 def test_cancel_mid_batch_stops_every_sequence(llama):
