@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from ledex.engine.impact import ImportGraph
-from ledex.engine.localize import Suspect, TestFiles, is_doctest_name, rank_suspects, source_of_test
+from ledex.engine.localize import Suspect, TestFiles, frames, is_doctest_name, rank_suspects, source_of_test
 from ledex.engine.sbfl import Spectrum, spectra
 from ledex.sandbox import Limits, TestOutcome, Verdict, run_tests
 from ledex.sandbox.junit import Rewriter, parse_junit
@@ -33,8 +33,8 @@ class DiscoveryError(RuntimeError):
     does not exist): the message quotes pytest's own error. ``verdict`` is the sandbox's.
     The CLI exits 2 with the message (issue 12 item 11)."""
 
-    def __init__(self, verdict: Verdict) -> None:
-        super().__init__(f"0 ran ({verdict.error_kind} error): {verdict.error}")
+    def __init__(self, verdict: Verdict, message: str | None = None) -> None:
+        super().__init__(message or f"0 ran ({verdict.error_kind} error): {verdict.error}")
         self.verdict = verdict
 
 
@@ -123,6 +123,43 @@ def is_collection_error(outcome: TestOutcome) -> bool:
     return "::" not in outcome.nodeid
 
 
+# pytest's JUnit report names an INTERNALERROR (a conftest hook or plugin that raised) as the
+# test case classname="pytest" name="internal" (_pytest/junitxml.py, pytest_internalerror).
+INTERNAL_ERROR_ID = "pytest.py::internal"
+
+
+def is_internal_error(outcome: TestOutcome) -> bool:
+    """pytest's own INTERNALERROR (a hook or plugin raised), not a test that failed."""
+    return outcome.nodeid == INTERNAL_ERROR_ID and outcome.outcome in FAILED
+
+
+def internal_error_text(workspace: Path, outcome: TestOutcome) -> str:
+    """"pytest stopped with an internal error in conftest.py:2 (pytest_collection_modifyitems):
+    RuntimeError: broken hook": where in the workspace it was raised, and the exception."""
+    lines = [line.strip() for line in outcome.details.splitlines() if line.strip()]
+    raised = lines[-1] if lines else outcome.message
+    where = ""
+    for path, line, func in reversed(frames(outcome.details)):
+        rel = _relative_to(path, workspace)
+        if rel is not None:
+            where = f" in {rel}:{line} ({func})"
+            break
+    return f"pytest stopped with an internal error{where}: {raised}"
+
+
+def _relative_to(path: str, workspace: Path) -> str | None:
+    try:
+        rel = Path(path).resolve().relative_to(Path(workspace).resolve())
+    except (ValueError, OSError):
+        return None
+    return None if {"site-packages", "dist-packages"} & set(rel.parts) else rel.as_posix()
+
+
+def body_never_ran(outcome: TestOutcome) -> bool:
+    """The test errored in its setup (a fixture raised), so its own body never ran."""
+    return outcome.outcome == "error" and outcome.message.startswith("failed on setup with")
+
+
 _DOCTEST_EXAMPLE = re.compile(r"^\d+\s+>>> ?(?P<src>.*)$", re.MULTILINE)
 _DOCTEST_DIFF = re.compile(r"^Expected:\n(?P<want>(?:[ \t].*\n?)*)Got:\n(?P<got>(?:[ \t].*\n?)*)"
                            r"|^Expected:\n(?P<want2>(?:[ \t].*\n?)*)Got nothing"
@@ -153,6 +190,14 @@ def doctest_message(details: str) -> str | None:
     return f"{example}expected {_block(want)}, got {_block(got)}"
 
 
+def outcome_message(outcome: TestOutcome) -> str:
+    """The one-line message of a failing outcome; a doctest's is its example, expected and got
+    (pytest's own first line of a doctest report is the example's line number and docstring)."""
+    _, name = _test_name(outcome.nodeid)
+    doctest = name is not None and is_doctest_name(name)
+    return (doctest_message(outcome.details) if doctest else None) or outcome.message
+
+
 def failure_from_outcome(workspace: Path, outcome: TestOutcome, same_file: Sequence[TestOutcome], *,
                          is_test=None, spectrum: Spectrum | None = None) -> Failure:  # noqa: ANN001
     """One Failure with its ranked suspects (`is_test`: a TestFiles; `spectrum`: the test
@@ -160,11 +205,12 @@ def failure_from_outcome(workspace: Path, outcome: TestOutcome, same_file: Seque
     test_file, name = _test_name(outcome.nodeid)  # the collected file (a mixin's test is defined elsewhere)
     file = outcome.file or test_file
     is_test = is_test or TestFiles(workspace, _collected_files(same_file))
-    suspects = tuple(rank_suspects(workspace, outcome.details, test_file, name, is_test=is_test, spectrum=spectrum))
+    suspects = tuple(rank_suspects(workspace, outcome.details, test_file, name, is_test=is_test, spectrum=spectrum,
+                                   body_ran=not body_never_ran(outcome)))
     passing = tuple(o.nodeid for o in same_file if o.nodeid != outcome.nodeid and o.outcome == "passed")
     doctest = name is not None and is_doctest_name(name)
     test_src = source_of_test(workspace, test_file, name) if test_file and name and not doctest else None
-    message = (doctest_message(outcome.details) if doctest else None) or outcome.message
+    message = outcome_message(outcome)
     return Failure(outcome.nodeid, file, outcome.line, message, outcome.details,
                    suspects[0] if suspects else None, test_src, passing, passing, suspects)
 
@@ -194,16 +240,31 @@ def failures_from_outcomes(workspace: Path, outcomes: Sequence[TestOutcome], *,
             notes.append(Note(f"could not collect {outcome.nodeid}: {outcome.message or 'collection error'}",
                               NoteKind.COLLECTION))
             continue
+        if is_internal_error(outcome):
+            notes.append(Note(internal_error_text(workspace, outcome), NoteKind.RUN_PROBLEM))
+            continue
         same_file = [o for o in outcomes if o.nodeid.split("::")[0] == outcome.nodeid.split("::")[0]]
         spectrum = (spectra_by_file or {}).get(outcome.nodeid.split("::")[0])
-        failure = failure_from_outcome(workspace, outcome, same_file, is_test=is_test, spectrum=spectrum)
-        if failure.suspect is None:
-            notes.append(Note(f"{outcome.nodeid}: no function in the workspace to fix (the failure is in the "
-                              "test itself, in a non-UTF-8 file, or in code outside the workspace)",
-                              NoteKind.NO_SUSPECT))
-        failures.append(failure)
+        failures.append(failure_from_outcome(workspace, outcome, same_file, is_test=is_test, spectrum=spectrum))
+    notes += no_suspect_notes(failures)
     dependents = _Dependents(imports or ImportGraph(workspace))
     return [with_dependents(f, outcomes, dependents) for f in failures], notes
+
+
+def no_suspect_notes(failures: Sequence[Failure]) -> list[Note]:
+    """One note per distinct message among the failures with no suspect: a fixture that raises
+    for every test is one note naming how many tests it stopped, not one note per test."""
+    by_message: dict[str, list[str]] = {}
+    for failure in failures:
+        if failure.suspect is None:
+            by_message.setdefault(failure.message, []).append(failure.test)
+    why = ("no function in the workspace to fix (the failure is in the test itself or its set-up, "
+           "in a non-UTF-8 file, or in code outside the workspace)")
+    notes = []
+    for message, tests in by_message.items():
+        who = tests[0] if len(tests) == 1 else f"{len(tests)} tests ({tests[0]}, ...) with {message!r}"
+        notes.append(Note(f"{who}: {why}", NoteKind.NO_SUSPECT))
+    return notes
 
 
 # Passing tests of other files that a fix must keep passing, at most this many per failure:
@@ -246,10 +307,11 @@ def group_by_suspect(failures: Sequence[Failure]) -> list[Failure]:
     """Failures that share their top suspect as one problem each (issue 12 item 7): the first
     one stands for the group, `also` names the others, and the siblings of all are re-run.
     A candidate is then generated once for the group and verified against every test in it.
-    Failures without a suspect stay alone; order is kept (by each group's first failure)."""
+    Failures without a suspect are grouped by their message (a fixture that raises for every
+    test is one problem, not one per test); order is kept (by each group's first failure)."""
     groups: dict[object, list[Failure]] = {}
     for failure in failures:
-        key = (failure.suspect.path, failure.suspect.qualname) if failure.suspect else failure.test
+        key = (failure.suspect.path, failure.suspect.qualname) if failure.suspect else ("", failure.message)
         groups.setdefault(key, []).append(failure)
     return [_merge(members) for members in groups.values()]
 
@@ -283,6 +345,10 @@ def discover(workspace: Path, *, limits: Limits = Limits(wall_s=300.0, cpu_s=300
     verdict = run_tests(workspace, tests, limits=limits, python=python, command=command)
     if verdict.error and verdict.ran == 0:
         raise DiscoveryError(verdict)
+    internal = next((o for o in verdict.outcomes if is_internal_error(o)), None)
+    if internal is not None and not any(not is_collection_error(o) and not is_internal_error(o)
+                                        for o in verdict.outcomes):
+        raise DiscoveryError(verdict, f"0 ran: {internal_error_text(workspace, internal)}")
     found, extra = {}, []
     if coverage and (files := failing_files(verdict)):
         phase("coverage", f"measuring line coverage of {len(files)} test file(s) with failures")
@@ -290,7 +356,7 @@ def discover(workspace: Path, *, limits: Limits = Limits(wall_s=300.0, cpu_s=300
     phase("ranking", "ranking suspects")
     failures, notes = failures_from_outcomes(workspace, verdict.outcomes, spectra_by_file=found, imports=imports)
     notes += extra
-    if verdict.error and not any(note_kind(note) is NoteKind.COLLECTION for note in notes):
+    if verdict.error and internal is None and not any(note_kind(note) is NoteKind.COLLECTION for note in notes):
         notes.insert(0, Note(f"test run problem: {verdict.error}", NoteKind.RUN_PROBLEM))
     if verdict.killed_reason == "timeout":
         notes.insert(0, Note(f"the test run was stopped: the suite ran past its {limits.wall_s:g} s; the test "
@@ -307,7 +373,7 @@ def discover(workspace: Path, *, limits: Limits = Limits(wall_s=300.0, cpu_s=300
 def failing_files(verdict: Verdict) -> list[str]:
     """The test files (relative paths, sorted) with a failing or erroring test in `verdict`."""
     return sorted({o.nodeid.split("::")[0] for o in verdict.outcomes
-                   if o.outcome in FAILED and not is_collection_error(o)})
+                   if o.outcome in FAILED and not is_collection_error(o) and not is_internal_error(o)})
 
 
 def coverage_spectra(workspace: Path, verdict: Verdict, *, limits: Limits, python: str | None = None,

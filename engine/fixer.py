@@ -29,7 +29,7 @@ from typing import Callable, Iterator
 
 from ledex.engine import ranking
 from ledex.engine.backends import Backend, Generation, ModelError, PromptTooLong, Sampling, generate_batch
-from ledex.engine.failures import Failure
+from ledex.engine.failures import Failure, outcome_message
 from ledex.engine.format import (Candidate, Mode, Problem, answer_grammar, build_explain_diff_messages,
                                  build_messages, clip_middle, fenced, parse_explanation, parse_response)
 from ledex.engine.localize import read_source
@@ -170,7 +170,7 @@ def judge(verdict: Verdict, failure: Failure) -> tuple[bool, str]:
         if target is None:
             return False, f"{test} did not run"
         if target.outcome != "passed":
-            return False, f"{test} still {target.outcome}: {target.message}"
+            return False, f"{test} still {target.outcome}: {outcome_message(target)}"
     for nodeid in failure.passing_siblings:
         sibling = outcomes.get(nodeid)
         if sibling is None or sibling.outcome != "passed":

@@ -228,11 +228,12 @@ def localize(workspace: Path, details: str, test_file: str | None, test_name: st
 
 
 def rank_suspects(workspace: Path, details: str, test_file: str | None, test_name: str | None, *,
-                  is_test=is_test_file, spectrum=None) -> list[Suspect]:  # noqa: ANN001
+                  is_test=is_test_file, spectrum=None, body_ran: bool = True) -> list[Suspect]:  # noqa: ANN001
     """Every suspect for one failure, most suspicious first (see the module docstring).
 
     `is_test(rel) -> bool` says what is test code (a TestFiles); `spectrum` is an
-    sbfl.Spectrum holding the test's coverage, or None.
+    sbfl.Spectrum holding the test's coverage, or None. `body_ran=False` (the test errored in
+    its setup: a fixture raised) leaves out the functions the test calls: none of them ran.
     """
     from ledex.engine.calls import from_test_calls_all
 
@@ -241,7 +242,7 @@ def rank_suspects(workspace: Path, details: str, test_file: str | None, test_nam
     owner = doctest_owner(workspace, test_file, test_name, is_test)
     candidates = [owner] if owner else []
     candidates += from_traceback_all(workspace, details, is_test)
-    if test_file and test_name and not owner:
+    if test_file and test_name and not owner and body_ran:
         candidates += from_test_calls_all(workspace, test_file, test_name, is_test,
                                           _failing_line(details, test_file, test_name))
     for suspect in candidates:

@@ -212,8 +212,8 @@ class Reporter:
         """The result when no test failed: "no failing tests (N ran)", or the JSON document."""
         count = len(discovery.verdict.outcomes) if discovery.verdict else 0
         if self.as_json:
-            print(json.dumps({"model": None, "failures": [], "tests": count, "notes": discovery.notes,
-                              "timings": self.timings}), file=self.out)
+            print(json.dumps({"model": None, "failures": [], "tests": count, "failing": [],
+                              "notes": discovery.notes, "timings": self.timings}), file=self.out)
         else:
             print(f"ledex: no failing tests ({count} ran)", file=self.out)
 
@@ -227,7 +227,8 @@ class Reporter:
         where = f" ({failure.file}:{failure.line})" if failure.file and failure.line else ""
         print(f"\nFAILED {failure.test}{where}\n  {failure.message}", file=out)
         if failure.also:
-            print(f"  same suspect, one fix for: {', '.join(failure.also)}", file=out)
+            same = "same suspect, one fix for" if failure.suspect else "same error in"
+            print(f"  {same}: {', '.join(failure.also)}", file=out)
         if handled.fixed_by:
             print(f"  passes now: fixed by the fix written for {handled.fixed_by}", file=out)
             return

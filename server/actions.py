@@ -113,7 +113,8 @@ def explanation_markdown(entry: Entry) -> str:
     f = entry.failure
     lines = [f"# Why `{f.test}` fails", "", f"**Error:** `{f.message or 'test failed'}`", ""]
     if f.also:
-        lines += ["**Failing with it** (the same suspect, one fix for all): " + ", ".join(f"`{t}`" for t in f.also), ""]
+        same = "the same suspect, one fix for all" if f.suspect else "the same error"
+        lines += [f"**Failing with it** ({same}): " + ", ".join(f"`{t}`" for t in f.also), ""]
     if f.suspect:
         lines += [f"**Suspect:** `{f.suspect.qualname}` in `{f.suspect.path}` "
                   f"(lines {f.suspect.start_line}-{f.suspect.end_line}, found by {f.suspect.reason})", ""]

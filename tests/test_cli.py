@@ -118,6 +118,19 @@ def test_broken_workspaces_get_clear_notes(tmp_path):
     empty.mkdir()
     proc = ledex("fix", str(empty), "--json")
     assert proc.returncode == 0 and "no tests were found" in " ".join(json.loads(proc.stdout)["notes"])
+    assert json.loads(proc.stdout)["failing"] == []  # the documented shape, with nothing in it
+
+
+def test_a_conftest_hook_that_raises_is_an_error_naming_it_not_a_failure_to_fix(tmp_path):
+    """pytest's INTERNALERROR (here a hook in conftest.py; in python-dateutil's suite, a mark
+    warning turned error without pytest-cov) was a failing "test" pytest.py::internal to fix."""
+    ws = write_tree(tmp_path / "hook", {
+        "conftest.py": "def pytest_collection_modifyitems(items):\n    raise RuntimeError('broken hook')\n",
+        "test_ok.py": "def test_ok():\n    assert True\n"})
+    proc = ledex("fix", str(ws), "--json")
+    assert proc.returncode == 2, proc.stderr
+    assert json.loads(proc.stdout)["error"] == ("0 ran: pytest stopped with an internal error in conftest.py:2 "
+                                                "(pytest_collection_modifyitems): RuntimeError: broken hook")
 
 
 def test_hanging_and_interpreter_killing_tests_are_reported_not_fatal(tmp_path):

@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 from helpers import write_tree
 
-from ledex.engine.failures import discover, read_junit
+from ledex.engine.failures import discover, group_by_suspect, read_junit
+from ledex.engine.fixer import judge
 from ledex.engine.localize import TestFiles, frames, is_test_file, localize
+from ledex.sandbox import run_tests
 
 FILES = {
     "shop/__init__.py": "",
@@ -201,6 +203,9 @@ def test_a_failing_doctest_blames_the_docstrings_owner_with_expected_and_got(fie
     size = failures["billing/ops.py::billing.ops.Box.size"]
     assert size.suspect.qualname == "Box.size" and "ZeroDivisionError" in size.message
     assert size.test_source is None  # the doctest's file is the code under test, not a test
+    workspace = field_run[0]  # a candidate's verdict says the same (it said "014 Add two numbers.")
+    verdict = run_tests(workspace, [add.test])
+    assert judge(verdict, add) == (False, f"{add.test} still failed: add(2, 2): expected 4, got 5")
 
 
 def test_spectrum_blames_the_caller_with_the_wrong_call_not_the_callee_that_raised(field_run, tmp_path):
@@ -287,3 +292,22 @@ def test_a_property_read_on_the_failing_assert_is_the_first_suspect(tmp_path):
     ranked = [s.qualname for s in failure.suspects]
     assert ranked[0] == "Stack.size"
     assert set(ranked) == {"Stack.size", "Stack.__init__", "Stack.push", "Stack.peek"}
+
+
+def test_a_fixture_that_raises_suspects_nothing_the_test_calls_and_is_one_problem(tmp_path):
+    """A test that errored in its set-up never ran its body: the functions it calls are not
+    suspects (a broken conftest fixture had ledex 'fix' six.py for each of 200 tests), and the
+    tests stopped by the same error are one problem with one note."""
+    write_tree(tmp_path, {
+        "calc.py": "def double(x):\n    return x * 2\n",
+        "conftest.py": "import pytest\n\n\n@pytest.fixture\ndef db():\n    raise RuntimeError('no database')\n",
+        "test_calc.py": "from calc import double\n\n\ndef test_a(db):\n    assert double(1) == 2\n\n\n"
+                        "def test_b(db):\n    assert double(2) == 4\n\n\ndef test_c():\n    assert double(3) == 7\n"})
+    found = discover(tmp_path)
+    failures = {f.test: f for f in found.failures}
+    assert failures["test_calc.py::test_a"].suspect is None and failures["test_calc.py::test_b"].suspect is None
+    assert failures["test_calc.py::test_c"].suspect.qualname == "double"  # its body ran: the call is suspected
+    (note,) = [n for n in found.notes if "no function" in n]
+    assert note.startswith("2 tests (test_calc.py::test_a, ...)") and "no database" in note
+    groups = [(g.test, g.also) for g in group_by_suspect(found.failures)]
+    assert groups == [("test_calc.py::test_a", ("test_calc.py::test_b",)), ("test_calc.py::test_c", ())]
