@@ -12,6 +12,9 @@ Run from the repo root:  .venv/bin/python bench/bench_generation.py [--quick] [-
    patch of the suspect (`patching.make_patch`), i.e. what the fixer can verify. Goal >= 98%.
    "closed_at_budget": answers still open at max_tokens that the budget-aware closing closed
    (llamabatch); "hit_max_tokens": those it could not close. --dump writes the unusable ones.
+   Sampling.wrong_code is set as the fixer sets it; "rewound" counts answers sent back for
+   repeating it, "usable_pct_without_rewinds" is the share had they not been (exact: the
+   other answers do not change).
 2. Decode tokens/s with the grammar vs without: single sequences, same prompts and seeds,
    prompt-evaluation time excluded, interleaved. Goal >= 0.9.
 3. K=4 and K=8 answers for one failure, one batch vs one after another (what the fixer did
@@ -87,13 +90,15 @@ def usable_share(backend, failures, modes, samples: int, max_tokens: int, free: 
     out = {}
     for mode in modes:
         for constrained in (True, False) if free else (True,):
-            parsed = usable = total = length = tokens = closed = 0
+            parsed = usable = total = length = tokens = closed = rewound = rewound_usable = 0
             reasons: dict[str, int] = {}
             for failure, source in failures:
                 grammar = answer_grammar(mode, failure.suspect.qualname) if constrained else ""
-                sampling = Sampling(max_tokens=max_tokens, seed=1000, grammar=grammar)
-                for answer in backend.generate_batch(build_messages(problem_for(failure), mode), sampling, samples):
+                problem = problem_for(failure)
+                sampling = Sampling(max_tokens=max_tokens, seed=1000, grammar=grammar, wrong_code=problem.wrong_code)
+                for answer in backend.generate_batch(build_messages(problem, mode), sampling, samples):
                     total += 1
+                    rewound += answer.rewinds > 0
                     tokens += answer.completion_tokens
                     length += answer.finish_reason == "length"
                     closed += answer.finish_reason == "stop" and answer.completion_tokens >= max_tokens
@@ -101,6 +106,7 @@ def usable_share(backend, failures, modes, samples: int, max_tokens: int, free: 
                     ok, reason = _usable(result, source, failure)
                     parsed += isinstance(result, Candidate)
                     usable += ok
+                    rewound_usable += ok and answer.rewinds > 0
                     if not ok:
                         reasons[reason[:60]] = reasons.get(reason[:60], 0) + 1
                         if dump is not None:
@@ -110,7 +116,10 @@ def usable_share(backend, failures, modes, samples: int, max_tokens: int, free: 
             key = f"{mode.value}_{'grammar' if constrained else 'free'}"
             out[key] = {"answers": total, "parses_pct": round(100 * parsed / total, 1),
                         "usable_pct": round(100 * usable / total, 1), "hit_max_tokens": length, "closed_at_budget": closed,
-                        "mean_tokens": round(tokens / total, 1), "unusable_reasons": reasons}
+                        "mean_tokens": round(tokens / total, 1), "unusable_reasons": reasons,
+                        # answers sent back for repeating the wrong code (llamabatch); without that
+                        # they would have been "the same code as before", the others are unchanged
+                        "rewound": rewound, "usable_pct_without_rewinds": round(100 * (usable - rewound_usable) / total, 1)}
             print(key, out[key], file=sys.stderr, flush=True)
     return out
 
@@ -170,12 +179,14 @@ def batch_vs_sequential(backend, failure, k: int, reps: int, max_tokens: int) ->
             "same_answers": same}
 
 
-def compare_models(specs: list[str], failures, samples: int, max_tokens: int, reps: int) -> dict:
+def compare_models(specs: list[str], failures, samples: int, max_tokens: int, reps: int, usable: bool = True) -> dict:
     """Section 4: each model's decode/prompt speed, K ratios and usable share, timings interleaved."""
     backends = {spec: load_backend(spec) for spec in specs}
     out: dict = {spec: {"model": b.identity.id} for spec, b in backends.items()}
     for spec, backend in backends.items():  # usable share first: no timing in it
-        out[spec]["usable"] = usable_share(backend, failures, [Mode.EXPLAIN, Mode.REFINE], samples, max_tokens, free=False)
+        if usable:
+            out[spec]["usable"] = usable_share(backend, failures, [Mode.EXPLAIN, Mode.REFINE], samples, max_tokens,
+                                               free=False)
     for _ in range(reps):
         for spec, backend in backends.items():
             out[spec].setdefault("decode", []).append(decode_speed(backend, failures[:2], 1, min(max_tokens, 256)))
@@ -207,7 +218,8 @@ def main(argv: list[str] | None = None) -> dict:
             failures = [editor_failure(row, Path(tmp)) for row in load_tasks(args.tasks)]
         started = time.perf_counter()
         result = {"machine": machine_facts(), "metrics": {"models": compare_models(args.models, failures, args.samples,
-                                                                                   args.max_tokens, args.reps)}}
+                                                                                   args.max_tokens, args.reps,
+                                                                                   "usable" not in args.skip)}}
         result["metrics"]["seconds"] = round(time.perf_counter() - started, 1)
         result["notes"] = [f"load average at the end: {machine_facts()['loadavg_1m']} (shared CPU: ratios only)"]
         return emit(result)

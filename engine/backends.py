@@ -38,7 +38,7 @@ from typing import Callable, Iterator, Protocol, Sequence
 
 from ledex.engine.format import ANSWER_STOP, render_chat
 from ledex.engine.models import (ModelError, ModelIdentity, ModelKind, ModelSpec, identify, model_kind, parse_model_spec,
-                                 replay_file)
+                                 replay_file, served_default_path)
 
 # Context for the default 135M model, shared by the K sequences of a batch: prompts (function
 # + test + clipped traceback) fit in ~1.5k tokens, answers in ~512 (K=8 x 512 + 1.5k < 6k).
@@ -57,6 +57,7 @@ class Generation:
     completion_tokens: int = 0
     seconds: float = 0.0  # from the request to this answer (in a batch: to when this one finished)
     seed: int = 0  # the sampling seed that produced it (answers of a batch arrive out of order)
+    rewinds: int = 0  # times it was sent back for repeating Sampling.wrong_code (llamabatch)
 
     @property
     def truncated(self) -> bool:
@@ -385,12 +386,16 @@ def load_replay(path: str) -> ReplayBackend:
 
 def load_backend(model: str | None = None, adapter: str | None = None, **kwargs) -> Backend:
     """The backend for a model setting (see ledex.engine.models for the accepted forms;
-    `replay:<file.json>` serves recorded answers, for tests of the logic around a model)."""
-    if model_kind(model) is ModelKind.REPLAY:
+    `replay:<file.json>` serves recorded answers, for tests of the logic around a model).
+    The default is served from `models.served_default_path()` (the embedded weights as Q8_0)."""
+    kind = model_kind(model)
+    if kind is ModelKind.REPLAY:
         return load_replay(replay_file(model))
     spec = parse_model_spec(model, adapter)
     if spec.kind == "endpoint":
         return EndpointBackend(spec)
+    if kind is ModelKind.DEFAULT:
+        spec = dataclasses.replace(spec, location=str(served_default_path()))
     return LlamaCppBackend(spec, **kwargs)
 
 

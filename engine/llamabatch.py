@@ -382,7 +382,7 @@ class BatchRun:
         from ledex.engine.backends import Generation
 
         return Generation(sequence.text, reason, len(self.prompt), len(sequence.tokens),
-                          time.perf_counter() - self.started, sequence.seed)
+                          time.perf_counter() - self.started, sequence.seed, sequence.rewinds)
 
     def _cancel_all(self, active: list[Sequence]) -> Iterator[Generation]:
         for sequence in active:

