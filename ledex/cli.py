@@ -23,6 +23,7 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from pathlib import Path
 
 from ledex import __version__
@@ -186,8 +187,32 @@ def run_fix(args: argparse.Namespace) -> int:
         reporter.note(f"interrupted: {left} failure(s) not started; " + INTERRUPTED)
         reporter.finish(backend.identity, run.handled, discovery)
         return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - the model went away mid-run (ModelError) or a bug
+        return _stopped(run, discovery, exc)
     reporter.finish(backend.identity, handled, discovery)
     return EXIT_OK if all(h.fixed for h in handled) else EXIT_UNFIXED
+
+
+def _stopped(run: "FixRun", discovery, exc: Exception) -> int:  # noqa: ANN001
+    """An error that stops the run after discovery (an endpoint that went down, a bug): the
+    failures handled so far, and the fixes --apply wrote, are still reported (with --json in
+    the one document, with "error" and "exit"); exit 2. A bug's traceback goes to stderr."""
+    if not isinstance(exc, ModelError):
+        traceback.print_exc(file=sys.stderr)
+    message = str(exc) if isinstance(exc, ModelError) else f"internal error: {type(exc).__name__}: {exc}"
+    run.cancel.set()
+    partial = run.interrupted()
+    if partial is not None:
+        partial.error = f"stopped by an error after {len(partial.result.candidates)} candidate(s); not applied"
+        run.reporter.result(partial)
+        run.handled.append(partial)
+    left = len(discovery.failures) - sum(1 + len(h.result.failure.also) for h in run.handled)
+    written = [h.applied for h in run.handled if h.applied]
+    run.reporter.note(f"stopped: {message}; {left} failure(s) not finished"
+                      + (f"; fixes already written: {', '.join(written)}" if written else ""))
+    run.reporter.finish(run.engine.backend.identity, run.handled, discovery, error=message, exit_code=EXIT_ERROR)
+    print(f"ledex: error: {message}", file=sys.stderr)
+    return EXIT_ERROR
 
 
 @contextlib.contextmanager

@@ -257,14 +257,18 @@ class Reporter:
         if handled.error:  # candidates were made, then the work stopped (Ctrl-C)
             print(f"\n  {handled.error}", file=out)
 
-    def finish(self, identity: ModelIdentity, handled: list[Handled], discovery: Discovery) -> None:
+    def finish(self, identity: ModelIdentity, handled: list[Handled], discovery: Discovery, *,
+               error: str | None = None, exit_code: int | None = None) -> None:
         """The run's result on stdout: with --json the document {"model", "failures", "tests",
-        "failing", "notes", "timings"} ("failing": every failing test found, handled or not)."""
+        "failing", "notes", "timings"} ("failing": every failing test found, handled or not),
+        plus "error" and "exit" when an error stopped the run after some failures were handled."""
         if self.as_json:
             document = {"model": identity.to_dict(), "failures": [failure_dict(h) for h in handled],
                         "tests": len(discovery.verdict.outcomes) if discovery.verdict else 0,
                         "failing": [f.test for f in discovery.failures],
                         "notes": discovery.notes + self._notes, "timings": self.timings}
+            if error is not None:
+                document.update(error=error, exit=exit_code)
             print(json.dumps(document, indent=2), file=self.out)
             return
         size = [1 + len(h.result.failure.also) for h in handled]  # a group counts each of its failures

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -301,6 +302,52 @@ def test_two_fixes_in_one_file_keep_the_rest_and_a_failure_one_of_them_repaired_
     assert failures["tests/test_ops.py::test_triple"]["applied"] == "calc/ops.py"
     # quadruple raised (its own suspect), and passes once double is fixed: re-run, not reported unfixed
     assert failures["tests/test_ops.py::test_quadruple"]["fixed_by"] == "tests/test_ops.py::test_double"
+
+
+class _OneAnswerThenDown(BaseHTTPRequestHandler):
+    """An OpenAI-compatible endpoint that answers once, then fails (a server that went down)."""
+
+    answered = False
+
+    def do_POST(self):  # noqa: N802 - http.server's name
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if type(self).answered:
+            self.send_error(500, "down")
+            return
+        type(self).answered = True
+        answer = "Off by one.\n```python\ndef double(x): return x + x\n```"
+        body = json.dumps({"choices": [{"index": 0, "message": {"content": answer}, "finish_reason": "stop"}]})
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+    def log_message(self, *args):  # noqa: ANN002
+        pass
+
+
+def test_a_model_that_fails_mid_run_still_reports_the_fixes_already_written(tmp_path):
+    """The endpoint went down after the first failure was fixed with --apply: the JSON said
+    {"failures": []} about a file it had written; now the document keeps what was done."""
+    ws = write_tree(tmp_path / "calc-project", {"calc/__init__.py": "", "calc/ops.py": OPS,
+                                                "tests/test_ops.py": OPS_TESTS})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _OneAnswerThenDown)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        proc = ledex("fix", str(ws), "--model", f"http://127.0.0.1:{server.server_address[1]}/v1#m", "--samples", "1",
+                     "--rounds", "1", "--apply", "--json", "--no-search", "--test", "tests/test_ops.py::test_double",
+                     "--test", "tests/test_ops.py::test_triple")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert proc.returncode == 2, proc.stderr
+    document = json.loads(proc.stdout)
+    assert "HTTP Error 500" in document["error"] and document["exit"] == 2
+    done = {f["test"]: f for f in document["failures"]}
+    assert done["tests/test_ops.py::test_double"]["applied"] == "calc/ops.py"  # written, and said so
+    assert "def double(x): return x + x\n" in (ws / "calc" / "ops.py").read_text()
+    assert "fixes already written: calc/ops.py" in " ".join(document["notes"])
 
 
 def test_a_suspect_longer_than_the_models_context_is_one_failures_message(tmp_path):
