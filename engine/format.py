@@ -372,7 +372,7 @@ def repeats_code(text: str, wrong_code: str) -> bool:
     if not blocks or not wrong_code.strip():
         return False
     functions = [_function_dump(text[blocks[0][1]:blocks[0][2]]), _function_dump(wrong_code)]
-    return functions[0] is not None and functions[0] == functions[1]
+    return bool(functions[0]) and functions[0] == functions[1]
 
 
 def _function_dump(code: str) -> str | None:

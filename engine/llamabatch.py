@@ -402,7 +402,9 @@ def least_sure_token(sequence: Sequence) -> int | None:
     code_start = data.find(CODE_FENCE.encode()) + len(CODE_FENCE)
     code_end = data.rfind(b"```")
     code = data[code_start:code_end].decode("utf-8", errors="replace")
-    function = next(n for n in ast.parse(code).body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)))
+    function = next((n for n in ast.parse(code).body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))), None)
+    if function is None:
+        return None
     body = function.body[1:] if _is_docstring(function.body[0]) and len(function.body) > 1 else function.body
     lines = data[code_start:code_end].split(b"\n")
     body_start = code_start + sum(len(line) + 1 for line in lines[:body[0].lineno - 1])

@@ -129,3 +129,4 @@ def test_repeats_code_compares_the_parsed_functions():
     assert not repeats_code("```python\ndef total(self, xs):\n    return sum(xs)\n```", wrong)
     assert not repeats_code("```python\ndef total(self, xs):\n    return sum(xs) -\n```", wrong)  # does not parse
     assert not repeats_code("no block", wrong) and not repeats_code(GOOD, "")
+    assert not repeats_code("```python\nx = 1\n```", "x = 1")  # no function: nothing to compare
