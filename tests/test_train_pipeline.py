@@ -193,11 +193,13 @@ def test_sft_resumes_from_its_latest_checkpoint(trained):
     from ledex.training.sft import train
 
     args, first = trained
-    more = train(dataclasses.replace(args, max_steps=4))
+    # Checkpoints 4 and 5 rotate checkpoint-3 away (save_total_limit=2) while it is the one resumed from.
+    more = train(dataclasses.replace(args, max_steps=5, save_steps=1))
     assert more["resumed_from"] is not None and more["resumed_from"].endswith("checkpoint-3")
-    assert more["steps"] == 4 and len(more["losses"]) == 4  # the log of the first 3 steps came back with it
+    assert not Path(more["resumed_from"]).exists()
+    assert more["steps"] == 5 and len(more["losses"]) == 5  # the log of the first 3 steps came back with it
     assert more["losses"][:3] == pytest.approx(first["losses"])
-    assert 0 < more["tokens_seen"] < first["tokens_seen"]  # one step of two examples, not four steps
+    assert 0 < more["tokens_seen"] < first["tokens_seen"]  # two steps of two examples, not five steps
 
 
 def test_sft_bad_input(tmp_path):

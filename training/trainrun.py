@@ -107,10 +107,12 @@ def train_and_save(trainer: Any, output_dir: str, *, resume: bool) -> dict:
 
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
     checkpoint = latest_checkpoint(output_dir) if resume else None
+    # Read before training: checkpoint rotation (save_total_limit) may delete the resumed checkpoint.
+    restored = _checkpoint_tokens(checkpoint)
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.perf_counter() - started
-    seen = _tokens_seen(trainer, checkpoint)
+    seen = max(int(getattr(trainer.state, "num_input_tokens_seen", 0) or 0) - restored, 0)
     out = Path(output_dir) / "adapter"
     # Only the policy: a frozen "ref" adapter (the KL reference TRL may add) is not the result.
     trainer.model.save_pretrained(out, selected_adapters=["default"])
@@ -125,15 +127,15 @@ def train_and_save(trainer: Any, output_dir: str, *, resume: bool) -> dict:
             "loss_plot": str(plot) if plot_losses(trainer.state.log_history, plot) else None}
 
 
-def _tokens_seen(trainer: Any, checkpoint: str | None) -> int:
-    """Non-padding input tokens trained on in this call (the count restored from a checkpoint excluded)."""
-    total = int(getattr(trainer.state, "num_input_tokens_seen", 0) or 0)
-    if checkpoint:
-        import json
+def _checkpoint_tokens(checkpoint: str | None) -> int:
+    """Non-padding input tokens a checkpoint had already trained on (0 without one): what a resumed
+    run's count starts from, so that tokens/s covers only the tokens of this call."""
+    if not checkpoint:
+        return 0
+    import json
 
-        state = json.loads((Path(checkpoint) / "trainer_state.json").read_text(encoding="utf-8"))
-        total -= int(state.get("num_input_tokens_seen", 0) or 0)
-    return max(total, 0)
+    state = json.loads((Path(checkpoint) / "trainer_state.json").read_text(encoding="utf-8"))
+    return int(state.get("num_input_tokens_seen", 0) or 0)
 
 
 def write_metrics(output_dir: str, command: str, metrics: dict) -> dict:
