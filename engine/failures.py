@@ -376,10 +376,32 @@ def failing_files(verdict: Verdict) -> list[str]:
                    if o.outcome in FAILED and not is_collection_error(o) and not is_internal_error(o)})
 
 
+# The sandbox's message for a test stopped by a timeout (sandbox/plugin.py, sandbox/verdict.py).
+HUNG = "did not finish within"
+
+
+def is_hung(outcome: TestOutcome) -> bool:
+    """A test the sandbox stopped because it ran past the per-test timeout or the run's wall clock."""
+    return outcome.outcome in FAILED and outcome.message.startswith(HUNG)
+
+
+def coverage_selection(verdict: Verdict) -> list[str]:
+    """What the coverage run re-runs: the files with failing tests, as node ids without the
+    tests that hung (each would cost COVERAGE_SLOWDOWN times the per-test timeout again and
+    give no spectrum); just the files when none hung."""
+    files = failing_files(verdict)
+    hung = {o.nodeid for o in verdict.outcomes if is_hung(o)}
+    if not hung:
+        return files
+    return [o.nodeid for o in verdict.outcomes if o.nodeid.split("::")[0] in files and o.nodeid not in hung
+            and not is_collection_error(o)]
+
+
 def coverage_spectra(workspace: Path, verdict: Verdict, *, limits: Limits, python: str | None = None,
                      command: Sequence[str] | None = None) -> tuple[dict[str, Spectrum], list[str]]:
-    """({test file: Spectrum}, notes): the files with failing tests, re-run with coverage."""
-    files = failing_files(verdict)
+    """({test file: Spectrum}, notes): the files with failing tests, re-run with coverage
+    (coverage_selection: without the tests that hung)."""
+    files = coverage_selection(verdict)
     if not files:
         return {}, []
     # coverage.py's tracer roughly doubles a test's time: a test near the per-test timeout must not fail for it

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from helpers import write_tree
 
-from ledex.engine.failures import discover, group_by_suspect, read_junit
+from ledex.engine.failures import coverage_selection, discover, group_by_suspect, read_junit
 from ledex.engine.fixer import judge
 from ledex.engine.localize import TestFiles, frames, is_test_file, localize
-from ledex.sandbox import run_tests
+from ledex.sandbox import Limits, run_tests
 
 FILES = {
     "shop/__init__.py": "",
@@ -250,7 +250,7 @@ def test_test_code_is_never_a_suspect_even_with_django_style_test_files(field_ru
 
 
 def test_a_coverage_run_returns_the_lines_each_test_executed(tmp_path):
-    from ledex.sandbox import run_tests
+    from ledex.sandbox import Limits, run_tests
 
     workspace = write_tree(tmp_path, {k: v for k, v in FIELD.items() if k.startswith(("seq/", "tests/test_more"))})
     verdict = run_tests(workspace, ["tests/test_more.py"], coverage=True)
@@ -311,3 +311,18 @@ def test_a_fixture_that_raises_suspects_nothing_the_test_calls_and_is_one_proble
     assert note.startswith("2 tests (test_calc.py::test_a, ...)") and "no database" in note
     groups = [(g.test, g.also) for g in group_by_suspect(found.failures)]
     assert groups == [("test_calc.py::test_a", ("test_calc.py::test_b",)), ("test_calc.py::test_c", ())]
+
+
+def test_a_test_that_hung_is_not_re_run_for_coverage_and_its_stack_still_names_the_suspect(tmp_path):
+    """The coverage run re-ran a test that had hung (three times its timeout again: 90 s on six's
+    suite with one hanging test); a loop in the code under test is still found from the stack."""
+    write_tree(tmp_path, {
+        "calc.py": "def double(x):\n    return x * 3\n\n\ndef countdown(n):\n    while n > 0:\n        n + 1\n    return n\n",
+        "test_calc.py": "from calc import countdown, double\n\n\ndef test_double():\n    assert double(2) == 4\n\n\n"
+                        "def test_countdown():\n    assert countdown(1) == 0\n\n\ndef test_ok():\n    assert True\n"})
+    found = discover(tmp_path, limits=Limits(wall_s=60.0, cpu_s=60, test_timeout_s=2.0))
+    failures = {f.test: f for f in found.failures}
+    assert "did not finish within 2 s" in failures["test_calc.py::test_countdown"].message
+    assert failures["test_calc.py::test_countdown"].suspect.qualname == "countdown"  # from the stack at the timeout
+    assert coverage_selection(found.verdict) == ["test_calc.py::test_double", "test_calc.py::test_ok"]
+    assert failures["test_calc.py::test_double"].suspect.score is not None  # the coverage run did happen
