@@ -64,6 +64,18 @@ def failure_dict(handled: Handled) -> dict:
     }
 
 
+REASON_CHARS = 400  # a reason longer than this is shortened in text output (--json keeps it whole)
+
+
+def clip_reason(reason: str, limit: int = REASON_CHARS) -> str:
+    """`reason` as shown in text output: a long one (a list of hundreds of test ids that did not
+    run) keeps its start and its end (where pytest's own error is quoted)."""
+    if len(reason) <= limit:
+        return reason
+    head, tail = reason[:limit * 2 // 3], reason[-(limit // 3):]
+    return f"{head} … ({len(reason) - len(head) - len(tail)} characters more in --json) … {tail}"
+
+
 class _Ticker:
     """A line on a terminal rewritten in place every `every` s: spinner, text, seconds so far."""
 
@@ -241,7 +253,7 @@ class Reporter:
         found = FOUND_BY.get(failure.suspect.reason, failure.suspect.reason)
         print(f"  suspect: {failure.suspect.path}::{failure.suspect.qualname} ({found})", file=out)
         for number, candidate in enumerate(result.ranked, 1):
-            mark = "verified" if candidate.verified else f"not verified: {candidate.reason}"
+            mark = "verified" if candidate.verified else f"not verified: {clip_reason(candidate.reason)}"
             top = f"{failure.suspect.path}::{failure.suspect.qualname}"
             other = f", rewrites {candidate.suspect}" if candidate.suspect and candidate.suspect != top else ""
             print(f"\n  candidate {number} ({candidate.source_label}, round {candidate.round}{other}) [{mark}]", file=out)

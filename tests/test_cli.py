@@ -134,6 +134,24 @@ def test_a_conftest_hook_that_raises_is_an_error_naming_it_not_a_failure_to_fix(
                                                 "(pytest_collection_modifyitems): RuntimeError: broken hook")
 
 
+def test_a_long_reason_is_shortened_in_text_output_and_whole_in_json(tmp_path):
+    """An answer that drops a failing doctest's docstring makes pytest stop at 'not found': the
+    reason named every requested test (315 ids, 20 kB per candidate on humanize); the text keeps
+    its start and pytest's error at its end."""
+    ws = write_tree(tmp_path / "doc", {
+        "pytest.ini": "[pytest]\naddopts = --doctest-modules\n",
+        "calc.py": 'def double(x):\n    """>>> double(2)\n    4\n    """\n    return x * 3\n',
+        "test_calc.py": "import pytest\n\nimport calc\n\n\n@pytest.mark.parametrize('x', range(60))\n"
+                        "def test_double_is_a_multiple_of_x(x):\n    assert calc.double(x) % max(x, 1) == 0\n"})
+    model = replay_file(tmp_path, ["No docstring.\n```python\ndef double(x):\n    return x * 2\n```"])
+    args = ("fix", str(ws), "--model", model, "--samples", "1", "--rounds", "1", "--no-search")
+    text, as_json = ledex(*args), ledex(*args, "--json")
+    reason = json.loads(as_json.stdout)["failures"][0]["candidates"][0]["reason"]
+    assert reason.startswith("requested tests did not run: calc.py::calc.double") and len(reason) > 2000
+    (line,) = [line for line in text.stdout.splitlines() if "not verified" in line]
+    assert len(line) < 600 and "characters more in --json" in line and line.endswith(reason[-100:] + "]")
+
+
 def test_hanging_and_interpreter_killing_tests_are_reported_not_fatal(tmp_path):
     """A test that hangs past the run's time or kills the interpreter is a failure, and ledex goes on."""
     workspace = tmp_path / "hostile"
