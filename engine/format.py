@@ -168,7 +168,11 @@ ident       ::= [A-Za-z_] [A-Za-z0-9_]*
 value       ::= (value-char | string | group)+
 value-char  ::= [^(),=\n`\[\]{}"'#]
 returns     ::= " "? "->" [^:\n`]+
-import-line ::= ("import " | "from ") [^\n`]* "\n"
+import-line ::= ("import " dotted alias? ("," " "? dotted alias?)* | "from " "."* dotted? " import " imported) tail "\n"
+dotted      ::= ident ("." ident)*
+alias       ::= " as " ident
+imported    ::= "*" | names | "(" " "? names ","? " "? ")"
+names       ::= ident alias? ("," " "? ident alias?)*
 decorator   ::= "@" [^\n`]* "\n"
 tail        ::= [ \t]* comment?
 gap         ::= ([ \t]* "\n" | [ \t]+ comment "\n"){0,%(gap)d}
