@@ -31,6 +31,7 @@ The CPU may be shared: only the ratios inside one run mean anything.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import sys
 import tempfile
@@ -75,9 +76,10 @@ def editor_failure(row: dict, root: Path) -> tuple[Failure, str]:
     verdict = judge_solutions(problem, [source], root, workers=1)[0]
     outcome = next((o for o in verdict.outcomes if o.outcome in ("failed", "error")), None)
     details = (outcome.details or outcome.message) if outcome else (verdict.error or "the test failed")
-    start = next(i for i, line in enumerate(source.splitlines()) if line.startswith(("def ", "async def ")))
-    function = "\n".join(source.splitlines()[start:])
-    suspect = Suspect(SOLUTION, entry, start + 1, len(source.splitlines()), function, "traceback")
+    node = next(n for n in ast.parse(source).body if getattr(n, "name", "") == entry)  # not a helper before it
+    start = node.lineno - 1 - len(node.decorator_list)
+    function = "\n".join(source.splitlines()[start:node.end_lineno])
+    suspect = Suspect(SOLUTION, entry, start + 1, node.end_lineno, function, "traceback")
     failure = Failure(f"test_solution.py::test_{entry}", "test_solution.py", 1, details.splitlines()[-1] if details else "",
                       details, suspect, test)
     return failure, source
