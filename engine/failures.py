@@ -20,6 +20,7 @@ from ledex.engine.impact import ImportGraph
 from ledex.engine.localize import Suspect, TestFiles, frames, is_doctest_name, rank_suspects, source_of_test
 from ledex.engine.sbfl import Spectrum, spectra
 from ledex.sandbox import Limits, TestOutcome, Verdict, run_tests
+from ledex.sandbox.verdict import INTERNAL_ERROR_ID
 from ledex.sandbox.junit import Rewriter, parse_junit
 
 FAILED = ("failed", "error")
@@ -121,11 +122,6 @@ def _test_name(nodeid: str) -> tuple[str | None, str | None]:
 def is_collection_error(outcome: TestOutcome) -> bool:
     """A module that failed to collect (its id has no `::`), not a test that failed."""
     return "::" not in outcome.nodeid
-
-
-# pytest's JUnit report names an INTERNALERROR (a conftest hook or plugin that raised) as the
-# test case classname="pytest" name="internal" (_pytest/junitxml.py, pytest_internalerror).
-INTERNAL_ERROR_ID = "pytest.py::internal"
 
 
 def is_internal_error(outcome: TestOutcome) -> bool:

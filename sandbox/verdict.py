@@ -8,7 +8,8 @@ violation or non-zero exit status is a failure, never a pass.
 Errors carry a kind (``Verdict.error_kind``): "startup" (pytest stopped before collecting:
 unknown option, conftest raising), "collection", "not_found" (a requested test does not
 exist), "tampering", "report" (missing/unreadable JUnit, unfinished session), "timeout",
-"output", "sandbox". The message quotes pytest's own error line (the exception, not a hint).
+"output", "internal" (pytest's INTERNALERROR: a conftest hook or plugin raised), "sandbox". The
+message quotes pytest's own error line (the exception, not a hint).
 """
 from __future__ import annotations
 
@@ -25,6 +26,10 @@ __all__ = ["build", "merge", "parse_channel", "pytest_error", "score"]
 
 _TIMEOUT_PREFIX = "ledex_sbx_plugin.TestTimeout: "
 _PLUGIN_FRAME = re.compile(r'^  File "[^"]*/ledex_sbx_plugin\.py", line \d+, in \S+\n(?:    .*\n)?', re.MULTILINE)
+# pytest's JUnit report names an INTERNALERROR as the test case classname="pytest" name="internal"
+# (_pytest/junitxml.py, pytest_internalerror); the channel never sees it run.
+INTERNAL_ERROR_ID = "pytest.py::internal"
+_MISSING_NAMED = 5  # requested tests named in a "did not run" error; the rest are counted
 _FAULT_FRAME = re.compile(r'^\s*File "(?P<path>[^"]+)", line (?P<line>\d+) in (?P<func>\S+)')
 
 
@@ -62,6 +67,9 @@ def merge(chan: Channel, junit: dict[str, TestOutcome] | None, rewrite, *,  # no
     for nodeid, j in junit.items():
         if nodeid in seen or (j.outcome == "error" and _collect_file(j) in chan.collect_errors):
             continue  # JUnit's own name for a module that failed to collect: already reported
+        if nodeid == INTERNAL_ERROR_ID:  # pytest's own crash: an error of the run, not a forged test
+            outcomes.append(replace(j, outcome="error"))
+            continue
         problems.append(f"{nodeid} is in the JUnit report but the sandbox never saw it run")
         outcomes.append(replace(j, outcome="error",
                                 message=f"in the JUnit report ({j.outcome}) but never run by the sandbox runner"))
@@ -212,7 +220,7 @@ def build(raw: RawRun, chan: Channel, junit: dict[str, TestOutcome] | None, *,
     if ok and raw.exit_code != 0:
         ok, kind, error = False, "report", f"every test passed but pytest exited with status {raw.exit_code}"
     notes = [f"ignored {chan.forged} forged channel line(s)"] if chan.forged else []
-    bad = killed or kind in ("tampering", "report")  # an untrustworthy run earns no reward
+    bad = killed or kind in ("tampering", "report", "internal")  # an untrustworthy run earns no reward
     return Verdict(passed=ok, outcomes=tuple(outcomes), requested=requested,
                    pass_rate=0.0 if bad else passed_n / max(total, 1),
                    stdout_tail=raw.stdout_tail, stderr_tail=raw.stderr_tail,
@@ -251,6 +259,14 @@ def _error(raw, chan, junit, problems, missing, killed, wall, rewrite) -> tuple[
         return "report", f"no readable JUnit report was written (exit code {code})"
     if problems:
         return "tampering", "runner and JUnit report disagree: " + "; ".join(problems[:5])
+    if INTERNAL_ERROR_ID in junit:
+        return "internal", f"pytest stopped with an internal error: {pytest_error(junit[INTERNAL_ERROR_ID].details) or said}"
     if missing:
-        return "not_found", "requested tests did not run: " + ", ".join(missing) + (f" (pytest: {said})" if said else "")
+        return "not_found", f"requested tests did not run: {_name_some(missing)}" + (f" (pytest: {said})" if said else "")
     return None, None
+
+
+def _name_some(ids: list[str]) -> str:
+    """'a, b, c' or 'a, b, c, d, e and 310 more' (a whole suite's ids made 20 kB messages)."""
+    more = len(ids) - _MISSING_NAMED
+    return ", ".join(ids[:_MISSING_NAMED]) + (f" and {more} more" if more > 0 else "")

@@ -208,6 +208,25 @@ def test_nothing_ran_is_an_error_quoting_pytest(tmp_path, case):
     assert said in v.error and said in str(caught.value) and "hint" not in v.error.lower()
 
 
+def test_a_hook_that_raises_is_an_internal_error_not_tampering(tmp_path):
+    """pytest's INTERNALERROR appears in JUnit as the test pytest.py::internal, which no test
+    ran; it was read as 'runner and JUnit report disagree' (tampering). It is pytest's crash."""
+    hook = "def pytest_collection_modifyitems(items):\n    raise RuntimeError('broken hook')\n"
+    ws = write_tree(tmp_path / "ws", {**A_FAILS, "conftest.py": hook})
+    v = run_tests(ws, limits=QUICK)
+    assert (v.passed, v.error_kind, v.pass_rate) == (False, "internal", 0.0), v.error
+    assert "RuntimeError: broken hook" in v.error and "disagree" not in v.error
+
+
+def test_many_requested_tests_that_did_not_run_are_named_a_few_and_counted(tmp_path):
+    ws = write_tree(tmp_path / "ws", A_FAILS)
+    missing = tuple(f"tests/test_a.py::test_gone_{i}" for i in range(12))
+    v = run_tests(ws, tests=("tests/test_a.py::test_a", *missing), limits=QUICK)
+    assert (v.passed, v.error_kind) == (False, "not_found"), v.error
+    named = v.error.split(" (pytest:")[0]  # pytest aborts on the first unknown id: none ran
+    assert named.count("tests/test_a.py::") == 5 and named.endswith("and 8 more"), named
+
+
 def ledex_fix(*args: str) -> subprocess.CompletedProcess:
     cli = Path(sys.executable).with_name("ledex")
     return subprocess.run([str(cli), "fix", *args, "--json"], capture_output=True, text=True, timeout=300)
