@@ -112,11 +112,13 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--probes", type=int, default=200, help="cheap requests per measurement")
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--no-search", action="store_true", help="model answers only (no search candidates)")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="ledex-bench-"))
     root, stock = project(tmp), None
     stock = root / "inventory" / "stock.py"
-    options = {"model": args.model, "samples": args.samples, "rounds": args.rounds, "runOnStart": False, "debounceMs": 0}
+    options = {"model": args.model, "samples": args.samples, "rounds": args.rounds, "runOnStart": False, "debounceMs": 0,
+               "search": not args.no_search}
     client = await start(root, options, tmp / "home")
     try:
         results = {"model": args.model or "default", "latency": await latency(client, stock)}
