@@ -46,7 +46,7 @@ _ORDER = ("<", "<=", ">", ">=")
 COMPARE_ALTERNATIVES = {**{op: tuple(o for o in _ORDER if o != op) for op in _ORDER},
                         "==": ("!=",), "!=": ("==",), "in": ("not in",), "not in": ("in",),
                         "is": ("is not",), "is not": ("is",)}
-_BINOP_PAIRS = (("+", "-"), ("+", "*"), ("*", "/"), ("*", "//"), ("/", "//"), ("//", "%"), ("*", "**"),
+_BINOP_PAIRS = (("+", "-"), ("+", "*"), ("*", "/"), ("*", "//"), ("/", "//"), ("//", "%"), ("/", "%"), ("*", "**"),
                 ("&", "|"), ("|", "^"), ("<<", ">>"))
 BINOP_ALTERNATIVES = {op: tuple(b if a == op else a for a, b in _BINOP_PAIRS if op in (a, b))
                       for pair in _BINOP_PAIRS for op in pair}
@@ -73,8 +73,8 @@ _OP_PATTERN = {"<": r"<(?![<=])", "<=": r"<=", ">": r">(?![>=])", ">=": r">=", "
 OPERATORS = (
     "compare",        # flip/swap a comparison: < <= > >=, == !=, in / not in, is / is not
     "binop",          # arithmetic/bitwise operator swap, in expressions and augmented assignments (/ vs //)
-    "constant",       # an integer constant +-1 (also in range/slice/index bounds); True <-> False
-    "bound",          # +-1 on a non-constant range/slice/index bound: n -> n + 1 / n - 1, n - 1 -> n
+    "constant",       # an integer constant +-1 (not a bound); True <-> False
+    "bound",          # +-1 on a range/slice/index bound: 2 -> 3, n -> n + 1 / n - 1, n - 1 -> n
     "boolop",         # and <-> or
     "negation",       # add or remove `not` on a condition
     "name",           # another name in the function's scope (variable misuse)
@@ -225,8 +225,11 @@ def _constant(src, node, parents):
     if value is None or (isinstance(parent, ast.UnaryOp) and _int_value(src, parent) is not None):
         return  # the -n form is handled at the UnaryOp
     start, end = src.span(node)
+    # an off-by-one in a slice, index or range() bound is the "bound" slip, not a magic value
+    # (ranking.overfit_risk treats "constant" edits as possible test-overfitting)
+    kind = "bound" if parent is not None and any(node is b for b in _bound_positions(parent)) else "constant"
     for new in (value + 1, value - 1):
-        yield "constant", start, end, str(new), None
+        yield kind, start, end, str(new), None
 
 
 def _replaced(node, new):

@@ -21,6 +21,7 @@ prints here can make a fix count as verified. A variant that hangs past its time
 that hangs in C code kills the process (faulthandler) and the caller screens the rest again.
 """
 
+import __future__
 import ast
 import base64
 import faulthandler
@@ -78,7 +79,9 @@ def _resolve(module, qualname):
 
 def _compile(source, function, path):
     """The code object of the variant, compiled to fit `function` (a method that uses super()
-    needs the __class__ cell its original has)."""
+    needs the __class__ cell its original has; a module with `from __future__ import annotations`
+    keeps its annotations unevaluated: they may name imports made only for type checking)."""
+    flags = function.__code__.co_flags & __future__.annotations.compiler_flag
     tree = ast.parse(textwrap.dedent(source))
     node = next(n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)))
     node.decorator_list = []
@@ -87,10 +90,10 @@ def _compile(source, function, path):
         holder = ast.ClassDef("LedexScreen", [], [], [node], [])
         holder.type_params = []
         tree = ast.Module([holder], [])
-        exec(compile(ast.fix_missing_locations(tree), path, "exec"), namespace)
+        exec(compile(ast.fix_missing_locations(tree), path, "exec", flags=flags, dont_inherit=True), namespace)
         new = _unwrap(namespace["LedexScreen"].__dict__[node.name])
     else:
-        exec(compile(ast.Module([node], []), path, "exec"), namespace)
+        exec(compile(ast.Module([node], []), path, "exec", flags=flags, dont_inherit=True), namespace)
         new = namespace[node.name]
     return new
 

@@ -231,3 +231,21 @@ def test_the_episode_log_keeps_each_candidates_source(tmp_path):
         log.add_candidate(episode, idx, explanation="", code="", diff="", verified=True, pass_rate=1.0, reason="",
                           round=0, suspect="seq.py::last", source=source)
     assert [c.source for c in log.get(episode).candidates] == ["search", "model"]
+
+
+def test_future_annotations_with_type_checking_imports_and_a_slice_bound_are_searched(tmp_path):
+    """A module with `from __future__ import annotations` whose annotations name an import made
+    only for type checking (humanize's lists.py): every variant failed to install in the screen
+    (the annotation was evaluated), so search found nothing. The slice off-by-one found there is a
+    "bound" edit, not a changed magic constant, so it carries no test-overfitting risk."""
+    workspace = write_tree(tmp_path / "ws", {
+        "lists.py": ("from __future__ import annotations\n\nfrom typing import TYPE_CHECKING\n\n"
+                     "if TYPE_CHECKING:\n    from collections.abc import Sequence\n\n\n"
+                     "def all_but_last(items: Sequence[str]) -> list[str]:\n    return list(items[:-2])\n"),
+        "tests/test_lists.py": ("from lists import all_but_last\n\n\n"
+                                "def test_all_but_last():\n    assert all_but_last(['a', 'b', 'c']) == ['a', 'b']\n"),
+    })
+    failure = discover(workspace).failures[0]
+    fixed = _fix(workspace, failure)
+    assert fixed.best is not None and fixed.best.source == "search", fixed.search
+    assert "items[:-1]" in fixed.best.patch.new_text and fixed.best.operator == "bound"
