@@ -387,7 +387,7 @@ def load_replay(path: str) -> ReplayBackend:
 def load_backend(model: str | None = None, adapter: str | None = None, **kwargs) -> Backend:
     """The backend for a model setting (see ledex.engine.models for the accepted forms;
     `replay:<file.json>` serves recorded answers, for tests of the logic around a model).
-    The default is served from `models.served_default_path()` (the embedded weights as Q8_0)."""
+    The default is served from `models.served_default_path()` (LEDEX_DEFAULT_WEIGHTS)."""
     kind = model_kind(model)
     if kind is ModelKind.REPLAY:
         return load_replay(replay_file(model))

@@ -167,12 +167,11 @@ param       ::= ("*" | "**")? ident (" "? ":" " "? value)? (" "? "=" " "? value)
 ident       ::= [A-Za-z_] [A-Za-z0-9_]*
 value       ::= (value-char | string | group)+
 value-char  ::= [^(),=\n`\[\]{}"'#]
-returns     ::= " "? "->" [^:\n`]+
-import-line ::= ("import " dotted alias? ("," " "? dotted alias?)* | "from " "."* dotted? " import " imported) tail "\n"
+returns     ::= " "? "->" " "? annotation " "?
+annotation  ::= (dotted ("[" inner* "]")? | string) (" "? "|" " "? annotation)?
+import-line ::= "import " dotted alias? ("," " "? dotted alias?)* tail "\n"
 dotted      ::= ident ("." ident)*
 alias       ::= " as " ident
-imported    ::= "*" | names | "(" " "? names ","? " "? ")"
-names       ::= ident alias? ("," " "? ident alias?)*
 decorator   ::= "@" [^\n`]* "\n"
 tail        ::= [ \t]* comment?
 gap         ::= ([ \t]* "\n" | [ \t]+ comment "\n"){0,%(gap)d}

