@@ -225,8 +225,7 @@ def _constant(src, node, parents):
     if value is None or (isinstance(parent, ast.UnaryOp) and _int_value(src, parent) is not None):
         return  # the -n form is handled at the UnaryOp
     start, end = src.span(node)
-    # an off-by-one in a slice, index or range() bound is the "bound" slip, not a magic value
-    # (ranking.overfit_risk treats "constant" edits as possible test-overfitting)
+    # +-1 on a slice/index/range() bound is the "bound" slip, not a magic value (ranking.overfit_risk)
     kind = "bound" if parent is not None and any(node is b for b in _bound_positions(parent)) else "constant"
     for new in (value + 1, value - 1):
         yield kind, start, end, str(new), None
