@@ -238,23 +238,15 @@ class BatchRun:
         import numpy as np
         from llama_cpp import llama_cpp as C
 
-        batch, size, started = self.b._batch, self.b.llm.n_batch, time.perf_counter()
-        for start in range(0, len(self.prompt), size):
-            chunk = self.prompt[start:start + size]
-            last = start + len(chunk) == len(self.prompt)
-            _fill(batch.batch, [(token, start + i, 0, last and i == len(chunk) - 1) for i, token in enumerate(chunk)])
-            self._decode(batch.batch)
+        started = time.perf_counter()
+        decode_prompt(self.ctx, self.b._batch.batch, self.prompt, self.b.llm.n_batch)
         self.b.prompt_evals += 1
         self.b.prompt_tokens += len(self.prompt)
         self.b.prompt_seconds += time.perf_counter() - started
         return np.ctypeslib.as_array(C.llama_get_logits_ith(self.ctx, -1), shape=(self.b.llm.n_vocab(),)).copy()
 
     def _decode(self, batch) -> None:
-        from llama_cpp import llama_cpp as C
-
-        code = C.llama_decode(self.ctx, batch)
-        if code != 0:
-            raise ModelError(f"llama_decode failed ({code}): the batch does not fit the context")
+        decode(self.ctx, batch)
 
     def _step(self, active: list[Sequence], free: list[int]) -> Iterator[Generation]:
         """Decode every active sequence's last token together; sample each one's next."""
@@ -370,8 +362,6 @@ class BatchRun:
         return self._buffer.raw[:size] if size >= 0 else b""
 
     def _finish(self, sequence: Sequence, reason: str, active: list[Sequence], free: list[int]):
-        from llama_cpp import llama_cpp as C
-
         active.remove(sequence)
         self._retire(sequence.slot)
         free.append(sequence.slot)
@@ -461,6 +451,25 @@ def grammar_accepts(backend: LlamaCppBackend, grammar: str, text: str) -> bool:
             return False
         C.llama_sampler_accept(sampler.pointer, token)
     return True
+
+
+def decode(ctx, batch) -> None:
+    """llama_decode of a filled batch; ModelError when llama.cpp refuses it."""
+    from llama_cpp import llama_cpp as C
+
+    code = C.llama_decode(ctx, batch)
+    if code != 0:
+        raise ModelError(f"llama_decode failed ({code}): the batch does not fit the context")
+
+
+def decode_prompt(ctx, batch, prompt: list[int], n_batch: int) -> None:
+    """Decode `prompt` into sequence 0 from position 0 in n_batch chunks, with logits for its
+    last token only (index n-1 of the last chunk, or -1): generation and scoring share it."""
+    for start in range(0, len(prompt), n_batch):
+        chunk = prompt[start:start + n_batch]
+        last = start + len(chunk) == len(prompt)
+        _fill(batch, [(token, start + i, 0, last and i == len(chunk) - 1) for i, token in enumerate(chunk)])
+        decode(ctx, batch)
 
 
 def _fill(batch, items: list[tuple[int, int, int, bool]]) -> None:

@@ -24,7 +24,7 @@ from typing import Any, Sequence
 def completion_logprobs(backend: Any, messages: list[dict[str, str]], completions: Sequence[str]) -> list[float | None]:
     """Per completion, the summed token log-probability (nats) as the answer to `messages`; None
     where prompt + answer do not fit the context. `backend` is a LlamaCppBackend whose lock the
-    caller holds. Raises backends.PromptTooLong when the prompt alone does not fit, RuntimeError
+    caller holds. Raises backends.PromptTooLong when the prompt alone does not fit, ModelError
     when llama.cpp refuses a batch."""
     if not completions:
         return []
@@ -49,23 +49,19 @@ class _Scorer:
                                 len(self.prompt), self.n_ctx)
 
     def _decode(self, rows: list[tuple[int, int, int, bool]]) -> None:
-        from ledex.engine.llamabatch import _fill
+        from ledex.engine.llamabatch import _fill, decode
 
         _fill(self.b._batch.batch, rows)
-        if self.C.llama_decode(self.ctx, self.b._batch.batch) != 0:
-            raise RuntimeError("llama_decode failed while scoring")
+        decode(self.ctx, self.b._batch.batch)
 
     def score(self, completions: Sequence[str]) -> list[float | None]:
         """The prompt once, then every completion (module docstring)."""
         self.b.llm.reset()  # the Llama object must not think its tokens are still in the cache
         self.C.llama_memory_clear(self.memory, True)
-        size, last = self.b.llm.n_batch, None
-        for start in range(0, len(self.prompt), size):
-            chunk = self.prompt[start:start + size]
-            end = start + len(chunk) == len(self.prompt)
-            self._decode([(t, start + i, 0, end and i == len(chunk) - 1) for i, t in enumerate(chunk)])
-            if end:
-                last = self._log_softmax(len(chunk) - 1)
+        from ledex.engine.llamabatch import decode_prompt
+
+        decode_prompt(self.ctx, self.b._batch.batch, self.prompt, self.b.llm.n_batch)
+        last = self._log_softmax(-1)
         try:
             return [self._answer(text, last) for text in completions]
         finally:
