@@ -143,7 +143,8 @@ def default_model_path() -> Path:
 
 
 def cache_dir() -> Path:
-    """Where derived files live: $LEDEX_CACHE (as training's caches), else ~/.cache/ledex."""
+    """Where derived files live (this module's requantized weights, training's converted models):
+    $LEDEX_CACHE, else ~/.cache/ledex."""
     return Path(os.environ.get("LEDEX_CACHE", Path.home() / ".cache" / "ledex"))
 
 

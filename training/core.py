@@ -25,6 +25,7 @@ from typing import Any
 
 from ledex.engine.apply import atomic_write_text
 from ledex.engine.format import render_chat
+from ledex.engine.models import cache_dir
 
 # All linear layers of a llama block: the QLoRA paper's choice (Dettmers et al. 2023, sec. 4).
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -190,7 +191,7 @@ def load_tokenizer(model: str):
 
 
 def _cache_root() -> Path:
-    return Path(os.environ.get("LEDEX_CACHE", Path.home() / ".cache" / "ledex")) / "hf-from-gguf"
+    return cache_dir() / "hf-from-gguf"
 
 
 def _cached_dir(path: Path, suffix: str, marker: str, build) -> Path:
