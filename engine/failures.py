@@ -20,7 +20,7 @@ from ledex.engine.impact import ImportGraph
 from ledex.engine.localize import Suspect, TestFiles, frames, is_doctest_name, rank_suspects, source_of_test
 from ledex.engine.sbfl import Spectrum, spectra
 from ledex.sandbox import Limits, TestOutcome, Verdict, run_tests
-from ledex.sandbox.verdict import INTERNAL_ERROR_ID
+from ledex.sandbox.verdict import HUNG_PREFIX, INTERNAL_ERROR_ID
 from ledex.sandbox.junit import Rewriter, parse_junit
 
 FAILED = ("failed", "error")
@@ -372,13 +372,9 @@ def failing_files(verdict: Verdict) -> list[str]:
                    if o.outcome in FAILED and not is_collection_error(o) and not is_internal_error(o)})
 
 
-# The sandbox's message for a test stopped by a timeout (sandbox/plugin.py, sandbox/verdict.py).
-HUNG = "did not finish within"
-
-
 def is_hung(outcome: TestOutcome) -> bool:
     """A test the sandbox stopped because it ran past the per-test timeout or the run's wall clock."""
-    return outcome.outcome in FAILED and outcome.message.startswith(HUNG)
+    return outcome.outcome in FAILED and outcome.message.startswith(HUNG_PREFIX)
 
 
 def coverage_selection(verdict: Verdict) -> list[str]:

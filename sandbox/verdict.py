@@ -29,6 +29,9 @@ _PLUGIN_FRAME = re.compile(r'^  File "[^"]*/ledex_sbx_plugin\.py", line \d+, in 
 # pytest's JUnit report names an INTERNALERROR as the test case classname="pytest" name="internal"
 # (_pytest/junitxml.py, pytest_internalerror); the channel never sees it run.
 INTERNAL_ERROR_ID = "pytest.py::internal"
+# How a test stopped by a timeout is reported (here and by plugin.py, which runs inside the
+# sandbox and cannot import this): the per-test timeout or the run's wall clock.
+HUNG_PREFIX = "did not finish within"
 _MISSING_NAMED = 5  # requested tests named in a "did not run" error; the rest are counted
 _FAULT_FRAME = re.compile(r'^\s*File "(?P<path>[^"]+)", line (?P<line>\d+) in (?P<func>\S+)')
 
@@ -191,9 +194,9 @@ def _unfinished(raw: RawRun, wall: float, test_s: float) -> tuple[str, str]:
     """(message, details) for the test that began and never ended."""
     stack = hang_stack(raw.stderr_tail)
     if raw.timed_out:
-        return f"did not finish within {wall:g} s (the run's wall clock); the run was killed", stack
+        return f"{HUNG_PREFIX} {wall:g} s (the run's wall clock); the run was killed", stack
     if stack and test_s:
-        return f"did not finish within {test_s:g} s (the sandbox's per-test timeout)", stack
+        return f"{HUNG_PREFIX} {test_s:g} s (the sandbox's per-test timeout)", stack
     return f"did not finish: the test process exited while it ran (exit code {raw.exit_code})", stack
 
 
