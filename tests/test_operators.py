@@ -62,6 +62,10 @@ def test_the_bug_taxonomy_templates():
     assert "`return max(n - limit, 0)` -> `return max(limit - n, 0)`" in found  # swapped operands
     middle = {e.description for e in single_site_edits(TABLE[1][0], "middle")}
     assert "`k = len(s) // 2` -> `k = len(s) / 2`" in middle  # / vs //
+    weeks = {(e.operator, e.description) for e in single_site_edits(
+        "def weeks(days, xs):\n    return int(days % 7) + len(xs[:-2])\n", "weeks")}
+    assert ("binop", "`return int(days % 7) + len(xs[:-2])` -> `return int(days / 7) + len(xs[:-2])`") in weeks
+    assert ("bound", "`return int(days % 7) + len(xs[:-2])` -> `return int(days % 7) + len(xs[:-1])`") in weeks
     assert "`s = sorted(xs) # keep xs` -> `s = reversed(xs) # keep xs`" in middle  # the comment is kept
     words = {e.description for e in single_site_edits(TABLE[2][0], "Words.shout")}
     assert "`out.append(w.upper())` -> `out.append(w.lower())`" in words  # another method
