@@ -20,7 +20,13 @@ and the next test runs (the method pytest-timeout calls "signal"; pytest-timeout
 usually not installed in the project interpreter the sandbox runs). The alarm raises only
 inside a phase (setup, call, teardown); one that fires while pytest or this plugin reports
 between phases waits for the next phase, so it can never cut the record stream (``_Phase``).
-A hang the signal cannot
+Inside a phase it raises only in the project's code: while pytest, pluggy or this plugin run
+(pytest's own setup/teardown bookkeeping) it is retried a few milliseconds later
+(``_in_framework``), and in teardown it is an ``Exception`` (``TeardownTimeout``), so pytest
+still runs the other finalizers and pops every node - otherwise the test stays on pytest's
+setup stack and the next, honest test errors with "previous item was not torn down
+properly". An alarm that fired before teardown lets teardown run and interrupts its first
+line of project code. A hang the signal cannot
 interrupt (a C loop) hits faulthandler ``grace`` seconds later: every thread's stack goes to
 stderr and the process exits; the worker then fails the test that had begun and not ended
 (with that stack) and runs the tests not reached in a fresh process (sandbox/worker.py).
@@ -35,8 +41,11 @@ import json
 import os
 import signal
 import sys
+import sysconfig
 import time
 
+import _pytest
+import pluggy
 import pytest
 
 _SKIP = pytest.skip.Exception
@@ -49,6 +58,20 @@ class TestTimeout(BaseException):  # BaseException: a bare ``except Exception`` 
     """The test ran past the sandbox's per-test timeout."""
 
     __test__ = False
+
+
+class TeardownTimeout(Exception):
+    """TestTimeout raised in teardown: pytest's SetupState.teardown_exact catches ``Exception``
+    from a finalizer and goes on tearing down; a BaseException would leave nodes on its stack."""
+
+    __test__ = False
+
+
+TeardownTimeout.__name__ = TeardownTimeout.__qualname__ = "TestTimeout"  # reads as the same timeout
+_RETRY_S = 0.002  # an alarm landing in pytest's own code is retried this much later
+_FRAMEWORK = tuple(os.path.dirname(os.path.abspath(path)) + os.sep
+                   for path in (_pytest.__file__, pluggy.__file__, __file__))
+_STDLIB = tuple({os.path.abspath(sysconfig.get_paths()[k]) + os.sep for k in ("stdlib", "platstdlib")})
 
 
 def _read_secret() -> tuple[str, dict, str, int, float]:
@@ -117,11 +140,15 @@ class _Phase:
         self.expired = False
 
     def enter(self, when: str) -> None:
-        """A phase starts; raises TestTimeout if the alarm fired between phases."""
+        """A phase starts; raises TestTimeout if the alarm fired between phases (teardown still
+        runs: the alarm is re-armed to interrupt its first line of project code)."""
         self.running = when
         if self.expired:
             self.expired = False
-            raise TestTimeout(_timeout_text())
+            if when == "teardown":
+                signal.setitimer(signal.ITIMER_REAL, _RETRY_S)
+            else:
+                raise TestTimeout(_timeout_text())
 
     def leave(self) -> None:
         """The running phase ended."""
@@ -179,11 +206,27 @@ def _timeout_text() -> str:
     return f"did not finish within {_TEST_S:g} s (the sandbox's per-test timeout)"
 
 
+def _in_framework(frame) -> bool:  # noqa: ANN001 - the interrupted frame
+    """Whether the innermost frame that is not the standard library's belongs to pytest, pluggy
+    or the sandbox's plugins (then interrupting it could break pytest's own bookkeeping)."""
+    while frame is not None:
+        path = frame.f_code.co_filename
+        if path.startswith(_FRAMEWORK):
+            return True
+        if not (path.startswith(_STDLIB) or path.startswith("<frozen")):
+            return False
+        frame = frame.f_back
+    return False
+
+
 def _on_alarm(signum, frame):  # noqa: ANN001
     if _PHASE.running is None:  # pytest or this plugin reporting: never interrupt that (see _Phase)
         _PHASE.expired = True
         return
-    raise TestTimeout(_timeout_text())
+    if _in_framework(frame):
+        signal.setitimer(signal.ITIMER_REAL, _RETRY_S)
+        return
+    raise (TeardownTimeout if _PHASE.running == "teardown" else TestTimeout)(_timeout_text())
 
 
 def _arm() -> None:

@@ -278,6 +278,31 @@ def test_hang_the_signal_cannot_stop_is_dumped_and_the_rest_still_run(tmp_path):
     assert not v.passed and v.killed_reason is None and v.error_kind == "report" and v.pass_rate == 0.0
 
 
+
+SLOW_REPORT = ("import time\n\n\ndef pytest_runtest_logreport(report):\n"
+               "    if report.when == 'call' and report.nodeid.endswith('test_a'):\n        time.sleep(1.5)\n")
+SLOW_FINALIZER = ("import time\nimport pytest\n\n\n@pytest.fixture\ndef slow():\n    yield 1\n"
+                  "    time.sleep(30)\n\n\ndef test_a(slow):\n    pass\n")
+
+
+@pytest.mark.parametrize("files, first", [
+    # the alarm fires while pytest reports test_a's call (between phases): teardown must still run
+    ({"conftest.py": SLOW_REPORT, "tests/test_x.py": "def test_a():\n    pass\n\n\ndef test_b():\n    pass\n"},
+     ("passed", "")),
+    # the alarm lands in a fixture's finalizer and the next test is in another module
+    ({"tests/test_a.py": SLOW_FINALIZER, "tests/test_b.py": "def test_b():\n    pass\n"},
+     ("error", "failed on teardown with \"ledex_sbx_plugin.TestTimeout: did not finish within 1 s "
+               "(the sandbox's per-test timeout)\"")),
+])
+def test_a_timeout_around_teardown_never_errors_the_next_test(tmp_path, files, first):
+    ws = write_tree(tmp_path / "ws", {"pkg/__init__.py": "", **files})
+    start = time.monotonic()
+    v = run_tests(ws, limits=Limits(wall_s=60, test_timeout_s=1, cpu_s=60))
+    assert time.monotonic() - start < 20  # the 30 s finalizer was cut
+    a, b = sorted(v.outcomes, key=lambda o: not o.nodeid.endswith("test_a"))
+    assert (a.outcome, a.message) == first and v.error is None
+    assert (b.outcome, b.message) == ("passed", "")  # not "previous item was not torn down properly"
+
 # --- the channel: what code under test can do to the verdict ------------------------------
 
 TEST_ADD = "from pkg.calc import add\n\n\ndef test_add():\n    assert add(1, 2) == 3\n"
