@@ -62,7 +62,7 @@ class FixConfig:
     # On by default: on HumanEvalFix projects search fixed 34 of 58 correctly (the model 1 of the 10
     # it ran on), 3% overfit offers, 16.9 s mean per failure (bench/bench_search.py,
     # docs/benchmarks.md "Search-based candidates"). `ledex fix --no-search`, the editor's
-    # `ledex.search: false`, and model evaluations (training/hefix_eval.py) pass None.
+    # `ledex.search: false`, and model evaluations (training/fixeval.py) pass None.
     search: SearchConfig | None = SearchConfig()
     explain_search: bool = True  # the model explains each verified search fix (else the edit is described)
     likelihood: bool = True  # rank two or more verified fixes by the model's log-likelihood (ranking.py)

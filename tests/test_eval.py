@@ -274,14 +274,20 @@ def test_humanevalfix_data_has_164_tasks_and_six_bug_types():
     assert len(cases) == 7 and cases[0].body.startswith("assert has_close_elements(")
 
 
-# --- `ledex-train eval --benchmarks humanevalfix` (training/hefix_eval.py) ---------------------------
+# --- editor sets: `ledex-train eval --benchmarks humanevalfix mbpp-mutants ...` and the gate (fixeval.py) ---
 
-from ledex.engine.backends import ReplayBackend  # noqa: E402
-from ledex.training import hefix_eval  # noqa: E402
-from ledex.training.eval_report import mcnemar_exact  # noqa: E402
+import dataclasses  # noqa: E402
+import enum  # noqa: E402
+
+from ledex.engine.backends import ReplayBackend, Sampling  # noqa: E402
+from ledex.engine.fixer import FixConfig  # noqa: E402
+from ledex.sandbox import Limits  # noqa: E402
+from ledex.training import eval_report, fixcases, fixeval  # noqa: E402
+from ledex.training.eval_report import EvalStore, mcnemar_exact  # noqa: E402
 
 RIGHT_ADD_UP = "The +1 is extra.\n```python\ndef add_up(xs: List[int]) -> int:\n    return sum(xs)\n```"
 WRONG_ADD_UP = "It is off.\n```python\ndef add_up(xs: List[int]) -> int:\n    return sum(xs) + 2\n```"
+RIGHT_ADD = f"It computes the wrong thing.\n```python\n{REFERENCE}\n```"
 
 
 def test_mcnemar_exact_matches_the_binomial_tail():
@@ -290,48 +296,168 @@ def test_mcnemar_exact_matches_the_binomial_tail():
     assert mcnemar_exact(2, 12) == pytest.approx(2 * (1 + 14 + 91) / 2 ** 14)
 
 
-def test_humanevalfix_eval_pairs_versions_and_resumes(tmp_path):
-    backends = {"base": ReplayBackend([WRONG_ADD_UP], "base"), "sft": ReplayBackend([RIGHT_ADD_UP], "sft")}
+def _toy_cases() -> list:
+    """HumanEvalFix-shaped add_up, two mutants of ADD, and a 'sampled' ADD solution that passes (left out)."""
+    mutants_ = fixcases.mutant_cases([ADD], 2, 0)
+    sampled = fixcases.sampled_cases([ADD], 2, lambda m, s: "```python\ndef add(a, b):\n    return b + a\n```",
+                                     Sampling(seed=0))
+    return [fixcases.humanevalfix_case(HEFIX_TASK)] + mutants_ + sampled
+
+
+def test_editor_eval_pairs_versions_per_set_and_resumes(tmp_path):
+    cases = _toy_cases()
+    assert [(c.set, c.id, c.category) for c in cases] == [
+        ("humanevalfix", "Python/900", "excess logic"), ("mbpp-mutants", "toy/1:m1", "binop"),
+        ("mbpp-mutants", "toy/1:m2", "name"), ("mbpp-sampled", "toy/1:s1", "sampled")]
+    assert dict(cases[1].files)["add.py"] == "def add(a, b):\n    return a - b\n"
+    assert dict(cases[1].files)["tests/test_add.py"].count("def test_add_") == 2  # one test per assert
+    backends = {"base": ReplayBackend([WRONG_ADD_UP, "no idea"], "base"),
+                "sft": ReplayBackend([RIGHT_ADD_UP, RIGHT_ADD, RIGHT_ADD], "sft")}
     versions = [ev.Version("base"), ev.Version("sft")]
-    run = lambda: hefix_eval.run_tasks([HEFIX_TASK], versions, ["pass1"], tmp_path / "out",  # noqa: E731
-                                       loader=lambda v: backends[v.name], progress=False)
+    run = lambda: fixeval.run_report(cases, versions, ["pass1"], tmp_path / "out",  # noqa: E731
+                                     loader=lambda v: backends[v.name], progress=False)
     report = run()
-    assert [(r["version"], r["fixed"], r["tasks"]) for r in report["results"]] == [("base", 0, 1), ("sft", 1, 1)]
-    assert report["results"][1]["by_bug_type"] == {"excess logic": {"tasks": 1, "fixed": 1, "rate": 1.0}}
-    assert report["mcnemar"] == [{"protocol": "pass1", "a": "base", "b": "sft", "tasks": 1, "both": 0, "only_a": 0,
-                                  "only_b": 1, "neither": 0, "p": 1.0}]
-    rows = {r["version"]: r for r in report["rows"]}
-    assert "the fix breaks" in rows["base"]["reason"] or "still failed" in rows["base"]["reason"]
-    assert "+    return sum(xs)" in rows["sft"]["diff"]
-    assert len(backends["sft"].prompts) == 1 and backends["sft"].prompts[0][-1]["content"].count("add_up") >= 1
-    markdown = (tmp_path / "out" / "humanevalfix.md").read_text()
-    assert "no execution feedback" in markdown and "StarCoder-15B 8.7" in markdown and "| pass1 | base | sft |" in markdown
-    again = run()  # everything is in humanevalfix-results.jsonl: no model is asked again
-    assert len(backends["sft"].prompts) == len(backends["base"].prompts) == 1
-    assert again["results"] == report["results"]
-    assert json.loads((tmp_path / "out" / "humanevalfix.json").read_text())["results"] == report["results"]
+    got = {(r["set"], r["version"]): (r["fixed"], r["tasks"], r["skipped"]) for r in report["results"]}
+    assert got == {("humanevalfix", "base"): (0, 1, 0), ("humanevalfix", "sft"): (1, 1, 0),
+                   ("mbpp-mutants", "base"): (0, 2, 0), ("mbpp-mutants", "sft"): (2, 2, 0),
+                   ("mbpp-sampled", "base"): (0, 0, 1), ("mbpp-sampled", "sft"): (0, 0, 1)}
+    assert [(m["set"], m["tasks"], m["only_b"], m["p"]) for m in report["mcnemar"]] == [
+        ("humanevalfix", 1, 1, 1.0), ("mbpp-mutants", 2, 2, 0.5), ("mbpp-sampled", 0, 0, 1.0)]
+    sft = next(r for r in report["results"] if r["set"] == "mbpp-mutants" and r["version"] == "sft")
+    assert sft["by_category"] == {"binop": {"tasks": 1, "fixed": 1, "rate": 1.0},
+                                  "name": {"tasks": 1, "fixed": 1, "rate": 1.0}}
+    rows = {(r["version"], r["case"]): r for r in report["rows"]}
+    assert "+    return a + b" in rows[("sft", "toy/1:m1")]["diff"]
+    assert rows[("sft", "toy/1:s1")]["reason"] == "no failing test"
+    assert "test_add_" in backends["sft"].prompts[1][-1]["content"]  # the editor prompt: the failing pytest test
+    markdown = (tmp_path / "out" / "editor-eval.md").read_text()
+    assert "no execution feedback" in markdown and "| mbpp-mutants | pass1 | base | sft | 0 | 0 | 2 | 0 | 0.5 |" in markdown
+    assert "mbpp-sampled (pass1): 1 case(s) left out" in markdown
+    asked = len(backends["sft"].prompts)
+    assert run()["results"] == report["results"] and len(backends["sft"].prompts) == asked  # resumed, no model call
+    assert json.loads((tmp_path / "out" / "editor-eval.json").read_text())["sets"] == [
+        "humanevalfix", "mbpp-mutants", "mbpp-sampled"]
+
+
+def _other(value):
+    """A different value of the same kind (for every field of a settings dataclass)."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value + 1
+    if isinstance(value, str):
+        return value + "x"
+    if isinstance(value, enum.Enum):
+        return next(m for m in type(value) if m is not value)
+    if value is None:
+        return ("python3",)
+    if dataclasses.is_dataclass(value):
+        first = dataclasses.fields(value)[0]
+        return dataclasses.replace(value, **{first.name: _other(getattr(value, first.name))})
+    if isinstance(value, tuple):
+        return value + ("x",)
+    raise AssertionError(f"no other value for {value!r}")
+
+
+def test_result_key_covers_every_setting_that_changes_answers(monkeypatch):
+    """A cached outcome is reused only when the model, the project, every FixConfig / Sampling / Limits
+    field, the protocol and the answering code are all the same (Sampling.wrong_code went unkeyed once)."""
+    case = fixcases.humanevalfix_case(HEFIX_TASK)
+    proto = fixeval.protocol("pass1")
+    identity = {"base": "m.gguf", "base_hash": "a" * 64, "adapter": "x.gguf", "adapter_hash": "b" * 64}
+    key = fixeval.ResultStore.key(identity, proto, case, 0, 512)
+    config = proto.fix_config(0, 512)
+    variants = [dataclasses.replace(config, **{f.name: _other(getattr(config, f.name))})
+                for f in dataclasses.fields(FixConfig) if f.name not in ("sampling", "limits")]  # field by field below
+    variants += [dataclasses.replace(config, sampling=dataclasses.replace(config.sampling, **{
+        f.name: _other(getattr(config.sampling, f.name))})) for f in dataclasses.fields(Sampling)]
+    variants += [dataclasses.replace(config, limits=dataclasses.replace(config.limits, **{
+        f.name: _other(getattr(config.limits, f.name))})) for f in dataclasses.fields(Limits)]
+    keys = set()
+    for variant in variants:
+        monkeypatch.setattr(fixeval.Protocol, "fix_config", lambda self, seed, tokens, v=variant: v)
+        keys.add(fixeval.ResultStore.key(identity, proto, case, 0, 512))
+    monkeypatch.undo()
+    assert key not in keys and len(keys) == len(variants)
+    others = [fixeval.ResultStore.key(identity | {"adapter_hash": "c" * 64}, proto, case, 0, 512),
+              fixeval.ResultStore.key(identity, fixeval.protocol("defaults"), case, 0, 512),
+              fixeval.ResultStore.key(identity, proto, dataclasses.replace(case, group=1), 0, 512),
+              fixeval.ResultStore.key(identity, proto, fixcases.make_case(
+                  case.set, case.id, case.category, dict(case.files) | {"add_up.py": "def add_up(xs): ..."}), 0, 512)]
+    monkeypatch.setattr(fixeval, "code_fingerprint", lambda: "changed")
+    others.append(fixeval.ResultStore.key(identity, proto, case, 0, 512))
+    assert key not in others and len(set(others)) == len(others)
+
+
+def test_generation_key_covers_every_sampling_field_and_the_code(monkeypatch, tmp_path):
+    messages = [{"role": "user", "content": "hi"}]
+    sampling = Sampling(grammar="root ::= x", wrong_code="def f(): pass")
+    key = EvalStore.generation_key("m@1", messages, sampling)
+    keys = {EvalStore.generation_key("m@1", messages, dataclasses.replace(sampling, **{f.name: _other(getattr(sampling, f.name))}))
+            for f in dataclasses.fields(Sampling)}
+    assert key not in keys and len(keys) == len(dataclasses.fields(Sampling))
+    files = [str(p) for p in eval_report.source_files()]
+    for needed in ("llamabatch.py", "backends.py", "format.py", "fixer.py", "patching.py", "runner.py"):
+        assert any(f.endswith("/" + needed) for f in files), needed  # generation, fix loop and sandbox code
+    source = tmp_path / "gen.py"
+    source.write_text("A = 1\n")
+    before = eval_report.files_digest([source])
+    source.write_text("A = 2\n")
+    assert eval_report.files_digest([source]) != before
+    monkeypatch.setattr(eval_report, "code_fingerprint", lambda: "changed")
+    assert EvalStore.generation_key("m@1", messages, sampling) != key
+
+
+def test_promotion_gate_runs_the_editor_evaluation(tmp_path, monkeypatch):
+    """promote.run_gate: MBPP-shaped held-out problems as editor projects through fixeval (the eval's own
+    code), both models on the same cases, the decision on paired outcomes, results kept for the next gate."""
+    from ledex.engine import backends
+    from ledex.training import promote as p
+
+    problems = tmp_path / "heldout.jsonl"
+    problems.write_text(json.dumps({"prompt": ADD.prompt, "tests": list(ADD.tests), "solution": REFERENCE}) + "\n")
+    served = {None: ReplayBackend(["no idea"], "base"), "cand.gguf": ReplayBackend([RIGHT_ADD], "cand")}
+    monkeypatch.setattr(backends, "load_backend", lambda model, adapter=None, **kw: served[adapter])
+    gate = p.GateArgs(problems=str(problems), split=None, samples=0, mutations=2, cache_dir=str(tmp_path / "c"),
+                      max_regressions=0, min_gain=1)
+    result = p.run_gate("cand.gguf", gate)
+    assert (result["current"]["fixed"], result["candidate"]["fixed"], result["candidate"]["cases"]) == (0, 2, 2)
+    assert result["candidate"]["by_origin"] == {"mutation": {"fixed": 2, "cases": 2, "rate": 1.0}}
+    assert result["passed"] and result["gains"] == 2 and result["regressions"] == 0
+    assert "tests/test_add.py" in served["cand.gguf"].prompts[0][-1]["content"]
+    assert p.run_gate("cand.gguf", gate)["candidate"]["per_case"] == [True, True]
+    assert len(served["cand.gguf"].prompts) == 2  # the second gate asked no model: results were kept
+
+
+def test_inventory_cases_are_its_failure_groups():
+    cases = fixcases.inventory_cases()
+    assert [c.group for c in cases] == [0, 1, 2] and len({c.fingerprint for c in cases}) == 3
+    assert sorted(c.category for c in cases) == ["apply_discount", "is_low_stock", "slugify"]
+    assert "inventory/stock.py" in dict(cases[0].files)
 
 
 @pytest.mark.slow
 @pytest.mark.long
-@pytest.mark.timeout(1800)  # ~2 min on an idle 2-core box; a shared one at load 20 took 10x that
-def test_humanevalfix_eval_on_two_real_tasks_with_the_real_model(tmp_path):
+@pytest.mark.timeout(1800)  # ~3 min on an idle 2-core box; a shared one at load 20 took 10x that
+def test_editor_eval_on_real_tasks_with_the_real_model(tmp_path):
     pytest.importorskip("llama_cpp")
-    if not hx.available(SHARED_HEFIX):
-        pytest.skip("../shared/data/humanevalpack-python.jsonl is not here")
+    mbpp = SHARED_HEFIX.parent / "mbpp.jsonl"
+    if not (hx.available(SHARED_HEFIX) and mbpp.is_file()):
+        pytest.skip("../shared/data (HumanEvalFix, MBPP) is not here")
     first = hx.load_tasks(SHARED_HEFIX, ids=[0])[0]
     answer = "It misses abs().\n```python\n" + first.prompt[first.prompt.index("def "):] + first.canonical_solution + "```"
     (tmp_path / "replay.json").write_text(json.dumps([answer]))
-    config = ev.EvalConfig(benchmarks=("humanevalfix",), humanevalfix_path=str(SHARED_HEFIX), limit=2,
-                           fix_protocols=("pass1",), fix_max_tokens=24, threads=1, out=str(tmp_path / "out"),
-                           progress=False)
+    config = ev.EvalConfig(benchmarks=("humanevalfix", "mbpp-mutants"), humanevalfix_path=str(SHARED_HEFIX),
+                           mbpp_path=str(mbpp), limit=2, fix_protocols=("pass1",), fix_max_tokens=24, threads=1,
+                           out=str(tmp_path / "out"), progress=False)
     # The real default model (24-token answers: this checks the plumbing, not the model) and a
-    # replayed known-good fix of task 0, on the same two real projects.
-    report = hefix_eval.evaluate(config, [ev.Version("base"), ev.Version("oracle", f"replay:{tmp_path / 'replay.json'}")])
-    assert report["versions"][0]["identity"].startswith("SmolLM2-135M") and report["tasks"] == 2
-    oracle = next(r for r in report["rows"] if r["version"] == "oracle" and r["task"] == "Python/0")
+    # replayed known-good fix of task 0, on the same real projects.
+    report = fixeval.evaluate(config, [ev.Version("base"), ev.Version("oracle", f"replay:{tmp_path / 'replay.json'}")])
+    assert report["versions"][0]["identity"].startswith("SmolLM2-135M") and report["sets"] == ["humanevalfix", "mbpp-mutants"]
+    oracle = next(r for r in report["rows"] if r["version"] == "oracle" and r["case"] == "Python/0")
     assert oracle["fixed"] and oracle["answers"] == 1
-    (m,) = report["mcnemar"]
-    assert m["tasks"] == 2 and m["both"] + m["only_a"] + m["only_b"] + m["neither"] == 2 and 0 < m["p"] <= 1
-    saved = json.loads((tmp_path / "out" / "humanevalfix.json").read_text())
-    assert saved["markdown"].count("\n| base |") == 2 and "OctoCoder-15B 30.2" in saved["markdown"]
+    assert {r["case"].split(":")[0] for r in report["rows"] if r["set"] == "mbpp-mutants"} == {"mbpp/11", "mbpp/12"}
+    for m in report["mcnemar"]:
+        assert m["both"] + m["only_a"] + m["only_b"] + m["neither"] == m["tasks"] and 0 < m["p"] <= 1
+    saved = json.loads((tmp_path / "out" / "editor-eval.json").read_text())
+    assert "OctoCoder-15B 30.2" in saved["markdown"] and "| humanevalfix | base |" in saved["markdown"]

@@ -1,8 +1,10 @@
 """The evaluation's cache and report (used by `ledex-train eval`, see training/evaluate.py).
 
 EvalStore: one append-only JSONL holding generations (keyed by model identity + prompt +
-sampling incl. seed) and sandbox verdicts (keyed by task tests + code). A re-run, or an
-interrupted one, replays what is there and only computes the rest.
+every Sampling field incl. seed and wrong_code) and sandbox verdicts (keyed by task tests + code),
+both also keyed by `code_fingerprint()` (the source of ledex.engine and ledex.sandbox and the
+llama.cpp version): a cached answer is reused only when nothing that could change it has changed.
+A re-run, or an interrupted one, replays what is there and only computes the rest.
 
 summarize/write_outputs: metrics per version x mode x benchmark (plus pooled "all"), a
 markdown table, report.json, refinements.jsonl and curves.png (pass@1 and successful-
@@ -13,7 +15,10 @@ refinement rate per round).
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib
+import importlib.metadata
 import json
 import threading
 from dataclasses import asdict
@@ -24,11 +29,44 @@ from ledex.engine.backends import Sampling
 from ledex.engine.problems import CodingProblem, render_test_module
 from ledex.training.passk import mean_pass_at_k, reportable_ks
 
-CACHE_SCHEMA = 1
+CACHE_SCHEMA = 2  # 2: keys carry code_fingerprint()
+# The code between a prompt and an answer or a verdict: generation (backends, llamabatch, format's
+# grammar), the fix loop (fixer, patching, failures) and the sandbox. Their source is in every key.
+ANSWER_PACKAGES = ("ledex.engine", "ledex.sandbox")
 
 
 def _digest(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def source_files(packages: tuple[str, ...] = ANSWER_PACKAGES) -> list[Path]:
+    """The .py files of `packages` (imported to find them), sorted: what `code_fingerprint` reads."""
+    files = []
+    for name in packages:
+        root = Path(importlib.import_module(name).__file__).parent
+        files += sorted(p for p in root.rglob("*.py") if "__pycache__" not in p.parts)
+    return files
+
+
+def files_digest(files: list[Path]) -> str:
+    """sha256 (16 hex digits) of the files' names and bytes, in the order given."""
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(f"{path.parent.name}/{path.name}\0".encode() + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=None)
+def code_fingerprint() -> str:
+    """What produced an answer besides the model and the prompt: a digest of the source of
+    ANSWER_PACKAGES and the llama-cpp-python version ("<digest>/llama-cpp-python==<v>"). In every
+    cache key of evaluation, so a change to generation (e.g. Sampling.wrong_code's rewinds), to the
+    fix loop or to the sandbox makes earlier cached answers and verdicts unreachable, never reused."""
+    try:
+        llama = importlib.metadata.version("llama_cpp_python")
+    except importlib.metadata.PackageNotFoundError:
+        llama = "none"
+    return f"{files_digest(source_files())}/llama-cpp-python=={llama}"
 
 
 class EvalStore:
@@ -50,13 +88,14 @@ class EvalStore:
 
     @staticmethod
     def generation_key(model_id: str, messages: list[dict], sampling: Sampling) -> str:
-        """Cache key of one generation: model identity, messages and sampling (seed included)."""
-        return "gen:" + _digest(CACHE_SCHEMA, model_id, messages, asdict(sampling))
+        """Cache key of one generation: model identity, messages, every Sampling field (seed,
+        grammar, wrong_code...: asdict, so a field added later is in the key too) and the code."""
+        return "gen:" + _digest(CACHE_SCHEMA, model_id, messages, asdict(sampling), code_fingerprint())
 
     @staticmethod
     def verdict_key(problem: CodingProblem, code: str) -> str:
-        """Cache key of one verdict: problem id, the rendered test module and the code."""
-        return "verdict:" + _digest(CACHE_SCHEMA, problem.id, render_test_module(problem), code)
+        """Cache key of one verdict: problem id, the rendered test module, the code and the sandbox's code."""
+        return "verdict:" + _digest(CACHE_SCHEMA, problem.id, render_test_module(problem), code, code_fingerprint())
 
     def _get(self, key: str) -> dict | None:
         with self._lock:
@@ -220,11 +259,18 @@ def write_outputs(out: Path, report: dict, chains: Sequence) -> None:
     (out / "report.md").write_text(report["markdown"] + "\n", encoding="utf-8")
 
 
-# --- HumanEvalFix (training/hefix_eval.py) ----------------------------------------------------------
+# --- editor benchmarks (training/fixeval.py) --------------------------------------------------------
 
 # OctoPack (Muennighoff et al. 2023, Table 2): pass@1 on HumanEvalFix-Python, the model shown the
 # buggy function and told to fix it, with no execution feedback (../shared/data/README.md).
 OCTOPACK_PASS1 = {"StarCoder-15B": 8.7, "OctoCoder-15B": 30.2, "GPT-4": 47.0}
+BUG_TYPE_ORDER = ("value misuse", "missing logic", "excess logic", "operator misuse", "variable misuse",
+                  "function misuse")
+SET_TITLES = {"humanevalfix": "HumanEvalFix-Python (human-written bugs)",
+              "mbpp-mutants": "MBPP test: mutants of the reference (engine/operators.py)",
+              "mbpp-sampled": "MBPP test: wrong solutions sampled from the base model",
+              "inventory": "examples/inventory: one case per failure group",
+              "gate": "promotion gate: MBPP validation (mutants + base-sampled wrong code)"}
 
 
 def mcnemar_exact(only_a: int, only_b: int) -> float:
@@ -248,82 +294,99 @@ def _rate(fixed: int, tasks: int) -> float | None:
     return fixed / tasks if tasks else None
 
 
-def _hefix_result(rows: list[dict]) -> dict:
-    by_type: dict[str, dict] = {}
-    for row in rows:
-        cell = by_type.setdefault(row["bug_type"], {"tasks": 0, "fixed": 0})
+def _fix_result(rows: list[dict]) -> dict:
+    """fixed / cases overall and per category (bug type, operator or origin) of one set x version x protocol."""
+    counted = [r for r in rows if not r.get("skipped")]
+    by_category: dict[str, dict] = {}
+    for row in counted:
+        cell = by_category.setdefault(row["category"], {"tasks": 0, "fixed": 0})
         cell["tasks"] += 1
         cell["fixed"] += bool(row["fixed"])
-    for cell in by_type.values():
+    for cell in by_category.values():
         cell["rate"] = _rate(cell["fixed"], cell["tasks"])
-    fixed, answers = sum(bool(r["fixed"]) for r in rows), sum(r.get("answers", 0) for r in rows)
-    return {"tasks": len(rows), "fixed": fixed, "rate": _rate(fixed, len(rows)), "answers": answers,
-            "usable_rate": _rate(sum(r.get("usable", 0) for r in rows), answers),
-            "by_bug_type": dict(sorted(by_type.items()))}
+    fixed, answers = sum(bool(r["fixed"]) for r in counted), sum(r.get("answers", 0) for r in counted)
+    return {"tasks": len(counted), "fixed": fixed, "rate": _rate(fixed, len(counted)), "answers": answers,
+            "usable_rate": _rate(sum(r.get("usable", 0) for r in counted), answers),
+            "skipped": len(rows) - len(counted), "by_category": dict(sorted(by_category.items()))}
 
 
-def hefix_summary(rows: list[dict], versions: list[str], identities: dict, protocols: list[dict], n_tasks: int) -> dict:
-    """The HumanEvalFix report dict: per version x protocol the fixed share overall and per bug type,
-    and McNemar's exact test of every later version against the first on the same tasks."""
+def paired(rows: list[dict], a: str, b: str) -> dict:
+    """McNemar's exact test of version b against version a on the cases both ran (skipped ones left out):
+    tasks, both, only_a, only_b, neither, p."""
+    outcome = {v: {r["case"]: bool(r["fixed"]) for r in rows if r["version"] == v and not r.get("skipped")}
+               for v in (a, b)}
+    both = [t for t in outcome[a] if t in outcome[b]]
+    x, y = outcome[a], outcome[b]
+    only_a, only_b = sum(x[t] and not y[t] for t in both), sum(y[t] and not x[t] for t in both)
+    return {"a": a, "b": b, "tasks": len(both), "both": sum(x[t] and y[t] for t in both), "only_a": only_a,
+            "only_b": only_b, "neither": sum(not x[t] and not y[t] for t in both), "p": mcnemar_exact(only_a, only_b)}
+
+
+def fix_summary(rows: list[dict], versions: list[str], identities: dict, protocols: list[dict],
+                sets: list[str]) -> dict:
+    """The editor-benchmark report dict: per set x version x protocol the fixed share overall and per
+    category, and McNemar's exact test of every later version against the first, per set x protocol."""
     results, mcnemar = [], []
-    for proto in protocols:
-        outcome = {v: {r["task"]: bool(r["fixed"]) for r in rows if r["version"] == v and r["protocol"] == proto["name"]}
-                   for v in versions}
-        for version in versions:
-            mine = [r for r in rows if r["version"] == version and r["protocol"] == proto["name"]]
-            results.append({"version": version, "protocol": proto["name"], **_hefix_result(mine)})
-        for other in versions[1:]:
-            a, b = outcome[versions[0]], outcome[other]
-            both = [t for t in a if t in b]
-            only_a, only_b = sum(a[t] and not b[t] for t in both), sum(b[t] and not a[t] for t in both)
-            mcnemar.append({"protocol": proto["name"], "a": versions[0], "b": other, "tasks": len(both),
-                            "both": sum(a[t] and b[t] for t in both), "only_a": only_a, "only_b": only_b,
-                            "neither": sum(not a[t] and not b[t] for t in both), "p": mcnemar_exact(only_a, only_b)})
-    return {"benchmark": "HumanEvalFix-Python", "tasks": n_tasks, "protocols": protocols,
+    for name in sets:
+        for proto in protocols:
+            mine = [r for r in rows if r["set"] == name and r["protocol"] == proto["name"]]
+            for version in versions:
+                results.append({"set": name, "version": version, "protocol": proto["name"],
+                                **_fix_result([r for r in mine if r["version"] == version])})
+            mcnemar += [{"set": name, "protocol": proto["name"], **paired(mine, versions[0], other)}
+                        for other in versions[1:]]
+    return {"sets": sets, "protocols": protocols,
             "versions": [{"name": v, "identity": identities.get(v, "")} for v in versions],
-            "results": results, "mcnemar": mcnemar, "octopack_pass1_no_feedback": OCTOPACK_PASS1,
-            "rows": rows}
+            "results": results, "mcnemar": mcnemar, "octopack_pass1_no_feedback": OCTOPACK_PASS1, "rows": rows}
 
 
 def _describe(proto: dict) -> str:
-    if proto["name"] == "pass1":
-        return "pass@1: greedy, 1 answer, 1 explain+refine round, top suspect"
-    return (f"fix rate at the product defaults: K={proto['samples']} answers at T={proto['temperature']}, "
+    if proto["samples"] == 1 and proto["rounds"] == 1 and proto["temperature"] == 0:
+        return f"{proto['name']}: greedy, 1 answer, 1 explain+refine round, top suspect"
+    return (f"{proto['name']}: K={proto['samples']} answers at T={proto['temperature']}, "
             f"R={proto['rounds']} rounds, up to {proto['suspects']} suspects, verified")
 
 
-def hefix_markdown(report: dict) -> str:
-    """The HumanEvalFix report as Markdown: the main table (with OctoPack's numbers and why they
-    differ), per bug type, McNemar."""
+def _categories(report: dict, name: str) -> list[str]:
+    seen = sorted({c for r in report["results"] if r["set"] == name for c in r["by_category"]})
+    return list(BUG_TYPE_ORDER) if name == "humanevalfix" else seen
+
+
+def fix_markdown(report: dict) -> str:
+    """The editor-benchmark report as Markdown: the main table (with OctoPack's numbers and why they
+    differ when HumanEvalFix ran), per category, McNemar per set, skipped cases."""
     protos = {p["name"]: p for p in report["protocols"]}
-    octo = ", ".join(f"{k} {v}" for k, v in report["octopack_pass1_no_feedback"].items())
-    lines = [f"HumanEvalFix-Python, {report['tasks']} tasks, each an editor project (the module with the bug; "
-             "check() as pytest tests); the prompt is what `ledex fix` sends. Answers of at most "
-             f"{report.get('max_tokens', '?')} tokens, seed {report.get('seed', '?')}.", "",
-             "| version | protocol | fixed / tasks | % | usable answers % |", "|---|---|---|---|---|"]
+    lines = ["Each case is an editor project (the module with the bug, its pytest tests); the prompt is what "
+             f"`ledex fix` sends. Answers of at most {report.get('max_tokens', '?')} tokens, seed "
+             f"{report.get('seed', '?')}; every version meets the same failures with the same seeds.", "",
+             "| set | version | protocol | fixed / cases | % | usable answers % |", "|---|---|---|---|---|---|"]
     for res in report["results"]:
-        lines.append(f"| {res['version']} | {_describe(protos[res['protocol']])} | {res['fixed']} / {res['tasks']} | "
-                     f"{_pct(res['rate'])} | {_pct(res['usable_rate'])} |")
-    lines += ["", f"OctoPack's pass@1 on HumanEvalFix-Python ({octo}) had **no execution feedback**: the model saw "
-              "only the buggy function and its docstring. Here the model also sees the failing test and its error "
-              "(what the editor has), so the numbers are not like for like.", "",
-              "Per bug type (fixed / tasks):", "",
-              "| version | protocol | " + " | ".join(BUG_TYPE_ORDER) + " |", "|---|---|" + "---|" * len(BUG_TYPE_ORDER)]
-    for res in report["results"]:
-        cells = [f"{c['fixed']} / {c['tasks']}" if (c := res["by_bug_type"].get(t)) else "—" for t in BUG_TYPE_ORDER]
-        lines.append(f"| {res['version']} | {res['protocol']} | " + " | ".join(cells) + " |")
+        lines.append(f"| {res['set']} | {res['version']} | {_describe(protos[res['protocol']])} | "
+                     f"{res['fixed']} / {res['tasks']} | {_pct(res['rate'])} | {_pct(res['usable_rate'])} |")
+    if "humanevalfix" in report["sets"]:
+        octo = ", ".join(f"{k} {v}" for k, v in report["octopack_pass1_no_feedback"].items())
+        lines += ["", f"OctoPack's pass@1 on HumanEvalFix-Python ({octo}) had **no execution feedback**: the model "
+                  "saw only the buggy function and its docstring. Here the model also sees the failing test and its "
+                  "error (what the editor has), so the numbers are not like for like."]
+    for name in report["sets"]:
+        cats = _categories(report, name)
+        lines += ["", f"{SET_TITLES.get(name, name)}, fixed / cases per category:", "",
+                  "| version | protocol | " + " | ".join(cats) + " |", "|---|---|" + "---|" * len(cats)]
+        for res in (r for r in report["results"] if r["set"] == name):
+            cells = [f"{c['fixed']} / {c['tasks']}" if (c := res["by_category"].get(t)) else "—" for t in cats]
+            lines.append(f"| {res['version']} | {res['protocol']} | " + " | ".join(cells) + " |")
     if report["mcnemar"]:
-        lines += ["", "McNemar's exact test (paired by task):", "",
-                  "| protocol | A | B | both fixed | only A | only B | neither | p |", "|---|---|---|---|---|---|---|---|"]
+        lines += ["", "McNemar's exact test (paired by case):", "",
+                  "| set | protocol | A | B | both fixed | only A | only B | neither | p |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for m in report["mcnemar"]:
-            lines.append(f"| {m['protocol']} | {m['a']} | {m['b']} | {m['both']} | {m['only_a']} | {m['only_b']} | "
-                         f"{m['neither']} | {m['p']:.3g} |")
+            lines.append(f"| {m['set']} | {m['protocol']} | {m['a']} | {m['b']} | {m['both']} | {m['only_a']} | "
+                         f"{m['only_b']} | {m['neither']} | {m['p']:.3g} |")
+    skipped = {(r["set"], r["protocol"]): r["skipped"] for r in report["results"] if r["skipped"]}
+    if skipped:
+        lines += [""] + [f"{name} ({proto}): {n} case(s) left out: no test fails (the bug survives the tests)"
+                         for (name, proto), n in skipped.items()]
     return "\n".join(lines)
-
-
-BUG_TYPE_ORDER = ("value misuse", "missing logic", "excess logic", "operator misuse", "variable misuse",
-                  "function misuse")
-
 
 if __name__ == "__main__":
     import sys

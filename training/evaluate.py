@@ -17,6 +17,7 @@ verdicts keyed by model identity + prompt + sampling/seed, so an interrupted run
 
     ledex-train eval --benchmarks mbpp --limit 20 --samples 5 --rounds 2
     ledex-train eval --versions base=default --versions sft=default+adapters/sft.gguf
+    ledex-train eval --benchmarks humanevalfix mbpp-mutants inventory --fix-protocols pass1   # training/fixeval.py
     python -m ledex.training.evaluate --benchmarks humaneval --limit 2 --samples 2
 """
 
@@ -63,15 +64,22 @@ class EvalConfig:
     """What to evaluate and how; every field is a `ledex-train eval` flag (see add_arguments)."""
 
     benchmarks: tuple[str, ...] = field(default=("mbpp",), metadata=_help(
-        "benchmarks to run: mbpp (test split, tasks 11-510), humaneval, and/or humanevalfix (HumanEvalFix-Python "
-        "as editor projects through the product's fix loop: training/hefix_eval.py)"))
+        "benchmarks to run: mbpp (test split, tasks 11-510) and/or humaneval with the LEDEX protocol below; "
+        "and editor projects through the product's fix loop (training/fixeval.py, one report with McNemar per "
+        "set): humanevalfix (HumanEvalFix-Python), mbpp-mutants (MBPP test references with operator bugs), "
+        "mbpp-sampled (MBPP test solutions sampled from the first version), inventory (examples/inventory)"))
     mbpp_path: str = field(default=str(DEFAULT_MBPP), metadata=_help("MBPP JSONL file (never downloaded at run time)"))
     humanevalfix_path: str = field(default=str(DEFAULT_MBPP.parent / "humanevalpack-python.jsonl"), metadata=_help(
         "HumanEvalFix-Python JSONL (never downloaded at run time)"))
+    inventory_path: str = field(default=str(Path(__file__).resolve().parent.parent / "examples" / "inventory"),
+                                metadata=_help("the inventory set's project folder"))
     fix_protocols: tuple[str, ...] = field(default=("pass1", "defaults"), metadata=_help(
-        "humanevalfix protocols: pass1 (greedy, 1 answer, 1 round) and/or defaults (the product's K, R, T)"))
+        "editor-set protocols: pass1 (greedy, 1 answer, 1 round) and/or defaults (the product's K, R, T)"))
     fix_max_tokens: int = field(default=512, metadata=_help(
-        "humanevalfix answer token limit (the product default, Sampling.max_tokens)"))
+        "editor-set answer token limit (the product default, Sampling.max_tokens)"))
+    mutations: int = field(default=1, metadata=_help("mbpp-mutants: bugs planted per MBPP test task"))
+    wrong_samples: int = field(default=2, metadata=_help(
+        "mbpp-sampled: solutions sampled per MBPP test task (at --temperature, --initial-max-tokens)"))
     limit: int = field(default=20, metadata=_help(
         "tasks per benchmark, the first ones by id (CPU runs must stay small)"))
     tasks: tuple[str, ...] = field(default=(), metadata=_help(
@@ -448,20 +456,26 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of `ledex-train eval`; prints the markdown report(s) and where the files are.
-    humanevalfix runs through training/hefix_eval.py, the other benchmarks through `evaluate`."""
+    The editor sets (fixcases.EDITOR_SETS) run through training/fixeval.py, mbpp and humaneval through
+    `evaluate`. Exit status 2 for an unknown benchmark."""
+    from ledex.training import fixcases, fixeval
+
     config = config_from_args(args)
     versions = versions_from_args(args)
-    others = tuple(b for b in config.benchmarks if b != "humanevalfix")
+    unknown = [b for b in config.benchmarks if b not in fixcases.EDITOR_SETS + ("mbpp", "humaneval")]
+    if unknown:
+        print(f"ledex-train eval: unknown benchmark(s) {', '.join(unknown)} (choose from mbpp, humaneval, "
+              f"{', '.join(fixcases.EDITOR_SETS)})", file=sys.stderr)
+        return 2
+    others = tuple(b for b in config.benchmarks if b not in fixcases.EDITOR_SETS)
     if others:
         report = evaluate(replace(config, benchmarks=others), versions)
         print(report["markdown"])
         print(f"\nwrote {Path(config.out) / 'report.md'}, report.json, curves.png ({report['seconds']} s)")
-    if "humanevalfix" in config.benchmarks:
-        from ledex.training import hefix_eval
-
-        report = hefix_eval.evaluate(config, versions)
+    if any(b in fixcases.EDITOR_SETS for b in config.benchmarks):
+        report = fixeval.evaluate(config, versions)
         print(report["markdown"])
-        print(f"\nwrote {Path(config.out) / 'humanevalfix.md'}, humanevalfix.json ({report['seconds']} s)")
+        print(f"\nwrote {Path(config.out) / fixeval.REPORT}.md, {fixeval.REPORT}.json ({report['seconds']} s)")
     return 0
 
 

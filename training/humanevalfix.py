@@ -20,7 +20,7 @@ shown tests, generalisation is measured on the held-back ones.
 (failures.discover, then the first failure grouped with those sharing its top suspect), and
 `prompt_messages` builds the chat `ledex fix` sends for it (fixer.problem_for + format.build_messages).
 The evaluation built on it (base vs adapter, pass@1, fix rate, McNemar) is
-`ledex-train eval --benchmarks humanevalfix` (training/hefix_eval.py).
+`ledex-train eval --benchmarks humanevalfix` (training/fixeval.py, cases from training/fixcases.py).
 
     python -m ledex.training.humanevalfix 0 /tmp/hefix-0      # write task Python/0 and print the prompt
 """

@@ -3,10 +3,12 @@
 A new GGUF adapter goes into service only if
   1. it is a complete GGUF LoRA adapter for the base's architecture (read back, checked);
   2. llama.cpp loads it on the base (done by the gate's first generation);
-  3. the gate passes: on held-out problems, its self-debug success rate is not lower than the
-     model in service (promoted adapter, else the shipped one, else the plain base) minus
-     --tolerance. Both models debug the SAME wrong solutions (sampled once from the plain base,
-     seeded, cached) with the same seeds, so the comparison is paired.
+  3. the gate passes: on held-out problems (MBPP validation; never test), its fix rate is not
+     lower than the model in service (promoted adapter, else the shipped one, else the plain base)
+     minus --tolerance. The measurement is `ledex-train eval`'s own (training/fixeval.py): each
+     wrong solution (verified mutants of the reference + solutions sampled once from the plain base,
+     seeded, cached) is an editor project met through the product's fix loop, and both models
+     debug the SAME failures with the same seeds, so the comparison is paired.
 Then the file is copied into $LEDEX_HOME/models/adapters/ (temp name, fsync, rename, directory
 fsync) and current.json is switched atomically (ledex.engine.registry.set_current); the server
 watches current.json. A process killed at any point leaves either the old or the new model in
@@ -84,11 +86,41 @@ class PromotionError(RuntimeError):
 # --- the gate -----------------------------------------------------------------------------------
 
 
+def gate_protocol(gate: GateArgs):
+    """The gate's fixeval.Protocol: one answer at gate.temperature (0: greedy), one explain+refine round,
+    the failure's top suspect (pass@1 of the editor evaluation at the gate's settings)."""
+    from ledex.training.fixeval import Protocol
+
+    return Protocol("gate", 1, 1, gate.temperature, 1)
+
+
+def _gate_root(gate: GateArgs) -> Path:
+    return Path(gate.cache_dir or registry.ledex_home() / "gate-cache")
+
+
+def _gate_sampler(gate: GateArgs, base: str):
+    """generate(messages, sampling) -> text by the plain base, cached (<cache>/samples.jsonl); None
+    without sampled cases."""
+    if not gate.samples:
+        return None
+    from ledex.engine.backends import load_backend
+    from ledex.training.eval_report import EvalStore
+    from ledex.training.evaluate import generate
+
+    store, loaded = EvalStore(_gate_root(gate) / "samples.jsonl"), []
+
+    def sample(messages, sampling):
+        if not loaded:  # loaded on the first miss only: a cached gate needs no model for its cases
+            loaded.append(load_backend(base, None, **({"n_threads": gate.threads} if gate.threads else {})))
+        return generate(loaded[0], store, messages, sampling)["text"]
+    return sample
+
+
 @dataclass(frozen=True)
 class Case:
-    """One held-out wrong solution for the gate: the problem, the wrong code, its sandbox
-    verdict and its origin ('sampled' or 'mutation').
-    """
+    """One held-out wrong solution in the MBPP prompt shape (not an editor project): the problem,
+    the wrong code, its sandbox verdict and its origin ('sampled' or 'mutation'). Used by
+    bench/learning_loop.py's held-out stream; the gate itself runs `run_gate` (editor projects)."""
 
     problem: object  # CodingProblem
     wrong_code: str
@@ -96,56 +128,10 @@ class Case:
     origin: str
 
 
-def heldout_cases(gate: GateArgs, base: str) -> list[Case]:
-    """Wrong solutions for the gate: sampled from the plain base (seeded) + verified mutants; cached."""
-    from ledex.engine.problems import load_problems
-    from ledex.sandbox import Verdict
-
-    if not gate.problems:
-        raise PromotionError("the gate needs held-out problems: --problems <mbpp.jsonl> (or --no-gate)")
-    problems = load_problems(gate.problems, gate.split)[gate.skip: gate.skip + gate.n_problems]
-    cache = Path(gate.cache_dir or registry.ledex_home() / "gate-cache")
-    key = f"{Path(gate.problems).stem}-{gate.split}-{gate.skip}-{gate.n_problems}-{gate.samples}-{gate.mutations}-{gate.seed}"
-    path = cache / f"{key}.json"
-    by_id = {p.id: p for p in problems}
-    if path.is_file():
-        rows = json.loads(path.read_text(encoding="utf-8"))
-        return [Case(by_id[r["problem"]], r["wrong_code"], Verdict.from_dict(r["verdict"]), r["origin"]) for r in rows]
-    cases = _sample_cases(problems, gate, base, cache / "workspaces")
-    cache.mkdir(parents=True, exist_ok=True)
-    write_json(path, [{"problem": c.problem.id, "wrong_code": c.wrong_code, "verdict": c.verdict.to_dict(),
-                       "origin": c.origin} for c in cases])
-    return cases
-
-
-def _sample_cases(problems, gate: GateArgs, base: str, root: Path) -> list[Case]:
-    from tqdm import tqdm
-
-    from ledex.engine.backends import Sampling, load_backend
-    from ledex.engine.problems import extract_code, initial_messages, judge_solutions
-    from ledex.training.mutate import mutants
-
-    backend = load_backend(base, None, **({"n_threads": gate.threads} if gate.threads else {})) if gate.samples else None
-    cases = []
-    for index, problem in enumerate(tqdm(problems, desc="gate: wrong solutions", unit="problem")):
-        codes = []
-        for i in range(gate.samples):
-            reply = backend.generate(initial_messages(problem), Sampling(1.0, 0.95, gate.max_tokens, gate.seed + 100 * index + i))
-            code = extract_code(reply.text)
-            if code.strip() and code not in codes:
-                codes.append(code)
-        origins = ["sampled"] * len(codes)
-        found = mutants(problem.solution, limit=gate.mutations, seed=gate.seed + index) if gate.mutations else []
-        codes += [m.code for m in found]
-        origins += ["mutation"] * len(found)
-        verdicts = judge_solutions(problem, codes, root) if codes else []
-        cases += [Case(problem, c, v, o) for c, v, o in zip(codes, verdicts, origins) if not v.passed and not v.error]
-    return cases
-
-
 def self_debug_rate(backend, cases: list[Case], gate: GateArgs, root: Path, label: str = "") -> dict:
-    """The self-debug measurement (the gate's, and the only one): the share of `cases` (held-out wrong
-    solutions) the model fixes in one explain-then-refine answer, verified in the sandbox.
+    """The share of `cases` (held-out wrong solutions in the MBPP prompt shape, with the held-back
+    tests bench/learning_loop.py judges by) the model fixes in one explain-then-refine answer,
+    verified in the sandbox. The gate does not use it: `run_gate` evaluates editor projects.
 
     Seeds are gate.seed + case index and the temperature is gate.temperature, so two models are
     compared on the same cases with the same seeds (a paired comparison). Returns fixed, cases,
@@ -203,48 +189,53 @@ def in_service(home: Path | None = None) -> str | None:
 
 
 def run_gate(candidate: str, gate: GateArgs, base: str = "default", current: str | None = None) -> dict:
-    """Measure `self_debug_rate` for the model in service (`current`, None = plain base) and the
-    candidate on the same held-out cases. Returns {'current': ..., 'candidate': ..., 'passed', 'gains',
-    'regressions', 'reasons'} (`gate_decision`'s rule). Raises PromotionError when no case is found
-    or a model does not load.
-    """
+    """The editor evaluation (training/fixeval.py, the code `ledex-train eval` runs) of the model in
+    service (`current`, None = plain base) and the candidate on the same held-out cases
+    (fixcases.gate_cases: MBPP validation mutants + base-sampled wrong code, as editor projects) with
+    the same seeds, at `gate_protocol`. Results are kept in <cache>/gate-results.jsonl keyed by model,
+    case, settings and code, so the model in service is measured once.
+
+    Returns {'current': ..., 'candidate': ...} (each: fixed, cases, rate 0..1, per_case list of bool in
+    case order, by_origin, adapter) | `gate_decision`'s result. Raises PromotionError when no case is
+    found or a model does not load."""
     from ledex.engine.backends import load_backend
     from ledex.engine.models import ModelError
+    from ledex.training import fixcases, fixeval
+    from ledex.training.evaluate import Version
 
-    cases = heldout_cases(gate, base)
-    if not cases:
-        raise PromotionError("the gate found no wrong solutions to debug (more --n-problems?)")
-    root = Path(gate.cache_dir or registry.ledex_home() / "gate-cache") / "workspaces"
+    if not gate.problems:
+        raise PromotionError("the gate needs held-out problems: --problems <mbpp.jsonl> (or --no-gate)")
+    cases = fixcases.gate_cases(gate, _gate_sampler(gate, base))
     kwargs = {"n_threads": gate.threads} if gate.threads else {}
-    results = {}
-    for label, adapter in (("current", current), ("candidate", candidate)):
-        memo = _memo_path(gate, base, adapter)
-        if memo.is_file():  # greedy, same cases and seeds: the same model gives the same answers
-            results[label] = json.loads(memo.read_text(encoding="utf-8")) | {"adapter": adapter, "memo": True}
-            continue
+
+    def loader(version):
         try:
-            backend = load_backend(base, adapter, **kwargs)
+            return load_backend(version.model, version.adapter, **kwargs)
         except ModelError as exc:
-            raise PromotionError(f"{label} model does not load: {exc}") from exc
-        results[label] = self_debug_rate(backend, cases, gate, root, label) | {"adapter": adapter}
-        del backend
-        if gate.temperature == 0:
-            memo.parent.mkdir(parents=True, exist_ok=True)
-            write_json(memo, results[label])
+            raise PromotionError(f"{version.name} model does not load: {exc}") from exc
+    versions = [Version("current", base, current), Version("candidate", base, candidate)]
+    store = fixeval.ResultStore(_gate_root(gate) / "gate-results.jsonl")
+    rows, _ = fixeval.run_cases(cases, versions, [gate_protocol(gate)], store, loader=loader, seed=gate.seed,
+                                max_tokens=gate.max_tokens, progress=False)
+    results = {v.name: _gate_result([r for r in rows if r["version"] == v.name]) | {"adapter": v.adapter}
+               for v in versions}
+    if not results["current"]["cases"]:
+        raise PromotionError("the gate found no wrong solutions to debug (more --n-problems?)")
     return results | gate_decision(results["current"]["per_case"], results["candidate"]["per_case"], gate)
 
 
-def _memo_path(gate: GateArgs, base: str, adapter: str | None) -> Path:
-    """Where one model's greedy gate result is kept: keyed by the gate's settings and the base's and
-    adapter's file hashes (the model in service is measured once, not on every promotion attempt)."""
-    import hashlib
-
-    from ledex.engine.models import file_hash, parse_model_spec
-
-    model = file_hash(parse_model_spec(base).location) + (file_hash(adapter) if adapter else "")
-    settings = json.dumps([asdict(gate) | {"threads": None, "cache_dir": None}, model], sort_keys=True)
-    cache = Path(gate.cache_dir or registry.ledex_home() / "gate-cache")
-    return cache / "rates" / f"{hashlib.sha256(settings.encode()).hexdigest()[:16]}.json"
+def _gate_result(rows: list[dict]) -> dict:
+    """fixed, cases, rate, per_case and by_origin of one model's gate rows (cases no test fails left out)."""
+    counted = [r for r in rows if not r.get("skipped")]
+    by_origin: dict[str, list[int]] = {}
+    for row in counted:
+        tally = by_origin.setdefault(row["category"], [0, 0])
+        tally[0] += bool(row["fixed"])
+        tally[1] += 1
+    fixed = sum(bool(r["fixed"]) for r in counted)
+    return {"fixed": fixed, "cases": len(counted), "rate": fixed / len(counted) if counted else 0.0,
+            "per_case": [bool(r["fixed"]) for r in counted],
+            "by_origin": {k: {"fixed": a, "cases": b, "rate": a / b} for k, (a, b) in by_origin.items()}}
 
 
 # --- the registry ---------------------------------------------------------------------------------

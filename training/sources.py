@@ -96,21 +96,34 @@ def _module_name(entry: str | None) -> str:
     return "solution" if name in sys.stdlib_module_names or name in ("pytest", "conftest", "test") else name
 
 
-def _mbpp_project(problem, root: Path, split: str) -> Project | None:
+def mbpp_files(problem, code: str | None = None) -> dict[str, str] | None:
+    """An MBPP task as project files (relative path -> text): `<entry>.py` holding `code` (default:
+    the reference solution in `ast.unparse` form) and `tests/test_<entry>.py` with one test function
+    per single-line assert. The one rendering of MBPP tasks, for training (collect) and evaluation
+    (training/fixcases.py). None when the code does not parse."""
     try:
-        code = ast.unparse(ast.parse(problem.solution.replace("\r\n", "\n"))) + "\n"  # MBPP mixes tabs/spaces
+        code = code if code is not None else ast.unparse(ast.parse(problem.solution.replace("\r\n", "\n"))) + "\n"
+        ast.parse(code)  # MBPP mixes tabs/spaces; sampled code may not parse at all
     except (SyntaxError, ValueError):
         return None
     module = _module_name(problem.entry_point)
-    folder = root / problem.id.replace("/", "-")
     tests = "\n\n".join(f"def test_{module}_{i}():\n    {t.strip()}" for i, t in enumerate(problem.tests)
                         if "\n" not in t.strip())
     setup = problem.setup.replace("\r\n", "\n").strip()
     test_text = f"from {module} import *  # noqa: F403\n{setup + chr(10) if setup else ''}\n\n{tests}\n"
-    _write_once(folder / f"{module}.py", code)
-    _write_once(folder / "tests" / f"test_{module}.py", test_text)
-    names = tuple(q for q, node in iter_functions(ast.parse(code)) if "<locals>" not in q)
-    return Project(problem.id, folder, "mbpp", "CC-BY-4.0", split, {f"{module}.py": names})
+    return {f"{module}.py": code, f"tests/test_{module}.py": test_text}
+
+
+def _mbpp_project(problem, root: Path, split: str) -> Project | None:
+    files = mbpp_files(problem)
+    if files is None:
+        return None
+    folder = root / problem.id.replace("/", "-")
+    for rel, text in files.items():
+        _write_once(folder / rel, text)
+    module = next(iter(files))
+    names = tuple(q for q, node in iter_functions(ast.parse(files[module])) if "<locals>" not in q)
+    return Project(problem.id, folder, "mbpp", "CC-BY-4.0", split, {module: names})
 
 
 def _write_once(path: Path, text: str) -> None:
