@@ -53,9 +53,9 @@ DATA = REPO.parent / "shared" / "data" / "humanevalpack-python.jsonl"
 SOLUTION = "solution.py"
 
 
-def load_tasks(limit: int) -> list[dict]:
+def load_tasks(limit: int, start: int = 0) -> list[dict]:
     rows = [json.loads(line) for line in DATA.read_text().splitlines() if line.strip()]
-    return rows[:limit]
+    return rows[start:start + limit]
 
 
 def test_source(row: dict) -> str:
@@ -86,9 +86,10 @@ def editor_failure(row: dict, root: Path) -> tuple[Failure, str]:
 
 
 def usable_share(backend, failures, modes, samples: int, max_tokens: int, free: bool = True,
-                 dump: list | None = None) -> dict:
+                 dump: list | None = None, log: Path | None = None) -> dict:
     """Share of answers that parse / become a patch, per mode, with (and without) the grammar;
-    each unusable answer (task, mode, seed, reason, text) is appended to `dump` if given."""
+    each unusable answer (task, mode, seed, reason, text) is appended to `dump` if given, and
+    every answer to `log` (JSON lines, written as they come: look at a long run while it runs)."""
     out = {}
     for mode in modes:
         for constrained in (True, False) if free else (True,):
@@ -109,12 +110,16 @@ def usable_share(backend, failures, modes, samples: int, max_tokens: int, free: 
                     parsed += isinstance(result, Candidate)
                     usable += ok
                     rewound_usable += ok and answer.rewinds > 0
+                    record = {"task": failure.test, "mode": mode.value, "grammar": constrained, "seed": answer.seed,
+                              "usable": ok, "reason": reason, "finish": answer.finish_reason,
+                              "tokens": answer.completion_tokens, "rewinds": answer.rewinds, "text": answer.text}
+                    if log is not None:
+                        with log.open("a") as out:
+                            out.write(json.dumps(record) + "\n")
                     if not ok:
                         reasons[reason[:60]] = reasons.get(reason[:60], 0) + 1
                         if dump is not None:
-                            dump.append({"task": failure.test, "mode": mode.value, "grammar": constrained,
-                                         "seed": answer.seed, "reason": reason, "finish": answer.finish_reason,
-                                         "tokens": answer.completion_tokens, "text": answer.text})
+                            dump.append(record)
             key = f"{mode.value}_{'grammar' if constrained else 'free'}"
             out[key] = {"answers": total, "parses_pct": round(100 * parsed / total, 1),
                         "usable_pct": round(100 * usable / total, 1), "hit_max_tokens": length, "closed_at_budget": closed,
@@ -205,6 +210,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a few tasks, short answers (a smoke run)")
     parser.add_argument("--tasks", type=int, default=6, help="HumanEvalFix tasks for the usable share")
+    parser.add_argument("--first-task", type=int, default=0, help="index of the first of those tasks")
+    parser.add_argument("--modes", nargs="+", default=["explain", "refine"], choices=["explain", "refine"])
+    parser.add_argument("--log", type=Path, help="append every answer (JSON lines) here as it comes")
     parser.add_argument("--samples", type=int, default=4, help="answers per task and mode")
     parser.add_argument("--max-tokens", type=int, default=512)
     parser.add_argument("--reps", type=int, default=1, help="repetitions of the speed and batch measurements")
@@ -227,16 +235,17 @@ def main(argv: list[str] | None = None) -> dict:
         return emit(result)
     backend = load_backend()
     with tempfile.TemporaryDirectory(prefix="ledex-bench-gen-") as tmp:
-        failures = [editor_failure(row, Path(tmp)) for row in load_tasks(args.tasks)]
+        failures = [editor_failure(row, Path(tmp)) for row in load_tasks(args.tasks, args.first_task)]
     result: dict = {"machine": machine_facts(), "metrics": {}, "ratios": {}, "notes": []}
     started = time.perf_counter()
     if "usable" not in args.skip:
         dump: list = []
-        shares = usable_share(backend, failures, [Mode.EXPLAIN, Mode.REFINE], args.samples, args.max_tokens,
-                              free=not args.grammar_only, dump=dump)
+        shares = usable_share(backend, failures, [Mode(m) for m in args.modes], args.samples, args.max_tokens,
+                              free=not args.grammar_only, dump=dump, log=args.log)
         if args.dump:
             args.dump.write_text(json.dumps(dump, indent=1))
-        result["metrics"]["humanevalfix_usable"] = shares | {"tasks": len(failures), "samples_per_task": args.samples}
+        result["metrics"]["humanevalfix_usable"] = shares | {"tasks": len(failures), "first_task": args.first_task,
+                                                             "samples_per_task": args.samples}
         for key, share in shares.items():
             if key.endswith("grammar"):
                 result["ratios"][f"usable_share_{key}"] = ratio(share["usable_pct"] / 100, ">= 0.98")

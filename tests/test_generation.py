@@ -57,6 +57,10 @@ GRAMMAR_ACCEPTS = [  # valid Python the grammar must let through (styles a model
     "```python\ndef add(self , x: List[int] = [], *args, key=lambda v: v, **kw) -> int:\n    return x\n```",
     "```python\ndef add(a, b) -> Dict[str, Tuple[int, ...]] | None :\n    return a\n```",
     "```python\nimport os.path, re as regex\ndef add(a, b):\n    return a\n```",
+    "```python\ndef add(a, b):\n    def inner(x: int = 0, *, k: 'T' = (1, 2)) -> Dict[str, int]:\n"
+    "        return sorted(x, key=lambda v: v[1:], reverse=(n := 2) > 1)\n    return {a: b,\n            b: a}[a]\n```",
+    "```python\ndef add(a, b):\n    x = not a in b is not None and f'{a}' if a else b'' or lambda: 0; y: int = -1\n"
+    "    with open(a) as f, x as y:\n        raise ValueError(a) from None\n    return [x for x in b if x] or None\n```",
     "```python\nasync def add(a, b):\n    s = f\"{a!r}\" + '\\'' + \"\"\"x\"\"\"\n    return s[1:]\n```",
 ]
 GRAMMAR_REFUSES = [  # Python errors the small model made under the first grammar, and shapes outside one function
@@ -72,6 +76,11 @@ GRAMMAR_REFUSES = [  # Python errors the small model made under the first gramma
     '```python\ndef add(a, b):\n    s = """\n```\n"""\n```',  # a fence line inside a string
     "```python\nfrom the corrected code.\ndef add(a, b):\n    return a\n```",  # prose starting like an import
     "```python\ndef add(a, b) -> int that can be replaced:\n    return a\n```",  # prose as the return annotation
+    "```python\ndef add(a, b):\n    for k in range(2, min(a, b) + 1:\n        return k\n```",  # a header inside a call
+    "```python\ndef add(a, b) -> i" + ".j" * 8 + ":\n    return a\n```",  # a runaway annotation
+    "```python\ndef add(" + ", ".join(f"a{i}" for i in range(33)) + "):\n    return a0\n```",  # a runaway signature
+    '```python\ndef add(a, b):\n    """Add."""\n    The sum is wrong here.\n    return a + b\n```',  # prose as a line of code
+    '```python\ndef add(a, b):\n    """Add a\n    and b" \n\n    """ This function adds.\n    return a\n```',  # prose after a string
 ]
 
 
