@@ -105,21 +105,34 @@ def _install(function, new):
 
 
 def _passes(items, timeout):
+    """True when every item passes, run in order as pytest's own loop runs them: each item's
+    `nextitem` is the next one, so session- and module-scoped fixtures live across the tests
+    (semver's doctests read a session fixture its tests fill); the last tears everything down,
+    and so does a stop at a failure: the next variant starts from fresh fixtures."""
     from _pytest.runner import runtestprotocol
 
-    for item in items:
+    for item, nextitem in zip(items, [*items[1:], None]):
         signal.setitimer(signal.ITIMER_REAL, timeout)
         faulthandler.dump_traceback_later(timeout + 3.0, exit=True)
         try:
-            reports = runtestprotocol(item, log=False, nextitem=None)
+            passed = all(r.passed for r in runtestprotocol(item, log=False, nextitem=nextitem))
+            if not passed:
+                return _teardown_all(item)
         except VariantTimeout:
-            return False
+            return _teardown_all(item)
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
             faulthandler.cancel_dump_traceback_later()
-        if not all(r.passed for r in reports):
-            return False
     return True
+
+
+def _teardown_all(item):
+    """Tear down every fixture still set up (what nextitem=None does after a test); False."""
+    try:
+        item.session._setupstate.teardown_exact(None)
+    except Exception:  # noqa: BLE001 - a fixture's own teardown error: the variant failed anyway
+        pass
+    return False
 
 
 class Screen:

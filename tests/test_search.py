@@ -13,7 +13,7 @@ import pytest
 from helpers import tree_digest, write_tree
 
 from ledex.engine.backends import ReplayBackend
-from ledex.engine.failures import discover
+from ledex.engine.failures import discover, group_by_suspect
 from ledex.engine.fixer import FixConfig, FixEngine
 from ledex.engine.ranking import rank
 from ledex.engine.search import SearchConfig
@@ -249,3 +249,23 @@ def test_future_annotations_with_type_checking_imports_and_a_slice_bound_are_sea
     fixed = _fix(workspace, failure)
     assert fixed.best is not None and fixed.best.source == "search", fixed.search
     assert "items[:-1]" in fixed.best.patch.new_text and fixed.best.operator == "bound"
+
+
+def test_failing_tests_sharing_a_session_fixture_are_screened_as_pytest_runs_them(tmp_path):
+    """semver's rst doctests read `Version` from the session-scoped doctest_namespace that an
+    autouse fixture of its tests fills: the screen tore session fixtures down after every test
+    (nextitem=None), so the last test of the group failed under every variant and search found
+    nothing for `match_expr[2:]` -> `match_expr[1:]` (semver 3.1.2, Version.match)."""
+    workspace = write_tree(tmp_path / "ws", {
+        "parity.py": "def is_even(n):\n    return n % 2 != 0\n",
+        "tests/conftest.py": ("import pytest\n\n\n@pytest.fixture(scope='session')\n"
+                              "def namespace():\n    return {}\n"),
+        "tests/test_parity.py": ("from parity import is_even\n\n\n"
+                                 "def test_fills(namespace):\n    namespace['n'] = 4\n    assert is_even(4)\n\n\n"
+                                 "def test_reads(namespace):\n    assert is_even(namespace['n'])\n"),
+    })
+    failure, = group_by_suspect(discover(workspace).failures)
+    assert failure.also, "both tests share the suspect: one group, screened together"
+    fixed = _fix(workspace, failure)
+    assert fixed.best is not None and fixed.best.source == "search", fixed.search
+    assert "n % 2 == 0" in fixed.best.patch.new_text
