@@ -12,7 +12,7 @@ demo: setup
 	$(VENV)/bin/ledex fix examples/inventory || [ $$? -eq 1 ]
 
 test: setup
-	$(VENV)/bin/python -m pytest -ra
+	$(VENV)/bin/python -m pytest -ra --durations=25
 	@if [ -x extension/ci.sh ]; then extension/ci.sh; fi
 
 # the tests marked long (a whole train-gate-promote loop, a real-model benchmark slice): ~6 min more
