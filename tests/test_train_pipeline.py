@@ -146,13 +146,13 @@ def test_collect_reads_the_feedback_log(tmp_path):
 # --- SFT, export, llama.cpp -----------------------------------------------------------------------
 
 
-def _sft_data(tmp_path: Path) -> Path:
+def _sft_data(tmp_path: Path, name: str = "sft.jsonl", seed: int = 0, per_problem: int = 2) -> Path:
     rows = []
     for p in PROBLEMS:
-        for m in mutants(p["solution"], limit=2, seed=0):
+        for m in mutants(p["solution"], limit=per_problem, seed=seed):
             rows.append(records.Trajectory(p["id"], p["prompt"], m.code, f"{p['tests'][0]}\nAssertionError",
                                            m.explanation(), m.original, True, 1.0, origin="mutation"))
-    path = tmp_path / "sft.jsonl"
+    path = tmp_path / name
     records.write(path, rows)
     with open(path, "a", encoding="utf-8") as handle:
         handle.write('{"source": "cut off mid-line\n')  # a corrupt row: skipped and reported, not fatal
@@ -165,7 +165,10 @@ def trained(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("sft")
     # bf16 autocast over fp32 weights, as `sft` uses by default on a CPU with avx512_bf16.
-    args = SFTArgs(data=[str(_sft_data(tmp))], output_dir=str(tmp / "run"), max_steps=3, batch_size=2, grad_accum=1, max_examples=2,
+    # Held-back examples: other mutants of the same problems (the loss measured at steps 0, 2 and 3).
+    held_back = _sft_data(tmp, "held-back.jsonl", seed=7, per_problem=1)
+    args = SFTArgs(data=[str(_sft_data(tmp))], eval_data=[str(held_back)], output_dir=str(tmp / "run"), max_steps=3,
+                   batch_size=2, grad_accum=1, max_examples=2,
                    learning_rate=2e-3, logging_steps=1, max_length=320, save_steps=2, progress=False, warmup_ratio=0.0,
                    bf16=True)
     return args, train(args)
@@ -183,6 +186,12 @@ def test_sft_loss_falls_and_adapter_changes(trained):
     assert (Path(args.output_dir) / "adapter" / "adapter_model.safetensors").is_file()
     assert metrics["tokens_per_s"] > 0 and metrics["peak_memory_mb"] > 0
     assert Path(metrics["loss_plot"]).read_bytes()[:4] == b"\x89PNG"
+    # --eval-data: held-back loss before training, at the checkpoint (save_steps=2) and after the last step
+    held = metrics["eval_losses"]
+    assert metrics["eval_examples"] == 3 and [h["step"] for h in held] == [0, 2, 3]
+    assert held[-1]["loss"] < held[0]["loss"]  # learned something that carries to examples never trained on
+    saved = json.loads((Path(args.output_dir) / "ledex-sft.json").read_text())
+    assert saved["eval_losses"] == held
 
 
 @pytest.mark.slow
@@ -200,6 +209,9 @@ def test_sft_resumes_from_its_latest_checkpoint(trained):
     assert more["steps"] == 5 and len(more["losses"]) == 5  # the log of the first 3 steps came back with it
     assert more["losses"][:3] == pytest.approx(first["losses"])
     assert 0 < more["tokens_seen"] < first["tokens_seen"]  # two steps of two examples, not five steps
+    # held-back loss: steps 0, 2 and 3 came back with checkpoint-3's log; 4 and 5 measured now (eval_steps = save_steps)
+    assert [h["step"] for h in more["eval_losses"]] == [0, 2, 3, 4, 5]
+    assert more["eval_losses"][:3] == first["eval_losses"]
 
 
 def test_sft_bad_input(tmp_path):

@@ -27,7 +27,8 @@ from ledex.training import records
 from ledex.training.config import add_dataclass_arguments, run_command
 from ledex.training.core import (LORA_TARGETS, ServeFormat, TrainingError, load_model, load_tokenizer, lora_config,
                                  split_prompt)
-from ledex.training.trainrun import bf16_supported, idle_cores, set_threads, train_and_save, write_metrics
+from ledex.training.trainrun import (bf16_supported, idle_cores, latest_checkpoint, set_threads, train_and_save,
+                                     write_metrics)
 
 
 @dataclass
@@ -36,6 +37,11 @@ class SFTArgs:
 
     data: list[str] = field(default_factory=list, metadata={
         "help": "Trajectory files from `collect` (the sibling .initial.jsonl is read too when present)."})
+    eval_data: list[str] = field(default_factory=list, metadata={
+        "help": "Held-back trajectory files (never trained on): their answer loss is measured before training, "
+                "at every checkpoint (--eval-steps) and after the last step; in ledex-sft.json, the log and loss.png."})
+    eval_steps: int | None = field(default=None, metadata={
+        "help": "Measure the held-back loss every N optimizer steps (default: --save-steps, i.e. at each checkpoint)."})
     model: str = field(default="default", metadata={
         "help": "Base: 'default' (the embedded GGUF the server serves), a .gguf path, or a HF model path/id."})
     output_dir: str = field(default="ledex-runs/sft", metadata={"help": "Checkpoints and the final adapter."})
@@ -125,22 +131,44 @@ def load_records(paths: list[str], include_initial: bool) -> tuple[list[records.
     return list(unique.values()), errors
 
 
+def _examples(paths: list[str], include_initial: bool, max_length: int, tokenizer, fmt: ServeFormat):
+    """(tokenized examples, records, examples longer than max_length (dropped, not cut), bad lines)."""
+    rows, errors = load_records(paths, include_initial)
+    for error in errors[:5]:
+        print(f"skipped bad record: {error}", file=sys.stderr)
+    examples, too_long = [], 0
+    for record in rows:
+        example = tokenize_example(tokenizer, fmt, conversation(record))
+        if len(example["input_ids"]) > max_length:
+            too_long += 1
+            continue
+        examples.append(example | {"length": len(example["input_ids"])})
+    return examples, rows, too_long, errors
+
+
+def build_eval_dataset(args: SFTArgs, tokenizer, fmt: ServeFormat):
+    """(Dataset, counts) of the held-back examples in args.eval_data, tokenized and filtered like the
+    training data (no --max-examples cut); (None, {}) without eval data. Raises SFTError when the
+    files hold no usable example."""
+    if not args.eval_data:
+        return None, {}
+    from datasets import Dataset
+
+    examples, rows, too_long, errors = _examples(args.eval_data, args.include_initial, args.max_length, tokenizer, fmt)
+    if not examples:
+        raise SFTError(f"no usable held-back examples in {', '.join(args.eval_data)} ({len(rows)} correct records, "
+                       f"{too_long} longer than {args.max_length} tokens, {len(errors)} bad lines)")
+    return Dataset.from_list(examples), {"eval_examples": len(examples), "eval_dropped_too_long": too_long,
+                                         "eval_tokens": sum(len(e["input_ids"]) for e in examples)}
+
+
 def build_dataset(args: SFTArgs, tokenizer, fmt: ServeFormat):
     """(Dataset of tokenized examples, counts) from args.data. Examples longer than
     args.max_length tokens are dropped, not cut. Raises SFTError when none is usable.
     """
     from datasets import Dataset
 
-    rows, errors = load_records(args.data, args.include_initial)
-    for error in errors[:5]:
-        print(f"skipped bad record: {error}", file=sys.stderr)
-    examples, too_long = [], 0
-    for record in rows:
-        example = tokenize_example(tokenizer, fmt, conversation(record))
-        if len(example["input_ids"]) > args.max_length:
-            too_long += 1
-            continue
-        examples.append(example | {"length": len(example["input_ids"])})
+    examples, rows, too_long, errors = _examples(args.data, args.include_initial, args.max_length, tokenizer, fmt)
     if args.max_examples:
         import random
 
@@ -158,10 +186,12 @@ def build_dataset(args: SFTArgs, tokenizer, fmt: ServeFormat):
 # --- training -----------------------------------------------------------------------------------
 
 
-def sft_config(args: SFTArgs, n_examples: int):
+def sft_config(args: SFTArgs, n_examples: int, *, evaluate: bool = False, eval_first: bool = False):
     """TRL's SFTConfig for these args: completion-only loss, cosine schedule with
     args.warmup_ratio of the steps as warm-up, bf16 autocast where the hardware has it
-    (trainrun.bf16_supported), length-grouped batches, checkpointing on a GPU.
+    (trainrun.bf16_supported), length-grouped batches, checkpointing on a GPU; with `evaluate`, the
+    held-back loss every args.eval_steps (default args.save_steps) steps, and before the first step
+    with `eval_first` (a fresh run; a resumed one has those points in its checkpoint's log).
     """
     import torch
     from trl import SFTConfig
@@ -182,12 +212,15 @@ def sft_config(args: SFTArgs, n_examples: int):
         include_num_input_tokens_seen="non_padding",
         dataloader_pin_memory=on_gpu, gradient_checkpointing=checkpointing,
         # The dataset is already tokenized with its completion mask; TRL only builds labels from it.
-        dataset_num_proc=None, packing=False)
+        dataset_num_proc=None, packing=False,
+        eval_strategy="steps" if evaluate else "no", eval_steps=(args.eval_steps or args.save_steps) if evaluate else None,
+        per_device_eval_batch_size=args.batch_size, eval_on_start=evaluate and eval_first)
 
 
 def train(args: SFTArgs) -> dict:
     """Run SFT; writes <output_dir>/adapter (PEFT) and <output_dir>/ledex-sft.json; returns the metrics
-    (dataset counts, `trainrun.train_and_save`'s, the serving format, the args).
+    (dataset counts, `trainrun.train_and_save`'s (eval_losses: the held-back loss per step with
+    --eval-data), the serving format, the args).
 
     Raises SFTError for no data or no usable example, TrainingError for a base that does not load.
     """
@@ -200,12 +233,15 @@ def train(args: SFTArgs) -> dict:
     qlora = torch.cuda.is_available() if args.qlora is None else args.qlora
     tokenizer, fmt = load_tokenizer(args.model)
     dataset, stats = build_dataset(args, tokenizer, fmt)
-    trainer = SFTTrainer(model=load_model(args.model, qlora=qlora), args=sft_config(args, len(dataset)),
-                         train_dataset=dataset, processing_class=tokenizer,
+    held_back, eval_stats = build_eval_dataset(args, tokenizer, fmt)
+    fresh = not (args.resume and latest_checkpoint(args.output_dir))
+    config = sft_config(args, len(dataset), evaluate=held_back is not None, eval_first=fresh)
+    trainer = SFTTrainer(model=load_model(args.model, qlora=qlora), args=config, train_dataset=dataset,
+                         eval_dataset=held_back, processing_class=tokenizer,
                          peft_config=lora_config(args.lora_r, args.lora_alpha, args.lora_dropout, args.target_modules))
     run = train_and_save(trainer, args.output_dir, resume=args.resume)
     return write_metrics(args.output_dir, "sft", {
-        **stats, "qlora": qlora, "bf16": trainer.args.bf16, "threads": torch.get_num_threads(), **run,
+        **stats, **eval_stats, "qlora": qlora, "bf16": trainer.args.bf16, "threads": torch.get_num_threads(), **run,
         "base": args.model,
         "serve_format": asdict(fmt) | {"chat_template": None}, "args": asdict(args)})
 
@@ -218,10 +254,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def summary(metrics: dict) -> str:
     """One line for the terminal: examples, steps, seconds, first -> last logged loss, the adapter."""
     losses = metrics["losses"] or [float("nan")]
+    held = metrics.get("eval_losses") or []
+    held_text = (f"; held-back loss {held[0]['loss']:.3f} (step {held[0]['step']}) -> {held[-1]['loss']:.3f} "
+                 f"(step {held[-1]['step']}) on {metrics.get('eval_examples')} examples") if held else ""
     return (f"{metrics['examples']} examples, {metrics['steps']} steps in {metrics['seconds']} s "
             f"({metrics['tokens_per_s']} tokens/s, {'bf16 autocast' if metrics['bf16'] else 'fp32'}, "
-            f"{metrics['threads']} threads); loss {losses[0]:.3f} -> {losses[-1]:.3f}; adapter: {metrics['adapter_dir']}; "
-            f"loss curve: {metrics['loss_plot']}")
+            f"{metrics['threads']} threads); loss {losses[0]:.3f} -> {losses[-1]:.3f}{held_text}; "
+            f"adapter: {metrics['adapter_dir']}; loss curve: {metrics['loss_plot']}")
 
 
 def main(args: argparse.Namespace) -> int:

@@ -57,9 +57,18 @@ def peak_memory_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
+def eval_losses(log_history: list[dict]) -> list[dict]:
+    """The held-back losses of a run's log ({'step', 'loss'}, by step; the last one where a step was
+    measured twice)."""
+    points = {row["step"]: row["eval_loss"] for row in log_history if "eval_loss" in row and "step" in row}
+    return [{"step": step, "loss": loss} for step, loss in sorted(points.items())]
+
+
 def plot_losses(log_history: list[dict], path: Path, title: str = "training loss") -> bool:
-    """loss.png: each logged training loss against its optimizer step. False without matplotlib or losses."""
+    """loss.png: each logged training loss against its optimizer step, and the held-back loss
+    (eval_loss rows, when the run measured one). False without matplotlib or losses."""
     points = [(row["step"], row["loss"]) for row in log_history if "loss" in row and "step" in row]
+    held = eval_losses(log_history)
     try:
         import matplotlib
 
@@ -70,7 +79,11 @@ def plot_losses(log_history: list[dict], path: Path, title: str = "training loss
     if not points:
         return False
     fig, axis = plt.subplots(figsize=(6, 3.5))
-    axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=3)
+    axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=3, label="training batches")
+    if held:
+        axis.plot([h["step"] for h in held], [h["loss"] for h in held], marker="s", markersize=4,
+                  label="held-back examples")
+        axis.legend(fontsize=8)
     axis.set(xlabel="optimizer step", ylabel="loss (answer tokens)", title=title)
     axis.grid(alpha=0.3)
     fig.tight_layout()
@@ -96,11 +109,12 @@ def latest_checkpoint(output_dir: str | Path) -> str | None:
 def train_and_save(trainer: Any, output_dir: str, *, resume: bool) -> dict:
     """Run a TRL `trainer` and save the policy adapter (plus tokenizer) to <output_dir>/adapter.
 
-    Returns steps, seconds (wall, 0.1 s), train_loss (mean over the run, as TRL reports it), losses
+    Returns steps, seconds (wall of training, 0.1 s; held-back evaluations left out), train_loss (mean over the run, as TRL reports it), losses
     (each logged loss), resumed_from (checkpoint or None), adapter_dir, trainable_tensors and how
     many of them changed (a run that changes nothing did not train), tokens_seen / tokens_per_s
-    (non-padding input tokens of this run, when the trainer counts them), peak_memory_mb, and
-    loss_plot (<output_dir>/loss.png over the whole run, resumed steps included; None without
+    (non-padding input tokens of this run, when the trainer counts them), peak_memory_mb, eval_losses
+    (the held-back loss per step, [{'step', 'loss'}], when the trainer has an eval_dataset; measured
+    once more after the last step when that step was not already measured), and loss_plot (<output_dir>/loss.png over the whole run, resumed steps included; None without
     matplotlib).
     """
     import torch
@@ -109,10 +123,14 @@ def train_and_save(trainer: Any, output_dir: str, *, resume: bool) -> dict:
     checkpoint = latest_checkpoint(output_dir) if resume else None
     # Read before training: checkpoint rotation (save_total_limit) may delete the resumed checkpoint.
     restored = _checkpoint_tokens(checkpoint)
+    clock = _eval_clock()
+    trainer.add_callback(clock)
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=checkpoint)
-    seconds = time.perf_counter() - started
+    seconds = time.perf_counter() - started - clock.seconds  # training alone: held-back evaluations left out
     seen = max(int(getattr(trainer.state, "num_input_tokens_seen", 0) or 0) - restored, 0)
+    if _needs_final_eval(trainer):
+        trainer.evaluate()  # the held-back loss of the adapter as saved, when the last step was not a checkpoint
     out = Path(output_dir) / "adapter"
     # Only the policy: a frozen "ref" adapter (the KL reference TRL may add) is not the result.
     trainer.model.save_pretrained(out, selected_adapters=["default"])
@@ -124,7 +142,29 @@ def train_and_save(trainer: Any, output_dir: str, *, resume: bool) -> dict:
             "losses": losses, "resumed_from": checkpoint, "trainable_tensors": len(before),
             "trainable_tensors_changed": changed, "adapter_dir": str(out), "tokens_seen": seen,
             "tokens_per_s": round(seen / seconds, 1) if seen and seconds else None, "peak_memory_mb": peak_memory_mb(),
+            "eval_losses": eval_losses(trainer.state.log_history),
             "loss_plot": str(plot) if plot_losses(trainer.state.log_history, plot) else None}
+
+
+def _eval_clock():
+    """A transformers TrainerCallback whose `seconds` sums the eval_runtime of held-back evaluations."""
+    from transformers import TrainerCallback
+
+    class EvalClock(TrainerCallback):
+        seconds = 0.0
+
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+            self.seconds += float((metrics or {}).get("eval_runtime", 0.0))
+
+    return EvalClock()
+
+
+def _needs_final_eval(trainer: Any) -> bool:
+    """Whether the trainer has held-back data and its log has no held-back loss at the last step."""
+    if getattr(trainer, "eval_dataset", None) is None:
+        return False
+    done = eval_losses(trainer.state.log_history)
+    return not done or done[-1]["step"] != trainer.state.global_step
 
 
 def _checkpoint_tokens(checkpoint: str | None) -> int:
