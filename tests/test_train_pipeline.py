@@ -214,6 +214,29 @@ def test_sft_resumes_from_its_latest_checkpoint(trained):
     assert more["eval_losses"][:3] == first["eval_losses"]
 
 
+def test_split_holds_back_whole_functions_the_same_way_every_time(tmp_path):
+    from ledex.training.cli import main
+    from ledex.training.split import held_back
+
+    rows = [records.Trajectory(f"mbpp/{n}:f{n}.py:f{n}", "t", f"w{n}-{k}", "fb", "e", "c", True, 1.0)
+            for n in range(40) for k in range(2)]  # two bugs per function
+    data = tmp_path / "all.jsonl"
+    records.write(data, rows)
+    with open(data, "a", encoding="utf-8") as handle:
+        handle.write("not json\n")
+    train, back = tmp_path / "t.jsonl", tmp_path / "h.jsonl"
+    assert main(["split", str(data), "--train", str(train), "--held-back-file", str(back)]) == 0
+    kept = {r.source for r in records.read(train)}
+    held = {r.source for r in records.read(back)}
+    assert not kept & held and len(kept | held) == 40 and len(list(records.read(back))) == 2 * len(held)
+    assert held == {r.source for r in rows if held_back(r.source)} and 0 < len(held) < 10
+    again = tmp_path / "h2.jsonl"
+    records.write(data, rows[::-1])  # another order: the same functions held back
+    assert main(["split", str(data), "--train", str(tmp_path / "t2.jsonl"), "--held-back-file", str(again)]) == 0
+    assert {r.source for r in records.read(again)} == held
+    assert main(["split", str(data), "--train", str(train), "--held-back-file", str(back), "--held-back", "0"]) == 2
+
+
 def test_sft_bad_input(tmp_path):
     from ledex.training.core import TrainingError
     from ledex.training.sft import SFTArgs, SFTError, train

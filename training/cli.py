@@ -7,7 +7,8 @@ write `add_arguments(parser)` and `main(args) -> int` in the module (training.co
 dataclass-to-options bridge and `run_command`) and add a line here.
 
     ledex-train collect --problems ../shared/data/mbpp.jsonl --split train --output data/mbpp.jsonl
-    ledex-train sft --data data/mbpp.jsonl --output-dir runs/sft
+    ledex-train split data/mbpp.jsonl --train data/train.jsonl --held-back-file data/held-back.jsonl
+    ledex-train sft --data data/train.jsonl --eval-data data/held-back.jsonl --output-dir runs/sft
     ledex-train export runs/sft/adapter --output runs/sft/adapter.gguf
     ledex-train promote runs/sft/adapter.gguf --problems ../shared/data/mbpp.jsonl
     ledex-train rollback
@@ -22,6 +23,7 @@ import sys
 
 COMMANDS: dict[str, tuple[str, str, str, str]] = {
     "collect": ("ledex.training.collect", "add_arguments", "main", "collect execution-verified LEDEX trajectories"),
+    "split": ("ledex.training.split", "add_arguments", "main", "hold back part of a trajectory file, by function"),
     "sft": ("ledex.training.sft", "add_arguments", "main", "LoRA/QLoRA SFT on correct trajectories (TRL)"),
     "export": ("ledex.training.export", "add_arguments", "main", "PEFT adapter -> GGUF LoRA adapter for llama.cpp"),
     "promote": ("ledex.training.promote", "add_arguments", "main", "gate and promote an adapter into service"),
