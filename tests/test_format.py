@@ -107,7 +107,10 @@ def test_close_answer_ends_a_cut_off_block_at_its_last_line_that_parses():
     assert close_answer("```python\ndef f(x):\n    return x +") is None
     # no whole line to keep: the open string and brackets of the last one are closed
     assert close_answer("```python\ndef f(x):\n    return g(x, [1, 'a") == "```python\ndef f(x):\n    return g(x, [1, 'a'])\n```"
-    assert close_answer('```python\ndef f(x):\n    """Doc\n    return x\n').endswith('    return x"""\n```')
+    assert close_answer('```python\ndef f(x):\n    return x + """a\n    b\n').endswith('    b"""\n```')
+    # a function that would be only its docstring is no answer (format.empty_function)
+    assert close_answer('```python\ndef f(x):\n    """Doc\n    return x\n') is None
+    assert close_answer('```python\ndef f(x):\n    """Doc."""\n    return (x') == '```python\ndef f(x):\n    """Doc."""\n    return (x)\n```'
     assert close_answer("Prose only, no block") is None
     assert close_answer(GOOD) is None  # already closed: nothing to do
 
@@ -118,6 +121,12 @@ def test_answer_grammar_spells_out_python_blocks():
     grammar = answer_grammar(Mode.REFINE, "add")
     assert f"block{MAX_INDENT} ::=" in grammar and f"block{MAX_INDENT + 1}" not in grammar
     assert "header" not in grammar.split(f"block{MAX_INDENT} ::=")[1]  # the deepest block opens none
+
+
+def test_a_function_with_only_its_docstring_is_no_candidate():
+    text = 'It was wrong.\n```python\ndef f(x):\n    """Doc."""\n```'
+    assert parse_response(text).reason == "the function has no statement besides its docstring"
+    assert isinstance(parse_response(text.replace('"""Doc."""', '"""Doc."""\n    return 0')), Candidate)
 
 
 def test_repeats_code_compares_the_parsed_functions():
