@@ -77,6 +77,8 @@ class EvalConfig:
         "editor-set protocols: pass1 (greedy, 1 answer, 1 round) and/or defaults (the product's K, R, T)"))
     fix_max_tokens: int = field(default=512, metadata=_help(
         "editor-set answer token limit (the product default, Sampling.max_tokens)"))
+    mbpp_limit: int | None = field(default=None, metadata=_help(
+        "mbpp-mutants / mbpp-sampled: the first N MBPP test tasks (default: --limit)"))
     mutations: int = field(default=1, metadata=_help("mbpp-mutants: bugs planted per MBPP test task"))
     wrong_samples: int = field(default=2, metadata=_help(
         "mbpp-sampled: solutions sampled per MBPP test task (at --temperature, --initial-max-tokens)"))

@@ -211,13 +211,18 @@ def cases_for(config, versions: Sequence, loader: Callable) -> list[Case]:
         elif name == "inventory":
             cases += inventory_cases(config.inventory_path)
         elif name == "mbpp-mutants":
-            problems = mbpp_test_problems(config.mbpp_path, config.limit, config.tasks)
+            problems = mbpp_test_problems(config.mbpp_path, _mbpp_limit(config), config.tasks)
             cases += mutant_cases(problems, config.mutations, config.seed)
         else:
-            problems = mbpp_test_problems(config.mbpp_path, config.limit, config.tasks)
+            problems = mbpp_test_problems(config.mbpp_path, _mbpp_limit(config), config.tasks)
             cases += sampled_cases(problems, config.wrong_samples, _sampler(config, versions, loader),
                                    Sampling(config.temperature, config.top_p, config.initial_max_tokens, config.seed))
     return cases
+
+
+def _mbpp_limit(config) -> int:
+    limit = getattr(config, "mbpp_limit", None)
+    return config.limit if limit is None else limit
 
 
 def _sampler(config, versions: Sequence, loader: Callable) -> Generate:
