@@ -69,6 +69,21 @@ def code_fingerprint() -> str:
     return f"{files_digest(source_files())}/llama-cpp-python=={llama}"
 
 
+def append_line(path: Path, line: str) -> None:
+    """Append `line` + newline with one write() on an O_APPEND descriptor: two processes appending
+    to the same file (two `ledex-train eval` runs sharing --out) never interleave inside a line."""
+    import os
+
+    data = (line + "\n").encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        written = os.write(fd, data)
+        while written < len(data):  # a regular file takes it whole; a short write only on a full disk
+            written += os.write(fd, data[written:])
+    finally:
+        os.close(fd)
+
+
 class EvalStore:
     """Generation + verdict cache in one JSONL; thread-safe; a torn last line is ignored."""
 
@@ -109,8 +124,7 @@ class EvalStore:
     def _put(self, key: str, value: dict) -> None:
         with self._lock:
             self._entries[key] = value
-            with open(self.path, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps({"key": key, "value": value}) + "\n")
+            append_line(self.path, json.dumps({"key": key, "value": value}))
 
     generation = verdict = _get
     put_generation = put_verdict = _put

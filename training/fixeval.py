@@ -45,7 +45,7 @@ from ledex.engine.failures import Failure, discover, group_by_suspect
 from ledex.engine.fixer import FixConfig, FixEngine
 from ledex.engine.format import Mode
 from ledex.sandbox import Limits
-from ledex.training.eval_report import _digest, code_fingerprint, fix_markdown, fix_summary
+from ledex.training.eval_report import _digest, append_line, code_fingerprint, fix_markdown, fix_summary
 from ledex.training.fixcases import Case
 
 PROTOCOL_NAMES = ("pass1", "defaults")
@@ -109,8 +109,7 @@ class ResultStore:
         with self._lock:
             self.rows[row["key"]] = row
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(row) + "\n")
+            append_line(self.path, json.dumps(row))  # one write: processes sharing the file do not interleave
 
 
 def editor_failure(path: Path, group: int = 0, *, limits: Limits = DISCOVERY_LIMITS) -> Failure | None:
