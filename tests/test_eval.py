@@ -429,6 +429,26 @@ def test_promotion_gate_runs_the_editor_evaluation(tmp_path, monkeypatch):
     assert len(served["cand.gguf"].prompts) == 2  # the second gate asked no model: results were kept
 
 
+def test_mbpp_sets_take_test_split_tasks_and_cache_the_sampled_code(tmp_path):
+    rows = [{"task_id": n, "text": f"Write add{n}(a, b).", "code": f"def add{n}(a, b):\n    return a + b",
+             "test_list": [f"assert add{n}(1, 2) == 3"], "test_setup_code": "", "challenge_test_list": []}
+            for n in (5, 11, 12, 13, 600)]  # prompt, test x3, validation: only 11-13 are evaluation tasks
+    mbpp = tmp_path / "mbpp.jsonl"
+    mbpp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = ev.EvalConfig(benchmarks=("mbpp-mutants", "mbpp-sampled"), mbpp_path=str(mbpp), limit=99, mbpp_limit=2,
+                           wrong_samples=2, out=str(tmp_path / "out"), progress=False)
+    model = ReplayBackend(["```python\ndef add11(a, b):\n    return a - b\n```", "no code at all"], "base")
+    cases = fixcases.cases_for(config, [ev.Version("base"), ev.Version("sft")], lambda v: model)
+    assert [c.id for c in cases if c.set == "mbpp-mutants"] == ["mbpp/11:m1", "mbpp/12:m1"]
+    sampled = [c for c in cases if c.set == "mbpp-sampled"]
+    assert [c.id for c in sampled] == ["mbpp/11:s1"]  # one wrong add11; add12's answers define no add12
+    assert dict(sampled[0].files)["add11.py"] == "def add11(a, b):\n    return a - b\n"
+    assert len(model.prompts) == 4 and "Write add11(a, b)." in model.prompts[0][-1]["content"]
+    again = fixcases.cases_for(config, [ev.Version("base")], lambda v: ReplayBackend(["other"], "base"))
+    assert again == cases  # the sampled code came from the cache: the same cases without a model call
+    assert ev.main(["--benchmarks", "nope", "--out", str(tmp_path / "x")]) == 2
+
+
 def test_inventory_cases_are_its_failure_groups():
     cases = fixcases.inventory_cases()
     assert [c.group for c in cases] == [0, 1, 2] and len({c.fingerprint for c in cases}) == 3
