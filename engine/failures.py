@@ -129,6 +129,15 @@ def is_internal_error(outcome: TestOutcome) -> bool:
     return outcome.nodeid == INTERNAL_ERROR_ID and outcome.outcome in FAILED
 
 
+UNTRUSTED_PREFIX = "not trusted: "  # sandbox/verdict.build: every pass of a run it does not trust becomes this error
+
+
+def is_untrusted_pass(outcome: TestOutcome) -> bool:
+    """A test that passed in a run the sandbox does not trust (tampering: its passes are
+    believed by nobody): not known to fail, so not a failure to fix."""
+    return outcome.outcome == "error" and outcome.message.startswith(UNTRUSTED_PREFIX)
+
+
 def internal_error_text(workspace: Path, outcome: TestOutcome) -> str:
     """"pytest stopped with an internal error in conftest.py:2 (pytest_collection_modifyitems):
     RuntimeError: broken hook": where in the workspace it was raised, and the exception."""
@@ -227,10 +236,10 @@ def failures_from_outcomes(workspace: Path, outcomes: Sequence[TestOutcome], *,
     """Failures (with ranked suspects) and notes from a run's outcomes; `spectra_by_file` is
     per-test-file coverage (sbfl.spectra) when a coverage run was made; `imports` is the
     workspace's import graph when the caller keeps one (the language server), else one is read."""
-    failures, notes = [], []
+    failures, notes = [], untrusted_note(outcomes)
     is_test = TestFiles(workspace, _collected_files(outcomes))
     for outcome in outcomes:
-        if outcome.outcome not in FAILED:
+        if outcome.outcome not in FAILED or is_untrusted_pass(outcome):
             continue
         if is_collection_error(outcome):
             notes.append(Note(f"could not collect {outcome.nodeid}: {outcome.message or 'collection error'}",
@@ -245,6 +254,16 @@ def failures_from_outcomes(workspace: Path, outcomes: Sequence[TestOutcome], *,
     notes += no_suspect_notes(failures)
     dependents = _Dependents(imports or ImportGraph(workspace))
     return [with_dependents(f, outcomes, dependents) for f in failures], notes
+
+
+def untrusted_note(outcomes: Sequence[TestOutcome]) -> list[Note]:
+    """One note naming the passes of an untrusted run, which are left out of the failures."""
+    untrusted = [o.nodeid for o in outcomes if is_untrusted_pass(o)]
+    if not untrusted:
+        return []
+    which = f"{len(untrusted)} tests ({untrusted[0]}, ...)" if len(untrusted) > 1 else f"1 test ({untrusted[0]})"
+    return [Note(f"{which} passed in a run the sandbox does not trust (see the test run problem): "
+                 "not treated as failures", NoteKind.RUN_PROBLEM)]
 
 
 def no_suspect_notes(failures: Sequence[Failure]) -> list[Note]:
@@ -369,7 +388,8 @@ def discover(workspace: Path, *, limits: Limits = Limits(wall_s=300.0, cpu_s=300
 def failing_files(verdict: Verdict) -> list[str]:
     """The test files (relative paths, sorted) with a failing or erroring test in `verdict`."""
     return sorted({o.nodeid.split("::")[0] for o in verdict.outcomes
-                   if o.outcome in FAILED and not is_collection_error(o) and not is_internal_error(o)})
+                   if o.outcome in FAILED and not is_collection_error(o) and not is_internal_error(o)
+                   and not is_untrusted_pass(o)})
 
 
 def is_hung(outcome: TestOutcome) -> bool:

@@ -313,6 +313,25 @@ def test_a_fixture_that_raises_suspects_nothing_the_test_calls_and_is_one_proble
     assert groups == [("test_calc.py::test_a", ("test_calc.py::test_b",)), ("test_calc.py::test_c", ())]
 
 
+def test_the_passes_of_a_run_the_sandbox_does_not_trust_are_not_failures_to_fix(tmp_path):
+    """The sandbox turns every pass of a run it does not trust into an error "not trusted: ...":
+    python-slugify 9.2.0's tests (a unittest skipTest inside subTest) had ledex 'fix' and
+    --apply a change to special.py's add_uppercase_char, whose tests passed. Only the tests
+    that failed are failures; the run's problem is a note."""
+    write_tree(tmp_path, {
+        "calc.py": "def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a + b\n",
+        "tests/conftest.py": ("def pytest_collection_modifyitems(items):\n    for item in items:\n"
+                              "        if item.name == 'test_elsewhere':\n            item.runtest = lambda: None\n"),
+        "tests/test_calc.py": ("from calc import add, sub\n\n\ndef test_add():\n    assert add(1, 2) == 3\n\n\n"
+                               "def test_sub():\n    assert sub(3, 2) == 1\n\n\n"
+                               "def test_elsewhere():\n    assert add(2, 2) == 4\n")})
+    found = discover(tmp_path)
+    assert found.verdict.error_kind == "tampering", found.verdict.error
+    assert [(f.test, f.suspect.qualname) for f in found.failures] == [("tests/test_calc.py::test_sub", "sub")]
+    assert any(n.startswith("2 tests (tests/test_calc.py::test_add, ...) passed in a run the sandbox does not trust")
+               for n in found.notes), found.notes
+
+
 def test_a_test_that_hung_is_not_re_run_for_coverage_and_its_stack_still_names_the_suspect(tmp_path):
     """The coverage run re-ran a test that had hung (three times its timeout again: 90 s on six's
     suite with one hanging test); a loop in the code under test is still found from the stack."""
