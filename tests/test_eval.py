@@ -129,8 +129,9 @@ def test_rerun_resumes_from_cache_and_saved_initial_solutions(tmp_path):
     assert report["rows"][0]["wrong"] == 2
 
 
-def test_self_debug_rate_of_the_promotion_gate(tmp_path):
-    """The gate's one self-debug measurement (promote.self_debug_rate): real sandbox verdicts, scripted models."""
+def test_self_debug_rate_of_the_learning_loop_held_out_stream(tmp_path):
+    """promote.self_debug_rate (bench/learning_loop.py's held-out measure; the gate runs fixeval): real
+    sandbox verdicts, scripted models."""
     from ledex.engine.problems import judge_solutions
     from ledex.training.promote import Case, GateArgs, self_debug_rate
 
