@@ -250,7 +250,7 @@ def gate_cases(gate, sampler: Generate | None) -> list[Case]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    name, limit = (argv + ["mbpp-mutants", "3"])[:2] if argv else ("mbpp-mutants", "3")
+    name, limit = (argv[0] if argv else "mbpp-mutants"), (argv[1] if len(argv) > 1 else "3")
     data = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
     if name == "humanevalfix":
         cases = humanevalfix_cases(data / "humanevalpack-python.jsonl", int(limit))
