@@ -68,7 +68,7 @@ class CollectConfig:
     cache_dir: str | None = field(default=None, metadata={"help": "Per-problem cache (default: <output>.cache/)."})
     sources: list[str] = field(default_factory=list, metadata={
         "help": "Editor-shaped sources (issue 16): mbpp:<file>, pypi:<name>[==<version>], dir:<folder>[#<licence>]; "
-                "bugs planted with engine.operators, prompts from the fix engine (training/sources.py)."})
+                "bugs planted with engine.operators, prompts from the fix engine (training/plant.py)."})
     work_dir: str | None = field(default=None, metadata={"help": "Projects and their working copies (default: <output>.work/)."})
     fetch_cache: str | None = field(default=None, metadata={
         "help": "Where pip-downloaded sdists go (default: ~/.cache/ledex/fetch; never inside the repository)."})

@@ -1,6 +1,6 @@
 """`ledex-train collect --sources ...`: editor-shaped LEDEX trajectories at scale (issue 16).
 
-Every unit of work is one function of one project (training/sources.py): bugs are planted in it
+Every unit of work is one function of one project (training/sources.py): bugs are planted in it (training/plant.py)
 with engine/operators.py, the project's tests run in the sandbox through the serving code path
 (engine.failures.discover), the prompt is engine.fixer.problem_for's, the answer is the correct
 function with an explanation grounded in the failure (training/explain.py), verified as the fix
@@ -34,7 +34,8 @@ from pathlib import Path
 
 from ledex.training import records
 from ledex.training.core import write_json
-from ledex.training.sources import PlantOptions, Project, SourceError, baseline, load_projects, plant
+from ledex.training.plant import PlantOptions, baseline, plant
+from ledex.training.sources import Project, SourceError, load_projects
 
 
 def _unit_key(project: Project, rel: str, qualname: str, config) -> str:
