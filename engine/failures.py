@@ -249,11 +249,23 @@ def failures_from_outcomes(workspace: Path, outcomes: Sequence[TestOutcome], *,
             notes.append(Note(internal_error_text(workspace, outcome), NoteKind.RUN_PROBLEM))
             continue
         same_file = [o for o in outcomes if o.nodeid.split("::")[0] == outcome.nodeid.split("::")[0]]
-        spectrum = (spectra_by_file or {}).get(outcome.nodeid.split("::")[0])
+        spectrum = spectrum_for(spectra_by_file or {}, outcome.nodeid.split("::")[0])
         failures.append(failure_from_outcome(workspace, outcome, same_file, is_test=is_test, spectrum=spectrum))
     notes += no_suspect_notes(failures)
     dependents = _Dependents(imports or ImportGraph(workspace))
     return [with_dependents(f, outcomes, dependents) for f in failures], notes
+
+
+def spectrum_for(spectra_by_file: Mapping[str, Spectrum], file: str) -> Spectrum | None:
+    """The test file's spectrum; when none of its tests passed (a one-test regression file:
+    every line it ran scores 1.0, nothing told apart), the spectra of every measured file as
+    one (their failing tests against their passing tests). None without coverage."""
+    own = spectra_by_file.get(file)
+    if own is None or own.passing or len(spectra_by_file) < 2:
+        return own
+    merged = {nodeid: lines for spectrum in spectra_by_file.values() for nodeid, lines in spectrum.coverage.items()}
+    return Spectrum(merged, frozenset().union(*(s.failing for s in spectra_by_file.values())),
+                    frozenset().union(*(s.passing for s in spectra_by_file.values())), own.blend)
 
 
 def untrusted_note(outcomes: Sequence[TestOutcome]) -> list[Note]:
@@ -423,7 +435,9 @@ def coverage_spectra(workspace: Path, verdict: Verdict, *, limits: Limits, pytho
     if measured.coverage is None:
         why = next((n for n in measured.notes if n.startswith("no coverage")), measured.error or "no coverage")
         return {}, [f"suspects ordered without coverage ({why})"]
-    return spectra(measured.coverage, {o.nodeid: o.outcome for o in measured.outcomes}), []
+    # ranking is advice: a pass the sandbox does not trust (the user's own code, unpatched) counts as a pass
+    return spectra(measured.coverage, {o.nodeid: "passed" if is_untrusted_pass(o) else o.outcome
+                                       for o in measured.outcomes}), []
 
 
 # --- JUnit reports written by other runners -----------------------------------------------

@@ -317,9 +317,11 @@ def test_the_passes_of_a_run_the_sandbox_does_not_trust_are_not_failures_to_fix(
     """The sandbox turns every pass of a run it does not trust into an error "not trusted: ...":
     python-slugify 9.2.0's tests (a unittest skipTest inside subTest) had ledex 'fix' and
     --apply a change to special.py's add_uppercase_char, whose tests passed. Only the tests
-    that failed are failures; the run's problem is a note."""
+    that failed are failures; the run's problem is a note. The coverage run's untrusted passes
+    count as passes for the ranking (as failures they put test_release.py's 37 passes on the
+    failing side and slugify's ranking lost _modern_truncate)."""
     write_tree(tmp_path, {
-        "calc.py": "def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a + b\n",
+        "calc.py": "def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return add(a, b)\n",
         "tests/conftest.py": ("def pytest_collection_modifyitems(items):\n    for item in items:\n"
                               "        if item.name == 'test_elsewhere':\n            item.runtest = lambda: None\n"),
         "tests/test_calc.py": ("from calc import add, sub\n\n\ndef test_add():\n    assert add(1, 2) == 3\n\n\n"
@@ -327,9 +329,28 @@ def test_the_passes_of_a_run_the_sandbox_does_not_trust_are_not_failures_to_fix(
                                "def test_elsewhere():\n    assert add(2, 2) == 4\n")})
     found = discover(tmp_path)
     assert found.verdict.error_kind == "tampering", found.verdict.error
+    # and in the coverage run they count as passes: `add`, run by test_add too, ranks below `sub`
     assert [(f.test, f.suspect.qualname) for f in found.failures] == [("tests/test_calc.py::test_sub", "sub")]
     assert any(n.startswith("2 tests (tests/test_calc.py::test_add, ...) passed in a run the sandbox does not trust")
                for n in found.notes), found.notes
+
+
+def test_a_test_file_without_passing_tests_is_ranked_with_the_other_measured_files(tmp_path):
+    """A failing test whose file has no passing test gives Ochiai nothing to tell functions apart
+    (every line 1.0), so the function it calls came first, though the failing tests of another
+    file, measured beside it, point at the fault (seen analysing python-slugify 9.2.0, whose
+    one-class word-boundary file ranked slugify() above _modern_truncate's `<=` -> `<`)."""
+    write_tree(tmp_path, {
+        "calc.py": ("def parse(text):\n    return [int(x) for x in text.split(',')]\n\n\n"
+                    "def total(values):\n    if len(values) > 2:\n        return sum(values[1:])\n    return sum(values)\n\n\n"
+                    "def report(text):\n    return total(parse(text))\n"),
+        "tests/test_report.py": "from calc import report\n\n\ndef test_long():\n    assert report('1,2,3') == 6\n",
+        "tests/test_calc.py": ("from calc import parse, total\n\n\ndef test_parse():\n    assert parse('1,2') == [1, 2]\n\n\n"
+                               "def test_short():\n    assert total([1, 2]) == 3\n\n\n"
+                               "def test_long_total():\n    assert total([1, 2, 3]) == 6\n")})
+    failures = {f.test: f for f in discover(tmp_path).failures}
+    assert ranked(failures["tests/test_report.py::test_long"])[0] == "calc.py::total"
+    assert ranked(failures["tests/test_calc.py::test_long_total"])[0] == "calc.py::total"
 
 
 def test_a_test_that_hung_is_not_re_run_for_coverage_and_its_stack_still_names_the_suspect(tmp_path):
