@@ -8,6 +8,8 @@
     python bench/bench_lsp.py                       # the embedded default model
     python bench/bench_lsp.py --model replay:FILE   # recorded answers (pipeline cost only)
     python bench/bench_lsp.py --json out.json
+    python bench/bench_lsp.py --no-search --reference   # also K answers one after another (LEDEX_PARALLEL=1),
+                                                        # in the same run, order alternated per pair
 
 Runs on a fresh copy of examples/inventory with only stock.py's bug left.
 """
@@ -41,8 +43,8 @@ def project(tmp: Path) -> Path:
     return root
 
 
-async def start(root: Path, options: dict, home: Path) -> LanguageClient:
-    env = {**os.environ, "LEDEX_HOME": str(home)}
+async def start(root: Path, options: dict, home: Path, extra_env: dict | None = None) -> LanguageClient:
+    env = {**os.environ, "LEDEX_HOME": str(home), **(extra_env or {})}
     client = await ClientServerConfig([sys.executable, "-m", "ledex.server"], server_env=env).start()
     await client.initialize_session(lsp.InitializeParams(capabilities=client_capabilities("visual-studio-code"),
                                                          root_uri=root.as_uri(), initialization_options=options))
@@ -105,6 +107,28 @@ async def responsiveness(client: LanguageClient, root: Path, stock: Path, n: int
             "busy_median_ms": round(statistics.median(busy) * 1000, 2) if busy else None}
 
 
+async def measure(args, extra_env: dict | None = None, responsive: bool = True) -> dict:
+    """One fresh server on a fresh copy of the project: failure -> fix latency (and responsiveness)."""
+    tmp = Path(tempfile.mkdtemp(prefix="ledex-bench-"))
+    root = project(tmp)
+    stock = root / "inventory" / "stock.py"
+    options = {"model": args.model, "samples": args.samples, "rounds": args.rounds, "runOnStart": False, "debounceMs": 0,
+               "search": not args.no_search}
+    client = await start(root, options, tmp / "home", extra_env)
+    try:
+        results = {"model": args.model or "default", "env": extra_env or {}, "loadavg_1m_before": os.getloadavg()[0],
+                   "latency": await latency(client, stock)}
+        if responsive:
+            results["responsiveness"] = await responsiveness(client, root, stock, args.probes)
+        results["status"] = await client.workspace_execute_command_async(lsp.ExecuteCommandParams("ledex.status"))
+        results["loadavg_1m_after"] = os.getloadavg()[0]
+    finally:
+        await client.shutdown_session()
+        await client.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return results
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="", help="'' = embedded default; replay:FILE for recorded answers")
@@ -113,21 +137,20 @@ async def main() -> None:
     parser.add_argument("--probes", type=int, default=200, help="cheap requests per measurement")
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--no-search", action="store_true", help="model answers only (no search candidates)")
+    parser.add_argument("--reference", type=int, default=0, metavar="PAIRS",
+                        help="PAIRS x (batched, one after another with LEDEX_PARALLEL=1), order alternated: latency only")
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="ledex-bench-"))
-    root, stock = project(tmp), None
-    stock = root / "inventory" / "stock.py"
-    options = {"model": args.model, "samples": args.samples, "rounds": args.rounds, "runOnStart": False, "debounceMs": 0,
-               "search": not args.no_search}
-    client = await start(root, options, tmp / "home")
-    try:
-        results = {"model": args.model or "default", "latency": await latency(client, stock)}
-        results["responsiveness"] = await responsiveness(client, root, stock, args.probes)
-        results["status"] = await client.workspace_execute_command_async(lsp.ExecuteCommandParams("ledex.status"))
-    finally:
-        await client.shutdown_session()
-        await client.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+    if not args.reference:
+        results = await measure(args)
+    else:
+        runs: dict[str, list] = {"batched": [], "one_after_another": []}
+        for pair in range(args.reference):
+            order = [("batched", None), ("one_after_another", {"LEDEX_PARALLEL": "1"})]
+            for name, env in order if pair % 2 == 0 else order[::-1]:
+                runs[name].append(await measure(args, env, responsive=False))
+                print(name, runs[name][-1]["latency"], file=sys.stderr, flush=True)
+        total = {name: statistics.median(r["latency"]["total_s"] for r in rs) for name, rs in runs.items()}
+        results = {"runs": runs, "median_total_s": total, "ratio": round(total["batched"] / total["one_after_another"], 3)}
     print(json.dumps(results, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))

@@ -47,6 +47,18 @@ DEFAULT_N_CTX = 8192
 MAX_PARALLEL = 8  # sequences decoded together; more K than this (or than n_ctx fits) waits for a free slot
 
 
+def parallel_from_env() -> int:
+    """Answers decoded together: $LEDEX_PARALLEL if set (1 = one after another, the order before
+    batching, as a reference in bench/bench_lsp.py; the same seeds give the same answers), else
+    MAX_PARALLEL. ValueError for a value that is not a positive integer."""
+    value = os.environ.get("LEDEX_PARALLEL", "").strip()
+    if not value:
+        return MAX_PARALLEL
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"LEDEX_PARALLEL must be a positive integer, not {value!r}")
+    return int(value)
+
+
 @dataclass(frozen=True)
 class Generation:
     """One answer from a backend: its text, why it ended ("stop" | "length" | "cancelled"),
@@ -147,7 +159,7 @@ class LlamaCppBackend:
     (`prompt_tokens` their tokens, `prompt_seconds` their time)."""
 
     def __init__(self, spec: ModelSpec, *, n_ctx: int = DEFAULT_N_CTX, n_threads: int | None = None,
-                 n_parallel: int = MAX_PARALLEL):
+                 n_parallel: int | None = None):
         try:
             from llama_cpp import Llama
         except ImportError as exc:  # pragma: no cover - depends on the install
@@ -160,7 +172,7 @@ class LlamaCppBackend:
             # sequence's logits do not depend on what else shares the unified cache (llamabatch).
             self.llm = Llama(model_path=spec.location, lora_path=spec.adapter, n_ctx=n_ctx, flash_attn=True,
                              n_threads=n_threads or default_threads(), verbose=False)
-            self.n_parallel = max(1, n_parallel)
+            self.n_parallel = max(1, n_parallel or parallel_from_env())
             self.pad_seq = self.n_parallel + 1  # llamabatch pads a one-row batch with this sequence
             self.grave_seq = self.n_parallel + 2  # and keeps finished answers' KV cells here
             self._use_multi_sequence_context(self.n_parallel + 3)

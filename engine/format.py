@@ -322,6 +322,17 @@ def _defines_function(code: str) -> bool:
     return any(isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) for node in tree.body)
 
 
+def open_string(code: str) -> str:
+    """The quote of the string left open at the end of `code`: '' when none, else one or three
+    quote characters.
+
+    >>> open_string("def f():\\n    \'\'\'Doc\\n    more"), open_string("x = 'a'")
+    ("\'\'\'", '')
+    """
+    closers = _closers(code)
+    return closers[:len(closers) - len(closers.lstrip("\"'"))]
+
+
 def _closers(code: str) -> str:
     """What closes the string and brackets left open at the end of `code` (a quote, then
     closing brackets innermost first); comments and escapes are skipped as Python's tokenizer

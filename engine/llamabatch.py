@@ -27,12 +27,11 @@ another there: the token it chose, and every token that would spell the same tex
 at that position. Its later KV cells go to the grave, the grammar is replayed to that point.
 At most MAX_REWINDS per answer; an answer that still repeats the code after that is kept.
 
-Answers whose function is only its docstring (with Sampling.wrong_code and a grammar): the
-small model often copies the docstring and closes the block (`format.empty_function`: 6 of 43
-candidates on HumanEvalFix tasks 20-39, explain), which the parser refuses. Such an answer is
-rewound to the token where its closing fence began and must write code there: every token
-holding a backtick is refused until it has written a token that is not whitespace. Counted in
-MAX_REWINDS with the rewinds above.
+Strings that run away (with Sampling.wrong_code and a grammar): a small model copying the
+docstring often goes on writing prose inside it until the budget runs out (4 of 11 unusable
+explain answers on HumanEvalFix/0-28). A triple-quoted string still open at a line start after
+STRING_SLACK x the longest triple-quoted string of the wrong code + STRING_EXTRA characters is
+closed with forced tokens (its closing quotes and a newline); the model goes on with code.
 
 Same seed, same answer whatever K: the first token comes from the same saved logits, and a
 row's logits depend only on its own sequence as long as the batch has two rows or more. A
@@ -46,19 +45,22 @@ Try it:  python -m ledex.engine.llamabatch 4
 
 from __future__ import annotations
 
-import ast
 import collections
 import ctypes
 import time
 from typing import TYPE_CHECKING, Iterator
 
-from ledex.engine.format import CODE_FENCE, answer_end, close_answer, empty_function, repeats_code
+from ledex.engine.format import CODE_FENCE, answer_end, close_answer, open_string, repeats_code
 from ledex.engine.models import ModelError
+from ledex.engine.sampling_steer import grammar_accepts, least_sure_token, longest_string, probability, vocab_pieces
+
+__all__ = ["BatchRun", "Owned", "decode", "decode_prompt", "grammar_accepts"]
 
 if TYPE_CHECKING:
     from ledex.engine.backends import Generation, LlamaCppBackend, Sampling
 
 MAX_REWINDS = 3  # per answer: how often one that repeats the wrong code is sent back
+STRING_SLACK, STRING_EXTRA = 1.25, 200  # a triple-quoted string longer than this is closed (module docstring)
 
 
 class Owned:
@@ -85,13 +87,11 @@ class Sequence:
         from llama_cpp import _internals, llama_cpp as C
 
         self.slot, self.seed, self.pos, self.tokens, self.data = slot, seed, pos, [], b""
-        self.fence_tokens = fence_tokens(backend)
         self.feed: list[int] = []  # tokens sampled (or forced) but not yet decoded into the KV cache
         self.pieces: list[bytes] = []  # each token's bytes
         self.probs: list[float | None] = []  # each token's model probability (None: forced)
         self.refused: dict[int, set[int]] = {}  # token index -> tokens refused there (rewinds)
         self.rewinds = 0
-        self.need_code = False  # after an empty-function rewind: no backtick until code is written
         self.grammar = Owned(backend.grammar_sampler(sampling.grammar)) if sampling.grammar else None
         chain = C.llama_sampler_chain_init(C.llama_sampler_chain_default_params())
         if sampling.temperature <= 0:
@@ -114,9 +114,9 @@ class Sequence:
         from llama_cpp import llama_cpp as C
 
         refused = self.refused.get(len(self.tokens))
-        if refused or self.need_code:
+        if refused:
             logits = logits.copy()
-            logits[list(refused or ()) + (self.fence_tokens if self.need_code else [])] = float("-inf")
+            logits[list(refused)] = float("-inf")
         token = self._apply(logits, with_grammar=False)
         if self.grammar is not None and not self._allowed(token, float(logits[token])):
             token = self._apply(logits, with_grammar=True)
@@ -132,7 +132,6 @@ class Sequence:
         self.pieces.append(piece)
         self.probs.append(prob)
         self.data += piece
-        self.need_code = self.need_code and not piece.strip()
 
     def rewind(self, index: int, refused: set[int], grammar) -> None:
         """Back to just before token `index`, which must differ from `refused` this time: token
@@ -211,6 +210,8 @@ class BatchRun:
         self._buffer = ctypes.create_string_buffer(256)
         self.opening_pieces = [self._piece(token) for token in self.opening]
         self.wrong_code = sampling.wrong_code if sampling.grammar and sampling.wrong_code.strip() else ""
+        self.string_limit = int(STRING_SLACK * longest_string(self.wrong_code) + STRING_EXTRA) if self.wrong_code else 0
+        self.closed_strings = 0  # strings closed for the model (string_limit)
         self.rewound_tokens = 0  # tokens thrown away by rewinds (decoded again)
         self.started_tokens: dict[int, int] = {}  # slot -> KV cells its answer may take
         self.retired_tokens = 0  # KV cells held by the grave (finished answers)
@@ -292,15 +293,13 @@ class BatchRun:
             self.on_token()
         if C.llama_vocab_is_eog(self.vocab, token):
             return "stop"
-        sequence.append(token, self._piece(token), _probability(logits, token) if self.wrong_code else None)
+        sequence.append(token, self._piece(token), probability(logits, token) if self.wrong_code else None)
         if not self.sampling.grammar:
             return "length" if len(sequence.tokens) >= self.max_tokens else None
         if b"`" in sequence.data[-8:]:
             end = answer_end(sequence.text)
             if end is not None:
                 if self.wrong_code and repeats_code(sequence.text, self.wrong_code) and self._rewind(sequence):
-                    return None
-                if self.wrong_code and self._empty(sequence.text[:end]) and self._rewind_to_fence(sequence):
                     return None
                 sequence.data = sequence.text[:end].encode()
                 return "stop"
@@ -315,26 +314,6 @@ class BatchRun:
         rest = sequence.data[sum(map(len, sequence.pieces[:index])):]
         same_text = {t for t, piece in enumerate(vocab_pieces(self.b)) if piece and rest.startswith(piece)}
         return self._rewind_at(sequence, index, same_text | {sequence.tokens[index]})
-
-    @staticmethod
-    def _empty(text: str) -> bool:
-        """Whether the closed answer's code is a function with nothing but its docstring."""
-        start = text.find(CODE_FENCE)
-        return start >= 0 and empty_function(text[start + len(CODE_FENCE):text.rfind("```")])
-
-    def _rewind_to_fence(self, sequence: Sequence) -> bool:
-        """Send an answer whose function is only its docstring back to where its closing fence
-        began, with backticks refused until it writes code (module docstring)."""
-        if sequence.rewinds >= MAX_REWINDS:
-            return False
-        fence, offset, index = sequence.data.rfind(b"```"), 0, 0
-        while offset + len(sequence.pieces[index]) <= fence:
-            offset += len(sequence.pieces[index])
-            index += 1
-        if index < 1 or not self._rewind_at(sequence, index, set(sequence.fence_tokens)):
-            return False
-        sequence.need_code = True
-        return True
 
     def _rewind_at(self, sequence: Sequence, index: int, refused: set[int]) -> bool:
         """Back to just before token `index`, which must not be one of `refused` this time;
@@ -362,6 +341,8 @@ class BatchRun:
             at_sentence_end = sequence.data.rstrip().endswith((b".", b":")) or used >= self.prose_budget + 16
             if at_sentence_end and used + len(self.opening) < self.max_tokens:
                 sequence.force(self.opening, self.opening_pieces)
+        if self.string_limit and sequence.data.rstrip(b" ").endswith(b"\n") and used + 4 < self.max_tokens:
+            self._close_long_string(sequence)
         if used < self.max_tokens:
             return None
         closed = close_answer(sequence.text)
@@ -369,6 +350,25 @@ class BatchRun:
             return "length"
         sequence.data = closed.encode()
         return "stop"
+
+    def _close_long_string(self, sequence: Sequence) -> None:
+        """Close a triple-quoted string open longer than string_limit characters (module
+        docstring) with forced tokens: its quotes, then a newline."""
+        data = sequence.data
+        start = data.find(CODE_FENCE.encode())
+        if start < 0:
+            return
+        code = data[start + len(CODE_FENCE):].decode("utf-8", errors="replace")
+        quote = open_string(code)
+        if len(quote) != 3 or len(code) - code.rfind(quote) <= self.string_limit:
+            return
+        opening = code.rfind(quote)
+        line = code[code.rfind("\n", 0, opening) + 1:opening]
+        indent = len(line) - len(line.lstrip(" ")) - (len(code) - len(code.rstrip(" ")))
+        closing = " " * max(0, indent) + quote + "\n"  # at the opening line's indentation
+        tokens = self.b.llm.tokenize(closing.encode(), add_bos=False, special=False)
+        if sequence.force(tokens, [self._piece(t) for t in tokens]):
+            self.closed_strings += 1
 
     def _retire(self, slot: int) -> None:
         """Free the slot (its sequence id) at once. Its KV cells go to the GRAVE sequence rather
@@ -419,83 +419,6 @@ class BatchRun:
         while self.pending:
             yield Generation("", "cancelled", len(self.prompt), 0, time.perf_counter() - self.started,
                              self.sampling.seed + self.pending.popleft())
-
-
-def least_sure_token(sequence: Sequence) -> int | None:
-    """Index of the answer's least probable sampled token inside the function's body (after
-    the signature and a docstring, before the closing fence; not whitespace, not in a
-    comment), or None when there is none. The answer's code block must parse."""
-    data = sequence.data
-    code_start = data.find(CODE_FENCE.encode()) + len(CODE_FENCE)
-    code_end = data.rfind(b"```")
-    code = data[code_start:code_end].decode("utf-8", errors="replace")
-    function = next((n for n in ast.parse(code).body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))), None)
-    if function is None:
-        return None
-    body = function.body[1:] if _is_docstring(function.body[0]) and len(function.body) > 1 else function.body
-    lines = data[code_start:code_end].split(b"\n")
-    body_start = code_start + sum(len(line) + 1 for line in lines[:body[0].lineno - 1])
-    best, offset = None, 0
-    for i, (piece, prob) in enumerate(zip(sequence.pieces, sequence.probs)):
-        line_start = data.rfind(b"\n", 0, offset + 1) + 1
-        in_comment = b"#" in data[line_start:offset]
-        if prob is not None and body_start <= offset < code_end and piece.strip() and not in_comment and i > 0:
-            if best is None or prob < sequence.probs[best]:
-                best = i
-        offset += len(piece)
-    return best
-
-
-def _is_docstring(node: ast.stmt) -> bool:
-    return isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
-
-
-def _probability(logits, token: int) -> float:
-    """The model's probability of `token` (softmax of the raw logits, temperature 1)."""
-    import numpy as np
-
-    shifted = np.exp(logits - logits.max())
-    return float(shifted[token] / shifted.sum())
-
-
-def vocab_pieces(backend: LlamaCppBackend) -> list[bytes]:
-    """Every token's bytes, by token id (computed once per backend)."""
-    from llama_cpp import llama_cpp as C
-
-    pieces = getattr(backend, "_vocab_pieces", None)
-    if pieces is None:
-        vocab, buffer, pieces = backend.llm._model.vocab, ctypes.create_string_buffer(256), []
-        for token in range(backend.llm.n_vocab()):
-            size = C.llama_token_to_piece(vocab, token, buffer, len(buffer), 0, False)
-            pieces.append(buffer.raw[:size] if size > 0 else b"")
-        backend._vocab_pieces = pieces
-    return pieces
-
-
-def fence_tokens(backend: LlamaCppBackend) -> list[int]:
-    """Ids of the tokens whose bytes hold a backtick (computed once per backend)."""
-    tokens = getattr(backend, "_fence_tokens", None)
-    if tokens is None:
-        tokens = backend._fence_tokens = [t for t, piece in enumerate(vocab_pieces(backend)) if b"`" in piece]
-    return tokens
-
-
-def grammar_accepts(backend: LlamaCppBackend, grammar: str, text: str) -> bool:
-    """Whether llama.cpp's sampler for this GBNF lets the model write `text` (tokenized with the
-    model's tokenizer, fed token by token as generation would): a check of the grammar itself."""
-    from llama_cpp import llama_cpp as C
-
-    sampler = Owned(backend.grammar_sampler(grammar))
-    one = (C.llama_token_data * 1)()
-    array = C.llama_token_data_array(data=ctypes.cast(one, C.llama_token_data_p), size=1, selected=-1, sorted=False)
-    for token in backend.llm.tokenize(text.encode(), add_bos=False, special=False):
-        one[0].id, one[0].logit, one[0].p = token, 0.0, 0.0
-        array.size, array.selected = 1, -1
-        C.llama_sampler_apply(sampler.pointer, ctypes.byref(array))
-        if one[0].logit == float("-inf"):
-            return False
-        C.llama_sampler_accept(sampler.pointer, token)
-    return True
 
 
 def decode(ctx, batch) -> None:

@@ -296,3 +296,35 @@ def test_endpoint_grammar_field_for_vllm_and_servers_without_grammars(serve, fie
     body = backend.body([], Sampling(grammar="G"))
     assert {k: body[k] for k in ("guided_grammar", "structured_outputs", "grammar") if k in body} == expected
     assert body["stop"] == ["\n```\n"]
+
+
+def test_a_docstring_that_runs_on_is_closed_for_the_model(llama, monkeypatch):
+    """A triple-quoted string open past the limit (here 24 characters, instead of 1.25 x the wrong
+    code's longest + 200) is closed at the next line start with forced tokens, at its opening
+    line's indentation; the answer goes on under the grammar and ends at its fence. Seed 0 copies
+    the wrong code's two-paragraph docstring in full when left alone (checked here)."""
+    from ledex.engine import llamabatch
+
+    problem = Problem("Write largest(xs) returning the largest number in the list xs.",
+                      'def largest(xs):\n    """Return the largest number in the list xs.\n\n    An empty list gives None.\n'
+                      '    """\n    return min(xs)', "assert largest([1, 5, 2]) == 5\nAssertionError: assert 1 == 5")
+    sampling = Sampling(max_tokens=128, seed=0, grammar=grammar(Mode.REFINE, "largest"), wrong_code=problem.wrong_code)
+    messages = build_messages(problem, Mode.REFINE)
+    assert "An empty list gives None." in llama.generate(messages, sampling).text
+    monkeypatch.setattr(llamabatch, "STRING_SLACK", 0)
+    monkeypatch.setattr(llamabatch, "STRING_EXTRA", 24)
+    answer = llama.generate(messages, sampling)
+    assert '"""Return the largest number in the list xs.\n\n    """\n' in answer.text, answer.text
+    assert answer.text.endswith("\n```") and answer.finish_reason == "stop"
+
+
+def test_ledex_parallel_sets_how_many_answers_decode_together(monkeypatch):
+    from ledex.engine.backends import parallel_from_env
+
+    monkeypatch.delenv("LEDEX_PARALLEL", raising=False)
+    assert parallel_from_env() == MAX_PARALLEL
+    monkeypatch.setenv("LEDEX_PARALLEL", "1")
+    assert parallel_from_env() == 1
+    monkeypatch.setenv("LEDEX_PARALLEL", "0")
+    with pytest.raises(ValueError, match="positive integer"):
+        parallel_from_env()
