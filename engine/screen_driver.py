@@ -42,8 +42,9 @@ class VariantTimeout(BaseException):
 
 
 def emit(text):
-    """Write "<PREFIX> text" as one line to fd 1, bypassing pytest's capture."""
-    data = f"{PREFIX} {text}\n".encode()
+    """Write "<PREFIX> text" as one line to fd 1, bypassing pytest's capture; it starts a new
+    line: pytest's progress characters for subtests ("u") have no newline after them."""
+    data = f"\n{PREFIX} {text}\n".encode()
     while data:
         data = data[os.write(1, data):]
 
@@ -104,6 +105,12 @@ def _install(function, new):
     function.__kwdefaults__ = new.__kwdefaults__
 
 
+# Failed reports logged while a test runs: a failing subtest (unittest's subTest, pytest's
+# `subtests`) is a report of its own, logged through pytest_runtest_logreport even with log=False,
+# that runtestprotocol does not return (the test's own reports say passed).
+LOGGED_FAILURES = []
+
+
 def _passes(items, timeout):
     """True when every item passes, run in order as pytest's own loop runs them: each item's
     `nextitem` is the next one, so session- and module-scoped fixtures live across the tests
@@ -114,8 +121,10 @@ def _passes(items, timeout):
     for item, nextitem in zip(items, [*items[1:], None]):
         signal.setitimer(signal.ITIMER_REAL, timeout)
         faulthandler.dump_traceback_later(timeout + 3.0, exit=True)
+        LOGGED_FAILURES.clear()
         try:
             passed = all(r.passed for r in runtestprotocol(item, log=False, nextitem=nextitem))
+            passed = passed and not LOGGED_FAILURES
             if not passed:
                 return _teardown_all(item)
         except VariantTimeout:
@@ -139,6 +148,11 @@ class Screen:
     """Pytest plugin that screens the spec's variants against the failing tests in one process."""
     def __init__(self, spec):
         self.spec = spec
+
+    def pytest_runtest_logreport(self, report):
+        """Keep the failed reports logged during a test (its failing subtests)."""
+        if report.failed:
+            LOGGED_FAILURES.append(report.nodeid)
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session):

@@ -269,3 +269,21 @@ def test_failing_tests_sharing_a_session_fixture_are_screened_as_pytest_runs_the
     fixed = _fix(workspace, failure)
     assert fixed.best is not None and fixed.best.source == "search", fixed.search
     assert "n % 2 == 0" in fixed.best.patch.new_text
+
+
+def test_a_failing_subtest_is_seen_by_the_screen(tmp_path):
+    """unittest's subTest (and pytest's `subtests`) report a failure as a report of its own that
+    runtestprotocol does not return, and pytest prints a 'u' per subtest with no newline before
+    the screen's own lines: the screen's baseline read as 'passed' (or not at all), so
+    python-slugify 9.2.0's word-boundary failure was never screened (one sandbox run per
+    candidate, 140 s for 5)."""
+    workspace = write_tree(tmp_path / "ws", {
+        "parity.py": "def is_even(n):\n    return n % 2 != 0\n",
+        "tests/test_parity.py": ("import unittest\n\nfrom parity import is_even\n\n\n"
+                                 "class T(unittest.TestCase):\n    def test_even(self):\n        for n in (2, 4):\n"
+                                 "            with self.subTest(n=n):\n                self.assertTrue(is_even(n))\n"),
+    })
+    failure, = discover(workspace).failures
+    fixed = _fix(workspace, failure)
+    assert fixed.search.processes >= 1 and not fixed.search.notes, fixed.search
+    assert fixed.best is not None and "n % 2 == 0" in fixed.best.patch.new_text
