@@ -259,8 +259,9 @@ class FixRun:
             item = self.one(group)
             self.reporter.result(item)
             handled.append(item)
-            if item.applied and queue:
-                queue = self.recheck(queue, item.result.failure.test, handled)
+            earlier = [h for h in handled[:-1] if not h.fixed and h.error is None]  # handled before, no fix
+            if item.applied and (queue or earlier):
+                queue = self.recheck(queue, item.result.failure.test, handled, earlier)
         return handled
 
     def one(self, failure: Failure):
@@ -318,20 +319,27 @@ class FixRun:
             return None
         return best.patch.path
 
-    def recheck(self, queue: list[Failure], fixed_by: str, handled: list) -> list[Failure]:
-        """The failures still failing after a written fix (re-run now); the others are reported fixed."""
+    def recheck(self, queue: list[Failure], fixed_by: str, handled: list, earlier: list = ()) -> list[Failure]:
+        """The failures still failing after a written fix (re-run now); the others are reported fixed.
+        `earlier`: Handled problems without a fix, handled before it; those that pass now get fixed_by."""
         from ledex.cli_output import Handled
 
+        tests = [f.test for f in queue] + [t for h in earlier for t in (h.result.failure.test, *h.result.failure.also)]
         try:
-            with self.reporter.status(f"re-running {len(queue)} failing test(s) after the fix for {fixed_by}",
+            with self.reporter.status(f"re-running {len(tests)} failing test(s) after the fix for {fixed_by}",
                                       key="recheck"):
-                again = discover(self.workspace, tests=[f.test for f in queue], python=self.project.python,
+                again = discover(self.workspace, tests=tests, python=self.project.python,
                                  command=self.project.test_command, limits=discovery_limits(self.args))
         except DiscoveryError as exc:
             self.reporter.note(f"re-running the failures after the fix for {fixed_by} failed: {exc}")
             return queue
         fresh = {f.test: f for f in again.failures}
         passed = {o.nodeid for o in (again.verdict.outcomes if again.verdict else ()) if o.outcome == "passed"}
+        for item in earlier:
+            group = (item.result.failure.test, *item.result.failure.also)
+            if all(t in passed and t not in fresh for t in group):
+                item.fixed_by = fixed_by
+                self.reporter.note(f"{group[0]}: passes now: fixed by the fix written for {fixed_by}")
         remaining = []
         for failure in queue:
             if failure.test in passed and failure.test not in fresh:
