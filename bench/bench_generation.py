@@ -114,8 +114,8 @@ def usable_share(backend, failures, modes, samples: int, max_tokens: int, free: 
                               "usable": ok, "reason": reason, "finish": answer.finish_reason,
                               "tokens": answer.completion_tokens, "rewinds": answer.rewinds, "text": answer.text}
                     if log is not None:
-                        with log.open("a") as out:
-                            out.write(json.dumps(record) + "\n")
+                        with log.open("a") as stream:
+                            stream.write(json.dumps(record) + "\n")
                     if not ok:
                         reasons[reason[:60]] = reasons.get(reason[:60], 0) + 1
                         if dump is not None:
