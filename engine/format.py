@@ -409,9 +409,9 @@ def parse_response(text: str, mode: Mode = Mode.EXPLAIN, *, truncated: bool = Fa
 
 def empty_function(code: str) -> bool:
     """True when the code's first function has no statement but strings and `pass`: a small
-    model's answer that kept the docstring and dropped the body (14% of the candidates on
-    HumanEvalFix/0-39 explain before llamabatch steered away from it) is never a fix, and
-    verifying it costs a sandbox run. False when the code does not parse or defines no function.
+    model's answer that kept the docstring and dropped the body (15 of 80 explain answers on
+    HumanEvalFix/0-39, docs/benchmarks.md, generation session 5) is never a fix, and verifying
+    it costs a sandbox run. False when the code does not parse or defines no function.
 
     >>> empty_function("def f(x):\\n    'Doc.'\\n    pass"), empty_function("def f(x):\\n    return x")
     (True, False)
