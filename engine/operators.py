@@ -54,7 +54,7 @@ BINOP_ALTERNATIVES = {op: tuple(b if a == op else a for a, b in _BINOP_PAIRS if 
 _METHOD_GROUPS = (("lower", "upper"), ("append", "extend"), ("startswith", "endswith"), ("find", "rfind"),
                   ("index", "rindex"), ("strip", "lstrip", "rstrip"), ("isupper", "islower"),
                   ("keys", "values", "items"), ("split", "rsplit"), ("floor", "ceil"), ("remove", "discard"),
-                  ("isdigit", "isalpha", "isalnum"))
+                  ("isdigit", "isalpha", "isalnum"), ("start", "end"))
 _FUNCTION_GROUPS = (("min", "max"), ("any", "all"), ("sorted", "reversed"), ("floor", "ceil"))
 METHOD_ALTERNATIVES = {m: tuple(o for o in g if o != m) for g in _METHOD_GROUPS for m in g}
 FUNCTION_ALTERNATIVES = {m: tuple(o for o in g if o != m) for g in _FUNCTION_GROUPS for m in g}

@@ -69,6 +69,9 @@ def test_the_bug_taxonomy_templates():
     assert "`s = sorted(xs) # keep xs` -> `s = reversed(xs) # keep xs`" in middle  # the comment is kept
     words = {e.description for e in single_site_edits(TABLE[2][0], "Words.shout")}
     assert "`out.append(w.upper())` -> `out.append(w.lower())`" in words  # another method
+    # a match's start for its end (parse 1.22.4's ResultIterator.__next__ looped forever on m.start())
+    spans = {e.description for e in single_site_edits("def after(m):\n    return m.start()\n", "after")}
+    assert "`return m.start()` -> `return m.end()`" in spans
     missing = [e for e in single_site_edits(TABLE[3][0], "total") if e.operator == "add_return"]
     assert missing and missing[0].code.endswith("    acc = acc * 1\n    return acc\n")
 
