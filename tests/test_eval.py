@@ -175,6 +175,7 @@ def test_mbpp_test_split_selection(tmp_path):
 # --- the real default model ------------------------------------------------------------------------
 
 
+@pytest.mark.long  # ~30 s; the editor evaluation's real-model run is long too
 @pytest.mark.slow
 def test_real_model_on_two_humaneval_tasks(tmp_path):
     pytest.importorskip("llama_cpp")

@@ -95,6 +95,7 @@ class FlatEmbedder:
         return np.ones((len(texts), 4)) / 2.0
 
 
+@pytest.mark.long  # ~20 s + the SFT adapter; KTO (what ledex-train all runs) stays in make test
 def test_two_rl_steps_from_the_sft_adapter_resumed(data, sft_adapter, tmp_path):
     """Step 1, checkpoint, then a second run resumes from checkpoint-1 and makes step 2."""
     from ledex.training.rl import RLArgs, train

@@ -92,6 +92,7 @@ def test_collect_records_carry_sandbox_verdicts(tmp_path):
     assert again["all"] == table["all"]
 
 
+@pytest.mark.long  # ~30 s; collect's own path runs in test_collect_editor.py
 @pytest.mark.slow
 @needs_llama
 def test_collect_with_the_real_default_model(tmp_path):
