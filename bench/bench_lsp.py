@@ -109,7 +109,11 @@ async def responsiveness(client: LanguageClient, root: Path, stock: Path, n: int
 
 async def measure(args, extra_env: dict | None = None, responsive: bool = True) -> dict:
     """One fresh server on a fresh copy of the project: failure -> fix latency (and responsiveness)."""
-    tmp = Path(tempfile.mkdtemp(prefix="ledex-bench-"))
+    # One fixed path, so that every run's prompt (paths in the failure's traceback) is the same and
+    # the same seeds give the same answers in the batched and the one-after-another runs.
+    tmp = Path(tempfile.gettempdir()) / "ledex-bench-lsp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
     root = project(tmp)
     stock = root / "inventory" / "stock.py"
     options = {"model": args.model, "samples": args.samples, "rounds": args.rounds, "runOnStart": False, "debounceMs": 0,
