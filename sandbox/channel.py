@@ -53,6 +53,7 @@ class TestRecord:
     ended: bool = False
     body: bool | None = None  # True/False: proof checked; None: no proof for this item kind
     duration_s: float = 0.0
+    skipped_subtests: int = 0  # pytest counts the test passed; JUnit may file it as skipped
 
     @property
     def outcome(self) -> str:
@@ -145,6 +146,7 @@ def _phase(chan: Channel, rec: dict) -> None:
     if when == "setup" and "teardown" in test.phases:  # a re-run (pytest-rerunfailures): the last attempt counts
         test.phases.clear()
     if when == "subtest":  # any number, during the call phase; only failures change the test's outcome
+        test.skipped_subtests += outcome == "skipped"
         if outcome != "failed":
             return
         key = f"subtest{len(test.phases)}"

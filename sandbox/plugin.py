@@ -43,6 +43,7 @@ import signal
 import sys
 import sysconfig
 import time
+import unittest
 
 import _pytest
 import pluggy
@@ -291,15 +292,25 @@ def _remember_bodies(items) -> None:  # noqa: ANN001
 
 
 def _watch_success(item) -> None:  # noqa: ANN001 - a unittest TestCaseFunction
-    """unittest calls ``result.addSuccess`` (the item is the result) only after the test method returned."""
-    real = item.addSuccess
+    """unittest calls ``result.addSuccess`` (the item is the result) only after the test method
+    returned - unless a subtest was skipped (``skipTest`` inside ``subTest``): then the method
+    returns, pytest counts the test passed, and unittest calls ``addSkip`` with the subtest
+    instead (CPython's unittest.case._Outcome.testPartExecutor). Both are the proof; forging
+    either takes the same access to the item."""
+    real, real_skip = item.addSuccess, item.addSkip
 
     def add_success(testcase, *args, **kwargs):  # noqa: ANN001, ANN202
         """Note that the unittest test passed, then call the real addSuccess."""
         _ran.add(item.nodeid)
         return real(testcase, *args, **kwargs)
 
-    item.addSuccess = add_success
+    def add_skip(testcase, *args, **kwargs):  # noqa: ANN001, ANN202
+        """Note a skipped subtest (the method goes on), then call the real addSkip."""
+        if isinstance(testcase, unittest.case._SubTest):  # noqa: SLF001 - the subtest's class
+            _ran.add(item.nodeid)
+        return real_skip(testcase, *args, **kwargs)
+
+    item.addSuccess, item.addSkip = add_success, add_skip
 
 
 def pytest_collection_finish(session):  # noqa: ANN001

@@ -303,6 +303,28 @@ def test_a_timeout_around_teardown_never_errors_the_next_test(tmp_path, files, f
     assert (a.outcome, a.message) == first and v.error is None
     assert (b.outcome, b.message) == ("passed", "")  # not "previous item was not torn down properly"
 
+
+SUBTEST_SKIPS = {
+    "tests/test_u.py": ("import unittest\n\n\nclass T(unittest.TestCase):\n    def test_sub(self):\n"
+                        "        for n in 'ab':\n            with self.subTest(n=n):\n                if n == 'a':\n"
+                        "                    self.skipTest('not on a')\n                self.assertEqual(n, 'b')\n\n"
+                        "    def test_fails_after(self):\n        with self.subTest(n=1):\n            self.skipTest('x')\n"
+                        "        self.assertEqual(1, 2)\n"),
+    "tests/test_p.py": ("import pytest\n\n\ndef test_sub(subtests):\n    for n in 'ab':\n"
+                        "        with subtests.test(n=n):\n            if n == 'a':\n                pytest.skip('not on a')\n"
+                        "            assert n == 'b'\n"),
+}
+
+
+def test_a_skipped_subtest_leaves_the_test_passed_as_pytest_counts_it(tmp_path):
+    """python-slugify's tests skip inside subTest: unittest then never calls addSuccess, and
+    JUnit files the test as skipped; the sandbox distrusted the whole run."""
+    v = run_tests(write_tree(tmp_path / "ws", {"pkg/__init__.py": "", **SUBTEST_SKIPS}), limits=QUICK)
+    assert v.error is None and v.error_kind is None
+    by_id = {o.nodeid: (o.outcome, o.message) for o in v.outcomes}
+    assert by_id == {"tests/test_u.py::T::test_sub": ("passed", ""), "tests/test_p.py::test_sub": ("passed", ""),
+                     "tests/test_u.py::T::test_fails_after": ("failed", "AssertionError: 1 != 2")}
+
 # --- the channel: what code under test can do to the verdict ------------------------------
 
 TEST_ADD = "from pkg.calc import add\n\n\ndef test_add():\n    assert add(1, 2) == 3\n"
