@@ -20,7 +20,7 @@ from ledex.engine.impact import ImportGraph
 from ledex.engine.localize import Suspect, TestFiles, frames, is_doctest_name, rank_suspects, source_of_test
 from ledex.engine.sbfl import Spectrum, spectra
 from ledex.sandbox import Limits, TestOutcome, Verdict, run_tests
-from ledex.sandbox.verdict import HUNG_PREFIX, INTERNAL_ERROR_ID
+from ledex.sandbox.verdict import HUNG_PREFIX, INTERNAL_ERROR_ID, UNTRUSTED_PREFIX
 from ledex.sandbox.junit import Rewriter, parse_junit
 
 FAILED = ("failed", "error")
@@ -127,9 +127,6 @@ def is_collection_error(outcome: TestOutcome) -> bool:
 def is_internal_error(outcome: TestOutcome) -> bool:
     """pytest's own INTERNALERROR (a hook or plugin raised), not a test that failed."""
     return outcome.nodeid == INTERNAL_ERROR_ID and outcome.outcome in FAILED
-
-
-UNTRUSTED_PREFIX = "not trusted: "  # sandbox/verdict.build: every pass of a run it does not trust becomes this error
 
 
 def is_untrusted_pass(outcome: TestOutcome) -> bool:

@@ -32,6 +32,8 @@ INTERNAL_ERROR_ID = "pytest.py::internal"
 # How a test stopped by a timeout is reported (here and by plugin.py, which runs inside the
 # sandbox and cannot import this): the per-test timeout or the run's wall clock.
 HUNG_PREFIX = "did not finish within"
+# How a pass of a run the sandbox does not trust (tampering, a broken protocol) is reported: an error.
+UNTRUSTED_PREFIX = "not trusted: "
 _MISSING_NAMED = 5  # requested tests named in a "did not run" error; the rest are counted
 _FAULT_FRAME = re.compile(r'^\s*File "(?P<path>[^"]+)", line (?P<line>\d+) in (?P<func>\S+)')
 
@@ -220,7 +222,7 @@ def build(raw: RawRun, chan: Channel, junit: dict[str, TestOutcome] | None, *,
               and all(o.outcome in ("passed", "skipped") for o in outcomes)
               and chan.collected == len(chan.tests))
     if kind == "tampering":  # no pass from a tampered run is believed
-        outcomes = [replace(o, outcome="error", message=f"not trusted: {error}"[:500])
+        outcomes = [replace(o, outcome="error", message=f"{UNTRUSTED_PREFIX}{error}"[:500])
                     if o.outcome == "passed" else o for o in outcomes]
     if ok and raw.exit_code != 0:
         ok, kind, error = False, "report", f"every test passed but pytest exited with status {raw.exit_code}"
