@@ -66,6 +66,14 @@ def skip_dir(path: Path) -> bool:
     return name in SKIP_DIRS or name.endswith(".egg-info") or (path / "pyvenv.cfg").exists()
 
 
+def skip_file(name: str) -> bool:
+    """True for files the copy leaves out: coverage.py's data files (``.coverage`` and its
+    parallel ``.coverage.<host>.<pid>.<n>``), a previous run's output that a project running
+    pytest-cov erases and rewrites - a large one is linked read-only and the run then fails
+    with "attempt to write a readonly database" (parse 1.22.4). ``.coveragerc`` is kept."""
+    return name == ".coverage" or name.startswith(".coverage.")
+
+
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -79,7 +87,8 @@ def copy_workspace(src: Path, dst: Path, *, can_link: bool) -> CopyResult:
         dirnames[:] = [d for d in dirnames if not skip_dir(here / d)]
         (dst / rel_dir).mkdir(exist_ok=True)
         for name in filenames:
-            _copy_one(here / name, dst / rel_dir / name, rel_dir / name, result, can_link)
+            if not skip_file(name):
+                _copy_one(here / name, dst / rel_dir / name, rel_dir / name, result, can_link)
     return result
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -151,6 +152,25 @@ def test_large_files_are_shared_but_never_written_through(tmp_path):
     v = run_tests(ws, [ADD], limits=QUICK)
     assert v.outcomes and snapshot(ws) == before
 
+
+def test_a_previous_coverage_data_file_does_not_stop_the_tests_writing_a_new_one(tmp_path):
+    """pytest-cov erases and rewrites .coverage in the rootdir (parse 1.22.4 ships --cov in its
+    options); a large stale one was linked read-only into the copy: "readonly database"."""
+    ws = write_tree(tmp_path / "ws", {"tests/test_cov.py": (
+        "import sqlite3\n\n\ndef test_writes_coverage_data():\n"
+        "    con = sqlite3.connect('.coverage')\n    con.execute('create table if not exists t (x)')\n"
+        "    con.execute('insert into t values (1)')\n    con.commit()\n"),
+        ".coveragerc": "[run]\nbranch = True\n"})
+    stale = sqlite3.connect(ws / ".coverage")
+    stale.execute("create table t (x)")
+    stale.execute("insert into t values (?)", (b"\0" * (2 << 20),))  # large: linked, not copied
+    stale.commit()
+    stale.close()
+    (ws / ".coverage.host.1.2").write_bytes(b"\0" * 10)
+    before = snapshot(ws)
+    v = run_tests(ws, limits=QUICK)
+    assert [(o.outcome, o.message) for o in v.outcomes] == [("passed", "")] and v.error is None
+    assert snapshot(ws) == before
 
 def test_verify_many_yields_every_candidate_by_index(tmp_path):
     ws = make_ws(tmp_path)
