@@ -59,6 +59,17 @@ def pytest_error(text: str) -> str:
     return " ".join(plain[:6])[:500]
 
 
+def error_location(text: str) -> str:
+    r"""Where pytest's own error happened, ``path:line``, from the last ``File "path", line N``
+    in ``text`` (a SyntaxError's own line, a conftest's traceback), else ``""``.
+
+    >>> error_location('E     File "/w/conftest.py", line 3\nE       def f(:\nE   SyntaxError: invalid syntax')
+    '/w/conftest.py:3'
+    """
+    found = re.findall(r'File "([^"]+)", line (\d+)', text)
+    return f"{found[-1][0]}:{found[-1][1]}" if found else ""
+
+
 def merge(chan: Channel, junit: dict[str, TestOutcome] | None, rewrite, *,  # noqa: ANN001
           unfinished: str = "") -> tuple[list[TestOutcome], list[str]]:
     """Final per-test outcomes and the disagreements found between the channel and JUnit."""
@@ -254,6 +265,8 @@ def _error(raw, chan, junit, problems, missing, killed, wall, rewrite) -> tuple[
         return "tampering", ("the test process broke the reporting protocol (its reports disagree with "
                              "what ran): " + "; ".join(chan.violations[:5]))
     if chan.collected is None and not chan.collect_errors:
+        where = rewrite(error_location(raw.stderr_tail + "\n" + raw.stdout_tail[-4000:]))
+        said += f" ({where})" if where and where not in said else ""
         return "startup", f"pytest stopped before running any test (exit code {code}; 0 ran): {said}"
     if chan.collect_errors:
         nodeid, text = next(iter(chan.collect_errors.items()))

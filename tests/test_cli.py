@@ -134,6 +134,13 @@ def test_a_conftest_hook_that_raises_is_an_error_naming_it_not_a_failure_to_fix(
                                                 "(pytest_collection_modifyitems): RuntimeError: broken hook")
 
 
+def test_a_conftest_that_does_not_parse_is_an_error_naming_its_file_and_line(tmp_path):
+    ws = write_tree(tmp_path / "syntax", {"conftest.py": "import pytest\n\ndef f(:\n    pass\n",
+                                          "test_ok.py": "def test_ok():\n    assert False\n"})
+    proc = ledex("fix", str(ws), "--json")
+    assert proc.returncode == 2, proc.stderr
+    assert json.loads(proc.stdout)["error"].endswith(f"SyntaxError: invalid syntax ({ws / 'conftest.py'}:3)")
+
 def test_a_long_reason_is_shortened_in_text_output_and_whole_in_json(tmp_path):
     """An answer that drops a failing doctest's docstring makes pytest stop at 'not found': the
     reason named every requested test (315 ids, 20 kB per candidate on humanize): the sandbox now
