@@ -15,7 +15,7 @@ test: setup
 	$(VENV)/bin/python -m pytest -ra --durations=25
 	@if [ -x extension/ci.sh ]; then extension/ci.sh; fi
 
-# the tests marked long (a whole train-gate-promote loop, a real-model benchmark slice): ~6 min more
+# the tests marked long (a whole train-gate-promote loop, real-model extra cases): ~10 min more
 test-long: setup
 	$(VENV)/bin/python -m pytest -ra -m long
 

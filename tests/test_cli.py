@@ -62,6 +62,7 @@ def test_fix_with_the_embedded_model_reports_and_never_touches_files(example, tm
     assert proc.returncode == (0 if all_fixed else 1)
 
 
+@pytest.mark.long  # ~19 s; the embedded model through the CLI stays in make test (JSON output)
 def test_text_output_shows_explanations_and_diffs(example):
     proc = ledex("fix", str(example), "--samples", "1", "--rounds", "1", "--max-tokens", "200",
                  "--test", "tests/test_stock.py")

@@ -306,6 +306,7 @@ def _toy_cases() -> list:
     return [fixcases.humanevalfix_case(HEFIX_TASK)] + mutants_ + sampled
 
 
+@pytest.mark.long  # ~19 s; the same evaluation code runs in make test through the promotion gate
 def test_editor_eval_pairs_versions_per_set_and_resumes(tmp_path):
     cases = _toy_cases()
     assert [(c.set, c.id, c.category) for c in cases] == [

@@ -33,7 +33,8 @@ def grammar(mode: Mode, name: str) -> str:
     return answer_grammar(mode, name, max_explanation_chars=100)  # short prose keeps the test quick
 
 
-@pytest.mark.parametrize("mode", [Mode.REFINE, Mode.EXPLAIN])
+# explain (prose, then the block) in make test; refine (the block alone, the same grammar rule) in make test-long
+@pytest.mark.parametrize("mode", [pytest.param(Mode.REFINE, marks=pytest.mark.long), Mode.EXPLAIN])
 def test_every_answer_under_the_grammar_parses(llama, mode):
     """8 seeds (one full batch) x 3 problems: each answer is one python block defining the suspect, and
     generation stopped at its closing fence."""
