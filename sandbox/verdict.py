@@ -249,7 +249,8 @@ def build(raw: RawRun, chan: Channel, junit: dict[str, TestOutcome] | None, *,
 
 def _error(raw, chan, junit, problems, missing, killed, wall, rewrite) -> tuple[str | None, str | None]:  # noqa: ANN001
     code = raw.exit_code
-    said = rewrite(pytest_error(raw.stderr_tail + "\n" + raw.stdout_tail[-4000:]))
+    printed = raw.stderr_tail + "\n" + raw.stdout_tail[-4000:]
+    said = rewrite(pytest_error(printed))
     if killed == "tamper":
         return "tampering", guard.reason(raw.stderr_tail)
     if killed == "timeout":
@@ -265,7 +266,7 @@ def _error(raw, chan, junit, problems, missing, killed, wall, rewrite) -> tuple[
         return "tampering", ("the test process broke the reporting protocol (its reports disagree with "
                              "what ran): " + "; ".join(chan.violations[:5]))
     if chan.collected is None and not chan.collect_errors:
-        where = rewrite(error_location(raw.stderr_tail + "\n" + raw.stdout_tail[-4000:]))
+        where = rewrite(error_location(printed))
         said += f" ({where})" if where and where not in said else ""
         return "startup", f"pytest stopped before running any test (exit code {code}; 0 ran): {said}"
     if chan.collect_errors:

@@ -308,7 +308,7 @@ def _rate(fixed: int, tasks: int) -> float | None:
     return fixed / tasks if tasks else None
 
 
-def _fix_result(rows: list[dict]) -> dict:
+def fix_result(rows: list[dict]) -> dict:
     """fixed / cases overall and per category (bug type, operator or origin) of one set x version x protocol."""
     counted = [r for r in rows if not r.get("skipped")]
     by_category: dict[str, dict] = {}
@@ -346,7 +346,7 @@ def fix_summary(rows: list[dict], versions: list[str], identities: dict, protoco
             mine = [r for r in rows if r["set"] == name and r["protocol"] == proto["name"]]
             for version in versions:
                 results.append({"set": name, "version": version, "protocol": proto["name"],
-                                **_fix_result([r for r in mine if r["version"] == version])})
+                                **fix_result([r for r in mine if r["version"] == version])})
             mcnemar += [{"set": name, "protocol": proto["name"], **paired(mine, versions[0], other)}
                         for other in versions[1:]]
     return {"sets": sets, "protocols": protocols,

@@ -225,17 +225,15 @@ def run_gate(candidate: str, gate: GateArgs, base: str = "default", current: str
 
 
 def _gate_result(rows: list[dict]) -> dict:
-    """fixed, cases, rate, per_case and by_origin of one model's gate rows (cases no test fails left out)."""
-    counted = [r for r in rows if not r.get("skipped")]
-    by_origin: dict[str, list[int]] = {}
-    for row in counted:
-        tally = by_origin.setdefault(row["category"], [0, 0])
-        tally[0] += bool(row["fixed"])
-        tally[1] += 1
-    fixed = sum(bool(r["fixed"]) for r in counted)
-    return {"fixed": fixed, "cases": len(counted), "rate": fixed / len(counted) if counted else 0.0,
-            "per_case": [bool(r["fixed"]) for r in counted],
-            "by_origin": {k: {"fixed": a, "cases": b, "rate": a / b} for k, (a, b) in by_origin.items()}}
+    """fixed, cases, rate, per_case and by_origin of one model's gate rows (cases no test fails left
+    out): the editor evaluation's own count (eval_report.fix_result) in the gate's words."""
+    from ledex.training.eval_report import fix_result
+
+    counted = fix_result(rows)
+    return {"fixed": counted["fixed"], "cases": counted["tasks"], "rate": counted["rate"] or 0.0,
+            "per_case": [bool(r["fixed"]) for r in rows if not r.get("skipped")],
+            "by_origin": {k: {"fixed": c["fixed"], "cases": c["tasks"], "rate": c["rate"]}
+                          for k, c in counted["by_category"].items()}}
 
 
 # --- the registry ---------------------------------------------------------------------------------
