@@ -17,8 +17,14 @@ Output, one line per result on fd 1 (written past pytest's capture):
 
 A screen is advice, never a verdict: a variant that passes here is verified again in its own
 sandboxed run (the failing tests and the rest of their file), so nothing the code under test
-prints here can make a fix count as verified. A variant that hangs past its timeout fails; one
-that hangs in C code kills the process (faulthandler) and the caller screens the rest again.
+prints here can make a fix count as verified. A variant that hangs past its timeout fails, even
+where the code swallows the timeout (doctest runs each example under a bare ``except:``): the
+alarm repeats every REPEAT_S until the test ends; one that hangs in C code kills the process
+(faulthandler) and the caller screens the rest again.
+
+The project's own pytest options (ini ``addopts``: ``--doctest-modules``, ``--doctest-glob``)
+apply, as in the sandbox's verification; options pytest cannot take in this process (a plugin
+missing here, ``-n`` of pytest-xdist) make the screen retry without them.
 """
 
 import __future__
@@ -35,10 +41,25 @@ import zlib
 import pytest
 
 PREFIX = "LEDEX-SCREEN"
+REPEAT_S = 0.05  # after a test's timeout, the alarm fires again this often until the test ends
 
 
 class VariantTimeout(BaseException):
     """The variant ran past its time (BaseException: a bare ``except Exception`` cannot swallow it)."""
+
+
+class Clock:
+    """The per-test alarm: armed for a test's call, repeating once it fired, disarmed for teardown."""
+    timed_out = False
+
+    @classmethod
+    def arm(cls, timeout):
+        cls.timed_out = False
+        signal.setitimer(signal.ITIMER_REAL, timeout, REPEAT_S)
+
+    @staticmethod
+    def disarm():
+        signal.setitimer(signal.ITIMER_REAL, 0)
 
 
 def emit(text):
@@ -50,6 +71,7 @@ def emit(text):
 
 
 def _on_alarm(signum, frame):
+    Clock.timed_out = True
     raise VariantTimeout("variant timed out")
 
 
@@ -116,23 +138,30 @@ def _passes(items, timeout):
     `nextitem` is the next one, so session- and module-scoped fixtures live across the tests
     (semver's doctests read a session fixture its tests fill); the last tears everything down,
     and so does a stop at a failure: the next variant starts from fresh fixtures."""
+    for item, nextitem in zip(items, [*items[1:], None]):
+        try:
+            passed = _run_one(item, nextitem, timeout)
+        except VariantTimeout:  # the alarm landed after the test, before its disarming
+            passed = False
+        Clock.disarm()
+        if not passed:
+            return _teardown_all(item)
+    return True
+
+
+def _run_one(item, nextitem, timeout):
+    """Whether `item` passed: its reports, its subtests' reports, and no timeout swallowed on the way."""
     from _pytest.runner import runtestprotocol
 
-    for item, nextitem in zip(items, [*items[1:], None]):
-        signal.setitimer(signal.ITIMER_REAL, timeout)
-        faulthandler.dump_traceback_later(timeout + 3.0, exit=True)
-        LOGGED_FAILURES.clear()
-        try:
-            passed = all(r.passed for r in runtestprotocol(item, log=False, nextitem=nextitem))
-            passed = passed and not LOGGED_FAILURES
-            if not passed:
-                return _teardown_all(item)
-        except VariantTimeout:
-            return _teardown_all(item)
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            faulthandler.cancel_dump_traceback_later()
-    return True
+    Clock.arm(timeout)
+    faulthandler.dump_traceback_later(timeout + 3.0, exit=True)
+    LOGGED_FAILURES.clear()
+    try:
+        reports = runtestprotocol(item, log=False, nextitem=nextitem)
+        return all(r.passed for r in reports) and not LOGGED_FAILURES and not Clock.timed_out
+    finally:
+        Clock.disarm()
+        faulthandler.cancel_dump_traceback_later()
 
 
 def _teardown_all(item):
@@ -147,7 +176,12 @@ def _teardown_all(item):
 class Screen:
     """Pytest plugin that screens the spec's variants against the failing tests in one process."""
     def __init__(self, spec):
-        self.spec = spec
+        self.spec, self.ran = spec, False
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_teardown(self, item):
+        """Teardown runs unalarmed: a repeating alarm would cut every fixture finalizer short."""
+        Clock.disarm()
 
     def pytest_runtest_logreport(self, report):
         """Keep the failed reports logged during a test (its failing subtests)."""
@@ -157,6 +191,7 @@ class Screen:
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session):
         """Replace pytest's test loop: run the baseline, then each variant; results go out via emit."""
+        self.ran = True
         spec, timeout = self.spec, float(self.spec.get("timeout") or 2.0)
         wanted = set(spec["tests"])
         items = [i for i in session.items if i.nodeid in wanted]
@@ -194,12 +229,17 @@ class Screen:
 
 
 def main():
-    """Run pytest on the spec's tests (argv[1]: base64 zlib JSON) with the Screen plugin."""
+    """Run pytest on the spec's tests (argv[1]: base64 zlib JSON) with the Screen plugin: with the
+    project's addopts, and again without them when pytest stopped before the screen's loop."""
     spec = json.loads(zlib.decompress(base64.b64decode(sys.argv[1])))
     sys.argv[1:] = []
     args = ["-q", "-p", "no:ledex_sbx_plugin", "-p", "no:cacheprovider", "--capture=sys", "--rootdir=.",
-            "-o", "addopts=", *spec["tests"]]
-    pytest.main(args, plugins=[Screen(spec)])
+            *spec["tests"]]
+    for extra in ([], ["-o", "addopts="]):
+        screen = Screen(spec)
+        pytest.main([*extra, *args], plugins=[screen])
+        if screen.ran:
+            return
 
 
 if __name__ == "__main__":

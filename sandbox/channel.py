@@ -54,14 +54,16 @@ class TestRecord:
     body: bool | None = None  # True/False: proof checked; None: no proof for this item kind
     duration_s: float = 0.0
     skipped_subtests: int = 0  # pytest counts the test passed; JUnit may file it as skipped
+    timed_out: bool = False  # the per-test alarm raised in it: failed, whatever its reports say
 
     @property
     def outcome(self) -> str:
-        """The test's outcome as pytest counts it: the worst phase."""
+        """The test's outcome as pytest counts it: the worst phase; "failed", not "passed", when it
+        timed out (code that swallowed the timeout; an xfail test that timed out stays xfailed)."""
         worst = "passed"
         for outcome, _xfail in self.phases.values():
             worst = outcome if RANK[outcome] > RANK[worst] else worst
-        return worst
+        return "failed" if worst == "passed" and self.timed_out else worst
 
 
 @dataclass
@@ -163,7 +165,7 @@ def _end(chan: Channel, rec: dict) -> None:
     if test is None:
         return
     test.ended, test.duration_s = True, float(rec.get("d") or 0.0)
-    test.body = rec.get("body")
+    test.body, test.timed_out = rec.get("body"), bool(rec.get("timeout"))
     if "setup" not in test.phases or "teardown" not in test.phases:
         chan.violate(f"{test.nodeid} ended without its setup and teardown reports")
     if test.outcome == "passed" and test.body is False:

@@ -26,7 +26,10 @@ Inside a phase it raises only in the project's code: while pytest, pluggy or thi
 still runs the other finalizers and pops every node - otherwise the test stays on pytest's
 setup stack and the next, honest test errors with "previous item was not torn down
 properly". An alarm that fired before teardown lets teardown run and interrupts its first
-line of project code. A hang the signal cannot
+line of project code. Code that swallows the timeout (doctest runs each example under a bare
+``except:``; a test's own ``except BaseException``) is interrupted again every ``_REPEAT_S``
+until its phase ends, and the test fails as timed out whatever it reports (the ``end``
+record's ``timeout``): past its time, no test passes. A hang the signal cannot
 interrupt (a C loop) hits faulthandler ``grace`` seconds later: every thread's stack goes to
 stderr and the process exits; the worker then fails the test that had begun and not ended
 (with that stack) and runs the tests not reached in a fresh process (sandbox/worker.py).
@@ -70,6 +73,7 @@ class TeardownTimeout(Exception):
 
 TeardownTimeout.__name__ = TeardownTimeout.__qualname__ = "TestTimeout"  # reads as the same timeout
 _RETRY_S = 0.002  # an alarm landing in pytest's own code is retried this much later
+_REPEAT_S = 0.05  # a swallowed timeout is raised again this much later, until the phase ends
 _FRAMEWORK = tuple(os.path.dirname(os.path.abspath(path)) + os.sep
                    for path in (_pytest.__file__, pluggy.__file__, __file__))
 _STDLIB = tuple({os.path.abspath(sysconfig.get_paths()[k]) + os.sep for k in ("stdlib", "platstdlib")})
@@ -139,6 +143,7 @@ class _Phase:
     def __init__(self) -> None:
         self.running: str | None = None
         self.expired = False
+        self.timed_out = False  # the alarm raised in this test (it fails, whatever it reports)
 
     def enter(self, when: str) -> None:
         """A phase starts; raises TestTimeout if the alarm fired between phases (teardown still
@@ -152,8 +157,10 @@ class _Phase:
                 raise TestTimeout(_timeout_text())
 
     def leave(self) -> None:
-        """The running phase ended."""
+        """The running phase ended (a timeout's repeating alarm stops with it)."""
         self.running = None
+        if self.timed_out:
+            signal.setitimer(signal.ITIMER_REAL, 0)
 
 
 _PHASE = _Phase()
@@ -227,11 +234,14 @@ def _on_alarm(signum, frame):  # noqa: ANN001
     if _in_framework(frame):
         signal.setitimer(signal.ITIMER_REAL, _RETRY_S)
         return
+    _PHASE.timed_out = True
+    if _PHASE.running != "teardown":  # swallowed (doctest's bare except): raised again soon
+        signal.setitimer(signal.ITIMER_REAL, _REPEAT_S)
     raise (TeardownTimeout if _PHASE.running == "teardown" else TestTimeout)(_timeout_text())
 
 
 def _arm() -> None:
-    _PHASE.expired = False
+    _PHASE.expired = _PHASE.timed_out = False
     if _TEST_S > 0:
         signal.signal(signal.SIGALRM, _on_alarm)
         signal.setitimer(signal.ITIMER_REAL, _TEST_S)
@@ -258,7 +268,7 @@ def pytest_runtest_protocol(item, nextitem):  # noqa: ANN001
         _disarm()
     # body: None = no proof exists for this kind of item (doctest, custom items)
     body = (item.nodeid in _ran) if item.nodeid in _bodies else None
-    _emit({"ev": "end", "nodeid": item.nodeid, "body": body,
+    _emit({"ev": "end", "nodeid": item.nodeid, "body": body, "timeout": _PHASE.timed_out,
            "d": round(time.perf_counter() - start, 6)})
 
 

@@ -71,12 +71,14 @@ def error_location(text: str) -> str:
 
 
 def merge(chan: Channel, junit: dict[str, TestOutcome] | None, rewrite, *,  # noqa: ANN001
-          unfinished: str = "") -> tuple[list[TestOutcome], list[str]]:
-    """Final per-test outcomes and the disagreements found between the channel and JUnit."""
+          unfinished: str = "", timed_out: str = f"{HUNG_PREFIX} the sandbox's per-test timeout"
+          ) -> tuple[list[TestOutcome], list[str]]:
+    """Final per-test outcomes and the disagreements found between the channel and JUnit.
+    `unfinished`, `timed_out`: the messages of a test that never ended / that the per-test alarm hit."""
     junit = junit or {}
     problems: list[str] = []
-    outcomes = [_merge_one(rec, junit.get(nodeid), problems, unfinished, have_report=bool(junit))
-                for nodeid, rec in chan.tests.items()]
+    outcomes = [_timed_out(rec, o, timed_out) for nodeid, rec in chan.tests.items()
+                for o in [_merge_one(rec, junit.get(nodeid), problems, unfinished, have_report=bool(junit))]]
     for nodeid, text in chan.collect_errors.items():
         outcomes.append(_collect_error(nodeid, rewrite(text)))
     seen = {o.nodeid for o in outcomes}
@@ -90,6 +92,15 @@ def merge(chan: Channel, junit: dict[str, TestOutcome] | None, rewrite, *,  # no
         outcomes.append(replace(j, outcome="error",
                                 message=f"in the JUnit report ({j.outcome}) but never run by the sandbox runner"))
     return outcomes, problems
+
+
+def _timed_out(rec: TestRecord, merged: TestOutcome, message: str) -> TestOutcome:
+    """A test the per-test alarm hit reads as hung (engine/failures.is_hung), whatever the code
+    under test made of the timeout: its report and traceback stay in the details."""
+    if not (rec.ended and rec.timed_out and merged.outcome in ("failed", "error")):
+        return merged
+    details = "\n".join(part for part in (merged.message, merged.details) if part)
+    return replace(merged, message=message, details=details)
 
 
 def _collect_file(j: TestOutcome) -> str:
@@ -112,6 +123,8 @@ def _merge_one(rec: TestRecord, j: TestOutcome | None, problems: list[str],
                            file, None, rec.duration_s)
     if outcome == "passed" and j.outcome == "skipped" and rec.skipped_subtests:
         return replace(j, outcome="passed", message="", details="", duration_s=rec.duration_s)  # as pytest counts it
+    if rec.timed_out and RANK[outcome] > RANK[j.outcome]:  # it swallowed its timeout: JUnit saw its report
+        return replace(j, outcome=outcome, duration_s=rec.duration_s)
     if _klass(outcome) != _klass(j.outcome):
         problems.append(f"{rec.nodeid}: runner saw {outcome}, JUnit report says {j.outcome}")
         worst = outcome if RANK[outcome] > RANK[j.outcome] else j.outcome
@@ -221,7 +234,8 @@ def build(raw: RawRun, chan: Channel, junit: dict[str, TestOutcome] | None, *,
     """The Verdict of a run from its raw process result, the plugin's channel records and
     the JUnit report."""
     message, stack = _unfinished(raw, limits_wall, test_s)
-    outcomes, problems = merge(chan, junit, rewrite, unfinished=message)
+    outcomes, problems = merge(chan, junit, rewrite, unfinished=message,
+                               timed_out=f"{HUNG_PREFIX} {test_s:g} s (the sandbox's per-test timeout)")
     outcomes = [replace(o, details=rewrite(stack)) if o.nodeid == chan.current and stack else o
                 for o in outcomes]
     passed_n, total, missing = score(requested, outcomes)

@@ -13,10 +13,11 @@ import pytest
 from helpers import tree_digest, write_tree
 
 from ledex.engine.backends import ReplayBackend
-from ledex.engine.failures import discover, group_by_suspect
+from ledex.engine.failures import discover, group_by_suspect, is_hung
 from ledex.engine.fixer import FixConfig, FixEngine
 from ledex.engine.ranking import rank
 from ledex.engine.search import SearchConfig
+from ledex.sandbox.models import Limits
 
 SEEDED = {
     "seq.py": (
@@ -287,3 +288,26 @@ def test_a_failing_subtest_is_seen_by_the_screen(tmp_path):
     fixed = _fix(workspace, failure)
     assert fixed.search.processes >= 1 and not fixed.search.notes, fixed.search
     assert fixed.best is not None and "n % 2 == 0" in fixed.best.patch.new_text
+
+
+HANGS_IN_A_DOCTEST = {
+    "halving.py": ('def steps_to_one(n):\n    """Halvings from n down to 1.\n\n'
+                   '    >>> steps_to_one(8)\n    3\n    >>> steps_to_one(1)\n    0\n    """\n'
+                   "    steps = 0\n    while n > 1:\n        n //= 1\n        steps += 1\n    return steps\n"),
+    "pytest.ini": "[pytest]\naddopts = --doctest-modules\n",
+}
+
+
+def test_a_doctest_that_hangs_is_screened_in_one_process(tmp_path):
+    """doctest runs each example under a bare `except:`, which swallowed the screen's per-variant
+    timeout, so the next example hung until the process was killed, and the project's
+    `--doctest-modules` (in addopts) was dropped by the screen: parse 1.22.4's hanging README
+    doctest fell back to one sandbox run per candidate."""
+    workspace = write_tree(tmp_path / "ws", HANGS_IN_A_DOCTEST)
+    found = discover(workspace, limits=Limits(wall_s=60, test_timeout_s=2))
+    failure, = found.failures
+    assert failure.test.endswith("halving.steps_to_one") and failure.suspect.qualname == "steps_to_one"
+    assert is_hung(found.verdict.outcomes[0])  # not re-run under coverage: it would only hang again
+    fixed = _fix(workspace, failure, SearchConfig(max_fixes=1, variant_timeout_s=0.5))
+    assert fixed.search.processes >= 1 and not fixed.search.notes, fixed.search
+    assert fixed.best is not None and "n //= 2" in fixed.best.patch.new_text
