@@ -233,8 +233,9 @@ def main():
     project's addopts, and again without them when pytest stopped before the screen's loop."""
     spec = json.loads(zlib.decompress(base64.b64decode(sys.argv[1])))
     sys.argv[1:] = []
-    args = ["-q", "-p", "no:ledex_sbx_plugin", "-p", "no:cacheprovider", "--capture=sys", "--rootdir=.",
-            *spec["tests"]]
+    # pytest-xdist would leave collection to its workers: with `-n` in addopts, the retry drops them
+    args = ["-q", "-p", "no:ledex_sbx_plugin", "-p", "no:cacheprovider", "-p", "no:xdist", "--capture=sys",
+            "--rootdir=.", *spec["tests"]]
     for extra in ([], ["-o", "addopts="]):
         screen = Screen(spec)
         pytest.main([*extra, *args], plugins=[screen])
