@@ -228,7 +228,9 @@ class FixEngine:
             on_candidate: Callable[[CandidateResult], None] | None = None) -> FixResult:
         """Candidates for the failure's suspects in turn (FixConfig.suspects of them), stopping at
         the first suspect that gets a verified fix. A group (failures.group_by_suspect) is one
-        problem: each candidate is verified against every test in it."""
+        problem: each candidate is verified against every test in it. `on_candidate(c)` is called
+        as each candidate is recorded, and once more with the same object when the model's
+        explanation of a verified search fix arrives (the fix is offered before it)."""
         result = FixResult(failure, model=self.backend.identity.id)
         cancel = cancel or threading.Event()
         tried = suspects_to_try(failure, self.config.suspects)
@@ -266,12 +268,16 @@ class FixEngine:
             self._verify(candidate, suspect, stop)
             if candidate.reason == "cancelled":
                 return False
-            candidate.explanation = self._explain(failure, candidate, repair) if candidate.verified else \
-                f"Found by search: line {repair.edit.line}: {repair.edit.description}."
+            described = f"Line {repair.edit.line}: {repair.edit.description}."
+            candidate.explanation = described if candidate.verified else f"Found by search: {described[0].lower()}{described[1:]}"
             result.timings["verification"] += candidate.verification_s
             result.candidates.append(candidate)
-            if on_candidate:
+            if on_candidate:  # offered now: a verified fix does not wait for the model's explanation
                 on_candidate(candidate)
+            if candidate.verified and self.config.explain_search:
+                candidate.explanation = self._explain(suspect, candidate, described, cancel)
+                if on_candidate:  # the same candidate again: its explanation arrived
+                    on_candidate(candidate)
             return candidate.verified
 
         search = self.config.search
@@ -283,21 +289,20 @@ class FixEngine:
         if progress:
             progress("search: done", 1, 1)
 
-    def _explain(self, failure: Failure, candidate: CandidateResult, repair: Repair) -> str:
-        """The model's explanation of a verified search fix; the edit described when it cannot."""
-        described = f"Line {repair.edit.line}: {repair.edit.description}."
-        if not self.config.explain_search:
-            return described
-        messages = build_explain_diff_messages(problem_for(dataclasses.replace(failure, suspect=repair.suspect)),
-                                               candidate.diff)
+    def _explain(self, failure: Failure, candidate: CandidateResult, described: str,
+                 cancel: threading.Event) -> str:
+        """The model's explanation of a verified search fix of `failure` (its suspect: the function
+        fixed), then `described` (the edit, in words) in parentheses; `described` alone when the
+        model cannot explain it or the user cancelled."""
+        messages = build_explain_diff_messages(problem_for(failure), candidate.diff)
         started = time.perf_counter()
         try:
             reply = self.backend.generate(messages, dataclasses.replace(self.config.sampling, max_tokens=160,
-                                                                        grammar=""))
+                                                                        grammar=""), cancel=cancel)
         except (ModelError, PromptTooLong, ValueError, RuntimeError):
             return described
         candidate.generation_s = time.perf_counter() - started
-        explanation = parse_explanation(reply.text)
+        explanation = parse_explanation(reply.text) if reply.finish_reason != "cancelled" else ""
         return f"{explanation} ({described})" if explanation else described
 
     def _finish(self, result: FixResult, failure: Failure) -> FixResult:

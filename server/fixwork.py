@@ -145,9 +145,14 @@ def _load_model(host, entry: Entry, folder):
 
 
 def _add(folder, entry: Entry, candidate: CandidateResult) -> None:
+    """Record a candidate (or, seen again, its new explanation) in the entry and the episode log;
+    a verified one is offered at once (the diagnostics are republished)."""
     idx = entry.add(candidate)
-    if idx is None:
-        return
+    again = idx is None
+    if again:  # a verified search fix's explanation arrived after it was offered
+        idx = entry.index_of(candidate)
+        if idx is None or not candidate.verified:
+            return
     if entry.episode_id:
         _log_candidate(folder, entry, idx, candidate)
     if candidate.verified:
@@ -179,4 +184,5 @@ def _generate(folder, entry: Entry, backend) -> None:
     result = engine.fix(entry.failure, cancel=entry.cancel, progress=progress,
                         on_candidate=lambda c: _add(folder, entry, c))
     for candidate in result.candidates:  # callbacks may lag the futures: add any not seen yet
-        _add(folder, entry, candidate)
+        if entry.index_of(candidate) is None:
+            _add(folder, entry, candidate)

@@ -130,6 +130,11 @@ class Entry:
             self.candidates.append(candidate)
             return len(self.candidates) - 1
 
+    def index_of(self, candidate: CandidateResult) -> int | None:
+        """The candidate's index in the episode (any thread), None if it was never added."""
+        with self._lock:
+            return next((i for i, c in enumerate(self.candidates) if c is candidate), None)
+
     def finish(self) -> None:
         """Every candidate is in: offered, unless the fix was withdrawn meanwhile."""
         if not self.cancel.is_set():

@@ -133,6 +133,10 @@ async def test_junit_reports_hover_dismiss_and_hot_reload(project):
         # search is on by default (issue 20): the one-token fix is found by search, explained by the model
         fix = (await code_actions(client, stock, suspect))[0]
         assert fix.title.startswith("Fix (found by search): The comparison excludes the threshold itself.")
+        # offered before the model explained it; the log keeps the explanation that came after
+        logged = [c for c in episodes(root)[-1]["candidates"] if c["verified"]]
+        assert logged[0]["explanation"].startswith("The comparison excludes the threshold itself.")
+        assert logged[0]["explanation"].endswith("(Line 6: `return quantity < threshold` -> `return quantity <= threshold`.)")
 
         explained = await command(client, "ledex.explain", TEST_ID)
         shown = Path(client.shown_documents[-1].uri.removeprefix("file://"))
@@ -326,7 +330,7 @@ async def test_user_cancels_a_fix_from_its_progress(project):
         await wait_for(client, state_is(client, stock, "cancelled"))
         await wait_for(client, lambda: client.progress_reports[token][-1].kind == "end", lsp.PROGRESS)
         status = await command(client, "ledex.status")
-        assert status["modelProcess"] == model_pids(client)[0]  # a cancel is not a crash
+        assert status["modelProcess"] == model_pids(client)[0], (status, [m.message for m in client.log_messages][-15:])  # a cancel is not a crash
         (episode,) = episodes(root)
         assert len(episode["candidates"]) < 4  # stopped before the first round's 4 answers, let alone round 2
 
