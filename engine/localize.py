@@ -2,6 +2,9 @@
 test pass) for one failure.
 
 Where suspects come from, in this order of evidence:
+0. a test that hung: the function it was stuck in (the deepest workspace frame alive in every
+   stack sample the sandbox took at the timeout: a loop's owner, not the helper it happened to
+   be calling; sandbox/plugin.py), when that is not test code;
 1. a failing doctest: the function or method that owns the docstring;
 2. the traceback: every frame inside the workspace and outside test code, mapped to the
    innermost function or method containing its line, deepest first, then its callers;
@@ -46,7 +49,7 @@ class Suspect:
     start_line: int  # 1-based, first decorator line included
     end_line: int  # 1-based, inclusive
     source: str  # the function's source text (dedented as it stands in the file)
-    reason: str  # how it was found: "doctest", "traceback", "called by the test" or "coverage"
+    reason: str  # how it was found: "stack sampling", "doctest", "traceback", "called by the test" or "coverage"
     score: float | None = None  # Ochiai suspiciousness in [0, 1]; None when there was no coverage
     # Per-line Ochiai, ((line, score), ...) most suspicious first, for the lines the failing test
     # executed in this function (sbfl.rank_by_spectrum); () without coverage. Orders search's edits.
@@ -205,6 +208,24 @@ def from_traceback_all(workspace: Path, details: str, is_test=is_test_file) -> l
     return found
 
 
+# what sandbox/plugin.py appends to a timeout's message (it cannot import this)
+_STUCK = re.compile(r"; stuck in \S+ \((?P<path>[^\n]+?):(?P<line>\d+)\)")
+
+
+def stuck_in(workspace: Path, details: str, is_test=is_test_file) -> Suspect | None:  # noqa: ANN001
+    """The workspace function a hung test was stuck in, from the sandbox's timeout message
+    ('...; stuck in count (/ws/pkg/calc.py:4)'), or None (not hung, or stuck in test code).
+
+    >>> stuck_in(Path("/nonexistent"), "TestTimeout: did not finish within 1 s") is None
+    True
+    """
+    found = _STUCK.search(details)
+    rel = found and _relative(found["path"], workspace)
+    source = _code_file(workspace, rel, is_test) if rel else None
+    hit = source is not None and function_at(source, int(found["line"]))
+    return make_suspect(rel, hit[0], hit[1], source, "stack sampling") if hit else None
+
+
 def doctest_owner(workspace: Path, file: str | None, name: str | None, is_test=is_test_file) -> Suspect | None:  # noqa: ANN001
     """For a doctest item (`pkg/mod.py::pkg.mod.Class.method`), the function owning the docstring."""
     source = _code_file(workspace, file, is_test) if name and is_doctest_name(name) else None
@@ -240,7 +261,7 @@ def rank_suspects(workspace: Path, details: str, test_file: str | None, test_nam
     workspace = Path(workspace)
     found: list[Suspect] = []
     owner = doctest_owner(workspace, test_file, test_name, is_test)
-    candidates = [owner] if owner else []
+    candidates = [s for s in (stuck_in(workspace, details, is_test), owner) if s]
     candidates += from_traceback_all(workspace, details, is_test)
     if test_file and test_name and not owner and body_ran:
         candidates += from_test_calls_all(workspace, test_file, test_name, is_test,

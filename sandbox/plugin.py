@@ -29,7 +29,11 @@ properly". An alarm that fired before teardown lets teardown run and interrupts 
 line of project code. Code that swallows the timeout (doctest runs each example under a bare
 ``except:``; a test's own ``except BaseException``) is interrupted again every ``_REPEAT_S``
 until its phase ends, and the test fails as timed out whatever it reports (the ``end``
-record's ``timeout``): past its time, no test passes. A hang the signal cannot
+record's ``timeout``): past its time, no test passes. Before it raises, the alarm samples the
+stack ``_SAMPLES`` times ``_SAMPLE_S`` apart: the deepest frame alive in every sample is the
+function that never returned (a loop calling helpers is stopped in a random helper; the loop's
+owner is in every sample), named in the timeout's message as ``stuck in func (path:line)``
+(engine/localize.py ranks it first). A hang the signal cannot
 interrupt (a C loop) hits faulthandler ``grace`` seconds later: every thread's stack goes to
 stderr and the process exits; the worker then fails the test that had begun and not ended
 (with that stack) and runs the tests not reached in a fresh process (sandbox/worker.py).
@@ -74,6 +78,7 @@ class TeardownTimeout(Exception):
 TeardownTimeout.__name__ = TeardownTimeout.__qualname__ = "TestTimeout"  # reads as the same timeout
 _RETRY_S = 0.002  # an alarm landing in pytest's own code is retried this much later
 _REPEAT_S = 0.05  # a swallowed timeout is raised again this much later, until the phase ends
+_SAMPLES, _SAMPLE_S = 5, 0.01  # stack samples taken at the timeout, and their spacing (s)
 _FRAMEWORK = tuple(os.path.dirname(os.path.abspath(path)) + os.sep
                    for path in (_pytest.__file__, pluggy.__file__, __file__))
 _STDLIB = tuple({os.path.abspath(sysconfig.get_paths()[k]) + os.sep for k in ("stdlib", "platstdlib")})
@@ -144,6 +149,7 @@ class _Phase:
         self.running: str | None = None
         self.expired = False
         self.timed_out = False  # the alarm raised in this test (it fails, whatever it reports)
+        self.samples: list[list] = []  # stacks (frames, outermost first) sampled at the timeout
 
     def enter(self, when: str) -> None:
         """A phase starts; raises TestTimeout if the alarm fired between phases (teardown still
@@ -211,7 +217,35 @@ def pytest_pyfunc_call(pyfuncitem):  # noqa: ANN001
 
 
 def _timeout_text() -> str:
-    return f"did not finish within {_TEST_S:g} s (the sandbox's per-test timeout)"
+    return f"did not finish within {_TEST_S:g} s (the sandbox's per-test timeout)" + _stuck_text(_PHASE.samples)
+
+
+def _stack(frame) -> list:  # noqa: ANN001
+    """The frames from the outermost to `frame`."""
+    stack = []
+    while frame is not None:
+        stack.append(frame)
+        frame = frame.f_back
+    return stack[::-1]
+
+
+def _stuck_text(samples: list[list]) -> str:
+    """'; stuck in func (path:line)' for the deepest frame alive in every sample (the same frame
+    object: it never returned) whose code is in the workspace; "" when there is none."""
+    if len(samples) < 2:
+        return ""
+    common = samples[0]
+    for stack in samples[1:]:
+        same = 0
+        while same < min(len(common), len(stack)) and common[same] is stack[same]:
+            same += 1
+        common = common[:same]
+    root = os.path.abspath(_ROOT) + os.sep
+    own = [f for f in common if os.path.abspath(f.f_code.co_filename).startswith(root)]
+    if not own:
+        return ""
+    frame = own[-1]
+    return f"; stuck in {frame.f_code.co_name} ({frame.f_code.co_filename}:{frame.f_lineno})"
 
 
 def _in_framework(frame) -> bool:  # noqa: ANN001 - the interrupted frame
@@ -234,6 +268,10 @@ def _on_alarm(signum, frame):  # noqa: ANN001
     if _in_framework(frame):
         signal.setitimer(signal.ITIMER_REAL, _RETRY_S)
         return
+    if not _PHASE.timed_out and len(_PHASE.samples) < _SAMPLES:  # sample first: where is it stuck?
+        _PHASE.samples.append(_stack(frame))
+        signal.setitimer(signal.ITIMER_REAL, _SAMPLE_S)
+        return
     _PHASE.timed_out = True
     if _PHASE.running != "teardown":  # swallowed (doctest's bare except): raised again soon
         signal.setitimer(signal.ITIMER_REAL, _REPEAT_S)
@@ -242,6 +280,7 @@ def _on_alarm(signum, frame):  # noqa: ANN001
 
 def _arm() -> None:
     _PHASE.expired = _PHASE.timed_out = False
+    _PHASE.samples = []
     if _TEST_S > 0:
         signal.signal(signal.SIGALRM, _on_alarm)
         signal.setitimer(signal.ITIMER_REAL, _TEST_S)

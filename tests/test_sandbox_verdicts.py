@@ -262,6 +262,23 @@ def test_hanging_test_fails_with_its_stack_and_the_others_run(tmp_path):
     assert (failure.suspect.path, failure.suspect.qualname) == ("pkg/calc.py", "count")
 
 
+LOOP_WITH_A_HELPER = ("def step(n):\n    total = 0\n    for i in range(20000):\n        total += i\n    return n - 2\n\n\n"
+                      "def count(n):\n    k = 0\n    while n != 0:\n        k += 1\n        n = step(n)\n    return k\n")
+
+
+def test_a_hung_test_suspects_the_loop_not_the_helper_it_was_calling(tmp_path):
+    """The alarm stops a loop wherever it happens to be: almost always inside the helper the
+    loop calls, so the traceback's deepest frame (the first suspect) was a correct helper. The
+    stack samples taken at the timeout name the function that never returned."""
+    ws = write_tree(tmp_path / "ws", {"pkg/__init__.py": "", "pkg/calc.py": LOOP_WITH_A_HELPER, "tests/test_c.py": (
+        "from pkg.calc import count\n\n\ndef test_odd():\n    assert count(3) == 2\n")})
+    found = discover(ws, limits=Limits(wall_s=60, test_timeout_s=1), coverage=False)
+    (failure,) = found.failures
+    assert failure.message == "did not finish within 1 s (the sandbox's per-test timeout)"
+    assert f"; stuck in count ({ws / 'pkg/calc.py'}:" in failure.details
+    assert [(s.qualname, s.reason) for s in failure.suspects[:2]] == [("count", "stack sampling"), ("step", "traceback")]
+
+
 def test_hang_the_signal_cannot_stop_is_dumped_and_the_rest_still_run(tmp_path):
     spin = ("import signal\n\n\ndef spin():\n    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})\n"
             "    while True:\n        pass\n")
