@@ -225,6 +225,9 @@ class BatchRun:
         self.b.llm.reset()  # the Llama object must not think its tokens are still in the cache
         C.llama_memory_clear(self.memory, True)  # from scratch: the same seed gives the same answer
         first = self._eval_prompt()
+        if first is None:  # cancelled while it read the prompt
+            yield from self._cancel_all([])
+            return
         active: list[Sequence] = []
         free = list(range(1, self.width + 1))
         while self.pending or active:
@@ -245,12 +248,14 @@ class BatchRun:
                 yield from self._step(active, free)
 
     def _eval_prompt(self):
-        """Decode the prompt into sequence 0 (in n_batch chunks); a copy of its last logits."""
+        """Decode the prompt into sequence 0 (in chunks, cancellable between them); a copy of its
+        last logits, None when cancelled meanwhile."""
         import numpy as np
         from llama_cpp import llama_cpp as C
 
         started = time.perf_counter()
-        decode_prompt(self.ctx, self.b._batch.batch, self.prompt, self.b.llm.n_batch)
+        if not decode_prompt(self.ctx, self.b._batch.batch, self.prompt, self.b.llm.n_batch, self.cancel):
+            return None
         self.b.prompt_evals += 1
         self.b.prompt_tokens += len(self.prompt)
         self.b.prompt_seconds += time.perf_counter() - started
@@ -430,14 +435,24 @@ def decode(ctx, batch) -> None:
         raise ModelError(f"llama_decode failed ({code}): the batch does not fit the context")
 
 
-def decode_prompt(ctx, batch, prompt: list[int], n_batch: int) -> None:
-    """Decode `prompt` into sequence 0 from position 0 in n_batch chunks, with logits for its
-    last token only (index n-1 of the last chunk, or -1): generation and scoring share it."""
-    for start in range(0, len(prompt), n_batch):
-        chunk = prompt[start:start + n_batch]
+PREFILL_CHUNK = 128  # prompt tokens per decode when the prompt can be cancelled: one chunk is
+# ~1/6 of a 750-token prompt that took 10 s on this 2-core box under load (a cancel waited it all)
+
+
+def decode_prompt(ctx, batch, prompt: list[int], n_batch: int, cancel=None) -> bool:  # noqa: ANN001
+    """Decode `prompt` into sequence 0 from position 0 in chunks of n_batch tokens (of at most
+    PREFILL_CHUNK with a `cancel` flag, checked between chunks), with logits for its last token
+    only (index n-1 of the last chunk, or -1): generation and scoring share it. False when
+    cancelled before the end (the sequence then holds part of the prompt)."""
+    size = n_batch if cancel is None else min(n_batch, PREFILL_CHUNK)
+    for start in range(0, len(prompt), size):
+        if cancel is not None and cancel.is_set():
+            return False
+        chunk = prompt[start:start + size]
         last = start + len(chunk) == len(prompt)
         _fill(batch, [(token, start + i, 0, last and i == len(chunk) - 1) for i, token in enumerate(chunk)])
         decode(ctx, batch)
+    return True
 
 
 def _fill(batch, items: list[tuple[int, int, int, bool]]) -> None:

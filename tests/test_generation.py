@@ -191,6 +191,20 @@ def test_cancel_mid_batch_stops_every_sequence(llama):
     assert sum(a.completion_tokens for a in answers) <= 24
 
 
+def test_a_cancel_stops_the_prompt_between_chunks(llama):
+    """The prompt is read in chunks of PREFILL_CHUNK tokens with the cancel flag checked between
+    them (a 750-token prompt took 10 s on a loaded 2-core box, and the editor's cancel waited
+    it out, then killed the model process): a cancel set before the first chunk reads none."""
+    from ledex.engine.llamabatch import PREFILL_CHUNK
+
+    messages = [{"role": "user", "content": "def f(x):\n    return x + 1\n" * 40}]
+    assert len(llama.llm.tokenize(messages[0]["content"].encode())) > 2 * PREFILL_CHUNK
+    cancel, before = threading.Event(), llama.prompt_tokens
+    cancel.set()
+    answers = list(llama.generate_batch(messages, Sampling(max_tokens=8, seed=0), 3, cancel=cancel))
+    assert [a.finish_reason for a in answers] == ["cancelled"] * 3 and llama.prompt_tokens == before
+
+
 def test_a_sequence_finishing_early_frees_its_slot(llama):
     """Two slots, three answers: the first to finish gives its slot (and KV cells) to the third."""
     from llama_cpp import llama_cpp as C
