@@ -7,7 +7,9 @@ Where suspects come from, in this order of evidence:
    be calling; sandbox/plugin.py), when that is not test code;
 1. a failing doctest: the function or method that owns the docstring;
 2. the traceback: every frame inside the workspace and outside test code, mapped to the
-   innermost function or method containing its line, deepest first, then its callers;
+   innermost function or method containing its line, deepest first, then its callers; a
+   function stopped at a ``raise`` statement of its own (rejecting its input on purpose:
+   semver's ``Version.parse`` for a bad string from ``Version.match``) after its callers;
 3. the functions the test calls: names called in the test function (and in the test-class
    helpers it calls through ``self``), resolved to functions and methods the workspace defines
    outside test code: ``Receipt(...).total()`` is ``Receipt.total``, ``mod.f()`` a module-level
@@ -197,15 +199,35 @@ def _code_file(workspace: Path, rel: str | None, is_test) -> str | None:  # noqa
 
 
 def from_traceback_all(workspace: Path, details: str, is_test=is_test_file) -> list[Suspect]:  # noqa: ANN001
-    """Every workspace function on the traceback outside test code, deepest frame first."""
+    """Every workspace function on the traceback outside test code, deepest frame first; those
+    stopped at a `raise` of their own after the others (they report their caller's bad input)."""
     found: list[Suspect] = []
+    raising: set[tuple[str, str]] = set()
     for path, line, _ in reversed(frames(details)):
         rel = _relative(path, workspace)
         source = _code_file(workspace, rel, is_test)
         hit = source is not None and function_at(source, line)
         if hit and not any((s.path, s.qualname) == (rel, hit[0]) for s in found):
             found.append(make_suspect(rel, hit[0], hit[1], source, "traceback"))
-    return found
+            if line in raise_lines(source):
+                raising.add((rel, hit[0]))
+    return sorted(found, key=lambda s: (s.path, s.qualname) in raising)
+
+
+def raise_lines(source: str) -> frozenset[int]:
+    r"""The 1-based lines of every `raise` statement in `source` (all its lines when it spans several).
+
+    >>> sorted(raise_lines("def f(x):\n    if x:\n        raise ValueError(\n            x)\n    return x\n"))
+    [3, 4]
+    """
+    return _raise_lines(source)
+
+
+@lru_cache(maxsize=64)
+def _raise_lines(source: str) -> frozenset[int]:
+    tree = _parse(source)
+    return frozenset(line for node in (ast.walk(tree) if tree else ()) if isinstance(node, ast.Raise)
+                     for line in range(node.lineno, (node.end_lineno or node.lineno) + 1))
 
 
 # what sandbox/plugin.py appends to a timeout's message (it cannot import this)

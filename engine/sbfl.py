@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from ledex.engine.localize import Suspect, _parse, first_line, iter_functions, make_suspect, read_source
+from ledex.engine.localize import Suspect, _parse, first_line, iter_functions, make_suspect, raise_lines, read_source
 
 Coverage = Mapping[str, Mapping[str, Sequence[int]]]  # nodeid -> relpath -> executed lines
 MAX_SUSPECTS = 10  # suspects kept per failure: candidates are generated for the first few only
@@ -105,9 +105,13 @@ def _spans(source: str) -> list[tuple[int, int, str, ast.AST]]:
 def function_scores(workspace: Path, spectrum: Spectrum, nodeid: str,
                     is_test: Callable[[str], bool]) -> dict[tuple[str, str], tuple[float, float, Suspect]]:
     """{(path, qualname): (score, tie-breaker, suspect)} for every workspace function the test
-    executed; each suspect's `lines` holds its executed lines' scores (line_scores)."""
-    scores: dict[tuple[str, str], tuple[float, float, Suspect]] = {}
+    executed: its best line's (score, Ochiai alone), `raise` statements left out when it ran
+    other lines (a raise the failing test reached is where the function rejected its input:
+    the failure detected, not caused; semver's Version.parse scored 1.0 there for a bug in its
+    caller); each suspect's `lines` holds its executed lines' scores (line_scores)."""
+    suspects: dict[tuple[str, str], Suspect] = {}
     per_line: dict[tuple[str, str], dict[int, tuple[float, float]]] = {}
+    raising: dict[tuple[str, str], frozenset[int]] = {}
     for rel, lines in spectrum.lines(nodeid).items():
         source = None if is_test(rel) or not rel.endswith(".py") else read_source(Path(workspace) / rel)
         spans = _spans(source) if source is not None else []
@@ -116,11 +120,15 @@ def function_scores(workspace: Path, spectrum: Spectrum, nodeid: str,
             if not inner:
                 continue  # module-level code: not a function we can rewrite
             start, _, qualname, node = inner[-1]
-            score = (spectrum.score(rel, line), spectrum.alone(rel, line))
-            per_line.setdefault((rel, qualname), {})[line] = score
-            if (rel, qualname) not in scores or score > scores[(rel, qualname)][:2]:
-                scores[(rel, qualname)] = (*score, make_suspect(rel, qualname, node, source, "coverage"))
-    return {key: (a, b, replace(s, lines=line_scores(per_line[key]))) for key, (a, b, s) in scores.items()}
+            per_line.setdefault((rel, qualname), {})[line] = (spectrum.score(rel, line), spectrum.alone(rel, line))
+            if (rel, qualname) not in suspects:
+                suspects[(rel, qualname)] = make_suspect(rel, qualname, node, source, "coverage")
+                raising[(rel, qualname)] = raise_lines(source)
+    scores = {}
+    for key, scored in per_line.items():
+        counted = [score for line, score in scored.items() if line not in raising[key]] or list(scored.values())
+        scores[key] = (*max(counted), replace(suspects[key], lines=line_scores(scored)))
+    return scores
 
 
 def line_scores(scored: Mapping[int, tuple[float, float]]) -> tuple[tuple[int, float], ...]:

@@ -220,6 +220,27 @@ def test_spectrum_blames_the_caller_with_the_wrong_call_not_the_callee_that_rais
     assert ranked(plain.failures[0])[0] == "seq/more.py::take"
 
 
+RAISES_ON_PURPOSE = {
+    "nums.py": ("def parse(text):\n    if not text.isdigit():\n        raise ValueError(f'not a number: {text!r}')\n"
+                "    return int(text)\n\n\n"
+                "def parse_list(text):\n    return [parse(part) for part in text.split(';')]\n"),
+    "tests/test_parse.py": ("import pytest\n\nfrom nums import parse\n\n\ndef test_parse():\n    assert parse('12') == 12\n\n\n"
+                            "def test_rejects():\n    with pytest.raises(ValueError):\n        parse('x')\n"),
+    "tests/test_lists.py": ("from nums import parse_list\n\n\ndef test_one():\n    assert parse_list('7') == [7]\n\n\n"
+                            "def test_two():\n    assert parse_list('1,2') == [1, 2]\n"),
+}
+
+
+@pytest.mark.parametrize("coverage", [True, False])
+def test_a_function_raising_on_purpose_ranks_after_the_caller_that_gave_it_bad_input(tmp_path, coverage):
+    """semver 3.1.2: Version.match passed a mis-sliced string to Version.parse, which raised
+    ValueError on purpose. Its raise line ran in the failing test only (the tests of invalid input
+    are in a file not re-run for coverage): Ochiai 1.0 put parse first, and so did the traceback's
+    deepest frame without coverage."""
+    (failure,) = discover(write_tree(tmp_path, RAISES_ON_PURPOSE), coverage=coverage).failures
+    assert ranked(failure)[:2] == ["nums.py::parse_list", "nums.py::parse"]
+
+
 def test_a_repr_that_only_pytests_failure_report_ran_is_the_last_suspect(field_run):
     _, failures, _ = field_run
     tax = failures["tests/test_money.py::test_with_tax"]
