@@ -248,7 +248,7 @@ def failures_from_outcomes(workspace: Path, outcomes: Sequence[TestOutcome], *,
         same_file = [o for o in outcomes if o.nodeid.split("::")[0] == outcome.nodeid.split("::")[0]]
         spectrum = spectrum_for(spectra_by_file or {}, outcome.nodeid.split("::")[0])
         failures.append(failure_from_outcome(workspace, outcome, same_file, is_test=is_test, spectrum=spectrum))
-    notes += no_suspect_notes(failures)
+    notes += no_suspect_notes(failures, measured=bool(spectra_by_file))
     dependents = _Dependents(imports or ImportGraph(workspace))
     return [with_dependents(f, outcomes, dependents) for f in failures], notes
 
@@ -275,15 +275,19 @@ def untrusted_note(outcomes: Sequence[TestOutcome]) -> list[Note]:
                  "not treated as failures", NoteKind.RUN_PROBLEM)]
 
 
-def no_suspect_notes(failures: Sequence[Failure]) -> list[Note]:
+def no_suspect_notes(failures: Sequence[Failure], measured: bool = True) -> list[Note]:
     """One note per distinct message among the failures with no suspect: a fixture that raises
-    for every test is one note naming how many tests it stopped, not one note per test."""
+    for every test is one note naming how many tests it stopped, not one note per test.
+    `measured`: line coverage was measured; without it a test whose failing line reaches the
+    code only through operators or attributes (`date + Duration(...)`: isodate) names no function."""
     by_message: dict[str, list[str]] = {}
     for failure in failures:
         if failure.suspect is None:
             by_message.setdefault(failure.message, []).append(failure.test)
     why = ("no function in the workspace to fix (the failure is in the test itself or its set-up, "
-           "in a non-UTF-8 file, or in code outside the workspace)")
+           "in a non-UTF-8 file, or in code outside the workspace)") if measured else \
+        ("no suspect: the traceback and the calls the test names reach no workspace function, and without "
+         "line coverage (coverage.py in the interpreter that runs the tests) the functions it ran are unknown")
     notes = []
     for message, tests in by_message.items():
         who = tests[0] if len(tests) == 1 else f"{len(tests)} tests ({tests[0]}, ...) with {message!r}"

@@ -42,14 +42,23 @@ def _klass(outcome: str) -> str:
     return "failed" if outcome in ("failed", "error") else outcome
 
 
-def pytest_error(text: str) -> str:
-    """pytest's own error in ``text`` (a collection report or pytest's stderr), one line.
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Warning|Timeout)(: .*)?$")
 
-    The last ``E   `` line (the exception), else an argparse ``error:`` line, else an
+
+def pytest_error(text: str) -> str:
+    r"""pytest's own error in ``text`` (a collection report or pytest's stderr), one line.
+
+    The last ``E   `` line (the exception), else in a raw traceback the last exception line
+    (``IndentationError: unexpected indent``), else an argparse ``error:`` line, else an
     ``ERROR:`` line, else the first lines that are not hints.
+
+    >>> pytest_error('Traceback (most recent call last):\n  File "m.py", line 3\n    x\nIndentationError: unexpected indent')
+    'IndentationError: unexpected indent'
     """
     lines = [ln.rstrip() for ln in text.splitlines() if ln.strip()]
+    traceback = any(ln.startswith("Traceback (most recent call last)") for ln in lines)
     for pick in (lambda ln: ln.startswith("E   ") and not ln.startswith("E    "),
+                 lambda ln: traceback and _EXCEPTION_LINE.match(ln) is not None,  # a raw traceback's last word
                  lambda ln: ": error: " in ln,
                  lambda ln: ln.startswith("ERROR: ") and not ln.startswith("ERROR: usage")):
         found = [ln for ln in lines if pick(ln)]

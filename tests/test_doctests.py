@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-MODULES = ["ledex.engine.format", "ledex.engine.localize", "ledex.training.passk", "ledex.training.kto",
+MODULES = ["ledex.engine.format", "ledex.engine.localize", "ledex.sandbox.verdict", "ledex.training.passk", "ledex.training.kto",
            "ledex.server.watch", "ledex.engine.impact", "ledex.engine.sbfl", "ledex.engine.failures"]
 
 

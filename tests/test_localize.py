@@ -241,6 +241,21 @@ def test_a_function_raising_on_purpose_ranks_after_the_caller_that_gave_it_bad_i
     assert ranked(failure)[:2] == ["nums.py::parse_list", "nums.py::parse"]
 
 
+def test_without_coverage_a_failure_reaching_code_through_an_operator_says_why_it_has_no_suspect(tmp_path):
+    """isodate 0.7.2: `assert date + timedelta == date + Duration(...)` reaches the bug through
+    `+` (Duration.__radd__), which neither the traceback nor the test's named calls show; the
+    note blamed 'the test itself' though coverage, which would have found it, was not measured."""
+    ws = write_tree(tmp_path, {
+        "money.py": "class Cents:\n    def __init__(self, n):\n        self.n = n\n\n"
+                    "    def __radd__(self, other):\n        return other + self.n + 1\n\n\nTHREE = Cents(3)\n",
+        "tests/test_money.py": "from money import THREE\n\n\ndef test_add():\n    assert 2 + THREE == 5\n"})
+    plain = discover(ws, coverage=False)
+    assert plain.failures[0].suspect is None
+    assert any("without line coverage" in note and "tests/test_money.py::test_add" in note for note in plain.notes)
+    measured = discover(ws)  # coverage.py runs here: the operator's method is found
+    assert ranked(measured.failures[0])[0] == "money.py::Cents.__radd__"
+
+
 def test_a_repr_that_only_pytests_failure_report_ran_is_the_last_suspect(field_run):
     _, failures, _ = field_run
     tax = failures["tests/test_money.py::test_with_tax"]
