@@ -158,8 +158,11 @@ def rank_by_spectrum(workspace: Path, found: list[Suspect], spectrum: Spectrum, 
                      is_test: Callable[[str], bool]) -> list[Suspect]:
     """`found` (traceback and call suspects, in evidence order) plus every function the test
     executed, ordered by Ochiai score, then Ochiai of the failing test alone, then evidence
-    order; a repr-like method found by coverage alone comes last (REPORT_HOOKS). Without
-    coverage for this test, `found` unchanged."""
+    order; the function a hung test was stuck in (reason "stack sampling") stays first: seen in
+    every stack sample, it is the loop (webcolors 24.11.1: a test command naming the module
+    re-ran the hung doctest under coverage, and Ochiai put a function it called first); a
+    repr-like method found by coverage alone comes last (REPORT_HOOKS). Without coverage for
+    this test, `found` unchanged."""
     if not spectrum.lines(nodeid):
         return found
     spectrum = spectrum.for_failure(nodeid)
@@ -170,7 +173,8 @@ def rank_by_spectrum(workspace: Path, found: list[Suspect], spectrum: Spectrum, 
     ranked += [replace(suspect, score=score) for key, (score, _, suspect) in scores.items() if key not in known]
     order = {id(s): i for i, s in enumerate(ranked)}
     tie = {id(s): scores.get((s.path, s.qualname), (0.0, 0.0))[1] for s in ranked}
-    ranked.sort(key=lambda s: (_report_hook(s), -round(s.score, 9), -round(tie[id(s)], 9), order[id(s)]))
+    ranked.sort(key=lambda s: (s.reason != "stack sampling", _report_hook(s), -round(s.score, 9),
+                               -round(tie[id(s)], 9), order[id(s)]))
     return ranked[:MAX_SUSPECTS]
 
 

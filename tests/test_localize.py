@@ -256,6 +256,24 @@ def test_without_coverage_a_failure_reaching_code_through_an_operator_says_why_i
     assert ranked(measured.failures[0])[0] == "money.py::Cents.__radd__"
 
 
+def test_the_function_a_hung_test_was_stuck_in_stays_first_when_coverage_measured_it(tmp_path):
+    """webcolors 24.11.1: a test command naming the module re-ran a hung doctest under coverage,
+    and Ochiai put a function the loop called (run by no passing test) before the loop."""
+    from ledex.engine.localize import function_named, make_suspect
+    from ledex.engine.sbfl import rank_by_spectrum, spectra
+
+    source = "def helper(n):\n    return n + 3\n\n\ndef loop(n):\n    while n != 0:\n        n = helper(n)\n    return n\n"
+    write_tree(tmp_path, {"calc.py": source})
+    stuck = make_suspect("calc.py", "loop", function_named(source, "loop"), source, "stack sampling")
+    hung, other = "tests/test_c.py::test_hangs", "tests/test_c.py::test_loop_patched"
+    # the passing test ran the loop with the helper patched out (test doubles do that)
+    spectrum = spectra({hung: {"calc.py": [2, 6, 7]}, other: {"calc.py": [6, 7, 8]}},
+                       {hung: "failed", other: "passed"})["tests/test_c.py"]
+    ranked = rank_by_spectrum(tmp_path, [stuck], spectrum, hung, lambda rel: rel.startswith("tests/"))
+    assert [(s.qualname, s.reason) for s in ranked] == [("loop", "stack sampling"), ("helper", "coverage")]
+    assert ranked[1].score == 1.0 > ranked[0].score  # Ochiai alone would have put helper first
+
+
 def test_a_repr_that_only_pytests_failure_report_ran_is_the_last_suspect(field_run):
     _, failures, _ = field_run
     tax = failures["tests/test_money.py::test_with_tax"]
