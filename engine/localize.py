@@ -214,17 +214,13 @@ def from_traceback_all(workspace: Path, details: str, is_test=is_test_file) -> l
     return sorted(found, key=lambda s: (s.path, s.qualname) in raising)
 
 
+@lru_cache(maxsize=64)
 def raise_lines(source: str) -> frozenset[int]:
     r"""The 1-based lines of every `raise` statement in `source` (all its lines when it spans several).
 
     >>> sorted(raise_lines("def f(x):\n    if x:\n        raise ValueError(\n            x)\n    return x\n"))
     [3, 4]
     """
-    return _raise_lines(source)
-
-
-@lru_cache(maxsize=64)
-def _raise_lines(source: str) -> frozenset[int]:
     tree = _parse(source)
     return frozenset(line for node in (ast.walk(tree) if tree else ()) if isinstance(node, ast.Raise)
                      for line in range(node.lineno, (node.end_lineno or node.lineno) + 1))
