@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from ledex.engine import ranking
+from ledex.engine import ranking, rerun
 from ledex.engine.backends import Backend, Generation, ModelError, PromptTooLong, Sampling, generate_batch
 from ledex.engine.failures import Failure, outcome_message
 from ledex.engine.format import (Candidate, Mode, Problem, answer_grammar, build_explain_diff_messages,
@@ -166,16 +166,23 @@ def judge(verdict: Verdict, failure: Failure) -> tuple[bool, str]:
         return False, f"the tests were stopped ({verdict.killed_reason})"
     outcomes = {o.nodeid: o for o in verdict.outcomes}
     for test in (failure.test, *failure.also):
-        target = outcomes.get(test)
-        if target is None:
+        cases = rerun.cases_of(test, outcomes)  # a case whose id changed: every case of its function
+        if not cases:
             return False, f"{test} did not run"
-        if target.outcome != "passed":
-            return False, f"{test} still {target.outcome}: {outcome_message(target)}"
+        target = next((o for o in cases if o.outcome != "passed"), None)
+        if target is not None:
+            return False, f"{target.nodeid} still {target.outcome}: {outcome_message(target)}"
     for nodeid in failure.passing_siblings:
-        sibling = outcomes.get(nodeid)
-        if sibling is None or sibling.outcome != "passed":
-            return False, f"the fix breaks {nodeid}"
+        cases = rerun.cases_of(nodeid, outcomes)
+        broken = next((o.nodeid for o in cases if o.outcome != "passed"), None if cases else nodeid)
+        if broken:
+            return False, f"the fix breaks {broken}"
     return True, ""
+
+
+def printed(verdict: Verdict) -> str:
+    """What the run printed that the sandbox kept (stderr, then stdout): pytest's own errors."""
+    return f"{verdict.stderr_tail}\n{verdict.stdout_tail}"
 
 
 def _feedback_for(verdict: Verdict, failure: Failure, reason: str) -> str:
@@ -223,6 +230,7 @@ class FixEngine:
     def __init__(self, backend: Backend, workspace: Path, config: FixConfig = FixConfig()):
         self.backend, self.workspace, self.config = backend, Path(workspace).resolve(), config
         self._verdicts: dict[tuple[str, str, tuple[str, ...]], Verdict] = {}
+        self._by_function = False  # this workspace's parametrized ids change between runs (engine/rerun.py)
 
     def fix(self, failure: Failure, *, cancel: threading.Event | None = None, progress: Progress | None = None,
             on_candidate: Callable[[CandidateResult], None] | None = None) -> FixResult:
@@ -385,16 +393,29 @@ class FixEngine:
             candidate.reason = str(exc)
         return candidate
 
+    def _run(self, patch: Patch, tests: tuple[str, ...], cancel: threading.Event) -> Verdict | None:
+        """One sandbox run of `tests` with `patch`; None when cancelled. Parametrized tests whose ids
+        pytest did not find (they change from run to run: engine/rerun.py) are run by function, from
+        then on for this workspace."""
+        verdict = self._sandbox(patch, rerun.by_function(tests) if self._by_function else tests, cancel)
+        widened = rerun.widen(tests, printed(verdict)) if verdict and not self._by_function else None
+        if widened:
+            self._by_function = True
+            verdict = self._sandbox(patch, widened, cancel)
+        return verdict
+
+    def _sandbox(self, patch: Patch, tests: tuple[str, ...], cancel: threading.Event) -> Verdict | None:
+        runs = verify_many(self.workspace, [{patch.path: patch.new_text}], tests, limits=self.config.limits,
+                           python=self.config.python, workers=1, cancel=cancel, command=self.config.test_command)
+        return next((v for _, v in runs), None)
+
     def _verify(self, candidate: CandidateResult, failure: Failure, cancel: threading.Event) -> None:
-        tests = tuple(dict.fromkeys((failure.test, *failure.also, *failure.siblings)))
+        tests = failure.reruns
         key = (candidate.patch.path, candidate.patch.new_text, tests)
         started = time.perf_counter()
         verdict = self._verdicts.get(key)
         if verdict is None:
-            runs = verify_many(self.workspace, [{candidate.patch.path: candidate.patch.new_text}], tests,
-                               limits=self.config.limits, python=self.config.python, workers=1, cancel=cancel,
-                               command=self.config.test_command)
-            verdict = next((v for _, v in runs), None)
+            verdict = self._run(candidate.patch, tests, cancel)
             if verdict is None:
                 candidate.reason = "cancelled"
                 return

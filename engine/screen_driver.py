@@ -193,9 +193,9 @@ class Screen:
         """Replace pytest's test loop: run the baseline, then each variant; results go out via emit."""
         self.ran = True
         spec, timeout = self.spec, float(self.spec.get("timeout") or 2.0)
-        wanted = set(spec["tests"])
-        items = [i for i in session.items if i.nodeid in wanted]
-        if len(items) != len(wanted):
+        wanted = set(spec["tests"])  # node ids, or a parametrized test's function (engine/rerun.py)
+        items = [i for i in session.items if i.nodeid in wanted or i.nodeid.split("[")[0] in wanted]
+        if {w for w in wanted if not any(i.nodeid == w or i.nodeid.split("[")[0] == w for i in items)}:
             emit("ERROR the failing tests were not collected")
             return True
         signal.signal(signal.SIGALRM, _on_alarm)

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
+from ledex.engine import rerun
 from ledex.engine.failures import Failure
 from ledex.engine.localize import Suspect, first_line, frames, function_named, read_source
 from ledex.engine.operators import OPERATORS, Edit, single_site_edits
@@ -194,6 +195,10 @@ def screen(workspace: Path, suspect: Suspect, codes: Sequence[str], tests: Seque
     verdict: Verdict | None = next((v for _, v in runs), None)
     if verdict is None:
         return Screen(error="cancelled")
+    widened = rerun.widen(tests, f"{verdict.error}\n{verdict.stderr_tail}\n{verdict.stdout_tail}")
+    if widened and widened != tuple(tests):  # parametrized ids that change from run to run
+        return screen(workspace, suspect, codes, widened, limits=limits, python=python, timeout_s=timeout_s,
+                      cancel=cancel)
     result = parse_screen(verdict.stdout_tail)
     if not result.done and not result.error and not result.status and not result.baseline:
         result.error = (verdict.error or "the screen printed nothing").splitlines()[0][:300]

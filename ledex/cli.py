@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import signal
 import sys
@@ -27,6 +28,7 @@ import traceback
 from pathlib import Path
 
 from ledex import __version__
+from ledex.engine import rerun
 from ledex.engine.apply import ApplyError, apply_patch
 from ledex.engine.backends import PromptTooLong, Sampling, check_fits, load_backend
 from ledex.engine.failures import DiscoveryError, Failure, discover, group_by_suspect
@@ -66,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     fix.add_argument("--max-tokens", type=_positive, default=Sampling.max_tokens,
                      help="longest answer (explanation + code) in tokens")
     fix.add_argument("--json", action="store_true", help="print one JSON document instead of text")
+    fix.add_argument("-v", "--verbose", action="store_true",
+                     help="text mode: every candidate's explanation and diff (default: the verified ones, else "
+                     "the best two attempts; the rest counted in one line)")
     fix.add_argument("--search", action=argparse.BooleanOptionalAction, default=True,
                      help="try single-site edits of the suspects before the model (search-based candidates, on by "
                      "default; --no-search: the model's candidates only; see docs/benchmarks.md)")
@@ -157,7 +162,7 @@ def run_fix(args: argparse.Namespace) -> int:
         kind = "is a file, not a project folder" if workspace.exists() else "not found"
         raise FileNotFoundError(f"workspace {kind}: {args.path}")
     project = project_settings(args, workspace)
-    reporter = Reporter(as_json=args.json)
+    reporter = Reporter(as_json=args.json, verbose=args.verbose)
     with reporter.phases() as phase:
         phase("discovery", f"running the tests in the sandbox (at most {args.discovery_timeout:g} s)")
         discovery = discover(workspace, tests=args.test, python=project.python, command=project.test_command,
@@ -328,27 +333,43 @@ class FixRun:
         try:
             with self.reporter.status(f"re-running {len(tests)} failing test(s) after the fix for {fixed_by}",
                                       key="recheck"):
-                again = discover(self.workspace, tests=tests, python=self.project.python,
-                                 command=self.project.test_command, limits=discovery_limits(self.args))
+                again = self._rerun(tests)
         except DiscoveryError as exc:
             self.reporter.note(f"re-running the failures after the fix for {fixed_by} failed: {exc}")
             return queue
         fresh = {f.test: f for f in again.failures}
-        passed = {o.nodeid for o in (again.verdict.outcomes if again.verdict else ()) if o.outcome == "passed"}
+        outcomes = {o.nodeid: o for o in (again.verdict.outcomes if again.verdict else ())}
+
+        def passes(test: str) -> bool:  # a case whose id changed: every case of its function (engine/rerun.py)
+            cases = rerun.cases_of(test, outcomes)
+            return bool(cases) and all(o.outcome == "passed" for o in cases) and test not in fresh
+
         for item in earlier:
             group = (item.result.failure.test, *item.result.failure.also)
-            if all(t in passed and t not in fresh for t in group):
+            if all(passes(t) for t in group):
                 item.fixed_by = fixed_by
                 self.reporter.note(f"{group[0]}: passes now: fixed by the fix written for {fixed_by}")
         remaining = []
         for failure in queue:
-            if failure.test in passed and failure.test not in fresh:
+            if passes(failure.test):
                 item = Handled(FixResult(failure, model=self.engine.backend.identity.id), fixed_by=fixed_by)
                 self.reporter.result(item)
                 handled.append(item)
             else:
                 remaining.append(fresh.get(failure.test, failure))
         return remaining
+
+    def _rerun(self, tests: list[str]):  # noqa: ANN202 - a failures.Discovery
+        """Discovery of `tests`; by function when pytest did not find their parametrized ids."""
+        run = functools.partial(discover, self.workspace, python=self.project.python,
+                                command=self.project.test_command, limits=discovery_limits(self.args))
+        try:
+            return run(tests=tests)
+        except DiscoveryError as exc:
+            widened = rerun.widen(tests, f"{exc.verdict.stderr_tail}\n{exc.verdict.stdout_tail}")
+            if not widened:
+                raise
+            return run(tests=list(widened))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ import importlib
 import pytest
 
 MODULES = ["ledex.engine.format", "ledex.engine.localize", "ledex.sandbox.verdict", "ledex.training.passk", "ledex.training.kto",
-           "ledex.server.watch", "ledex.engine.impact", "ledex.engine.sbfl", "ledex.engine.failures"]
+           "ledex.server.watch", "ledex.engine.impact", "ledex.engine.sbfl", "ledex.engine.failures",
+           "ledex.engine.rerun"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -324,3 +324,53 @@ def test_a_doctest_that_hangs_is_screened_in_one_process(tmp_path):
     fixed = _fix(workspace, failure, SearchConfig(max_fixes=1, variant_timeout_s=0.5))
     assert fixed.search.processes >= 1 and not fixed.search.notes, fixed.search
     assert fixed.best is not None and "n //= 2" in fixed.best.patch.new_text
+
+
+SHUFFLED = {
+    "cal.py": "def leap(year):\n    return year % 4 == 0 and (year % 100 != 0 or year % 400 == 1)\n",
+    "tests/test_cal.py": (
+        "import random\n\nimport pytest\n\nfrom cal import leap\n\n"
+        "CASES = [(2000, (True,)), (1900, (False,)), (2024, (True,)), (2023, (False,)), (2400, (True,)),\n"
+        "         (2100, (False,)), (1996, (True,)), (1800, (False,))]\n"
+        "random.shuffle(CASES)  # ids name `want` by index: they differ from run to run\n\n\n"
+        "@pytest.mark.parametrize('year,want', CASES)\n"
+        "def test_leap(year, want):\n    assert leap(year) == want[0]\n\n\n"
+        "def test_century():\n    assert not leap(1900)\n"),
+}
+
+
+def test_a_fix_is_verified_when_the_parametrized_ids_change_from_run_to_run(tmp_path):
+    """isodate 0.7.2 (fresh-user run): discovery's ids were "not found" in verification, so the
+    exact right fix was rejected as "requested tests did not run". Such tests are re-run by
+    function, and every case of it must pass (engine/rerun.py)."""
+    workspace = write_tree(tmp_path / "ws", SHUFFLED)
+    failures = discover(workspace).failures
+    assert {f.test.split("[")[0] for f in failures} == {"tests/test_cal.py::test_leap"} and len(failures) == 2
+    failure = group_by_suspect(failures)[0]
+    result = _fix(workspace, failure)
+    assert result.best is not None and "year % 400 == 0" in result.best.patch.new_text
+    assert not [c.reason for c in result.candidates if "did not run" in c.reason]
+    assert result.search.screened >= 1 and not [n for n in result.search.notes if "no screening" in n]
+
+
+def test_a_case_whose_id_changed_is_judged_by_every_case_of_its_function():
+    """engine/fixer.judge: stricter than the ids (any failing case of the function fails the
+    candidate, named), never looser; an id that did not run, parametrized or not, still fails."""
+    from dataclasses import replace
+
+    from ledex.engine.failures import Failure
+    from ledex.engine.fixer import judge
+    from ledex.sandbox.models import TestOutcome, Verdict
+
+    def verdict(*outcomes):
+        return Verdict(passed=False, outcomes=tuple(TestOutcome(n, o, "", "", "t.py", 1, 0.0) for n, o in outcomes),
+                       requested=(), pass_rate=0.0, stdout_tail="", stderr_tail="", duration_s=0.0,
+                       killed_reason=None, error=None, isolation="none")
+
+    failure = Failure("t.py::test_f[2000-want0]", "t.py", 1, "", "", None, passing_siblings=("t.py::test_f[1900-want1]",))
+    assert judge(verdict(("t.py::test_f[2000-want1]", "passed"), ("t.py::test_f[1900-want0]", "passed")), failure) == (True, "")
+    ok, reason = judge(verdict(("t.py::test_f[2000-want1]", "passed"), ("t.py::test_f[1900-want0]", "failed")), failure)
+    assert not ok and "t.py::test_f[1900-want0] still failed" in reason
+    ok, reason = judge(verdict(("t.py::test_f[2000-want0]", "passed"), ("t.py::test_g", "passed")),
+                       replace(failure, passing_siblings=("t.py::test_h",)))
+    assert not ok and reason == "the fix breaks t.py::test_h"
