@@ -2,10 +2,15 @@
 
 Order, first key first:
 1. verified before not verified (the sandbox's word: engine/fixer.judge);
-2. among verified ones, a *test-overfitting risk* after the rest: a search candidate that only
-   changed a numeric constant (operators "constant") passes because the shown tests happen to be
-   satisfied by that value at least as often as because the logic is right (issue 20: a median
-   dividing by 3 instead of 2 passed weak tests) - it ranks below the model's verified fixes;
+2. among verified ones, a *test-overfitting risk* after the rest: a search candidate that picked
+   one of several values for a site (operators "constant": another number; "name": another
+   variable) passes because the shown tests happen to be satisfied by that choice at least as
+   often as because the logic is right (issue 20: a median dividing by 3 instead of 2 passed weak
+   tests; webcolors 24.11.1, fresh-user run: `len(hex_digits) == 4` -> `len(hex_value) == 4`
+   passed the suite and was applied over the exact inverse `== 3`, changing what `'#fff\n'`
+   gives), and one that deleted code ("drop_statement", "drop_condition": functionality deletion,
+   the commonest overfitting patch of generate-and-validate repair, Qi et al., ISSTA 2015) - they
+   rank below the model's verified fixes and, among themselves, by plausibility;
 3. plausibility: the model's log-likelihood of the patched function given the failure (sum of
    token log-probabilities, Backend.completion_logprobs via `score_codes`) minus EDIT_WEIGHT nats per changed token
    (smaller edits first, the minimal-repair prior of program repair); without a log-likelihood
@@ -40,9 +45,15 @@ def edit_size(old: str, new: str) -> int:
     return sum(max(i2 - i1, j2 - j1) for tag, i1, i2, j1, j2 in matcher.get_opcodes() if tag != "equal")
 
 
+# Search operators whose verified edits risk overfitting the tests (the module docstring, rule 2).
+OVERFIT_OPERATORS = frozenset({"constant", "name", "drop_statement", "drop_condition"})
+
+
 def overfit_risk(candidate: Any) -> bool:
-    """A verified search candidate that only changed a numeric constant (see the module docstring)."""
-    return getattr(candidate, "source", "model") == "search" and getattr(candidate, "operator", "") == "constant" \
+    """A verified search candidate by an operator of OVERFIT_OPERATORS (True <-> False excepted:
+    two values, no choice among many) - see the module docstring."""
+    return getattr(candidate, "source", "model") == "search" \
+        and getattr(candidate, "operator", "") in OVERFIT_OPERATORS \
         and not re.fullmatch(r"True|False", getattr(candidate, "edit_after", "") or "")
 
 
