@@ -14,12 +14,13 @@ import sys
 import textwrap
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 
 from tqdm import tqdm
 
 from ledex.engine.failures import Discovery, Failure
-from ledex.engine.fixer import FixResult
+from ledex.engine.fixer import CandidateResult, FixResult
 from ledex.engine.models import ModelIdentity
 
 
@@ -140,13 +141,35 @@ def _is_tty(stream) -> bool:  # noqa: ANN001
         return False
 
 
+# Unverified candidates shown in full when none is verified: the best attempts, by pass rate
+# (ranking.rank); the rest are counted. Real projects printed 500-1,000 lines per failure (full-
+# function diffs of every candidate; 47 search candidates), which hid the few lines that matter.
+SHOWN_UNVERIFIED = 2
+
+
+def shown_count(ranked: list) -> int:
+    """How many of the ranked candidates text mode shows in full: every verified one (they come
+    first), else the SHOWN_UNVERIFIED best attempts."""
+    verified = sum(1 for c in ranked if c.verified)
+    return verified or min(SHOWN_UNVERIFIED, len(ranked))
+
+
+def hidden_summary(hidden: list) -> str:
+    """'5 more not verified (3 found by search, 2 written by the model); most often: <reason> (4)'."""
+    by_source = Counter(c.source_label for c in hidden)
+    sources = ", ".join(f"{n} {label}" for label, n in by_source.most_common())
+    reason, times = Counter(clip_reason(c.reason, 120) for c in hidden).most_common(1)[0]
+    return f"{len(hidden)} more not verified ({sources}); most often: {reason} ({times})"
+
+
 class Reporter:
     """Everything `ledex fix` prints: results on `out` (text, or one JSON document at the end
     with --json), progress and notes on `err`."""
 
-    def __init__(self, as_json: bool = False, out=None, err=None):
+    def __init__(self, as_json: bool = False, out=None, err=None, verbose: bool = False):
         # the streams of now, not of import time (main() may run in-process with stdout/stderr replaced)
         self.as_json, self.out, self.err = as_json, out or sys.stdout, err or sys.stderr
+        self.verbose = verbose  # text mode: every candidate's diff, not only the ones worth reading
         self._notes: list[str] = []
         self.timings: dict[str, float] = {}  # seconds per phase of the whole run (Phases keys)
 
@@ -252,14 +275,12 @@ class Reporter:
             return
         found = FOUND_BY.get(failure.suspect.reason, failure.suspect.reason)
         print(f"  suspect: {failure.suspect.path}::{failure.suspect.qualname} ({found})", file=out)
-        for number, candidate in enumerate(result.ranked, 1):
-            mark = "verified" if candidate.verified else f"not verified: {clip_reason(candidate.reason)}"
-            top = f"{failure.suspect.path}::{failure.suspect.qualname}"
-            other = f", rewrites {candidate.suspect}" if candidate.suspect and candidate.suspect != top else ""
-            print(f"\n  candidate {number} ({candidate.source_label}, round {candidate.round}{other}) [{mark}]", file=out)
-            if candidate.explanation:
-                print(textwrap.indent(textwrap.fill(candidate.explanation, 92), "    "), file=out)
-            print(textwrap.indent(candidate.diff.rstrip(), "    "), file=out)
+        ranked = result.ranked
+        shown = len(ranked) if self.verbose else shown_count(ranked)
+        for number, candidate in enumerate(ranked[:shown], 1):
+            self._candidate(number, candidate, f"{failure.suspect.path}::{failure.suspect.qualname}")
+        if shown < len(ranked):
+            print(f"\n  {hidden_summary(ranked[shown:])} (ledex fix -v shows each)", file=out)
         unusable = [c for c in result.candidates if c.patch is None]
         if unusable:
             reasons = sorted({c.reason for c in unusable})
@@ -268,6 +289,15 @@ class Reporter:
             print(f"\n  applied the best verified fix to {applied}", file=out)
         if handled.error:  # candidates were made, then the work stopped (Ctrl-C)
             print(f"\n  {handled.error}", file=out)
+
+    def _candidate(self, number: int, candidate: CandidateResult, top: str) -> None:
+        """One candidate: rank, source, round, verdict, explanation and diff."""
+        mark = "verified" if candidate.verified else f"not verified: {clip_reason(candidate.reason)}"
+        other = f", rewrites {candidate.suspect}" if candidate.suspect and candidate.suspect != top else ""
+        print(f"\n  candidate {number} ({candidate.source_label}, round {candidate.round}{other}) [{mark}]", file=self.out)
+        if candidate.explanation:
+            print(textwrap.indent(textwrap.fill(candidate.explanation, 92), "    "), file=self.out)
+        print(textwrap.indent(candidate.diff.rstrip(), "    "), file=self.out)
 
     def finish(self, identity: ModelIdentity, handled: list[Handled], discovery: Discovery, *,
                error: str | None = None, exit_code: int | None = None) -> None:
