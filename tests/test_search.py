@@ -235,6 +235,18 @@ def test_a_changed_constant_ranks_below_the_models_verified_fix():
     assert rank([unverified, constant, model]) == [model, constant, unverified]
 
 
+def test_another_variable_or_a_deleted_statement_carries_the_same_risk_as_a_changed_constant():
+    """webcolors 24.11.1 (fresh-user run): a verified swap of `hex_digits` for `hex_value` was
+    applied over the verified exact inverse `== 4` -> `== 3`, which only a changed constant's
+    risk had put second. Among risky edits plausibility decides; the model's fix comes first."""
+    swap = _candidate("def f(d, v):\n    return len(v) == 4", operator="name", edit_after="v", loglik=-9.0)
+    constant = _candidate("def f(d, v):\n    return len(d) == 3", operator="constant", edit_after="3", loglik=-6.0)
+    dropped = _candidate("def f(d, v):\n    return True", operator="drop_condition", edit_after="", loglik=-1.0)
+    compare = _candidate("def f(d, v):\n    return len(d) != 4", operator="compare", edit_after="!=", loglik=-20.0)
+    model = SimpleNamespace(verified=True, pass_rate=1.0, round=1, source="model", loglik=-30.0, edit_size=4)
+    assert rank([swap, dropped, model, constant, compare]) == [compare, model, dropped, constant, swap]
+
+
 def test_the_episode_log_keeps_each_candidates_source(tmp_path):
     from ledex.engine.episodes import EpisodeLog
 
