@@ -484,3 +484,20 @@ def test_editor_eval_on_real_tasks_with_the_real_model(tmp_path):
         assert m["both"] + m["only_a"] + m["only_b"] + m["neither"] == m["tasks"] and 0 < m["p"] <= 1
     saved = json.loads((tmp_path / "out" / "editor-eval.json").read_text())
     assert "OctoCoder-15B 30.2" in saved["markdown"] and "| humanevalfix | base |" in saved["markdown"]
+
+
+def test_a_case_whose_module_does_not_import_is_skipped_not_fatal(tmp_path):
+    """A sampled wrong answer can break its module's import (MBPP sample is_woodall, session 5:
+    collection error): `ledex fix` stops there (exit 2), so the case is skipped with discovery's
+    error, and the evaluation goes on (it crashed, losing the run's remaining cases)."""
+    broken = fixcases.make_case("mbpp-sampled", "mbpp/20:s1", "sampled", {
+        "woodall.py": "def is_woodall(x):\n    return x\n\nVALUE = 1 / 0\n",
+        "tests/test_woodall.py": "from woodall import is_woodall\n\n\ndef test_383():\n    assert is_woodall(383)\n"})
+    failures = fixeval.Failures([broken], tmp_path)
+    try:
+        path, failure = failures.get(0)
+    finally:
+        failures.close()
+    assert isinstance(failure, str) and "ZeroDivisionError" in failure
+    row = fixeval.fix_case(ReplayBackend(["unused"]), path, failure, fixeval.protocol("pass1"), 0, 64)
+    assert row["skipped"] and row["reason"].startswith("no test ran: ") and row["answers"] == 0

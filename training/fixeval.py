@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ledex.engine.backends import Backend, PromptTooLong, Sampling, load_backend
-from ledex.engine.failures import Failure, discover, group_by_suspect
+from ledex.engine.failures import DiscoveryError, Failure, discover, group_by_suspect
 from ledex.engine.fixer import FixConfig, FixEngine
 from ledex.engine.format import Mode
 from ledex.sandbox import Limits
@@ -132,10 +132,15 @@ class Failures:
 
     def _discover(self, index: int):
         path = self.cases[index].write(self.root / str(index))
-        return path, editor_failure(path, self.cases[index].group)
+        try:
+            return path, editor_failure(path, self.cases[index].group)
+        except DiscoveryError as exc:  # `ledex fix` stops there too (exit 2): not a case to fix
+            return path, str(exc)
 
     def get(self, index: int):
-        """(project folder, Failure or None) of cases[index]; starts the discovery of cases[index + 1]."""
+        """(project folder, Failure, or None when no test fails, or the error when no test ran:
+        a sampled wrong answer whose module does not import) of cases[index]; starts the discovery
+        of cases[index + 1]."""
         for i in (index, index + 1):
             if i < len(self.cases) and i not in self.futures:
                 self.futures[i] = self.pool.submit(self._discover, i)
@@ -145,12 +150,14 @@ class Failures:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def fix_case(backend: Backend, path: Path, failure: Failure | None, proto: Protocol, seed: int,
+def fix_case(backend: Backend, path: Path, failure: Failure | str | None, proto: Protocol, seed: int,
              max_tokens: int) -> dict:
     """One version x protocol x case: fixed (a verified fix), answers, usable answers, the reason of
-    the first failed answer and the verified explanation + diff; skipped when no test fails."""
-    if failure is None:
-        return {"fixed": False, "skipped": True, "answers": 0, "usable": 0, "reason": "no failing test"}
+    the first failed answer and the verified explanation + diff; skipped when no test fails
+    (`failure` None) or none ran (`failure` is discovery's error)."""
+    if failure is None or isinstance(failure, str):
+        return {"fixed": False, "skipped": True, "answers": 0, "usable": 0,
+                "reason": f"no test ran: {failure[:300]}" if failure else "no failing test"}
     engine = FixEngine(backend, path, proto.fix_config(seed, max_tokens))
     started = time.perf_counter()
     try:
