@@ -299,9 +299,12 @@ class FixEngine:
 
     def _explain(self, failure: Failure, candidate: CandidateResult, described: str,
                  cancel: threading.Event) -> str:
-        """The model's explanation of a verified search fix of `failure` (its suspect: the function
-        fixed), then `described` (the edit, in words) in parentheses; `described` alone when the
-        model cannot explain it or the user cancelled."""
+        """`described` (the edit, in words: always right), then the model's explanation of this
+        verified search fix of `failure` (its suspect: the function fixed); `described` alone when
+        the model cannot explain it or the user cancelled. The edit comes first because the first
+        sentence is the code action's title and the CLI's summary, and a small model's explanation
+        of someone else's diff is often wrong (fresh-user runs: "adds a `timedelta` type to the
+        `timedelta` class" for a leap-year constant)."""
         messages = build_explain_diff_messages(problem_for(failure), candidate.diff)
         started = time.perf_counter()
         try:
@@ -311,7 +314,7 @@ class FixEngine:
             return described
         candidate.generation_s = time.perf_counter() - started
         explanation = parse_explanation(reply.text) if reply.finish_reason != "cancelled" else ""
-        return f"{explanation} ({described})" if explanation else described
+        return f"{described} {explanation}" if explanation else described
 
     def _finish(self, result: FixResult, failure: Failure) -> FixResult:
         """Edit sizes for every usable candidate, the model's log-likelihood where two or more are verified."""

@@ -132,11 +132,11 @@ async def test_junit_reports_hover_dismiss_and_hot_reload(project):
         assert "Verified fix" in hover.contents.value and "threshold" in hover.contents.value
         # search is on by default (issue 20): the one-token fix is found by search, explained by the model
         fix = (await code_actions(client, stock, suspect))[0]
-        assert fix.title.startswith("Fix (found by search): The comparison excludes the threshold itself.")
+        edit = "Line 6: `return quantity < threshold` -> `return quantity <= threshold`."
+        assert fix.title == f"Fix (found by search): {edit}"  # the edit in words, not the model's prose
         # offered before the model explained it; the log keeps the explanation that came after
         logged = [c for c in episodes(root)[-1]["candidates"] if c["verified"]]
-        assert logged[0]["explanation"].startswith("The comparison excludes the threshold itself.")
-        assert logged[0]["explanation"].endswith("(Line 6: `return quantity < threshold` -> `return quantity <= threshold`.)")
+        assert logged[0]["explanation"].startswith(f"{edit} The comparison excludes the threshold itself.")
 
         explained = await command(client, "ledex.explain", TEST_ID)
         shown = Path(client.shown_documents[-1].uri.removeprefix("file://"))

@@ -61,7 +61,7 @@ def test_a_seeded_off_by_one_and_a_swapped_comparison_are_found_and_verified(see
     off = _fix(workspace, failures["test_last_two"])
     assert off.best is not None and off.best.source == "search" and off.best.source_label == "found by search"
     assert "return xs[len(xs) - k:]" in off.best.patch.new_text or "- k - 0:]" in off.best.patch.new_text
-    assert off.best.explanation.startswith(EXPLAINS) and "line 3" in off.best.explanation.lower()
+    assert off.best.explanation.startswith("Line 3: ") and off.best.explanation.endswith(EXPLAINS)
     assert off.search.screened >= 1 and off.search.processes >= 1 and off.search.stopped == "fixes"
     swapped = _fix(workspace, failures["test_count_below"])
     assert swapped.best is not None and "if x < limit:" in swapped.best.patch.new_text
@@ -79,7 +79,7 @@ def test_a_verified_search_fix_is_offered_before_the_model_explains_it(seeded):
     result = engine.fix(failures["test_last_two"], on_candidate=lambda c: seen.append((c, c.verified, c.explanation)))
     (first, verified, before), (again, _, after) = [s for s in seen if s[1]]
     assert first is again is result.best and verified
-    assert before.startswith("Line 3: ") and after == f"{EXPLAINS} ({before})"
+    assert before.startswith("Line 3: ") and after == f"{before} {EXPLAINS}"
 
 
 def test_the_search_respects_its_budget_and_cancellation(seeded):
