@@ -63,7 +63,6 @@ GRAMMAR_ACCEPTS = [  # valid Python the grammar must let through (styles a model
     "```python\ndef add(a, b):\n    x = not a in b is not None and f'{a}' if a else b'' or lambda: 0; y: int = -1\n"
     "    with open(a) as f, x as y:\n        raise ValueError(a) from None\n    return [x for x in b if x] or None\n```",
     "```python\nasync def add(a, b):\n    s = f\"{a!r}\" + '\\'' + \"\"\"x\"\"\"\n    return s[1:]\n```",
-    '```python\ndef add(a, b):\n    """Add."""\n    passes = p = pa = pas = 1\n    pass\n    return passes\n```',  # words like `pass`
     "```python\ndef add(a, b):\n    # why\n    if a:\n        pass\n    return b\n```",  # `pass` inside a block
     '```python\ndef add(a, b):\n    """Add."""\n    def inner():\n        return a\n    return inner()\n```',
 ]
@@ -85,10 +84,6 @@ GRAMMAR_REFUSES = [  # Python errors the small model made under the first gramma
     "```python\ndef add(" + ", ".join(f"a{i}" for i in range(33)) + "):\n    return a0\n```",  # a runaway signature
     '```python\ndef add(a, b):\n    """Add."""\n    The sum is wrong here.\n    return a + b\n```',  # prose as a line of code
     '```python\ndef add(a, b):\n    """Add a\n    and b" \n\n    """ This function adds.\n    return a\n```',  # prose after a string
-    '```python\ndef add(a, b):\n    """Add a and b."""\n```',  # the docstring alone (format.empty_function)
-    '```python\ndef add(a, b):\n    """Add a and b."""\n    pass\n```',
-    '```python\ndef add(a, b):\n    """Add."""\n    "Really."\n    return a\n```',  # a second string first
-    "```python\ndef add(a, b):\n    pass\n```",
     '```python\ndef add(a, b):\n    """Add."""\n    # c\n    def test_solution.py(*args):\n        return a\n```',  # seen
 ]
 
