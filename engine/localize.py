@@ -244,6 +244,16 @@ def stuck_in(workspace: Path, details: str, is_test=is_test_file) -> Suspect | N
     return make_suspect(rel, hit[0], hit[1], source, "stack sampling") if hit else None
 
 
+def stuck_line(details: str) -> int | None:
+    """The line a hung test was stuck at, from the sandbox's timeout message, or None.
+
+    >>> stuck_line("TestTimeout: did not finish within 1 s; stuck in count (/ws/calc.py:4)")
+    4
+    """
+    found = _STUCK.search(details)
+    return int(found["line"]) if found else None
+
+
 def doctest_owner(workspace: Path, file: str | None, name: str | None, is_test=is_test_file) -> Suspect | None:  # noqa: ANN001
     """For a doctest item (`pkg/mod.py::pkg.mod.Class.method`), the function owning the docstring."""
     source = _code_file(workspace, file, is_test) if name and is_doctest_name(name) else None

@@ -21,13 +21,15 @@ from tqdm import tqdm
 
 from ledex.engine.failures import Discovery, Failure
 from ledex.engine.fixer import CandidateResult, FixResult
+from ledex.engine.localize import stuck_line
 from ledex.engine.models import ModelIdentity
 
 
 FOUND_BY = {"traceback": "a workspace frame of the traceback",
             "called by the test": "the function the test calls",
             "doctest": "the function whose docstring holds the failing example",
-            "coverage": "executed by the failing test"}
+            "coverage": "executed by the failing test",
+            "stack sampling": "the function the hung test was stuck in"}
 
 
 @dataclass
@@ -274,6 +276,8 @@ class Reporter:
             print("  no function to fix was found in the workspace", file=out)
             return
         found = FOUND_BY.get(failure.suspect.reason, failure.suspect.reason)
+        stuck = stuck_line(failure.details) if failure.suspect.reason == "stack sampling" else None
+        found += f", at line {stuck}" if stuck else ""
         print(f"  suspect: {failure.suspect.path}::{failure.suspect.qualname} ({found})", file=out)
         ranked = result.ranked
         shown = len(ranked) if self.verbose else shown_count(ranked)

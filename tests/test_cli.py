@@ -181,6 +181,18 @@ def test_hanging_and_interpreter_killing_tests_are_reported_not_fatal(tmp_path):
 
 
 
+def test_a_hung_test_names_the_line_it_was_stuck_at(tmp_path):
+    """Text mode said only "(stack sampling)" for a hang (webcolors, fresh-user run): the line of
+    the loop, which the sandbox's stack samples found, is what the user looks at first."""
+    ws = write_tree(tmp_path / "ws", {"calc.py": "def count(n):\n    k = 0\n    while n != 0:\n        k += 1\n"
+                                                 "        n -= 2\n    return k\n",
+                                      "test_calc.py": "from calc import count\n\n\ndef test_odd():\n    assert count(3) == 2\n"})
+    model = replay_file(tmp_path, ["x"])
+    proc = ledex("fix", str(ws), "--model", model, "--samples", "1", "--rounds", "1", "--no-search", "--test-timeout", "1")
+    assert proc.returncode == 1, proc.stderr
+    assert re.search(r"suspect: calc\.py::count \(the function the hung test was stuck in, at line [3-5]\)", proc.stdout)
+
+
 def test_a_hanging_sibling_is_not_re_run_by_verification(tmp_path):
     """Verification runs the failing test and the siblings that passed: one that hung in the
     discovery run is left out (re-running it would kill every candidate's run at --timeout)."""
