@@ -31,7 +31,7 @@ from ledex import __version__
 from ledex.engine import rerun
 from ledex.engine.apply import ApplyError, apply_patch
 from ledex.engine.backends import PromptTooLong, Sampling, check_fits, load_backend
-from ledex.engine.failures import DiscoveryError, Failure, discover, group_by_suspect
+from ledex.engine.failures import DiscoveryError, Failure, NoteKind, discover, group_by_suspect, note_kind
 from ledex.engine.fixer import SEARCH_DEFAULT, CandidateResult, FixConfig, FixEngine, FixResult, problem_for
 from ledex.engine.format import Mode, build_messages
 from ledex.engine.models import ModelError, model_kind
@@ -111,6 +111,13 @@ def _adapter(args: argparse.Namespace) -> str | None:
     return default_adapter() if model_kind(args.model).takes_adapter else None
 
 
+# pytest exits 5 when it collects nothing; a run that tested nothing has fixed nothing (fresh-user
+# run: jsonpointer's tests.py is not in pytest's default python_files, and `ledex fix` said exit 0).
+NO_TESTS = ("0 ran: pytest collected no tests (test files must match pytest's python_files, by default "
+            "test_*.py or *_test.py: set python_files in the project's pytest configuration, or pass "
+            "--test-command)")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run `ledex` with `argv` (default: sys.argv[1:]); returns the exit status (module doc).
     Errors a user can act on (missing workspace or model, bad [tool.ledex], no test ran) are
@@ -168,6 +175,8 @@ def run_fix(args: argparse.Namespace) -> int:
         discovery = discover(workspace, tests=args.test, python=project.python, command=project.test_command,
                              limits=discovery_limits(args), on_phase=phase)
     reporter.summary(discovery)
+    if any(note_kind(n) is NoteKind.NO_TESTS for n in discovery.notes):
+        raise DiscoveryError(discovery.verdict, NO_TESTS)
     reporter.notes(discovery.notes)
     if not discovery.failures:
         reporter.done_without_failures(discovery)

@@ -116,11 +116,13 @@ def test_broken_workspaces_get_clear_notes(tmp_path):
     assert proc.returncode == 2, proc.stderr  # pytest stops at a collection error: nothing ran (issue 12 item 11)
     assert "0 ran" in proc.stderr and "test_mod.py" in proc.stderr and "SyntaxError" in proc.stderr
     assert tree_digest(broken) == before
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    proc = ledex("fix", str(empty), "--json")
-    assert proc.returncode == 0 and "no tests were found" in " ".join(json.loads(proc.stdout)["notes"])
-    assert json.loads(proc.stdout)["failing"] == []  # the documented shape, with nothing in it
+    uncollected = write_tree(tmp_path / "uncollected", {  # jsonpointer's layout: tests.py, no pytest config
+        "mod.py": "def f():\n    return 2\n", "tests.py": "from mod import f\n\n\ndef test_f():\n    assert f() == 1\n"})
+    for workspace in (uncollected, tmp_path / "empty"):
+        workspace.mkdir(exist_ok=True)
+        proc = ledex("fix", str(workspace), "--json")  # nothing tested is nothing fixed: an error, as for pytest
+        assert proc.returncode == 2 and json.loads(proc.stdout)["error"].startswith("0 ran: pytest collected no tests")
+        assert "python_files" in proc.stderr and json.loads(proc.stdout)["failures"] == []
 
 
 def test_a_conftest_hook_that_raises_is_an_error_naming_it_not_a_failure_to_fix(tmp_path):
