@@ -228,7 +228,15 @@ def _constant(src, node, parents):
     # +-1 on a slice/index/range() bound is the "bound" slip, not a magic value (ranking.overfit_risk)
     kind = "bound" if parent is not None and any(node is b for b in _bound_positions(parent)) else "constant"
     for new in (value + 1, value - 1):
-        yield kind, start, end, str(new), None
+        if not (new == 0 and _dropped_by_bound(node, parent, parents)):
+            yield kind, start, end, str(new), None
+
+
+def _dropped_by_bound(node, parent, parents) -> bool:
+    """`node` is the 1 of a bound's `x + 1` / `x - 1`, whose `x + 0` the bound operator writes as
+    `x`: the same edit twice, verified twice (roman 5.2, fresh-user run: `+ 0` shown as a second fix)."""
+    return isinstance(parent, ast.BinOp) and isinstance(parent.op, (ast.Add, ast.Sub)) and parent.right is node \
+        and any(parent is b for b in _bound_positions(parents.get(parent)))
 
 
 def _replaced(node, new):

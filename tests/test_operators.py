@@ -76,6 +76,15 @@ def test_the_bug_taxonomy_templates():
     assert missing and missing[0].code.endswith("    acc = acc * 1\n    return acc\n")
 
 
+def test_a_bound_plus_one_is_dropped_once_not_also_written_plus_zero():
+    code = "def word(s, i, n):\n    return s[i:i + n + 1]\n"
+    found = {e.code.splitlines()[1].strip() for e in single_site_edits(code, "word")}
+    assert "return s[i:i + n]" in found and "return s[i:i + n + 2]" in found
+    assert "return s[i:i + n + 0]" not in found
+    assert "return s[i:i + n - 0]" not in {e.code.splitlines()[1].strip() for e in single_site_edits(
+        code.replace("n + 1", "n - 1"), "word")}
+
+
 def test_edits_stay_inside_the_function_and_bad_input_yields_nothing():
     code = "def a(x):\n    return x + 1\n\n\ndef b(y):\n    return y - 1\n"
     assert all(e.line == 6 for e in single_site_edits(code, "b"))
