@@ -147,6 +147,7 @@ def _is_tty(stream) -> bool:  # noqa: ANN001
 # (ranking.rank); the rest are counted. Real projects printed 500-1,000 lines per failure (full-
 # function diffs of every candidate; 47 search candidates), which hid the few lines that matter.
 SHOWN_UNVERIFIED = 2
+SHOWN_ALSO = 5  # the other failing tests of a group named in text mode (roman 5.2: 70 ids on one line)
 
 
 def shown_count(ranked: list) -> int:
@@ -265,7 +266,9 @@ class Reporter:
         print(f"\nFAILED {failure.test}{where}\n  {failure.message}", file=out)
         if failure.also:
             same = "same suspect, one fix for" if failure.suspect else "same error in"
-            print(f"  {same}: {', '.join(failure.also)}", file=out)
+            more = len(failure.also) - SHOWN_ALSO
+            named = ", ".join(failure.also[:SHOWN_ALSO]) + (f" and {more} more (--json lists them)" if more > 0 else "")
+            print(f"  {same}: {named}", file=out)
         if handled.fixed_by:
             print(f"  passes now: fixed by the fix written for {handled.fixed_by}", file=out)
             return

@@ -195,6 +195,15 @@ def test_a_hung_test_names_the_line_it_was_stuck_at(tmp_path):
     assert re.search(r"suspect: calc\.py::count \(the function the hung test was stuck in, at line [3-5]\)", proc.stdout)
 
 
+def test_a_large_group_names_five_of_its_other_tests_and_counts_the_rest(tmp_path):
+    ws = write_tree(tmp_path / "ws", {"calc.py": "def double(x):\n    return x * 3\n", "test_calc.py": (
+        "import pytest\n\nfrom calc import double\n\n\n@pytest.mark.parametrize('x', range(1, 9))\n"
+        "def test_double(x):\n    assert double(x) == 2 * x\n")})
+    proc = ledex("fix", str(ws), "--model", replay_file(tmp_path, ["x"]), "--samples", "1", "--rounds", "1", "--no-search")
+    (line,) = [ln for ln in proc.stdout.splitlines() if "same suspect, one fix for:" in ln]
+    assert line.count("test_calc.py::test_double[") == 5 and line.endswith(" and 2 more (--json lists them)")
+
+
 def test_a_hanging_sibling_is_not_re_run_by_verification(tmp_path):
     """Verification runs the failing test and the siblings that passed: one that hung in the
     discovery run is left out (re-running it would kill every candidate's run at --timeout)."""
