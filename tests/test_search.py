@@ -60,9 +60,9 @@ def test_a_seeded_off_by_one_and_a_swapped_comparison_are_found_and_verified(see
     before = tree_digest(workspace)
     off = _fix(workspace, failures["test_last_two"])
     assert off.best is not None and off.best.source == "search" and off.best.source_label == "found by search"
-    assert "return xs[len(xs) - k:]" in off.best.patch.new_text or "- k - 0:]" in off.best.patch.new_text
+    assert "return xs[len(xs) - k:]" in off.best.patch.new_text
     assert off.best.explanation.startswith("Line 3: ") and off.best.explanation.endswith(EXPLAINS)
-    assert off.search.screened >= 1 and off.search.processes >= 1 and off.search.stopped == "fixes"
+    assert off.search.screened >= 1 and off.search.processes >= 1 and off.search.verified == 1
     swapped = _fix(workspace, failures["test_count_below"])
     assert swapped.best is not None and "if x < limit:" in swapped.best.patch.new_text
     assert swapped.best.to_dict()["source"] == "search"
@@ -80,6 +80,16 @@ def test_a_verified_search_fix_is_offered_before_the_model_explains_it(seeded):
     (first, verified, before), (again, _, after) = [s for s in seen if s[1]]
     assert first is again is result.best and verified
     assert before.startswith("Line 3: ") and after == f"{before} {EXPLAINS}"
+
+
+def test_a_number_the_model_invented_is_not_shown_next_to_a_verified_fix(seeded):
+    """roman 5.2 (fresh-user run X3): "expected to return 196, but it returned 198" explained a
+    verified fix; no such value was in anything the model saw. Such sentences are dropped."""
+    workspace, failures = seeded
+    engine = FixEngine(ReplayBackend([f"It returned 198 items instead of 196. {EXPLAINS}"]), workspace,
+                       FixConfig(samples=1, rounds=1, likelihood=False, search=SearchConfig(max_fixes=1)))
+    best = engine.fix(failures["test_last_two"]).best
+    assert best.explanation.endswith(f"`. {EXPLAINS}") and "198" not in best.explanation
 
 
 def test_the_search_respects_its_budget_and_cancellation(seeded):
