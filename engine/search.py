@@ -266,7 +266,8 @@ class Search:
             self._search(suspect, found)
             if self.stats.stopped:
                 break
-        self.stats.stopped = self.stats.stopped or "exhausted"
+        # a deadline that cut the last candidate's verification is still the reason it stopped
+        self.stats.stopped = self.stats.stopped or self._stop() or "exhausted"
         self.stats.seconds = round(time.monotonic() - self._started, 3)
         return self.stats
 
