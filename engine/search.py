@@ -31,6 +31,7 @@ Try it:  python -m ledex.engine.search WORKSPACE   (search only, for each failin
 
 from __future__ import annotations
 
+import ast
 import base64
 import json
 import re
@@ -48,6 +49,7 @@ from ledex.engine.localize import Suspect, first_line, frames, function_named, r
 from ledex.engine.operators import OPERATORS, Edit, single_site_edits
 from ledex.engine.patching import Patch, PatchError, make_patch
 from ledex.sandbox import Limits, Verdict, verify_many
+from ledex.sandbox.verdict import HUNG_PREFIX
 
 # Cheap, common slips first (HumanEvalFix's most frequent bug types), broad operators last.
 OPERATOR_ORDER = ("compare", "constant", "bound", "binop", "boolop", "negation", "return", "add_return",
@@ -106,18 +108,40 @@ class SearchStats:
 # --- candidates -------------------------------------------------------------------------------------
 
 
-def _line_order(failure: Failure, suspect: Suspect, start: int, end: int, by_sbfl: bool = True) -> dict[int, int]:
+def _line_order(failure: Failure, suspect: Suspect, start: int, end: int, by_sbfl: bool = True,
+                text: str = "") -> dict[int, int]:
     """{line: rank} for the function's lines. With per-line Ochiai (Suspect.lines, sbfl.py) and
     `by_sbfl`: the most suspicious lines first, then the lines the failing test did not execute;
-    ties (and everything without coverage) in the fallback order: traceback lines (deepest
-    first), then bottom-up."""
+    ties (and everything without coverage) in the fallback order: for a hung test, the body of the
+    loop it was stopped in, bottom-up (a loop that never ends updates its state wrongly there:
+    roman 5.2, fresh-user run X3, `index = len(numeral)`; its header's 35 edits, each hanging
+    for the screen's timeout, used the whole budget first); then the traceback lines (deepest
+    first), then bottom-up. `text`: the suspect's file (for the loop)."""
     traced = [line for path, line, _ in reversed(frames(failure.details or ""))
               if Path(path).as_posix().endswith("/" + suspect.path) and start <= line <= end]
-    order = list(dict.fromkeys(traced)) + [line for line in range(end, start - 1, -1) if line not in traced]
+    hung = failure.message.startswith(HUNG_PREFIX) and traced
+    first = _loop_body(text, traced[0]) if hung else []
+    order = list(dict.fromkeys(first + traced)) + [line for line in range(end, start - 1, -1)
+                                                    if line not in traced and line not in first]
     scores = dict(suspect.lines) if by_sbfl else {}
     if scores:
         order.sort(key=lambda line: -scores.get(line, -1.0))  # stable: ties keep the fallback order
     return {line: rank for rank, line in enumerate(order)}
+
+
+def _loop_body(text: str, line: int) -> list[int]:
+    """The body lines of the innermost `for`/`while` whose header or body holds `line`, bottom-up;
+    [] when there is none (or `text` does not parse)."""
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError):
+        return []
+    loops = [n for n in ast.walk(tree) if isinstance(n, (ast.For, ast.AsyncFor, ast.While))
+             and n.lineno <= line <= (n.end_lineno or n.lineno)]
+    if not loops:
+        return []
+    loop = max(loops, key=lambda n: n.lineno)  # the innermost: the last to start
+    return list(range(loop.end_lineno or loop.lineno, loop.body[0].lineno - 1, -1))
 
 
 def _function_span(text: str, qualname: str) -> tuple[int, int] | None:
@@ -134,7 +158,7 @@ def repairs_for(text: str, suspect: Suspect, failure: Failure, operators: Iterab
     if span is None:
         return []
     start, end = span
-    order = _line_order(failure, suspect, start, end, by_sbfl)
+    order = _line_order(failure, suspect, start, end, by_sbfl, body)
     edits = sorted(single_site_edits(body, suspect.qualname, operators),
                    key=lambda e: (order.get(e.line, len(order)), OPERATOR_ORDER.index(e.operator)))
     found = []

@@ -132,6 +132,28 @@ CAPPED = {
 }
 
 
+def test_a_hung_tests_loop_body_is_searched_before_its_header():
+    """roman 5.2 (fresh-user run X3): `index = len(numeral)` for `index += ...` hung the tests;
+    without coverage of a hung test the header's many edits (each hanging for the screen's
+    timeout) came first and used the whole budget. A loop that never ends updates its state
+    wrongly in its body: that comes first, bottom-up."""
+    from ledex.engine.failures import Failure
+    from ledex.engine.localize import Suspect
+    from ledex.engine.search import repairs_for
+
+    text = ("def count(s, step):\n    index, total = 0, 0\n    while index < len(s) and total >= 0:\n"
+            "        total += 1\n        index = step\n    return total\n")
+    suspect = Suspect("calc.py", "count", 1, 6, text, "stack sampling")
+    hung = Failure("t.py::test_count", "t.py", 1, "did not finish within 2 s (the sandbox's per-test timeout)",
+                   'Traceback (most recent call last):\n  File "/ws/calc.py", line 3, in count\nTestTimeout: ...',
+                   suspect)
+    lines = [r.edit.line for r in repairs_for(text, suspect, hung)]
+    assert lines[0] == 5 and lines.index(3) > lines.index(4)  # the body (bottom-up), then the header
+    assert any(r.edit.operator == "assign" and r.edit.line == 5 for r in repairs_for(text, suspect, hung)[:8])
+    failed = Failure(hung.test, hung.file, 1, "assert 1 == 2", hung.details, suspect)  # not hung: traceback first
+    assert [r.edit.line for r in repairs_for(text, suspect, failed)][0] == 3
+
+
 def test_the_most_suspicious_line_is_searched_first(tmp_path):
     from ledex.engine.localize import read_source
     from ledex.engine.search import repairs_for
