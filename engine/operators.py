@@ -85,8 +85,9 @@ OPERATORS = (
     "add_return",     # the function computes a value and never returns it: `return name` added at its end
     "drop_statement",  # an extra statement removed (its inverse, writing the missing one, is not single-site)
     "drop_condition",  # one operand of an and/or chain removed (excess condition)
+    "drop_term",      # `x + 1` / `x - 1` outside a bound -> `x` (the constant's 0, written plainly)
 )
-NO_INVERSE = frozenset({"drop_statement", "drop_condition"})
+NO_INVERSE = frozenset({"drop_statement", "drop_condition", "drop_term"})
 # Operators whose edits keep every line where it was (training's mutants are compared line by line).
 SAME_LINES = frozenset(OPERATORS) - {"add_return", "drop_statement"}
 
@@ -180,11 +181,18 @@ def _compare(src, node):
             yield from _token_swap(src, src.span(left)[1], src.span(right)[0], text, COMPARE_ALTERNATIVES[text], "compare")
 
 
+# Operators for which a literal right operand leaves the left unchanged: `x * 1`, `x + 0` are `x`.
+_IDENTITY = {1: {"*", "/", "//", "**"}, 0: {"+", "-", "|", "^", "<<", ">>"}}
+
+
 def _binop(src, node):
     if isinstance(node, ast.BinOp) and _OP_TEXT[type(node.op)] in BINOP_ALTERNATIVES:
         text = _OP_TEXT[type(node.op)]
-        yield from _token_swap(src, src.span(node.left)[1], src.span(node.right)[0], text,
-                               BINOP_ALTERNATIVES[text], "binop")
+        right = _int_value(src, node.right)
+        # an identity (`int(part) + 1` -> `int(part) * 1`) is the term dropped in disguise, which
+        # _constant writes plainly (jsonpointer 3.12, fresh-user run X3: `* 1` was applied)
+        alternatives = [a for a in BINOP_ALTERNATIVES[text] if a not in _IDENTITY.get(right, ())]
+        yield from _token_swap(src, src.span(node.left)[1], src.span(node.right)[0], text, alternatives, "binop")
     elif isinstance(node, ast.AugAssign) and _OP_TEXT[type(node.op)] in BINOP_ALTERNATIVES:
         text = _OP_TEXT[type(node.op)]
         yield from _aug_swap(src, node, text)
@@ -228,15 +236,18 @@ def _constant(src, node, parents):
     # +-1 on a slice/index/range() bound is the "bound" slip, not a magic value (ranking.overfit_risk)
     kind = "bound" if parent is not None and any(node is b for b in _bound_positions(parent)) else "constant"
     for new in (value + 1, value - 1):
-        if not (new == 0 and _dropped_by_bound(node, parent, parents)):
+        if new != 0 or not _a_term(node, parent):
             yield kind, start, end, str(new), None
+        elif not any(parent is b for b in _bound_positions(parents.get(parent))):  # a bound: _bound drops it
+            term_start, term_end = src.span(parent)
+            yield "drop_term", term_start, term_end, src.seg(parent.left), _replaced(parent, parent.left)
 
 
-def _dropped_by_bound(node, parent, parents) -> bool:
-    """`node` is the 1 of a bound's `x + 1` / `x - 1`, whose `x + 0` the bound operator writes as
-    `x`: the same edit twice, verified twice (roman 5.2, fresh-user run: `+ 0` shown as a second fix)."""
-    return isinstance(parent, ast.BinOp) and isinstance(parent.op, (ast.Add, ast.Sub)) and parent.right is node \
-        and any(parent is b for b in _bound_positions(parents.get(parent)))
+def _a_term(node, parent) -> bool:
+    """`node` is the k of `x + k` / `x - k`: its `x + 0` is written as `x` (the term dropped), once
+    (roman 5.2, jsonpointer 3.12, fresh-user run X3: `+ 0` and `- 0` were verified and shown as
+    fixes of their own, and `+ 1` had no plain inverse outside slice bounds)."""
+    return isinstance(parent, ast.BinOp) and isinstance(parent.op, (ast.Add, ast.Sub)) and parent.right is node
 
 
 def _replaced(node, new):

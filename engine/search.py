@@ -52,7 +52,7 @@ from ledex.sandbox import Limits, Verdict, verify_many
 from ledex.sandbox.verdict import HUNG_PREFIX
 
 # Cheap, common slips first (HumanEvalFix's most frequent bug types), broad operators last.
-OPERATOR_ORDER = ("compare", "constant", "bound", "binop", "boolop", "negation", "return", "add_return",
+OPERATOR_ORDER = ("compare", "constant", "bound", "drop_term", "binop", "boolop", "negation", "return", "add_return",
                   "assign", "method", "swap", "drop_condition", "name", "drop_statement")
 assert set(OPERATOR_ORDER) == set(OPERATORS)
 DRIVER = Path(__file__).with_name("screen_driver.py")

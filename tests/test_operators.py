@@ -21,7 +21,7 @@ TABLE = [
     ("import math\n\n\nclass Words:\n    def shout(self, text, sep=' '):\n        out = []\n"
      "        for w in text.split(sep):\n            if w.startswith('#') or not w:\n                continue\n"
      "            out.append(w.upper())\n        return sep.join(out)\n", "Words.shout"),
-    ("def total(items):\n    acc = 0\n    for item in items:\n        acc += item\n    acc = acc * 1\n", "total"),
+    ("def total(items):\n    acc = 0\n    for item in items:\n        acc += item\n    acc = acc * 2\n", "total"),
     ("def power(base, exp):\n    if exp is None or exp < 0:\n        return pow(base, 0)\n"
      "    return base ** exp - base % 3\n", "power"),
     ("def find(xs, x):\n    lo, hi = 0, len(xs)\n    while lo < hi:\n        mid = (lo + hi) // 2\n"
@@ -73,7 +73,16 @@ def test_the_bug_taxonomy_templates():
     spans = {e.description for e in single_site_edits("def after(m):\n    return m.start()\n", "after")}
     assert "`return m.start()` -> `return m.end()`" in spans
     missing = [e for e in single_site_edits(TABLE[3][0], "total") if e.operator == "add_return"]
-    assert missing and missing[0].code.endswith("    acc = acc * 1\n    return acc\n")
+    assert missing and missing[0].code.endswith("    acc = acc * 2\n    return acc\n")
+
+
+def test_a_term_is_dropped_plainly_and_no_identity_is_written():
+    """jsonpointer 3.12 (fresh-user run X3): for `int(part) + 1` the verified fixes were `* 1`
+    and `+ 0`, and `* 1` was written into the user's file; the plain inverse was missing."""
+    found = {(e.operator, e.code.splitlines()[1].strip()) for e in single_site_edits(
+        "def get_part(part):\n    return int(part) + 1\n", "get_part")}
+    assert ("drop_term", "return int(part)") in found
+    assert not {c for _, c in found if c.endswith(("* 1", "+ 0", "/ 1", "// 1", "** 1", "- 0"))}
 
 
 def test_a_bound_plus_one_is_dropped_once_not_also_written_plus_zero():

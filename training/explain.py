@@ -150,6 +150,7 @@ _WHY = {
     "add_return": ("it returns a value it should not", "the function stops with the wrong return"),
     "drop_statement": ("a step the function needs is missing", "a statement is missing here"),
     "drop_condition": ("part of the condition is missing", "the condition checks too little"),
+    "drop_term": ("a term of the expression is missing", "the value is off by the term that belongs there"),
 }
 _CHANGE = (
     "It should be {right} instead of {wrong}.",

@@ -42,6 +42,7 @@ _WHAT = {
     "add_return": "returns something it should not",
     "drop_statement": "is missing a statement",
     "drop_condition": "is missing part of its condition",
+    "drop_term": "is missing a term of its arithmetic",
 }
 
 
