@@ -292,7 +292,8 @@ class FixEngine:
         if self.config.stop_at_first:  # the editor needs one verified fix
             search = dataclasses.replace(search, max_fixes=1)
         result.search = run_search(self.workspace, failure, tried, search, verify,
-                                   limits=self.config.limits, python=self.config.python, cancel=cancel)
+                                   limits=self.config.limits, python=self.config.python,
+                                   command=self.config.test_command, cancel=cancel)
         if progress:
             progress("search: done", 1, 1)
 

@@ -15,11 +15,9 @@ Verification is two-step:
    sandbox's `command` template). A screen is advice only.
 2. **Verify**: a variant that passed its screen becomes a patch verified by the caller in its
    own sandboxed run (the failing tests + the rest of their file + dependents), exactly like a
-   model candidate. A custom test command (`--test-command`) is not the screen's: the screen
-   runs plain pytest with the project's interpreter, and is used when the failure reproduces
-   there (its baseline fails); verification uses the command. Where screening is not possible
-   (the function is not imported by the tests, the failure does not reproduce in one process)
-   every candidate is verified directly, within the same budget.
+   model candidate. Where screening is not possible (a custom test command, the function is not
+   imported by the tests, the failure does not reproduce in one process) every candidate is
+   verified directly, within the same budget.
 
 Bounded per failure by SearchConfig (test runs and seconds) and stopped early when the cancel
 event is set (the user edited the file) or max_fixes candidates verified. The seconds bound cuts
@@ -253,10 +251,11 @@ class Search:
 
     def __init__(self, workspace: Path, failure: Failure, config: SearchConfig,
                  verify: Callable[[Repair, Deadline], bool], *,
-                 limits: Limits, python: str | None = None, cancel: threading.Event | None = None):
+                 limits: Limits, python: str | None = None, screening: bool = True,
+                 cancel: threading.Event | None = None):
         self.workspace, self.failure, self.config, self.verify = Path(workspace), failure, config, verify
         self.limits, self.python, self.cancel = limits, python, cancel or threading.Event()
-        self.screening = config.screen
+        self.screening = screening and config.screen
         self.stats = SearchStats()
         self._seen: set[tuple[str, str]] = set()
         self._started = time.monotonic()
@@ -357,9 +356,10 @@ class Search:
 
 def run_search(workspace: Path, failure: Failure, suspects: Sequence[Suspect], config: SearchConfig,
                verify: Callable[[Repair, Deadline], bool], *, limits: Limits, python: str | None = None,
-               cancel: threading.Event | None = None) -> SearchStats:
+               command: Sequence[str] | None = None, cancel: threading.Event | None = None) -> SearchStats:
     """Search `suspects` for `failure` (see the module docstring); verified candidates reach `verify`."""
-    return Search(workspace, failure, config, verify, limits=limits, python=python, cancel=cancel).run(suspects)
+    return Search(workspace, failure, config, verify, limits=limits, python=python, screening=command is None,
+                  cancel=cancel).run(suspects)
 
 
 if __name__ == "__main__":
