@@ -257,6 +257,9 @@ class Search:
         self.limits, self.python, self.cancel = limits, python, cancel or threading.Event()
         self.screening = screening and config.screen
         self.stats = SearchStats()
+        if config.screen and not screening:
+            self.stats.notes.append("no screening (a custom test command: the screen would not run the tests the "
+                                    "way it does): one sandbox run per candidate")
         self._seen: set[tuple[str, str]] = set()
         self._started = time.monotonic()
         self.stop = Deadline(self.cancel, self._started + config.max_seconds)

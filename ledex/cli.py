@@ -293,6 +293,8 @@ class FixRun:
                 self.current = None
                 return Handled(FixResult(failure, model=self.engine.backend.identity.id), error=str(exc))
         self.current = None
+        for note in result.search.notes if result.search else ():  # e.g. "no screening (...)": why search was slow
+            self.reporter.note(f"{failure.test}: search: {note}")
         applied = self.apply(result) if self.args.apply else None
         return Handled(result, applied=applied)
 

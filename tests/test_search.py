@@ -419,3 +419,22 @@ def test_a_case_whose_id_changed_is_judged_by_every_case_of_its_function():
     ok, reason = judge(verdict(("t.py::test_f[2000-want0]", "passed"), ("t.py::test_g", "passed")),
                        replace(failure, passing_siblings=("t.py::test_h",)))
     assert not ok and reason == "the fix breaks t.py::test_h"
+
+
+def test_a_custom_test_command_says_the_search_ran_unscreened(seeded, tmp_path, capsys):
+    """The screen runs plain pytest, not the user's command (whose environment a suite may need),
+    so with --test-command each candidate gets its own sandbox run - slower, and the user is told
+    why (fresh-user run X3: the 'no screening' note reached no one)."""
+    import json
+
+    from ledex.cli import main
+
+    workspace, _ = seeded
+    answers = tmp_path / "answers.json"
+    answers.write_text(json.dumps([EXPLAINS]))
+    command = "env PYTHONDONTWRITEBYTECODE=1 {python} -m pytest -q -p no:cacheprovider --junitxml={junit} {tests}"
+    code = main(["fix", str(workspace), "--model", f"replay:{answers}", "--test", "tests/test_seq.py::test_last_two",
+                 "--test-command", command, "--json"])
+    document = json.loads(capsys.readouterr().out)
+    assert code == 0 and document["failures"][0]["candidates"][0]["verified"]
+    assert [n for n in document["notes"] if "test_last_two: search: no screening (a custom test command" in n]
