@@ -158,11 +158,13 @@ def shown_count(ranked: list) -> int:
 
 
 def hidden_summary(hidden: list) -> str:
-    """'5 more not verified (3 found by search, 2 written by the model); most often: <reason> (4)'."""
+    """'5 more not verified (3 found by search, 2 written by the model); most often: <reason> (4)'
+    (the last part only when a reason repeats)."""
     by_source = Counter(c.source_label for c in hidden)
     sources = ", ".join(f"{n} {label}" for label, n in by_source.most_common())
     reason, times = Counter(clip_reason(c.reason, 120) for c in hidden).most_common(1)[0]
-    return f"{len(hidden)} more not verified ({sources}); most often: {reason} ({times})"
+    common = f"; most often: {reason} ({times})" if times > 1 else ""  # a count of 1 says nothing
+    return f"{len(hidden)} more not verified ({sources}){common}"
 
 
 class Reporter:
@@ -299,7 +301,8 @@ class Reporter:
 
     def _candidate(self, number: int, candidate: CandidateResult, top: str) -> None:
         """One candidate: rank, source, round, verdict, explanation and diff."""
-        mark = "verified" if candidate.verified else f"not verified: {clip_reason(candidate.reason)}"
+        reason = candidate.reason.removeprefix("not verified: ")  # the sandbox's gate and guard say it already
+        mark = "verified" if candidate.verified else f"not verified: {clip_reason(reason)}"
         other = f", rewrites {candidate.suspect}" if candidate.suspect and candidate.suspect != top else ""
         print(f"\n  candidate {number} ({candidate.source_label}, round {candidate.round}{other}) [{mark}]", file=self.out)
         if candidate.explanation:

@@ -492,3 +492,14 @@ def test_a_failure_handled_before_the_fix_that_repairs_it_counts_as_fixed(tmp_pa
     assert failures["tests/test_ops.py::test_double"]["applied"] == "ops.py", proc.stdout
     assert failures["tests/test_ops.py::test_quadruple"]["fixed_by"] == "tests/test_ops.py::test_double"
     assert proc.returncode == 0, proc.stderr
+
+
+def test_the_hidden_candidates_line_names_a_reason_only_when_it_repeats():
+    from types import SimpleNamespace as C
+
+    from ledex.cli_output import hidden_summary
+
+    model, search = "written by the model", "found by search"
+    assert hidden_summary([C(source_label=model, reason="a"), C(source_label=search, reason="b")]) == \
+        "2 more not verified (1 written by the model, 1 found by search)"
+    assert hidden_summary([C(source_label=model, reason="a")] * 2) == "2 more not verified (2 written by the model); most often: a (2)"
