@@ -165,6 +165,9 @@ def judge(verdict: Verdict, failure: Failure) -> tuple[bool, str]:
     if verdict.killed_reason:
         return False, f"the tests were stopped ({verdict.killed_reason})"
     outcomes = {o.nodeid: o for o in verdict.outcomes}
+    fewer = rerun.fewer_cases(failure.reruns, outcomes)
+    if fewer:
+        return False, f"the fix changes the cases of {fewer}"
     for test in (failure.test, *failure.also):
         cases = rerun.cases_of(test, outcomes)  # a case whose id changed: every case of its function
         if not cases:
@@ -397,19 +400,32 @@ class FixEngine:
             candidate.reason = str(exc)
         return candidate
 
+    @property
+    def ids_change_between_runs(self) -> bool:
+        """Whether this workspace's parametrized test ids were found to change from run to run
+        (on the unchanged code: engine/rerun.py), so tests are re-run by function."""
+        return self._by_function
+
     def _run(self, patch: Patch, tests: tuple[str, ...], cancel: threading.Event) -> Verdict | None:
         """One sandbox run of `tests` with `patch`; None when cancelled. Parametrized tests whose ids
-        pytest did not find (they change from run to run: engine/rerun.py) are run by function, from
-        then on for this workspace."""
+        pytest did not find are run by function, from then on for this workspace - only when the
+        unchanged code does not find them either: a candidate that changes which cases a test has
+        (it builds the parameters) must not get its failing case judged away."""
         verdict = self._sandbox(patch, rerun.by_function(tests) if self._by_function else tests, cancel)
         widened = rerun.widen(tests, printed(verdict)) if verdict and not self._by_function else None
-        if widened:
+        if widened and self._unstable(tests, cancel):
             self._by_function = True
             verdict = self._sandbox(patch, widened, cancel)
         return verdict
 
-    def _sandbox(self, patch: Patch, tests: tuple[str, ...], cancel: threading.Event) -> Verdict | None:
-        runs = verify_many(self.workspace, [{patch.path: patch.new_text}], tests, limits=self.config.limits,
+    def _unstable(self, tests: tuple[str, ...], cancel: threading.Event) -> bool:
+        """Whether the unchanged code's run also misses parametrized ids of `tests` (pytest's "not found")."""
+        baseline = self._sandbox(None, tests, cancel)
+        return baseline is not None and rerun.widen(tests, printed(baseline)) is not None
+
+    def _sandbox(self, patch: Patch | None, tests: tuple[str, ...], cancel: threading.Event) -> Verdict | None:
+        changes = [{patch.path: patch.new_text}] if patch else [{}]
+        runs = verify_many(self.workspace, changes, tests, limits=self.config.limits,
                            python=self.config.python, workers=1, cancel=cancel, command=self.config.test_command)
         return next((v for _, v in runs), None)
 

@@ -21,9 +21,10 @@ the ids themselves, never looser.
 """
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
-__all__ = ["by_function", "cases_of", "function_of", "widen"]
+__all__ = ["by_function", "cases_of", "fewer_cases", "function_of", "widen"]
 
 
 def function_of(nodeid: str) -> str | None:
@@ -65,3 +66,17 @@ def widen(requested: Sequence[str], printed: str) -> tuple[str, ...] | None:
     if not missing or not all(function_of(t) for t in missing):
         return None
     return by_function(requested)
+
+
+def fewer_cases(requested: Sequence[str], outcomes: Mapping[str, object]) -> str:
+    """'<function>: N ran, M were asked for' for the first parametrized function of `requested`
+    whose cases in `outcomes` are fewer than its requested ids; "" when none. Run by function,
+    every case runs: fewer means the code under test changed the test's parameters.
+
+    >>> fewer_cases(["t.py::f[a]", "t.py::f[b]"], {"t.py::f[c]": None})
+    't.py::f: 1 ran, 2 were asked for'
+    """
+    wanted = Counter(function_of(t) for t in requested if function_of(t))
+    ran = Counter(function_of(n) for n in outcomes if function_of(n))
+    short = next((f for f, n in wanted.items() if ran[f] < n), None)
+    return f"{short}: {ran[short]} ran, {wanted[short]} were asked for" if short else ""

@@ -377,7 +377,9 @@ class FixRun:
         try:
             return run(tests=tests)
         except DiscoveryError as exc:
-            widened = rerun.widen(tests, f"{exc.verdict.stderr_tail}\n{exc.verdict.stdout_tail}")
+            # only where the unchanged code showed the ids change (a written fix could build the parameters)
+            widened = self.engine.ids_change_between_runs and \
+                rerun.widen(tests, f"{exc.verdict.stderr_tail}\n{exc.verdict.stdout_tail}")
             if not widened:
                 raise
             return run(tests=list(widened))

@@ -438,3 +438,57 @@ def test_a_custom_test_command_says_the_search_ran_unscreened(seeded, tmp_path, 
     document = json.loads(capsys.readouterr().out)
     assert code == 0 and document["failures"][0]["candidates"][0]["verified"]
     assert [n for n in document["notes"] if "test_last_two: search: no screening (a custom test command" in n]
+
+
+FORGE = {
+    "cal.py": ("def cases():\n    return [(2000, True), (1900, False), (2024, True)]\n\n\n"
+               "def leap(year):\n    return year % 4 == 0 and (year % 100 != 0 or year % 400 == 1)\n"),
+    "tests/test_cal.py": ("import pytest\n\nfrom cal import cases, leap\n\n\n"
+                          "@pytest.mark.parametrize('year,want', cases())\n"
+                          "def test_leap(year, want):\n    assert leap(year) == want\n"),
+}
+
+
+def test_a_candidate_that_drops_the_failing_case_is_not_verified(tmp_path):
+    """Re-running by function (engine/rerun.py) must not judge a failing case away: a candidate for
+    the function that builds the test's parameters drops the failing case, so its id is "not
+    found". The unchanged code finds it, so no re-run by function, and the candidate fails."""
+    import dataclasses
+
+    from ledex.engine.localize import function_named, make_suspect, read_source
+
+    workspace = write_tree(tmp_path / "ws", FORGE)
+    (failure,) = discover(workspace).failures
+    assert failure.test == "tests/test_cal.py::test_leap[2000-True]"
+    source = read_source(workspace / "cal.py")
+    builder = make_suspect("cal.py", "cases", function_named(source, "cases"), source, "hand-picked")
+    forged = "Drop the failing year.\n```python\ndef cases():\n    return [(1900, False), (2024, True)]\n```"
+    engine = FixEngine(ReplayBackend([forged]), workspace, FixConfig(samples=1, rounds=1, search=None, likelihood=False))
+    (candidate,) = engine.fix(dataclasses.replace(failure, suspect=builder, suspects=(builder,))).candidates
+    assert candidate.patch is not None and not candidate.verified and not engine.ids_change_between_runs
+    assert "did not run" in candidate.reason
+
+
+def test_where_ids_change_a_candidate_that_drops_a_case_is_not_verified(tmp_path):
+    """The same forge where the ids really change from run to run (so tests are re-run by
+    function): every case must still run - fewer cases than asked for fails the candidate."""
+    import dataclasses
+
+    from ledex.engine.localize import function_named, make_suspect, read_source
+
+    workspace = write_tree(tmp_path / "ws", {
+        "cal.py": ("import random\n\n\ndef cases():\n    c = [(y, (y % 4 == 0 and (y % 100 != 0 or y % 400 == 0),))"
+                   " for y in (2000, 1900, 2024, 2023, 1996, 1800, 2100, 2400)]\n    random.shuffle(c)\n    return c\n\n\n"
+                   "def leap(year):\n    return year % 4 == 0 and (year % 100 != 0 or year % 400 == 1)\n"),
+        "tests/test_cal.py": ("import pytest\n\nfrom cal import cases, leap\n\n\n"
+                              "@pytest.mark.parametrize('year,want', cases())\n"
+                              "def test_leap(year, want):\n    assert leap(year) == want[0]\n")})
+    failure = group_by_suspect(discover(workspace).failures)[0]  # 2000 and 2400 fail
+    source = read_source(workspace / "cal.py")
+    builder = make_suspect("cal.py", "cases", function_named(source, "cases"), source, "hand-picked")
+    forged = ("Drop the failing year.\n```python\ndef cases():\n    return [(y, (y % 4 == 0 and y % 100 != 0,))"
+              " for y in (1900, 2024, 2023, 1996, 1800, 2100, 2400)]\n```")
+    engine = FixEngine(ReplayBackend([forged]), workspace, FixConfig(samples=1, rounds=1, search=None, likelihood=False))
+    (candidate,) = engine.fix(dataclasses.replace(failure, suspect=builder, suspects=(builder,))).candidates
+    assert engine.ids_change_between_runs and not candidate.verified
+    assert candidate.reason == "the fix changes the cases of tests/test_cal.py::test_leap: 7 ran, 8 were asked for"  # 1 in 8! runs: same order
