@@ -64,6 +64,10 @@ class SearchConfig:
     max_seconds: float = 60.0  # wall clock per failure (issue 20's goal: <= 60 s per failure)
     max_fixes: int = 2  # stop after this many verified fixes (the ranking picks among them)
     batch: int = 200  # variants screened per sandboxed process
+    # ... when the failing test hung: most variants of a loop hang too, each for variant_timeout_s,
+    # and a screen cut by the deadline reports nothing, so small batches report as they go (roman
+    # 5.2, fresh-user run X3: 120 variants in one process, the right one passed at ~10 s, all lost)
+    hung_batch: int = 8
     variant_timeout_s: float = 2.0  # per variant and test in the screen (a mutant that loops fails)
     screen: bool = True  # False: one sandbox run per candidate (bench/bench_search.py's reference)
     operators: tuple[str, ...] | None = None  # a subset of operators.OPERATORS (None: all)
@@ -317,7 +321,8 @@ class Search:
         return bool(self.stats.stopped)
 
     def _batch_size(self) -> int:
-        return max(1, min(self.config.batch, self.config.max_runs - self.stats.screened - self.stats.verified_runs))
+        batch = self.config.hung_batch if self.failure.message.startswith(HUNG_PREFIX) else self.config.batch
+        return max(1, min(batch, self.config.max_runs - self.stats.screened - self.stats.verified_runs))
 
     def _screen(self, suspect: Suspect, batch: list[Repair]) -> int | None:
         """Screen a batch and verify what passed; the number of repairs dealt with, None when

@@ -492,3 +492,22 @@ def test_where_ids_change_a_candidate_that_drops_a_case_is_not_verified(tmp_path
     (candidate,) = engine.fix(dataclasses.replace(failure, suspect=builder, suspects=(builder,))).candidates
     assert engine.ids_change_between_runs and not candidate.verified
     assert candidate.reason == "the fix changes the cases of tests/test_cal.py::test_leap: 7 ran, 8 were asked for"  # 1 in 8! runs: same order
+
+
+HUNG = {
+    "calc.py": ("def count(s, step):\n    index, total, limit = 0, 0, len(s)\n"
+                "    while index < limit and total >= 0 and step > 0:\n        total += 1\n        index = step\n"
+                "    return total\n"),
+    "tests/test_calc.py": "from calc import count\n\n\ndef test_count():\n    assert count('abcd', 1) == 4\n",
+}
+
+
+def test_a_hung_tests_fix_is_found_in_small_screens(tmp_path):
+    """roman 5.2 (fresh-user run X3): most variants of a hung loop hang too (2 s each in the
+    screen); one screen of every variant was cut by the deadline and reported nothing, though
+    the fix had passed. Small batches report as they go; the loop's body comes first."""
+    workspace = write_tree(tmp_path / "ws", HUNG)
+    (failure,) = discover(workspace, limits=Limits(wall_s=60, test_timeout_s=2)).failures
+    result = _fix(workspace, failure, SearchConfig(max_seconds=40.0, max_fixes=1))
+    assert result.best is not None and "index += step" in result.best.patch.new_text
+    assert result.search.processes >= 1 and result.search.stopped == "fixes"
