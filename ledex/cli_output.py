@@ -162,7 +162,7 @@ def hidden_summary(hidden: list) -> str:
     (the last part only when a reason repeats)."""
     by_source = Counter(c.source_label for c in hidden)
     sources = ", ".join(f"{n} {label}" for label, n in by_source.most_common())
-    reason, times = Counter(clip_reason(c.reason, 120) for c in hidden).most_common(1)[0]
+    reason, times = Counter(clip_reason(c.reason.removeprefix("not verified: "), 120) for c in hidden).most_common(1)[0]
     common = f"; most often: {reason} ({times})" if times > 1 else ""  # a count of 1 says nothing
     return f"{len(hidden)} more not verified ({sources}){common}"
 

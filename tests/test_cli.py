@@ -503,3 +503,5 @@ def test_the_hidden_candidates_line_names_a_reason_only_when_it_repeats():
     assert hidden_summary([C(source_label=model, reason="a"), C(source_label=search, reason="b")]) == \
         "2 more not verified (1 written by the model, 1 found by search)"
     assert hidden_summary([C(source_label=model, reason="a")] * 2) == "2 more not verified (2 written by the model); most often: a (2)"
+    gate = C(source_label=model, reason="not verified: uses unittest at t.py:2")  # the gate's words (make demo)
+    assert hidden_summary([gate] * 2).endswith("most often: uses unittest at t.py:2 (2)")
