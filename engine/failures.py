@@ -65,6 +65,11 @@ class Failure:
         return tuple(dict.fromkeys((self.test, *self.also, *self.siblings)))
 
     @property
+    def hung(self) -> bool:
+        """The sandbox stopped this test for running too long (is_hung, for the discovered failure)."""
+        return self.message.startswith(HUNG_PREFIX)
+
+    @property
     def key(self) -> str:
         """"test|path:qualname" of the failure and its top suspect (identifies one problem)."""
         return f"{self.test}|{self.suspect.path + ':' + self.suspect.qualname if self.suspect else ''}"

@@ -183,11 +183,6 @@ def judge(verdict: Verdict, failure: Failure) -> tuple[bool, str]:
     return True, ""
 
 
-def printed(verdict: Verdict) -> str:
-    """What the run printed that the sandbox kept (stderr, then stdout): pytest's own errors."""
-    return f"{verdict.stderr_tail}\n{verdict.stdout_tail}"
-
-
 def _feedback_for(verdict: Verdict, failure: Failure, reason: str) -> str:
     group = (failure.test, *failure.also)
     outcome = next((o for o in verdict.outcomes if o.nodeid in group and o.outcome != "passed"),
@@ -233,7 +228,9 @@ class FixEngine:
     def __init__(self, backend: Backend, workspace: Path, config: FixConfig = FixConfig()):
         self.backend, self.workspace, self.config = backend, Path(workspace).resolve(), config
         self._verdicts: dict[tuple[str, str, tuple[str, ...]], Verdict] = {}
-        self._by_function = False  # this workspace's parametrized ids change between runs (engine/rerun.py)
+        # whether this workspace's parametrized ids change between runs (engine/rerun.py): None until
+        # a "not found" made the unchanged code's run tell
+        self._by_function: bool | None = None
 
     def fix(self, failure: Failure, *, cancel: threading.Event | None = None, progress: Progress | None = None,
             on_candidate: Callable[[CandidateResult], None] | None = None) -> FixResult:
@@ -404,7 +401,7 @@ class FixEngine:
     def ids_change_between_runs(self) -> bool:
         """Whether this workspace's parametrized test ids were found to change from run to run
         (on the unchanged code: engine/rerun.py), so tests are re-run by function."""
-        return self._by_function
+        return bool(self._by_function)
 
     def _run(self, patch: Patch, tests: tuple[str, ...], cancel: threading.Event) -> Verdict | None:
         """One sandbox run of `tests` with `patch`; None when cancelled. Parametrized tests whose ids
@@ -412,16 +409,18 @@ class FixEngine:
         unchanged code does not find them either: a candidate that changes which cases a test has
         (it builds the parameters) must not get its failing case judged away."""
         verdict = self._sandbox(patch, rerun.by_function(tests) if self._by_function else tests, cancel)
-        widened = rerun.widen(tests, printed(verdict)) if verdict and not self._by_function else None
-        if widened and self._unstable(tests, cancel):
-            self._by_function = True
+        widened = rerun.widen(tests, rerun.printed(verdict)) if verdict and not self._by_function else None
+        if widened and self._by_function is None:
+            self._by_function = self._unstable(tests, cancel)
+        if widened and self._by_function:
             verdict = self._sandbox(patch, widened, cancel)
         return verdict
 
-    def _unstable(self, tests: tuple[str, ...], cancel: threading.Event) -> bool:
-        """Whether the unchanged code's run also misses parametrized ids of `tests` (pytest's "not found")."""
+    def _unstable(self, tests: tuple[str, ...], cancel: threading.Event) -> bool | None:
+        """Whether the unchanged code's run also misses parametrized ids of `tests` (pytest's "not
+        found"); None when cancelled (asked again next time). Run once per workspace."""
         baseline = self._sandbox(None, tests, cancel)
-        return baseline is not None and rerun.widen(tests, printed(baseline)) is not None
+        return None if baseline is None else rerun.widen(tests, rerun.printed(baseline)) is not None
 
     def _sandbox(self, patch: Patch | None, tests: tuple[str, ...], cancel: threading.Event) -> Verdict | None:
         changes = [{patch.path: patch.new_text}] if patch else [{}]

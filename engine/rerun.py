@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
-__all__ = ["by_function", "cases_of", "fewer_cases", "function_of", "widen"]
+__all__ = ["by_function", "cases_of", "fewer_cases", "function_of", "printed", "widen"]
 
 
 def function_of(nodeid: str) -> str | None:
@@ -49,6 +49,12 @@ def cases_of(nodeid: str, outcomes: Mapping[str, object]) -> Sequence[object]:
     if function is None:
         return []
     return [o for n, o in outcomes.items() if function_of(n) == function]
+
+
+def printed(verdict) -> str:  # noqa: ANN001 - a sandbox Verdict (this module imports nothing of ours)
+    """What a run said that the sandbox kept (its error, stderr, then stdout): where pytest's
+    "ERROR: not found:" lines are, for `widen`."""
+    return f"{verdict.error or ''}\n{verdict.stderr_tail}\n{verdict.stdout_tail}"
 
 
 def widen(requested: Sequence[str], printed: str) -> tuple[str, ...] | None:

@@ -194,8 +194,12 @@ class Screen:
         self.ran = True
         spec, timeout = self.spec, float(self.spec.get("timeout") or 2.0)
         wanted = set(spec["tests"])  # node ids, or a parametrized test's function (engine/rerun.py)
-        items = [i for i in session.items if i.nodeid in wanted or i.nodeid.split("[")[0] in wanted]
-        if {w for w in wanted if not any(i.nodeid == w or i.nodeid.split("[")[0] == w for i in items)}:
+
+        def asked_as(item):
+            return item.nodeid if item.nodeid in wanted else item.nodeid.split("[")[0]
+
+        items = [i for i in session.items if asked_as(i) in wanted]
+        if {asked_as(i) for i in items} != wanted:
             emit("ERROR the failing tests were not collected")
             return True
         signal.signal(signal.SIGALRM, _on_alarm)

@@ -47,7 +47,6 @@ from ledex.engine.localize import Suspect, first_line, frames, function_named, r
 from ledex.engine.operators import OPERATORS, Edit, single_site_edits
 from ledex.engine.patching import Patch, PatchError, make_patch
 from ledex.sandbox import Limits, Verdict, verify_many
-from ledex.sandbox.verdict import HUNG_PREFIX
 
 # Cheap, common slips first (HumanEvalFix's most frequent bug types), broad operators last.
 OPERATOR_ORDER = ("compare", "constant", "bound", "drop_term", "binop", "boolop", "negation", "return", "add_return",
@@ -121,7 +120,7 @@ def _line_order(failure: Failure, suspect: Suspect, start: int, end: int, by_sbf
     first), then bottom-up. `text`: the suspect's file (for the loop)."""
     traced = [line for path, line, _ in reversed(frames(failure.details or ""))
               if Path(path).as_posix().endswith("/" + suspect.path) and start <= line <= end]
-    hung = failure.message.startswith(HUNG_PREFIX) and traced
+    hung = failure.hung and traced
     first = _loop_body(text, traced[0]) if hung else []
     order = list(dict.fromkeys(first + traced)) + [line for line in range(end, start - 1, -1)
                                                     if line not in traced and line not in first]
@@ -223,7 +222,7 @@ def screen(workspace: Path, suspect: Suspect, codes: Sequence[str], tests: Seque
     verdict: Verdict | None = next((v for _, v in runs), None)
     if verdict is None:
         return Screen(error="cancelled")
-    widened = rerun.widen(tests, f"{verdict.error}\n{verdict.stderr_tail}\n{verdict.stdout_tail}")
+    widened = rerun.widen(tests, rerun.printed(verdict))
     if widened and widened != tuple(tests):  # parametrized ids that change from run to run
         return screen(workspace, suspect, codes, widened, limits=limits, python=python, timeout_s=timeout_s,
                       cancel=cancel)
@@ -321,7 +320,7 @@ class Search:
         return bool(self.stats.stopped)
 
     def _batch_size(self) -> int:
-        batch = self.config.hung_batch if self.failure.message.startswith(HUNG_PREFIX) else self.config.batch
+        batch = self.config.hung_batch if self.failure.hung else self.config.batch
         return max(1, min(batch, self.config.max_runs - self.stats.screened - self.stats.verified_runs))
 
     def _screen(self, suspect: Suspect, batch: list[Repair]) -> int | None:

@@ -379,7 +379,7 @@ class FixRun:
         except DiscoveryError as exc:
             # only where the unchanged code showed the ids change (a written fix could build the parameters)
             widened = self.engine.ids_change_between_runs and \
-                rerun.widen(tests, f"{exc.verdict.stderr_tail}\n{exc.verdict.stdout_tail}")
+                rerun.widen(tests, rerun.printed(exc.verdict))
             if not widened:
                 raise
             return run(tests=list(widened))
