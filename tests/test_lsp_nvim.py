@@ -31,7 +31,7 @@ def test_neovim_applies_a_fix_and_the_tests_pass(tmp_path):
     assert result["actions"][0].startswith("Fix: ") and "Explain this failure" in result["actions"]
     assert "return quantity <= threshold" in stock.read_text()
     tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=root,
-                           capture_output=True, text=True)
+                           capture_output=True, text=True, timeout=120)
     assert tests.returncode == 0, tests.stdout[-2000:]
     db = sqlite3.connect(root / ".ledex" / "episodes.sqlite3")
     assert db.execute("SELECT outcome, chosen_candidate FROM episodes").fetchall() == [("accepted", 0)]

@@ -23,6 +23,7 @@ from ledex.sandbox import Limits, verify_many
 
 TEST_S = 0.06  # the per-test timeout; the tests sleep 0 .. 0.116 s around it
 RUNS = 4
+BURN = "import time\nend = time.monotonic() + 300\nwhile time.monotonic() < end: pass"  # ends even if we die
 
 
 def _workspace(tmp_path: Path) -> Path:
@@ -35,7 +36,7 @@ def _workspace(tmp_path: Path) -> Path:
 def test_parallel_runs_under_cpu_load_never_read_as_a_broken_protocol(tmp_path):
     ws = _workspace(tmp_path)
     cpus = len(os.sched_getaffinity(0))
-    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(cpus)]
+    burners = [subprocess.Popen([sys.executable, "-c", BURN]) for _ in range(cpus)]
     try:
         patches = [{"pkg/calc.py": f"def add(a, b):\n    return a + b\n# {i}\n"} for i in range(RUNS)]
         limits = Limits(wall_s=60, cpu_s=60, test_timeout_s=TEST_S)
