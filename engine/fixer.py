@@ -397,6 +397,12 @@ class FixEngine:
             candidate.reason = str(exc)
         return candidate
 
+    def moved_to(self, workspace: Path) -> None:
+        """Fix in `workspace` from now on: a copy of this one with fixes written to it (a dry run
+        of `ledex fix` trying each fix with the ones before it). Verdicts kept so far are dropped:
+        they were of other code; whether parametrized ids change between runs is kept."""
+        self.workspace, self._verdicts = Path(workspace).resolve(), {}
+
     @property
     def ids_change_between_runs(self) -> bool:
         """Whether this workspace's parametrized test ids were found to change from run to run

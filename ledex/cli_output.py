@@ -39,6 +39,9 @@ class Handled:
     result: FixResult
     applied: str | None = None  # the file the best verified fix was written to (--apply)
     fixed_by: str | None = None  # the test whose written fix made this one pass (re-run after --apply)
+    # dry run: the tests whose best verified fixes were in place (in a scratch copy of the project,
+    # never in the user's files) when this problem was verified, or re-run (fixed_by)
+    assumes: tuple[str, ...] = ()
     # why no fix was looked for (the suspect does not fit the model's context), or why the
     # looking stopped early (interrupted: `result` then holds the candidates finished by then)
     error: str | None = None
@@ -63,8 +66,16 @@ def failure_dict(handled: Handled) -> dict:
         "candidates": [c.to_dict() for c in result.ranked],
         "unusable": [{"round": c.round, "reason": c.reason} for c in result.candidates if c.patch is None],
         "timings": result.timings,
-        "applied": handled.applied, "fixed_by": handled.fixed_by, "error": handled.error,
+        "applied": handled.applied, "fixed_by": handled.fixed_by, "assumes": list(handled.assumes),
+        "error": handled.error,
     }
+
+
+def passes_with(fixed_by: str, dry_run: bool) -> str:
+    """What a failure that another problem's fix made pass says (after --apply, or in a dry run's copy)."""
+    if dry_run:
+        return f"passes with the fix for {fixed_by} in place (dry run: not written; --apply writes it)"
+    return f"passes now: fixed by the fix written for {fixed_by}"
 
 
 REASON_CHARS = 400  # a reason longer than this is shortened in text output (--json keeps it whole)
@@ -272,7 +283,7 @@ class Reporter:
             named = ", ".join(failure.also[:SHOWN_ALSO]) + (f" and {more} more (--json lists them)" if more > 0 else "")
             print(f"  {same}: {named}", file=out)
         if handled.fixed_by:
-            print(f"  passes now: fixed by the fix written for {handled.fixed_by}", file=out)
+            print(f"  {passes_with(handled.fixed_by, bool(handled.assumes))}", file=out)
             return
         if handled.error and not result.candidates:
             print(f"  not attempted: {handled.error}", file=out)
@@ -296,6 +307,9 @@ class Reporter:
             print(f"\n  {len(unusable)} answer(s) unusable: {'; '.join(reasons)}", file=out)
         if applied:
             print(f"\n  applied the best verified fix to {applied}", file=out)
+        elif handled.assumes and result.best is not None:
+            print(f"\n  verified with the fix for {', '.join(handled.assumes)} in place (dry run: tried in a "
+                  "scratch copy, your files are unchanged; --apply writes both)", file=out)
         if handled.error:  # candidates were made, then the work stopped (Ctrl-C)
             print(f"\n  {handled.error}", file=out)
 

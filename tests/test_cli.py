@@ -227,10 +227,12 @@ def test_a_hanging_sibling_is_not_re_run_by_verification(tmp_path):
     phases = [line for line in proc.stderr.splitlines() if re.match(r"ledex: .*: \d+\.\d s$", line)]
     assert [p.split(" (")[0].split(":")[1].strip() for p in phases] == [  # each phase ends with its seconds
         "running the tests in the sandbox", "measuring line coverage of 1 test file(s) with failures",
-        "ranking suspects", "loading the model replay"]
+        "ranking suspects", "loading the model replay",
+        # a dry run goes on in a copy with the fix in place, where test_hangs is re-run (as after --apply)
+        "copying the project to try each fix with the ones before it", "re-running 1 failing test(s) with the fix for test_calc.py"]
     assert "ledex: 3 test(s) ran, 2 failed" in proc.stderr and "ledex: fixing 1 of 2: test_calc.py::" in proc.stderr
     timings = json.loads(proc.stdout)["timings"]
-    assert timings["discovery"] >= 2 and set(timings) == {"discovery", "coverage", "ranking", "model_load"}
+    assert timings["discovery"] >= 2 and set(timings) == {"discovery", "coverage", "ranking", "model_load", "copy", "recheck"}
 
 
 def test_on_a_terminal_progress_ticks_in_place_and_the_json_on_stdout_stays_one_document(example, tmp_path):
@@ -505,3 +507,40 @@ def test_the_hidden_candidates_line_names_a_reason_only_when_it_repeats():
     assert hidden_summary([C(source_label=model, reason="a")] * 2) == "2 more not verified (2 written by the model); most often: a (2)"
     gate = C(source_label=model, reason="not verified: uses unittest at t.py:2")  # the gate's words (make demo)
     assert hidden_summary([gate] * 2).endswith("most often: uses unittest at t.py:2 (2)")
+
+
+LABELS = ('def label(n):\n    return "n=" + str(n + 1)\n\n\n'
+          'def banner(n):\n    return label(n).lower() + "!"\n')
+# label also runs in passing tests, so fault localisation ranks banner first for test_banner
+LABELS_TESTS = ("import pytest\n\nfrom labels import banner, label\n\n\n"
+                "def test_label():\n    assert label(2) == 'n=2'\n\n\n"
+                "@pytest.mark.parametrize('n', range(4))\ndef test_label_prefix(n):\n"
+                "    assert label(n).startswith('n=')\n\n\n"
+                "def test_banner():\n    assert banner(2) == 'N=2!'\n")  # fails through both bugs
+
+
+def test_a_dry_run_verifies_each_fix_with_the_ones_before_it_as_apply_would_write_them(tmp_path):
+    """test_banner fails through label's bug and its own: its fix passes only with label's fix.
+    The dry run used to verify it on the unchanged code and call it unfixed while --apply fixed
+    both (fresh-user run X3, roman 5.2); now both runs verify the same fixes, and the dry run
+    leaves the files as they were."""
+    model = replay_file(tmp_path, ["Off by one.\n```python\ndef label(n):\n    return \"n=\" + str(n)\n```",
+                                   "Wrong case.\n```python\ndef banner(n):\n    return label(n).upper() + \"!\"\n```"])
+    runs = {}
+    for mode in ("dry", "apply"):
+        ws = write_tree(tmp_path / mode, {"labels.py": LABELS, "tests/test_labels.py": LABELS_TESTS})
+        flags = ["--apply"] if mode == "apply" else []
+        proc = ledex("fix", str(ws), "--model", model, "--samples", "1", "--rounds", "1", "--json", "--no-search", *flags)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        runs[mode] = {f["test"]: f for f in json.loads(proc.stdout)["failures"]}
+        written = (ws / "labels.py").read_text()
+        assert (written == LABELS) == (mode == "dry")
+    for mode, failures in runs.items():
+        banner = failures["tests/test_labels.py::test_banner"]
+        assert banner["suspect"]["function"] == "banner" and banner["candidates"][0]["verified"], (mode, banner)
+    assert runs["dry"]["tests/test_labels.py::test_banner"]["assumes"] == ["tests/test_labels.py::test_label"]
+    assert runs["apply"]["tests/test_labels.py::test_banner"]["assumes"] == []
+    text = ledex("fix", str(tmp_path / "dry"), "--model", model, "--samples", "1", "--rounds", "1", "--no-search")
+    assert text.returncode == 0 and "verified with the fix for tests/test_labels.py::test_label in place" in text.stdout
+    assert (tmp_path / "dry" / "labels.py").read_text() == LABELS and not list(Path(tempfile.gettempdir()).glob(
+        "ledex-dry-run-*/dry"))  # the scratch copy is gone
