@@ -274,6 +274,7 @@ class FixRun:
         self.started = 0.0  # perf_counter() when the current failure began
         self.copy: Path | None = None  # dry run: the scratch copy holding the verified fixes so far
         self.assumed: list[str] = []  # dry run: the tests whose fixes are in the copy, in order
+        self.retried: set[str] = set()  # problems tried again after a later fix changed their failure
 
     def all(self, failures: list[Failure]) -> list:
         """Handled for each problem (failures sharing a top suspect are one), in discovery order;
@@ -403,12 +404,17 @@ class FixRun:
             cases = rerun.cases_of(test, outcomes)
             return bool(cases) and all(o.outcome == "passed" for o in cases) and test not in fresh
 
+        retry = []  # earlier problems that fail differently now: tried again, after the queue
         for item in earlier:
             group = (item.result.failure.test, *item.result.failure.also)
             if all(passes(t) for t in group):
                 item.fixed_by = fixed_by
                 item.assumes = tuple(self.assumed)
                 self.reporter.note(f"{group[0]}: {passes_with(fixed_by, self.copy is not None)}")
+            elif self.changed(item.result.failure, fresh):
+                handled.remove(item)
+                retry += [fresh[t] for t in group if t in fresh]
+                self.reporter.note(f"{group[0]}: fails differently with the fix for {fixed_by} in place: tried again")
         remaining = []
         for failure in queue:
             if passes(failure.test):
@@ -418,7 +424,16 @@ class FixRun:
                 handled.append(item)
             else:
                 remaining.append(fresh.get(failure.test, failure))
-        return remaining
+        return remaining + retry
+
+    def changed(self, failure: Failure, fresh: dict[str, Failure]) -> bool:
+        """Whether a problem handled without a fix fails differently now that a later fix is in
+        place (it failed through both bugs, its own fix could not pass before): worth one more try."""
+        now = fresh.get(failure.test)
+        if failure.test in self.retried or now is None or now.message == failure.message:
+            return False
+        self.retried.add(failure.test)
+        return True
 
     def _rerun(self, tests: list[str]):  # noqa: ANN202 - a failures.Discovery
         """Discovery of `tests`; by function when pytest did not find their parametrized ids."""

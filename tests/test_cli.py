@@ -544,3 +544,26 @@ def test_a_dry_run_verifies_each_fix_with_the_ones_before_it_as_apply_would_writ
     assert text.returncode == 0 and "verified with the fix for tests/test_labels.py::test_label in place" in text.stdout
     assert (tmp_path / "dry" / "labels.py").read_text() == LABELS and not list(Path(tempfile.gettempdir()).glob(
         "ledex-dry-run-*/dry"))  # the scratch copy is gone
+
+
+def test_a_problem_that_fails_differently_after_a_later_fix_is_tried_again(tmp_path):
+    """The same two bugs, test_banner first: banner's own fix cannot pass while label is broken;
+    once label's fix is in place test_banner fails differently ('N=3!' for 'n=3!') and is tried
+    again, so the order of the problems no longer decides what is fixed."""
+    tests = LABELS_TESTS.replace("def test_label():", "def test_banner_first():\n    assert banner(2) == 'N=2!'"
+                                 "\n\n\ndef test_label():")
+    banner, label = ("Wrong case.\n```python\ndef banner(n):\n    return label(n).upper() + \"!\"\n```",
+                     "Off by one.\n```python\ndef label(n):\n    return \"n=\" + str(n)\n```")
+    # one answer per prompt: banner's problem (banner, then its next suspect label), test_label's, banner's again
+    model = replay_file(tmp_path, [banner, label, label, banner])
+    ws = write_tree(tmp_path / "ws", {"labels.py": LABELS, "tests/test_labels.py": tests})
+    proc = ledex("fix", str(ws), "--model", model, "--samples", "1", "--rounds", "1", "--json", "--no-search")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    document = json.loads(proc.stdout)
+    failures = document["failures"]
+    assert [f["test"] for f in failures] == ["tests/test_labels.py::test_label", "tests/test_labels.py::test_banner_first"]
+    banner = failures[1]
+    assert banner["candidates"][0]["verified"] and banner["assumes"] == ["tests/test_labels.py::test_label"]
+    assert any(n.startswith("tests/test_labels.py::test_banner_first: fails differently with the fix for "
+                            "tests/test_labels.py::test_label in place") for n in document["notes"])
+    assert (ws / "labels.py").read_text() == LABELS
