@@ -10,7 +10,9 @@ argv[1]: base64 of zlib'd JSON {"path": relpath of the module, "qualname": "f" |
 "variants": [function source, ...], "tests": [node id, ...], "timeout": seconds per variant}.
 Output, one line per result on fd 1 (written past pytest's capture):
 
-    LEDEX-SCREEN baseline pass|fail          the tests on the unchanged code
+    LEDEX-SCREEN baseline pass|fail [crash]  the tests on the unchanged code (crash: the first
+                                             failure's "Type: message" line, for the caller to
+                                             check the failure reproduced as it did in its run)
     LEDEX-SCREEN <index> pass|fail|error     variant <index> (error: it could not be installed)
     LEDEX-SCREEN-ERROR <reason>              nothing further can be screened
     LEDEX-SCREEN done
@@ -131,6 +133,13 @@ def _install(function, new):
 # `subtests`) is a report of its own, logged through pytest_runtest_logreport even with log=False,
 # that runtestprotocol does not return (the test's own reports say passed).
 LOGGED_FAILURES = []
+CRASHES = []  # the crash line ("Type: message") of each failed report since the last clear
+
+
+def _crash(report):
+    """The first line of a failed report's crash message ('AssertionError: assert 1 == 2'), or ''."""
+    crash = getattr(getattr(report, "longrepr", None), "reprcrash", None)
+    return (getattr(crash, "message", "") or "").strip().split("\n")[0][:300]
 
 
 def _passes(items, timeout):
@@ -158,6 +167,7 @@ def _run_one(item, nextitem, timeout):
     LOGGED_FAILURES.clear()
     try:
         reports = runtestprotocol(item, log=False, nextitem=nextitem)
+        CRASHES.extend(_crash(r) for r in reports if r.failed)
         return all(r.passed for r in reports) and not LOGGED_FAILURES and not Clock.timed_out
     finally:
         Clock.disarm()
@@ -187,6 +197,7 @@ class Screen:
         """Keep the failed reports logged during a test (its failing subtests)."""
         if report.failed:
             LOGGED_FAILURES.append(report.nodeid)
+            CRASHES.append(_crash(report))
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session):
@@ -203,7 +214,8 @@ class Screen:
             emit("ERROR the failing tests were not collected")
             return True
         signal.signal(signal.SIGALRM, _on_alarm)
-        emit(f"baseline {'pass' if _passes(items, timeout * 5) else 'fail'}")
+        CRASHES.clear()
+        emit("baseline pass" if _passes(items, timeout * 5) else f"baseline fail {next(filter(None, CRASHES), '')}")
         module = _module_of(spec["path"])
         if module is None:
             emit(f"ERROR {spec['path']} was not imported by the tests")

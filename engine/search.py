@@ -15,9 +15,13 @@ Verification is two-step:
    sandbox's `command` template). A screen is advice only.
 2. **Verify**: a variant that passed its screen becomes a patch verified by the caller in its
    own sandboxed run (the failing tests + the rest of their file + dependents), exactly like a
-   model candidate. Where screening is not possible (a custom test command, the function is not
-   imported by the tests, the failure does not reproduce in one process) every candidate is
-   verified directly, within the same budget.
+   model candidate. Where screening is not possible (the function is not imported by the tests,
+   the failure does not reproduce in one process) every candidate is verified directly, within
+   the same budget. A custom test command (`--test-command`) screens with what comes before its
+   `{python}` (`env VAR=1`, `xvfb-run`) and only where the screen's unchanged code fails with the
+   error the command's run failed with (the suite may need the command's options: fresh-user run
+   X3, every variant failed a screen that lacked them); a command without `{python}` is not
+   screened.
 
 Bounded per failure by SearchConfig (test runs and seconds) and stopped early when the cancel
 event is set (the user edited the file) or max_fixes candidates verified. The seconds bound cuts
@@ -185,7 +189,8 @@ class Screen:
     """What one screening process said: statuses by index, and whether it finished."""
 
     status: dict[int, str] = field(default_factory=dict)
-    baseline: str = ""
+    baseline: str = ""  # "pass" | "fail"
+    crash: str = ""  # the baseline's first failure: "Type: message"
     error: str = ""
     done: bool = False
 
@@ -194,8 +199,8 @@ def parse_screen(stdout: str) -> Screen:
     """Parse the screen driver's stdout; the first line for each variant wins."""
     screen = Screen()
     for what, rest in _LINE.findall(stdout):
-        if what == "baseline":
-            screen.baseline = screen.baseline or rest.strip()
+        if what == "baseline" and not screen.baseline:
+            screen.baseline, _, screen.crash = rest.strip().partition(" ")
         elif what == "ERROR":
             screen.error = screen.error or rest.strip()
         elif what == "done":
@@ -205,27 +210,60 @@ def parse_screen(stdout: str) -> Screen:
     return screen
 
 
-def screen_command(python_placeholder: bool, spec: dict) -> list[str]:
-    """The argv template running screen_driver.py with `spec` inside the sandbox."""
+def screen_command(python_placeholder: bool, spec: dict, prefix: Sequence[str] = ()) -> list[str]:
+    """The argv template running screen_driver.py with `spec` inside the sandbox, after `prefix`
+    (what a custom test command runs before `{python}`)."""
     payload = base64.b64encode(zlib.compress(json.dumps(spec).encode(), 9)).decode()
-    return ["{python}" if python_placeholder else "python", "-c", DRIVER.read_text(encoding="utf-8"), payload]
+    python = "{python}" if python_placeholder else "python"
+    return [*prefix, python, "-c", DRIVER.read_text(encoding="utf-8"), payload]
+
+
+def command_prefix(command: Sequence[str] | None) -> tuple[str, ...] | None:
+    """What a custom test command runs before `{python}` (the screen runs the same), () without
+    a command, None when the command does not run `{python}` itself (no screening).
+
+    >>> command_prefix(["env", "STYLE=strict", "{python}", "-m", "pytest", "{tests}"])
+    ('env', 'STYLE=strict')
+    >>> command_prefix(["tox", "-e", "py311"]) is None
+    True
+    """
+    if command is None:
+        return ()
+    command = list(command)
+    return tuple(command[:command.index("{python}")]) if "{python}" in command else None
+
+
+def error_type(message: str) -> str:
+    """The exception's class name at the start of a failure message, without its module; pytest
+    writes a failed `assert` without its class ('' when the message names none).
+
+    >>> error_type("isodate.isoerror.ISO8601Error: Unrecognised ISO 8601 date format: '018'")
+    'ISO8601Error'
+    >>> error_type("assert [2, 3, 4] == [3, 4]"), error_type("did not finish")
+    ('AssertionError', '')
+    """
+    if re.match(r"\s*assert\b", message):
+        return "AssertionError"
+    found = re.match(r"\s*([A-Za-z_][\w.]*)(?::|$)", message)
+    return found.group(1).rsplit(".", 1)[-1] if found else ""
 
 
 def screen(workspace: Path, suspect: Suspect, codes: Sequence[str], tests: Sequence[str], *,
            limits: Limits, python: str | None, timeout_s: float,
-           cancel: threading.Event | Deadline | None = None) -> Screen:
-    """Run the failing `tests` once per variant of `suspect` (function sources) in one sandboxed process."""
+           cancel: threading.Event | Deadline | None = None, prefix: Sequence[str] = ()) -> Screen:
+    """Run the failing `tests` once per variant of `suspect` (function sources) in one sandboxed
+    process, started with `prefix` before the interpreter (command_prefix)."""
     spec = {"path": suspect.path, "qualname": suspect.qualname, "variants": list(codes), "tests": list(tests),
             "timeout": timeout_s}
     runs = verify_many(workspace, [{}], tests, limits=limits, python=python, workers=1, cancel=cancel,
-                       command=screen_command(True, spec))
+                       command=screen_command(True, spec, prefix))
     verdict: Verdict | None = next((v for _, v in runs), None)
     if verdict is None:
         return Screen(error="cancelled")
     widened = rerun.widen(tests, rerun.printed(verdict))
     if widened and widened != tuple(tests):  # parametrized ids that change from run to run
         return screen(workspace, suspect, codes, widened, limits=limits, python=python, timeout_s=timeout_s,
-                      cancel=cancel)
+                      cancel=cancel, prefix=prefix)
     result = parse_screen(verdict.stdout_tail)
     if not result.done and not result.error and not result.status and not result.baseline:
         result.error = (verdict.error or "the screen printed nothing").splitlines()[0][:300]
@@ -254,15 +292,17 @@ class Search:
 
     def __init__(self, workspace: Path, failure: Failure, config: SearchConfig,
                  verify: Callable[[Repair, Deadline], bool], *,
-                 limits: Limits, python: str | None = None, screening: bool = True,
+                 limits: Limits, python: str | None = None, command: Sequence[str] | None = None,
                  cancel: threading.Event | None = None):
         self.workspace, self.failure, self.config, self.verify = Path(workspace), failure, config, verify
         self.limits, self.python, self.cancel = limits, python, cancel or threading.Event()
-        self.screening = screening and config.screen
+        self.custom = command is not None  # a custom test command: the screen must fail as its run did
+        self.prefix = command_prefix(command)
+        self.screening = config.screen and self.prefix is not None
         self.stats = SearchStats()
-        if config.screen and not screening:
-            self.stats.notes.append("no screening (a custom test command: the screen would not run the tests the "
-                                    "way it does): one sandbox run per candidate")
+        if config.screen and self.prefix is None:
+            self.stats.notes.append("no screening (the custom test command does not start {python}, so the screen "
+                                    "cannot run the tests the way it does): one sandbox run per candidate")
         self._seen: set[tuple[str, str]] = set()
         self._started = time.monotonic()
         self.stop = Deadline(self.cancel, self._started + config.max_seconds)
@@ -330,13 +370,14 @@ class Search:
         wall = max(5.0, min(self.left_s(), self.limits.wall_s))
         limits = Limits(**{**self.limits.to_dict(), "wall_s": wall})
         result = screen(self.workspace, suspect, [r.code for r in batch], tests, limits=limits, python=self.python,
-                        timeout_s=self.config.variant_timeout_s, cancel=self.stop)
+                        timeout_s=self.config.variant_timeout_s, cancel=self.stop, prefix=self.prefix or ())
         self.stats.processes += 1
         if result.error == "cancelled":  # cancelled or out of time: _halt says which
             return len(batch)
-        if result.error or result.baseline != "fail":
-            self.stats.notes.append(f"no screening ({result.error or 'the failure did not reproduce'}): "
-                                    "one sandbox run per candidate")
+        unlike = self._unlike(result)
+        if result.error or result.baseline != "fail" or unlike:
+            why = result.error or unlike or "the failure did not reproduce"
+            self.stats.notes.append(f"no screening ({why}): one sandbox run per candidate")
             return None
         dealt = len(batch) if result.done else (max(result.status, default=-1) + 1)
         for i, repair in enumerate(batch[:dealt]):
@@ -352,6 +393,14 @@ class Search:
                 self._verify(repair)
         return dealt
 
+    def _unlike(self, result: Screen) -> str:
+        """Why a custom command's screen does not stand for its run ('' when it does): its unchanged
+        code failed with another error (the tests need the command's options or setup)."""
+        if not self.custom or self.failure.hung:
+            return ""
+        want, got = error_type(self.failure.message), error_type(result.crash)
+        return "" if want == got else f"the screen failed with {got or 'another error'}, the tests' command with {want or 'none'}"
+
     def _verify(self, repair: Repair) -> None:
         self.stats.verified_runs += 1
         if self.verify(repair, self.stop):
@@ -365,7 +414,7 @@ def run_search(workspace: Path, failure: Failure, suspects: Sequence[Suspect], c
                verify: Callable[[Repair, Deadline], bool], *, limits: Limits, python: str | None = None,
                command: Sequence[str] | None = None, cancel: threading.Event | None = None) -> SearchStats:
     """Search `suspects` for `failure` (see the module docstring); verified candidates reach `verify`."""
-    return Search(workspace, failure, config, verify, limits=limits, python=python, screening=command is None,
+    return Search(workspace, failure, config, verify, limits=limits, python=python, command=command,
                   cancel=cancel).run(suspects)
 
 

@@ -421,23 +421,43 @@ def test_a_case_whose_id_changed_is_judged_by_every_case_of_its_function():
     assert not ok and reason == "the fix breaks t.py::test_h"
 
 
-def test_a_custom_test_command_says_the_search_ran_unscreened(seeded, tmp_path, capsys):
-    """The screen runs plain pytest, not the user's command (whose environment a suite may need),
-    so with --test-command each candidate gets its own sandbox run - slower, and the user is told
-    why (fresh-user run X3: the 'no screening' note reached no one)."""
+# a suite that needs its test command's environment (STYLE) or options (--style): without them every
+# test errors in an autouse fixture (fresh-user run X3 seeded the same into roman 5.2's conftest)
+NEEDS_STYLE = {**SEEDED, "tests/conftest.py": (
+    "import os\n\nimport pytest\n\n\n"
+    "def pytest_addoption(parser):\n    parser.addoption('--style')\n\n\n"
+    "@pytest.fixture(autouse=True)\ndef style(request):\n"
+    "    if (request.config.getoption('style') or os.environ.get('STYLE')) != 'strict':\n"
+    "        raise RuntimeError('run the tests with STYLE=strict or --style=strict')\n")}
+
+
+@pytest.mark.parametrize("needs", ["environment", "option"])
+def test_a_custom_test_command_screens_only_where_the_screen_fails_as_the_command_does(needs, tmp_path, capsys):
+    """`--test-command 'env STYLE=strict {python} ...'`: the screen starts with the same `env
+    STYLE=strict` and screens (it used to run each candidate on its own: X2's isodate used the
+    60 s budget). `{python} -m pytest --style=strict`: the screen lacks the option, its unchanged
+    code fails with RuntimeError where the command's run failed with AssertionError, so the
+    search says so and verifies each candidate with the command (a screen without the command's
+    setup fails every variant: the right fix was never tried, 454c1da, reverted)."""
     import json
 
     from ledex.cli import main
 
-    workspace, _ = seeded
+    workspace = write_tree(tmp_path / "ws", NEEDS_STYLE)
     answers = tmp_path / "answers.json"
     answers.write_text(json.dumps([EXPLAINS]))
-    command = "env PYTHONDONTWRITEBYTECODE=1 {python} -m pytest -q -p no:cacheprovider --junitxml={junit} {tests}"
+    run = "{python} -m pytest -q -p no:cacheprovider --junitxml={junit} {tests}"
+    command = f"env STYLE=strict {run}" if needs == "environment" else run.replace("{tests}", "--style=strict {tests}")
     code = main(["fix", str(workspace), "--model", f"replay:{answers}", "--test", "tests/test_seq.py::test_last_two",
-                 "--test-command", command, "--json"])
+                 "--test-command", command, "--json", "--samples", "1", "--rounds", "1"])
     document = json.loads(capsys.readouterr().out)
-    assert code == 0 and document["failures"][0]["candidates"][0]["verified"]
-    assert [n for n in document["notes"] if "test_last_two: search: no screening (a custom test command" in n]
+    (failure,) = document["failures"]
+    assert code == 0 and failure["candidates"][0]["verified"] and failure["candidates"][0]["source"] == "search"
+    unscreened = [n for n in document["notes"] if "test_last_two: search: no screening" in n]
+    if needs == "environment":
+        assert unscreened == []
+    else:
+        assert unscreened and "the screen failed with RuntimeError, the tests' command with AssertionError" in unscreened[0]
 
 
 FORGE = {
