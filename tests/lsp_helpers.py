@@ -54,9 +54,18 @@ def run_editor_script(tmp: Path, argv: list[str], **env: str) -> tuple[subproces
     report = tmp / "result.json"
     env = {**os.environ, "LEDEX_ROOT": str(root), "LEDEX_FILE": str(root / "inventory" / "stock.py"),
            "LEDEX_PYTHON": sys.executable, "LEDEX_RESULT": str(report), "LEDEX_HOME": str(tmp / "home"),
-           "LEDEX_OPTIONS": json.dumps({"model": f"replay:{replay}", "samples": 1, "rounds": 1, "search": False}), **env}
+           "LEDEX_OPTIONS": json.dumps({"model": f"replay:{replay}", "samples": 1, "rounds": 1, "search": False}),
+           # the editor's own logs (Neovim's lsp.log: the server's stderr) stay here, for editor_log()
+           "XDG_CACHE_HOME": str(tmp / "xdg-cache"), "XDG_STATE_HOME": str(tmp / "xdg-state"), **env}
     done = subprocess.run(argv, env=env, cwd=root, capture_output=True, text=True, timeout=420)
     return done, json.loads(report.read_text()) if report.exists() else {}, root
+
+
+def editor_log(tmp: Path, chars: int = 4000) -> str:
+    """The end of the logs a run_editor_script editor wrote (Neovim's lsp.log holds the server's
+    stderr), for a failed test's message."""
+    logs = sorted((tmp / "xdg-cache").rglob("*.log")) + sorted((tmp / "xdg-state").rglob("*.log"))
+    return "\n".join(f"{p}:\n{p.read_text(errors='replace')[-chars:]}" for p in logs)
 
 
 def episodes(root: Path) -> list[dict]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from lsp_helpers import run_editor_script
+from lsp_helpers import editor_log, run_editor_script
 
 SCRIPT = Path(__file__).parent / "nvim" / "fix_flow.lua"
 NVIM = shutil.which("nvim")
@@ -26,7 +26,7 @@ def test_neovim_applies_a_fix_and_the_tests_pass(tmp_path):
     argv = [NVIM, "--headless", "-u", "NONE", "-i", "NONE", "-c", f"luafile {SCRIPT}"]
     done, result, root = run_editor_script(tmp_path, argv)
     stock = root / "inventory" / "stock.py"
-    assert done.returncode == 0 and result.get("ok"), (done.returncode, result, done.stderr[-2000:])
+    assert done.returncode == 0 and result.get("ok"), (done.returncode, result, done.stderr[-2000:], editor_log(tmp_path))
     assert result["steps"] == ["opened", "diagnostic", "actions", "applied", "saved", "cleared"]
     assert result["actions"][0].startswith("Fix: ") and "Explain this failure" in result["actions"]
     assert "return quantity <= threshold" in stock.read_text()

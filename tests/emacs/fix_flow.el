@@ -19,7 +19,7 @@
 (require 'cl-lib)
 
 (defvar ledex-result (list (cons 'steps nil)))
-(defvar ledex-timeout 600)
+(defvar ledex-timeout 300)  ; each wait; the test gives the whole script 420 s, pytest 600 s
 (defvar ledex-published (make-hash-table :test 'equal)) ; uri -> last diagnostics (plists)
 (defvar ledex-shown nil)                                 ; window/showMessage texts
 (defvar ledex-logged nil)                                ; window/logMessage texts
