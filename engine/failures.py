@@ -58,6 +58,14 @@ class Failure:
     passing_siblings: tuple[str, ...] = ()  # the tests that must keep passing (today the same as siblings)
     suspects: tuple[Suspect, ...] = ()  # every suspect, most suspicious first (localize.rank_suspects)
     also: tuple[str, ...] = ()  # other failing tests with the same top suspect: one problem (group_by_suspect)
+    root: str = ""  # the workspace's absolute path when discovered: the prompt's traceback is relative to it
+
+    @property
+    def relative_details(self) -> str:
+        """`details` with the workspace's frames relative to it (`File "pkg/calc.py", line 4`): the
+        model's prompt must not depend on where the project lives (a dry run's scratch copy under
+        /tmp, the user's home, a training collect's folder)."""
+        return self.details.replace(f'File "{self.root}/', 'File "') if self.root else self.details
 
     @property
     def reruns(self) -> tuple[str, ...]:
@@ -219,7 +227,7 @@ def failure_from_outcome(workspace: Path, outcome: TestOutcome, same_file: Seque
     test_src = source_of_test(workspace, test_file, name) if test_file and name and not doctest else None
     message = outcome_message(outcome)
     return Failure(outcome.nodeid, file, outcome.line, message, outcome.details,
-                   suspects[0] if suspects else None, test_src, passing, passing, suspects)
+                   suspects[0] if suspects else None, test_src, passing, passing, suspects, root=str(workspace))
 
 
 def _collected_files(outcomes: Sequence[TestOutcome]) -> set[str]:

@@ -148,8 +148,9 @@ def task_text(failure: Failure) -> str:
 
 
 def feedback_text(failure: Failure) -> str:
-    """"Test <id> failed." with its traceback (else message), clipped in the middle."""
-    return clip_middle(f"Test {failure.test} failed.\n{failure.details.strip() or failure.message}")
+    """"Test <id> failed." with its traceback (workspace paths relative: Failure.relative_details;
+    else the message), clipped in the middle."""
+    return clip_middle(f"Test {failure.test} failed.\n{failure.relative_details.strip() or failure.message}")
 
 
 def problem_for(failure: Failure) -> Problem:

@@ -37,6 +37,22 @@ def test_discovery_finds_the_seeded_bugs_and_their_functions(example):
     assert "assert is_low_stock(5, 5)" in stock.test_source
 
 
+def test_the_prompt_does_not_depend_on_where_the_project_lives(example, tmp_path):
+    """The traceback in the prompt names workspace files relative to it: a dry run goes on in a
+    scratch copy under /tmp (ledex fix without --apply), a collect builds projects in its own
+    folders, users keep projects anywhere; the same failure must give the model the same prompt."""
+    import shutil
+
+    from ledex.engine.fixer import problem_for
+
+    moved = tmp_path / "somewhere" / "else" / "inventory"
+    shutil.copytree(example, moved)
+    here, there = stock_failure(example), stock_failure(moved)
+    assert str(example) in here.details and str(moved) in there.details  # what the user sees: real paths
+    assert problem_for(here) == problem_for(there)
+    assert 'File "tests/test_stock.py", line' in problem_for(here).feedback
+
+
 def test_only_a_fix_that_passes_without_breaking_siblings_is_verified(example):
     before = tree_digest(example)
     backend = ReplayBackend([GARBAGE, BREAKS_SIBLING, REWRITES_TEST, RIGHT])
