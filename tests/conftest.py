@@ -5,6 +5,7 @@ paths that need a model answer known in advance; the real model runs end to end 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,6 +16,58 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "inventory"
 SHARED = REPO.parent / "shared"
+
+
+def _descendants(pid: int) -> list[int]:
+    """The process ids below `pid` (read from /proc), children first."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], list(children.get(pid, []))
+    while todo:
+        found.append(todo.pop(0))
+        todo += children.get(found[-1], [])
+    return found
+
+
+def _unblock(item: pytest.Item) -> None:
+    """A test still running WATCHDOG_S after it started (pytest-timeout's one alarm has fired, and
+    its teardown waits on something that will never come: CI at 1dbd772 printed one F and then
+    nothing for 78 min): print every thread's stack, and kill the processes it started (servers,
+    editors, sandboxes), so whatever waits on them returns and the suite goes on."""
+    import faulthandler
+    import signal
+    import sys
+
+    print(f"\n[watchdog] {item.nodeid} still running after {WATCHDOG_S} s: its stacks, then its child processes are "
+          "killed", file=sys.__stderr__, flush=True)
+    faulthandler.dump_traceback(file=sys.__stderr__, all_threads=True)
+    for pid in _descendants(os.getpid()):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+# past pytest-timeout's 600 s (it fires once) and faulthandler_timeout's 480 s; LEDEX_TEST_WATCHDOG_S=8 with
+# `-o timeout=4` shows it on a test whose fixture waits for a child process in its teardown
+WATCHDOG_S = int(os.environ.get("LEDEX_TEST_WATCHDOG_S", "720"))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):  # noqa: ANN001 - pytest's hook
+    """Arm the watchdog (_unblock) for the whole of one test: setup, call and teardown."""
+    timer = threading.Timer(WATCHDOG_S, _unblock, (item,))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
 
 
 @pytest.fixture(autouse=True)
