@@ -275,11 +275,13 @@ class FixRun:
         self.copy: Path | None = None  # dry run: the scratch copy holding the verified fixes so far
         self.assumed: list[str] = []  # dry run: the tests whose fixes are in the copy, in order
         self.retried: set[str] = set()  # problems tried again after a later fix changed their failure
+        self.messages: dict[str, str] = {}  # each failing test's latest message (discovery, then re-runs)
 
     def all(self, failures: list[Failure]) -> list:
         """Handled for each problem (failures sharing a top suspect are one), in discovery order;
         each is reported as it is done. Also kept in self.handled (for an interrupted run)."""
         queue, handled = list(failures), self.handled
+        self.messages.update((f.test, f.message) for f in failures)
         while queue:
             group = group_by_suspect(queue)[0]  # the first failure with those sharing its top suspect: one problem
             queue = [f for f in queue if f.test not in (group.test, *group.also)]
@@ -398,6 +400,8 @@ class FixRun:
             self.reporter.note(f"re-running the failures after the fix for {fixed_by} failed: {exc}")
             return queue
         fresh = {f.test: f for f in again.failures}
+        known = dict(self.messages)  # what they said before this fix
+        self.messages.update((t, f.message) for t, f in fresh.items())
         outcomes = {o.nodeid: o for o in (again.verdict.outcomes if again.verdict else ())}
 
         def passes(test: str) -> bool:  # a case whose id changed: every case of its function (engine/rerun.py)
@@ -411,7 +415,7 @@ class FixRun:
                 item.fixed_by = fixed_by
                 item.assumes = tuple(self.assumed)
                 self.reporter.note(f"{group[0]}: {passes_with(fixed_by, self.copy is not None)}")
-            elif self.changed(item.result.failure, fresh):
+            elif self.changed(item.result.failure, group, fresh, known):
                 handled.remove(item)
                 retry += [fresh[t] for t in group if t in fresh]
                 self.reporter.note(f"{group[0]}: fails differently with the fix for {fixed_by} in place: tried again")
@@ -426,13 +430,19 @@ class FixRun:
                 remaining.append(fresh.get(failure.test, failure))
         return remaining + retry
 
-    def changed(self, failure: Failure, fresh: dict[str, Failure]) -> bool:
-        """Whether a problem handled without a fix fails differently now that a later fix is in
-        place (it failed through both bugs, its own fix could not pass before): worth one more try."""
-        now = fresh.get(failure.test)
-        if failure.test in self.retried or now is None or now.message == failure.message:
+    def changed(self, failure: Failure, group: tuple[str, ...], fresh: dict[str, Failure],
+                before: dict[str, str]) -> bool:
+        """Whether a problem handled without a fix (`failure`, its tests `group`) fails differently
+        now that a later fix is in place - some of its tests pass now or say something else than
+        `before` (test -> message), and some still fail (they failed through both bugs, so its
+        own fix could not pass before; inflection 0.5.1, fresh-user run X4: only the cases that
+        reach the other bug changed): worth one more try, once per test."""
+        still = [t for t in group if t in fresh]
+        if not still or any(t in self.retried for t in group):
             return False
-        self.retried.add(failure.test)
+        if len(still) == len(group) and all(fresh[t].message == before.get(t) for t in group):
+            return False
+        self.retried.update(group)
         return True
 
     def _rerun(self, tests: list[str]):  # noqa: ANN202 - a failures.Discovery

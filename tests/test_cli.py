@@ -546,17 +546,24 @@ def test_a_dry_run_verifies_each_fix_with_the_ones_before_it_as_apply_would_writ
         "ledex-dry-run-*/dry"))  # the scratch copy is gone
 
 
-def test_a_problem_that_fails_differently_after_a_later_fix_is_tried_again(tmp_path):
-    """The same two bugs, test_banner first: banner's own fix cannot pass while label is broken;
-    once label's fix is in place test_banner fails differently ('N=3!' for 'n=3!') and is tried
-    again, so the order of the problems no longer decides what is fixed."""
-    tests = LABELS_TESTS.replace("def test_label():", "def test_banner_first():\n    assert banner(2) == 'N=2!'"
-                                 "\n\n\ndef test_label():")
+@pytest.mark.parametrize("reach", ["every test", "one test"])
+def test_a_problem_that_fails_differently_after_a_later_fix_is_tried_again(reach, tmp_path):
+    """The same two bugs, banner's tests first: banner's own fix cannot pass while label is broken;
+    once label's fix is in place banner's tests fail differently and are tried again, so the order
+    of the problems no longer decides what is fixed. "one test": label's bug shows only from 10
+    on, so banner's first test says the same as before and only the other one changed
+    (inflection 0.5.1, fresh-user run X4: ordinalize's group was not tried again)."""
+    labels, tests = LABELS, LABELS_TESTS.replace("def test_label():", "def test_banner_first():\n"
+                                                 "    assert banner(2) == 'N=2!'\n\n\ndef test_label():")
+    if reach == "one test":
+        labels = LABELS.replace("str(n + 1)", "str(n + 1 if n >= 10 else n)")
+        tests = tests.replace("label(2) == 'n=2'", "label(12) == 'n=12'").replace(
+            "def test_banner():\n    assert banner(2) == 'N=2!'", "def test_banner():\n    assert banner(12) == 'N=12!'")
     banner, label = ("Wrong case.\n```python\ndef banner(n):\n    return label(n).upper() + \"!\"\n```",
                      "Off by one.\n```python\ndef label(n):\n    return \"n=\" + str(n)\n```")
     # one answer per prompt: banner's problem (banner, then its next suspect label), test_label's, banner's again
     model = replay_file(tmp_path, [banner, label, label, banner])
-    ws = write_tree(tmp_path / "ws", {"labels.py": LABELS, "tests/test_labels.py": tests})
+    ws = write_tree(tmp_path / "ws", {"labels.py": labels, "tests/test_labels.py": tests})
     proc = ledex("fix", str(ws), "--model", model, "--samples", "1", "--rounds", "1", "--json", "--no-search")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     document = json.loads(proc.stdout)
@@ -566,4 +573,4 @@ def test_a_problem_that_fails_differently_after_a_later_fix_is_tried_again(tmp_p
     assert banner["candidates"][0]["verified"] and banner["assumes"] == ["tests/test_labels.py::test_label"]
     assert any(n.startswith("tests/test_labels.py::test_banner_first: fails differently with the fix for "
                             "tests/test_labels.py::test_label in place") for n in document["notes"])
-    assert (ws / "labels.py").read_text() == LABELS
+    assert (ws / "labels.py").read_text() == labels
