@@ -29,9 +29,10 @@ from typing import Callable, Iterator
 
 from ledex.engine import ranking, rerun
 from ledex.engine.backends import Backend, Generation, ModelError, PromptTooLong, Sampling, generate_batch
+from ledex.engine.explanations import parse_explanation, trusted
 from ledex.engine.failures import Failure, outcome_message
-from ledex.engine.format import (Candidate, Mode, Problem, answer_grammar, build_explain_diff_messages, grounded,
-                                 build_messages, clip_middle, fenced, parse_explanation, parse_response)
+from ledex.engine.format import (Candidate, Mode, Problem, answer_grammar, build_explain_diff_messages,
+                                 build_messages, clip_middle, fenced, parse_response)
 from ledex.engine.localize import read_source
 from ledex.engine.patching import Patch, PatchError, make_patch
 from ledex.engine.search import Repair, SearchConfig, SearchStats, run_search
@@ -315,7 +316,7 @@ class FixEngine:
             return described
         candidate.generation_s = time.perf_counter() - started
         explanation = parse_explanation(reply.text) if reply.finish_reason != "cancelled" else ""
-        explanation = grounded(explanation, "\n".join(m["content"] for m in messages))
+        explanation = trusted(explanation, candidate.diff, "\n".join(m["content"] for m in messages))
         return f"{described} {explanation}" if explanation else described
 
     def _finish(self, result: FixResult, failure: Failure) -> FixResult:

@@ -485,33 +485,6 @@ def build_explain_diff_messages(problem: Problem, diff: str) -> list[dict[str, s
     return messages
 
 
-def parse_explanation(text: str, limit: int = 600) -> str:
-    """The prose of an explain-this-diff answer: code blocks dropped, whitespace flattened, clipped."""
-    prose = re.sub(r"```.*?(```|$)", " ", text, flags=re.DOTALL)
-    flat = " ".join(prose.split())
-    return flat if len(flat) <= limit else flat[:limit - 1].rstrip() + "…"
-
-
-_NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?!\w)")  # 196, 3.5; not x2 or 1e3
-_SENTENCE = re.compile(r"(?<=[.!?])\s+")
-
-
-def grounded(explanation: str, context: str) -> str:
-    """`explanation` without the sentences that quote a number found nowhere in `context` (the
-    conversation the model saw): a small model explaining a diff invents values ("expected to
-    return 196, but it returned 198" for roman numerals, fresh-user run X3), and next to a
-    verified fix an invented value reads as a fact. Sentences without numbers stay.
-
-    >>> grounded("It returned 198 instead of 196. The loop stops early.", "assert f(4) == 'IV'")
-    'The loop stops early.'
-    >>> grounded("f(4) gave 'IIII', not 'IV'.", "assert f(4) == 'IV'")
-    "f(4) gave 'IIII', not 'IV'."
-    """
-    seen = set(_NUMBER.findall(context))
-    kept = [s for s in _SENTENCE.split(explanation.strip()) if set(_NUMBER.findall(s)) <= seen]
-    return " ".join(kept)
-
-
 if __name__ == "__main__":
     demo = Problem(task="Write add(a, b) returning a + b.", wrong_code="def add(a, b):\n    return a - b",
                    feedback="assert add(1, 2) == 3\nAssertionError: assert -1 == 3")

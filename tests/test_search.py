@@ -37,7 +37,7 @@ SEEDED = {
         "def test_count_below():\n    assert count_below([1, 2, 3, 4], 3) == 2\n    assert count_below([5, 6], 3) == 0\n\n\n"
         "def test_count_empty():\n    assert count_below([], 3) == 0\n"),
 }
-EXPLAINS = "The slice starts one item too early."
+EXPLAINS = "The slice starts one item too early: `len(xs) - k - 1` counts one more than k."
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +90,20 @@ def test_a_number_the_model_invented_is_not_shown_next_to_a_verified_fix(seeded)
                        FixConfig(samples=1, rounds=1, likelihood=False, search=SearchConfig(max_fixes=1)))
     best = engine.fix(failures["test_last_two"]).best
     assert best.explanation.endswith(f"`. {EXPLAINS}") and "198" not in best.explanation
+
+
+@pytest.mark.parametrize("babble", [
+    "It returns the items that should be kept. However, it returns the items that should be kept.",  # X4, inflection
+    "The test file is set to test the test file.",  # names nothing the edit changed (X4)
+])
+def test_babble_is_not_shown_next_to_a_verified_fix(seeded, babble):
+    """A model explanation of a search fix that repeats itself or names nothing on the edited
+    lines is dropped; the edit in words stays (every fresh-user run saw such text)."""
+    workspace, failures = seeded
+    engine = FixEngine(ReplayBackend([babble]), workspace,
+                       FixConfig(samples=1, rounds=1, likelihood=False, search=SearchConfig(max_fixes=1)))
+    best = engine.fix(failures["test_last_two"]).best
+    assert best.explanation.startswith("Line 3: ") and best.explanation.endswith("`.")
 
 
 def test_the_search_respects_its_budget_and_cancellation(seeded):
