@@ -276,6 +276,8 @@ class FixRun:
         self.assumed: list[str] = []  # dry run: the tests whose fixes are in the copy, in order
         self.retried: set[str] = set()  # problems tried again after a later fix changed their failure
         self.messages: dict[str, str] = {}  # each failing test's latest message (discovery, then re-runs)
+        self.again: dict[str, str] = {}  # a retried problem's tests -> the fix that changed their failure
+        self.attempts = 0  # problems started, tries again included (the progress line's count)
 
     def all(self, failures: list[Failure]) -> list:
         """Handled for each problem (failures sharing a top suspect are one), in discovery order;
@@ -334,7 +336,8 @@ class FixRun:
         suspect too long for the model's context gives Handled.error instead of candidates."""
         from ledex.cli_output import Handled
 
-        number = len(self.handled) + 1
+        self.attempts += 1
+        number = self.attempts
         self.current, self.partial, self.started = failure, [], time.perf_counter()
         with self.reporter.progress(failure, number, number + self.waiting) as progress:
             try:
@@ -347,7 +350,8 @@ class FixRun:
         for note in result.search.notes if result.search else ():  # e.g. "no screening (...)": why search was slow
             self.reporter.note(f"{failure.test}: search: {note}")
         applied = self.apply(result) if self.args.apply else None
-        return Handled(result, applied=applied, assumes=tuple(self.assumed))
+        again = next((self.again[t] for t in (failure.test, *failure.also) if t in self.again), None)
+        return Handled(result, applied=applied, assumes=tuple(self.assumed), again=again)
 
     def interrupted(self):
         """Handled for the failure under way when Ctrl-C came, with the candidates finished by
@@ -418,6 +422,7 @@ class FixRun:
             elif self.changed(item.result.failure, group, fresh, known):
                 handled.remove(item)
                 retry += [fresh[t] for t in group if t in fresh]
+                self.again.update((t, fixed_by) for t in group)
                 self.reporter.note(f"{group[0]}: fails differently with the fix for {fixed_by} in place: tried again")
         remaining = []
         for failure in queue:

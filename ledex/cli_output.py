@@ -42,6 +42,9 @@ class Handled:
     # dry run: the tests whose best verified fixes were in place (in a scratch copy of the project,
     # never in the user's files) when this problem was verified, or re-run (fixed_by)
     assumes: tuple[str, ...] = ()
+    # tried a second time: the test whose fix made this problem fail differently (its first try,
+    # printed earlier in text mode, had no verified fix; --json keeps only this one)
+    again: str | None = None
     # why no fix was looked for (the suspect does not fit the model's context), or why the
     # looking stopped early (interrupted: `result` then holds the candidates finished by then)
     error: str | None = None
@@ -67,6 +70,7 @@ def failure_dict(handled: Handled) -> dict:
         "unusable": [{"round": c.round, "reason": c.reason} for c in result.candidates if c.patch is None],
         "timings": result.timings,
         "applied": handled.applied, "fixed_by": handled.fixed_by, "assumes": list(handled.assumes),
+        "again": handled.again,
         "error": handled.error,
     }
 
@@ -282,6 +286,9 @@ class Reporter:
             more = len(failure.also) - SHOWN_ALSO
             named = ", ".join(failure.also[:SHOWN_ALSO]) + (f" and {more} more (--json lists them)" if more > 0 else "")
             print(f"  {same}: {named}", file=out)
+        if handled.again:
+            print(f"  tried again: it failed differently with the fix for {handled.again} in place "
+                  "(its first try, above, had no verified fix)", file=out)
         if handled.fixed_by:
             print(f"  {passes_with(handled.fixed_by, bool(handled.assumes))}", file=out)
             return

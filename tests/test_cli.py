@@ -571,6 +571,12 @@ def test_a_problem_that_fails_differently_after_a_later_fix_is_tried_again(reach
     assert [f["test"] for f in failures] == ["tests/test_labels.py::test_label", "tests/test_labels.py::test_banner_first"]
     banner = failures[1]
     assert banner["candidates"][0]["verified"] and banner["assumes"] == ["tests/test_labels.py::test_label"]
+    assert banner["again"] == "tests/test_labels.py::test_label"
+    assert "fixing 3 of 3: tests/test_labels.py::test_banner_first" in proc.stderr  # the try again is counted
+    if reach == "every test":  # text: the second entry says why the same test is back
+        text = ledex("fix", str(ws), "--model", model, "--samples", "1", "--rounds", "1", "--no-search").stdout
+        again = text.index("tried again: it failed differently with the fix for tests/test_labels.py::test_label in place")
+        assert text.index("FAILED tests/test_labels.py::test_banner_first") < again  # first try, then the second
     assert any(n.startswith("tests/test_labels.py::test_banner_first: fails differently with the fix for "
                             "tests/test_labels.py::test_label in place") for n in document["notes"])
     assert (ws / "labels.py").read_text() == labels
