@@ -370,20 +370,22 @@ def _merge(members: list[Failure]) -> Failure:
 
 def discover(workspace: Path, *, limits: Limits = Limits(wall_s=300.0, cpu_s=300), python: str | None = None,
              command: Sequence[str] | None = None, tests: Sequence[str] = (), coverage: bool = True,
-             imports: ImportGraph | None = None, on_phase: Callable[[str, str], None] | None = None) -> Discovery:
+             imports: ImportGraph | None = None, on_phase: Callable[[str, str], None] | None = None,
+             origin: Path | None = None) -> Discovery:
     """Run the tests in the sandbox and return the failures (and notes for the user).
 
     With `coverage` (the default) and some failures, the test files that failed run a second
     time with per-test line coverage, which orders each failure's suspects (sbfl.py); runs
     without failures cost nothing extra. `imports`: see failures_from_outcomes.
     `on_phase(key, text)` is called as each later phase begins ("coverage", "ranking"), for
-    progress reports. Raises FileNotFoundError (no such folder) and DiscoveryError (no test ran).
+    progress reports. `origin`: the folder `workspace` is a copy of (sandbox.verify_many).
+    Raises FileNotFoundError (no such folder) and DiscoveryError (no test ran).
     """
     workspace = Path(workspace).resolve()
     if not workspace.is_dir():
         raise FileNotFoundError(f"workspace not found: {workspace}")
     phase = on_phase or (lambda key, text: None)
-    verdict = run_tests(workspace, tests, limits=limits, python=python, command=command)
+    verdict = run_tests(workspace, tests, limits=limits, python=python, command=command, origin=origin)
     if verdict.error and verdict.ran == 0:
         raise DiscoveryError(verdict)
     internal = next((o for o in verdict.outcomes if is_internal_error(o)), None)
@@ -393,7 +395,8 @@ def discover(workspace: Path, *, limits: Limits = Limits(wall_s=300.0, cpu_s=300
     found, extra = {}, []
     if coverage and (files := failing_files(verdict)):
         phase("coverage", f"measuring line coverage of {len(files)} test file(s) with failures")
-        found, extra = coverage_spectra(workspace, verdict, limits=limits, python=python, command=command)
+        found, extra = coverage_spectra(workspace, verdict, limits=limits, python=python, command=command,
+                                        origin=origin)
     phase("ranking", "ranking suspects")
     failures, notes = failures_from_outcomes(workspace, verdict.outcomes, spectra_by_file=found, imports=imports)
     notes += extra
@@ -436,7 +439,8 @@ def coverage_selection(verdict: Verdict) -> list[str]:
 
 
 def coverage_spectra(workspace: Path, verdict: Verdict, *, limits: Limits, python: str | None = None,
-                     command: Sequence[str] | None = None) -> tuple[dict[str, Spectrum], list[str]]:
+                     command: Sequence[str] | None = None,
+                     origin: Path | None = None) -> tuple[dict[str, Spectrum], list[str]]:
     """({test file: Spectrum}, notes): the files with failing tests, re-run with coverage
     (coverage_selection: without the tests that hung)."""
     files = coverage_selection(verdict)
@@ -445,7 +449,8 @@ def coverage_spectra(workspace: Path, verdict: Verdict, *, limits: Limits, pytho
     # coverage.py's tracer roughly doubles a test's time: a test near the per-test timeout must not fail for it
     slower = replace(limits, test_timeout_s=limits.test_timeout_s * COVERAGE_SLOWDOWN) \
         if limits.test_timeout_s and limits.test_timeout_s * COVERAGE_SLOWDOWN + 7 <= limits.wall_s else limits
-    measured = run_tests(workspace, files, limits=slower, python=python, command=command, coverage=True)
+    measured = run_tests(workspace, files, limits=slower, python=python, command=command, coverage=True,
+                         origin=origin)
     if measured.coverage is None:
         why = next((n for n in measured.notes if n.startswith("no coverage")), measured.error or "no coverage")
         return {}, [f"suspects ordered without coverage ({why})"]

@@ -233,6 +233,7 @@ class FixEngine:
         # whether this workspace's parametrized ids change between runs (engine/rerun.py): None until
         # a "not found" made the unchanged code's run tell
         self._by_function: bool | None = None
+        self.origin: Path | None = None  # set by moved_to: the folder self.workspace is a copy of
 
     def fix(self, failure: Failure, *, cancel: threading.Event | None = None, progress: Progress | None = None,
             on_candidate: Callable[[CandidateResult], None] | None = None) -> FixResult:
@@ -295,7 +296,7 @@ class FixEngine:
             search = dataclasses.replace(search, max_fixes=1)
         result.search = run_search(self.workspace, failure, tried, search, verify,
                                    limits=self.config.limits, python=self.config.python,
-                                   command=self.config.test_command, cancel=cancel)
+                                   command=self.config.test_command, cancel=cancel, origin=self.origin)
         if progress:
             progress("search: done", 1, 1)
 
@@ -402,7 +403,9 @@ class FixEngine:
     def moved_to(self, workspace: Path) -> None:
         """Fix in `workspace` from now on: a copy of this one with fixes written to it (a dry run
         of `ledex fix` trying each fix with the ones before it). Verdicts kept so far are dropped:
-        they were of other code; whether parametrized ids change between runs is kept."""
+        they were of other code; whether parametrized ids change between runs is kept. The sandbox
+        is told the copy stands for the original folder (editable installs import from there)."""
+        self.origin = self.origin or self.workspace
         self.workspace, self._verdicts = Path(workspace).resolve(), {}
 
     @property
@@ -433,7 +436,8 @@ class FixEngine:
     def _sandbox(self, patch: Patch | None, tests: tuple[str, ...], cancel: threading.Event) -> Verdict | None:
         changes = [{patch.path: patch.new_text}] if patch else [{}]
         runs = verify_many(self.workspace, changes, tests, limits=self.config.limits,
-                           python=self.config.python, workers=1, cancel=cancel, command=self.config.test_command)
+                           python=self.config.python, workers=1, cancel=cancel, command=self.config.test_command,
+                           origin=self.origin)
         return next((v for _, v in runs), None)
 
     def _verify(self, candidate: CandidateResult, failure: Failure, cancel: threading.Event) -> None:

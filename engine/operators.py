@@ -36,7 +36,7 @@ from __future__ import annotations
 import ast
 import re
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from ledex.engine.localize import iter_functions
 from ledex.engine.operator_statements import _add_return, _blocks, _drop_condition, _drop_statement, _return
@@ -462,10 +462,12 @@ def _describe(src: _Source, start: int, end: int, text: str, line: int) -> str:
     return f"`{_flat(old_line) or '(end)'}` -> `{_flat(new_line) or '(removed)'}`"
 
 
-def single_site_edits(code: str, function: str | None = None,
-                      operators: Iterable[str] | None = None) -> Iterator[Edit]:
-    """Every single-site edit of `function` in `code` (see the module docstring), source order,
-    each resulting text once. operators: a subset of OPERATORS (default: all)."""
+def single_site_edits(code: str, function: str | None = None, operators: Iterable[str] | None = None,
+                      order: Callable[[int, str], Any] | None = None) -> Iterator[Edit]:
+    """Every single-site edit of `function` in `code` (see the module docstring), each resulting
+    text once, made one at a time as they are asked for (a long function has thousands): in source
+    order, or by `order(line, operator)` (1-based line in `code`). operators: a subset of
+    OPERATORS (default: all)."""
     wanted = frozenset(OPERATORS if operators is None else operators)
     unknown = wanted - set(OPERATORS)
     if unknown:
@@ -477,8 +479,9 @@ def single_site_edits(code: str, function: str | None = None,
     if window is None:
         return
     src, root, base, lines_before, prefix = window
-    raws = sorted((r for r in _sites(src, root, wanted) if r[0] in wanted),
-                  key=lambda r: (r[1], OPERATORS.index(r[0])))
+    key = (lambda r: (r[1], OPERATORS.index(r[0]))) if order is None else \
+        (lambda r: (order(_line_of(src, r[1]) + lines_before, r[0]), r[1], OPERATORS.index(r[0])))
+    raws = sorted((r for r in _sites(src, root, wanted) if r[0] in wanted), key=key)
     seen = {code}
     for raw in raws:
         edit = _realise(src, raw)

@@ -43,7 +43,7 @@ import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 from ledex.engine import rerun
 from ledex.engine.failures import Failure
@@ -157,26 +157,31 @@ def _function_span(text: str, qualname: str) -> tuple[int, int] | None:
 def repairs_for(text: str, suspect: Suspect, failure: Failure, operators: Iterable[str] | None = None,
                 by_sbfl: bool = True) -> list[Repair]:
     """Every single-site repair of `suspect` in `text` (its file), most promising first (lines
-    by _line_order, then OPERATOR_ORDER), as patches."""
+    by _line_order, then OPERATOR_ORDER), as patches (all of them: iter_repairs makes them lazily)."""
+    return list(iter_repairs(text, suspect, failure, operators, by_sbfl))
+
+
+def iter_repairs(text: str, suspect: Suspect, failure: Failure, operators: Iterable[str] | None = None,
+                 by_sbfl: bool = True) -> Iterator[Repair]:
+    """repairs_for's repairs, each made when it is asked for: a long function has thousands of
+    edits, and each is a patch of the whole file (parse 1.20.2's Parser._handle_field: 3,839,
+    ~0.3 s each; fresh-user run X4 saw the search spend 12 min making them past its 60 s)."""
     body = text.removeprefix("\ufeff")
     span = _function_span(body, suspect.qualname)
     if span is None:
-        return []
+        return
     start, end = span
     order = _line_order(failure, suspect, start, end, by_sbfl, body)
-    edits = sorted(single_site_edits(body, suspect.qualname, operators),
-                   key=lambda e: (order.get(e.line, len(order)), OPERATOR_ORDER.index(e.operator)))
-    found = []
     old_lines = len(body.splitlines())
-    for edit in edits:
+    for edit in single_site_edits(body, suspect.qualname, operators,
+                                  order=lambda line, op: (order.get(line, len(order)), OPERATOR_ORDER.index(op))):
         new_end = end + len(edit.code.splitlines()) - old_lines
         code = textwrap.dedent("\n".join(edit.code.splitlines()[start - 1:new_end])) + "\n"
         try:
             patch = make_patch(text, suspect, code)
         except PatchError:
             continue
-        found.append(Repair(edit, suspect, patch, code))
-    return found
+        yield Repair(edit, suspect, patch, code)
 
 
 # --- screening --------------------------------------------------------------------------------------
@@ -250,20 +255,21 @@ def error_type(message: str) -> str:
 
 def screen(workspace: Path, suspect: Suspect, codes: Sequence[str], tests: Sequence[str], *,
            limits: Limits, python: str | None, timeout_s: float,
-           cancel: threading.Event | Deadline | None = None, prefix: Sequence[str] = ()) -> Screen:
+           cancel: threading.Event | Deadline | None = None, prefix: Sequence[str] = (),
+           origin: Path | None = None) -> Screen:
     """Run the failing `tests` once per variant of `suspect` (function sources) in one sandboxed
     process, started with `prefix` before the interpreter (command_prefix)."""
     spec = {"path": suspect.path, "qualname": suspect.qualname, "variants": list(codes), "tests": list(tests),
             "timeout": timeout_s}
     runs = verify_many(workspace, [{}], tests, limits=limits, python=python, workers=1, cancel=cancel,
-                       command=screen_command(True, spec, prefix))
+                       command=screen_command(True, spec, prefix), origin=origin)
     verdict: Verdict | None = next((v for _, v in runs), None)
     if verdict is None:
         return Screen(error="cancelled")
     widened = rerun.widen(tests, rerun.printed(verdict))
     if widened and widened != tuple(tests):  # parametrized ids that change from run to run
         return screen(workspace, suspect, codes, widened, limits=limits, python=python, timeout_s=timeout_s,
-                      cancel=cancel, prefix=prefix)
+                      cancel=cancel, prefix=prefix, origin=origin)
     result = parse_screen(verdict.stdout_tail)
     if not result.done and not result.error and not result.status and not result.baseline:
         result.error = (verdict.error or "the screen printed nothing").splitlines()[0][:300]
@@ -293,9 +299,10 @@ class Search:
     def __init__(self, workspace: Path, failure: Failure, config: SearchConfig,
                  verify: Callable[[Repair, Deadline], bool], *,
                  limits: Limits, python: str | None = None, command: Sequence[str] | None = None,
-                 cancel: threading.Event | None = None):
+                 cancel: threading.Event | None = None, origin: Path | None = None):
         self.workspace, self.failure, self.config, self.verify = Path(workspace), failure, config, verify
         self.limits, self.python, self.cancel = limits, python, cancel or threading.Event()
+        self.origin = origin  # the folder `workspace` is a copy of (sandbox.verify_many)
         self.custom = command is not None  # a custom test command: the screen must fail as its run did
         self.prefix = command_prefix(command)
         self.screening = config.screen and self.prefix is not None
@@ -326,13 +333,8 @@ class Search:
             text = read_source(self.workspace / suspect.path)
             if text is None:
                 continue
-            found = [r for r in repairs_for(text, suspect, self.failure, self.config.operators, self.config.line_sbfl)
-                     if (r.patch.path, r.patch.new_text) not in self._seen]
-            self._seen.update((r.patch.path, r.patch.new_text) for r in found)
-            for position, repair in enumerate(found, self.stats.candidates + 1):
-                repair.order = position
-            self.stats.candidates += len(found)
-            self._search(suspect, found)
+            self._search(suspect, self._fresh(iter_repairs(text, suspect, self.failure, self.config.operators,
+                                                           self.config.line_sbfl)))
             if self.stats.stopped:
                 break
         # a deadline that cut the last candidate's verification is still the reason it stopped
@@ -340,20 +342,43 @@ class Search:
         self.stats.seconds = round(time.monotonic() - self._started, 3)
         return self.stats
 
-    def _search(self, suspect: Suspect, found: list[Repair]) -> None:
+    def _fresh(self, repairs: Iterator[Repair]) -> Iterator[Repair]:
+        """The repairs no earlier suspect's search made, numbered (Repair.order) as they are made."""
+        for repair in repairs:
+            key = (repair.patch.path, repair.patch.new_text)
+            if key not in self._seen:
+                self._seen.add(key)
+                self.stats.candidates += 1
+                repair.order = self.stats.candidates
+                yield repair
+
+    def _take(self, repairs: Iterator[Repair], count: int) -> list[Repair]:
+        """Up to `count` more repairs; fewer when they run out, or the search is cancelled or out of
+        time while they are made (making one costs a patch of the whole file)."""
+        taken: list[Repair] = []
+        while len(taken) < count and not self.stop.is_set():
+            repair = next(repairs, None)
+            if repair is None:
+                break
+            taken.append(repair)
+        return taken
+
+    def _search(self, suspect: Suspect, repairs: Iterator[Repair]) -> None:
         direct = not self.screening
-        index = 0
-        while index < len(found) and not self._halt():
+        pending: list[Repair] = []  # made, not yet screened or verified
+        while not self._halt():
+            size = 1 if direct else self._batch_size()
+            pending += self._take(repairs, size - len(pending))
+            if not pending:
+                return
             if direct:
-                self._verify(found[index])
-                index += 1
+                self._verify(pending.pop(0))
                 continue
-            batch = found[index:index + self._batch_size()]
-            outcome = self._screen(suspect, batch)
+            outcome = self._screen(suspect, pending[:size])
             if outcome is None:  # screening impossible here: one sandbox run per candidate instead
                 direct = True
                 continue
-            index += outcome
+            del pending[:outcome]
 
     def _halt(self) -> bool:
         self.stats.stopped = self._stop()
@@ -370,7 +395,8 @@ class Search:
         wall = max(5.0, min(self.left_s(), self.limits.wall_s))
         limits = Limits(**{**self.limits.to_dict(), "wall_s": wall})
         result = screen(self.workspace, suspect, [r.code for r in batch], tests, limits=limits, python=self.python,
-                        timeout_s=self.config.variant_timeout_s, cancel=self.stop, prefix=self.prefix or ())
+                        timeout_s=self.config.variant_timeout_s, cancel=self.stop, prefix=self.prefix or (),
+                        origin=self.origin)
         self.stats.processes += 1
         if result.error == "cancelled":  # cancelled or out of time: _halt says which
             return len(batch)
@@ -412,10 +438,11 @@ class Search:
 
 def run_search(workspace: Path, failure: Failure, suspects: Sequence[Suspect], config: SearchConfig,
                verify: Callable[[Repair, Deadline], bool], *, limits: Limits, python: str | None = None,
-               command: Sequence[str] | None = None, cancel: threading.Event | None = None) -> SearchStats:
+               command: Sequence[str] | None = None, cancel: threading.Event | None = None,
+               origin: Path | None = None) -> SearchStats:
     """Search `suspects` for `failure` (see the module docstring); verified candidates reach `verify`."""
     return Search(workspace, failure, config, verify, limits=limits, python=python, command=command,
-                  cancel=cancel).run(suspects)
+                  cancel=cancel, origin=origin).run(suspects)
 
 
 if __name__ == "__main__":

@@ -453,7 +453,8 @@ class FixRun:
     def _rerun(self, tests: list[str]):  # noqa: ANN202 - a failures.Discovery
         """Discovery of `tests`; by function when pytest did not find their parametrized ids."""
         run = functools.partial(discover, self.engine.workspace, python=self.project.python,
-                                command=self.project.test_command, limits=discovery_limits(self.args))
+                                command=self.project.test_command, limits=discovery_limits(self.args),
+                                origin=self.engine.origin)
         try:
             return run(tests=tests)
         except DiscoveryError as exc:

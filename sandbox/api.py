@@ -156,11 +156,14 @@ def _killpg(pgid: int) -> None:
 
 
 def _request(workspace: Path, tests: Sequence[str], patch: Mapping[str, str] | None, limits: Limits,
-             python: str | None, extra_args: Sequence[str], command: Sequence[str] | None) -> dict:
+             python: str | None, extra_args: Sequence[str], command: Sequence[str] | None,
+             origin: Path | None = None) -> dict:
     mode = isolation.detect_mode()
     if mode == "none":
         isolation.isolation_report()  # says so once, loudly
-    view = interpreter_view(python or sys.executable, Path(workspace))
+    # origin: the folder `workspace` is a copy of (a dry run's scratch copy): the interpreter's
+    # editable installs name the origin, so the run's copy stands in for it there
+    view = interpreter_view(python or sys.executable, Path(origin or workspace))
     python = view["python"]
     ids = isolation.run_ids(mode, python)
     return {"workspace": str(Path(workspace).resolve()), "tests": list(tests), "ids": ids, "view": view,
@@ -171,13 +174,13 @@ def _request(workspace: Path, tests: Sequence[str], patch: Mapping[str, str] | N
 
 def run_tests(workspace: Path, tests: Sequence[str] = (), *, limits: Limits = Limits(),
               python: str | None = None, extra_args: Sequence[str] = (),
-              command: Sequence[str] | None = None, coverage: bool = False) -> Verdict:
+              command: Sequence[str] | None = None, coverage: bool = False, origin: Path | None = None) -> Verdict:
     """Run the workspace's tests (all when ``tests`` is empty) in a throw-away sandboxed copy.
 
     ``coverage=True`` also measures which workspace lines each test executed (coverage.py,
     which must be importable by ``python``) into ``Verdict.coverage``; else a note says why not.
     """
-    request = _request(workspace, tests, None, limits, python, extra_args, command)
+    request = _request(workspace, tests, None, limits, python, extra_args, command, origin)
     return _Job(dict(request, coverage=bool(coverage))).run()
 
 
@@ -198,13 +201,17 @@ def default_workers(n_jobs: int, limits: Limits = Limits()) -> int:
 def verify_many(workspace: Path, patches: Sequence[Mapping[str, str]], tests: Sequence[str], *,
                 limits: Limits = Limits(), python: str | None = None, workers: int | None = None,
                 cancel: threading.Event | None = None, extra_args: Sequence[str] = (),
-                command: Sequence[str] | None = None) -> Iterator[tuple[int, Verdict]]:
+                command: Sequence[str] | None = None, origin: Path | None = None) -> Iterator[tuple[int, Verdict]]:
     """Verify candidates on a bounded pool, yielding (index, verdict) as each completes.
+
+    ``origin``: the folder ``workspace`` is a copy of (a dry run's scratch copy with earlier fixes
+    written): the interpreter's editable installs point there, so each run's copy is shown and
+    imported in its place, and paths under it read as ``workspace``'s (run_tests takes it too).
 
     When ``cancel`` is set or the caller stops iterating (``break`` at the first verified
     fix), the remaining candidates are cancelled and running ones killed; they are not yielded.
     """
-    jobs = [_Job(_request(workspace, tests, p, limits, python, extra_args, command)) for p in patches]
+    jobs = [_Job(_request(workspace, tests, p, limits, python, extra_args, command, origin)) for p in patches]
     if not jobs:
         return
     done: queue.Queue[tuple[int, Verdict]] = queue.Queue()

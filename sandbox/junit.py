@@ -108,12 +108,16 @@ def first_line(text: str) -> str:
 class Rewriter:
     """Replace the sandbox's temporary workspace path with the real workspace path."""
 
-    def __init__(self, sandbox_root: Path, real_root: Path) -> None:
+    def __init__(self, sandbox_root: Path, real_root: Path, origin: str | None = None) -> None:
+        """`origin`: the folder the workspace is a copy of, where the copy is also shown (editable
+        installs import it from there); its paths read as the workspace's too."""
         self.real = str(real_root)
         self.pairs = [(str(sandbox_root), str(real_root))]
         resolved = str(Path(sandbox_root).resolve())
         if resolved != str(sandbox_root):
             self.pairs.append((resolved, str(real_root)))
+        if origin and origin != self.real:
+            self.pairs.append((str(origin), str(real_root)))
 
     def __call__(self, text: str) -> str:
         for old, new in self.pairs:

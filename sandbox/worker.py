@@ -90,7 +90,7 @@ def _execute(req: dict[str, Any], requested: tuple[str, ...], mode: str) -> Verd
     elif isolation.sandbox_ids():
         blocker = isolation.interpreter_blocker(argv[0], isolation.sandbox_ids()[0])
         raw.notes.append(f"ran as root: RLIMIT_NPROC is not enforced ({blocker}); install bubblewrap")
-    rewrite = Rewriter(dirs["ws"], workspace)
+    rewrite = Rewriter(dirs["ws"], workspace, origin=(req.get("view") or {}).get("workspace"))
     raw.stdout_tail, raw.stderr_tail = rewrite(raw.stdout_tail), rewrite(raw.stderr_tail)
     chan = parse_channel(raw.channel, nonce)
     verdict = build(raw, chan, parse_junit(dirs["report"] / "junit.xml", rewrite), requested=requested,

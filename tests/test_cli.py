@@ -580,3 +580,29 @@ def test_a_problem_that_fails_differently_after_a_later_fix_is_tried_again(reach
     assert any(n.startswith("tests/test_labels.py::test_banner_first: fails differently with the fix for "
                             "tests/test_labels.py::test_label in place") for n in document["notes"])
     assert (ws / "labels.py").read_text() == labels
+
+
+def test_a_dry_run_of_an_editable_install_tests_its_scratch_copy(tmp_path):
+    """`pip install -e .` of a src layout: the interpreter imports the project from its own
+    folder, so a dry run going on in a scratch copy tested the user's unfixed code there and
+    called the right second fix 'still failed' (fresh-user run X4, inflection in src layout);
+    the sandbox now shows the copy where the editable install points."""
+    from test_sandbox_isolation import make_venv
+
+    ws = write_tree(tmp_path / "proj", {
+        "pyproject.toml": ("[build-system]\nrequires = ['setuptools>=64']\nbuild-backend = 'setuptools.build_meta'\n\n"
+                           "[project]\nname = 'labels'\nversion = '0.1'\n"),
+        "src/labels/__init__.py": LABELS,
+        "tests/test_labels.py": LABELS_TESTS.replace("from labels import", "from labels import")})
+    python = make_venv(tmp_path / "venv")
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-build-isolation", "--no-deps", "--no-index",
+                    "-e", str(ws)], check=True, capture_output=True, timeout=300)
+    model = replay_file(tmp_path, ["Off by one.\n```python\ndef label(n):\n    return \"n=\" + str(n)\n```",
+                                   "Wrong case.\n```python\ndef banner(n):\n    return label(n).upper() + \"!\"\n```"])
+    proc = ledex("fix", str(ws), "--model", model, "--samples", "1", "--rounds", "1", "--json", "--no-search",
+                 "--python", str(python))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    failures = {f["test"]: f for f in json.loads(proc.stdout)["failures"]}
+    banner = failures["tests/test_labels.py::test_banner"]
+    assert banner["candidates"][0]["verified"] and banner["assumes"] == ["tests/test_labels.py::test_label"]
+    assert (ws / "src" / "labels" / "__init__.py").read_text() == LABELS

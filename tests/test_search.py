@@ -116,6 +116,24 @@ def test_the_search_respects_its_budget_and_cancellation(seeded):
     assert cancelled.search.stopped == "cancelled" and cancelled.candidates == []
 
 
+def test_a_function_with_thousands_of_edits_makes_them_only_while_its_budget_lasts(tmp_path):
+    """parse 1.20.2 (fresh-user run X4): Parser._handle_field has 3,839 single-site edits, each a
+    patch of the 1,060-line file; the search made them all before its deadline was ever checked
+    (12 min of a 60 s budget). They are made as the search goes now: out of time, it stops with
+    most of them never made (this function has 31,682; making them all takes minutes)."""
+    from ledex.engine.search import Search
+
+    lines = "".join(f"    v{i} = v{i - 1} + {i} * 2 if v{i - 1} > {i} else v{i - 1} - {i}\n" for i in range(1, 100))
+    module = f"def big(v0):\n{lines}    return v99\n"
+    workspace = write_tree(tmp_path / "ws", {"mod.py": module,
+                                             "tests/test_mod.py": "from mod import big\n\n\ndef test_big():\n"
+                                                                  "    assert big(0) == -1\n"})
+    (failure,) = discover(workspace, coverage=False).failures
+    stats = Search(workspace, failure, SearchConfig(max_seconds=4), lambda repair, stop: False,
+                   limits=Limits(wall_s=30)).run([failure.suspect])
+    assert stats.stopped == "time" and 0 < stats.candidates < 2000, stats
+
+
 SLOW_WHEN_FIXED = {
     "seq.py": "def last(xs, k):\n    return xs[len(xs) - k - 1:]\n",
     "tests/test_seq.py": (
