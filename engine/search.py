@@ -223,19 +223,37 @@ def screen_command(python_placeholder: bool, spec: dict, prefix: Sequence[str] =
     return [*prefix, python, "-c", DRIVER.read_text(encoding="utf-8"), payload]
 
 
+# programs that run the command after their own options, as the screen's prefix may
+_PREFIX_PROGRAMS = frozenset({"env", "xvfb-run", "timeout", "nice", "ionice", "stdbuf", "taskset", "chrt"})
+_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+
+
 def command_prefix(command: Sequence[str] | None) -> tuple[str, ...] | None:
     """What a custom test command runs before `{python}` (the screen runs the same), () without
     a command, None when the command does not run `{python}` itself (no screening).
 
     >>> command_prefix(["env", "STYLE=strict", "{python}", "-m", "pytest", "{tests}"])
     ('env', 'STYLE=strict')
-    >>> command_prefix(["tox", "-e", "py311"]) is None
-    True
+    >>> command_prefix(["tox", "-e", "py311"]) is None, command_prefix(["bash", "-c", "$0 -m pytest", "{python}"])
+    (True, None)
     """
     if command is None:
         return ()
     command = list(command)
-    return tuple(command[:command.index("{python}")]) if "{python}" in command else None
+    prefix = tuple(command[:command.index("{python}")]) if "{python}" in command else None
+    if prefix and prefix[0] not in _PREFIX_PROGRAMS and not all(_ASSIGNMENT.match(t) for t in prefix):
+        return None  # `bash -c '...' {python}`: {python} is an argument of something else (fresh-user run X4)
+    return prefix
+
+
+def _said(message: str) -> str:
+    """A failure message's first line without its exception class, as both runs print it.
+
+    >>> _said("AssertionError: assert 1 == 2") == _said("assert 1 == 2")
+    True
+    """
+    first = (message.strip().splitlines() or [""])[0]
+    return re.sub(r"^[A-Za-z_][\w.]*: ", "", first).strip()
 
 
 def error_type(message: str) -> str:
@@ -425,7 +443,11 @@ class Search:
         if not self.custom or self.failure.hung:
             return ""
         want, got = error_type(self.failure.message), error_type(result.crash)
-        return "" if want == got else f"the screen failed with {got or 'another error'}, the tests' command with {want or 'none'}"
+        if want != got:
+            return f"the screen failed with {got or 'another error'}, the tests' command with {want or 'none'}"
+        if _said(self.failure.message) != _said(result.crash):  # a fixture's `assert` of an option is an AssertionError too (X4)
+            return f"the screen failed otherwise: {_said(result.crash)[:120]!r}"
+        return ""
 
     def _verify(self, repair: Repair) -> None:
         self.stats.verified_runs += 1

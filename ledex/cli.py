@@ -252,11 +252,16 @@ def _cancelled_on_interrupt(cancel: threading.Event):
         cancel.set()
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGINT, interrupt)
+    def terminate(signum, frame):  # noqa: ANN001 - `timeout`, a CI cancel, `kill`: stop, and clean up on the way
+        cancel.set()
+        raise SystemExit(128 + signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGINT, interrupt), signal.signal(signal.SIGTERM, terminate)
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGINT, previous[0])
+        signal.signal(signal.SIGTERM, previous[1])
 
 
 class FixRun:
@@ -360,7 +365,8 @@ class FixRun:
 
         if self.current is None:
             return None
-        done = [c for c in list(self.partial) if c.reason != "cancelled"]
+        # a verified search fix is reported twice (offered, then explained): once here
+        done = [c for c in {id(c): c for c in list(self.partial)}.values() if c.reason != "cancelled"]
         rounds: dict[tuple[str, int], float] = {}  # a round's answers are decoded together: its last one's seconds
         suspect = ""
         for c in done:  # in the order they were finished; an unusable answer names no suspect: the current one's

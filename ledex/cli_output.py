@@ -346,4 +346,6 @@ class Reporter:
             return
         size = [1 + len(h.result.failure.also) for h in handled]  # a group counts each of its failures
         fixed = sum(n for n, h in zip(size, handled) if h.fixed)
-        print(f"\nledex: {fixed} of {sum(size)} failure(s) have a verified fix (model {identity.id})", file=self.out)
+        found = len(discovery.failures) if discovery is not None else sum(size)
+        left = f"; {found - sum(size)} not started" if found > sum(size) else ""
+        print(f"\nledex: {fixed} of {sum(size)} failure(s) have a verified fix{left} (model {identity.id})", file=self.out)

@@ -279,7 +279,7 @@ def test_ctrl_c_stops_the_fix_under_way_and_still_reports_what_was_done(tmp_path
     double, halve = document["failures"]
     assert double["test"] == "test_calc.py::test_double" and double["candidates"][0]["verified"]
     # the failure under way keeps its finished candidate (round 1), not the cancelled one
-    assert halve["error"] == "interrupted after 1 candidate(s); not applied"
+    assert halve["error"] == "interrupted after 1 candidate(s); not applied", (halve, err[-3000:])
     assert [(c["round"], c["verified"], "x / 4" in c["diff"]) for c in halve["candidates"]] == [(1, False, True)]
     assert any(n.startswith("interrupted: 0 failure(s) not started") for n in document["notes"])
     assert (ws / "calc.py").read_text().endswith("return x / 3\n")
@@ -606,3 +606,25 @@ def test_a_dry_run_of_an_editable_install_tests_its_scratch_copy(tmp_path):
     banner = failures["tests/test_labels.py::test_banner"]
     assert banner["candidates"][0]["verified"] and banner["assumes"] == ["tests/test_labels.py::test_label"]
     assert (ws / "src" / "labels" / "__init__.py").read_text() == LABELS
+
+
+def test_sigterm_stops_a_dry_run_and_removes_its_scratch_copy(tmp_path):
+    """`timeout`, a CI cancel or `kill` send SIGTERM: the run stops (exit 143) and the dry run's
+    copy of the project is removed on the way out (fresh-user run X4: it was left in $TMPDIR)."""
+    spin = "Spin.\n```python\ndef banner(n):\n    while True:\n        pass\n```"
+    model = replay_file(tmp_path, ["Off by one.\n```python\ndef label(n):\n    return \"n=\" + str(n)\n```", spin])
+    ws = write_tree(tmp_path / "ws", {"labels.py": LABELS, "tests/test_labels.py": LABELS_TESTS})
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "ledex.cli", "fix", str(ws), "--model", model, "--samples", "1",
+                             "--rounds", "1", "--no-search", "--test-timeout", "0", "--timeout", "600"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "TMPDIR": str(scratch)})
+    for line in proc.stderr:  # banner's answer loops forever in its verification, in the copy
+        if line.startswith("ledex: fixing 2 of 2"):
+            break
+    assert list(scratch.glob("ledex-dry-run-*/ws"))  # the copy exists while banner is tried
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=120)
+    assert proc.returncode == 143
+    assert not list(scratch.glob("ledex-dry-run-*")) and (ws / "labels.py").read_text() == LABELS

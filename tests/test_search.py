@@ -463,7 +463,13 @@ NEEDS_STYLE = {**SEEDED, "tests/conftest.py": (
     "        raise RuntimeError('run the tests with STYLE=strict or --style=strict')\n")}
 
 
-@pytest.mark.parametrize("needs", ["environment", "option"])
+NEEDS_STYLE_ASSERTED = {**NEEDS_STYLE, "tests/conftest.py": NEEDS_STYLE["tests/conftest.py"].replace(
+    "    if (request.config.getoption('style') or os.environ.get('STYLE')) != 'strict':\n"
+    "        raise RuntimeError('run the tests with STYLE=strict or --style=strict')\n",
+    "    assert request.config.getoption('style') == 'strict', 'run the tests with --style=strict'\n")}
+
+
+@pytest.mark.parametrize("needs", ["environment", "option", "option, asserted"])
 def test_a_custom_test_command_screens_only_where_the_screen_fails_as_the_command_does(needs, tmp_path, capsys):
     """`--test-command 'env STYLE=strict {python} ...'`: the screen starts with the same `env
     STYLE=strict` and screens (it used to run each candidate on its own: X2's isodate used the
@@ -475,7 +481,7 @@ def test_a_custom_test_command_screens_only_where_the_screen_fails_as_the_comman
 
     from ledex.cli import main
 
-    workspace = write_tree(tmp_path / "ws", NEEDS_STYLE)
+    workspace = write_tree(tmp_path / "ws", NEEDS_STYLE_ASSERTED if needs == "option, asserted" else NEEDS_STYLE)
     answers = tmp_path / "answers.json"
     answers.write_text(json.dumps([EXPLAINS]))
     run = "{python} -m pytest -q -p no:cacheprovider --junitxml={junit} {tests}"
@@ -488,8 +494,10 @@ def test_a_custom_test_command_screens_only_where_the_screen_fails_as_the_comman
     unscreened = [n for n in document["notes"] if "test_last_two: search: no screening" in n]
     if needs == "environment":
         assert unscreened == []
-    else:
+    elif needs == "option":
         assert unscreened and "the screen failed with RuntimeError, the tests' command with AssertionError" in unscreened[0]
+    else:  # the fixture's assert is an AssertionError too (fresh-user run X4): the message tells them apart
+        assert unscreened and "the screen failed otherwise: 'run the tests with --style=strict" in unscreened[0]
 
 
 FORGE = {
