@@ -479,8 +479,9 @@ def single_site_edits(code: str, function: str | None = None, operators: Iterabl
     if window is None:
         return
     src, root, base, lines_before, prefix = window
-    key = (lambda r: (r[1], OPERATORS.index(r[0]))) if order is None else \
-        (lambda r: (order(_line_of(src, r[1]) + lines_before, r[0]), r[1], OPERATORS.index(r[0])))
+    def key(raw):  # noqa: ANN001, ANN202 - `order` first when given, then source order
+        first = order(_line_of(src, raw[1]) + lines_before, raw[0]) if order else ()
+        return first, raw[1], OPERATORS.index(raw[0])
     raws = sorted((r for r in _sites(src, root, wanted) if r[0] in wanted), key=key)
     seen = {code}
     for raw in raws:

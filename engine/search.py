@@ -246,6 +246,9 @@ def command_prefix(command: Sequence[str] | None) -> tuple[str, ...] | None:
     return prefix
 
 
+_CLASS = re.compile(r"\s*([A-Za-z_][\w.]*)(?::|$)")  # "pkg.mod.Error: ..." at a message's start
+
+
 def _said(message: str) -> str:
     """A failure message's first line without its exception class, as both runs print it.
 
@@ -253,7 +256,8 @@ def _said(message: str) -> str:
     True
     """
     first = (message.strip().splitlines() or [""])[0]
-    return re.sub(r"^[A-Za-z_][\w.]*: ", "", first).strip()
+    found = _CLASS.match(first)
+    return first[found.end():].strip() if found and found.end() < len(first) else first.strip()
 
 
 def error_type(message: str) -> str:
@@ -267,7 +271,7 @@ def error_type(message: str) -> str:
     """
     if re.match(r"\s*assert\b", message):
         return "AssertionError"
-    found = re.match(r"\s*([A-Za-z_][\w.]*)(?::|$)", message)
+    found = _CLASS.match(message)
     return found.group(1).rsplit(".", 1)[-1] if found else ""
 
 

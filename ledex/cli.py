@@ -279,9 +279,8 @@ class FixRun:
         self.started = 0.0  # perf_counter() when the current failure began
         self.copy: Path | None = None  # dry run: the scratch copy holding the verified fixes so far
         self.assumed: list[str] = []  # dry run: the tests whose fixes are in the copy, in order
-        self.retried: set[str] = set()  # problems tried again after a later fix changed their failure
         self.messages: dict[str, str] = {}  # each failing test's latest message (discovery, then re-runs)
-        self.again: dict[str, str] = {}  # a retried problem's tests -> the fix that changed their failure
+        self.again: dict[str, str] = {}  # the tests of problems tried again -> the fix that changed their failure
         self.attempts = 0  # problems started, tries again included (the progress line's count)
 
     def all(self, failures: list[Failure]) -> list:
@@ -425,10 +424,9 @@ class FixRun:
                 item.fixed_by = fixed_by
                 item.assumes = tuple(self.assumed)
                 self.reporter.note(f"{group[0]}: {passes_with(fixed_by, self.copy is not None)}")
-            elif self.changed(item.result.failure, group, fresh, known):
+            elif self.changed(group, fresh, known, fixed_by):
                 handled.remove(item)
                 retry += [fresh[t] for t in group if t in fresh]
-                self.again.update((t, fixed_by) for t in group)
                 self.reporter.note(f"{group[0]}: fails differently with the fix for {fixed_by} in place: tried again")
         remaining = []
         for failure in queue:
@@ -441,19 +439,20 @@ class FixRun:
                 remaining.append(fresh.get(failure.test, failure))
         return remaining + retry
 
-    def changed(self, failure: Failure, group: tuple[str, ...], fresh: dict[str, Failure],
-                before: dict[str, str]) -> bool:
-        """Whether a problem handled without a fix (`failure`, its tests `group`) fails differently
+    def changed(self, group: tuple[str, ...], fresh: dict[str, Failure], before: dict[str, str],
+                fixed_by: str) -> bool:
+        """Whether a problem handled without a fix (its tests `group`) fails differently
         now that a later fix is in place - some of its tests pass now or say something else than
         `before` (test -> message), and some still fail (they failed through both bugs, so its
         own fix could not pass before; inflection 0.5.1, fresh-user run X4: only the cases that
-        reach the other bug changed): worth one more try, once per test."""
+        reach the other bug changed): worth one more try, once per test (self.again records it,
+        with `fixed_by`)."""
         still = [t for t in group if t in fresh]
-        if not still or any(t in self.retried for t in group):
+        if not still or any(t in self.again for t in group):
             return False
         if len(still) == len(group) and all(fresh[t].message == before.get(t) for t in group):
             return False
-        self.retried.update(group)
+        self.again.update((t, fixed_by) for t in group)
         return True
 
     def _rerun(self, tests: list[str]):  # noqa: ANN202 - a failures.Discovery
