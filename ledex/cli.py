@@ -264,6 +264,10 @@ def _cancelled_on_interrupt(cancel: threading.Event):
         signal.signal(signal.SIGTERM, previous[1])
 
 
+class NoScratchCopy(Exception):
+    """The dry run's copy of the project could not be made; the message says why and what to do."""
+
+
 class FixRun:
     """The failures of one `ledex fix`, in order; with --apply, the ones still waiting are
     re-run after each written fix (fresh suspects, and those it repaired count as fixed)."""
@@ -278,6 +282,7 @@ class FixRun:
         self.partial: list[CandidateResult] = []
         self.started = 0.0  # perf_counter() when the current failure began
         self.copy: Path | None = None  # dry run: the scratch copy holding the verified fixes so far
+        self.copy_error = ""  # dry run: why that copy could not be made (then the run goes on without it)
         self.assumed: list[str] = []  # dry run: the tests whose fixes are in the copy, in order
         self.messages: dict[str, str] = {}  # each failing test's latest message (discovery, then re-runs)
         self.again: dict[str, str] = {}  # the tests of problems tried again -> the fix that changed their failure
@@ -313,7 +318,7 @@ class FixRun:
             return False
         try:
             apply_patch(self.scratch(), best.patch)
-        except ApplyError as exc:
+        except (ApplyError, NoScratchCopy) as exc:
             self.reporter.note(f"{item.result.failure.test}: the problems after it are tried without its fix: {exc}")
             return False
         self.assumed.append(item.result.failure.test)
@@ -321,11 +326,25 @@ class FixRun:
 
     def scratch(self) -> Path:
         """The dry run's copy of the project (made once, on first need; copy_workspace's rules: no
-        virtualenvs, VCS data or caches, as in every sandbox run); the engine moves to it."""
+        virtualenvs, VCS data or caches, as in every sandbox run); the engine moves to it.
+        NoScratchCopy when it cannot be made (no room in $TMPDIR, a read-only $TMPDIR: fresh-user
+        run X4, a 30 MB tmpfs stopped the whole run); tried once per run, the run goes on without it."""
         if self.copy is None:
-            with self.reporter.status("copying the project to try each fix with the ones before it", key="copy"):
-                self.copy = Path(tempfile.mkdtemp(prefix="ledex-dry-run-")) / self.workspace.name
-                copy_workspace(self.workspace, self.copy, can_link=True)
+            if self.copy_error:
+                raise NoScratchCopy(self.copy_error)
+            folder = None
+            try:
+                with self.reporter.status("copying the project to try each fix with the ones before it", key="copy"):
+                    folder = Path(tempfile.mkdtemp(prefix="ledex-dry-run-"))
+                    copy_workspace(self.workspace, folder / self.workspace.name, can_link=True)
+            except OSError as exc:
+                if folder is not None:
+                    shutil.rmtree(folder, ignore_errors=True)
+                self.copy_error = (f"no copy of the project could be made in {tempfile.gettempdir()} "
+                                   f"({exc.strerror or exc}); set TMPDIR to a folder with room for the project, "
+                                   "or run --apply on a copy of it")
+                raise NoScratchCopy(self.copy_error) from exc
+            self.copy = folder / self.workspace.name
             self.engine.moved_to(self.copy)
         return self.copy
 
