@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import emit  # noqa: E402
 
 from ledex.engine.failures import FAILED, coverage_spectra, failures_from_outcomes  # noqa: E402
+from ledex.engine.project import Harness  # noqa: E402
 from ledex.sandbox import Limits, run_tests  # noqa: E402
 
 
@@ -143,7 +144,7 @@ def measure(tree: Path, pristine: Path, bug: Bug) -> dict:
     start = time.perf_counter()
     verdict = run_tests(tree, limits=limits, command=command)
     run_s = time.perf_counter() - start
-    spectra, notes = coverage_spectra(tree, verdict, limits=limits, command=command)
+    spectra, notes = coverage_spectra(tree, verdict, limits=limits, harness=Harness(command=command))
     coverage_s = time.perf_counter() - start - run_s
     if not verdict.outcomes or verdict.error:
         return {"bug": f"{bug.package}: {bug.qualname}", "error": f"the tests did not run: {verdict.error}"}

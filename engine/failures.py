@@ -18,6 +18,7 @@ from typing import Callable, Mapping, Sequence
 
 from ledex.engine.impact import ImportGraph
 from ledex.engine.localize import Suspect, TestFiles, frames, is_doctest_name, rank_suspects, source_of_test
+from ledex.engine.project import Harness
 from ledex.engine.sbfl import Spectrum, spectra
 from ledex.sandbox import Limits, TestOutcome, Verdict, run_tests
 from ledex.sandbox.verdict import HUNG_PREFIX, INTERNAL_ERROR_ID, UNTRUSTED_PREFIX
@@ -368,24 +369,23 @@ def _merge(members: list[Failure]) -> Failure:
                    passing_siblings=tuple(dict.fromkeys(passing)))
 
 
-def discover(workspace: Path, *, limits: Limits = Limits(wall_s=300.0, cpu_s=300), python: str | None = None,
-             command: Sequence[str] | None = None, tests: Sequence[str] = (), coverage: bool = True,
-             imports: ImportGraph | None = None, on_phase: Callable[[str, str], None] | None = None,
-             origin: Path | None = None) -> Discovery:
+def discover(workspace: Path, *, limits: Limits = Limits(wall_s=300.0, cpu_s=300), harness: Harness = Harness(),
+             tests: Sequence[str] = (), coverage: bool = True, imports: ImportGraph | None = None,
+             on_phase: Callable[[str, str], None] | None = None) -> Discovery:
     """Run the tests in the sandbox and return the failures (and notes for the user).
 
     With `coverage` (the default) and some failures, the test files that failed run a second
     time with per-test line coverage, which orders each failure's suspects (sbfl.py); runs
     without failures cost nothing extra. `imports`: see failures_from_outcomes.
     `on_phase(key, text)` is called as each later phase begins ("coverage", "ranking"), for
-    progress reports. `origin`: the folder `workspace` is a copy of (sandbox.verify_many).
+    progress reports. `harness`: the project's interpreter and command, and what `workspace` is a copy of.
     Raises FileNotFoundError (no such folder) and DiscoveryError (no test ran).
     """
     workspace = Path(workspace).resolve()
     if not workspace.is_dir():
         raise FileNotFoundError(f"workspace not found: {workspace}")
     phase = on_phase or (lambda key, text: None)
-    verdict = run_tests(workspace, tests, limits=limits, python=python, command=command, origin=origin)
+    verdict = run_tests(workspace, tests, limits=limits, **harness.sandbox)
     if verdict.error and verdict.ran == 0:
         raise DiscoveryError(verdict)
     internal = next((o for o in verdict.outcomes if is_internal_error(o)), None)
@@ -395,8 +395,7 @@ def discover(workspace: Path, *, limits: Limits = Limits(wall_s=300.0, cpu_s=300
     found, extra = {}, []
     if coverage and (files := failing_files(verdict)):
         phase("coverage", f"measuring line coverage of {len(files)} test file(s) with failures")
-        found, extra = coverage_spectra(workspace, verdict, limits=limits, python=python, command=command,
-                                        origin=origin)
+        found, extra = coverage_spectra(workspace, verdict, limits=limits, harness=harness)
     phase("ranking", "ranking suspects")
     failures, notes = failures_from_outcomes(workspace, verdict.outcomes, spectra_by_file=found, imports=imports)
     notes += extra
@@ -438,9 +437,8 @@ def coverage_selection(verdict: Verdict) -> list[str]:
             and not is_collection_error(o)]
 
 
-def coverage_spectra(workspace: Path, verdict: Verdict, *, limits: Limits, python: str | None = None,
-                     command: Sequence[str] | None = None,
-                     origin: Path | None = None) -> tuple[dict[str, Spectrum], list[str]]:
+def coverage_spectra(workspace: Path, verdict: Verdict, *, limits: Limits,
+                     harness: Harness = Harness()) -> tuple[dict[str, Spectrum], list[str]]:
     """({test file: Spectrum}, notes): the files with failing tests, re-run with coverage
     (coverage_selection: without the tests that hung)."""
     files = coverage_selection(verdict)
@@ -449,8 +447,7 @@ def coverage_spectra(workspace: Path, verdict: Verdict, *, limits: Limits, pytho
     # coverage.py's tracer roughly doubles a test's time: a test near the per-test timeout must not fail for it
     slower = replace(limits, test_timeout_s=limits.test_timeout_s * COVERAGE_SLOWDOWN) \
         if limits.test_timeout_s and limits.test_timeout_s * COVERAGE_SLOWDOWN + 7 <= limits.wall_s else limits
-    measured = run_tests(workspace, files, limits=slower, python=python, command=command, coverage=True,
-                         origin=origin)
+    measured = run_tests(workspace, files, limits=slower, coverage=True, **harness.sandbox)
     if measured.coverage is None:
         why = next((n for n in measured.notes if n.startswith("no coverage")), measured.error or "no coverage")
         return {}, [f"suspects ordered without coverage ({why})"]

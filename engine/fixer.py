@@ -35,6 +35,7 @@ from ledex.engine.format import (Candidate, Mode, Problem, answer_grammar, build
                                  build_messages, clip_middle, fenced, parse_response)
 from ledex.engine.localize import read_source
 from ledex.engine.patching import Patch, PatchError, make_patch
+from ledex.engine.project import Harness
 from ledex.engine.search import Repair, SearchConfig, SearchStats, run_search
 from ledex.sandbox import Limits, Verdict, verify_many
 
@@ -44,15 +45,14 @@ class FixConfig:
     # K answers per round, decoded in one batch. bench_generation (HumanEvalFix prompt, 512 tokens):
     # K=4 batched takes 0.56x the wall of the old 4-one-after-another, K=8 batched 1.2x; 4 keeps the
     # editor's wait down, and with the grammar most of them are now usable (71-83% vs 4-17%).
-    """How a fix runs: K samples per round, R rounds, sampling, sandbox limits, the test
-    interpreter/command, and which suspects and search to try."""
+    """How a fix runs: K samples per round, R rounds, sampling, sandbox limits, the project's test
+    harness (interpreter/command), and which suspects and search to try."""
     samples: int = 4
     rounds: int = 2  # R: LEDEX saw most gains from the first refinement; a second catches near misses
     mode: Mode = Mode.EXPLAIN
     sampling: Sampling = Sampling()
     limits: Limits = Limits(wall_s=60.0)
-    python: str | None = None  # interpreter for the workspace's tests (default: this one)
-    test_command: tuple[str, ...] | None = None  # argv template with {python} {junit} {tests} (default: pytest)
+    harness: Harness = Harness()  # the workspace's test interpreter and command (default: this Python, pytest)
     stop_at_first: bool = False  # the editor needs one verified fix (the sample being generated stops); the CLI shows all
     verify_workers: int = 2  # concurrent sandbox runs besides generation; 2 fits a 2-core machine
     # Suspects tried in turn, most suspicious first, until one gets a verified fix (issue 12 item 6;
@@ -233,7 +233,7 @@ class FixEngine:
         # whether this workspace's parametrized ids change between runs (engine/rerun.py): None until
         # a "not found" made the unchanged code's run tell
         self._by_function: bool | None = None
-        self.origin: Path | None = None  # set by moved_to: the folder self.workspace is a copy of
+        self.harness = config.harness  # its origin is set by moved_to: the folder self.workspace is a copy of
 
     def fix(self, failure: Failure, *, cancel: threading.Event | None = None, progress: Progress | None = None,
             on_candidate: Callable[[CandidateResult], None] | None = None) -> FixResult:
@@ -295,8 +295,7 @@ class FixEngine:
         if self.config.stop_at_first:  # the editor needs one verified fix
             search = dataclasses.replace(search, max_fixes=1)
         result.search = run_search(self.workspace, failure, tried, search, verify,
-                                   limits=self.config.limits, python=self.config.python,
-                                   command=self.config.test_command, cancel=cancel, origin=self.origin)
+                                   limits=self.config.limits, harness=self.harness, cancel=cancel)
         if progress:
             progress("search: done", 1, 1)
 
@@ -405,7 +404,7 @@ class FixEngine:
         of `ledex fix` trying each fix with the ones before it). Verdicts kept so far are dropped:
         they were of other code; whether parametrized ids change between runs is kept. The sandbox
         is told the copy stands for the original folder (editable installs import from there)."""
-        self.origin = self.origin or self.workspace
+        self.harness = dataclasses.replace(self.harness, origin=self.harness.origin or self.workspace)
         self.workspace, self._verdicts = Path(workspace).resolve(), {}
 
     @property
@@ -435,9 +434,8 @@ class FixEngine:
 
     def _sandbox(self, patch: Patch | None, tests: tuple[str, ...], cancel: threading.Event) -> Verdict | None:
         changes = [{patch.path: patch.new_text}] if patch else [{}]
-        runs = verify_many(self.workspace, changes, tests, limits=self.config.limits,
-                           python=self.config.python, workers=1, cancel=cancel, command=self.config.test_command,
-                           origin=self.origin)
+        runs = verify_many(self.workspace, changes, tests, limits=self.config.limits, workers=1, cancel=cancel,
+                           **self.harness.sandbox)
         return next((v for _, v in runs), None)
 
     def _verify(self, candidate: CandidateResult, failure: Failure, cancel: threading.Event) -> None:

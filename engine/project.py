@@ -31,10 +31,20 @@ class ProjectConfigError(ValueError):
 
 
 @dataclass(frozen=True)
-class ProjectSettings:
-    """A project's test interpreter and command (None = defaults)."""
+class Harness:
+    """How the sandbox runs a project's tests in every phase (discovery, coverage, the search's
+    screen, verification): its interpreter and command ([tool.ledex], --python, --test-command,
+    the editor's settings; None = defaults), and `origin`, the folder the tests' folder is a copy
+    of (a dry run going on in a scratch copy: sandbox.verify_many's `origin`). Each phase's
+    Limits are its own and travel apart."""
     python: str | None = None  # absolute path of the interpreter; None = the one running ledex
-    test_command: tuple[str, ...] | None = None  # argv template; None = `{python} -m pytest`
+    command: tuple[str, ...] | None = None  # argv template; None = `{python} -m pytest`
+    origin: Path | None = None  # None: the tests' folder is the project itself
+
+    @property
+    def sandbox(self) -> dict:
+        """The keyword arguments sandbox.run_tests / verify / verify_many take for it."""
+        return {"python": self.python, "command": self.command, "origin": self.origin}
 
 
 def resolve_python(value: str, base: Path, where: str) -> str:
@@ -78,19 +88,19 @@ def _table(pyproject: Path) -> dict:
     return table
 
 
-def read_project_settings(project: Path) -> ProjectSettings:
+def read_project_settings(project: Path) -> Harness:
     """The [tool.ledex] settings of `project` (defaults when it has no pyproject.toml or table)."""
     pyproject = Path(project) / "pyproject.toml"
     if not pyproject.is_file():
-        return ProjectSettings()
+        return Harness()
     table = _table(pyproject)
     where = f"{pyproject} [tool.ledex]"
     python = table.get("python")
     if python is not None and not (isinstance(python, str) and python.strip()):
         raise ProjectConfigError(f"{where}: python must be a non-empty string")
     command = table.get("test-command")
-    return ProjectSettings(python=resolve_python(python, Path(project), where) if python else None,
-                           test_command=parse_test_command(command, where) if command is not None else None)
+    return Harness(python=resolve_python(python, Path(project), where) if python else None,
+                   command=parse_test_command(command, where) if command is not None else None)
 
 
 if __name__ == "__main__":

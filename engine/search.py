@@ -50,6 +50,7 @@ from ledex.engine.failures import Failure
 from ledex.engine.localize import Suspect, first_line, frames, function_named, read_source
 from ledex.engine.operators import OPERATORS, Edit, single_site_edits
 from ledex.engine.patching import Patch, PatchError, make_patch
+from ledex.engine.project import Harness
 from ledex.sandbox import Limits, Verdict, verify_many
 
 # Cheap, common slips first (HumanEvalFix's most frequent bug types), broad operators last.
@@ -276,22 +277,22 @@ def error_type(message: str) -> str:
 
 
 def screen(workspace: Path, suspect: Suspect, codes: Sequence[str], tests: Sequence[str], *,
-           limits: Limits, python: str | None, timeout_s: float,
-           cancel: threading.Event | Deadline | None = None, prefix: Sequence[str] = (),
-           origin: Path | None = None) -> Screen:
+           limits: Limits, harness: Harness, timeout_s: float,
+           cancel: threading.Event | Deadline | None = None) -> Screen:
     """Run the failing `tests` once per variant of `suspect` (function sources) in one sandboxed
-    process, started with `prefix` before the interpreter (command_prefix)."""
+    process: the harness's interpreter, started with its command's prefix (command_prefix)."""
     spec = {"path": suspect.path, "qualname": suspect.qualname, "variants": list(codes), "tests": list(tests),
             "timeout": timeout_s}
-    runs = verify_many(workspace, [{}], tests, limits=limits, python=python, workers=1, cancel=cancel,
-                       command=screen_command(True, spec, prefix), origin=origin)
+    command = screen_command(True, spec, command_prefix(harness.command) or ())
+    runs = verify_many(workspace, [{}], tests, limits=limits, workers=1, cancel=cancel,
+                       **{**harness.sandbox, "command": command})
     verdict: Verdict | None = next((v for _, v in runs), None)
     if verdict is None:
         return Screen(error="cancelled")
     widened = rerun.widen(tests, rerun.printed(verdict))
     if widened and widened != tuple(tests):  # parametrized ids that change from run to run
-        return screen(workspace, suspect, codes, widened, limits=limits, python=python, timeout_s=timeout_s,
-                      cancel=cancel, prefix=prefix, origin=origin)
+        return screen(workspace, suspect, codes, widened, limits=limits, harness=harness, timeout_s=timeout_s,
+                      cancel=cancel)
     result = parse_screen(verdict.stdout_tail)
     if not result.done and not result.error and not result.status and not result.baseline:
         result.error = (verdict.error or "the screen printed nothing").splitlines()[0][:300]
@@ -320,16 +321,13 @@ class Search:
 
     def __init__(self, workspace: Path, failure: Failure, config: SearchConfig,
                  verify: Callable[[Repair, Deadline], bool], *,
-                 limits: Limits, python: str | None = None, command: Sequence[str] | None = None,
-                 cancel: threading.Event | None = None, origin: Path | None = None):
+                 limits: Limits, harness: Harness = Harness(), cancel: threading.Event | None = None):
         self.workspace, self.failure, self.config, self.verify = Path(workspace), failure, config, verify
-        self.limits, self.python, self.cancel = limits, python, cancel or threading.Event()
-        self.origin = origin  # the folder `workspace` is a copy of (sandbox.verify_many)
-        self.custom = command is not None  # a custom test command: the screen must fail as its run did
-        self.prefix = command_prefix(command)
-        self.screening = config.screen and self.prefix is not None
+        self.limits, self.harness, self.cancel = limits, harness, cancel or threading.Event()
+        self.custom = harness.command is not None  # a custom test command: the screen must fail as its run did
+        self.screening = config.screen and command_prefix(harness.command) is not None
         self.stats = SearchStats()
-        if config.screen and self.prefix is None:
+        if config.screen and not self.screening:
             self.stats.notes.append("no screening (the custom test command does not start {python}, so the screen "
                                     "cannot run the tests the way it does): one sandbox run per candidate")
         self._seen: set[tuple[str, str]] = set()
@@ -416,9 +414,8 @@ class Search:
         tests = tuple(dict.fromkeys((self.failure.test, *self.failure.also)))
         wall = max(5.0, min(self.left_s(), self.limits.wall_s))
         limits = Limits(**{**self.limits.to_dict(), "wall_s": wall})
-        result = screen(self.workspace, suspect, [r.code for r in batch], tests, limits=limits, python=self.python,
-                        timeout_s=self.config.variant_timeout_s, cancel=self.stop, prefix=self.prefix or (),
-                        origin=self.origin)
+        result = screen(self.workspace, suspect, [r.code for r in batch], tests, limits=limits, harness=self.harness,
+                        timeout_s=self.config.variant_timeout_s, cancel=self.stop)
         self.stats.processes += 1
         if result.error == "cancelled":  # cancelled or out of time: _halt says which
             return len(batch)
@@ -463,12 +460,10 @@ class Search:
 
 
 def run_search(workspace: Path, failure: Failure, suspects: Sequence[Suspect], config: SearchConfig,
-               verify: Callable[[Repair, Deadline], bool], *, limits: Limits, python: str | None = None,
-               command: Sequence[str] | None = None, cancel: threading.Event | None = None,
-               origin: Path | None = None) -> SearchStats:
+               verify: Callable[[Repair, Deadline], bool], *, limits: Limits, harness: Harness = Harness(),
+               cancel: threading.Event | None = None) -> SearchStats:
     """Search `suspects` for `failure` (see the module docstring); verified candidates reach `verify`."""
-    return Search(workspace, failure, config, verify, limits=limits, python=python, command=command,
-                  cancel=cancel, origin=origin).run(suspects)
+    return Search(workspace, failure, config, verify, limits=limits, harness=harness, cancel=cancel).run(suspects)
 
 
 if __name__ == "__main__":

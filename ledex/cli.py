@@ -38,7 +38,7 @@ from ledex.engine.failures import DiscoveryError, Failure, NoteKind, discover, g
 from ledex.engine.fixer import SEARCH_DEFAULT, CandidateResult, FixConfig, FixEngine, FixResult, problem_for
 from ledex.engine.format import Mode, build_messages
 from ledex.engine.models import ModelError, model_kind
-from ledex.engine.project import (ProjectConfigError, ProjectSettings, parse_test_command, read_project_settings,
+from ledex.engine.project import (Harness, ProjectConfigError, parse_test_command, read_project_settings,
                                   resolve_python)
 from ledex.engine.registry import default_adapter
 from ledex.sandbox import Limits, copy_workspace
@@ -147,12 +147,12 @@ def _fail(args: argparse.Namespace, code: int, message: str) -> int:
     return code
 
 
-def project_settings(args: argparse.Namespace, workspace: Path) -> ProjectSettings:
+def project_harness(args: argparse.Namespace, workspace: Path) -> Harness:
     """[tool.ledex] from the workspace's pyproject.toml, overridden by --python / --test-command."""
     project = read_project_settings(workspace)
     python = resolve_python(args.python, Path.cwd(), "--python") if args.python else project.python
-    command = parse_test_command(args.test_command, "--test-command") if args.test_command else project.test_command
-    return ProjectSettings(python, command)
+    command = parse_test_command(args.test_command, "--test-command") if args.test_command else project.command
+    return Harness(python, command)
 
 
 def discovery_limits(args: argparse.Namespace) -> Limits:
@@ -171,12 +171,12 @@ def run_fix(args: argparse.Namespace) -> int:
     if not workspace.is_dir():
         kind = "is a file, not a project folder" if workspace.exists() else "not found"
         raise FileNotFoundError(f"workspace {kind}: {args.path}")
-    project = project_settings(args, workspace)
+    harness = project_harness(args, workspace)
     reporter = Reporter(as_json=args.json, verbose=args.verbose)
     with reporter.phases() as phase:
         phase("discovery", f"running the tests in the sandbox (at most {args.discovery_timeout:g} s)")
-        discovery = discover(workspace, tests=args.test, python=project.python, command=project.test_command,
-                             limits=discovery_limits(args), on_phase=phase)
+        discovery = discover(workspace, tests=args.test, harness=harness, limits=discovery_limits(args),
+                             on_phase=phase)
     reporter.summary(discovery)
     if any(note_kind(n) is NoteKind.NO_TESTS for n in discovery.notes):
         raise DiscoveryError(discovery.verdict, NO_TESTS)
@@ -189,9 +189,8 @@ def run_fix(args: argparse.Namespace) -> int:
     config = FixConfig(samples=args.samples, rounds=args.rounds, mode=Mode(args.mode),
                        sampling=Sampling(seed=args.seed, max_tokens=args.max_tokens),
                        limits=Limits(wall_s=args.timeout, test_timeout_s=args.test_timeout),
-                       python=project.python, test_command=project.test_command,
-                       search=SEARCH_DEFAULT if args.search else None)
-    run = FixRun(args, workspace, project, reporter, FixEngine(backend, workspace, config))
+                       harness=harness, search=SEARCH_DEFAULT if args.search else None)
+    run = FixRun(args, workspace, reporter, FixEngine(backend, workspace, config))
     try:
         return _run_all(run, reporter, discovery, backend)
     finally:
@@ -272,9 +271,8 @@ class FixRun:
     """The failures of one `ledex fix`, in order; with --apply, the ones still waiting are
     re-run after each written fix (fresh suspects, and those it repaired count as fixed)."""
 
-    def __init__(self, args: argparse.Namespace, workspace: Path, project: ProjectSettings, reporter,
-                 engine: FixEngine):
-        self.args, self.workspace, self.project, self.reporter, self.engine = args, workspace, project, reporter, engine
+    def __init__(self, args: argparse.Namespace, workspace: Path, reporter, engine: FixEngine):
+        self.args, self.workspace, self.reporter, self.engine = args, workspace, reporter, engine
         self.handled: list = []  # Handled, in order (kept when the run is interrupted)
         self.cancel = threading.Event()  # set by Ctrl-C: the fix under way stops
         self.waiting = 0  # problems still queued after the one being fixed (for progress)
@@ -476,9 +474,8 @@ class FixRun:
 
     def _rerun(self, tests: list[str]):  # noqa: ANN202 - a failures.Discovery
         """Discovery of `tests`; by function when pytest did not find their parametrized ids."""
-        run = functools.partial(discover, self.engine.workspace, python=self.project.python,
-                                command=self.project.test_command, limits=discovery_limits(self.args),
-                                origin=self.engine.origin)
+        run = functools.partial(discover, self.engine.workspace, harness=self.engine.harness,
+                                limits=discovery_limits(self.args))
         try:
             return run(tests=tests)
         except DiscoveryError as exc:

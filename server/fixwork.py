@@ -170,8 +170,8 @@ def _generate(folder, entry: Entry, backend) -> None:
     verified fix, and keeps to one sandbox run beside generation."""
     s = folder.settings
     config = FixConfig(samples=s.samples, rounds=s.rounds, sampling=Sampling(seed=s.seed),
-                       limits=Limits(wall_s=s.testTimeoutS), python=s.python or None, stop_at_first=True,
-                       test_command=tuple(s.test_command) if s.test_command else None,  # verify as the suite runs
+                       limits=Limits(wall_s=s.testTimeoutS), stop_at_first=True,
+                       harness=s.harness,  # verify as the suite runs
                        verify_workers=1,  # one sandbox run beside generation: the model keeps the other core
                        search=SEARCH_DEFAULT if s.search else None)
 

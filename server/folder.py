@@ -180,8 +180,8 @@ class Folder:
             self.post(progress.report, token, f"{len(scope)} test file(s): {', '.join(scope)}"
                       if scope else "all tests")
             try:
-                return discover(self.root, limits=Limits(wall_s=settings.testTimeoutS), python=settings.python or None,
-                                command=settings.test_command, tests=tuple(scope or ()),
+                return discover(self.root, limits=Limits(wall_s=settings.testTimeoutS), harness=settings.harness,
+                                tests=tuple(scope or ()),
                                 imports=self.imports)  # the folder's graph, kept on this thread
             except DiscoveryError as exc:
                 return nothing_ran(exc)

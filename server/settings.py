@@ -14,6 +14,8 @@ import sys
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from ledex.engine.project import Harness
+
 # Globs for JUnit reports other runners write: `pytest --junitxml=junit.xml`, and the
 # Gradle/Maven/Jest-reporter convention of test-results/ folders.
 DEFAULT_JUNIT_GLOBS = ("**/junit*.xml", "**/test-results/**/*.xml")
@@ -45,6 +47,12 @@ class Settings:
     def test_command(self) -> list[str] | None:
         """testCommand split shell-style, None if empty (then `<python> -m pytest`)."""
         return shlex.split(self.testCommand) if self.testCommand.strip() else None
+
+    @property
+    def harness(self) -> Harness:
+        """How the sandbox runs the workspace's tests: `python` and testCommand (None = defaults)."""
+        command = self.test_command
+        return Harness(python=self.python or None, command=tuple(command) if command else None)
 
     @property
     def interpreter(self) -> str:

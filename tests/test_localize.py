@@ -11,6 +11,7 @@ from helpers import write_tree
 from ledex.engine.failures import coverage_selection, discover, group_by_suspect, read_junit
 from ledex.engine.fixer import judge
 from ledex.engine.localize import TestFiles, frames, is_test_file, localize
+from ledex.engine.project import Harness
 from ledex.sandbox import Limits, run_tests
 
 FILES = {
@@ -322,7 +323,7 @@ def test_without_coverage_in_the_test_interpreter_suspects_keep_evidence_order(t
     if probe is None or b"No module named 'coverage'" not in probe.stderr:
         pytest.skip("needs a python3 with pytest and without coverage")
     workspace = write_tree(tmp_path, {k: v for k, v in FIELD.items() if k.startswith(("seq/", "tests/test_more"))})
-    found = discover(workspace, python=python)
+    found = discover(workspace, harness=Harness(python=python))
     assert any("no coverage: coverage is not installed" in note for note in found.notes)
     chunked = next(f for f in found.failures if f.test.endswith("test_chunked_even"))
     assert ranked(chunked)[0] == "seq/more.py::take" and chunked.suspect.score is None
