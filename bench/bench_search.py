@@ -219,6 +219,35 @@ def throughput(cases: list[Case], runs: int) -> dict:
     return out
 
 
+def patching(repairs: int = 60) -> dict:
+    """Seconds per search repair in a long function of a long file (argparse.py of this Python,
+    ~2,600 lines: ArgumentParser._parse_known_args), each patched with a fresh make_patch (before
+    2026-11-30) vs one Patcher per suspect (what iter_repairs does): the ratio is how many more
+    candidates the search can make in its time on big real modules (fresh-user run X4: parse
+    1.20.2 at ~0.3 s a repair)."""
+    import argparse as target
+    import itertools
+
+    from ledex.engine import search
+    from ledex.engine.failures import Failure
+    from ledex.engine.localize import function_named, make_suspect
+    from ledex.engine.patching import make_patch
+
+    text = Path(target.__file__).read_text(encoding="utf-8")
+    name = "ArgumentParser._parse_known_args"
+    suspect = make_suspect("argparse.py", name, function_named(text, name), text, "bench")
+    failure = Failure(test="t.py::test", file="t.py", line=1, message="AssertionError", details="", suspect=suspect)
+    started = time.perf_counter()
+    made = list(itertools.islice(search.iter_repairs(text, suspect, failure, by_sbfl=False), repairs))
+    patcher_s = (time.perf_counter() - started) / len(made)
+    started = time.perf_counter()
+    again = [make_patch(text, suspect, r.code) for r in made]
+    fresh_s = (time.perf_counter() - started) / len(made)
+    assert [p.new_text for p in again] == [r.patch.new_text for r in made]  # the same patches
+    return {"file_lines": text.count("\n"), "repairs": len(made), "make_patch_s": round(fresh_s, 4),
+            "patcher_s": round(patcher_s, 4), "ratio": round(patcher_s / fresh_s, 3)}
+
+
 def summary(rows: list[dict], system: str) -> dict:
     rows = [r for r in rows if system in r]
     if not rows:
@@ -258,9 +287,12 @@ def main(argv: list[str] | None = None) -> dict:
                         "(SearchConfig(line_sbfl=False)): the reference for per-line Ochiai")
     parser.add_argument("--model-cases", type=int, default=10 ** 6, help="the model runs on the first N failures only")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--patching-only", action="store_true", help="only the per-repair patching cost (seconds)")
     parser.add_argument("--rows", type=Path, help="JSON lines: each evaluated failure appended as it finishes; "
                         "failures already in the file are not run again (resume) and count in the metrics")
     args = parser.parse_args(argv)
+    if args.patching_only:
+        return {"machine": machine_facts(), "patching": patching()}
     if args.quick:
         args.hef, args.mbpp, args.no_model, args.throughput_runs = 2, 2, True, 3
     try:
@@ -291,6 +323,7 @@ def main(argv: list[str] | None = None) -> dict:
               "metrics": {f"{kind}/{system}": summary([r for r in rows if kind in ("all", r["kind"])], system)
                           for kind in ("all", "humanevalfix", "mbpp") for system in ("model", "search", "both")},
               "throughput": throughput(first, args.throughput_runs) if args.throughput_runs else {},
+              "patching": patching(),
               "notes": [f"{len(rows)} failures evaluated ({prepared} prepared) within {args.minutes} min"]}
     return result
 

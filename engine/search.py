@@ -49,7 +49,7 @@ from ledex.engine import rerun
 from ledex.engine.failures import Failure
 from ledex.engine.localize import Suspect, first_line, frames, function_named, read_source
 from ledex.engine.operators import OPERATORS, Edit, single_site_edits
-from ledex.engine.patching import Patch, PatchError, make_patch
+from ledex.engine.patching import Patch, Patcher, PatchError
 from ledex.engine.project import Harness
 from ledex.sandbox import Limits, Verdict, verify_many
 
@@ -172,6 +172,10 @@ def iter_repairs(text: str, suspect: Suspect, failure: Failure, operators: Itera
     if span is None:
         return
     start, end = span
+    try:
+        patcher = Patcher(text, suspect)
+    except PatchError:
+        return
     order = _line_order(failure, suspect, start, end, by_sbfl, body)
     old_lines = len(body.splitlines())
     for edit in single_site_edits(body, suspect.qualname, operators,
@@ -179,7 +183,7 @@ def iter_repairs(text: str, suspect: Suspect, failure: Failure, operators: Itera
         new_end = end + len(edit.code.splitlines()) - old_lines
         code = textwrap.dedent("\n".join(edit.code.splitlines()[start - 1:new_end])) + "\n"
         try:
-            patch = make_patch(text, suspect, code)
+            patch = patcher.patch(code)
         except PatchError:
             continue
         yield Repair(edit, suspect, patch, code)

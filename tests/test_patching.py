@@ -2,12 +2,13 @@
 
 import ast
 import os
+import re
 
 import pytest
 
 from ledex.engine.apply import ApplyError, apply_patch
 from ledex.engine.localize import function_at, function_named, iter_functions, make_suspect
-from ledex.engine.patching import PatchError, make_patch, rebase
+from ledex.engine.patching import PatchError, Patcher, make_patch, rebase
 
 SOURCE = '''"""Module."""
 import math
@@ -75,6 +76,28 @@ def test_extra_code_in_the_answer_is_dropped():
 def test_unusable_answers_raise_patch_error(answer, message):
     with pytest.raises(PatchError, match=message):
         make_patch(SOURCE, suspect("area"), answer)
+
+
+def test_one_patcher_for_many_answers_makes_what_make_patch_makes():
+    """The search patches thousands of variants of one function with one Patcher (the file read
+    once): each patch, and each refusal, is make_patch's for the same answer."""
+    answers = ["class Shop:\n    @staticmethod\n    def price(x):\n        return x * 3\n",
+               "@staticmethod\ndef price(x):\n    return x + 2",
+               "import functools\n\n@staticmethod\ndef price(x):\n    return functools.reduce(max, [x, 2])\n",
+               "@classmethod\ndef price(cls, x):\n    return x\n",
+               "def volume(r):\n    return r", "@staticmethod\ndef price(x):\n    return x * 2\n", "def price(x:\n"]
+    patcher = Patcher(SOURCE, suspect("Shop.price"))
+    for answer in answers:
+        try:
+            expected = make_patch(SOURCE, suspect("Shop.price"), answer)
+        except PatchError as exc:
+            with pytest.raises(PatchError, match=re.escape(str(exc))):
+                patcher.patch(answer)
+        else:
+            assert patcher.patch(answer) == expected
+    changed = SOURCE.replace("return x * 2", "return x * 4")
+    with pytest.raises(PatchError, match="was changed since the failure was found"):
+        Patcher(changed, suspect("Shop.price"))
 
 
 def test_crlf_files_keep_their_line_endings():
