@@ -173,10 +173,26 @@ def function_at(source: str, line: int) -> tuple[str, ast.AST] | None:
     return best
 
 
-def function_named(source: str, qualname: str) -> ast.AST | None:
-    """The def named `qualname` in `source`; None when absent or the source does not parse."""
+def function_named(source: str, qualname: str, line: int | None = None) -> ast.AST | None:
+    """The def named `qualname` in `source` (choose_definition); None when absent or the source
+    does not parse."""
     tree = _parse(source)
-    return next((node for name, node in iter_functions(tree) if name == qualname), None) if tree else None
+    return choose_definition([node for name, node in iter_functions(tree) if name == qualname], line) if tree else None
+
+
+def choose_definition(nodes: list[ast.AST], line: int | None = None) -> ast.AST | None:
+    """Of the defs sharing one name: the one starting (decorators included) at `line`, else the
+    first that is not a `typing.overload` stub (fresh-user run X5, itsdangerous 2.2.0: two
+    `@t.overload` stubs of TimestampSigner.unsign came first, and the search mutated a stub; a
+    property's setter shares its getter's name too), else the first."""
+    exact = [n for n in nodes if line is not None and first_line(n) == line]
+    real = [n for n in nodes if not any(_is_overload(d) for d in n.decorator_list)]
+    return (exact or real or nodes or [None])[0]
+
+
+def _is_overload(decorator: ast.AST) -> bool:
+    return (isinstance(decorator, ast.Name) and decorator.id == "overload") or \
+        (isinstance(decorator, ast.Attribute) and decorator.attr == "overload")
 
 
 def first_line(node: ast.AST) -> int:

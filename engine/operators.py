@@ -38,7 +38,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
-from ledex.engine.localize import iter_functions
+from ledex.engine.localize import choose_definition, iter_functions
 from ledex.engine.operator_statements import _add_return, _blocks, _drop_condition, _drop_statement, _return
 
 # Symmetric alternatives: every operator maps to each member of its groups (so each swap has its inverse).
@@ -143,10 +143,10 @@ def _parses(text: str) -> ast.Module | None:
         return None
 
 
-def _target(src: _Source, function: str | None) -> ast.AST | None:
+def _target(src: _Source, function: str | None, line: int | None = None) -> ast.AST | None:
     if not function:
         return src.tree
-    return next((node for name, node in iter_functions(src.tree) if name == function), None)
+    return choose_definition([node for name, node in iter_functions(src.tree) if name == function], line)
 
 
 def _scope_names(root: ast.AST) -> list[str]:
@@ -463,11 +463,12 @@ def _describe(src: _Source, start: int, end: int, text: str, line: int) -> str:
 
 
 def single_site_edits(code: str, function: str | None = None, operators: Iterable[str] | None = None,
-                      order: Callable[[int, str], Any] | None = None) -> Iterator[Edit]:
+                      order: Callable[[int, str], Any] | None = None, line: int | None = None) -> Iterator[Edit]:
     """Every single-site edit of `function` in `code` (see the module docstring), each resulting
     text once, made one at a time as they are asked for (a long function has thousands): in source
     order, or by `order(line, operator)` (1-based line in `code`). operators: a subset of
-    OPERATORS (default: all)."""
+    OPERATORS (default: all). `line`: where `function` starts, when several defs share its name
+    (localize.choose_definition)."""
     wanted = frozenset(OPERATORS if operators is None else operators)
     unknown = wanted - set(OPERATORS)
     if unknown:
@@ -475,7 +476,7 @@ def single_site_edits(code: str, function: str | None = None, operators: Iterabl
     tree = _parses(code)
     if tree is None:
         return
-    window = _window(_Source(code, tree), function)
+    window = _window(_Source(code, tree), function, line)
     if window is None:
         return
     src, root, base, lines_before, prefix = window
@@ -499,13 +500,13 @@ def single_site_edits(code: str, function: str | None = None, operators: Iterabl
 _PREFIX = "if 1:\n"  # lets an indented method parse on its own (any uniform indentation is a valid block)
 
 
-def _window(module: _Source, function: str | None):
+def _window(module: _Source, function: str | None, line: int | None = None):
     """(source of the function's own lines, its node there, the char offset and lines before them in
     the module, the prefix added): edits are made and checked on the function alone, which keeps
     each check's parse as small as the function. The whole module when function is None."""
     if not function:
         return module, module.tree, 0, 0, ""
-    node = _target(module, function)
+    node = _target(module, function, line)
     if node is None:
         return None
     first = min([node.lineno] + [d.lineno for d in node.decorator_list])

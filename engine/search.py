@@ -150,8 +150,8 @@ def _loop_body(text: str, line: int) -> list[int]:
     return list(range(loop.end_lineno or loop.lineno, loop.body[0].lineno - 1, -1))
 
 
-def _function_span(text: str, qualname: str) -> tuple[int, int] | None:
-    node = function_named(text, qualname)
+def _function_span(text: str, qualname: str, line: int | None = None) -> tuple[int, int] | None:
+    node = function_named(text, qualname, line)
     return (first_line(node), node.end_lineno) if node is not None else None
 
 
@@ -168,7 +168,7 @@ def iter_repairs(text: str, suspect: Suspect, failure: Failure, operators: Itera
     edits, and each is a patch of the whole file (parse 1.20.2's Parser._handle_field: 3,839,
     ~0.3 s each; fresh-user run X4 saw the search spend 12 min making them past its 60 s)."""
     body = text.removeprefix("\ufeff")
-    span = _function_span(body, suspect.qualname)
+    span = _function_span(body, suspect.qualname, suspect.start_line)
     if span is None:
         return
     start, end = span
@@ -178,7 +178,7 @@ def iter_repairs(text: str, suspect: Suspect, failure: Failure, operators: Itera
         return
     order = _line_order(failure, suspect, start, end, by_sbfl, body)
     old_lines = len(body.splitlines())
-    for edit in single_site_edits(body, suspect.qualname, operators,
+    for edit in single_site_edits(body, suspect.qualname, operators, line=suspect.start_line,
                                   order=lambda line, op: (order.get(line, len(order)), OPERATOR_ORDER.index(op))):
         new_end = end + len(edit.code.splitlines()) - old_lines
         code = textwrap.dedent("\n".join(edit.code.splitlines()[start - 1:new_end])) + "\n"

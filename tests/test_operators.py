@@ -108,3 +108,45 @@ def test_training_mutants_use_the_same_operators():
     assert {m.operator for m in found} <= SAME_LINES and len({m.operator for m in found}) >= 8
     for m in found:
         assert sum(a != b for a, b in zip(m.original.splitlines(), m.code.splitlines())) == 1
+
+
+OVERLOADED = '''import typing as t
+
+
+class Signer:
+    @t.overload
+    def unsign(self, value: str, stamp: t.Literal[False] = False) -> str: ...
+
+    @t.overload
+    def unsign(self, value: str, stamp: t.Literal[True] = True) -> tuple: ...
+
+    def unsign(self, value, stamp=False):
+        if len(value) > 10:
+            raise ValueError(value)
+        return value
+
+    @property
+    def size(self):
+        return self._size
+
+    @size.setter
+    def size(self, value):
+        if value < 0:
+            raise ValueError(value)
+        self._size = value + 1
+'''
+
+
+def test_a_name_defined_more_than_once_is_edited_where_the_suspect_is():
+    """itsdangerous 2.2.0 (fresh-user run X5): two @overload stubs came before the method, and
+    every edit landed in a stub; a property's setter shares its getter's name. The
+    implementation is edited, or the definition starting at the suspect's line."""
+    lines = OVERLOADED.splitlines()
+    implementation = lines.index("    def unsign(self, value, stamp=False):") + 1
+    setter = lines.index("    @size.setter") + 1
+    edits = list(single_site_edits(OVERLOADED, "Signer.unsign"))
+    assert edits and all(implementation <= e.line <= implementation + 3 for e in edits), [e.line for e in edits]
+    at_setter = list(single_site_edits(OVERLOADED, "Signer.size", line=setter))
+    assert at_setter and all(setter < e.line <= setter + 4 for e in at_setter), [e.line for e in at_setter]
+    getter = list(single_site_edits(OVERLOADED, "Signer.size"))
+    assert getter and all(e.line == setter - 2 for e in getter)  # no line given: the first real definition
