@@ -173,11 +173,15 @@ def function_at(source: str, line: int) -> tuple[str, ast.AST] | None:
     return best
 
 
-def function_named(source: str, qualname: str, line: int | None = None) -> ast.AST | None:
-    """The def named `qualname` in `source` (choose_definition); None when absent or the source
-    does not parse."""
+def function_named(source: str, qualname: str) -> ast.AST | None:
+    """The def named `qualname` in `source` (function_in); None when absent or the source does not parse."""
     tree = _parse(source)
-    return choose_definition([node for name, node in iter_functions(tree) if name == qualname], line) if tree else None
+    return function_in(tree, qualname) if tree else None
+
+
+def function_in(tree: ast.AST, qualname: str, line: int | None = None) -> ast.AST | None:
+    """The def named `qualname` in `tree` (choose_definition among same-named ones); None when absent."""
+    return choose_definition([node for name, node in iter_functions(tree) if name == qualname], line)
 
 
 def choose_definition(nodes: list[ast.AST], line: int | None = None) -> ast.AST | None:

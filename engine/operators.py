@@ -38,7 +38,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
-from ledex.engine.localize import choose_definition, iter_functions
+from ledex.engine.localize import function_in
 from ledex.engine.operator_statements import _add_return, _blocks, _drop_condition, _drop_statement, _return
 
 # Symmetric alternatives: every operator maps to each member of its groups (so each swap has its inverse).
@@ -146,7 +146,7 @@ def _parses(text: str) -> ast.Module | None:
 def _target(src: _Source, function: str | None, line: int | None = None) -> ast.AST | None:
     if not function:
         return src.tree
-    return choose_definition([node for name, node in iter_functions(src.tree) if name == function], line)
+    return function_in(src.tree, function, line)
 
 
 def _scope_names(root: ast.AST) -> list[str]:

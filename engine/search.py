@@ -47,7 +47,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 from ledex.engine import rerun
 from ledex.engine.failures import Failure
-from ledex.engine.localize import Suspect, first_line, frames, function_named, read_source
+from ledex.engine.localize import Suspect, frames, read_source
 from ledex.engine.operators import OPERATORS, Edit, single_site_edits
 from ledex.engine.patching import Patch, Patcher, PatchError
 from ledex.engine.project import Harness
@@ -150,11 +150,6 @@ def _loop_body(text: str, line: int) -> list[int]:
     return list(range(loop.end_lineno or loop.lineno, loop.body[0].lineno - 1, -1))
 
 
-def _function_span(text: str, qualname: str, line: int | None = None) -> tuple[int, int] | None:
-    node = function_named(text, qualname, line)
-    return (first_line(node), node.end_lineno) if node is not None else None
-
-
 def repairs_for(text: str, suspect: Suspect, failure: Failure, operators: Iterable[str] | None = None,
                 by_sbfl: bool = True) -> list[Repair]:
     """Every single-site repair of `suspect` in `text` (its file), most promising first (lines
@@ -167,18 +162,14 @@ def iter_repairs(text: str, suspect: Suspect, failure: Failure, operators: Itera
     """repairs_for's repairs, each made when it is asked for: a long function has thousands of
     edits, and each is a patch of the whole file (parse 1.20.2's Parser._handle_field: 3,839,
     ~0.3 s each; fresh-user run X4 saw the search spend 12 min making them past its 60 s)."""
-    body = text.removeprefix("\ufeff")
-    span = _function_span(body, suspect.qualname, suspect.start_line)
-    if span is None:
-        return
-    start, end = span
     try:
-        patcher = Patcher(text, suspect)
+        patcher = Patcher(text, suspect)  # where the function is; PatchError: gone, or changed since
     except PatchError:
         return
+    body, start, end = patcher.body, patcher.start, patcher.end
     order = _line_order(failure, suspect, start, end, by_sbfl, body)
     old_lines = len(body.splitlines())
-    for edit in single_site_edits(body, suspect.qualname, operators, line=suspect.start_line,
+    for edit in single_site_edits(body, suspect.qualname, operators, line=start,
                                   order=lambda line, op: (order.get(line, len(order)), OPERATOR_ORDER.index(op))):
         new_end = end + len(edit.code.splitlines()) - old_lines
         code = textwrap.dedent("\n".join(edit.code.splitlines()[start - 1:new_end])) + "\n"
