@@ -7,7 +7,8 @@ sandbox's ``command`` template (sandbox.verify_many), so it runs in the sandbox 
 isolation and limits. Standard library and pytest only.
 
 argv[1]: base64 of zlib'd JSON {"path": relpath of the module, "qualname": "f" | "Cls.m",
-"variants": [function source, ...], "tests": [node id, ...], "timeout": seconds per variant}.
+"variants": [function source, ...], "tests": [node id, ...], "timeout": seconds per variant,
+"options": [pytest option, ...]}.
 Output, one line per result on fd 1 (written past pytest's capture):
 
     LEDEX-SCREEN baseline pass|fail [crash]  the tests on the unchanged code (crash: the first
@@ -24,9 +25,10 @@ where the code swallows the timeout (doctest runs each example under a bare ``ex
 alarm repeats every REPEAT_S until the test ends; one that hangs in C code kills the process
 (faulthandler) and the caller screens the rest again.
 
-The project's own pytest options (ini ``addopts``: ``--doctest-modules``, ``--doctest-glob``)
-apply, as in the sandbox's verification; options pytest cannot take in this process (a plugin
-missing here, ``-n`` of pytest-xdist) make the screen retry without them.
+The project's own pytest options (ini ``addopts``: ``--doctest-modules``, ``--doctest-glob``) and
+those of its test command (spec "options": ``-o pythonpath=src``) apply, as in the sandbox's
+verification; options pytest cannot take in this process (a plugin missing here, ``-n`` of
+pytest-xdist) make the screen retry without them.
 """
 
 import __future__
@@ -244,17 +246,25 @@ class Screen:
         return "pass" if _passes(items, timeout) else "fail"
 
 
+def attempts(options):
+    """The pytest argument sets to try in turn, until one reaches the screen's loop: the test
+    command's `options` with the project's addopts, then without addopts (pytest-xdist's `-n`
+    there would leave collection to workers), then without the options either."""
+    tries = [list(options), [*options, "-o", "addopts="], ["-o", "addopts="]]
+    return [t for i, t in enumerate(tries) if t not in tries[:i]]
+
+
 def main():
-    """Run pytest on the spec's tests (argv[1]: base64 zlib JSON) with the Screen plugin: with the
-    project's addopts, and again without them when pytest stopped before the screen's loop."""
+    """Run pytest on the spec's tests (argv[1]: base64 zlib JSON) with the Screen plugin and the
+    test command's pytest options (spec "options"), retried with fewer (attempts) when pytest
+    stopped before the screen's loop."""
     spec = json.loads(zlib.decompress(base64.b64decode(sys.argv[1])))
     sys.argv[1:] = []
-    # pytest-xdist would leave collection to its workers: with `-n` in addopts, the retry drops them
-    args = ["-q", "-p", "no:ledex_sbx_plugin", "-p", "no:cacheprovider", "-p", "no:xdist", "--capture=sys",
-            "--rootdir=.", *spec["tests"]]
-    for extra in ([], ["-o", "addopts="]):
+    fixed = ["-q", "-p", "no:ledex_sbx_plugin", "-p", "no:cacheprovider", "-p", "no:xdist", "--capture=sys",
+             "--rootdir=."]
+    for options in attempts(spec.get("options") or ()):
         screen = Screen(spec)
-        pytest.main([*extra, *args], plugins=[screen])
+        pytest.main([*fixed, *options, *spec["tests"]], plugins=[screen])
         if screen.ran:
             return
 

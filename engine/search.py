@@ -18,10 +18,10 @@ Verification is two-step:
    model candidate. Where screening is not possible (the function is not imported by the tests,
    the failure does not reproduce in one process) every candidate is verified directly, within
    the same budget. A custom test command (`--test-command`) screens with what comes before its
-   `{python}` (`env VAR=1`, `xvfb-run`) and only where the screen's unchanged code fails with the
-   error the command's run failed with (the suite may need the command's options: fresh-user run
-   X3, every variant failed a screen that lacked them); a command without `{python}` is not
-   screened.
+   `{python}` (`env VAR=1`, `xvfb-run`), its interpreter's and pytest's options (pytest_invocation),
+   and only where the screen's unchanged code fails with the error the command's run failed with
+   (a suite may need more of the command's setup: fresh-user run X3, every variant failed a
+   screen that lacked it); a command without `{python}` is not screened.
 
 Bounded per failure by SearchConfig (test runs and seconds) and stopped early when the cancel
 event is set (the user edited the file) or max_fixes candidates verified. The seconds bound cuts
@@ -211,12 +211,13 @@ def parse_screen(stdout: str) -> Screen:
     return screen
 
 
-def screen_command(python_placeholder: bool, spec: dict, prefix: Sequence[str] = ()) -> list[str]:
+def screen_command(python_placeholder: bool, spec: dict, prefix: Sequence[str] = (),
+                   interpreter: Sequence[str] = ()) -> list[str]:
     """The argv template running screen_driver.py with `spec` inside the sandbox, after `prefix`
-    (what a custom test command runs before `{python}`)."""
+    (what a custom test command runs before `{python}`) and with its `interpreter` options."""
     payload = base64.b64encode(zlib.compress(json.dumps(spec).encode(), 9)).decode()
     python = "{python}" if python_placeholder else "python"
-    return [*prefix, python, "-c", DRIVER.read_text(encoding="utf-8"), payload]
+    return [*prefix, python, *interpreter, "-c", DRIVER.read_text(encoding="utf-8"), payload]
 
 
 # programs that run the command after their own options, as the screen's prefix may
@@ -240,6 +241,47 @@ def command_prefix(command: Sequence[str] | None) -> tuple[str, ...] | None:
     if prefix and prefix[0] not in _PREFIX_PROGRAMS and not all(_ASSIGNMENT.match(t) for t in prefix):
         return None  # `bash -c '...' {python}`: {python} is an argument of something else (fresh-user run X4)
     return prefix
+
+
+# pytest-xdist's options: the screen is one process (its driver runs with `-p no:xdist`)
+_XDIST_OPTIONS = frozenset({"-n", "--numprocesses", "--dist", "--maxprocesses", "--max-worker-restart", "--tx"})
+
+
+def pytest_invocation(command: Sequence[str] | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(interpreter options, pytest options) of a custom test command `... {python} [options] -m
+    pytest [options] {tests}`, for the screen to run its pytest the same way (a suite may need
+    `-o pythonpath=src` or a conftest option: fresh-user runs X3, X5); without what the sandbox
+    fills in ({tests}, {junit} and the option taking it) and pytest-xdist's options. ((), ()) for
+    a command that does not run `{python} -m pytest`.
+
+    >>> pytest_invocation(["{python}", "-X", "dev", "-m", "pytest", "-o", "pythonpath=src", "--junitxml", "{junit}", "{tests}"])
+    (('-X', 'dev'), ('-o', 'pythonpath=src'))
+    >>> pytest_invocation(["{python}", "-m", "pytest", "-n", "2", "--dist=loadfile", "-nauto", "-x"])[1]
+    ('-x',)
+    >>> pytest_invocation(["{python}", "tests/run.py", "-x"]), pytest_invocation(None)
+    (((), ()), ((), ()))
+    """
+    command = list(command or ())
+    if "{python}" not in command:
+        return (), ()
+    after = command[command.index("{python}") + 1:]
+    start = next((i for i in range(len(after) - 1) if after[i] == "-m" and after[i + 1] in ("pytest", "py.test")), None)
+    if start is None:
+        return (), ()
+    options, rest = [], after[start + 2:]
+    skip = False
+    for token, following in zip(rest, [*rest[1:], ""]):
+        if skip:
+            skip = False
+            continue
+        if "{tests}" in token or "{junit}" in token:
+            continue
+        takes_next = token.startswith("-") and "=" not in token
+        if token in _XDIST_OPTIONS or (takes_next and "{junit}" in following):
+            skip = True  # the option and its value
+        elif token.split("=", 1)[0] not in _XDIST_OPTIONS and not re.fullmatch(r"-n\w+", token):
+            options.append(token)
+    return tuple(after[:start]), tuple(options)
 
 
 _CLASS = re.compile(r"\s*([A-Za-z_][\w.]*)(?::|$)")  # "pkg.mod.Error: ..." at a message's start
@@ -276,9 +318,10 @@ def screen(workspace: Path, suspect: Suspect, codes: Sequence[str], tests: Seque
            cancel: threading.Event | Deadline | None = None) -> Screen:
     """Run the failing `tests` once per variant of `suspect` (function sources) in one sandboxed
     process: the harness's interpreter, started with its command's prefix (command_prefix)."""
+    interpreter, options = pytest_invocation(harness.command)
     spec = {"path": suspect.path, "qualname": suspect.qualname, "variants": list(codes), "tests": list(tests),
-            "timeout": timeout_s}
-    command = screen_command(True, spec, command_prefix(harness.command) or ())
+            "timeout": timeout_s, "options": list(options)}
+    command = screen_command(True, spec, command_prefix(harness.command) or (), interpreter)
     runs = verify_many(workspace, [{}], tests, limits=limits, workers=1, cancel=cancel,
                        **{**harness.sandbox, "command": command})
     verdict: Verdict | None = next((v for _, v in runs), None)

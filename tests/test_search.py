@@ -469,32 +469,39 @@ NEEDS_STYLE_ASSERTED = {**NEEDS_STYLE, "tests/conftest.py": NEEDS_STYLE["tests/c
     "    assert request.config.getoption('style') == 'strict', 'run the tests with --style=strict'\n")}
 
 
-@pytest.mark.parametrize("needs", ["environment", "option", "option, asserted"])
+RUNNER = {"runtests.py": "import sys\n\nimport pytest\n\nsys.exit(pytest.main(['--style=strict', *sys.argv[1:]]))\n"}
+
+
+@pytest.mark.parametrize("needs", ["environment", "option", "runner", "runner, asserted"])
 def test_a_custom_test_command_screens_only_where_the_screen_fails_as_the_command_does(needs, tmp_path, capsys):
     """`--test-command 'env STYLE=strict {python} ...'`: the screen starts with the same `env
     STYLE=strict` and screens (it used to run each candidate on its own: X2's isodate used the
-    60 s budget). `{python} -m pytest --style=strict`: the screen lacks the option, its unchanged
-    code fails with RuntimeError where the command's run failed with AssertionError, so the
-    search says so and verifies each candidate with the command (a screen without the command's
-    setup fails every variant: the right fix was never tried, 454c1da, reverted)."""
+    60 s budget); `{python} -m pytest --style=strict`: the screen's pytest gets the option too
+    (X5: itsdangerous's `-o pythonpath=src` was left out, so nothing was screened). A runner
+    script that adds the option itself: the screen lacks it, its unchanged code fails with
+    RuntimeError where the command's run failed with AssertionError, so the search says so and
+    verifies each candidate with the command (a screen without the command's setup fails every
+    variant: the right fix was never tried, 454c1da, reverted)."""
     import json
 
     from ledex.cli import main
 
-    workspace = write_tree(tmp_path / "ws", NEEDS_STYLE_ASSERTED if needs == "option, asserted" else NEEDS_STYLE)
+    files = {**(NEEDS_STYLE_ASSERTED if needs.endswith("asserted") else NEEDS_STYLE), **RUNNER}
+    workspace = write_tree(tmp_path / "ws", files)
     answers = tmp_path / "answers.json"
     answers.write_text(json.dumps([EXPLAINS]))
-    run = "{python} -m pytest -q -p no:cacheprovider --junitxml={junit} {tests}"
-    command = f"env STYLE=strict {run}" if needs == "environment" else run.replace("{tests}", "--style=strict {tests}")
+    options = "-q -p no:cacheprovider --junitxml={junit} {tests}"
+    command = {"environment": f"env STYLE=strict {{python}} -m pytest {options}",
+               "option": f"{{python}} -m pytest --style=strict {options}"}.get(needs, f"{{python}} runtests.py {options}")
     code = main(["fix", str(workspace), "--model", f"replay:{answers}", "--test", "tests/test_seq.py::test_last_two",
                  "--test-command", command, "--json", "--samples", "1", "--rounds", "1"])
     document = json.loads(capsys.readouterr().out)
     (failure,) = document["failures"]
     assert code == 0 and failure["candidates"][0]["verified"] and failure["candidates"][0]["source"] == "search"
     unscreened = [n for n in document["notes"] if "test_last_two: search: no screening" in n]
-    if needs == "environment":
+    if needs in ("environment", "option"):
         assert unscreened == []
-    elif needs == "option":
+    elif needs == "runner":
         assert unscreened and "the screen failed with RuntimeError, the tests' command with AssertionError" in unscreened[0]
     else:  # the fixture's assert is an AssertionError too (fresh-user run X4): the message tells them apart
         assert unscreened and "the screen failed otherwise: 'run the tests with --style=strict" in unscreened[0]
