@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import sys
@@ -71,16 +72,16 @@ def _execute(req: dict[str, Any], requested: tuple[str, ...], mode: str) -> Verd
     apply_patch(dirs["ws"], patch)
     ids = tuple(req["ids"]) if req.get("ids") else None
     _hand_over(root, dirs, ids)
-    argv = _command(req, dirs, requested)
-    wrapped = isolation.wrap(mode, argv, writable=[dirs[k] for k in ("ws", "home", "tmp", "report")],
-                             readonly=_readonly(copy), cwd=dirs["ws"], limits=limits, ids=ids,
-                             view=req.get("view"))
-    nonce = secrets.token_hex(16)  # not the run id: that one is visible in the environment
     env = _env(req, dirs)
     env.update(guard.environment(patch, copy.protected, dirs["report"],
                                  [dirs[k] for k in ("ws", "tmp", "home")], workspace) if patch else {})
     if req.get("coverage"):
         covdata.install(dirs["runner"], dirs["report"], env)
+    argv = with_assignments_merged(_command(req, dirs, requested), env)
+    wrapped = isolation.wrap(mode, argv, writable=[dirs[k] for k in ("ws", "home", "tmp", "report")],
+                             readonly=_readonly(copy), cwd=dirs["ws"], limits=limits, ids=ids,
+                             view=req.get("view"))
+    nonce = secrets.token_hex(16)  # not the run id: that one is visible in the environment
     raw = run_command(wrapped, env=env, cwd=dirs["ws"], secret=_secret(nonce, copy, dirs, test_timeout(limits)),
                       wall_s=limits.wall_s, output_kb=limits.output_kb,
                       max_output_mb=limits.max_output_mb, sweep=mode == "none",
@@ -193,6 +194,37 @@ def _command(req: dict[str, Any], dirs: dict[str, Path], tests: Sequence[str]) -
         else:
             argv.append(part.replace("{python}", python).replace("{junit}", junit))
     return argv
+
+
+# variables a command may set that the sandbox sets too: joined to the sandbox's value (which comes
+# first: its plugin and guard live on its PYTHONPATH), never replacing it
+_JOINED = {"PYTHONPATH": os.pathsep, "PYTEST_PLUGINS": ",", "PYTEST_ADDOPTS": " "}
+_ASSIGNMENT = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=(.*)", re.S)
+
+
+def with_assignments_merged(argv: list[str], env: dict[str, str]) -> list[str]:
+    """`argv` with its leading environment assignments (`env A=1 {python} ...`, or `A=1 {python}
+    ...`, which runs through `env`) joined to the sandbox's own values of PYTHONPATH,
+    PYTEST_PLUGINS and PYTEST_ADDOPTS (fresh-user run X5: `env PYTHONPATH=src` replaced the
+    sandbox's, and every run failed with "Error importing plugin").
+
+    >>> with_assignments_merged(["PYTHONPATH=src", "X=1", "py"], {"PYTHONPATH": "/runner"})
+    ['env', 'PYTHONPATH=/runner:src', 'X=1', 'py']
+    >>> with_assignments_merged(["env", "PYTEST_ADDOPTS=-x", "py"], {"PYTEST_ADDOPTS": "-q"}), with_assignments_merged(["py", "A=1"], {})
+    (['env', 'PYTEST_ADDOPTS=-q -x', 'py'], ['py', 'A=1'])
+    """
+    start = 1 if argv[:1] == ["env"] else 0
+    end = start
+    while end < len(argv) and _ASSIGNMENT.fullmatch(argv[end]):
+        end += 1
+    if end == start:
+        return argv
+    merged = []
+    for token in argv[start:end]:
+        name, value = _ASSIGNMENT.fullmatch(token).groups()
+        ours = env.get(name, "") if name in _JOINED else ""
+        merged.append(f"{name}={ours}{_JOINED[name]}{value}" if ours and value else f"{name}={ours or value}")
+    return ["env", *merged, *argv[end:]]
 
 
 def _env(req: dict[str, Any], dirs: dict[str, Path]) -> dict[str, str]:

@@ -210,6 +210,25 @@ def test_custom_command_with_placeholders(tmp_path):
     assert v.passed and [o.nodeid for o in v.outcomes] == [ADD]
 
 
+@pytest.mark.parametrize("prefix", [["env", "PYTHONPATH=src", "PYTEST_ADDOPTS=-p no:asyncio"],
+                                    ["PYTHONPATH=src", "PYTEST_ADDOPTS=-p no:asyncio"]])
+def test_a_commands_pythonpath_joins_the_sandboxs(tmp_path, prefix):
+    """`env PYTHONPATH=src {python} -m pytest` (a src layout without an install) replaced the
+    sandbox's PYTHONPATH, which carries its plugin: every run said "Error importing plugin" (fresh-user
+    run X5). The command's entries are added to the sandbox's; a bare `VAR=value` prefix runs
+    through env; PYTEST_ADDOPTS joins the sandbox's options the same way."""
+    ws = write_tree(tmp_path / "ws", {"src/calc.py": "def add(a, b):\n    return a - b\n",
+                                      "tests/test_calc.py": "from calc import add\n\n\ndef test_add():\n"
+                                                            "    assert add(1, 2) == 3\n"})
+    cmd = [*prefix, "{python}", "-m", "pytest", "--junitxml={junit}", "{tests}"]
+    failing = run_tests(ws, ["tests/test_calc.py::test_add"], limits=QUICK, command=cmd)
+    assert failing.error is None and [(o.nodeid, o.outcome) for o in failing.outcomes] == [
+        ("tests/test_calc.py::test_add", "failed")] and "assert -1 == 3" in failing.outcomes[0].message
+    fixed = verify(ws, {"src/calc.py": "def add(a, b):\n    return a + b\n"}, ["tests/test_calc.py::test_add"],
+                   limits=QUICK, command=cmd)
+    assert fixed.passed
+
+
 def test_command_that_is_not_pytest_is_an_error_not_a_pass(tmp_path):
     ws = make_ws(tmp_path, calc=GOOD)
     v = run_tests(ws, [ADD], limits=QUICK, command=["true"])
