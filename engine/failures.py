@@ -21,7 +21,7 @@ from ledex.engine.localize import Suspect, TestFiles, frames, is_doctest_name, r
 from ledex.engine.project import Harness
 from ledex.engine.sbfl import Spectrum, spectra
 from ledex.sandbox import Limits, TestOutcome, Verdict, run_tests
-from ledex.sandbox.verdict import HUNG_PREFIX, INTERNAL_ERROR_ID, UNTRUSTED_PREFIX
+from ledex.sandbox.verdict import EXITED_PREFIX, HUNG_PREFIX, INTERNAL_ERROR_ID, UNTRUSTED_PREFIX
 from ledex.sandbox.junit import Rewriter, parse_junit
 
 FAILED = ("failed", "error")
@@ -425,12 +425,19 @@ def is_hung(outcome: TestOutcome) -> bool:
     return outcome.outcome in FAILED and outcome.message.startswith(HUNG_PREFIX)
 
 
+def killed_its_process(outcome: TestOutcome) -> bool:
+    """A test during which the test process exited (os._exit, a crash): a run with it writes no
+    JUnit report and no coverage data."""
+    return outcome.outcome in FAILED and outcome.message.startswith(EXITED_PREFIX)
+
+
 def coverage_selection(verdict: Verdict) -> list[str]:
     """What the coverage run re-runs: the files with failing tests, as node ids without the
     tests that hung (each would cost COVERAGE_SLOWDOWN times the per-test timeout again and
-    give no spectrum); just the files when none hung."""
+    give no spectrum) or killed their process (coverage.py writes its data as the process
+    exits: fresh-user run X5 got none); just the files when there are none of those."""
     files = failing_files(verdict)
-    hung = {o.nodeid for o in verdict.outcomes if is_hung(o)}
+    hung = {o.nodeid for o in verdict.outcomes if is_hung(o) or killed_its_process(o)}
     if not hung:
         return files
     return [o.nodeid for o in verdict.outcomes if o.nodeid.split("::")[0] in files and o.nodeid not in hung

@@ -55,6 +55,8 @@ class TestRecord:
     duration_s: float = 0.0
     skipped_subtests: int = 0  # pytest counts the test passed; JUnit may file it as skipped
     timed_out: bool = False  # the per-test alarm raised in it: failed, whatever its reports say
+    # the first failed phase's message, traceback and 0-based line: text only, never an outcome
+    failure: tuple[str, str, int | None] = ("", "", None)
 
     @property
     def outcome(self) -> str:
@@ -158,6 +160,10 @@ def _phase(chan: Channel, rec: dict) -> None:
     else:
         key = when
     test.phases[key] = (outcome, bool(rec.get("xfail")))
+    if outcome in ("failed", "error") and not any(test.failure):
+        line = rec.get("line")
+        test.failure = (str(rec.get("message") or ""), str(rec.get("text") or ""),
+                        line if isinstance(line, int) and line >= 0 else None)
 
 
 def _end(chan: Channel, rec: dict) -> None:

@@ -9,7 +9,8 @@ stream against a strict protocol: ``begin`` -> ``phase`` x3 -> ``end`` per test,
 once, in order.
 
 Records (``ev``): start, collected (n, ids, tampered), begin (nodeid), phase (nodeid, when,
-outcome, xfail, raised), end (nodeid, outcome, body, d), collect_error, finish (status,
+outcome, xfail, raised; a failed phase also its crash ``message`` and traceback ``text``, which
+stand in for the JUnit report's when the process dies before writing it), end (nodeid, outcome, body, d), collect_error, finish (status,
 tampered). Outcomes are pytest's own reports (so unittest failures, xfail/xpass, skips and
 setup/teardown errors read exactly as pytest reports them), checked against what the phase
 actually raised: a report that says "passed" for a phase that raised is tampering.
@@ -78,6 +79,7 @@ class TeardownTimeout(Exception):
 TeardownTimeout.__name__ = TeardownTimeout.__qualname__ = "TestTimeout"  # reads as the same timeout
 _RETRY_S = 0.002  # an alarm landing in pytest's own code is retried this much later
 _REPEAT_S = 0.05  # a swallowed timeout is raised again this much later, until the phase ends
+_MESSAGE_CHARS, _TEXT_CHARS = 500, 6000  # a failed phase's message and traceback on the channel (a line each)
 _SAMPLES, _SAMPLE_S = 5, 0.01  # stack samples taken at the timeout, and their spacing (s)
 _FRAMEWORK = tuple(os.path.dirname(os.path.abspath(path)) + os.sep
                    for path in (_pytest.__file__, pluggy.__file__, __file__))
@@ -133,8 +135,22 @@ def pytest_runtest_makereport(item, call):  # noqa: ANN001
     report = result.get_result()
     # a report made while the call phase is still running is a subtest's (subTest, subtests)
     when = "subtest" if _in_call.get(item.nodeid) else call.when
-    _emit({"ev": "phase", "nodeid": item.nodeid, "when": when, "outcome": _outcome(report),
-           "xfail": hasattr(report, "wasxfail"), "raised": _raised(call)})
+    record = {"ev": "phase", "nodeid": item.nodeid, "when": when, "outcome": _outcome(report),
+              "xfail": hasattr(report, "wasxfail"), "raised": _raised(call)}
+    if report.failed:  # what the JUnit report would say, for a run that dies before writing it
+        record.update(_failure_text(report))
+    _emit(record)
+
+
+def _failure_text(report) -> dict:  # noqa: ANN001 - pytest TestReport
+    """A failed report's crash message and traceback (the tail: the exception is at the end)."""
+    try:
+        crash = getattr(report.longrepr, "reprcrash", None)
+        line = report.location[1] if isinstance(report.location[1], int) else None  # 0-based, as JUnit's
+        return {"message": str(getattr(crash, "message", "") or "")[:_MESSAGE_CHARS],
+                "text": report.longreprtext[-_TEXT_CHARS:], "line": line}
+    except Exception:  # noqa: BLE001 - a repr that cannot be rendered: the outcome still goes out
+        return {}
 
 
 class _Phase:

@@ -19,6 +19,7 @@ from dataclasses import replace
 
 from . import guard
 from .channel import RANK, Channel, TestRecord, parse_channel
+from .junit import first_line
 from .models import TestOutcome, Verdict
 from .runner import RawRun
 
@@ -32,6 +33,8 @@ INTERNAL_ERROR_ID = "pytest.py::internal"
 # How a test stopped by a timeout is reported (here and by plugin.py, which runs inside the
 # sandbox and cannot import this): the per-test timeout or the run's wall clock.
 HUNG_PREFIX = "did not finish within"
+# How a test during which the test process exited is reported (os._exit, a crash in C code)
+EXITED_PREFIX = "did not finish: the test process exited"
 # How a pass of a run the sandbox does not trust (tampering, a broken protocol) is reported: an error.
 UNTRUSTED_PREFIX = "not trusted: "
 _MISSING_NAMED = 5  # requested tests named in a "did not run" error; the rest are counted
@@ -87,7 +90,8 @@ def merge(chan: Channel, junit: dict[str, TestOutcome] | None, rewrite, *,  # no
     junit = junit or {}
     problems: list[str] = []
     outcomes = [_timed_out(rec, o, timed_out) for nodeid, rec in chan.tests.items()
-                for o in [_merge_one(rec, junit.get(nodeid), problems, unfinished, have_report=bool(junit))]]
+                for o in [_merge_one(rec, junit.get(nodeid), problems, unfinished, have_report=bool(junit),
+                                   rewrite=rewrite)]]
     for nodeid, text in chan.collect_errors.items():
         outcomes.append(_collect_error(nodeid, rewrite(text)))
     seen = {o.nodeid for o in outcomes}
@@ -117,15 +121,14 @@ def _collect_file(j: TestOutcome) -> str:
 
 
 def _merge_one(rec: TestRecord, j: TestOutcome | None, problems: list[str],
-               unfinished: str, have_report: bool) -> TestOutcome:
+               unfinished: str, have_report: bool, rewrite) -> TestOutcome:  # noqa: ANN001
     outcome = rec.outcome
     file = rec.nodeid.split("::")[0] or None
     if not rec.ended:
         return TestOutcome(rec.nodeid, "failed", unfinished or "did not finish", "", file, None,
                            rec.duration_s)
     if not have_report:  # the run died before pytest wrote it: the verdict is an error anyway
-        return TestOutcome(rec.nodeid, outcome, "" if outcome == "passed" else f"{outcome} (no JUnit report)",
-                           "", file, None, rec.duration_s)
+        return _from_channel(rec, outcome, file, rewrite)
     if j is None:
         problems.append(f"{rec.nodeid} has no JUnit entry")
         return TestOutcome(rec.nodeid, "error", f"{outcome}, but missing from the JUnit report", "",
@@ -141,6 +144,18 @@ def _merge_one(rec: TestRecord, j: TestOutcome | None, problems: list[str],
         return replace(j, outcome="error" if worst == "passed" else worst, message=note)
     return replace(j, outcome=outcome, message=_message(rec, j), duration_s=rec.duration_s,
                    details=_PLUGIN_FRAME.sub("", j.details).replace(_TIMEOUT_PREFIX, "TestTimeout: "))
+
+
+def _from_channel(rec: TestRecord, outcome: str, file: str | None, rewrite) -> TestOutcome:  # noqa: ANN001
+    """A test's outcome with the message and traceback its failed phase sent on the channel (a run
+    that died before pytest wrote the JUnit report: a test calling os._exit, fresh-user run X5)."""
+    message, text, line = rewrite(rec.failure[0]), rewrite(rec.failure[1]), rec.failure[2]
+    if outcome == "passed":
+        return TestOutcome(rec.nodeid, outcome, "", "", file, None, rec.duration_s)
+    details = _PLUGIN_FRAME.sub("", rewrite.trim(text)).replace(_TIMEOUT_PREFIX, "TestTimeout: ")
+    said = first_line(message.removeprefix(_TIMEOUT_PREFIX)) or first_line(details)
+    return TestOutcome(rec.nodeid, outcome, said or f"{outcome} (no JUnit report)", details, file,
+                       None if line is None else line + 1, rec.duration_s)
 
 
 def _message(rec: TestRecord, j: TestOutcome) -> str:
@@ -234,7 +249,7 @@ def _unfinished(raw: RawRun, wall: float, test_s: float) -> tuple[str, str]:
         return f"{HUNG_PREFIX} {wall:g} s (the run's wall clock); the run was killed", stack
     if stack and test_s:
         return f"{HUNG_PREFIX} {test_s:g} s (the sandbox's per-test timeout)", stack
-    return f"did not finish: the test process exited while it ran (exit code {raw.exit_code})", stack
+    return f"{EXITED_PREFIX} while it ran (exit code {raw.exit_code})", stack
 
 
 def build(raw: RawRun, chan: Channel, junit: dict[str, TestOutcome] | None, *,

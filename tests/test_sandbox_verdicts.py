@@ -511,3 +511,27 @@ def test_channel_protocol(case):
         assert chan.violations == [] and chan.tests[N].outcome == "passed"
     else:
         assert any(violation in v for v in chan.violations), chan.violations
+
+
+def test_a_test_that_exits_the_process_leaves_the_other_failures_whole(tmp_path):
+    """A test calling os._exit() ends pytest before it writes the JUnit report (and before
+    coverage.py saves its data): the failures before it came out as "failed (no JUnit report)"
+    with no traceback, and no suspect was ranked by coverage (fresh-user run X5). Now their
+    messages and tracebacks come over the channel, the exiting test is reported as such, the
+    tests after it run in a fresh process, and coverage is measured without the exiting test."""
+    ws = write_tree(tmp_path / "ws", {
+        "calc.py": "def add(a, b):\n    return a - b\n\n\ndef double(x):\n    return add(x, x)\n",
+        "tests/test_a.py": ("import os\n\nfrom calc import add, double\n\n\ndef test_add():\n    assert add(1, 2) == 3\n\n\n"
+                            "def test_exits():\n    os._exit(0)\n\n\ndef test_double():\n    assert double(2) == 4\n\n\n"
+                            "def test_zero():\n    assert add(0, 0) == 0\n")})
+    found = discover(ws, limits=Limits(wall_s=120))
+    by_test = {f.test: f for f in found.failures}
+    assert set(by_test) >= {"tests/test_a.py::test_add", "tests/test_a.py::test_exits", "tests/test_a.py::test_double"}
+    add = by_test["tests/test_a.py::test_add"]
+    assert add.message == "assert -1 == 3" and "return a - b" not in add.message
+    assert 'test_a.py", line 7, in test_add' in add.details and "+  where -1 = add(1, 2)" in add.details
+    assert add.line == 6  # the test's def, as JUnit gives it
+    assert by_test["tests/test_a.py::test_exits"].message.startswith("did not finish: the test process exited")
+    assert "assert 0 == 4" in by_test["tests/test_a.py::test_double"].message  # ran in the fresh process
+    double = by_test["tests/test_a.py::test_double"].suspect  # the coverage run without test_exits saw add fail both
+    assert add.suspect.qualname == "add" and (double.qualname, double.reason) == ("add", "coverage")
