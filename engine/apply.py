@@ -52,5 +52,8 @@ def apply_patch(workspace: Path, patch: Patch) -> Patch:
         patch = rebase(patch, current)
     except PatchError as exc:
         raise ApplyError(f"{exc}; nothing was written (run ledex again)") from None
-    atomic_write_text(target, patch.new_text)
+    try:
+        atomic_write_text(target, patch.new_text)
+    except OSError as exc:  # a read-only or immutable file or folder, a full disk (fresh-user run X5)
+        raise ApplyError(f"cannot write {patch.path}: {exc.strerror or exc}; the file is unchanged") from None
     return patch

@@ -28,6 +28,7 @@ import tempfile
 import threading
 import time
 import traceback
+from dataclasses import replace
 from pathlib import Path
 
 from ledex import __version__
@@ -214,7 +215,7 @@ def _run_all(run: "FixRun", reporter, discovery, backend) -> int:  # noqa: ANN00
     except Exception as exc:  # noqa: BLE001 - the model went away mid-run (ModelError) or a bug
         return _stopped(run, discovery, exc)
     reporter.finish(backend.identity, handled, discovery)
-    return EXIT_OK if all(h.fixed for h in handled) else EXIT_UNFIXED
+    return EXIT_OK if all(h.fixed and not h.not_applied for h in handled) else EXIT_UNFIXED
 
 
 def _stopped(run: "FixRun", discovery, exc: Exception) -> int:  # noqa: ANN001
@@ -370,9 +371,9 @@ class FixRun:
         self.current = None
         for note in result.search.notes if result.search else ():  # e.g. "no screening (...)": why search was slow
             self.reporter.note(f"{failure.test}: search: {note}")
-        applied = self.apply(result) if self.args.apply else None
+        applied, refused = self.apply(result) if self.args.apply else (None, None)
         again = next((self.again[t] for t in (failure.test, *failure.also) if t in self.again), None)
-        return Handled(result, applied=applied, assumes=tuple(self.assumed), again=again)
+        return Handled(result, applied=applied, assumes=tuple(self.assumed), again=again, not_applied=refused)
 
     def interrupted(self):
         """Handled for the failure under way when Ctrl-C came, with the candidates finished by
@@ -399,23 +400,23 @@ class FixRun:
             messages = build_messages(problem_for(failure), self.engine.config.mode)
             check_fits(self.engine.backend, messages, failure.suspect.source)
 
-    def apply(self, result: FixResult) -> str | None:
+    def apply(self, result: FixResult) -> tuple[str | None, str | None]:
         """Write the best verified candidate (engine/apply.py: located again by name in the file
-        as it is now); returns the file written, or None (nothing verified, or refused: a note)."""
+        as it is now); returns (the file written, None), (None, why it was refused: the file is
+        unchanged), or (None, None) when nothing was verified."""
         best = result.best
         if best is None:
-            return None
+            return None, None
         try:
             apply_patch(self.workspace, best.patch)
         except ApplyError as exc:
-            self.reporter.note(f"{result.failure.test}: fix not applied: {exc}")
-            return None
-        return best.patch.path
+            return None, str(exc)
+        return best.patch.path, None
 
     def recheck(self, queue: list[Failure], fixed_by: str, handled: list, earlier: list = ()) -> list[Failure]:
         """The failures still failing after a written fix (re-run now); the others are reported fixed.
         `earlier`: Handled problems without a fix, handled before it; those that pass now get fixed_by."""
-        from ledex.cli_output import Handled, passes_with
+        from ledex.cli_output import passes_with
 
         tests = [f.test for f in queue] + [t for h in earlier for t in (h.result.failure.test, *h.result.failure.also)]
         try:
@@ -441,20 +442,30 @@ class FixRun:
                 item.fixed_by = fixed_by
                 item.assumes = tuple(self.assumed)
                 self.reporter.note(f"{group[0]}: {passes_with(fixed_by, self.copy is not None)}")
+                self.reporter.result(item)  # on stdout too, below its FAILED block (fresh-user run X5)
             elif self.changed(group, fresh, known, fixed_by):
                 handled.remove(item)
                 retry += [fresh[t] for t in group if t in fresh]
                 self.reporter.note(f"{group[0]}: fails differently with the fix for {fixed_by} in place: tried again")
+                if now := [t for t in group if passes(t)]:  # counted as fixed, not lost from the summary (X5)
+                    self.passing(replace(item.result.failure, test=now[0], also=tuple(now[1:]),
+                                         message=known.get(now[0], item.result.failure.message)), fixed_by)
         remaining = []
         for failure in queue:
             if passes(failure.test):
-                item = Handled(FixResult(failure, model=self.engine.backend.identity.id), fixed_by=fixed_by,
-                               assumes=tuple(self.assumed))
-                self.reporter.result(item)
-                handled.append(item)
+                self.passing(failure, fixed_by)
             else:
                 remaining.append(fresh.get(failure.test, failure))
         return remaining + retry
+
+    def passing(self, failure: Failure, fixed_by: str) -> None:
+        """Record and report `failure` (a group's tests) as passing with the fix for `fixed_by` in place."""
+        from ledex.cli_output import Handled
+
+        item = Handled(FixResult(failure, model=self.engine.backend.identity.id), fixed_by=fixed_by,
+                       assumes=tuple(self.assumed))
+        self.reporter.result(item)
+        self.handled.append(item)
 
     def changed(self, group: tuple[str, ...], fresh: dict[str, Failure], before: dict[str, str],
                 fixed_by: str) -> bool:

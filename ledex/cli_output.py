@@ -48,6 +48,8 @@ class Handled:
     # why no fix was looked for (the suspect does not fit the model's context), or why the
     # looking stopped early (interrupted: `result` then holds the candidates finished by then)
     error: str | None = None
+    # --apply: why the verified fix could not be written (an immutable or read-only file); the file is unchanged
+    not_applied: str | None = None
 
     @property
     def fixed(self) -> bool:
@@ -71,7 +73,7 @@ def failure_dict(handled: Handled) -> dict:
         "timings": result.timings,
         "applied": handled.applied, "fixed_by": handled.fixed_by, "assumes": list(handled.assumes),
         "again": handled.again,
-        "error": handled.error,
+        "error": handled.error, "not_applied": handled.not_applied,
     }
 
 
@@ -314,6 +316,8 @@ class Reporter:
             print(f"\n  {len(unusable)} answer(s) unusable: {'; '.join(reasons)}", file=out)
         if applied:
             print(f"\n  applied the best verified fix to {applied}", file=out)
+        elif handled.not_applied:
+            print(f"\n  not applied: {handled.not_applied}", file=out)
         elif handled.assumes and result.best is not None:
             print(f"\n  verified with the fix for {', '.join(handled.assumes)} in place (dry run: tried in a "
                   "scratch copy, your files are unchanged; --apply writes both)", file=out)
@@ -347,5 +351,8 @@ class Reporter:
         size = [1 + len(h.result.failure.also) for h in handled]  # a group counts each of its failures
         fixed = sum(n for n, h in zip(size, handled) if h.fixed)
         found = len(discovery.failures) if discovery is not None else sum(size)
-        left = f"; {found - sum(size)} not started" if found > sum(size) else ""
+        unfinished = "not finished (the run stopped)" if error is not None else "not started"
+        left = f"; {found - sum(size)} {unfinished}" if found > sum(size) else ""
+        unwritten = sum(n for n, h in zip(size, handled) if h.not_applied)
+        left += f"; {unwritten} not written (not applied, above)" if unwritten else ""
         print(f"\nledex: {fixed} of {sum(size)} failure(s) have a verified fix{left} (model {identity.id})", file=self.out)
