@@ -9,7 +9,8 @@ The spectrum is one test file's tests as measured in the sandbox (`run_tests(...
 coverage=True)`): the failing tests of the file against its passing tests. A function's
 score is the highest score of the lines the failing test executed in it (the usual
 method-level aggregation). Equal scores are ordered by Ochiai of this failing test alone
-(F = 1, so 1/sqrt(1 + ep)), then by the evidence order of localize.py. On the injected
+(F = 1, so 1/sqrt(1 + ep)), then by the evidence order of localize.py, then by path and line
+(never by the order coverage.py listed its files). On the injected
 regressions of bench/bench_localize.py this ranks the broken function first for 53 of 61
 failures (toolz and cachetools: 41 of 49, where the mean of the two values gets 39 and the
 failing test alone 35; docs/benchmarks.md).
@@ -81,8 +82,11 @@ class Spectrum:
         return file if self.blend == "file" else alone if self.blend == "failure" else (file + alone) / 2
 
     def lines(self, nodeid: str) -> Mapping[str, Sequence[int]]:
-        """{workspace file: 1-based lines} that test `nodeid` executed ({} when not measured)."""
-        return self.coverage.get(nodeid, {})
+        """{workspace file: 1-based lines} that test `nodeid` executed ({} when not measured), in
+        path order: functions with equal scores rank in that order, never in the order coverage.py
+        listed its files (a set of the sandbox's temporary paths: the top suspect changed from one
+        identical run to the next, fresh-user run X5, jmespath)."""
+        return dict(sorted(self.coverage.get(nodeid, {}).items()))
 
 
 def spectra(coverage: Coverage, outcomes: Mapping[str, str], blend: str = "file") -> dict[str, Spectrum]:

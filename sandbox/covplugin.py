@@ -63,7 +63,7 @@ def pytest_runtest_protocol(item, nextitem):  # noqa: ANN001
 def _per_test(cov) -> dict[str, dict[str, list[int]]]:  # noqa: ANN001
     data = cov.get_data()
     tests: dict[str, dict[str, list[int]]] = {}
-    for path in data.measured_files():
+    for path in sorted(data.measured_files()):  # a set: the report's order would change from run to run
         rel = os.path.relpath(path, _ROOT)
         if rel.startswith(".."):
             continue

@@ -275,6 +275,20 @@ def test_the_function_a_hung_test_was_stuck_in_stays_first_when_coverage_measure
     assert ranked[1].score == 1.0 > ranked[0].score  # Ochiai alone would have put helper first
 
 
+def test_functions_with_equal_scores_rank_the_same_whatever_order_coverage_listed_them(tmp_path):
+    """jmespath 1.0.1 (fresh-user run X5): nine functions ran only in the failing tests (Ochiai 1.0
+    each) and ranked in the order coverage.py listed its files, a set of the sandbox's temporary
+    paths, so the top suspect, and whether the fix was found, changed between identical runs."""
+    from ledex.engine.sbfl import rank_by_spectrum, spectra
+
+    write_tree(tmp_path, {"a.py": "def parse(s):\n    return s\n", "b.py": "def run(s):\n    return s[1]\n"})
+    failing = "tests/test_x.py::test_index"
+    orders = [{"a.py": [2], "b.py": [2]}, {"b.py": [2], "a.py": [2]}]
+    rankings = [[s.qualname for s in rank_by_spectrum(tmp_path, [], spectra({failing: files}, {failing: "failed"})[
+        "tests/test_x.py"], failing, lambda rel: rel.startswith("tests/"))] for files in orders]
+    assert rankings == [["parse", "run"], ["parse", "run"]]
+
+
 def test_a_repr_that_only_pytests_failure_report_ran_is_the_last_suspect(field_run):
     _, failures, _ = field_run
     tax = failures["tests/test_money.py::test_with_tax"]
