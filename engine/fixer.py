@@ -236,19 +236,23 @@ class FixEngine:
         self.harness = config.harness  # its origin is set by moved_to: the folder self.workspace is a copy of
 
     def fix(self, failure: Failure, *, cancel: threading.Event | None = None, progress: Progress | None = None,
-            on_candidate: Callable[[CandidateResult], None] | None = None) -> FixResult:
+            on_candidate: Callable[[CandidateResult], None] | None = None, stages: str = "search+model",
+            after: FixResult | None = None) -> FixResult:
         """Candidates for the failure's suspects in turn (FixConfig.suspects of them), stopping at
         the first suspect that gets a verified fix. A group (failures.group_by_suspect) is one
         problem: each candidate is verified against every test in it. `on_candidate(c)` is called
         as each candidate is recorded, and once more with the same object when the model's
-        explanation of a verified search fix arrives (the fix is offered before it)."""
-        result = FixResult(failure, model=self.backend.identity.id)
+        explanation of a verified search fix arrives (the fix is offered before it).
+        `stages`: "search+model" (the search, then the model's rounds where needs_model), "search"
+        (the cheap search only), "model" (the model's rounds only, going on from `after`, the result
+        of a "search" call: the CLI searches every problem before the model works on any)."""
+        result = after if after is not None else FixResult(failure, model=self.backend.identity.id)
         cancel = cancel or threading.Event()
         tried = suspects_to_try(failure, self.config.suspects)
-        if self.config.search is not None and tried:
+        if "search" in stages and self.config.search is not None and tried:
             self._search(failure, tried, result, cancel, progress, on_candidate)
-            if cancel.is_set() or any(c.verified and not ranking.overfit_risk(c) for c in result.candidates):
-                return self._finish(result, failure)
+        if cancel.is_set() or "model" not in stages or not self.needs_model(result):
+            return self._finish(result, failure)
         for n, suspect in enumerate(tried):
             named = progress if n == 0 or progress is None else \
                 (lambda stage, done, total, q=suspect.qualname: progress(f"{q}: {stage}", done, total))
@@ -261,6 +265,12 @@ class FixEngine:
             if cancel.is_set() or result.best is not None:
                 break
         return self._finish(result, failure)
+
+    @staticmethod
+    def needs_model(result: FixResult) -> bool:
+        """Whether the model's rounds would still run after `result`'s search: no verified fix,
+        or only fixes at risk of fitting the tests rather than the bug (ranking.overfit_risk)."""
+        return not any(c.verified and not ranking.overfit_risk(c) for c in result.candidates)
 
     # --- search candidates (engine/search.py) ------------------------------------------------------
 

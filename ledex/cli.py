@@ -205,9 +205,9 @@ def _run_all(run: "FixRun", reporter, discovery, backend) -> int:  # noqa: ANN00
             handled = run.all(discovery.failures)
     except KeyboardInterrupt:  # the failures handled so far are still reported (with --json: the document)
         partial = run.interrupted()
-        if partial is not None:
-            reporter.result(partial)
-            run.handled.append(partial)
+        for item in ([partial] if partial is not None else []) + run.searched_only("interrupted"):
+            reporter.result(item)
+            run.handled.append(item)
         left = len(discovery.failures) - sum(1 + len(h.result.failure.also) for h in run.handled)
         reporter.note(f"interrupted: {left} failure(s) not started; " + INTERRUPTED)
         reporter.finish(backend.identity, run.handled, discovery)
@@ -229,8 +229,9 @@ def _stopped(run: "FixRun", discovery, exc: Exception) -> int:  # noqa: ANN001
     partial = run.interrupted()
     if partial is not None:
         partial.error = f"stopped by an error after {len(partial.result.candidates)} candidate(s); not applied"
-        run.reporter.result(partial)
-        run.handled.append(partial)
+    for item in ([partial] if partial is not None else []) + run.searched_only("stopped by an error"):
+        run.reporter.result(item)
+        run.handled.append(item)
     left = len(discovery.failures) - sum(1 + len(h.result.failure.also) for h in run.handled)
     written = [h.applied for h in run.handled if h.applied]
     run.reporter.note(f"stopped: {message}; {left} failure(s) not finished"
@@ -286,23 +287,55 @@ class FixRun:
         self.messages: dict[str, str] = {}  # each failing test's latest message (discovery, then re-runs)
         self.again: dict[str, str] = {}  # the tests of problems tried again -> the fix that changed their failure
         self.attempts = 0  # problems started, tries again included (the progress line's count)
+        # problems searched and not fixed, waiting for the model's turn: their tests -> (the search's
+        # result, each test's message then, the problem's number in the progress line)
+        self.searched: dict[tuple[str, ...], tuple[FixResult, dict[str, str | None], int]] = {}
+        self.numbers: dict[tuple[str, ...], int] = {}  # the problem being fixed again -> its number
 
     def all(self, failures: list[Failure]) -> list:
         """Handled for each problem (failures sharing a top suspect are one), in discovery order;
-        each is reported as it is done. Also kept in self.handled (for an interrupted run)."""
+        each is reported as it is done. Also kept in self.handled (for an interrupted run).
+        Every problem's cheap search comes before any problem's model rounds (fresh-user run X5:
+        the first problem's model rounds ran for minutes while a later one's search would have
+        fixed it in seconds): a problem the search did not fix goes back to the end of the queue
+        (FixRun.searched) for the model's turn."""
         queue, handled = list(failures), self.handled
         self.messages.update((f.test, f.message) for f in failures)
         while queue:
             group = group_by_suspect(queue)[0]  # the first failure with those sharing its top suspect: one problem
+            members = [f for f in queue if f.test in (group.test, *group.also)]
             queue = [f for f in queue if f.test not in (group.test, *group.also)]
-            self.waiting = len(group_by_suspect(queue))
-            item = self.one(group)
+            searched = self.take_searched(group)
+            later = bool(queue) and self.engine.config.search is not None  # other problems could search first
+            stages = "model" if searched else "search" if later else "search+model"
+            self.waiting = sum(self.key(g) not in self.searched for g in group_by_suspect(queue))
+            item = self.one(group, stages, searched)
+            if item is None:  # searched, not fixed: the model's turn comes after the others' search
+                queue += members
+                continue
             self.reporter.result(item)
             handled.append(item)
             earlier = [h for h in handled[:-1] if not h.fixed and h.error is None]  # handled before, no fix
             if (queue or earlier) and self.in_place(item):
                 queue = self.recheck(queue, item.result.failure.test, handled, earlier)
         return handled
+
+    @staticmethod
+    def key(group: Failure) -> tuple[str, ...]:
+        """A problem's tests, which name it in FixRun.searched."""
+        return (group.test, *group.also)
+
+    def take_searched(self, group: Failure) -> FixResult | None:
+        """The search's result for `group` when it was searched and its tests still fail as they
+        did then; None when it was not (or a written fix changed its failures: search it again)."""
+        found = self.searched.pop(self.key(group), None)
+        if found is None:
+            return None
+        result, messages, number = found
+        if any(self.messages.get(t) != said for t, said in messages.items()):
+            return None
+        self.numbers[self.key(group)] = number
+        return result
 
     def in_place(self, item) -> bool:  # noqa: ANN001 - a cli_output.Handled
         """Whether the problem's best verified fix is now in the code the problems after it are
@@ -353,21 +386,37 @@ class FixRun:
             shutil.rmtree(self.copy.parent, ignore_errors=True)
             self.copy = None
 
-    def one(self, failure: Failure):
-        """Handled for one problem: its candidates (FixEngine.fix), written with --apply; a
-        suspect too long for the model's context gives Handled.error instead of candidates."""
+    def one(self, failure: Failure, stages: str = "search+model", searched: FixResult | None = None):
+        """Handled for one problem: its candidates (FixEngine.fix: `stages`, going on from
+        `searched`, its search's result), written with --apply; a suspect too long for the model's
+        context gives Handled.error (with the search's candidates). None when `stages` is "search"
+        and the model is still needed: the result waits in self.searched for the model's turn."""
         from ledex.cli_output import Handled
 
-        self.attempts += 1
-        number = self.attempts
-        self.current, self.partial, self.started = failure, [], time.perf_counter()
-        with self.reporter.progress(failure, number, number + self.waiting) as progress:
+        key = self.key(failure)
+        number = self.numbers.pop(key, None)
+        if number is None:
+            self.attempts += 1
+            number = self.attempts
+        self.current, self.partial, self.started = failure, list(searched.candidates if searched else ()), time.perf_counter()
+        result = searched
+        turn = "the model's turn" if stages == "model" else ""
+        with self.reporter.progress(failure, number, self.attempts + self.waiting, turn) as progress:
+            fix = functools.partial(self.engine.fix, failure, progress=progress, cancel=self.cancel,
+                                    on_candidate=self.partial.append)
             try:
-                self.check_prompt(failure)
-                result = self.engine.fix(failure, progress=progress, cancel=self.cancel, on_candidate=self.partial.append)
+                if "search" in stages:
+                    result = fix(stages="search")
+                    if stages == "search" and self.engine.needs_model(result) and not self.cancel.is_set():
+                        self.current = None
+                        self.searched[key] = (result, {t: self.messages.get(t) for t in key}, number)
+                        return None
+                if "model" in stages and self.engine.needs_model(result) and not self.cancel.is_set():
+                    self.check_prompt(failure)
+                    result = fix(stages="model", after=result)
             except PromptTooLong as exc:
                 self.current = None
-                return Handled(FixResult(failure, model=self.engine.backend.identity.id), error=str(exc))
+                return Handled(result or FixResult(failure, model=self.engine.backend.identity.id), error=str(exc))
         self.current = None
         for note in result.search.notes if result.search else ():  # e.g. "no screening (...)": why search was slow
             self.reporter.note(f"{failure.test}: search: {note}")
@@ -393,6 +442,15 @@ class FixRun:
         timings = {"generation": min(sum(rounds.values()), elapsed), "verification": sum(c.verification_s for c in done)}
         result = FixResult(self.current, candidates=done, model=self.engine.backend.identity.id, timings=timings)
         return Handled(result, error=f"interrupted after {len(done)} candidate(s); not applied")
+
+    def searched_only(self, why: str) -> list:
+        """Handled for the problems searched without a fix whose model turn never came (`why`:
+        the run was interrupted or stopped), with the search's candidates."""
+        from ledex.cli_output import Handled
+
+        done = {t for h in self.handled for t in self.key(h.result.failure)}
+        return [Handled(result, error=f"{why} before the model's turn: search only")
+                for key, (result, _, _) in self.searched.items() if not done & set(key)]
 
     def check_prompt(self, failure: Failure) -> None:
         """Raises PromptTooLong when the failure's prompt (with its suspect) exceeds the model's context."""

@@ -214,10 +214,11 @@ class Reporter:
             yield
 
     @contextlib.contextmanager
-    def progress(self, failure: Failure, number: int = 1, total: int = 1):
-        """Per-failure progress: a tqdm bar on a terminal, one line per stage otherwise."""
+    def progress(self, failure: Failure, number: int = 1, total: int = 1, turn: str = ""):
+        """Per-failure progress: a tqdm bar on a terminal, one line per stage otherwise; `turn`
+        ends the first line ("the model's turn": a problem searched before, back for the model)."""
         suspect = f" (suspect {failure.suspect.qualname})" if failure.suspect else ""
-        label = f"fixing {number} of {total}: {failure.test}{suspect}"
+        label = f"fixing {number} of {total}: {failure.test}{suspect}" + (f", {turn}" if turn else "")
         if not _is_tty(self.err):
             yield self._stage_lines(label)
             return

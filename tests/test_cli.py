@@ -72,6 +72,29 @@ def test_text_output_shows_explanations_and_diffs(example):
     assert "failure(s) have a verified fix (model SmolLM2-135M" in proc.stdout
 
 
+def test_every_problems_search_comes_before_any_problems_model_rounds(tmp_path):
+    """greet's bug needs the model, add's is one edit the search finds in seconds: add's search
+    used to wait for greet's model rounds (minutes with a real model: fresh-user run X5). Now
+    greet is searched, add is searched and fixed, and greet gets the model's turn, with add's fix
+    in place; both are reported, in the order they were done."""
+    ws = write_tree(tmp_path / "ws", {
+        "calc.py": 'def greet(name):\n    return "hello"\n\n\ndef add(a, b):\n    return a - b\n',
+        "test_calc.py": ("from calc import add, greet\n\n\ndef test_greet():\n    assert greet('bo') == 'hello bo'\n\n\n"
+                         "def test_add():\n    assert add(1, 2) == 3\n")})
+    model = replay_file(tmp_path, ['Greets without the name.\n```python\ndef greet(name):\n    return "hello " + name\n```'])
+    proc = ledex("fix", str(ws), "--model", model, "--samples", "1", "--rounds", "1")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    stages = [line.removeprefix("ledex:").strip() for line in proc.stderr.splitlines()
+              if line.startswith(("ledex: fixing", "ledex:   "))]
+    assert stages == ["fixing 1 of 2: test_calc.py::test_greet (suspect greet)", "search: single-site edits (0/1) at 0 s",
+                      stages[2], "fixing 2 of 2: test_calc.py::test_add (suspect add)", stages[4], stages[5],
+                      "fixing 1 of 2: test_calc.py::test_greet (suspect greet), the model's turn", stages[7], stages[8]]
+    assert stages[7].startswith("round 1: generating") and stages[2].startswith("search: done")
+    assert proc.stdout.index("FAILED test_calc.py::test_add") < proc.stdout.index("FAILED test_calc.py::test_greet")
+    assert "candidate 1 (written by the model, round 1) [verified]" in proc.stdout
+    assert "ledex: 2 of 2 failure(s) have a verified fix" in proc.stdout
+
+
 def test_a_fix_apply_cannot_write_is_shown_with_its_reason_and_exits_1(tmp_path):
     """--apply on an immutable file (chattr +i) stopped the run with an internal error and a
     traceback, and the verified diff was lost (fresh-user run X5): the diff and why it was not
