@@ -15,17 +15,36 @@ from pathlib import Path
 
 PLUGIN_NAME = "ledex_sbx_cov"
 ENV_DIR = "LEDEX_SBX_COVERAGE_DIR"
+FALLBACK_ENV = "LEDEX_SBX_COVERAGE_FALLBACK"  # a folder with ledex's own coverage package
 MAX_BYTES = 64 * 1024 * 1024  # a suite of ~10k tests with ~100 lines each fits easily
 
 Coverage = dict[str, dict[str, list[int]]]
 
 
 def install(runner_dir: Path, report_dir: Path, env: dict[str, str]) -> None:
-    """Copy the plugin next to the runner plugin and load it in the run's environment."""
+    """Copy the plugin next to the runner plugin and load it in the run's environment, with a
+    copy of the coverage.py that runs ledex for the plugin to fall back on (FALLBACK_ENV) where the
+    project's interpreter has none: a project's virtualenv seldom installs it, and without it no
+    suspect is ranked by coverage (fresh-user runs X5, itsdangerous)."""
     shutil.copyfile(Path(__file__).with_name("covplugin.py"), runner_dir / f"{PLUGIN_NAME}.py")
     plugins = [p for p in env.get("PYTEST_PLUGINS", "").split(",") if p]
     env["PYTEST_PLUGINS"] = ",".join([*plugins, PLUGIN_NAME])
     env[ENV_DIR] = str(report_dir)
+    fallback = _copy_own_coverage(runner_dir / "coverage-fallback")
+    if fallback is not None:
+        env[FALLBACK_ENV] = str(fallback)
+
+
+def _copy_own_coverage(folder: Path) -> Path | None:
+    """`folder` holding a copy of this interpreter's coverage package (its C tracer loads only in
+    the same Python version; coverage.py uses its Python tracer elsewhere), or None without one."""
+    try:
+        import coverage
+    except ImportError:
+        return None
+    source = Path(coverage.__file__).parent
+    shutil.copytree(source, folder / "coverage", ignore=shutil.ignore_patterns("__pycache__", "htmlfiles"))
+    return folder
 
 
 def _read_capped(path: Path) -> bytes | None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 import pytest
 
@@ -24,11 +25,29 @@ _TEST_CODE = ["*/tests/*", "*/test/*", "*/testing/*", "*/test_*.py", "*_test.py"
 _ROOT = os.getcwd()
 
 
-def _start():  # noqa: ANN202 - coverage.Coverage or an error string
+def _import_coverage():  # noqa: ANN202 - the coverage module or None
+    """The project's coverage.py, else the copy of ledex's own (the folder in
+    $LEDEX_SBX_COVERAGE_FALLBACK, searched last so the project's own always wins)."""
     try:
         import coverage
+        return coverage
     except ImportError:
-        return "coverage is not installed in the interpreter that runs the tests"
+        pass
+    fallback = os.environ.get("LEDEX_SBX_COVERAGE_FALLBACK", "")
+    if not fallback:
+        return None
+    sys.path.append(fallback)
+    try:
+        import coverage
+        return coverage
+    except Exception:  # noqa: BLE001 - a copy this Python version cannot run (syntax, ABI)
+        return None
+
+
+def _start():  # noqa: ANN202 - coverage.Coverage or an error string
+    coverage = _import_coverage()
+    if coverage is None:
+        return "coverage is not installed in the interpreter that runs the tests (nor usable from ledex's)"
     cov = coverage.Coverage(data_file=None, source=[_ROOT], omit=_TEST_CODE, config_file=False, branch=False)
     cov.start()
     return cov

@@ -329,7 +329,7 @@ def test_a_coverage_run_returns_the_lines_each_test_executed(tmp_path):
     assert run_tests(workspace, ["tests/test_more.py::test_take"]).coverage is None  # only when asked
 
 
-def test_without_coverage_in_the_test_interpreter_suspects_keep_evidence_order(tmp_path):
+def test_without_coverage_suspects_keep_evidence_order_and_a_bare_interpreter_gets_ledexs(tmp_path):
     import shutil
 
     python = shutil.which("python3")
@@ -337,10 +337,14 @@ def test_without_coverage_in_the_test_interpreter_suspects_keep_evidence_order(t
     if probe is None or b"No module named 'coverage'" not in probe.stderr:
         pytest.skip("needs a python3 with pytest and without coverage")
     workspace = write_tree(tmp_path, {k: v for k, v in FIELD.items() if k.startswith(("seq/", "tests/test_more"))})
-    found = discover(workspace, harness=Harness(python=python))
-    assert any("no coverage: coverage is not installed" in note for note in found.notes)
-    chunked = next(f for f in found.failures if f.test.endswith("test_chunked_even"))
+    plain = discover(workspace, harness=Harness(python=python), coverage=False)
+    chunked = next(f for f in plain.failures if f.test.endswith("test_chunked_even"))
     assert ranked(chunked)[0] == "seq/more.py::take" and chunked.suspect.score is None
+    # that interpreter has no coverage.py: the coverage run uses a copy of ledex's own (fresh-user run X5)
+    found = discover(workspace, harness=Harness(python=python))
+    assert not any("no coverage" in note for note in found.notes), found.notes
+    chunked = next(f for f in found.failures if f.test.endswith("test_chunked_even"))
+    assert chunked.suspect.score is not None
 
 
 STACK = {

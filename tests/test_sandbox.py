@@ -9,6 +9,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -227,6 +228,54 @@ def test_a_commands_pythonpath_joins_the_sandboxs(tmp_path, prefix):
     fixed = verify(ws, {"src/calc.py": "def add(a, b):\n    return a + b\n"}, ["tests/test_calc.py::test_add"],
                    limits=QUICK, command=cmd)
     assert fixed.passed
+
+
+def test_a_pytest_command_without_junit_placeholder_still_reports(tmp_path):
+    """`{python} -m pytest -o pythonpath=src {tests}` (fresh-user run X5) has no `{junit}`: pytest
+    wrote no report and every run was an error ("no readable JUnit report"). The sandbox asks for
+    the report through PYTEST_ADDOPTS instead."""
+    ws = make_ws(tmp_path, calc=GOOD)
+    v = run_tests(ws, [ADD], limits=QUICK, command=["{python}", "-m", "pytest", "-p", "no:asyncio", "{tests}"])
+    assert v.passed and v.error is None and [o.nodeid for o in v.outcomes] == [ADD]
+
+
+@pytest.fixture(scope="module")
+def python_without_coverage():
+    """A virtualenv with pytest and nothing else (no coverage.py), as many projects' are; in a
+    world-readable folder (as root, the sandbox runs tests as an unprivileged user)."""
+    import _pytest
+    import iniconfig
+    import packaging
+    import pluggy
+    import py
+    import pygments
+
+    root = Path(tempfile.mkdtemp(prefix="ledex-bare-env-"))
+    root.chmod(0o755)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root / "env")], check=True)
+    lib = root / "lib"
+    lib.mkdir()
+    for module in (pytest, _pytest, pluggy, iniconfig, packaging, pygments, py):
+        source = Path(module.__file__)
+        source = source.parent if source.name == "__init__.py" else source
+        if source.is_dir():  # copies: the sandbox's view of the file system binds the paths a .pth names
+            shutil.copytree(source, lib / source.name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(source, lib / source.name)
+    (next(root.glob("env/lib/python3*/site-packages")) / "lib.pth").write_text(f"{lib}\n")
+    python = root / "env" / "bin" / "python"
+    assert subprocess.run([python, "-c", "import coverage"], capture_output=True).returncode != 0
+    yield python
+    shutil.rmtree(root)
+
+
+def test_coverage_is_measured_where_the_projects_interpreter_lacks_coverage_py(tmp_path, python_without_coverage):
+    """A project's virtualenv without coverage.py got no coverage, so no suspect was ranked by it
+    (fresh-user run X5, itsdangerous): the coverage run falls back on a copy of ledex's own."""
+    ws = make_ws(tmp_path)
+    v = run_tests(ws, [ADD], limits=QUICK, coverage=True, python=str(python_without_coverage))
+    assert [o.outcome for o in v.outcomes] == ["failed"], v.error
+    assert v.coverage and v.coverage[ADD]["pkg/calc.py"], v.notes
 
 
 def test_command_that_is_not_pytest_is_an_error_not_a_pass(tmp_path):
