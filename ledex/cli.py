@@ -46,6 +46,7 @@ from ledex.sandbox import Limits, copy_workspace
 
 EXIT_OK, EXIT_UNFIXED, EXIT_ERROR = 0, 1, 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 INTERRUPTED = "your files are unchanged unless --apply had already written a fix (each fix is written whole, atomically)"
 
 
@@ -136,8 +137,9 @@ def main(argv: list[str] | None = None) -> int:
         return run_fix(args)
     except (ModelError, FileNotFoundError, ProjectConfigError, DiscoveryError) as exc:
         return _fail(args, EXIT_ERROR, str(exc))
-    except KeyboardInterrupt:
-        return _fail(args, EXIT_INTERRUPTED, f"interrupted; {INTERRUPTED}")
+    except KeyboardInterrupt as stop:
+        return _fail(args, EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED,
+                     f"interrupted; {INTERRUPTED}")
 
 
 def _fail(args: argparse.Namespace, code: int, message: str) -> int:
@@ -203,7 +205,7 @@ def _run_all(run: "FixRun", reporter, discovery, backend) -> int:  # noqa: ANN00
     try:
         with _cancelled_on_interrupt(run.cancel):
             handled = run.all(discovery.failures)
-    except KeyboardInterrupt:  # the failures handled so far are still reported (with --json: the document)
+    except KeyboardInterrupt as stop:  # the failures handled so far are still reported (with --json: the document)
         partial = run.interrupted()
         for item in ([partial] if partial is not None else []) + run.searched_only("interrupted"):
             reporter.result(item)
@@ -211,7 +213,7 @@ def _run_all(run: "FixRun", reporter, discovery, backend) -> int:  # noqa: ANN00
         left = len(discovery.failures) - sum(1 + len(h.result.failure.also) for h in run.handled)
         reporter.note(f"interrupted: {left} failure(s) not started; " + INTERRUPTED)
         reporter.finish(backend.identity, run.handled, discovery)
-        return EXIT_INTERRUPTED
+        return EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - the model went away mid-run (ModelError) or a bug
         return _stopped(run, discovery, exc)
     reporter.finish(backend.identity, handled, discovery)
@@ -255,7 +257,7 @@ def _cancelled_on_interrupt(cancel: threading.Event):
 
     def terminate(signum, frame):  # noqa: ANN001 - `timeout`, a CI cancel, `kill`: stop, and clean up on the way
         cancel.set()
-        raise SystemExit(128 + signal.SIGTERM)
+        raise Terminated
 
     previous = signal.signal(signal.SIGINT, interrupt), signal.signal(signal.SIGTERM, terminate)
     try:
@@ -263,6 +265,11 @@ def _cancelled_on_interrupt(cancel: threading.Event):
     finally:
         signal.signal(signal.SIGINT, previous[0])
         signal.signal(signal.SIGTERM, previous[1])
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`timeout`, a CI cancel, `kill`): handled like Ctrl-C, what was done is reported
+    (fresh-user run X5: it printed nothing), with exit status EXIT_TERMINATED."""
 
 
 class NoScratchCopy(Exception):

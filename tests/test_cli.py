@@ -677,8 +677,9 @@ def test_a_dry_run_of_an_editable_install_tests_its_scratch_copy(tmp_path):
 
 
 def test_sigterm_stops_a_dry_run_and_removes_its_scratch_copy(tmp_path):
-    """`timeout`, a CI cancel or `kill` send SIGTERM: the run stops (exit 143) and the dry run's
-    copy of the project is removed on the way out (fresh-user run X4: it was left in $TMPDIR)."""
+    """`timeout`, a CI cancel or `kill` send SIGTERM: the run stops (exit 143), reports what it had
+    done, and the dry run's copy of the project is removed on the way out (fresh-user run X4: it
+    was left in $TMPDIR)."""
     spin = "Spin.\n```python\ndef banner(n):\n    while True:\n        pass\n```"
     model = replay_file(tmp_path, ["Off by one.\n```python\ndef label(n):\n    return \"n=\" + str(n)\n```", spin])
     ws = write_tree(tmp_path / "ws", {"labels.py": LABELS, "tests/test_labels.py": LABELS_TESTS})
@@ -693,9 +694,11 @@ def test_sigterm_stops_a_dry_run_and_removes_its_scratch_copy(tmp_path):
             break
     assert list(scratch.glob("ledex-dry-run-*/ws"))  # the copy exists while banner is tried
     proc.send_signal(signal.SIGTERM)
-    proc.communicate(timeout=120)
+    out, err = proc.communicate(timeout=120)
     assert proc.returncode == 143
     assert not list(scratch.glob("ledex-dry-run-*")) and (ws / "labels.py").read_text() == LABELS
+    # what was done is reported, as for Ctrl-C (X5: SIGTERM printed no result)
+    assert "FAILED tests/test_labels.py::test_label" in out and "ledex: 1 of 2 failure(s) have a verified fix" in out
 
 
 def test_a_dry_run_without_room_for_its_copy_goes_on_without_it(tmp_path):
