@@ -2,7 +2,7 @@
 process, by switching the function's code between runs of the failing tests (the way
 mutation-testing tools such as mutmut and Cosmic Ray avoid a process per mutant).
 
-Not imported by ledex: engine/search.py sends this file's text as ``python -c`` through the
+Not imported by ledex: engine/screening.py sends this file's text as ``python -c`` through the
 sandbox's ``command`` template (sandbox.verify_many), so it runs in the sandbox with its
 isolation and limits. Standard library and pytest only.
 
