@@ -1,0 +1,1 @@
+../../ledex/fixrun.py
