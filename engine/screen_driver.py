@@ -206,7 +206,9 @@ class Screen:
         """Replace pytest's test loop: run the baseline, then each variant; results go out via emit."""
         self.ran = True
         spec, timeout = self.spec, float(self.spec.get("timeout") or 2.0)
-        wanted = set(spec["tests"])  # node ids, or a parametrized test's function (engine/rerun.py)
+        # node ids, or a parametrized test's function (engine/rerun.py); "id[#2]" (the sandbox's name for
+        # the second item pytest collected with one id) is screened with all the items of that id
+        wanted = {test.split("[#")[0] for test in spec["tests"]}
 
         def asked_as(item):
             return item.nodeid if item.nodeid in wanted else item.nodeid.split("[")[0]

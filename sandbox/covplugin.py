@@ -73,8 +73,9 @@ def _switch(context: str) -> None:
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_runtest_protocol(item, nextitem):  # noqa: ANN001
-    """Pytest hook wrapper: attribute coverage to the test's node id while it runs."""
-    _switch(item.nodeid)
+    """Pytest hook wrapper: attribute coverage to the test's node id while it runs (the runner
+    plugin's, which numbers items pytest collected with one id)."""
+    _switch(next((value for name, value in item.user_properties if name == "ledex_nodeid"), item.nodeid))
     yield
     _switch("")
 

@@ -102,6 +102,8 @@ _NONCE, _MANIFEST, _ROOT, _FD, _TEST_S = _read_secret()
 _bodies: dict[str, tuple[object, object]] = {}  # nodeid -> (function, code) seen at collection
 _in_call: dict[str, bool] = {}  # nodeid -> its call phase is running
 _ran: set[str] = set()  # nodeids whose own test function returned through pytest_pyfunc_call
+_IDS: dict[int, str] = {}  # id(item) -> its node id, numbered where pytest collected the same id twice
+DUPLICATE_MARK = "[#"  # "tests/cases.txt::case(6)[#2]": the second item with that node id
 
 
 def _emit(record: dict) -> None:
@@ -134,8 +136,8 @@ def pytest_runtest_makereport(item, call):  # noqa: ANN001
     result = yield
     report = result.get_result()
     # a report made while the call phase is still running is a subtest's (subTest, subtests)
-    when = "subtest" if _in_call.get(item.nodeid) else call.when
-    record = {"ev": "phase", "nodeid": item.nodeid, "when": when, "outcome": _outcome(report),
+    when = "subtest" if _in_call.get(_nid(item)) else call.when
+    record = {"ev": "phase", "nodeid": _nid(item), "when": when, "outcome": _outcome(report),
               "xfail": hasattr(report, "wasxfail"), "raised": _raised(call)}
     if report.failed:  # what the JUnit report would say, for a run that dies before writing it
         record.update(_failure_text(report))
@@ -209,7 +211,7 @@ def pytest_runtest_setup(item):  # noqa: ANN001
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_runtest_call(item):  # noqa: ANN001
     """Pytest hook wrapper: mark the call phase as running."""
-    yield from _in_phase("call", item.nodeid)
+    yield from _in_phase("call", _nid(item))
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
@@ -226,10 +228,10 @@ def _function_of(obj):  # noqa: ANN001, ANN202
 def pytest_pyfunc_call(pyfuncitem):  # noqa: ANN001
     """Pytest hook wrapper: note that the collected test function's own body ran without raising."""
     result = yield
-    seen = _bodies.get(pyfuncitem.nodeid)
+    seen = _bodies.get(_nid(pyfuncitem))
     # the collected function still has its own code (plugins may wrap item.obj; that is allowed)
     if result.excinfo is None and seen and getattr(seen[0], "__code__", None) is seen[1]:
-        _ran.add(pyfuncitem.nodeid)
+        _ran.add(_nid(pyfuncitem))
 
 
 def _timeout_text() -> str:
@@ -313,8 +315,7 @@ def _disarm() -> None:
 def pytest_runtest_protocol(item, nextitem):  # noqa: ANN001
     """Pytest hook wrapper: send begin/end records around each test with the per-test alarm armed;
     end carries whether its body ran and its duration in seconds."""
-    item.user_properties.append(("ledex_nodeid", item.nodeid))
-    _emit({"ev": "begin", "nodeid": item.nodeid})
+    _emit({"ev": "begin", "nodeid": _nid(item)})
     start = time.perf_counter()
     _arm()
     try:
@@ -322,8 +323,8 @@ def pytest_runtest_protocol(item, nextitem):  # noqa: ANN001
     finally:
         _disarm()
     # body: None = no proof exists for this kind of item (doctest, custom items)
-    body = (item.nodeid in _ran) if item.nodeid in _bodies else None
-    _emit({"ev": "end", "nodeid": item.nodeid, "body": body, "timeout": _PHASE.timed_out,
+    body = (_nid(item) in _ran) if _nid(item) in _bodies else None
+    _emit({"ev": "end", "nodeid": _nid(item), "body": body, "timeout": _PHASE.timed_out,
            "d": round(time.perf_counter() - start, 6)})
 
 
@@ -350,9 +351,9 @@ def _remember_bodies(items) -> None:  # noqa: ANN001
     for item in items:
         if type(item) is pytest.Function:  # plain test functions: their body goes through pyfunc_call
             func = _function_of(item.obj)
-            _bodies[item.nodeid] = (func, getattr(func, "__code__", None))
+            _bodies[_nid(item)] = (func, getattr(func, "__code__", None))
         elif type(item).__module__ == "_pytest.unittest" and hasattr(item, "addSuccess"):
-            _bodies[item.nodeid] = ("unittest", None)
+            _bodies[_nid(item)] = ("unittest", None)
             _watch_success(item)
 
 
@@ -366,22 +367,40 @@ def _watch_success(item) -> None:  # noqa: ANN001 - a unittest TestCaseFunction
 
     def add_success(testcase, *args, **kwargs):  # noqa: ANN001, ANN202
         """Note that the unittest test passed, then call the real addSuccess."""
-        _ran.add(item.nodeid)
+        _ran.add(_nid(item))
         return real(testcase, *args, **kwargs)
 
     def add_skip(testcase, *args, **kwargs):  # noqa: ANN001, ANN202
         """Note a skipped subtest (the method goes on), then call the real addSkip."""
         if isinstance(testcase, unittest.case._SubTest):  # noqa: SLF001 - the subtest's class
-            _ran.add(item.nodeid)
+            _ran.add(_nid(item))
         return real_skip(testcase, *args, **kwargs)
 
     item.addSuccess, item.addSkip = add_success, add_skip
 
 
+def _number_duplicates(items) -> None:  # noqa: ANN001
+    """Give each item a node id of its own: pytest allows several items with the same one (a
+    custom collector naming its cases alike: docopt-ng's testcases(6) five times, fresh-user run
+    X6), which the channel's protocol refused as "began twice". The second and later get a
+    ``[#k]`` suffix (DUPLICATE_MARK, which the worker strips to select them)."""
+    seen: dict[str, int] = {}
+    for item in items:
+        count = seen[item.nodeid] = seen.get(item.nodeid, 0) + 1
+        _IDS[id(item)] = item.nodeid if count == 1 else f"{item.nodeid}{DUPLICATE_MARK}{count}]"
+        item.user_properties.append(("ledex_nodeid", _IDS[id(item)]))  # for the JUnit report and coverage
+
+
+def _nid(item) -> str:  # noqa: ANN001
+    """The item's node id in the channel and the JUnit report (_number_duplicates)."""
+    return _IDS.get(id(item), item.nodeid)
+
+
 def pytest_collection_finish(session):  # noqa: ANN001
     """Pytest hook: remember the test bodies and send the collected ids and any tampering seen."""
+    _number_duplicates(session.items)
     _remember_bodies(session.items)
-    _emit({"ev": "collected", "n": len(session.items), "ids": [i.nodeid for i in session.items],
+    _emit({"ev": "collected", "n": len(session.items), "ids": [_nid(i) for i in session.items],
            "tampered": _tampered()})
 
 

@@ -33,6 +33,10 @@ INTERNAL_ERROR_ID = "pytest.py::internal"
 # How a test stopped by a timeout is reported (here and by plugin.py, which runs inside the
 # sandbox and cannot import this): the per-test timeout or the run's wall clock.
 HUNG_PREFIX = "did not finish within"
+# The suffix plugin.py (which cannot import this) gives the second and later of several items
+# pytest collected with one node id: "cases.txt::case(6)[#2]"; pytest itself selects them all by
+# the id without it (worker._command strips it)
+DUPLICATE_MARK = "[#"
 # How a test during which the test process exited is reported (os._exit, a crash in C code)
 EXITED_PREFIX = "did not finish: the test process exited"
 # How a pass of a run the sandbox does not trust (tampering, a broken protocol) is reported: an error.

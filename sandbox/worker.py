@@ -26,7 +26,7 @@ from . import covdata, gate, guard, isolation
 from .junit import Rewriter, parse_junit
 from .models import Limits, Verdict, error_verdict
 from .runner import MARKER_ENV, run_command
-from .verdict import build, parse_channel
+from .verdict import DUPLICATE_MARK, build, parse_channel
 from .workspace import CopyResult, PatchRejected, apply_patch, check_patch, copy_workspace
 
 PLUGIN_NAME = "ledex_sbx_plugin"
@@ -190,8 +190,8 @@ def _command(req: dict[str, Any], dirs: dict[str, Path], tests: Sequence[str]) -
         *req.get("extra_args", ()), "{tests}"]
     argv: list[str] = []
     for part in template:
-        if part == "{tests}":
-            argv.extend(tests)
+        if part == "{tests}":  # an item numbered apart from others with its node id: pytest selects them all by it
+            argv.extend(dict.fromkeys(t.split(DUPLICATE_MARK)[0] for t in tests))
         else:
             argv.append(part.replace("{python}", python).replace("{junit}", junit))
     return argv

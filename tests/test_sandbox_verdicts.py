@@ -535,3 +535,43 @@ def test_a_test_that_exits_the_process_leaves_the_other_failures_whole(tmp_path)
     assert "assert 0 == 4" in by_test["tests/test_a.py::test_double"].message  # ran in the fresh process
     double = by_test["tests/test_a.py::test_double"].suspect  # the coverage run without test_exits saw add fail both
     assert add.suspect.qualname == "add" and (double.qualname, double.reason) == ("add", "coverage")
+
+
+DUPLICATE_IDS = {
+    "calc.py": "def add(a, b):\n    return a - b if a > 2 else a + b\n",
+    "tests/conftest.py": (
+        "import pytest\n\nfrom calc import add\n\n\n"
+        "def pytest_collect_file(parent, file_path):\n"
+        "    if file_path.suffix == '.cases':\n        return CasesFile.from_parent(parent, path=file_path)\n\n\n"
+        "class CasesFile(pytest.File):\n    def collect(self):\n"
+        "        for line in self.path.read_text().splitlines():\n"
+        "            a, b, want = map(int, line.split())\n"
+        "            yield Case.from_parent(self, name=f'case({a})', case=(a, b, want))\n\n\n"
+        "class Case(pytest.Item):\n    def __init__(self, *, case, **kwargs):\n"
+        "        super().__init__(**kwargs)\n        self.case = case\n\n"
+        "    def runtest(self):\n        a, b, want = self.case\n        assert add(a, b) == want\n\n"
+        "    def reportinfo(self):\n        return self.path, 0, self.name\n"),
+    # the same name three times (docopt-ng names its cases by a counter that repeats)
+    "tests/sums.cases": "1 1 2\n3 1 4\n3 2 5\n3 3 6\n",
+    "pytest.ini": "[pytest]\naddopts = -p no:pytest-lsp\n",  # its runtest_call wrapper wants a Function item
+}
+
+
+def test_items_pytest_collected_with_one_node_id_are_told_apart(tmp_path):
+    """docopt-ng 0.9.0 collects several cases as `testcases(6)`: the channel refused the run
+    ("began twice"), so the right fix, found by search, was "not verified" (fresh-user run X6).
+    The second and later items of one id are numbered ([#2], [#3]); each is its own outcome,
+    selected again by that name, and a fix that makes them pass is verified."""
+    ws = write_tree(tmp_path / "ws", DUPLICATE_IDS)
+    found = discover(ws, limits=Limits(wall_s=120))
+    assert found.verdict.error is None or "began twice" not in found.verdict.error
+    assert sorted(o.nodeid for o in found.verdict.outcomes) == [
+        "tests/sums.cases::case(1)", "tests/sums.cases::case(3)", "tests/sums.cases::case(3)[#2]",
+        "tests/sums.cases::case(3)[#3]"]
+    failing = sorted(f.test for f in found.failures)
+    assert failing[:2] == ["tests/sums.cases::case(3)", "tests/sums.cases::case(3)[#2]"] and len(failing) == 3
+    fix = {"calc.py": "def add(a, b):\n    return a + b\n"}
+    assert verify(ws, fix, failing, limits=Limits(wall_s=120)).passed
+    wrong = verify(ws, {"calc.py": "def add(a, b):\n    return a + b if a != 3 or b != 3 else 0\n"},
+                   ["tests/sums.cases::case(3)[#3]"], limits=Limits(wall_s=120))
+    assert not wrong.passed and [o.outcome for o in wrong.outcomes if o.nodeid.endswith("[#3]")] == ["failed"]
