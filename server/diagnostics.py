@@ -1,5 +1,6 @@
 """Diagnostics for failing tests: one on the failing test (where it failed), one on the
-suspect line of the source, linked to each other with relatedInformation.
+suspect line of the source (or, once a verified fix rewrites another function, on the line it
+changes there), linked to each other with relatedInformation.
 
 Pure functions from engine values to lsprotocol values; folder.py publishes them (a
 problem of several failing tests gets a pair per test).
@@ -109,12 +110,28 @@ def diagnostics_for(root: Path, entry: Entry, line_text: LineText,
     return [pair for failure in entry.members for pair in _for_failure(root, failure, entry, line_text, every_state)]
 
 
+def fixed_place(entry: Entry) -> tuple[str, int, str] | None:
+    """(path, 1-based line, function) of the first line the best verified fix changes, when that
+    function is not the top suspect (a search fix of a later suspect: the diagnostic showed the
+    top suspect while the fix was elsewhere, fresh-user run X5); None otherwise."""
+    best = next((c for _, c in entry.ranked if c.verified and c.patch is not None and c.patch.qualname), None)
+    suspect = entry.failure.suspect
+    if best is None or (suspect and (best.patch.path, best.patch.qualname) == (suspect.path, suspect.qualname)):
+        return None
+    old, new = best.patch.old_function.splitlines(), best.patch.new_function.splitlines()
+    first = next((i for i, (a, b) in enumerate(zip(old, new)) if a != b), min(len(old), len(new)))
+    return best.patch.path, best.patch.line + min(first, max(len(old) - 1, 0)), best.patch.qualname
+
+
 def _for_failure(root: Path, failure: Failure, entry: Entry, line_text: LineText,
                  every_state: bool) -> list[tuple[str, lsp.Diagnostic]]:
     places = []
     if (line := test_line(root, failure)) is not None:
         places.append((ROLE_TEST, failure.file, line))
-    if (line := suspect_line(root, failure)) is not None:
+    fixed = fixed_place(entry)
+    if fixed is not None:
+        places.append((ROLE_SUSPECT, fixed[0], fixed[1]))
+    elif (line := suspect_line(root, failure)) is not None:
         places.append((ROLE_SUSPECT, failure.suspect.path, line))
     located = [(role, rel, line_range(line, line_text(rel, line))) for role, rel, line in places]
     test_source = next((line_text(rel, line) for role, rel, line in places if role == ROLE_TEST), "")
@@ -125,7 +142,8 @@ def _for_failure(root: Path, failure: Failure, entry: Entry, line_text: LineText
             "verificationS": round(sum(c.verification_s for c in entry.candidates), 3)}
     out = []
     for role, rel, rng in located:
-        related = [lsp.DiagnosticRelatedInformation(lsp.Location(uri_for(root, r2), g2), _related_text(role2, failure))
+        related = [lsp.DiagnosticRelatedInformation(lsp.Location(uri_for(root, r2), g2),
+                                                    _related_text(role2, failure, fixed and fixed[2]))
                    for role2, r2, g2 in located if role2 != role]
         text = message if role == ROLE_TEST else f"{message} [{failure.test}]"
         out.append((uri_for(root, rel), lsp.Diagnostic(
@@ -135,9 +153,11 @@ def _for_failure(root: Path, failure: Failure, entry: Entry, line_text: LineText
     return out
 
 
-def _related_text(role: str, failure: Failure) -> str:
+def _related_text(role: str, failure: Failure, fixed: str | None = None) -> str:
     if role == ROLE_TEST:
         return f"failing test {failure.test}"
+    if fixed:
+        return f"fixed here: {fixed} (the verified fix's function)"
     return f"suspect: {failure.suspect.qualname}" if failure.suspect else "suspect"
 
 

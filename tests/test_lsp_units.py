@@ -223,6 +223,25 @@ def test_state_in_the_diagnostic_message_only_without_progress():
     assert message(entry(READY, verified=False), True).endswith("unverified ones are in the code actions)")
 
 
+def test_the_suspect_diagnostic_moves_to_the_line_a_fix_of_another_function_changes():
+    """Search verified a fix in the second suspect, but the diagnostic stayed on the top suspect
+    (fresh-user run X5): once a verified fix rewrites another function, the source diagnostic is
+    on the line it changes there, and names that function."""
+    source = OLD + "\n\ndef threshold_of(item):\n    return item.low + 1\n"
+    e = entry(READY)
+    fixed = source.replace("item.low + 1", "item.low")
+    e.candidates.append(CandidateResult("Line 6: drop the + 1.", "", 0, Patch(
+        "inventory/stock.py", source, fixed, "threshold_of", "def threshold_of(item):\n    return item.low + 1\n",
+        "def threshold_of(item):\n    return item.low\n", line=5), True, pass_rate=1.0, source="search"))
+    pairs = diagnostics.diagnostics_for(Path("/w"), e, lambda rel, line: source.splitlines()[line - 1], False)
+    (suspect,) = [d for _, d in pairs if d.code == diagnostics.ROLE_SUSPECT]
+    assert suspect.range.start.line == 5  # 0-based: line 6, `return item.low + 1`
+    test = next(d for _, d in pairs if d.code == diagnostics.ROLE_TEST)
+    assert test.related_information[0].message == "fixed here: threshold_of (the verified fix's function)"
+    unmoved = diagnostics.diagnostics_for(Path("/w"), entry(READY, verified=True), lambda rel, line: "x", False)
+    assert [d.range.start.line for _, d in unmoved if d.code == diagnostics.ROLE_SUSPECT] == [0]
+
+
 def test_hover_honours_the_content_format():
     markdown = actions.hover_text(entry(RUNNING), markdown=True)
     plain = actions.hover_text(entry(RUNNING), markdown=False)
