@@ -109,11 +109,30 @@ def test_babble_is_not_shown_next_to_a_verified_fix(seeded, babble):
 def test_the_search_respects_its_budget_and_cancellation(seeded):
     workspace, failures = seeded
     tiny = _fix(workspace, failures["test_count_below"], SearchConfig(max_runs=3, batch=2))
-    assert tiny.search.screened + tiny.search.verified_runs <= 3 and tiny.search.stopped == "runs"
+    assert tiny.search.screened <= 3 and tiny.search.stopped == "runs"
+    # what passed a screen is verified, even when that screen spent the budget (X6: the right fix, variant
+    # 575 of 600, passed and was never verified)
+    assert tiny.search.verified_runs == tiny.search.screen_passed
     cancel = threading.Event()
     cancel.set()
     cancelled = _fix(workspace, failures["test_count_below"], cancel=cancel)
     assert cancelled.search.stopped == "cancelled" and cancelled.candidates == []
+
+
+def test_a_variant_that_passed_the_screen_that_spent_the_runs_budget_is_verified(seeded):
+    """docopt-ng 0.9.0 (fresh-user run X6): the right flip passed its screen as variant 575 of
+    the 600 the runs budget allows, and the search stopped before verifying it. Here the budget
+    is exactly the variants up to the right one, screened in one batch."""
+    from ledex.engine.localize import read_source
+    from ledex.engine.search import repairs_for
+
+    workspace, failures = seeded
+    failure = failures["test_count_below"]
+    order = [r.patch.new_text for r in repairs_for(read_source(workspace / "seq.py"), failure.suspect, failure)]
+    right = next(i for i, text in enumerate(order) if "if x < limit:" in text) + 1
+    result = _fix(workspace, failure, SearchConfig(max_fixes=1, max_runs=right, batch=right))
+    assert result.search.screened == right and result.search.stopped in ("runs", "fixes")
+    assert result.best is not None and "if x < limit:" in result.best.patch.new_text
 
 
 def test_a_function_with_thousands_of_edits_makes_them_only_while_its_budget_lasts(tmp_path):
