@@ -8,7 +8,8 @@ or babbles; every fresh-user run found such text next to a right fix (X3: "expec
 However, it returns the suffix that should be added"; "the `test_inflection.py` is set to test
 the `test_inflection.py` file"). Next to a verified fix, such text reads as fact, so it is
 dropped: sentences quoting numbers the model never saw, then the whole explanation when it
-repeats itself or names nothing the edit changed.
+repeats itself, contrasts code with itself (X6: "`len(c) == 1` instead of the actual
+`len(c) == 1`") or names nothing the edit changed.
 
 Try it:  python -m doctest -v engine/explanations.py
 """
@@ -92,9 +93,25 @@ def about_the_edit(explanation: str, diff: str) -> bool:
     return bool(edited_names(diff) & words)
 
 
+_CONTRAST = re.compile(r"`([^`]+)`[^`.]{0,40}?\b(?:instead of|rather than|not|but)\b[^`.]{0,40}?`([^`]+)`")
+
+
+def self_contrast(text: str) -> bool:
+    """Whether `text` contrasts a piece of code with itself ("uses `x == 1` instead of the actual
+    `x == 1`": docopt-ng, fresh-user run X6), which says nothing true about any edit.
+
+    >>> self_contrast("It is using `len(c) == 1` instead of the actual `len(c) == 1` to check")
+    True
+    >>> self_contrast("It uses `>` instead of `>=`, so the equal case is missed.")
+    False
+    """
+    return any(a.strip() == b.strip() for a, b in _CONTRAST.findall(text))
+
+
 def trusted(explanation: str, diff: str, context: str) -> str:
     r"""The part of the model's explanation of `diff` worth showing: `grounded` in `context`,
-    and "" when what is left repeats itself or names nothing the edit changed.
+    and "" when what is left repeats itself, contrasts code with itself or names nothing the edit
+    changed.
 
     >>> trusted("The check used `//`, which drops the hundreds. Use `%`.", "-  n // 100\n+  n % 100\n", "")
     'The check used `//`, which drops the hundreds. Use `%`.'
@@ -102,4 +119,4 @@ def trusted(explanation: str, diff: str, context: str) -> str:
     ''
     """
     kept = grounded(explanation, context)
-    return kept if kept and not repetitive(kept) and about_the_edit(kept, diff) else ""
+    return kept if kept and not repetitive(kept) and not self_contrast(kept) and about_the_edit(kept, diff) else ""
