@@ -98,10 +98,11 @@ class CandidateResult:
 
     def to_dict(self) -> dict:
         """The fields reports show (explanation, diff, verified, round, reason, pass_rate, code,
-        suspect, source) as a dict."""
+        suspect, source, overfit_risk: a verified search edit that may fit the tests rather than the
+        bug, ranking.overfit_risk, for which the model is asked too) as a dict."""
         return {"explanation": self.explanation, "diff": self.diff, "verified": self.verified, "round": self.round,
                 "reason": self.reason, "pass_rate": self.pass_rate, "code": self.code, "suspect": self.suspect,
-                "source": self.source}
+                "source": self.source, "overfit_risk": self.verified and ranking.overfit_risk(self)}
 
     @property
     def source_label(self) -> str:

@@ -49,6 +49,12 @@ def edit_size(old: str, new: str) -> int:
 OVERFIT_OPERATORS = frozenset({"constant", "name", "drop_statement", "drop_condition"})
 
 
+# How each of those edits is named where a verified one is shown (the CLI, --json's "overfit_risk")
+OVERFIT_WORDS = {"constant": "a changed constant", "name": "another variable", "drop_statement": "a dropped statement",
+                 "drop_condition": "a dropped condition"}
+assert set(OVERFIT_WORDS) == OVERFIT_OPERATORS
+
+
 def overfit_risk(candidate: Any) -> bool:
     """A verified search candidate by an operator of OVERFIT_OPERATORS (True <-> False excepted:
     two values, no choice among many) - see the module docstring."""

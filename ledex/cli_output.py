@@ -22,6 +22,7 @@ from tqdm import tqdm
 from ledex.engine.failures import Discovery, Failure
 from ledex.engine.fixer import CandidateResult, FixResult
 from ledex.engine.localize import stuck_line
+from ledex.engine.ranking import OVERFIT_WORDS, overfit_risk
 from ledex.engine.models import ModelIdentity
 
 
@@ -329,6 +330,8 @@ class Reporter:
         """One candidate: rank, source, round, verdict, explanation and diff."""
         reason = candidate.reason.removeprefix("not verified: ")  # the sandbox's gate and guard say it already
         mark = "verified" if candidate.verified else f"not verified: {clip_reason(reason)}"
+        if candidate.verified and overfit_risk(candidate):  # why the model was asked too (fresh-user run X6)
+            mark += f"; {OVERFIT_WORDS[candidate.operator]} may fit the tests rather than the bug"
         other = f", rewrites {candidate.suspect}" if candidate.suspect and candidate.suspect != top else ""
         print(f"\n  candidate {number} ({candidate.source_label}, round {candidate.round}{other}) [{mark}]", file=self.out)
         if candidate.explanation:
@@ -354,6 +357,6 @@ class Reporter:
         found = len(discovery.failures) if discovery is not None else sum(size)
         unfinished = "not finished (the run stopped)" if error is not None else "not started"
         left = f"; {found - sum(size)} {unfinished}" if found > sum(size) else ""
-        unwritten = sum(n for n, h in zip(size, handled) if h.not_applied)
-        left += f"; {unwritten} not written (not applied, above)" if unwritten else ""
+        unwritten = sum(1 for h in handled if h.not_applied)  # fixes, not failures: a group's is one (X6)
+        left += f"; {unwritten} verified fix(es) not written (not applied, above)" if unwritten else ""
         print(f"\nledex: {fixed} of {sum(size)} failure(s) have a verified fix{left} (model {identity.id})", file=self.out)

@@ -95,6 +95,21 @@ def test_every_problems_search_comes_before_any_problems_model_rounds(tmp_path):
     assert "ledex: 2 of 2 failure(s) have a verified fix" in proc.stdout
 
 
+def test_a_verified_edit_that_may_fit_the_tests_says_so(tmp_path):
+    """A verified search edit of a constant may fit the tests rather than the bug, so the model is
+    asked too (README); the user saw the model's round run after a verified fix and no reason
+    (fresh-user run X6, packaging 24.2). The candidate says so, in text and JSON."""
+    ws = write_tree(tmp_path / "ws", {"calc.py": "def double(x):\n    return x * 3\n",
+                                      "test_calc.py": "from calc import double\n\n\ndef test_double():\n"
+                                                      "    assert double(4) == 8\n"})
+    args = ("fix", str(ws), "--model", replay_file(tmp_path, ["x"]), "--samples", "1", "--rounds", "1")
+    text = ledex(*args)
+    assert "[verified; a changed constant may fit the tests rather than the bug]" in text.stdout, text.stdout
+    (failure,) = json.loads(ledex(*args, "--json").stdout)["failures"]
+    best = failure["candidates"][0]
+    assert best["verified"] and best["overfit_risk"] and "return x * 2" in best["diff"]
+
+
 def test_a_fix_apply_cannot_write_is_shown_with_its_reason_and_exits_1(tmp_path):
     """--apply on an immutable file (chattr +i) stopped the run with an internal error and a
     traceback, and the verified diff was lost (fresh-user run X5): the diff and why it was not
@@ -111,7 +126,7 @@ def test_a_fix_apply_cannot_write_is_shown_with_its_reason_and_exits_1(tmp_path)
         subprocess.run(["chattr", "-i", str(ws / "calc.py")])
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert "+    return a + b" in proc.stdout and "not applied: cannot write calc.py: Operation not permitted" in proc.stdout
-    assert "1 of 1 failure(s) have a verified fix; 1 not written" in proc.stdout
+    assert "1 of 1 failure(s) have a verified fix; 1 verified fix(es) not written" in proc.stdout
     (failure,) = document["failures"]
     assert failure["applied"] is None and failure["not_applied"].startswith("cannot write calc.py")
     assert (ws / "calc.py").read_text() == "def add(a, b):\n    return a - b\n"
