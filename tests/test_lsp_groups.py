@@ -34,9 +34,9 @@ async def test_failures_of_one_function_get_one_fix_and_the_next_suspect_is_trie
     more, tests = root / "seq" / "more.py", root / "tests" / "test_more.py"
     options = {"model": f"replay:{replay}", "samples": 1, "rounds": 1, "runOnSave": False, "search": False}
     async with session(root, options, tmp_path / "home") as client:
-        def ready() -> bool:
-            found = [d for d in ledex_diagnostics(client, tests)]
-            return len(found) == 3 and all(d.data["state"] == "ready" for d in found)
+        def ready() -> bool:  # both documents' diagnostics: each is its own notification
+            found = [d for d in ledex_diagnostics(client, tests) + ledex_diagnostics(client, more)]
+            return len(found) == 6 and all(d.data["state"] == "ready" for d in found)
         await wait_for(client, ready)
         on_tests = {d.data["test"]: d for d in ledex_diagnostics(client, tests)}
         assert sorted(on_tests) == sorted(FAILING)  # a diagnostic per failing test, each its own message
@@ -44,7 +44,9 @@ async def test_failures_of_one_function_get_one_fix_and_the_next_suspect_is_trie
         assert all(d.data["verified"] == 1 for d in on_tests.values())
         on_suspect = ledex_diagnostics(client, more)
         assert {d.data["test"] for d in on_suspect} == set(FAILING)
-        assert [d.range.start.line for d in on_suspect] == [8, 8, 8]  # def chunked (no frame of its own)
+        # the verified fix rewrites take, the second suspect: the diagnostic is on the line it changes there
+        # (X5: it stayed on def chunked, line 9, where no fix was)
+        assert [d.range.start.line for d in on_suspect] == [5, 5, 5]
 
         actions = await code_actions(client, tests, on_tests[FAILING[1]])
         fixes = [a for a in actions if a.title.startswith("Fix")]
