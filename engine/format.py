@@ -90,9 +90,29 @@ def clip_middle(text: str, limit: int = MAX_FEEDBACK_CHARS) -> str:
     return f"{text[:half]}\n... [{len(text) - limit} characters cut] ...\n{text[-half:]}"
 
 
+_ADDRESS = re.compile(r"\bat 0x[0-9a-fA-F]{4,}\b")
+
+
+def without_addresses(text: str) -> str:
+    """`text` with the memory addresses of object reprs ("<... object at 0x7f6826153c60>", as
+    pytest's assertion introspection prints them) written as "at 0x…": they change from run to
+    run, and made the same failure's prompt, and so the model's answers for the same seed, differ
+    (fresh-user run X6, docopt-ng).
+
+    >>> without_addresses("where False = <built-in method startswith of str object at 0x7f6826153c60>('x')")
+    "where False = <built-in method startswith of str object at 0x…>('x')"
+    """
+    return _ADDRESS.sub("at 0x…", text)
+
+
+def _feedback(problem: Problem) -> str:
+    return clip_middle(without_addresses(problem.feedback.strip()))
+
+
 def build_messages(problem: Problem, mode: Mode = Mode.EXPLAIN) -> list[dict[str, str]]:
-    """The conversation up to (not including) the model's answer."""
-    feedback = clip_middle(problem.feedback.strip())
+    """The conversation up to (not including) the model's answer; the feedback without memory
+    addresses (without_addresses), so one failure is one prompt whatever the run."""
+    feedback = _feedback(problem)
     return [
         {"role": "system", "content": SYSTEM_PROMPT},
         {"role": "user", "content": problem.task.strip()},
@@ -478,7 +498,7 @@ def build_explain_diff_messages(problem: Problem, diff: str) -> list[dict[str, s
     """The LEDEX conversation asking the model to explain a known fix (a search fix's diff): the
     same first turns as build_messages, the last one shows the diff instead of asking for code."""
     messages = build_messages(problem, Mode.EXPLAIN)
-    feedback = clip_middle(problem.feedback.strip())
+    feedback = _feedback(problem)
     shown = f"```diff\n{diff.rstrip()}\n```"
     messages[-1] = {"role": "user",
                     "content": f"Execution feedback:\n{feedback}\n\n{EXPLAIN_DIFF_INSTRUCTION.format(diff=shown)}"}

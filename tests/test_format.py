@@ -139,3 +139,18 @@ def test_repeats_code_compares_the_parsed_functions():
     assert not repeats_code("```python\ndef total(self, xs):\n    return sum(xs) -\n```", wrong)  # does not parse
     assert not repeats_code("no block", wrong) and not repeats_code(GOOD, "")
     assert not repeats_code("```python\nx = 1\n```", "x = 1")  # no function: nothing to compare
+
+
+def test_one_failure_is_one_prompt_whatever_the_memory_addresses_in_its_report():
+    """pytest's assertion introspection prints object reprs with their addresses, which change
+    from run to run: the same failure made another prompt, so the same seed gave other answers
+    (fresh-user run X6, docopt-ng). The prompt, for serving and training alike, has none."""
+    from ledex.engine.format import build_explain_diff_messages
+
+    def problem(address: str) -> Problem:
+        return Problem("Fix f.", "def f(s):\n    return s", "assert False\n +  where False = "
+                       f"<built-in method startswith of str object at {address}>('Usage')")
+
+    one, other = problem("0x7f6826153c60"), problem("0x7f20e1f53c60")
+    assert build_messages(one) == build_messages(other) and "0x7f" not in str(build_messages(one))
+    assert build_explain_diff_messages(one, "-x\n+y") == build_explain_diff_messages(other, "-x\n+y")
