@@ -219,7 +219,8 @@ def _stopped(run: "FixRun", discovery, exc: Exception) -> int:  # noqa: ANN001
     run.cancel.set()
     partial = run.interrupted()
     if partial is not None:
-        partial.error = f"stopped by an error after {len(partial.result.candidates)} candidate(s); not applied"
+        written = "; not applied" if run.args.apply else ""
+        partial.error = f"stopped by an error after {len(partial.result.candidates)} candidate(s){written}"
     for item in ([partial] if partial is not None else []) + run.searched_only("stopped by an error"):
         run.reporter.result(item)
         run.handled.append(item)

@@ -297,7 +297,7 @@ class Reporter:
             print(f"  {passes_with(handled.fixed_by, bool(handled.assumes))}", file=out)
             return
         if handled.error and not result.candidates:
-            print(f"  not attempted: {handled.error}", file=out)
+            print(f"  no candidate: {handled.error}", file=out)  # the search may have run (X6: "not attempted")
             return
         if failure.suspect is None:
             print("  no function to fix was found in the workspace", file=out)

@@ -207,7 +207,8 @@ class FixRun:
         elapsed = time.perf_counter() - self.started
         timings = {"generation": min(sum(rounds.values()), elapsed), "verification": sum(c.verification_s for c in done)}
         result = FixResult(self.current, candidates=done, model=self.engine.backend.identity.id, timings=timings)
-        return Handled(result, error=f"interrupted after {len(done)} candidate(s); not applied")
+        written = "; not applied" if self.args.apply else ""  # a dry run writes nothing anyway (X6)
+        return Handled(result, error=f"interrupted after {len(done)} candidate(s){written}")
 
     def searched_only(self, why: str) -> list:
         """Handled for the problems searched without a fix whose model turn never came (`why`:
