@@ -46,7 +46,7 @@ from ledex.engine.localize import Suspect, frames, read_source
 from ledex.engine.operators import OPERATORS, Edit, single_site_edits
 from ledex.engine.patching import Patch, Patcher, PatchError
 from ledex.engine.project import Harness
-from ledex.engine.screening import Screen, command_prefix, error_type, said, screen
+from ledex.engine.screening import Screen, command_prefix, error_type, said, same_message, screen
 from ledex.sandbox import Limits, verify_many
 
 # Cheap, common slips first (HumanEvalFix's most frequent bug types), broad operators last.
@@ -349,7 +349,7 @@ class Search:
         want, got = error_type(self.failure.message), error_type(result.crash)
         if want != got:
             return f"the screen failed with {got or 'another error'}, the tests' command with {want or 'none'}"
-        if said(self.failure.message) != said(result.crash):  # a fixture's `assert` of an option is an AssertionError too (X4)
+        if not same_message(self.failure.message, result.crash):  # a fixture's `assert` of an option is an AssertionError too (X4)
             return f"the screen failed otherwise: {said(result.crash)[:120]!r}"
         return ""
 
