@@ -253,7 +253,9 @@ class FixEngine:
         if "search" in stages and self.config.search is not None and tried:
             self._search(failure, tried, result, cancel, progress, on_candidate)
         if cancel.is_set() or "model" not in stages or not self.needs_model(result):
-            return self._finish(result, failure)
+            # the model's turn still to come (fix(stages="model", after=result)) ranks them: score once, then
+            later = "model" not in stages and self.needs_model(result) and not cancel.is_set()
+            return self._finish(result, failure, likelihood=not later)
         for n, suspect in enumerate(tried):
             named = progress if n == 0 or progress is None else \
                 (lambda stage, done, total, q=suspect.qualname: progress(f"{q}: {stage}", done, total))
@@ -330,13 +332,14 @@ class FixEngine:
         explanation = trusted(explanation, candidate.diff, "\n".join(m["content"] for m in messages))
         return f"{described} {explanation}" if explanation else described
 
-    def _finish(self, result: FixResult, failure: Failure) -> FixResult:
-        """Edit sizes for every usable candidate, the model's log-likelihood where two or more are verified."""
+    def _finish(self, result: FixResult, failure: Failure, likelihood: bool = True) -> FixResult:
+        """Edit sizes for every usable candidate, the model's log-likelihood where two or more are
+        verified (not with `likelihood` False: a later call on the same result scores them)."""
         for candidate in result.candidates:
             if candidate.patch is not None:
                 candidate.edit_size = ranking.edit_size(candidate.patch.old_function, candidate.patch.new_function)
         verified = [c for c in result.candidates if c.verified]
-        if self.config.likelihood and len(verified) > 1:
+        if likelihood and self.config.likelihood and len(verified) > 1:
             messages = build_messages(problem_for(failure), Mode.REFINE)
             for candidate, loglik in zip(verified, ranking.score_codes(self.backend, messages,
                                                                        [c.code for c in verified])):

@@ -147,7 +147,13 @@ def _merge_one(rec: TestRecord, j: TestOutcome | None, problems: list[str],
         note = f"runner saw {outcome} but the JUnit report says {j.outcome} (report tampering?)"
         return replace(j, outcome="error" if worst == "passed" else worst, message=note)
     return replace(j, outcome=outcome, message=_message(rec, j), duration_s=rec.duration_s,
-                   details=_PLUGIN_FRAME.sub("", j.details).replace(_TIMEOUT_PREFIX, "TestTimeout: "))
+                   details=_shown_details(j.details))
+
+
+def _shown_details(traceback: str) -> str:
+    """A failure's traceback as the user sees it: without the runner plugin's frames, its
+    timeout named as the test's."""
+    return _PLUGIN_FRAME.sub("", traceback).replace(_TIMEOUT_PREFIX, "TestTimeout: ")
 
 
 def _from_channel(rec: TestRecord, outcome: str, file: str | None, rewrite) -> TestOutcome:  # noqa: ANN001
@@ -156,7 +162,7 @@ def _from_channel(rec: TestRecord, outcome: str, file: str | None, rewrite) -> T
     message, text, line = rewrite(rec.failure[0]), rewrite(rec.failure[1]), rec.failure[2]
     if outcome == "passed":
         return TestOutcome(rec.nodeid, outcome, "", "", file, None, rec.duration_s)
-    details = _PLUGIN_FRAME.sub("", rewrite.trim(text)).replace(_TIMEOUT_PREFIX, "TestTimeout: ")
+    details = _shown_details(rewrite.trim(text))
     said = first_line(message.removeprefix(_TIMEOUT_PREFIX)) or first_line(details)
     return TestOutcome(rec.nodeid, outcome, said or f"{outcome} (no JUnit report)", details, file,
                        None if line is None else line + 1, rec.duration_s)

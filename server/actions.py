@@ -25,7 +25,7 @@ from ledex.engine.format import first_sentence
 from ledex.engine.patching import Patch, PatchError, rebase
 from ledex.engine.reindent import split_lines
 from ledex.server.capabilities import ClientFeatures
-from ledex.server.diagnostics import state_text, uri_for
+from ledex.server.diagnostics import first_changed_line, state_text, uri_for
 from ledex.server.jobs import QUEUED, RUNNING, Entry
 
 APPLY, DISMISS, EXPLAIN, RUN_TESTS, STATUS = "ledex.applyFix", "ledex.dismiss", "ledex.explain", "ledex.runTests", "ledex.status"
@@ -38,9 +38,7 @@ def _utf16_len(text: str) -> int:
 def minimal_edit(old: str, new: str) -> tuple[lsp.Range, str]:
     """One TextEdit turning `old` into `new`, replacing whole lines (the changed middle)."""
     a, b = split_lines(old), split_lines(new)  # LSP lines: \n, \r\n, \r only (not \x0c, \u2028...)
-    start = 0
-    while start < min(len(a), len(b)) and a[start] == b[start]:
-        start += 1
+    start = first_changed_line(old, new)
     end_a, end_b = len(a), len(b)
     while end_a > start and end_b > start and a[end_a - 1] == b[end_b - 1]:
         end_a, end_b = end_a - 1, end_b - 1

@@ -16,6 +16,7 @@ from lsprotocol import types as lsp
 
 from ledex.engine.failures import Failure
 from ledex.engine.localize import frames
+from ledex.engine.reindent import split_lines
 from ledex.server.jobs import CANCELLED, FAILED, QUEUED, READY, RUNNING, Entry
 
 SOURCE = "ledex"
@@ -107,7 +108,23 @@ def diagnostics_for(root: Path, entry: Entry, line_text: LineText,
     """(uri, diagnostic) pairs for one problem: for each of its failing tests, one on the test
     and one on the suspect, linked. `every_state`: the message says every fix state, not only
     the verified-fix count."""
-    return [pair for failure in entry.members for pair in _for_failure(root, failure, entry, line_text, every_state)]
+    fixed = fixed_place(entry)
+    return [pair for failure in entry.members for pair in _for_failure(root, failure, entry, line_text, every_state,
+                                                                       fixed)]
+
+
+def first_changed_line(old: str, new: str) -> int:
+    r"""The 0-based index of the first LSP line (split_lines) where `new` differs from `old`; the
+    shorter one's line count when one is a prefix of the other.
+
+    >>> first_changed_line("a\nb\nc\n", "a\nB\nc\n"), first_changed_line("a\n", "a\nb\n")
+    (1, 1)
+    """
+    a, b = split_lines(old), split_lines(new)
+    start = 0
+    while start < min(len(a), len(b)) and a[start] == b[start]:
+        start += 1
+    return start
 
 
 def fixed_place(entry: Entry) -> tuple[str, int, str] | None:
@@ -118,17 +135,16 @@ def fixed_place(entry: Entry) -> tuple[str, int, str] | None:
     suspect = entry.failure.suspect
     if best is None or (suspect and (best.patch.path, best.patch.qualname) == (suspect.path, suspect.qualname)):
         return None
-    old, new = best.patch.old_function.splitlines(), best.patch.new_function.splitlines()
-    first = next((i for i, (a, b) in enumerate(zip(old, new)) if a != b), min(len(old), len(new)))
-    return best.patch.path, best.patch.line + min(first, max(len(old) - 1, 0)), best.patch.qualname
+    first = first_changed_line(best.patch.old_function, best.patch.new_function)
+    last = max(len(split_lines(best.patch.old_function)) - 1, 0)  # lines added at the end: its last line
+    return best.patch.path, best.patch.line + min(first, last), best.patch.qualname
 
 
 def _for_failure(root: Path, failure: Failure, entry: Entry, line_text: LineText,
-                 every_state: bool) -> list[tuple[str, lsp.Diagnostic]]:
+                 every_state: bool, fixed: tuple[str, int, str] | None) -> list[tuple[str, lsp.Diagnostic]]:
     places = []
     if (line := test_line(root, failure)) is not None:
         places.append((ROLE_TEST, failure.file, line))
-    fixed = fixed_place(entry)
     if fixed is not None:
         places.append((ROLE_SUSPECT, fixed[0], fixed[1]))
     elif (line := suspect_line(root, failure)) is not None:
