@@ -6,6 +6,13 @@ A problem is what `ledex fix` fixes as one: a failing test, or the failing tests
 their top suspect (one set of candidates, each verified against all of them); candidates
 come for the top FixConfig.suspects suspects in turn, until one gets a verified fix.
 
+Two turns per problem, as `ledex fix` runs them (fresh-user run X5: one problem's model rounds
+held the fix thread for minutes while a later problem's search would have fixed it in
+seconds): the cheap search first; when it leaves the problem without a verified fix, the
+model's rounds are queued behind the problems already waiting, so every problem queued
+together is searched before any gets model rounds. The problem keeps its model lease, fix
+engine and episode across the two turns (a promotion meanwhile applies to the next problem).
+
 `folder` below is the workspace Folder (folder.py) the problem belongs to: its root,
 settings, episode log and model; `folder.server` is the language server. The problem's
 state lives in its Entry (jobs.py) and changes only through Entry's methods.
@@ -19,12 +26,14 @@ once and the job goes on.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from lsprotocol import types as lsp
 
 from ledex.engine.backends import Sampling
 from ledex.engine.failures import Failure
-from ledex.engine.fixer import SEARCH_DEFAULT, CandidateResult, FixConfig, FixEngine, problem_for, suspects_to_try
+from ledex.engine.fixer import (SEARCH_DEFAULT, CandidateResult, FixConfig, FixEngine, FixResult, problem_for,
+                                suspects_to_try)
 from ledex.engine.localize import Suspect
 from ledex.sandbox import Limits
 from ledex.server.diagnostics import state_text
@@ -75,15 +84,42 @@ def suspects_of(failure: Failure) -> list[Suspect]:
     return suspects_to_try(failure, FixConfig.suspects)
 
 
+@dataclass
+class Turns:
+    """What a problem keeps from its search turn for its model turn: the leased backend (given
+    back when the problem's job ends), the engine and the search's result."""
+
+    host: object  # modelhost.ModelHost the lease came from
+    backend: object
+    engine: FixEngine | None = None
+    searched: FixResult | None = None
+
+
 def start(folder, entry: Entry) -> None:
-    """Queue the fix for a new problem (loop thread)."""
+    """Queue the fix for a new problem (loop thread): its search turn, or with the search off
+    its one turn."""
     if entry.failure.suspect is None or entry.code is None:
         entry.fail("no function in the workspace to fix")
         return
     title = f"ledex: fixing {_named(entry)}"
     entry.progress_token = folder.server.work_progress.begin(title, "queued", cancellable=True)
-    future = folder.jobs.fix(entry, lambda e: run(folder, e))
-    future.add_done_callback(lambda f: folder.post(finished, folder, entry, f))
+    _queue(folder, entry, "search" if folder.settings.search else "search+model")
+
+
+def _queue(folder, entry: Entry, stages: str) -> None:
+    future = folder.jobs.fix(entry, lambda e: run(folder, e, stages))
+    future.add_done_callback(lambda f: folder.post(turn_done, folder, entry, f))
+
+
+def turn_done(folder, entry: Entry, future) -> None:
+    """Back on the loop after a turn: a search that left the problem to the model queues the
+    model's turn behind the problems waiting now; otherwise the problem's job is finished."""
+    if not future.cancelled() and future.exception() is None and future.result() == "model" \
+            and not entry.cancel.is_set():
+        folder.server.work_progress.report(entry.progress_token, "searched, no verified fix: waiting for the model")
+        _queue(folder, entry, "model")
+        return
+    finished(folder, entry, future)
 
 
 def _named(entry: Entry) -> str:
@@ -93,7 +129,10 @@ def _named(entry: Entry) -> str:
 
 
 def finished(folder, entry: Entry, future) -> None:
-    """Back on the loop: end progress, report a crash, republish."""
+    """Back on the loop: give the model back, end progress, report a crash, republish."""
+    turns, entry.turns = entry.turns, None
+    if turns is not None:
+        turns.host.release(turns.backend)
     crash = None if future.cancelled() else future.exception()
     entry.settle(crash)
     if crash is not None:
@@ -105,32 +144,35 @@ def finished(folder, entry: Entry, future) -> None:
     _republish(folder, entry)
 
 
-def run(folder, entry: Entry) -> None:
-    """Fix thread: reuse a cached result or generate and verify; log everything."""
+def run(folder, entry: Entry, stages: str = "search+model") -> str | None:
+    """Fix thread, one turn (`stages` as FixEngine.fix takes them): reuse a cached result or
+    generate and verify; log everything. "model" when the search turn left the problem to the
+    model (turn_done queues that turn), else None."""
     entry.begin()
-    folder.post(_republish, folder, entry)  # clients without progress read "looking for a fix…" there
-    host = folder.models  # a settings change may swap the folder's model mid-fix: return the lease here
-    backend = _load_model(host, entry, folder)
-    if backend is None:
-        return
-    try:
-        _run_with(folder, entry, backend)
-    finally:
-        host.release(backend)
+    if entry.turns is None:  # the problem's first turn
+        folder.post(_republish, folder, entry)  # clients without progress read "looking for a fix…" there
+        host = folder.models  # a settings change may swap the folder's model mid-fix: the lease is on this one
+        backend = _load_model(host, entry, folder)
+        if backend is None:
+            return None
+        entry.turns = Turns(host, backend)
+    if stages == "model":
+        return _generate(folder, entry, stages)
+    return _first_turn(folder, entry, stages)
 
 
-def _run_with(folder, entry: Entry, backend) -> None:
+def _first_turn(folder, entry: Entry, stages: str) -> str | None:
     cached = folder.jobs.cached(entry)
     if cached is not None and cached.model != entry.model:
         cached = None  # a new model was promoted since: its answers may differ
     entry.episode_id = _log_start(folder, entry)
-    if cached is not None:
-        for c in cached.candidates:
-            _add(folder, entry, c)
-    else:
-        _generate(folder, entry, backend)
+    if cached is None:
+        return _generate(folder, entry, stages)
+    for c in cached.candidates:
+        _add(folder, entry, c)
     entry.finish()
     folder.jobs.remember(entry)
+    return None
 
 
 def _load_model(host, entry: Entry, folder):
@@ -164,25 +206,36 @@ def _republish(folder, entry: Entry) -> None:
         folder.publish()
 
 
-def _generate(folder, entry: Entry, backend) -> None:
+def _generate(folder, entry: Entry, stages: str) -> str | None:
     """The engine's fix, as `ledex fix` runs it: one problem for the failures sharing a suspect
     (entry.failure.also), candidates for the top suspects in turn; here it stops at the first
-    verified fix, and keeps to one sandbox run beside generation."""
-    s = folder.settings
-    config = FixConfig(samples=s.samples, rounds=s.rounds, sampling=Sampling(seed=s.seed),
-                       limits=Limits(wall_s=s.testTimeoutS), stop_at_first=True,
-                       harness=s.harness,  # verify as the suite runs
-                       verify_workers=1,  # one sandbox run beside generation: the model keeps the other core
-                       search=SEARCH_DEFAULT if s.search else None)
+    verified fix, and keeps to one sandbox run beside generation. "model" when this was the
+    search turn and the model's rounds are still needed (FixEngine.needs_model)."""
+    turns = entry.turns
+    if turns.engine is None:
+        turns.engine = FixEngine(turns.backend, folder.root, _config(folder.settings))
 
     def progress(stage: str, done: int, total: int) -> None:
         """Engine progress callback: report "stage done/total" and a percentage on the entry's token."""
         pct = int(100 * done / total) if total else None
         folder.post(folder.server.work_progress.report, entry.progress_token, f"{stage} {done}/{total}", pct)
 
-    engine = FixEngine(backend, folder.root, config)
-    result = engine.fix(entry.failure, cancel=entry.cancel, progress=progress,
-                        on_candidate=lambda c: _add(folder, entry, c))
+    result = turns.engine.fix(entry.failure, cancel=entry.cancel, progress=progress, stages=stages,
+                              after=turns.searched, on_candidate=lambda c: _add(folder, entry, c))
     for candidate in result.candidates:  # callbacks may lag the futures: add any not seen yet
         if entry.index_of(candidate) is None:
             _add(folder, entry, candidate)
+    if stages == "search" and FixEngine.needs_model(result) and not entry.cancel.is_set():
+        turns.searched = result
+        return "model"
+    entry.finish()
+    folder.jobs.remember(entry)
+    return None
+
+
+def _config(s) -> FixConfig:  # noqa: ANN001 - settings.Settings
+    return FixConfig(samples=s.samples, rounds=s.rounds, sampling=Sampling(seed=s.seed),
+                     limits=Limits(wall_s=s.testTimeoutS), stop_at_first=True,
+                     harness=s.harness,  # verify as the suite runs
+                     verify_workers=1,  # one sandbox run beside generation: the model keeps the other core
+                     search=SEARCH_DEFAULT if s.search else None)

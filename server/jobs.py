@@ -89,6 +89,7 @@ class Entry:
     progress_token: str | None = None
     members: tuple[Failure, ...] = ()  # () = (failure,)
     codes: dict[str, str | None] = field(default_factory=dict)  # path -> text; the top suspect's is added
+    turns: object = None  # fixwork.Turns: the model lease, engine and search result its two turns share
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:

@@ -270,8 +270,11 @@ class LedexServer(LanguageServer):
         return None, None
 
     def status(self) -> dict:
-        """What ledex.status returns: model, modelProcess, busy, lastTraining, folders."""
-        return {"model": self.models.description, "modelProcess": self.models.pid, "busy": self.jobs.busy,
+        """What ledex.status returns: model, modelProcess, busy (a test run or fix running, or a
+        problem between its search and model turns), lastTraining, folders."""
+        between_turns = any(entry.turns is not None for _, entry in self.all_entries())
+        return {"model": self.models.description, "modelProcess": self.models.pid,
+                "busy": self.jobs.busy or between_turns,
                 "lastTraining": last_training(self.home), "folders": [str(f.root) for f in self.folders.values()]}
 
     def shutdown(self) -> None:

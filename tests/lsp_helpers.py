@@ -97,6 +97,7 @@ async def session(root: Path, options: dict, home: Path, capabilities: str = "vi
     config = ClientServerConfig([sys.executable, "-m", "ledex.server"], server_env=env)
     client: LanguageClient = await config.start()
     client.published = record_publishes(client)
+    client.progress_order = record(client, lsp.PROGRESS)  # every problem's $/progress, in arrival order
     await client.initialize_session(lsp.InitializeParams(
         capabilities=capabilities_of(capabilities), root_uri=root.as_uri(),
         workspace_folders=[lsp.WorkspaceFolder(f.as_uri(), f.name) for f in folders or [root]],
@@ -124,13 +125,19 @@ async def end_session(client: LanguageClient, grace_s: float = 30) -> None:
 def record_publishes(client: LanguageClient) -> list[lsp.PublishDiagnosticsParams]:
     """Every textDocument/publishDiagnostics the client receives, in order (pytest-lsp keeps
     only the latest per document)."""
-    seen: list[lsp.PublishDiagnosticsParams] = []
+    return record(client, lsp.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)
+
+
+def record(client: LanguageClient, method: str) -> list:
+    """The params of every `method` notification the client receives from now on, in order
+    (pytest-lsp keeps $/progress per token, so the order between tokens is only here)."""
+    seen: list = []
     handle = client.protocol._handle_notification
 
-    def recording(method: str, params):
-        if method == lsp.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS:
+    def recording(name: str, params):
+        if name == method:
             seen.append(params)
-        return handle(method, params)
+        return handle(name, params)
     client.protocol._handle_notification = recording
     return seen
 

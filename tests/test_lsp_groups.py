@@ -69,3 +69,47 @@ async def test_failures_of_one_function_get_one_fix_and_the_next_suspect_is_trie
     assert episode["test"] == FAILING[0] and episode["suspect_function"] == "chunked"
     assert [(c["suspect"], c["verified"]) for c in episode["candidates"]] == [
         ("seq/more.py::chunked", 0), ("seq/more.py::take", 1)]  # two answers in all, not two per failure
+
+
+# Two problems found together: the first needs the model (no single-site edit makes area right),
+# the second is a flipped comparison the search fixes.
+TWO_PROBLEMS = {
+    "calc/__init__.py": "",
+    "calc/shapes.py": 'def area(w, h):\n    """Area of a w x h rectangle."""\n    return 0\n',
+    "calc/people.py": 'def is_adult(age):\n    """True from 18 years on."""\n    return age > 18\n',
+    "tests/test_area.py": "from calc.shapes import area\n\n\ndef test_area():\n"
+                          "    assert area(2, 3) == 6\n    assert area(4, 5) == 20\n",
+    "tests/test_people.py": "from calc.people import is_adult\n\n\ndef test_is_adult():\n"
+                            "    assert is_adult(18)\n    assert not is_adult(17)\n",
+}
+AREA = "area multiplies its sides.\n```python\ndef area(w, h):\n    return w * h\n```"
+
+
+async def test_every_problem_is_searched_before_any_gets_model_rounds(tmp_path):
+    """As `ledex fix` (fresh-user run X5): the second problem's search fix does not wait for the
+    first problem's model rounds; both end fixed, each in one episode."""
+    root = write_tree(tmp_path / "calc", TWO_PROBLEMS)
+    replay = tmp_path / "answers.json"
+    replay.write_text(json.dumps([AREA]))
+    options = {"model": f"replay:{replay}", "samples": 1, "rounds": 1, "runOnSave": False}
+    area_test, adult_test = "tests/test_area.py::test_area", "tests/test_people.py::test_is_adult"
+    async with session(root, options, tmp_path / "home") as client:
+        files = [root / "tests" / "test_area.py", root / "tests" / "test_people.py"]
+        await wait_for(client, lambda: all(
+            (found := ledex_diagnostics(client, f)) and found[0].data["state"] == "ready" for f in files))
+        assert [ledex_diagnostics(client, f)[0].data["verified"] for f in files] == [1, 1]
+        values = [(p.token, p.value) for p in client.progress_order]  # $/progress values arrive as plain dicts
+        titles = {token: v["title"] for token, v in values if v["kind"] == "begin"}
+        said = [(titles.get(token, ""), v.get("message", "")) for token, v in values if v["kind"] == "report"]
+    area_said = [m for t, m in said if t.endswith(area_test)]
+    assert area_said[:3] == ["search: single-site edits 0/1", "search: done 1/1",
+                             "searched, no verified fix: waiting for the model"], area_said
+    assert "round 1: generating 0/1" in area_said  # the model fixed area, in its own turn
+    order = [(t.endswith(adult_test), m) for t, m in said]
+    adult_searching = order.index((True, "search: single-site edits 0/1"))
+    area_modelling = order.index((False, "round 1: generating 0/1"))
+    assert adult_searching < area_modelling, order  # without the two turns: after area's model rounds
+    by_test = {e["test"]: e for e in episodes(root)}
+    assert sorted(by_test) == [area_test, adult_test]  # one episode per problem, over both turns
+    assert [(c["source"], c["verified"]) for c in by_test[area_test]["candidates"]] == [("model", 1)]
+    assert [(c["source"], c["verified"]) for c in by_test[adult_test]["candidates"]] == [("search", 1)]
