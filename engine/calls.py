@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ledex.engine.localize import (_FOREIGN_PARTS, MAX_CALLED, Suspect, _parse, _HELPER_DEPTH, is_test_file,
                                    iter_functions, make_suspect, read_source)
+from ledex.sandbox import is_build_output
 
 _AMBIGUOUS = 3  # a method name defined by more classes than this, none named by the test, is noise
 _CONSTRUCTORS = ("__init__", "__new__", "__post_init__")
@@ -233,7 +234,8 @@ def _tree_of(path: Path) -> tuple[ast.Module | None, str | None]:
 def _workspace_files(workspace: Path) -> list[str]:
     found = []
     for dirpath, dirnames, filenames in os.walk(workspace):
-        dirnames[:] = sorted(d for d in dirnames if d not in _FOREIGN_PARTS and not d.endswith(".egg-info"))
+        dirnames[:] = sorted(d for d in dirnames if d not in _FOREIGN_PARTS and not d.endswith(".egg-info")
+                             and not is_build_output(Path(dirpath, d)))
         rel_dir = Path(dirpath).relative_to(workspace)
         found += [(rel_dir / f).as_posix() for f in sorted(filenames) if f.endswith(".py")]
     return found

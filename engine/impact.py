@@ -21,7 +21,9 @@ import os
 import sys
 from pathlib import Path
 
-SKIPPED_DIRS = {".ledex", ".git", ".venv", "venv", "node_modules", "site-packages", "__pycache__", ".tox", "build"}
+from ledex.sandbox import is_build_output
+
+SKIPPED_DIRS = {".ledex", ".git", ".venv", "venv", "node_modules", "site-packages", "__pycache__", ".tox"}
 
 
 def is_test_module(rel: str) -> bool:
@@ -111,7 +113,8 @@ class ImportGraph:
         """Re-read the files that changed (mtime, size) and forget the ones gone; a walk of the workspace."""
         seen = set()
         for dirpath, dirnames, filenames in os.walk(self.root):
-            dirnames[:] = [d for d in dirnames if d not in SKIPPED_DIRS and not d.endswith(".egg-info")]
+            dirnames[:] = [d for d in dirnames if d not in SKIPPED_DIRS and not d.endswith(".egg-info")
+                           and not is_build_output(Path(dirpath, d))]
             for name in filenames:
                 if name.endswith(".py"):
                     rel = Path(dirpath, name).relative_to(self.root).as_posix()

@@ -33,10 +33,13 @@ from functools import lru_cache
 from pathlib import Path, PurePosixPath
 from typing import Iterable
 
+from ledex.sandbox import is_build_output
+
 _FRAME = re.compile(r'^\s*File "(?P<path>[^"]+)", line (?P<line>\d+), in (?P<func>\S+)', re.MULTILINE)
-# Folders never treated as the user's code (installed packages, virtualenvs).
+# Folders never treated as the user's code (installed packages, virtualenvs); build tools' output
+# (`build`, `dist`) is told apart from a package of that name by sandbox.is_build_output.
 _FOREIGN_PARTS = {"site-packages", "dist-packages", ".venv", "venv", ".tox", "node_modules", ".git",
-                  "build", "dist", ".eggs", "__pycache__"}
+                  ".eggs", "__pycache__"}
 _TEST_DIRS = ("tests", "test", "testing")
 MAX_CALLED = 8  # functions taken from the test's calls: enough for helpers and chained calls
 _HELPER_DEPTH = 3  # test-class helpers followed through self.x(...) (setUp-style indirection)
@@ -132,7 +135,15 @@ def _relative(path: str, workspace: Path) -> str | None:
         rel = Path(path).resolve().relative_to(workspace.resolve())
     except (ValueError, OSError):
         return None
-    return None if _FOREIGN_PARTS & set(rel.parts) else rel.as_posix()
+    return None if is_foreign(workspace, rel.as_posix()) else rel.as_posix()
+
+
+def is_foreign(workspace: Path, rel: str) -> bool:
+    """Whether workspace-relative `rel` lies in a folder that is not the user's code: installed
+    packages, virtualenvs, caches, build output (sandbox.is_build_output: a `build` package is code)."""
+    parts = PurePosixPath(rel).parts[:-1]
+    return bool(_FOREIGN_PARTS & set(parts)) or any(
+        is_build_output(Path(workspace, *parts[:i + 1])) for i in range(len(parts)))
 
 
 def read_source(path: Path) -> str | None:

@@ -19,9 +19,11 @@ from typing import Mapping
 
 SKIP_DIRS = frozenset({
     ".git", ".hg", ".svn", "__pycache__", ".ledex", ".pytest_cache", ".mypy_cache",
-    ".ruff_cache", ".tox", ".nox", "node_modules", ".eggs", "build", "dist", ".venv",
+    ".ruff_cache", ".tox", ".nox", "node_modules", ".eggs", ".venv",
     ".idea", ".vscode",
 })
+# Build tools' output folders, left out unless one is a package of the project (is_build_output).
+BUILD_DIRS = frozenset({"build", "dist"})
 TEST_DIRS = frozenset({"tests", "test", "testing"})
 CONFIG_FILES = frozenset({"pytest.ini", ".pytest.ini", "tox.ini", "setup.cfg", "pyproject.toml"})
 # Top-level module names that would shadow the test runner (cwd is first on sys.path).
@@ -61,9 +63,18 @@ def is_protected(rel: str) -> bool:
 
 
 def skip_dir(path: Path) -> bool:
-    """True for directories the copy leaves out (virtualenvs, VCS data, caches, build output)."""
-    name = path.name
-    return name in SKIP_DIRS or name.endswith(".egg-info") or (path / "pyvenv.cfg").exists()
+    """True for directories the copy leaves out (virtualenvs, VCS data, caches, build output).
+    A project's `*.egg-info` is copied: importlib.metadata reads it when the project root is on
+    sys.path, as in the user's own pytest run (fresh-user run X7: wcwidth's test_package_version
+    passed there and failed in the sandbox, "No package metadata was found")."""
+    return path.name in SKIP_DIRS or is_build_output(path) or (path / "pyvenv.cfg").exists()
+
+
+def is_build_output(path: Path) -> bool:
+    """A `build` or `dist` folder that is not a Python package: build tools' output (setuptools'
+    `build/lib/` copies of the sources, wheels). One that holds an `__init__.py` is the project's
+    own code (pypa/build's `src/build`) and is copied, localised and patched like any other."""
+    return path.name in BUILD_DIRS and not (path / "__init__.py").is_file()
 
 
 def skip_file(name: str) -> bool:
@@ -121,7 +132,7 @@ def normalize_rel(rel: str) -> str:
     path = PurePosixPath(rel.replace("\\", "/"))
     if path.is_absolute() or not path.parts or ".." in path.parts:
         raise PatchRejected(f"patch path {rel!r} is not inside the workspace")
-    if any(p in SKIP_DIRS or p.endswith(".egg-info") for p in path.parts[:-1]):
+    if any(p in SKIP_DIRS or p.endswith(".egg-info") for p in path.parts[:-1]):  # metadata: never a fix
         raise PatchRejected(f"patch path {rel!r} is inside an ignored directory")
     return path.as_posix()
 

@@ -110,6 +110,24 @@ def test_a_verified_edit_that_may_fit_the_tests_says_so(tmp_path):
     assert best["verified"] and best["overfit_risk"] and "return x * 2" in best["diff"]
 
 
+def test_package_metadata_and_a_package_named_build_are_the_projects_own(tmp_path):
+    """The sandbox runs the tests as the user's own run does (fresh-user run X7, wcwidth: the copy
+    left out `*.egg-info`, so importlib.metadata failed there only and a passing test was reported
+    failing). A package named `build` is code to copy, localise and fix, not build output."""
+    ws = write_tree(tmp_path / "ws", {
+        "mytool.egg-info/PKG-INFO": "Metadata-Version: 2.1\nName: mytool\nVersion: 1.2.3\n",
+        "build/__init__.py": "def is_big(x):\n    return x > 10\n",
+        "dist/app.whl": "not a package: build output",
+        "tests/test_tool.py": "import importlib.metadata\n\nfrom build import is_big\n\n\n"
+                              "def test_version():\n    assert importlib.metadata.version('mytool') == '1.2.3'\n\n\n"
+                              "def test_is_big():\n    assert is_big(10)\n"})
+    assert outcomes_of(ws)["tests/test_tool.py::test_version"] == "passed"  # as the user runs it
+    done = ledex("fix", str(ws), "--model", replay_file(tmp_path, ["x"]), "--json", "--samples", "1", "--rounds", "1")
+    (failure,) = json.loads(done.stdout)["failures"]  # test_version passes in the sandbox too
+    assert failure["test"] == "tests/test_tool.py::test_is_big" and failure["suspect"]["path"] == "build/__init__.py"
+    assert failure["candidates"][0]["verified"] and "+    return x >= 10" in failure["candidates"][0]["diff"], done.stderr
+
+
 def test_a_fix_apply_cannot_write_is_shown_with_its_reason_and_exits_1(tmp_path):
     """--apply on an immutable file (chattr +i) stopped the run with an internal error and a
     traceback, and the verified diff was lost (fresh-user run X5): the diff and why it was not
