@@ -71,6 +71,17 @@ def _switch(context: str) -> None:
         _COV = f"coverage stopped at {context or 'a test end'}: {exc!r}"[:300]
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_load_initial_conftests(early_config, parser, args):  # noqa: ANN001
+    """Pytest hook wrapper: the project's pytest-cov is off for this run, as with `--no-cov`,
+    before its own hook of this name starts a second coverage.py tracer that replaces ours
+    (fresh-user run X7: wcwidth's `addopts = --cov=wcwidth` left "No data was collected", and
+    the suspects were ordered without coverage). Outcomes never depend on it."""
+    if _COV is not None:
+        early_config.known_args_namespace.no_cov = True
+    yield
+
+
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_runtest_protocol(item, nextitem):  # noqa: ANN001
     """Pytest hook wrapper: attribute coverage to the test's node id while it runs (the runner

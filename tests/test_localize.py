@@ -257,6 +257,20 @@ def test_without_coverage_a_failure_reaching_code_through_an_operator_says_why_i
     assert ranked(measured.failures[0])[0] == "money.py::Cents.__radd__"
 
 
+def test_a_project_measuring_its_own_coverage_with_pytest_cov_still_gets_line_coverage(tmp_path):
+    """wcwidth 0.2.13 (fresh-user run X7): `addopts = --cov=...` made pytest-cov start a second
+    tracer over ledex's, "No data was collected", and the buggy helper one call below the
+    function the test calls was never a suspect. The coverage run turns pytest-cov off."""
+    ws = write_tree(tmp_path, {
+        "pyproject.toml": '[tool.pytest.ini_options]\naddopts = "--cov=calc --cov-report="\n',
+        "calc.py": "def _scale(x):\n    return x * 3\n\n\ndef double_plus_one(x):\n    return _scale(x) + 1\n",
+        "tests/test_calc.py": "from calc import double_plus_one\n\n\ndef test_double_plus_one():\n"
+                              "    assert double_plus_one(2) == 5\n"})
+    (failure,) = discover(ws).failures
+    scale = next((s for s in failure.suspects if s.qualname == "_scale"), None)  # no traceback frame, no call
+    assert scale is not None and scale.reason == "coverage" and scale.score, ranked(failure)
+
+
 def test_the_function_a_hung_test_was_stuck_in_stays_first_when_coverage_measured_it(tmp_path):
     """webcolors 24.11.1: a test command naming the module re-ran a hung doctest under coverage,
     and Ochiai put a function the loop called (run by no passing test) before the loop."""
