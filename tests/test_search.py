@@ -381,6 +381,24 @@ def test_failing_tests_sharing_a_session_fixture_are_screened_as_pytest_runs_the
     assert "n % 2 == 0" in fixed.best.patch.new_text
 
 
+def test_a_function_under_a_memoised_caller_is_screened_with_fresh_caches(tmp_path):
+    """wcwidth 0.2.13 (fresh-user run X7): `@lru_cache def wcwidth()` calls the buggy `_bisearch`;
+    the screen switched `_bisearch`'s code but the caller's cache kept the first run's answers, so
+    every variant failed its screen and the search found nothing. Every workspace cache is
+    cleared between variants."""
+    workspace = write_tree(tmp_path / "ws", {
+        "width.py": ("import functools\n\nLIMIT = 10\n\n\ndef _above(x, limit):\n    return x > limit\n\n\n"
+                     "@functools.lru_cache(maxsize=None)\ndef is_wide(x):\n    return _above(x, LIMIT)\n"),
+        "tests/test_width.py": ("from width import is_wide\n\n\ndef test_ten_is_wide():\n    assert is_wide(10)\n\n\n"
+                                "def test_nine_is_narrow():\n    assert not is_wide(9)\n"),
+    })
+    (failure,) = group_by_suspect(discover(workspace).failures)
+    assert [s.qualname for s in failure.suspects][:2] == ["is_wide", "_above"]  # the cached caller first
+    fixed = _fix(workspace, failure)
+    assert fixed.best is not None and fixed.best.source == "search", fixed.search
+    assert "return x >= limit" in fixed.best.patch.new_text and fixed.search.processes >= 1
+
+
 def test_a_failing_subtest_is_seen_by_the_screen(tmp_path):
     """unittest's subTest (and pytest's `subtests`) report a failure as a report of its own that
     runtestprotocol does not return, and pytest prints a 'u' per subtest with no newline before
