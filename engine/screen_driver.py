@@ -4,7 +4,7 @@ mutation-testing tools such as mutmut and Cosmic Ray avoid a process per mutant)
 
 Not imported by ledex: engine/screening.py sends this file's text as ``python -c`` through the
 sandbox's ``command`` template (sandbox.verify_many), so it runs in the sandbox with its
-isolation and limits. Standard library and pytest only.
+isolation and limits. Standard library, pytest and the sandbox's ``ledex_sbx_memo``.
 
 argv[1]: base64 of zlib'd JSON {"path": relpath of the module, "qualname": "f" | "Cls.m",
 "variants": [function source, ...], "tests": [node id, ...], "timeout": seconds per variant,
@@ -42,6 +42,7 @@ import sys
 import textwrap
 import zlib
 
+import ledex_sbx_memo  # sandbox/memo.py, beside the sandbox's runner plugin
 import pytest
 
 PREFIX = "LEDEX-SCREEN"
@@ -230,7 +231,10 @@ class Screen:
         except (AttributeError, KeyError, TypeError) as exc:
             emit(f"ERROR {spec['qualname']} not found: {exc!r}")
             return True
-        caches = workspace_caches(os.getcwd(), raw)
+        # results one variant computed must not answer for the next: the function's own cache and those of
+        # its memoised callers (fresh-user run X7, wcwidth's @lru_cache wcwidth() over the screened _bisearch)
+        caches = ledex_sbx_memo.workspace_caches(os.getcwd())
+        caches += [raw] if callable(getattr(raw, "cache_clear", None)) and raw not in caches else []
         for index, source in enumerate(spec["variants"]):
             emit(f"{index} {self._one(function, caches, source, items, timeout, spec['path'])}")
             function.__code__, function.__defaults__, function.__kwdefaults__ = original
@@ -243,29 +247,8 @@ class Screen:
             _install(function, _compile(source, function, path))
         except Exception:  # noqa: BLE001 - a variant that cannot be installed is not screened
             return "error"
-        for cache in caches:
-            cache.cache_clear()
+        ledex_sbx_memo.clear(caches)
         return "pass" if _passes(items, timeout) else "fail"
-
-
-def workspace_caches(root, raw):
-    """The functools.lru_cache / functools.cache wrappers of functions defined under `root` (the
-    workspace copy), `raw` (the screened function's own, if memoised) among them: results one
-    variant computed must not answer for the next, and a memoised caller of the screened function
-    keeps them too (fresh-user run X7: wcwidth's @lru_cache wcwidth() over the _bisearch being
-    screened failed every variant after the first, so the search found nothing). Looked up once
-    per screen through gc, after the tests imported the code (decorators run at import)."""
-    import functools
-    import gc
-
-    kind = type(functools.lru_cache()(len))
-    prefix = os.path.join(os.path.abspath(root), "")
-    found = [raw] if isinstance(raw, kind) else []
-    for obj in gc.get_objects():
-        code = getattr(getattr(obj, "__wrapped__", None), "__code__", None) if isinstance(obj, kind) else None
-        if code is not None and obj is not raw and os.path.abspath(code.co_filename).startswith(prefix):
-            found.append(obj)
-    return found
 
 
 def attempts(options):

@@ -8,7 +8,8 @@ teardown, and at the end writes ``{"tests": {nodeid: {relpath: [line, ...]}}}`` 
 ``{"error": "..."}``) as ``coverage-<pid>.json`` into ``$LEDEX_SBX_COVERAGE_DIR``.
 
 Coverage is advice for fault localisation, never an input to a verdict: code under test can
-forge it, which only misleads the ranking of suspects. Standard library, pytest, coverage.
+forge it, which only misleads the ranking of suspects. Standard library, pytest, coverage and the
+sandbox's ``ledex_sbx_memo``.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import json
 import os
 import sys
 
+import ledex_sbx_memo  # sandbox/memo.py, beside this plugin
 import pytest
 
 _DIR = os.environ.get("LEDEX_SBX_COVERAGE_DIR", "")
@@ -82,10 +84,22 @@ def pytest_load_initial_conftests(early_config, parser, args):  # noqa: ANN001
     yield
 
 
+_CACHES: list = []  # the workspace's memoised functions (ledex_sbx_memo), found once collection imported them
+
+
+def pytest_collection_finish(session):  # noqa: ANN001
+    """Pytest hook: find the workspace's lru_cache/cache wrappers, now that the tests imported the code."""
+    if _COV is not None:
+        _CACHES[:] = ledex_sbx_memo.workspace_caches(_ROOT)
+
+
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_runtest_protocol(item, nextitem):  # noqa: ANN001
     """Pytest hook wrapper: attribute coverage to the test's node id while it runs (the runner
-    plugin's, which numbers items pytest collected with one id)."""
+    plugin's, which numbers items pytest collected with one id), each test starting with the
+    workspace's caches empty, so its lines are the ones it needs, not only those no earlier test
+    memoised (fresh-user run X7: wcwidth's @lru_cache wcwidth() hid _bisearch from most tests)."""
+    ledex_sbx_memo.clear(_CACHES)
     _switch(next((value for name, value in item.user_properties if name == "ledex_nodeid"), item.nodeid))
     yield
     _switch("")

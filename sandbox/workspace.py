@@ -27,7 +27,7 @@ BUILD_DIRS = frozenset({"build", "dist"})
 TEST_DIRS = frozenset({"tests", "test", "testing"})
 CONFIG_FILES = frozenset({"pytest.ini", ".pytest.ini", "tox.ini", "setup.cfg", "pyproject.toml"})
 # Top-level module names that would shadow the test runner (cwd is first on sys.path).
-RUNNER_MODULES = frozenset({"pytest", "_pytest", "pluggy", "py", "ledex_sbx_plugin",
+RUNNER_MODULES = frozenset({"pytest", "_pytest", "pluggy", "py", "ledex_sbx_plugin", "ledex_sbx_memo", "ledex_sbx_cov",
                             "sitecustomize", "usercustomize", "iniconfig"})
 # Below this size a copy costs about as much as a link and is always safe.
 HARDLINK_MIN_BYTES = 1 << 20

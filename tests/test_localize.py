@@ -271,6 +271,21 @@ def test_a_project_measuring_its_own_coverage_with_pytest_cov_still_gets_line_co
     assert scale is not None and scale.reason == "coverage" and scale.score, ranked(failure)
 
 
+def test_each_test_is_measured_with_the_workspaces_caches_empty(tmp_path):
+    """wcwidth 0.2.13 (fresh-user run X7): `@lru_cache wcwidth()` answered the later tests from its
+    cache, so under coverage only the first test to meet a character ran the buggy `_bisearch`,
+    and for the others it was no suspect at all."""
+    ws = write_tree(tmp_path, {
+        "width.py": ("import functools\n\nLIMIT = 10\n\n\ndef _above(x, limit):\n    return x > limit\n\n\n"
+                     "@functools.lru_cache(maxsize=None)\ndef is_wide(x):\n    return _above(x, LIMIT)\n"),
+        "tests/test_width.py": ("from width import is_wide\n\n\ndef test_ten():\n    assert is_wide(10)\n\n\n"
+                                "def test_ten_again():\n    assert is_wide(10) is True\n")})
+    failures = {f.test.split("::")[-1]: f for f in discover(ws).failures}
+    assert set(failures) == {"test_ten", "test_ten_again"}
+    for failure in failures.values():  # the second test's answer came from the cache
+        assert "width.py::_above" in ranked(failure), (failure.test, ranked(failure))
+
+
 def test_the_function_a_hung_test_was_stuck_in_stays_first_when_coverage_measured_it(tmp_path):
     """webcolors 24.11.1: a test command naming the module re-ran a hung doctest under coverage,
     and Ochiai put a function the loop called (run by no passing test) before the loop."""
