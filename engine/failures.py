@@ -28,6 +28,8 @@ FAILED = ("failed", "error")
 # Time under coverage.py (C tracer, Python 3.11) over time without, measured on more-itertools'
 # test_more.py in the sandbox: 45 s -> 101 s (bench/bench_localize.py); 3 leaves headroom.
 COVERAGE_SLOWDOWN = 3
+TRIED_SUSPECTS = 3  # suspects a problem's fix tries in turn (fixer.FixConfig.suspects): enough for a helper's caller
+MAX_RELATED = 30  # related failing tests (Failure.related) per problem: every verification pays their run time
 
 
 class DiscoveryError(RuntimeError):
@@ -59,6 +61,11 @@ class Failure:
     passing_siblings: tuple[str, ...] = ()  # the tests that must keep passing (today the same as siblings)
     suspects: tuple[Suspect, ...] = ()  # every suspect, most suspicious first (localize.rank_suspects)
     also: tuple[str, ...] = ()  # other failing tests with the same top suspect: one problem (group_by_suspect)
+    # Failing tests of other problems that suspect a function this one's fix may patch (group_by_suspect):
+    # re-run with every candidate, never required to pass; a verified fix that makes them pass too is
+    # likelier the bug's (CandidateResult.also_fixes, ranking, the search's stop). Fresh-user run X7,
+    # wcwidth: a verified edit fixed its own 2 tests and left 1 of the 16 others sharing the bug failing.
+    related: tuple[str, ...] = ()
     root: str = ""  # the workspace's absolute path when discovered: the prompt's traceback is relative to it
 
     @property
@@ -70,8 +77,9 @@ class Failure:
 
     @property
     def reruns(self) -> tuple[str, ...]:
-        """Every node id one verification runs: the failing test, its group (`also`), the siblings."""
-        return tuple(dict.fromkeys((self.test, *self.also, *self.siblings)))
+        """Every node id one verification runs: the failing test, its group (`also`), the siblings,
+        the related failing tests."""
+        return tuple(dict.fromkeys((self.test, *self.also, *self.siblings, *self.related)))
 
     @property
     def hung(self) -> bool:
@@ -355,7 +363,19 @@ def group_by_suspect(failures: Sequence[Failure]) -> list[Failure]:
     for failure in failures:
         key = (failure.suspect.path, failure.suspect.qualname) if failure.suspect else ("", failure.message)
         groups.setdefault(key, []).append(failure)
-    return [_merge(members) for members in groups.values()]
+    merged = [_merge(members) for members in groups.values()]
+    return [replace(group, related=_related(group, failures)) for group in merged]
+
+
+def _related(group: Failure, failures: Sequence[Failure]) -> tuple[str, ...]:
+    """Failing tests outside `group` (not hung: a hanging test would cost its timeout on every
+    candidate) that have one of the suspects its fix may patch (the first TRIED_SUSPECTS) among
+    theirs; at most MAX_RELATED, in discovery order."""
+    mine = {(s.path, s.qualname) for s in ([group.suspect] if group.suspect else []) + list(group.suspects)[:TRIED_SUSPECTS]}
+    inside = {group.test, *group.also}
+    found = [f.test for f in failures if f.test not in inside and not f.hung
+             and mine & {(s.path, s.qualname) for s in f.suspects}]
+    return tuple(dict.fromkeys(found))[:MAX_RELATED]
 
 
 def _merge(members: list[Failure]) -> Failure:

@@ -30,13 +30,13 @@ from typing import Callable, Iterator
 from ledex.engine import ranking, rerun
 from ledex.engine.backends import Backend, Generation, ModelError, PromptTooLong, Sampling, generate_batch
 from ledex.engine.explanations import parse_explanation, trusted
-from ledex.engine.failures import Failure, outcome_message
+from ledex.engine.failures import TRIED_SUSPECTS, Failure, outcome_message
 from ledex.engine.format import (Candidate, Mode, Problem, answer_grammar, build_explain_diff_messages,
                                  build_messages, clip_middle, fenced, parse_response)
 from ledex.engine.localize import read_source
 from ledex.engine.patching import Patch, PatchError, make_patch
 from ledex.engine.project import Harness
-from ledex.engine.search import Repair, SearchConfig, SearchStats, run_search
+from ledex.engine.search import Checked, Repair, SearchConfig, SearchStats, run_search
 from ledex.sandbox import Limits, Verdict, verify_many
 
 
@@ -57,7 +57,7 @@ class FixConfig:
     verify_workers: int = 2  # concurrent sandbox runs besides generation; 2 fits a 2-core machine
     # Suspects tried in turn, most suspicious first, until one gets a verified fix (issue 12 item 6;
     # see bench/bench_localize.py for how often the broken function is in the top 1 / top 3).
-    suspects: int = 3
+    suspects: int = TRIED_SUSPECTS
     grammar: bool = True  # constrain answers to the LEDEX shape (format.answer_grammar) where the backend can
     # Search-based candidates before the model's (issue 20): SearchConfig() on, None off (model only).
     # On by default: on HumanEvalFix projects search fixed 34 of 58 correctly (the model 1 of the 10
@@ -90,6 +90,13 @@ class CandidateResult:
     edit_after: str = ""  # search only: the text the edit put in
     loglik: float | None = None  # the model's log-likelihood of the patched function (nats), when scored
     edit_size: int = 0  # changed tokens against the original function (ranking.edit_size)
+    # (passed, of) the problem's related failing tests (Failure.related) in its verification; (0, 0) without
+    also_fixes: tuple[int, int] = (0, 0)
+
+    @property
+    def complete(self) -> bool:
+        """Verified, and every related failing test passed with it too (see Failure.related)."""
+        return self.verified and self.also_fixes[0] == self.also_fixes[1]
 
     @property
     def diff(self) -> str:
@@ -99,10 +106,12 @@ class CandidateResult:
     def to_dict(self) -> dict:
         """The fields reports show (explanation, diff, verified, round, reason, pass_rate, code,
         suspect, source, overfit_risk: a verified search edit that may fit the tests rather than the
-        bug, ranking.overfit_risk, for which the model is asked too) as a dict."""
+        bug, ranking.overfit_risk, for which the model is asked too; also_fixes: [passed, of] the
+        related failing tests of other problems, Failure.related) as a dict."""
         return {"explanation": self.explanation, "diff": self.diff, "verified": self.verified, "round": self.round,
                 "reason": self.reason, "pass_rate": self.pass_rate, "code": self.code, "suspect": self.suspect,
-                "source": self.source, "overfit_risk": self.verified and ranking.overfit_risk(self)}
+                "source": self.source, "overfit_risk": self.verified and ranking.overfit_risk(self),
+                "also_fixes": list(self.also_fixes)}
 
     @property
     def source_label(self) -> str:
@@ -184,6 +193,15 @@ def judge(verdict: Verdict, failure: Failure) -> tuple[bool, str]:
         if broken:
             return False, f"the fix breaks {broken}"
     return True, ""
+
+
+def also_fixes(verdict: Verdict, failure: Failure) -> tuple[int, int]:
+    """(passed, of) the failure's related failing tests (Failure.related) in the verdict: a test
+    passes when it (or, its id changed, every case of its function) ran and passed."""
+    outcomes = {o.nodeid: o for o in verdict.outcomes}
+    passed = sum(1 for test in failure.related
+                 if (cases := rerun.cases_of(test, outcomes)) and all(o.outcome == "passed" for o in cases))
+    return passed, len(failure.related)
 
 
 def _feedback_for(verdict: Verdict, failure: Failure, reason: str) -> str:
@@ -282,16 +300,17 @@ class FixEngine:
         if progress:
             progress("search: single-site edits", 0, 1)
 
-        def verify(repair: Repair, stop) -> bool:  # noqa: ANN001 - search.Deadline: cancelled or out of time
-            """Sandbox-verify a search repair and record it as a "search" candidate; True if verified,
-            False if not, cancelled or cut by the search's deadline."""
+        def verify(repair: Repair, stop) -> Checked:  # noqa: ANN001 - search.Deadline: cancelled or out of time
+            """Sandbox-verify a search repair and record it as a "search" candidate: COMPLETE (verified, and
+            every related failing test passed too), PARTIAL (verified), else NOT_VERIFIED (also when
+            cancelled or cut by the search's deadline)."""
             suspect = dataclasses.replace(failure, suspect=repair.suspect)
             candidate = CandidateResult("", repair.code, 0, patch=repair.patch, source="search",
                                         suspect=f"{repair.suspect.path}::{repair.suspect.qualname}",
                                         operator=repair.edit.operator, edit_after=repair.edit.after)
             self._verify(candidate, suspect, stop)
             if candidate.reason == "cancelled":
-                return False
+                return Checked.NOT_VERIFIED
             described = f"Line {repair.edit.line}: {repair.edit.description}."
             candidate.explanation = described if candidate.verified else f"Found by search: {described[0].lower()}{described[1:]}"
             result.timings["verification"] += candidate.verification_s
@@ -302,7 +321,8 @@ class FixEngine:
                 candidate.explanation = self._explain(suspect, candidate, described, cancel)
                 if on_candidate:  # the same candidate again: its explanation arrived
                     on_candidate(candidate)
-            return candidate.verified
+            return Checked.COMPLETE if candidate.complete else Checked.PARTIAL if candidate.verified \
+                else Checked.NOT_VERIFIED
 
         search = self.config.search
         if self.config.stop_at_first:  # the editor needs one verified fix
@@ -465,6 +485,7 @@ class FixEngine:
             self._verdicts[key] = verdict
         candidate.verification_s = time.perf_counter() - started
         candidate.verified, candidate.reason = judge(verdict, failure)
+        candidate.also_fixes = also_fixes(verdict, failure)
         candidate.pass_rate = verdict.pass_rate
         candidate.feedback = _feedback_for(verdict, failure, candidate.reason)
 

@@ -2,6 +2,10 @@
 
 Order, first key first:
 1. verified before not verified (the sandbox's word: engine/fixer.judge);
+1b. among verified ones, more of the problem's related failing tests passing (other problems'
+   failing tests that suspect the same functions, fixer.also_fixes): a fix that repairs them too is
+   likelier the bug's (fresh-user run X7, wcwidth: an edit that passed its own tests and left one
+   of the others sharing the bug failing ranked above the exact inverse of the slip);
 2. among verified ones, a *test-overfitting risk* after the rest: a search candidate that picked
    one of several values for a site (operators "constant": another number; "name": another
    variable) passes because the shown tests happen to be satisfied by that choice at least as
@@ -18,7 +22,7 @@ Order, first key first:
 4. unverified ones by pass rate; then round, then arrival order.
 
 Candidates are anything with the attributes of fixer.CandidateResult (verified, pass_rate,
-round, source, operator, loglik, edit_size).
+round, source, operator, loglik, edit_size, also_fixes).
 
 Try it:  python -m ledex.engine.ranking   (orders a few made-up candidates)
 """
@@ -71,10 +75,11 @@ def plausibility(candidate: Any) -> float:
 
 
 def sort_key(candidate: Any, index: int = 0) -> tuple:
-    """Sort key, smallest best: verified first, low overfit risk, then higher plausibility
-    (verified) or pass rate, earlier round, earlier index."""
+    """Sort key, smallest best: verified first, more related failing tests fixed, low overfit
+    risk, then higher plausibility (verified) or pass rate, earlier round, earlier index."""
     verified = bool(getattr(candidate, "verified", False))
-    return (not verified, verified and overfit_risk(candidate),
+    fixed_too = getattr(candidate, "also_fixes", (0, 0))[0] if verified else 0
+    return (not verified, -fixed_too, verified and overfit_risk(candidate),
             -plausibility(candidate) if verified else -getattr(candidate, "pass_rate", 0.0),
             getattr(candidate, "round", 0), index)
 

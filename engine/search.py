@@ -24,7 +24,12 @@ Verification is two-step:
    screen that lacked it); a command without `{python}` is not screened.
 
 Bounded per failure by SearchConfig (test runs and seconds) and stopped early when the cancel
-event is set (the user edited the file) or max_fixes candidates verified. The seconds bound cuts
+event is set (the user edited the file) or max_fixes candidates verified that also make every
+related failing test pass (Failure.related: other problems' failing tests that suspect the same
+functions; a verified edit leaving some of them failing does not stop the search, which goes on
+for one that fixes them all: fresh-user run X7, wcwidth, where `ubound = mid - 1` -> `ubound = mid`
+passed its problem's tests, left one of the others failing, and stopped the search before the
+exact inverse of the slip, `while ubound > lbound` -> `>=`, was tried). The seconds bound cuts
 work already running: a screen or a verification still running at the deadline is cancelled
 (its sandbox process group killed), so a failure's search ends within about max_seconds.
 
@@ -34,6 +39,7 @@ Try it:  python -m ledex.engine.search WORKSPACE   (search only, for each failin
 from __future__ import annotations
 
 import ast
+import enum
 import textwrap
 import threading
 import time
@@ -96,6 +102,7 @@ class SearchStats:
     processes: int = 0  # sandboxed screening processes
     verified_runs: int = 0  # candidates verified one by one
     verified: int = 0
+    complete: int = 0  # verified fixes that also made every related failing test pass (Checked.COMPLETE)
     seconds: float = 0.0
     stopped: str = ""  # "fixes" | "runs" | "time" | "cancelled" | "exhausted"
     first_fix_order: int = 0  # Repair.order of the first verified fix (0: none): how soon the order found it
@@ -215,13 +222,21 @@ class Deadline:
         return self.cancel.is_set() or time.monotonic() >= self.ends_at
 
 
+class Checked(enum.IntEnum):
+    """What a search's `verify` callback found of a repair (a plain bool: False, or True = COMPLETE)."""
+
+    NOT_VERIFIED = 0
+    PARTIAL = 1  # verified, but some related failing tests (Failure.related) still fail with it
+    COMPLETE = 2  # verified, and every related failing test passes too
+
+
 class Search:
-    """One failure's search. `verify(repair, stop) -> bool` verifies a candidate fully (the fix
-    engine's sandboxed verification; it records the candidate) and says whether it is verified;
+    """One failure's search. `verify(repair, stop) -> Checked | bool` verifies a candidate fully
+    (the fix engine's sandboxed verification; it records the candidate) and says how that went;
     it must give up (return False) once `stop.is_set()` (a Deadline: cancel or out of time)."""
 
     def __init__(self, workspace: Path, failure: Failure, config: SearchConfig,
-                 verify: Callable[[Repair, Deadline], bool], *,
+                 verify: Callable[[Repair, Deadline], Checked | bool], *,
                  limits: Limits, harness: Harness = Harness(), cancel: threading.Event | None = None):
         self.workspace, self.failure, self.config, self.verify = Path(workspace), failure, config, verify
         self.limits, self.harness, self.cancel = limits, harness, cancel or threading.Event()
@@ -242,7 +257,7 @@ class Search:
     def _stop(self) -> str:
         if self.cancel.is_set():
             return "cancelled"
-        if self.stats.verified >= self.config.max_fixes:
+        if self.stats.complete >= self.config.max_fixes:
             return "fixes"
         if self.stats.screened + self.stats.verified_runs >= self.config.max_runs:
             return "runs"
@@ -355,15 +370,17 @@ class Search:
 
     def _verify(self, repair: Repair) -> None:
         self.stats.verified_runs += 1
-        if self.verify(repair, self.stop):
+        checked = self.verify(repair, self.stop)
+        if checked:
             self.stats.verified += 1
+            self.stats.complete += checked is True or checked == Checked.COMPLETE
             if not self.stats.first_fix_order:
                 self.stats.first_fix_order = repair.order
                 self.stats.first_fix_s = round(time.monotonic() - self._started, 3)
 
 
 def run_search(workspace: Path, failure: Failure, suspects: Sequence[Suspect], config: SearchConfig,
-               verify: Callable[[Repair, Deadline], bool], *, limits: Limits, harness: Harness = Harness(),
+               verify: Callable[[Repair, Deadline], Checked | bool], *, limits: Limits, harness: Harness = Harness(),
                cancel: threading.Event | None = None) -> SearchStats:
     """Search `suspects` for `failure` (see the module docstring); verified candidates reach `verify`."""
     return Search(workspace, failure, config, verify, limits=limits, harness=harness, cancel=cancel).run(suspects)

@@ -332,6 +332,9 @@ class Reporter:
         mark = "verified" if candidate.verified else f"not verified: {clip_reason(reason)}"
         if candidate.verified and overfit_risk(candidate):  # why the model was asked too (fresh-user run X6)
             mark += f"; {OVERFIT_WORDS[candidate.operator]} may fit the tests rather than the bug"
+        passed, of = candidate.also_fixes
+        if candidate.verified and of:  # how far it repairs the other problems suspecting the same code
+            mark += f"; {passed} of {of} related failing test{'s' if of > 1 else ''} pass with it too"
         other = f", rewrites {candidate.suspect}" if candidate.suspect and candidate.suspect != top else ""
         print(f"\n  candidate {number} ({candidate.source_label}, round {candidate.round}{other}) [{mark}]", file=self.out)
         if candidate.explanation:

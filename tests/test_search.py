@@ -399,6 +399,31 @@ def test_a_function_under_a_memoised_caller_is_screened_with_fresh_caches(tmp_pa
     assert "return x >= limit" in fixed.best.patch.new_text and fixed.search.processes >= 1
 
 
+def test_a_verified_fix_leaving_related_failures_failing_does_not_end_the_search(tmp_path):
+    """wcwidth 0.2.13 (fresh-user run X7): `ubound = mid - 1` -> `ubound = mid` passed its own
+    problem's tests, stopped the search, and was offered (and --apply would write it) while one of
+    the other failures sharing the bug still failed; the exact inverse of the slip came later in
+    the search's order. Other problems' failing tests that suspect the same code are re-run with
+    each candidate: a fix that leaves some failing does not stop the search and ranks below one
+    that fixes them all."""
+    workspace = write_tree(tmp_path / "ws", {
+        "limits.py": ("def _below(x, limit):\n    return x < limit - 1\n\n\n"
+                      "def small(x):\n    return _below(x, 10)\n\n\ndef tiny(x):\n    return _below(x, 3)\n"),
+        "tests/test_small.py": ("from limits import _below, small\n\n\ndef test_small():\n    assert small(9)\n"
+                                "    assert not small(10)\n\n\ndef test_below():\n    assert _below(0, 5) and not _below(7, 5)\n"),
+        "tests/test_tiny.py": ("from limits import _below, tiny\n\n\ndef test_tiny():\n    assert tiny(2)\n"
+                               "    assert not tiny(3)\n\n\ndef test_below_far():\n    assert _below(1, 9) and not _below(9, 1)\n"),
+    })  # the passing tests of _below make each caller its failing test's top suspect: two problems
+    groups = {g.test.split("::")[-1]: g for g in group_by_suspect(discover(workspace).failures)}
+    small = groups["test_small"]
+    assert small.suspect.qualname == "small" and small.related == ("tests/test_tiny.py::test_tiny",)
+    fixed = _fix(workspace, small, search=SearchConfig(max_fixes=1))  # the editor's: stop at the first
+    assert fixed.best.complete and fixed.best.also_fixes == (1, 1), fixed.search
+    assert fixed.best.suspect == "limits.py::_below"  # `x <= limit - 1` or `x < limit`: the slip undone
+    partial = [c for c in fixed.candidates if c.verified and not c.complete]  # small's `_below(x, 11)`
+    assert partial and partial[0].also_fixes == (0, 1) and "_below(x, 11)" in partial[0].patch.new_text
+
+
 def test_a_failing_subtest_is_seen_by_the_screen(tmp_path):
     """unittest's subTest (and pytest's `subtests`) report a failure as a report of its own that
     runtestprotocol does not return, and pytest prints a 'u' per subtest with no newline before
