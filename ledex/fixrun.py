@@ -26,6 +26,18 @@ from ledex.engine.format import build_messages
 from ledex.sandbox import Limits, copy_workspace
 
 
+def keeps_reruns(fresh: Failure, before: Failure, failing: dict) -> Failure:
+    """`fresh` (from re-running only the failing tests after a fix) still verified against what
+    `before` was: the rest of its file and the importers' tests that passed in the full run, but
+    not the tests failing now (`failing`: test -> Failure). Fresh-user run X7, idna with two bugs:
+    after the first fix the second problem re-ran 5 tests instead of 22, and a candidate breaking 3
+    passing tests of its own file was marked verified."""
+    def kept(*lists: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(t for t in dict.fromkeys(t for tests in lists for t in tests) if t not in failing)
+    return replace(fresh, siblings=kept(before.siblings, fresh.siblings),
+                   passing_siblings=kept(before.passing_siblings, fresh.passing_siblings))
+
+
 def discovery_limits(args: argparse.Namespace) -> Limits:
     """The sandbox limits of a run of the whole suite (--discovery-timeout s, --test-timeout s per test)."""
     return Limits(wall_s=args.discovery_timeout, cpu_s=int(args.discovery_timeout), test_timeout_s=args.test_timeout)
@@ -270,7 +282,7 @@ class FixRun:
                 self.reporter.result(item)  # on stdout too, below its FAILED block (fresh-user run X5)
             elif self.changed(group, fresh, known, fixed_by):
                 handled.remove(item)
-                retry += [fresh[t] for t in group if t in fresh]
+                retry += [keeps_reruns(fresh[t], item.result.failure, fresh) for t in group if t in fresh]
                 self.reporter.note(f"{group[0]}: fails differently with the fix for {fixed_by} in place: tried again")
                 if now := [t for t in group if passes(t)]:  # counted as fixed, not lost from the summary (X5)
                     self.passing(replace(item.result.failure, test=now[0], also=tuple(now[1:]),
@@ -280,7 +292,7 @@ class FixRun:
             if passes(failure.test):
                 self.passing(failure, fixed_by)
             else:
-                remaining.append(fresh.get(failure.test, failure))
+                remaining.append(keeps_reruns(fresh[failure.test], failure, fresh) if failure.test in fresh else failure)
         return remaining + retry
 
     def passing(self, failure: Failure, fixed_by: str) -> None:

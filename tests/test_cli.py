@@ -624,6 +624,27 @@ def test_a_dry_run_verifies_each_fix_with_the_ones_before_it_as_apply_would_writ
         "ledex-dry-run-*/dry"))  # the scratch copy is gone
 
 
+def test_a_problem_after_a_fix_in_place_is_still_verified_against_its_passing_tests(tmp_path):
+    """After a fix, the failures still waiting are re-run alone; they kept only what that run saw,
+    so the next problem's candidates were verified without the passing tests of their file
+    (fresh-user run X7, idna with two bugs: 5 tests re-run instead of 22, and a candidate breaking
+    three passing tests was marked verified)."""
+    ws = write_tree(tmp_path / "two", {
+        "mod.py": "def inc(x):\n    return x + 2\n\n\ndef double(x):\n    return x * 3\n",
+        "tests/test_1_inc.py": "from mod import inc\n\n\ndef test_inc():\n    assert inc(1) == 2\n",
+        "tests/test_2_double.py": ("from mod import double\n\n\ndef test_double():\n    assert double(2) == 4\n\n\n"
+                                 "def test_double_zero():\n    assert double(0) == 0\n")})
+    model = replay_file(tmp_path, ["Adds one too many.\n```python\ndef inc(x):\n    return x + 1\n```",
+                                   "Two doubled is four.\n```python\ndef double(x):\n    return 4\n```"])
+    proc = ledex("fix", str(ws), "--model", model, "--samples", "1", "--rounds", "1", "--json", "--no-search")
+    failures = {f["test"]: f for f in json.loads(proc.stdout)["failures"]}
+    double = failures["tests/test_2_double.py::test_double"]
+    assert double["assumes"] == ["tests/test_1_inc.py::test_inc"]  # handled with inc's fix in place
+    assert "tests/test_2_double.py::test_double_zero" in double["reruns"], double
+    (candidate,) = double["candidates"]
+    assert not candidate["verified"] and "test_double_zero" in candidate["reason"], candidate
+
+
 @pytest.mark.parametrize("reach", ["every test", "one test"])
 def test_a_problem_that_fails_differently_after_a_later_fix_is_tried_again(reach, tmp_path):
     """The same two bugs, banner's tests first: banner's own fix cannot pass while label is broken;
