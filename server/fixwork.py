@@ -213,7 +213,9 @@ def _generate(folder, entry: Entry, stages: str) -> str | None:
     search turn and the model's rounds are still needed (FixEngine.needs_model)."""
     turns = entry.turns
     if turns.engine is None:
-        turns.engine = FixEngine(turns.backend, folder.root, _config(folder.settings))
+        # verify as the suite runs: the python / testCommand settings, else the folder's [tool.ledex]
+        harness = folder.settings.harness(folder.root)
+        turns.engine = FixEngine(turns.backend, folder.root, _config(folder.settings, harness))
 
     def progress(stage: str, done: int, total: int) -> None:
         """Engine progress callback: report "stage done/total" and a percentage on the entry's token."""
@@ -233,9 +235,9 @@ def _generate(folder, entry: Entry, stages: str) -> str | None:
     return None
 
 
-def _config(s) -> FixConfig:  # noqa: ANN001 - settings.Settings
+def _config(s, harness) -> FixConfig:  # noqa: ANN001 - settings.Settings, project.Harness
     return FixConfig(samples=s.samples, rounds=s.rounds, sampling=Sampling(seed=s.seed),
                      limits=Limits(wall_s=s.testTimeoutS), stop_at_first=True,
-                     harness=s.harness,  # verify as the suite runs
+                     harness=harness,
                      verify_workers=1,  # one sandbox run beside generation: the model keeps the other core
                      search=SEARCH_DEFAULT if s.search else None)

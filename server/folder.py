@@ -23,6 +23,7 @@ from ledex.engine.failures import (Discovery, DiscoveryError, Failure, Note, Not
                                    group_by_suspect, note_kind, read_junit)
 from ledex.engine.impact import ImportGraph, is_test_module
 from ledex.engine.patching import Patch
+from ledex.engine.project import ProjectConfigError
 from ledex.sandbox import Limits
 from ledex.server import actions, diagnostics, fixwork
 from ledex.server.jobs import CANCELLED, FAILED, Entry
@@ -180,7 +181,11 @@ class Folder:
             self.post(progress.report, token, f"{len(scope)} test file(s): {', '.join(scope)}"
                       if scope else "all tests")
             try:
-                return discover(self.root, limits=Limits(wall_s=settings.testTimeoutS), harness=settings.harness,
+                harness = settings.harness(self.root)  # python / testCommand, else [tool.ledex]
+            except ProjectConfigError as exc:
+                return Discovery([], None, [Note(f"test run problem: {exc}", NoteKind.RUN_PROBLEM)])
+            try:
+                return discover(self.root, limits=Limits(wall_s=settings.testTimeoutS), harness=harness,
                                 tests=tuple(scope or ()),
                                 imports=self.imports)  # the folder's graph, kept on this thread
             except DiscoveryError as exc:

@@ -12,9 +12,10 @@ from __future__ import annotations
 import shlex
 import sys
 from dataclasses import dataclass, fields, replace
+from pathlib import Path
 from typing import Any
 
-from ledex.engine.project import Harness
+from ledex.engine.project import Harness, read_project_settings, resolve_python
 
 # Globs for JUnit reports other runners write: `pytest --junitxml=junit.xml`, and the
 # Gradle/Maven/Jest-reporter convention of test-results/ folders.
@@ -48,16 +49,18 @@ class Settings:
         """testCommand split shell-style, None if empty (then `<python> -m pytest`)."""
         return shlex.split(self.testCommand) if self.testCommand.strip() else None
 
-    @property
-    def harness(self) -> Harness:
-        """How the sandbox runs the workspace's tests: `python` and testCommand (None = defaults)."""
+    def harness(self, root: Path) -> Harness:
+        """How the sandbox runs the tests of the workspace folder `root`: the `python` and
+        testCommand settings, each falling back on the folder's pyproject.toml [tool.ledex]
+        (`python`, `test-command`), as `ledex fix` reads it; a relative `python` is relative to
+        the folder, as in [tool.ledex] (fresh-user run X8: the editor ignored the table, and a
+        relative setting was resolved against the editor's working directory). Read on every test
+        run, so an edited table applies at the next. Raises ProjectConfigError (a table it cannot
+        use, a `python` that names no executable)."""
+        project = read_project_settings(root)
+        python = resolve_python(self.python, root, "the ledex python setting") if self.python else project.python
         command = self.test_command
-        return Harness(python=self.python or None, command=tuple(command) if command else None)
-
-    @property
-    def interpreter(self) -> str:
-        """The `python` setting, else the interpreter running the server."""
-        return self.python or sys.executable
+        return Harness(python=python, command=tuple(command) if command else project.command)
 
 
 class SettingProblem(str):
