@@ -371,7 +371,8 @@ def _related(group: Failure, failures: Sequence[Failure]) -> tuple[str, ...]:
     """Failing tests outside `group` (not hung: a hanging test would cost its timeout on every
     candidate) that have one of the suspects its fix may patch (the first TRIED_SUSPECTS) among
     theirs; at most MAX_RELATED, in discovery order."""
-    mine = {(s.path, s.qualname) for s in ([group.suspect] if group.suspect else []) + list(group.suspects)[:TRIED_SUSPECTS]}
+    tried = ([group.suspect] if group.suspect else []) + list(group.suspects)[:TRIED_SUSPECTS]
+    mine = {(s.path, s.qualname) for s in tried}
     inside = {group.test, *group.also}
     found = [f.test for f in failures if f.test not in inside and not f.hung
              and mine & {(s.path, s.qualname) for s in f.suspects}]

@@ -292,7 +292,8 @@ class FixRun:
             if passes(failure.test):
                 self.passing(failure, fixed_by)
             else:
-                remaining.append(keeps_reruns(fresh[failure.test], failure, fresh) if failure.test in fresh else failure)
+                now = fresh.get(failure.test)
+                remaining.append(keeps_reruns(now, failure, fresh) if now is not None else failure)
         return remaining + retry
 
     def passing(self, failure: Failure, fixed_by: str) -> None:
