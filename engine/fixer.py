@@ -92,6 +92,7 @@ class CandidateResult:
     edit_size: int = 0  # changed tokens against the original function (ranking.edit_size)
     # (passed, of) the problem's related failing tests (Failure.related) in its verification; (0, 0) without
     also_fixes: tuple[int, int] = (0, 0)
+    broke_run: bool = False  # no test could run with it (a collection or start-up error): not offered in the editor
 
     @property
     def complete(self) -> bool:
@@ -486,6 +487,7 @@ class FixEngine:
         candidate.verification_s = time.perf_counter() - started
         candidate.verified, candidate.reason = judge(verdict, failure)
         candidate.also_fixes = also_fixes(verdict, failure)
+        candidate.broke_run = bool(verdict.error)
         candidate.pass_rate = verdict.pass_rate
         candidate.feedback = _feedback_for(verdict, failure, candidate.reason)
 

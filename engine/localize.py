@@ -45,6 +45,14 @@ MAX_CALLED = 8  # functions taken from the test's calls: enough for helpers and 
 _HELPER_DEPTH = 3  # test-class helpers followed through self.x(...) (setUp-style indirection)
 
 
+# How each Suspect.reason reads to a person (the CLI's report, the editor's explanation).
+FOUND_BY = {"traceback": "a workspace frame of the traceback",
+            "called by the test": "the function the test calls",
+            "doctest": "the function whose docstring holds the failing example",
+            "coverage": "executed by the failing test",
+            "stack sampling": "the function the hung test was stuck in"}
+
+
 @dataclass(frozen=True)
 class Suspect:
     """A function in the workspace that the fix should rewrite."""

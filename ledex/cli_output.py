@@ -23,14 +23,10 @@ from ledex.engine.failures import Discovery, Failure
 from ledex.engine.fixer import CandidateResult, FixResult
 from ledex.engine.localize import stuck_line
 from ledex.engine.ranking import OVERFIT_WORDS, overfit_risk
+from ledex.engine.localize import FOUND_BY
 from ledex.engine.models import ModelIdentity
 
 
-FOUND_BY = {"traceback": "a workspace frame of the traceback",
-            "called by the test": "the function the test calls",
-            "doctest": "the function whose docstring holds the failing example",
-            "coverage": "executed by the failing test",
-            "stack sampling": "the function the hung test was stuck in"}
 
 
 @dataclass

@@ -22,6 +22,7 @@ from lsprotocol import types as lsp
 
 from ledex.engine.fixer import CandidateResult
 from ledex.engine.format import first_sentence
+from ledex.engine.localize import FOUND_BY
 from ledex.engine.patching import Patch, PatchError, rebase
 from ledex.engine.reindent import split_lines
 from ledex.server.capabilities import ClientFeatures
@@ -94,6 +95,8 @@ def actions_for(root: Path, entry: Entry, version_of, diagnostics: list[lsp.Diag
     ranked = entry.ranked
     best = next((i for i, c in ranked if c.verified), None)
     for idx, candidate in ranked:
+        if candidate.broke_run:  # no test could run with it (a collection error): not a fix to apply (X8)
+            continue
         text, version = version_of(candidate.patch.path)
         patch = offered_patch(candidate.patch, text)
         if patch is not None and entry.episode_id:
@@ -106,6 +109,12 @@ def actions_for(root: Path, entry: Entry, version_of, diagnostics: list[lsp.Diag
     return out
 
 
+def where_found(suspect) -> str:  # noqa: ANN001 - a localize.Suspect
+    """"(lines 3-9: the function the test calls)": the suspect's lines and how it was found, in
+    words (fresh-user run X8: "found by called by the test")."""
+    return f"(lines {suspect.start_line}-{suspect.end_line}: {FOUND_BY.get(suspect.reason, suspect.reason)})"
+
+
 def explanation_markdown(entry: Entry) -> str:
     """The full explanation: the failure, then every candidate, verified first, with its diff."""
     f = entry.failure
@@ -114,8 +123,7 @@ def explanation_markdown(entry: Entry) -> str:
         same = "the same suspect, one fix for all" if f.suspect else "the same error"
         lines += [f"**Failing with it** ({same}): " + ", ".join(f"`{t}`" for t in f.also), ""]
     if f.suspect:
-        lines += [f"**Suspect:** `{f.suspect.qualname}` in `{f.suspect.path}` "
-                  f"(lines {f.suspect.start_line}-{f.suspect.end_line}, found by {f.suspect.reason})", ""]
+        lines += [f"**Suspect:** `{f.suspect.qualname}` in `{f.suspect.path}` {where_found(f.suspect)}", ""]
     if not entry.candidates:
         lines += [f"_No explanation yet: ledex is {_sentence(state_text(entry))}_"]
     for n, (idx, c) in enumerate(entry.ranked, 1):
@@ -159,8 +167,7 @@ def explanation_text(entry: Entry, full: str | None) -> str:
     f, best = entry.failure, _best(entry)
     lines = [f"Why {f.test} fails: {f.message or 'test failed'}"]
     if f.suspect:
-        lines.append(f"Suspect: {f.suspect.qualname} in {f.suspect.path} (lines {f.suspect.start_line}-"
-                     f"{f.suspect.end_line}, found by {f.suspect.reason})")
+        lines.append(f"Suspect: {f.suspect.qualname} in {f.suspect.path} {where_found(f.suspect)}")
     if best is None:
         lines.append(f"ledex is {_sentence(state_text(entry))}")
     else:

@@ -12,8 +12,8 @@ import pytest
 from lsprotocol import types as lsp
 
 from helpers import CHUNKS, write_tree
-from lsp_helpers import (apply_text_edit, code_actions, episodes, ledex_diagnostics, repeated_publishes, session,
-                         wait_for)
+from lsp_helpers import (apply_text_edit, code_actions, episodes, ledex_diagnostics, open_doc, repeated_publishes,
+                         session, state_is, wait_for)
 
 pytestmark = pytest.mark.asyncio
 
@@ -113,3 +113,24 @@ async def test_every_problem_is_searched_before_any_gets_model_rounds(tmp_path):
     assert sorted(by_test) == [area_test, adult_test]  # one episode per problem, over both turns
     assert [(c["source"], c["verified"]) for c in by_test[area_test]["candidates"]] == [("model", 1)]
     assert [(c["source"], c["verified"]) for c in by_test[adult_test]["candidates"]] == [("search", 1)]
+
+
+async def test_a_candidate_no_test_could_run_with_is_not_offered_as_a_fix(tmp_path):
+    """An answer whose import breaks collection ran no test at all: offered as a one-keystroke
+    'Fix (unverified, 0% of tests pass)' it broke `import` for the whole project (fresh-user run X8,
+    simplejson: `import json.safe`). It stays in the explanation, not in the quick fixes."""
+    root = write_tree(tmp_path / "calc", {k: v for k, v in TWO_PROBLEMS.items() if "people" not in k})
+    replay = tmp_path / "answers.json"
+    replay.write_text(json.dumps(["Multiply.\n```python\nimport no_such_module_xyz\n\n\ndef area(w, h):\n"
+                                  "    return no_such_module_xyz.mul(w, h)\n```"]))
+    options = {"model": f"replay:{replay}", "samples": 1, "rounds": 1, "runOnSave": False, "search": False}
+    shapes = root / "calc" / "shapes.py"
+    async with session(root, options, tmp_path / "home") as client:
+        open_doc(client, shapes)
+        await wait_for(client, state_is(client, shapes, "ready"))
+        (suspect,) = ledex_diagnostics(client, shapes)
+        titles = [a.title for a in await code_actions(client, shapes, suspect)]
+    assert titles == ["Explain this failure", "Dismiss ledex suggestion"], titles
+    (episode,) = episodes(root)
+    (candidate,) = episode["candidates"]  # the episode keeps it, with why
+    assert not candidate["verified"] and "no_such_module_xyz" in candidate["reason"], candidate

@@ -257,7 +257,7 @@ def test_explanation_as_plain_text_for_clients_without_show_document():
     text = actions.explanation_text(entry(READY, verified=True), "/w/.ledex/explanations/ep1.md")
     assert text.splitlines() == [
         "Why tests/test_stock.py::test_low fails: assert False",
-        "Suspect: is_low_stock in inventory/stock.py (lines 1-2, found by traceback)",
+        "Suspect: is_low_stock in inventory/stock.py (lines 1-2: a workspace frame of the traceback)",
         "Verified fix: Use <= so equal counts as low. More.",
         "Every candidate with its diff: /w/.ledex/explanations/ep1.md"]
     assert "ledex is looking for a fix…" in actions.explanation_text(entry(RUNNING), None)
