@@ -21,12 +21,9 @@ from tqdm import tqdm
 
 from ledex.engine.failures import Discovery, Failure
 from ledex.engine.fixer import CandidateResult, FixResult
-from ledex.engine.localize import stuck_line
-from ledex.engine.ranking import OVERFIT_WORDS, overfit_risk
-from ledex.engine.localize import FOUND_BY
+from ledex.engine.localize import FOUND_BY, stuck_line
 from ledex.engine.models import ModelIdentity
-
-
+from ledex.engine.ranking import OVERFIT_WORDS, overfit_risk
 
 
 @dataclass

@@ -27,8 +27,8 @@ BUILD_DIRS = frozenset({"build", "dist"})
 TEST_DIRS = frozenset({"tests", "test", "testing"})
 CONFIG_FILES = frozenset({"pytest.ini", ".pytest.ini", "tox.ini", "setup.cfg", "pyproject.toml"})
 # Top-level module names that would shadow the test runner (cwd is first on sys.path).
-RUNNER_MODULES = frozenset({"pytest", "_pytest", "pluggy", "py", "ledex_sbx_plugin", "ledex_sbx_memo", "ledex_sbx_cov",
-                            "sitecustomize", "usercustomize", "iniconfig"})
+RUNNER_MODULES = frozenset({"pytest", "_pytest", "pluggy", "py", "ledex_sbx_plugin", "ledex_sbx_memo",
+                            "ledex_sbx_cov", "sitecustomize", "usercustomize", "iniconfig"})
 # Below this size a copy costs about as much as a link and is always safe.
 HARDLINK_MIN_BYTES = 1 << 20
 
@@ -149,6 +149,8 @@ def check_patch(workspace: Path, patch: Mapping[str, str]) -> dict[str, str]:
         if not isinstance(text, str):
             raise PatchRejected(f"patch text for {rel!r} is not a string")
         rel = normalize_rel(rel)
+        if any(is_build_output(workspace / folder) for folder in PurePosixPath(rel).parents):
+            raise PatchRejected(f"patch path {rel!r} is inside an ignored directory")  # build output, as the copy skips
         original = _read_text(workspace / rel)
         if original == text:
             continue

@@ -122,6 +122,16 @@ def test_patch_paths_outside_the_workspace_are_rejected(tmp_path):
     assert not (tmp_path / "evil.py").exists()
 
 
+def test_a_patch_into_build_output_is_rejected_and_into_a_package_named_build_is_not(tmp_path):
+    """Build output (a `build` folder without __init__.py) is left out of the copy and never
+    patched; a package named `build` is the project's code (sandbox.is_build_output)."""
+    ws = make_ws(tmp_path)
+    write_tree(ws, {"build/lib/calc.py": "x = 1\n", "src/build/calc.py": "x = 1\n", "src/build/__init__.py": ""})
+    with pytest.raises(PatchRejected, match="ignored directory"):
+        check_patch(ws, {"build/lib/calc.py": "x = 2\n"})
+    assert check_patch(ws, {"src/build/calc.py": "x = 2\n"}) == {"src/build/calc.py": "x = 2\n"}
+
+
 def test_pyproject_edit_allowed_only_outside_pytest_section(tmp_path):
     ws = make_ws(tmp_path)
     (ws / "pyproject.toml").write_text('[project]\nname = "x"\n\n[tool.pytest.ini_options]\naddopts = "-q"\n')
