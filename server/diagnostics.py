@@ -92,6 +92,8 @@ def state_text(entry: Entry) -> str:
         return "no verified fix; unverified ones are in the code actions" if entry.ranked else "no fix found"
     if entry.state == FAILED:
         return f"no fix: {entry.error or 'the fix failed'}"
+    if entry.awaiting_run is not None:
+        return "read from a test report: ledex re-runs it before looking for a fix…"
     return _STATE_TEXT.get(entry.state, entry.state)
 
 

@@ -165,11 +165,13 @@ class Folder:
         changed, self._pending_changed, self._debounce = self._pending_changed, set(), None
         self.run_tests_now(sorted(changed) if changed else None)
 
-    def run_tests_now(self, changed: list[str] | None):
+    def run_tests_now(self, changed: list[str] | None, why: str = ""):
         """Queue one sandboxed test run of what `changed` can affect (None = all); returns its
-        concurrent Future (result: Discovery). The scope is worked out on the test thread."""
+        concurrent Future (result: Discovery). The scope is worked out on the test thread.
+        `why`: the progress message (default: the files saved)."""
         self.test_runs += 1
-        what = f"after saving {', '.join(changed)}" if changed else "all"
+        number = self.test_runs
+        what = why or (f"after saving {', '.join(changed)}" if changed else "all")
         progress = self.server.work_progress
         token = progress.begin(f"ledex: running the tests in {self.name}", what)
         settings, known = self.settings, self.failing_tests_of(changed or [])
@@ -192,55 +194,81 @@ class Folder:
                 return nothing_ran(exc)
 
         future = self.jobs.run_tests(work)
-        future.add_done_callback(lambda f: self.post(self._tests_done, f, token))
+        future.add_done_callback(lambda f: self.post(self._tests_done, f, token, number))
         return future
 
-    def _tests_done(self, future, token) -> None:
+    def _tests_done(self, future, token, number: int) -> None:
         if self.test_runs == 1:  # parse the folder's imports now, not on the first save (seconds on big repos)
             self.jobs.run_tests(self.imports.refresh)
         if future.cancelled():
             self.server.work_progress.end(token, "cancelled")
+            self.unconfirmed(number, "ledex's run of its tests was cancelled")
             return
         if future.exception() is not None:
             self.server.work_progress.end(token, "failed")
             self.tell(f"the test run failed: {future.exception()}", lsp.MessageType.Error)
+            self.unconfirmed(number, f"ledex's run of its tests failed: {future.exception()}")
             return
         found: Discovery = future.result()
         self.server.work_progress.end(token, f"{len(found.failures)} failing test(s)")
         for note in found.notes:
             self.tell(note, lsp.MessageType.Warning if note_kind(note).is_problem else lsp.MessageType.Info)
         self.apply_outcomes(found.verdict.outcomes if found.verdict else (), found.failures)
+        self.unconfirmed(number, "ledex's own run of its tests did not confirm it"
+                         + (f" ({found.verdict.error})" if found.verdict and found.verdict.error else ""))
+
+    def unconfirmed(self, number: int, why: str) -> None:
+        """Failures read from a report that ledex's run `number` (or an earlier one) should have
+        re-run and did not: no fix is looked for (it could not be verified), and the user is told."""
+        waiting = [e for e in self.fixes() if e.awaiting_run is not None and e.awaiting_run <= number]
+        for entry in waiting:
+            entry.awaiting_run = None
+            entry.fail(f"read from a test report; {why}")
+        if waiting:
+            self.publish()
 
     def on_report(self, path: Path) -> None:  # watchdog thread
-        """A JUnit XML report appeared or changed at `path` (watchdog thread): read it and apply its
-        outcomes on the event loop; a report that cannot be read is told to the user."""
+        """A JUnit XML report appeared or changed at `path` (watchdog thread): read it and go on
+        on the event loop (report_read); a report that cannot be read is told to the user."""
         try:
             outcomes = read_junit(path, self.root)
             failures, notes = failures_from_outcomes(self.root, outcomes)
         except Exception as exc:
             self.post(self.tell, f"cannot use the JUnit report {path}: {exc}")
             return
-        self.post(self.apply_outcomes, outcomes, failures)
+        self.post(self.report_read, path, outcomes, failures)
 
-    def apply_outcomes(self, outcomes, failures: list[Failure]) -> None:
+    def report_read(self, path: Path, outcomes, failures: list[Failure]) -> None:
+        """Show a report's failures now and re-run them in the sandbox with every test file that
+        imports their suspects; their fixes start from that run. A report holds only what its
+        runner ran (`pytest tests/test_a.py`): verified against it alone, a fix could break
+        passing tests in other files (fresh-user run X8)."""
+        scope = {f.test.split("::")[0] for f in failures} | {s.path for f in failures for s in f.suspects[:3]}
+        self.apply_outcomes(outcomes, failures, awaiting_run=self.test_runs + 1 if failures else None)
+        if failures:
+            self.run_tests_now(sorted(scope), why=f"to check the failures in {path.name}")
+
+    def apply_outcomes(self, outcomes, failures: list[Failure], awaiting_run: int | None = None) -> None:
         """Passing tests clear their failure; failing ones are added or updated; the failures
         are grouped into problems again (failures sharing their top suspect are one, as in
-        `ledex fix`). Then publish."""
+        `ledex fix`). Then publish. `awaiting_run`: new problems wait for that run of ledex's
+        (Entry.awaiting_run) instead of starting their fix."""
         known = {m.test: m for entry in self.fixes() for m in entry.members}
         for outcome in outcomes:
             if outcome.outcome in PASSED:
                 known.pop(outcome.nodeid, None)
         known.update((f.test, f) for f in failures)
-        self.regroup(known)
+        self.regroup(known, awaiting_run)
         self.publish()
 
-    def regroup(self, known: dict[str, Failure]) -> None:
+    def regroup(self, known: dict[str, Failure], awaiting_run: int | None = None) -> None:
         """The problems for these failures (test id -> failure): a problem whose failures and
-        code are unchanged keeps its fix; the others are retired and new ones started."""
+        code are unchanged keeps its fix; the others are retired and new ones started (or, with
+        `awaiting_run`, left waiting for that run)."""
         old, self.entries = self.fixes(), {}
         for group in group_by_suspect(list(known.values())):
             members = tuple(known[test] for test in (group.test, *group.also))
-            entry = self._kept(old, members) or self._new_entry(group, members, old)
+            entry = self._kept(old, members) or self._new_entry(group, members, old, awaiting_run)
             self.entries.update((test, entry) for test in entry.tests)
         for entry in set(old) - set(self.fixes()):
             self.retire(entry, "ignored")
@@ -251,13 +279,18 @@ class Folder:
         return next((e for e in old if len(e.members) == len(members)
                      and all(a is b for a, b in zip(e.members, members))), None)
 
-    def _new_entry(self, group: Failure, members: tuple[Failure, ...], old: list[Entry]) -> Entry:
+    def _new_entry(self, group: Failure, members: tuple[Failure, ...], old: list[Entry],
+                   awaiting_run: int | None = None) -> Entry:
         codes = {s.path: self.disk_text(s.path) for s in fixwork.suspects_of(group)}
         entry = Entry(group, codes.get(group.suspect.path) if group.suspect else None, members=members, codes=codes)
-        same = next((e for e in old if e.key == entry.key and e.state not in (CANCELLED, FAILED)), None)
+        same = next((e for e in old if e.key == entry.key and e.state not in (CANCELLED, FAILED)
+                     and e.awaiting_run is None), None)
         if same is not None:
             return same  # the same failures of the same code: keep its fixes (the cache by (code, failures))
-        fixwork.start(self, entry)
+        if awaiting_run is not None:
+            entry.awaiting_run = awaiting_run
+        else:
+            fixwork.start(self, entry)
         return entry
 
     def retire(self, entry: Entry, outcome: str) -> None:

@@ -90,6 +90,9 @@ class Entry:
     members: tuple[Failure, ...] = ()  # () = (failure,)
     codes: dict[str, str | None] = field(default_factory=dict)  # path -> text; the top suspect's is added
     turns: object = None  # fixwork.Turns: the model lease, engine and search result its two turns share
+    # read from a JUnit report: its fix waits for ledex's own run number `awaiting_run` of these tests (None: found
+    # by ledex's run). A report knows only the tests its runner ran; verification needs every test that passes.
+    awaiting_run: int | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:

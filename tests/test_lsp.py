@@ -166,6 +166,46 @@ async def test_failure_fixed_elsewhere_is_ignored(project):
         assert [e["outcome"] for e in episodes(root)] == ["ignored"]
 
 
+async def test_report_of_some_files_is_verified_against_every_importer(project):
+    """A report holds only the tests its runner ran: a fix is verified against ledex's own run of
+    them and of every test file importing the suspect, so one breaking another file's passing
+    test is not verified (fresh-user run X8: a partial report's fix broke other files' tests)."""
+    root, replay, home = project
+    stock = root / "inventory" / "stock.py"
+    (root / "tests" / "test_reorder.py").write_text(
+        "from inventory.stock import is_low_stock\n\n\ndef test_big_stock_is_not_low():\n"
+        "    assert not is_low_stock(101, 5)\n")
+    wrong = FIXED_IS_LOW_STOCK.replace("return quantity <= threshold", "return quantity <= threshold or quantity > 100")
+    replay.write_text(json.dumps([wrong]))
+    options = {"model": f"replay:{replay}", "samples": 1, "rounds": 1, "search": False,
+               "runOnStart": False, "runOnSave": False}
+    async with session(root, options, home) as client:
+        subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_stock.py",
+                        "--junitxml=reports/junit.xml"], cwd=root, capture_output=True)  # the user's run of one file
+        await wait_for(client, state_is(client, stock, "ready"))
+        (episode,) = episodes(root)
+        (candidate,) = episode["candidates"]
+        assert "quantity > 100" in candidate["diff"] and candidate["verified"] == 0
+        assert "Fix:" not in " ".join(a.title for a in await code_actions(client, stock, ledex_diagnostics(client, stock)[0]))
+        messages = [getattr(r, "message", "") for reports in client.progress_reports.values() for r in reports]
+        assert "2 test file(s): tests/test_reorder.py, tests/test_stock.py" in messages  # the importer runs too
+
+
+async def test_report_ledex_cannot_rerun_gets_no_unverifiable_fix(project):
+    root, replay, home = project
+    stock = root / "inventory" / "stock.py"
+    options = {"model": f"replay:{replay}", "samples": 1, "rounds": 1, "runOnStart": False, "runOnSave": False,
+               "testCommand": "definitely-not-a-command-xyz {tests}"}
+    async with session(root, options, home) as client:
+        write_report(root)
+        await wait_for(client, state_is(client, stock, "failed"))
+        (suspect,) = ledex_diagnostics(client, stock)
+        assert suspect.data["state"] == "failed" and episodes(root) == []  # no model was asked
+        hover = await client.text_document_hover_async(lsp.HoverParams(
+            lsp.TextDocumentIdentifier(stock.as_uri()), suspect.range.start))
+        assert "read from a test report; ledex's own run of its tests did not confirm it" in hover.contents.value
+
+
 async def test_bad_input_keeps_serving(project, tmp_path):
     root, _, home = project
     (root / "inventory" / "latin.py").write_bytes("# -*- coding: latin-1 -*-\ndef name():\n    return 'caf\xe9'\n"
