@@ -92,6 +92,7 @@ class CandidateResult:
     edit_size: int = 0  # changed tokens against the original function (ranking.edit_size)
     # (passed, of) the problem's related failing tests (Failure.related) in its verification; (0, 0) without
     also_fixes: tuple[int, int] = (0, 0)
+    related_passed: tuple[str, ...] = ()  # those of them that passed (the editor skips problems it repairs)
     broke_run: bool = False  # no test could run with it (a collection or start-up error): not offered in the editor
 
     @property
@@ -196,13 +197,12 @@ def judge(verdict: Verdict, failure: Failure) -> tuple[bool, str]:
     return True, ""
 
 
-def also_fixes(verdict: Verdict, failure: Failure) -> tuple[int, int]:
-    """(passed, of) the failure's related failing tests (Failure.related) in the verdict: a test
+def related_passing(verdict: Verdict, failure: Failure) -> tuple[str, ...]:
+    """The failure's related failing tests (Failure.related) that passed in the verdict: a test
     passes when it (or, its id changed, every case of its function) ran and passed."""
     outcomes = {o.nodeid: o for o in verdict.outcomes}
-    passed = sum(1 for test in failure.related
+    return tuple(test for test in failure.related
                  if (cases := rerun.cases_of(test, outcomes)) and all(o.outcome == "passed" for o in cases))
-    return passed, len(failure.related)
 
 
 def _feedback_for(verdict: Verdict, failure: Failure, reason: str) -> str:
@@ -486,7 +486,8 @@ class FixEngine:
             self._verdicts[key] = verdict
         candidate.verification_s = time.perf_counter() - started
         candidate.verified, candidate.reason = judge(verdict, failure)
-        candidate.also_fixes = also_fixes(verdict, failure)
+        candidate.related_passed = related_passing(verdict, failure)
+        candidate.also_fixes = (len(candidate.related_passed), len(failure.related))
         candidate.broke_run = bool(verdict.error)
         candidate.pass_rate = verdict.pass_rate
         candidate.feedback = _feedback_for(verdict, failure, candidate.reason)

@@ -88,11 +88,28 @@ def _command_action(title: str, command: str, entry: Entry, diagnostics, root: P
 
 
 def actions_for(root: Path, entry: Entry, version_of, diagnostics: list[lsp.Diagnostic],
-                features: ClientFeatures = ClientFeatures()) -> list[lsp.CodeAction]:
+                features: ClientFeatures = ClientFeatures(), covering: Entry | None = None) -> list[lsp.CodeAction]:
     """All actions for one failure. `version_of(rel)` -> (text, version) of the target document.
-    The disabled "still looking" action only for clients that show disabled actions as such."""
-    out = []
-    ranked = entry.ranked
+    The disabled "still looking" action only for clients that show disabled actions as such.
+    `covering`: the problem whose verified fix makes this one's tests pass (Entry.covered_by):
+    its verified fixes that do are offered here too (accepting one is logged in its episode)."""
+    out = _fix_actions(root, entry, version_of, diagnostics)
+    if covering is not None and covering.episode_id:
+        out += _fix_actions(root, covering, version_of, diagnostics,
+                            keep=lambda c: c.verified and set(entry.tests) <= set(c.related_passed))
+    best = next((i for i, c in entry.ranked if c.verified), None)
+    if entry.state in (QUEUED, RUNNING) and best is None and features.disabled_actions:
+        out.append(lsp.CodeAction(title="ledex is still looking for a fix…", kind=lsp.CodeActionKind.QuickFix,
+                                  disabled=lsp.CodeActionDisabled(f"ledex is {state_text(entry)}")))
+    out.append(_command_action("Explain this failure", EXPLAIN, entry, diagnostics, root))
+    out.append(_command_action("Dismiss ledex suggestion", DISMISS, entry, diagnostics, root))
+    return out
+
+
+def _fix_actions(root: Path, entry: Entry, version_of, diagnostics: list[lsp.Diagnostic],
+                 keep=lambda candidate: True) -> list[lsp.CodeAction]:  # noqa: ANN001
+    """The quick fixes for `entry`'s candidates that `keep` takes, best first (the best verified one preferred)."""
+    out, ranked = [], [(i, c) for i, c in entry.ranked if keep(c)]
     best = next((i for i, c in ranked if c.verified), None)
     for idx, candidate in ranked:
         if candidate.broke_run:  # no test could run with it (a collection error): not a fix to apply (X8)
@@ -101,11 +118,6 @@ def actions_for(root: Path, entry: Entry, version_of, diagnostics: list[lsp.Diag
         patch = offered_patch(candidate.patch, text)
         if patch is not None and entry.episode_id:
             out.append(fix_action(root, entry, idx, candidate, version, idx == best, diagnostics, patch))
-    if entry.state in (QUEUED, RUNNING) and best is None and features.disabled_actions:
-        out.append(lsp.CodeAction(title="ledex is still looking for a fix…", kind=lsp.CodeActionKind.QuickFix,
-                                  disabled=lsp.CodeActionDisabled(f"ledex is {state_text(entry)}")))
-    out.append(_command_action("Explain this failure", EXPLAIN, entry, diagnostics, root))
-    out.append(_command_action("Dismiss ledex suggestion", DISMISS, entry, diagnostics, root))
     return out
 
 

@@ -62,7 +62,8 @@ def register(ls: LedexServer) -> None:
         """LSP `textDocument/codeAction`: quick fixes and commands for the problems in the range."""
         found = ls.problems_at(params.text_document.uri, params.range, params.context.diagnostics)
         return [action for folder, entry, here in found
-                for action in actions.actions_for(folder.root, entry, ls.text_and_version(folder), here, ls.features)]
+                for action in actions.actions_for(folder.root, entry, ls.text_and_version(folder), here, ls.features,
+                                                  folder.covering(entry))]
 
     @ls.feature(lsp.TEXT_DOCUMENT_HOVER)
     def text_document_hover(ls: LedexServer, params: lsp.HoverParams):

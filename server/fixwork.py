@@ -113,13 +113,29 @@ def _queue(folder, entry: Entry, stages: str) -> None:
 
 def turn_done(folder, entry: Entry, future) -> None:
     """Back on the loop after a turn: a search that left the problem to the model queues the
-    model's turn behind the problems waiting now; otherwise the problem's job is finished."""
+    model's turn behind the problems waiting now (unless another problem's fix covers it:
+    cover); otherwise the problem's job is finished."""
     if not future.cancelled() and future.exception() is None and future.result() == "model" \
             and not entry.cancel.is_set():
-        folder.server.work_progress.report(entry.progress_token, "searched, no verified fix: waiting for the model")
-        _queue(folder, entry, "model")
-        return
+        if entry.covered_by is None:
+            folder.server.work_progress.report(entry.progress_token, "searched, no verified fix: waiting for the model")
+            _queue(folder, entry, "model")
+            return
+        entry.finish()
     finished(folder, entry, future)
+
+
+def cover(folder, entry: Entry, candidate: CandidateResult) -> None:
+    """Loop thread, `candidate` of `entry` verified: the other problems, without a verified fix
+    of their own, whose every failing test passed with it (CandidateResult.related_passed) get no
+    further turn; their diagnostics point at this fix. Fresh-user run X8: one bug seen as three
+    problems (two of them suspecting the wrong function) got minutes of model rounds for the
+    two after one problem's verified fix already made their tests pass."""
+    passed = set(candidate.related_passed)
+    for other in folder.fixes():
+        if other is not entry and other.active and other.covered_by is None and set(other.tests) <= passed \
+                and not any(c.verified for c in other.candidates):
+            other.covered_by = entry.failure.test
 
 
 def _named(entry: Entry) -> str:
@@ -148,6 +164,9 @@ def run(folder, entry: Entry, stages: str = "search+model") -> str | None:
     """Fix thread, one turn (`stages` as FixEngine.fix takes them): reuse a cached result or
     generate and verify; log everything. "model" when the search turn left the problem to the
     model (turn_done queues that turn), else None."""
+    if entry.covered_by is not None:  # another problem's verified fix repairs it (cover), since it was queued
+        entry.finish()
+        return None
     entry.begin()
     if entry.turns is None:  # the problem's first turn
         folder.post(_republish, folder, entry)  # clients without progress read "looking for a fix…" there
@@ -198,7 +217,12 @@ def _add(folder, entry: Entry, candidate: CandidateResult) -> None:
     if entry.episode_id:
         _log_candidate(folder, entry, idx, candidate)
     if candidate.verified:
-        folder.post(_republish, folder, entry)
+        folder.post(_verified, folder, entry, candidate)
+
+
+def _verified(folder, entry: Entry, candidate: CandidateResult) -> None:
+    cover(folder, entry, candidate)
+    _republish(folder, entry)
 
 
 def _republish(folder, entry: Entry) -> None:

@@ -372,6 +372,10 @@ class Folder:
         """The current problems, each once (several tests can share one), in order."""
         return list({id(e): e for e in self.entries.values()}.values())
 
+    def covering(self, entry: Entry) -> Entry | None:
+        """The current problem whose verified fix makes `entry`'s tests pass (Entry.covered_by), if any."""
+        return self.entries.get(entry.covered_by) if entry.covered_by else None
+
     def is_current(self, entry: Entry) -> bool:
         """True while `entry` is still the entry for its failing test."""
         return self.entries.get(entry.failure.test) is entry

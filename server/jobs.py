@@ -93,6 +93,8 @@ class Entry:
     # read from a JUnit report: its fix waits for ledex's own run number `awaiting_run` of these tests (None: found
     # by ledex's run). A report knows only the tests its runner ran; verification needs every test that passes.
     awaiting_run: int | None = None
+    # the test of another problem whose verified fix makes every test of this one pass: no more turns (fixwork.cover)
+    covered_by: str | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:

@@ -134,3 +134,46 @@ async def test_a_candidate_no_test_could_run_with_is_not_offered_as_a_fix(tmp_pa
     (episode,) = episodes(root)
     (candidate,) = episode["candidates"]  # the episode keeps it, with why
     assert not candidate["verified"] and "no_such_module_xyz" in candidate["reason"], candidate
+
+
+# One bug seen as two problems: test_total's top suspect is total (only the failing test runs it),
+# but the bug is in tax, test_tax's suspect. tax's fix makes test_total pass too.
+ONE_BUG_TWO_SUSPECTS = {
+    "calc/__init__.py": "",
+    "calc/rates.py": 'def tax(amount):\n    """A fifth of amounts from 100 on, else none."""\n'
+                     "    return amount // 5 if amount > 100 else 0\n",
+    "calc/prices.py": "from calc.rates import tax\n\n\ndef total(amount):\n    return amount + tax(amount)\n",
+    "tests/test_a_rates.py": "from calc.rates import tax\n\n\ndef test_tax_at_100():\n    assert tax(100) == 20\n\n\n"
+                             "def test_no_tax_below():\n    assert tax(50) == 0\n",
+    "tests/test_b_prices.py": "from calc.prices import total\nfrom calc.rates import tax\n\n\n"
+                              "def test_total():\n    assert total(100) == 120\n\n\n"
+                              "def test_tax_small():\n    assert tax(50) == 0\n",
+}
+TAX = "The bound excludes 100.\n```python\ndef tax(amount):\n    return amount // 5 if amount >= 100 else 0\n```"
+
+
+async def test_a_problem_another_verified_fix_repairs_gets_no_model_rounds(tmp_path):
+    """Fresh-user run X8: after one problem's verified fix made the other problems' tests pass,
+    the server still gave those problems minutes of model rounds (and offered their wrong-suspect
+    answers). They now point at that fix instead, and the model is not asked for them."""
+    root = write_tree(tmp_path / "shop", ONE_BUG_TWO_SUSPECTS)
+    replay = tmp_path / "answers.json"
+    replay.write_text(json.dumps([TAX, TAX]))
+    options = {"model": f"replay:{replay}", "samples": 1, "rounds": 1, "runOnSave": False, "search": False}
+    tax_test, total_test = "tests/test_a_rates.py::test_tax_at_100", "tests/test_b_prices.py::test_total"
+    files = [root / "tests" / "test_a_rates.py", root / "tests" / "test_b_prices.py"]
+    async with session(root, options, tmp_path / "home") as client:
+        await wait_for(client, lambda: all(
+            (found := ledex_diagnostics(client, f)) and found[0].data["state"] == "ready" for f in files))
+        tax_diag, total_diag = (ledex_diagnostics(client, f)[0] for f in files)
+        assert tax_diag.data["verified"] == 1 and total_diag.data["verified"] == 0
+        hover = await client.text_document_hover_async(lsp.HoverParams(
+            lsp.TextDocumentIdentifier(files[1].as_uri()), total_diag.range.start))
+        assert f"verified fix for {tax_test} makes this test pass too" in hover.contents.value
+        (fix, *_) = await code_actions(client, files[1], total_diag)  # that fix is offered here too
+        assert fix.title == "Fix: The bound excludes 100." and fix.is_preferred
+        assert fix.edit.document_changes[0].text_document.uri == (root / "calc" / "rates.py").as_uri()
+        assert (await client.workspace_execute_command_async(lsp.ExecuteCommandParams(
+            fix.command.command, arguments=fix.command.arguments))) == {"accepted": True}
+    (episode,) = episodes(root)  # the model was asked about tax only; accepting there is logged in its episode
+    assert episode["test"] == tax_test and episode["outcome"] == "accepted" and total_test not in episode["test"]
