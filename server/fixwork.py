@@ -107,7 +107,7 @@ def start(folder, entry: Entry) -> None:
 
 
 def _queue(folder, entry: Entry, stages: str) -> None:
-    future = folder.jobs.fix(entry, lambda e: run(folder, e, stages))
+    future = folder.jobs.fix(entry, lambda e: run(folder, e, stages), rank=1 if stages == "model" else 0)
     future.add_done_callback(lambda f: folder.post(turn_done, folder, entry, f))
 
 

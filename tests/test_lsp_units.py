@@ -5,6 +5,7 @@ import contextlib
 import threading
 from pathlib import Path
 
+import pytest
 from lsprotocol import types as lsp
 
 from ledex.engine import registry
@@ -327,3 +328,41 @@ def test_discovery_notes_carry_a_kind_the_server_picks_the_severity_by(tmp_path)
     found = nothing_ran(type("DiscoveryError", (Exception,), {"verdict": Stopped()})("0 ran"))
     assert [note_kind(n) for n in found.notes] == [NoteKind.STOPPED, NoteKind.RUN_PROBLEM]
     assert all(note_kind(n).is_problem for n in found.notes)
+
+
+def test_a_search_turn_overtakes_the_queued_model_turns():
+    """The fix thread runs queued work lowest rank first (search 0, model 1), in order within a
+    rank: a failure found while model turns wait is searched before them (X8). Cancel works
+    until the work starts; after shutdown the queue is cancelled and new work refused."""
+    from ledex.server.jobs import RankedWorker
+
+    worker, started, ran = RankedWorker("test-ranked"), threading.Event(), []
+    release = threading.Event()
+
+    def under_way():
+        started.set()
+        release.wait(10)
+        return "first"
+
+    first = worker.submit(under_way, rank=1)
+    assert started.wait(10)  # the turn under way is not pre-empted
+    futures = [worker.submit(lambda n=n: ran.append(n), rank=r) for n, r in
+               (("model A", 1), ("model B", 1), ("search C", 0), ("search D", 0))]
+    dropped = worker.submit(lambda: ran.append("cancelled"), rank=0)
+    assert dropped.cancel()
+    release.set()
+    for future in futures:
+        future.result(10)
+    assert first.result() == "first" and ran == ["search C", "search D", "model A", "model B"]
+    failing = worker.submit(lambda: 1 / 0)
+    with contextlib.suppress(ZeroDivisionError):
+        failing.result(10)
+    assert isinstance(failing.exception(), ZeroDivisionError)
+    blocked = threading.Event()
+    worker.submit(lambda: blocked.wait(10))
+    waiting = worker.submit(lambda: ran.append("never"))
+    worker.shutdown()
+    blocked.set()
+    assert waiting.cancelled() and "never" not in ran
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        worker.submit(lambda: None)
