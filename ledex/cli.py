@@ -164,7 +164,7 @@ def run_fix(args: argparse.Namespace) -> int:
         kind = "is a file, not a project folder" if workspace.exists() else "not found"
         raise FileNotFoundError(f"workspace {kind}: {args.path}")
     harness = project_harness(args, workspace)
-    reporter = Reporter(as_json=args.json, verbose=args.verbose)
+    reporter = Reporter(as_json=args.json, verbose=args.verbose, applying=args.apply)
     with reporter.phases() as phase:
         phase("discovery", f"running the tests in the sandbox (at most {args.discovery_timeout:g} s)")
         discovery = discover(workspace, tests=args.test, harness=harness, limits=discovery_limits(args),

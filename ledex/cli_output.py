@@ -33,8 +33,9 @@ class Handled:
     result: FixResult
     applied: str | None = None  # the file the best verified fix was written to (--apply)
     fixed_by: str | None = None  # the test whose written fix made this one pass (re-run after --apply)
-    # dry run: the tests whose best verified fixes were in place (in a scratch copy of the project,
-    # never in the user's files) when this problem was verified, or re-run (fixed_by)
+    # the tests whose best verified fixes were in place in a scratch copy of the project, never in
+    # the user's files, when this problem was verified or re-run (fixed_by): every fix in a dry run;
+    # with --apply the fixes that could not be written (not_applied)
     assumes: tuple[str, ...] = ()
     # tried a second time: the test whose fix made this problem fail differently (its first try,
     # printed earlier in text mode, had no verified fix; --json keeps only this one)
@@ -71,9 +72,12 @@ def failure_dict(handled: Handled) -> dict:
     }
 
 
-def passes_with(fixed_by: str, dry_run: bool) -> str:
-    """What a failure that another problem's fix made pass says (after --apply, or in a dry run's copy)."""
-    if dry_run:
+def passes_with(fixed_by: str, in_copy: bool, applying: bool = False) -> str:
+    """What a failure that another problem's fix made pass says: written (--apply), or in place in
+    the scratch copy (`in_copy`) because it is a dry run or, `applying`, because it could not be written."""
+    if in_copy and applying:
+        return f"passes with the fix for {fixed_by} in place (tried in a scratch copy: that fix could not be written)"
+    if in_copy:
         return f"passes with the fix for {fixed_by} in place (dry run: not written; --apply writes it)"
     return f"passes now: fixed by the fix written for {fixed_by}"
 
@@ -182,10 +186,11 @@ class Reporter:
     """Everything `ledex fix` prints: results on `out` (text, or one JSON document at the end
     with --json), progress and notes on `err`."""
 
-    def __init__(self, as_json: bool = False, out=None, err=None, verbose: bool = False):
+    def __init__(self, as_json: bool = False, out=None, err=None, verbose: bool = False, applying: bool = False):
         # the streams of now, not of import time (main() may run in-process with stdout/stderr replaced)
         self.as_json, self.out, self.err = as_json, out or sys.stdout, err or sys.stderr
         self.verbose = verbose  # text mode: every candidate's diff, not only the ones worth reading
+        self.applying = applying  # --apply: fixes in the scratch copy are the ones that could not be written
         self._notes: list[str] = []
         self.timings: dict[str, float] = {}  # seconds per phase of the whole run (Phases keys)
 
@@ -287,7 +292,7 @@ class Reporter:
             print(f"  tried again: it failed differently with the fix for {handled.again} in place "
                   "(its first try, above, had no verified fix)", file=out)
         if handled.fixed_by:
-            print(f"  {passes_with(handled.fixed_by, bool(handled.assumes))}", file=out)
+            print(f"  {passes_with(handled.fixed_by, handled.fixed_by in handled.assumes, self.applying)}", file=out)
             return
         if handled.error and not result.candidates:
             print(f"  no candidate: {handled.error}", file=out)  # the search may have run (X6: "not attempted")
@@ -309,10 +314,12 @@ class Reporter:
         if unusable:
             reasons = sorted({c.reason for c in unusable})
             print(f"\n  {len(unusable)} answer(s) unusable: {'; '.join(reasons)}", file=out)
+        unwritten = f"verified with the fix for {', '.join(handled.assumes)} in place, which could not be written" \
+            if handled.assumes and self.applying and result.best is not None else ""
         if applied:
-            print(f"\n  applied the best verified fix to {applied}", file=out)
+            print(f"\n  applied the best verified fix to {applied}" + (f" ({unwritten})" if unwritten else ""), file=out)
         elif handled.not_applied:
-            print(f"\n  not applied: {handled.not_applied}", file=out)
+            print(f"\n  not applied: {handled.not_applied}" + (f" ({unwritten})" if unwritten else ""), file=out)
         elif handled.assumes and result.best is not None:
             print(f"\n  verified with the fix for {', '.join(handled.assumes)} in place (dry run: tried in a "
                   "scratch copy, your files are unchanged; --apply writes both)", file=out)

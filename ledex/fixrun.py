@@ -120,18 +120,28 @@ class FixRun:
         fixed in: written (--apply), or in a dry run written to a scratch copy of the project that
         the run goes on in, so the dry run verifies what --apply would write (a test failing
         through two bugs passes only with both fixes: fresh-user run X3, roman 5.2, 5 of 8 failures
-        verified dry against 8 of 8 with --apply)."""
-        if self.args.apply:
-            return item.applied is not None
+        verified dry against 8 of 8 with --apply). With --apply, a fix that could not be written (an
+        unwritable file) goes into that copy, and the run goes on there as a dry run would, every
+        later written fix put in the copy too (fresh-user run X7: the failures it repairs were given
+        model rounds of their own)."""
         best = item.result.best
         if best is None:
             return False
+        if self.args.apply and item.applied is not None:
+            return self.copy is None or self._in_copy(item, best)
+        if self.args.apply and not item.not_applied:
+            return False
+        if not self._in_copy(item, best):
+            return False
+        self.assumed.append(item.result.failure.test)
+        return True
+
+    def _in_copy(self, item, best: CandidateResult) -> bool:  # noqa: ANN001 - a cli_output.Handled
         try:
             apply_patch(self.scratch(), best.patch)
         except (ApplyError, NoScratchCopy) as exc:
             self.reporter.note(f"{item.result.failure.test}: the problems after it are tried without its fix: {exc}")
             return False
-        self.assumed.append(item.result.failure.test)
         return True
 
     def scratch(self) -> Path:
@@ -278,7 +288,7 @@ class FixRun:
             if all(passes(t) for t in group):
                 item.fixed_by = fixed_by
                 item.assumes = tuple(self.assumed)
-                self.reporter.note(f"{group[0]}: {passes_with(fixed_by, self.copy is not None)}")
+                self.reporter.note(f"{group[0]}: {passes_with(fixed_by, fixed_by in self.assumed, self.args.apply)}")
                 self.reporter.result(item)  # on stdout too, below its FAILED block (fresh-user run X5)
             elif self.changed(group, fresh, known, fixed_by):
                 handled.remove(item)

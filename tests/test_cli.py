@@ -150,6 +150,32 @@ def test_a_fix_apply_cannot_write_is_shown_with_its_reason_and_exits_1(tmp_path)
     assert (ws / "calc.py").read_text() == "def add(a, b):\n    return a - b\n"
 
 
+def test_failures_an_unwritten_fix_repairs_are_tried_with_it_in_a_scratch_copy(tmp_path):
+    """--apply could not write a verified fix (immutable file): the failures it repairs were
+    then given model rounds of their own and reported FAILED (fresh-user run X7). They are
+    re-run with it in a scratch copy, as a dry run does, and pass there; the files are unchanged."""
+    ws = write_tree(tmp_path / "ws", {
+        "calc.py": "def add(a, b):\n    return a - b\n",
+        "total.py": "from calc import add\n\n\ndef total(items):\n    result = 0\n    for item in items:\n"
+                    "        result = add(result, item)\n    return result\n",
+        "test_calc.py": "from calc import add\n\n\ndef test_add():\n    assert add(1, 2) == 3\n",
+        "test_total.py": "from calc import add\nfrom total import total\n\n\ndef test_total():\n"
+                         "    assert total([1, 2]) == 3\n\n\ndef test_add_zero():\n    assert add(0, 0) == 0\n"})
+    if subprocess.run(["chattr", "+i", str(ws / "calc.py")], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available here")
+    try:
+        proc = ledex("fix", str(ws), "--model", replay_file(tmp_path, ["x"]), "--samples", "1", "--rounds", "1", "--apply")
+    finally:
+        subprocess.run(["chattr", "-i", str(ws / "calc.py")])
+    assert "not applied: cannot write calc.py: Operation not permitted" in proc.stdout, proc.stdout + proc.stderr
+    assert ("FAILED test_total.py::test_total (test_total.py:5)\n  assert -3 == 3\n  passes with the fix for "
+            "test_calc.py::test_add in place (tried in a scratch copy: that fix could not be written)") in proc.stdout
+    assert "1 verified fix(es) not written" in proc.stdout and proc.returncode == 1
+    assert "answer(s) unusable" not in proc.stdout  # the model was not asked about total
+    assert (ws / "calc.py").read_text() == "def add(a, b):\n    return a - b\n"
+    assert "result = add(result, item)" in (ws / "total.py").read_text()
+
+
 def test_apply_writes_only_the_verified_fix(example, replay_endpoint):
     url = replay_endpoint(["Always low.\n```python\ndef is_low_stock(quantity, threshold):\n    return True\n```",
                            RIGHT_STOCK])
