@@ -55,6 +55,7 @@ class TestRecord:
     duration_s: float = 0.0
     skipped_subtests: int = 0  # pytest counts the test passed; JUnit may file it as skipped
     timed_out: bool = False  # the per-test alarm raised in it: failed, whatever its reports say
+    limit_s: float = 0.0  # its per-test timeout when the plugin shortened it after a hang (0: the run's)
     # the first failed phase's message, traceback and 0-based line: text only, never an outcome
     failure: tuple[str, str, int | None] = ("", "", None)
 
@@ -128,7 +129,8 @@ def _begin(chan: Channel, rec: dict) -> None:
         chan.violate(f"{nodeid} began twice")
     if chan.collected is None or nodeid not in chan.ids:
         chan.violate(f"{nodeid} began but was not collected")
-    chan.tests[nodeid] = TestRecord(nodeid)
+    limit = rec.get("limit")
+    chan.tests[nodeid] = TestRecord(nodeid, limit_s=float(limit) if isinstance(limit, (int, float)) and limit > 0 else 0.0)
     chan.current = nodeid
 
 

@@ -78,6 +78,12 @@ class TeardownTimeout(Exception):
 
 TeardownTimeout.__name__ = TeardownTimeout.__qualname__ = "TestTimeout"  # reads as the same timeout
 _RETRY_S = 0.002  # an alarm landing in pytest's own code is retried this much later
+# Once a test of this process has hung, the next tests get at most AFTER_HANG_FACTOR x the
+# slowest test that finished so far, and no less than AFTER_HANG_FLOOR_S: a bug that hangs
+# every test through one loop cost the whole timeout each (fresh-user run X7, wcwidth: 15 of 39
+# tests ran in the 300 s of discovery, 30 s each). A shorter timeout only fails a test, never
+# passes one; the floor keeps a test that is merely slower than the rest from being cut.
+AFTER_HANG_FACTOR, AFTER_HANG_FLOOR_S = 10.0, 5.0
 _REPEAT_S = 0.05  # a swallowed timeout is raised again this much later, until the phase ends
 _MESSAGE_CHARS, _TEXT_CHARS = 500, 6000  # a failed phase's message and traceback on the channel (a line each)
 _SAMPLES, _SAMPLE_S = 5, 0.01  # stack samples taken at the timeout, and their spacing (s)
@@ -235,7 +241,36 @@ def pytest_pyfunc_call(pyfuncitem):  # noqa: ANN001
 
 
 def _timeout_text() -> str:
-    return f"did not finish within {_TEST_S:g} s (the sandbox's per-test timeout)" + _stuck_text(_PHASE.samples)
+    return f"did not finish within {_LIMIT.armed:g} s (the sandbox's per-test timeout{_LIMIT.why})" \
+        + _stuck_text(_PHASE.samples)
+
+
+class _Limit:
+    """The per-test timeout this process arms: _TEST_S until a test hangs, then shortened
+    (AFTER_HANG_FACTOR, AFTER_HANG_FLOOR_S)."""
+
+    def __init__(self) -> None:
+        self.hung, self.slowest, self.armed = False, 0.0, _TEST_S
+
+    @property
+    def why(self) -> str:
+        """The message's note when the armed timeout is a shortened one ("" otherwise)."""
+        return ", shortened after an earlier test hung" if self.armed < _TEST_S else ""
+
+    def next(self) -> float:
+        """The timeout for the test about to run."""
+        self.armed = min(_TEST_S, max(AFTER_HANG_FLOOR_S, AFTER_HANG_FACTOR * self.slowest)) if self.hung else _TEST_S
+        return self.armed
+
+    def ended(self, seconds: float, timed_out: bool) -> None:
+        """A test ended after `seconds`; `timed_out` when the alarm stopped it."""
+        if timed_out:
+            self.hung = True
+        else:
+            self.slowest = max(self.slowest, seconds)
+
+
+_LIMIT = _Limit()
 
 
 def _stack(frame) -> list:  # noqa: ANN001
@@ -301,8 +336,8 @@ def _arm() -> None:
     _PHASE.samples = []
     if _TEST_S > 0:
         signal.signal(signal.SIGALRM, _on_alarm)
-        signal.setitimer(signal.ITIMER_REAL, _TEST_S)
-        faulthandler.dump_traceback_later(_TEST_S + _GRACE_S, exit=True, file=sys.__stderr__)
+        signal.setitimer(signal.ITIMER_REAL, _LIMIT.armed)
+        faulthandler.dump_traceback_later(_LIMIT.armed + _GRACE_S, exit=True, file=sys.__stderr__)
 
 
 def _disarm() -> None:
@@ -315,7 +350,9 @@ def _disarm() -> None:
 def pytest_runtest_protocol(item, nextitem):  # noqa: ANN001
     """Pytest hook wrapper: send begin/end records around each test with the per-test alarm armed;
     end carries whether its body ran and its duration in seconds."""
-    _emit({"ev": "begin", "nodeid": _nid(item)})
+    limit = _LIMIT.next() if _TEST_S > 0 else 0.0
+    # a shortened timeout is named in the begin record: the worker words a hang (or a C-level hang's exit) with it
+    _emit({"ev": "begin", "nodeid": _nid(item), **({"limit": limit} if 0 < limit < _TEST_S else {})})
     start = time.perf_counter()
     _arm()
     try:
@@ -324,8 +361,9 @@ def pytest_runtest_protocol(item, nextitem):  # noqa: ANN001
         _disarm()
     # body: None = no proof exists for this kind of item (doctest, custom items)
     body = (_nid(item) in _ran) if _nid(item) in _bodies else None
-    _emit({"ev": "end", "nodeid": _nid(item), "body": body, "timeout": _PHASE.timed_out,
-           "d": round(time.perf_counter() - start, 6)})
+    took = time.perf_counter() - start
+    _LIMIT.ended(took, _PHASE.timed_out)
+    _emit({"ev": "end", "nodeid": _nid(item), "body": body, "timeout": _PHASE.timed_out, "d": round(took, 6)})
 
 
 def pytest_collectreport(report):  # noqa: ANN001

@@ -111,11 +111,24 @@ def merge(chan: Channel, junit: dict[str, TestOutcome] | None, rewrite, *,  # no
     return outcomes, problems
 
 
+def per_test_timeout_text(test_s: float, shortened_s: float = 0.0) -> str:
+    """How a test the per-test timeout stopped is worded; `shortened_s`: the plugin's shorter
+    timeout after an earlier test of the run hung (plugin.py AFTER_HANG_FACTOR), 0 if none.
+
+    >>> per_test_timeout_text(30.0, 5.0)
+    "did not finish within 5 s (the sandbox's per-test timeout, shortened after an earlier test hung)"
+    """
+    if shortened_s:
+        return f"{HUNG_PREFIX} {shortened_s:g} s (the sandbox's per-test timeout, shortened after an earlier test hung)"
+    return f"{HUNG_PREFIX} {test_s:g} s (the sandbox's per-test timeout)"
+
+
 def _timed_out(rec: TestRecord, merged: TestOutcome, message: str) -> TestOutcome:
     """A test the per-test alarm hit reads as hung (engine/failures.is_hung), whatever the code
     under test made of the timeout: its report and traceback stay in the details."""
     if not (rec.ended and rec.timed_out and merged.outcome in ("failed", "error")):
         return merged
+    message = per_test_timeout_text(0.0, rec.limit_s) if rec.limit_s else message
     details = "\n".join(part for part in (merged.message, merged.details) if part)
     return replace(merged, message=message, details=details)
 
@@ -252,13 +265,13 @@ def hang_stack(stderr: str) -> str:
     return "\n".join(["Traceback (most recent call last):", *reversed(frames)]) if frames else ""
 
 
-def _unfinished(raw: RawRun, wall: float, test_s: float) -> tuple[str, str]:
+def _unfinished(raw: RawRun, wall: float, test_s: float, shortened_s: float = 0.0) -> tuple[str, str]:
     """(message, details) for the test that began and never ended."""
     stack = hang_stack(raw.stderr_tail)
     if raw.timed_out:
         return f"{HUNG_PREFIX} {wall:g} s (the run's wall clock); the run was killed", stack
     if stack and test_s:
-        return f"{HUNG_PREFIX} {test_s:g} s (the sandbox's per-test timeout)", stack
+        return per_test_timeout_text(test_s, shortened_s), stack
     return f"{EXITED_PREFIX} while it ran (exit code {raw.exit_code})", stack
 
 
@@ -267,9 +280,9 @@ def build(raw: RawRun, chan: Channel, junit: dict[str, TestOutcome] | None, *,
           test_s: float = 0.0) -> Verdict:
     """The Verdict of a run from its raw process result, the plugin's channel records and
     the JUnit report."""
-    message, stack = _unfinished(raw, limits_wall, test_s)
-    outcomes, problems = merge(chan, junit, rewrite, unfinished=message,
-                               timed_out=f"{HUNG_PREFIX} {test_s:g} s (the sandbox's per-test timeout)")
+    running = chan.tests.get(chan.current) if chan.current else None
+    message, stack = _unfinished(raw, limits_wall, test_s, running.limit_s if running else 0.0)
+    outcomes, problems = merge(chan, junit, rewrite, unfinished=message, timed_out=per_test_timeout_text(test_s))
     outcomes = [replace(o, details=rewrite(stack)) if o.nodeid == chan.current and stack else o
                 for o in outcomes]
     passed_n, total, missing = score(requested, outcomes)

@@ -262,6 +262,26 @@ def test_hanging_test_fails_with_its_stack_and_the_others_run(tmp_path):
     assert (failure.suspect.path, failure.suspect.qualname) == ("pkg/calc.py", "count")
 
 
+def test_after_a_hang_the_next_tests_get_a_shorter_timeout(tmp_path):
+    """A bug that hangs many tests cost the whole per-test timeout each (fresh-user run X7: 15 of
+    39 tests in the 300 s of discovery). After the first hang the others get 10 x the slowest
+    test so far, at least 5 s (plugin.AFTER_HANG_*), and say so; a test slower than the others
+    but under that still passes after a hang."""
+    tests = "from pkg.calc import count\nimport time\n\n\ndef test_even():\n    assert count(4) == 2\n\n\n" + "".join(
+        f"def test_odd_{n}():\n    assert count({n}) == 2\n\n\n" for n in (3, 5, 7)) + \
+        "def test_slow_but_fine():\n    time.sleep(1)\n    assert count(2) == 1\n"
+    ws = write_tree(tmp_path / "ws", {"pkg/__init__.py": "", "pkg/calc.py": COUNT, "tests/test_c.py": tests})
+    v = run_tests(ws, limits=Limits(wall_s=60, test_timeout_s=6, cpu_s=60))
+    by_id = {o.nodeid.split("::")[1]: o for o in v.outcomes}
+    assert by_id["test_odd_3"].message == "did not finish within 6 s (the sandbox's per-test timeout)"
+    for name in ("test_odd_5", "test_odd_7"):
+        assert by_id[name].outcome == "failed" and by_id[name].message == (
+            "did not finish within 5 s (the sandbox's per-test timeout, shortened after an earlier test hung)")
+        assert 4.5 < by_id[name].duration_s < 5.9
+    assert by_id["test_even"].outcome == by_id["test_slow_but_fine"].outcome == "passed"
+    assert v.error is None
+
+
 LOOP_WITH_A_HELPER = ("def step(n):\n    total = 0\n    for i in range(20000):\n        total += i\n    return n - 2\n\n\n"
                       "def count(n):\n    k = 0\n    while n != 0:\n        k += 1\n        n = step(n)\n    return k\n")
 
