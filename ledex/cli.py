@@ -44,6 +44,18 @@ EXIT_TERMINATED = 143  # 128 + SIGTERM
 INTERRUPTED = "your files are unchanged unless --apply had already written a fix (each fix is written whole, atomically)"
 
 
+class DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
+    """argparse's "(default: ...)" after each option's help, except where the help already says
+    its default in words, and for on/off flags that are off unless given (fresh-user run X7:
+    "(default: [tool.ledex] python ..., else the one running ledex) (default: None)")."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or (action.nargs == 0 and action.default is False):
+            return text
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `ledex` argument parser: subcommands `fix` and `model` (options and defaults in --help;
     the defaults of K, R and the answer length come from FixConfig and Sampling)."""
@@ -51,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ledex {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     fix = commands.add_parser("fix", help="explain and fix the failing tests of a workspace",
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                              formatter_class=DefaultsHelp)
     fix.add_argument("path", nargs="?", default=".", help="workspace folder")
     fix.add_argument("--apply", action="store_true", help="write the best verified fix of each failure to disk")
     fix.add_argument("--samples", "-k", type=_positive, default=FixConfig.samples, help="answers sampled per round")

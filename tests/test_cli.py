@@ -813,3 +813,15 @@ def test_a_dry_run_without_room_for_its_copy_goes_on_without_it(tmp_path):
     assert "No space left on device" in note and "TMPDIR" in note, note
     assert (tmp_path / "left.txt").read_text() == ""  # the partial copy was removed
     assert (ws / "labels.py").read_text() == LABELS
+
+
+def test_help_says_each_default_once():
+    """`ledex fix --help` printed "(default: [tool.ledex] python ..., else the one running ledex)
+    (default: None)" (fresh-user run X7): an option whose help words its default gets no second one."""
+    proc = subprocess.run([sys.executable, "-m", "ledex.cli", "fix", "--help"], capture_output=True, text=True,
+                          env={**os.environ, "COLUMNS": "400"})
+    options = [" ".join(chunk.split()) for chunk in proc.stdout.split("\n  -")[1:]]  # one option's help each
+    assert proc.returncode == 0 and len(options) > 15
+    assert [text for text in options if text.count("default") > 1 or "(default: None)" in text] == []
+    assert any(text.startswith("-samples") and "(default: 4)" in text for text in options)
+    assert any(text.startswith("-python") and "(default: [tool.ledex] python" in text for text in options)
