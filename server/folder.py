@@ -58,6 +58,7 @@ class Folder:
         self._watched: tuple[str, ...] | None = None  # the globs being watched
         self.imports = ImportGraph(root)  # which tests a save can affect (used on the test thread)
         self.test_runs = 0
+        self._told: set[str] = set()  # the notes of the last test run, told then
         self._published: dict[str, list[lsp.Diagnostic]] = {}  # uri -> what the client was last sent
         self._pending_changed: set[str] | None = set()
         self._debounce = None
@@ -212,7 +213,9 @@ class Folder:
         found: Discovery = future.result()
         self.server.work_progress.end(token, f"{len(found.failures)} failing test(s)")
         for note in found.notes:
-            self.tell(note, lsp.MessageType.Warning if note_kind(note).is_problem else lsp.MessageType.Info)
+            if note not in self._told:  # said after the last run already: every save would repeat it (X8)
+                self.tell(note, lsp.MessageType.Warning if note_kind(note).is_problem else lsp.MessageType.Info)
+        self._told = set(found.notes)
         self.apply_outcomes(found.verdict.outcomes if found.verdict else (), found.failures)
         self.unconfirmed(number, "ledex's own run of its tests did not confirm it"
                          + (f" ({found.verdict.error})" if found.verdict and found.verdict.error else ""))

@@ -206,6 +206,24 @@ async def test_report_ledex_cannot_rerun_gets_no_unverifiable_fix(project):
         assert "read from a test report; ledex's own run of its tests did not confirm it" in hover.contents.value
 
 
+async def test_a_note_is_told_once_while_it_stays_the_same(project):
+    """A collection error was shown again after every save (fresh-user run X8): a note the last
+    run told already is not told again; one that changes is."""
+    root, replay, home = project
+    broken = root / "tests" / "test_broken.py"
+    broken.write_text("def test_x(:\n    pass\n")
+    options = {"model": f"replay:{replay}", "samples": 1, "rounds": 1, "search": False, "runOnStart": False}
+    async with session(root, options, home) as client:
+        for _ in range(2):
+            await command(client, "ledex.runTests")
+        told = [m.message for m in client.messages if "collection error in tests/test_broken.py" in m.message]
+        assert len(told) == 1, [m.message for m in client.messages]
+        broken.write_text("def test_x():\n    import no_such_module_xyz\n\n\nimport no_such_module_abc\n")
+        await command(client, "ledex.runTests")
+        told = [m.message for m in client.messages if "collection error in tests/test_broken.py" in m.message]
+        assert len(told) == 2 and "no_such_module_abc" in told[1], told
+
+
 async def test_bad_input_keeps_serving(project, tmp_path):
     root, _, home = project
     (root / "inventory" / "latin.py").write_bytes("# -*- coding: latin-1 -*-\ndef name():\n    return 'caf\xe9'\n"
