@@ -89,9 +89,15 @@ def _module_of(path):
     return None
 
 
-def _unwrap(obj):
+def _unwrap(obj, name=None):
+    """The function whose code a variant replaces: through staticmethod/classmethod, property and
+    __wrapped__ chains (lru_cache, functools.wraps) down to the one whose code is named `name`
+    (a functools.wraps wrapper has code of its own, named "wrapper": swapping that changed nothing
+    the test reached, and every variant of validators' @validator functions failed its screen:
+    fresh-user run X9)."""
     obj = getattr(obj, "__func__", None) or getattr(obj, "fget", None) or obj
-    while not hasattr(obj, "__code__") and hasattr(obj, "__wrapped__"):
+    while hasattr(obj, "__wrapped__") and (not hasattr(obj, "__code__")
+                                           or (name is not None and obj.__code__.co_name != name)):
         obj = obj.__wrapped__
     return obj
 
@@ -102,7 +108,7 @@ def _resolve(module, qualname):
     for part in parts[:-1]:
         owner = getattr(owner, part)
     raw = owner.__dict__[parts[-1]] if isinstance(owner, type) else getattr(owner, parts[-1])
-    return _unwrap(raw), raw
+    return _unwrap(raw, parts[-1]), raw
 
 
 def _compile(source, function, path):

@@ -399,6 +399,24 @@ def test_a_function_under_a_memoised_caller_is_screened_with_fresh_caches(tmp_pa
     assert "return x >= limit" in fixed.best.patch.new_text and fixed.search.processes >= 1
 
 
+def test_a_function_under_a_functools_wraps_decorator_is_screened(tmp_path):
+    """validators 0.22.0 (fresh-user run X9): every public function is wrapped by `@validator`
+    (functools.wraps); the screen swapped the wrapper's code, not the function's, so no variant
+    passed its screen and `<=` for `<` in `between` was never found. Screened now, and found."""
+    workspace = write_tree(tmp_path / "ws", {
+        "checks.py": ("import functools\n\n\ndef validator(func):\n    @functools.wraps(func)\n"
+                      "    def wrapper(*args):\n        return bool(func(*args))\n    return wrapper\n\n\n"
+                      "@validator\ndef between(value, low, high):\n    return low < value <= high\n"),
+        "tests/test_checks.py": ("from checks import between\n\n\ndef test_low_end():\n    assert between(1, 1, 5)\n\n\n"
+                                 "def test_outside():\n    assert not between(0, 1, 5)\n"),
+    })
+    (failure,) = group_by_suspect(discover(workspace).failures)
+    fixed = _fix(workspace, failure)
+    assert fixed.best is not None and fixed.best.source == "search", fixed.search
+    assert "return low <= value <= high" in fixed.best.patch.new_text
+    assert fixed.search.screen_passed >= 1 and fixed.search.processes >= 1
+
+
 def test_a_verified_fix_leaving_related_failures_failing_does_not_end_the_search(tmp_path):
     """wcwidth 0.2.13 (fresh-user run X7): `ubound = mid - 1` -> `ubound = mid` passed its own
     problem's tests, stopped the search, and was offered (and --apply would write it) while one of
