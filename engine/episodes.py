@@ -96,6 +96,18 @@ def default_path(workspace: str | Path) -> Path:
     return Path(workspace) / ".ledex" / "episodes.sqlite3"
 
 
+def keep_out_of_vcs(folder: Path) -> None:
+    """A `.gitignore` of `*` in ledex's own folder of a workspace (`.ledex/`), unless one is there:
+    the episode log and explanations are not the project's (fresh-user run X9: `?? .ledex/` in git
+    status after an editor session). Best effort: a folder that cannot be written stays as it is."""
+    marker = Path(folder) / ".gitignore"
+    try:
+        if not marker.exists():
+            marker.write_text("# ledex's own files (episode log, explanations): not part of the project\n*\n")
+    except OSError:
+        pass
+
+
 class EpisodeLog:
     """A handle on one log file; safe to use from several threads and processes."""
 
@@ -103,6 +115,8 @@ class EpisodeLog:
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.path.parent.name == ".ledex":
+                keep_out_of_vcs(self.path.parent)
             with self._connect() as db:
                 self._migrate(db)
         except sqlite3.Error as exc:

@@ -18,7 +18,7 @@ from lsprotocol import types as lsp
 from pygls.uris import to_fs_path
 
 from ledex.engine.apply import atomic_write_text
-from ledex.engine.episodes import EpisodeLog, default_path
+from ledex.engine.episodes import EpisodeLog, default_path, keep_out_of_vcs
 from ledex.engine.failures import (Discovery, DiscoveryError, Failure, Note, NoteKind, discover, failures_from_outcomes,
                                    group_by_suspect, note_kind, read_junit)
 from ledex.engine.impact import ImportGraph, is_test_module
@@ -327,6 +327,7 @@ class Folder:
         name = entry.episode_id or "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in entry.failure.test)[:120]
         path = self.root / ".ledex" / "explanations" / f"{name}.md"
         path.parent.mkdir(parents=True, exist_ok=True)
+        keep_out_of_vcs(path.parent.parent)
         atomic_write_text(path, actions.explanation_markdown(entry))
         return path.as_uri()
 

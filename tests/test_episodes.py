@@ -138,3 +138,24 @@ def test_process_killed_mid_write_loses_no_committed_episode(tmp_path):
     found = {e.id for e in log.episodes()}
     assert set(committed) <= found
     assert sqlite3.connect(path).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_ledex_folder_stays_out_of_the_users_git_status(tmp_path):
+    """`?? .ledex/` showed in git status after an editor session (fresh-user run X9): the log's
+    folder holds a .gitignore of `*`; one the user wrote is kept."""
+    import shutil
+
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    log = EpisodeLog(default_path(tmp_path))
+    log.start(workspace=str(tmp_path), test="t::x", test_file=None, suspect_path=None, suspect_function=None,
+              task="t", wrong_code="def f(): pass\n", feedback="boom", model="m")
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=tmp_path,
+                            capture_output=True, text=True, check=True).stdout
+    assert status == "" and (tmp_path / ".ledex" / "episodes.sqlite3").exists()
+    mine = tmp_path / "other" / ".ledex"
+    mine.mkdir(parents=True)
+    (mine / ".gitignore").write_text("episodes.sqlite3\n")
+    EpisodeLog(mine / "episodes.sqlite3")
+    assert (mine / ".gitignore").read_text() == "episodes.sqlite3\n"
