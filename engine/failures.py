@@ -434,6 +434,36 @@ def discover(workspace: Path, *, limits: Limits = Limits(wall_s=300.0, cpu_s=300
     return Discovery(failures, verdict, notes)
 
 
+def discover_selected(workspace: Path, tests: Sequence[str], *, limits: Limits = Limits(wall_s=300.0, cpu_s=300),
+                      harness: Harness = Harness(), on_phase: Callable[[str, str], None] | None = None) -> Discovery:
+    """discover() of only `tests` (`ledex fix --test`: which failures to fix), then one more run of
+    their test files and of every test file importing their suspects' modules (with_dependents'
+    rule), from which the failures are read: a fix must keep every test that passes there passing,
+    as in a run of the whole suite. Fresh-user run X9: with `--test ID` a fix was verified against
+    that one test, and --apply wrote one that broke 73 of validators' 553 tests. The verdict and
+    notes are the selected run's; a selected test that passes in the wider run (it failed only
+    after other tests) keeps its first failure, with the wider run's dependents.
+    Raises as discover() does."""
+    first = discover(workspace, limits=limits, harness=harness, tests=tests, on_phase=on_phase)
+    if not first.failures:
+        return first
+    graph = ImportGraph(Path(workspace).resolve())
+    dependents = _Dependents(graph)
+    scope = {f.test.split("::")[0] for f in first.failures}
+    for failure in first.failures:
+        for suspect in failure.suspects[:3]:
+            scope.update(dependents(suspect.path))
+    if on_phase is not None:
+        on_phase("widen", f"running the {len(scope)} test file(s) a fix of the selected failures must keep passing")
+    whole = discover(workspace, limits=limits, harness=harness, tests=sorted(scope), imports=graph)
+    chosen = {f.test: f for f in first.failures}
+    failures = [f for f in whole.failures if f.test in chosen]
+    outcomes = whole.verdict.outcomes if whole.verdict else ()
+    failures += [with_dependents(f, outcomes, dependents) for test, f in chosen.items()
+                 if test not in {g.test for g in failures}]
+    return Discovery(failures, first.verdict, first.notes)
+
+
 def failing_files(verdict: Verdict) -> list[str]:
     """The test files (relative paths, sorted) with a failing or erroring test in `verdict`."""
     return sorted({o.nodeid.split("::")[0] for o in verdict.outcomes

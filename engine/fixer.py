@@ -93,6 +93,10 @@ class CandidateResult:
     # (passed, of) the problem's related failing tests (Failure.related) in its verification; (0, 0) without
     also_fixes: tuple[int, int] = (0, 0)
     related_passed: tuple[str, ...] = ()  # those of them that passed (the editor skips problems it repairs)
+    # (passed, of) the problem's own failing tests (failure.test and .also) in its verification, and how
+    # many tests that passed before it broke: what an unverified candidate is worth (the editor's titles)
+    failing_passed: tuple[int, int] = (0, 0)
+    broke: int = 0
     broke_run: bool = False  # no test could run with it (a collection or start-up error): not offered in the editor
 
     @property
@@ -134,6 +138,9 @@ class FixResult:
     model: str = ""
     timings: dict[str, float] = field(default_factory=lambda: {"generation": 0.0, "verification": 0.0})
     search: SearchStats | None = None
+    # why no candidate was tried: the failure did not fail when re-run alone with the unchanged code
+    # (FixEngine.reproduces), so re-running it cannot tell a fix from any other edit; "" when it did
+    not_reproduced: str = ""
 
     @property
     def ranked(self) -> list[CandidateResult]:
@@ -197,12 +204,25 @@ def judge(verdict: Verdict, failure: Failure) -> tuple[bool, str]:
     return True, ""
 
 
+def _passes(test: str, outcomes: dict) -> bool:
+    """The test (or, its id changed, every case of its function) ran and passed."""
+    cases = rerun.cases_of(test, outcomes)
+    return bool(cases) and all(o.outcome == "passed" for o in cases)
+
+
+def partial_credit(verdict: Verdict, failure: Failure) -> tuple[tuple[int, int], int]:
+    """((passed, of) the failure's own failing tests, passing tests it broke) in the verdict."""
+    outcomes = {o.nodeid: o for o in verdict.outcomes}
+    group = (failure.test, *failure.also)
+    broke = sum(1 for test in failure.passing_siblings if rerun.cases_of(test, outcomes) and not _passes(test, outcomes))
+    return (sum(_passes(test, outcomes) for test in group), len(group)), broke
+
+
 def related_passing(verdict: Verdict, failure: Failure) -> tuple[str, ...]:
     """The failure's related failing tests (Failure.related) that passed in the verdict: a test
     passes when it (or, its id changed, every case of its function) ran and passed."""
     outcomes = {o.nodeid: o for o in verdict.outcomes}
-    return tuple(test for test in failure.related
-                 if (cases := rerun.cases_of(test, outcomes)) and all(o.outcome == "passed" for o in cases))
+    return tuple(test for test in failure.related if _passes(test, outcomes))
 
 
 def _feedback_for(verdict: Verdict, failure: Failure, reason: str) -> str:
@@ -268,6 +288,10 @@ class FixEngine:
         of a "search" call: the CLI searches every problem before the model works on any)."""
         result = after if after is not None else FixResult(failure, model=self.backend.identity.id)
         cancel = cancel or threading.Event()
+        if after is None:
+            result.not_reproduced = self.reproduces(failure, cancel)
+        if result.not_reproduced:
+            return result
         tried = suspects_to_try(failure, self.config.suspects)
         if "search" in stages and self.config.search is not None and tried:
             self._search(failure, tried, result, cancel, progress, on_candidate)
@@ -288,11 +312,31 @@ class FixEngine:
                 break
         return self._finish(result, failure)
 
+    def reproduces(self, failure: Failure, cancel: threading.Event) -> str:
+        """"" when some test of the problem fails in a sandbox run of its re-run set (what every
+        candidate is verified with) on the unchanged code, else why not. A test that failed in the
+        full run only because of what an earlier test left behind (a module global it set and never
+        reset) passes there, and then any harmless edit "verified" (fresh-user run X9, shortuuid
+        1.0.13: a changed padding character was written by --apply)."""
+        verdict = self._run(None, failure.reruns, cancel)
+        if verdict is None or verdict.error:
+            return ""  # cancelled, or the run itself failed: the candidates' runs will say so
+        outcomes = {o.nodeid: o for o in verdict.outcomes}
+        group = (failure.test, *failure.also)
+        if any(not (cases := rerun.cases_of(test, outcomes)) or any(o.outcome != "passed" for o in cases)
+               for test in group):
+            return ""
+        which = group[0] if len(group) == 1 else f"{group[0]} and the {len(group) - 1} failing with it"
+        return (f"{which} passed when re-run with the unchanged code (it failed in the whole suite's run: it "
+                "depends on what tests before it did, such as state they left behind), so re-running it cannot "
+                "verify a fix; run it alone (pytest ID) to see it pass, then look at the tests that run before it")
+
     @staticmethod
     def needs_model(result: FixResult) -> bool:
         """Whether the model's rounds would still run after `result`'s search: no verified fix,
-        or only fixes at risk of fitting the tests rather than the bug (ranking.overfit_risk)."""
-        return not any(c.verified and not ranking.overfit_risk(c) for c in result.candidates)
+        or only fixes at risk of fitting the tests rather than the bug (ranking.overfit_risk); never
+        for a failure that did not reproduce (FixResult.not_reproduced)."""
+        return not result.not_reproduced and not any(c.verified and not ranking.overfit_risk(c) for c in result.candidates)
 
     # --- search candidates (engine/search.py) ------------------------------------------------------
 
@@ -488,6 +532,7 @@ class FixEngine:
         candidate.verified, candidate.reason = judge(verdict, failure)
         candidate.related_passed = related_passing(verdict, failure)
         candidate.also_fixes = (len(candidate.related_passed), len(failure.related))
+        candidate.failing_passed, candidate.broke = partial_credit(verdict, failure)
         candidate.broke_run = bool(verdict.error)
         candidate.pass_rate = verdict.pass_rate
         candidate.feedback = _feedback_for(verdict, failure, candidate.reason)

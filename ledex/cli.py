@@ -28,7 +28,7 @@ from pathlib import Path
 
 from ledex import __version__
 from ledex.engine.backends import Sampling, load_backend
-from ledex.engine.failures import DiscoveryError, NoteKind, discover, note_kind
+from ledex.engine.failures import DiscoveryError, NoteKind, discover, discover_selected, note_kind
 from ledex.engine.fixer import SEARCH_DEFAULT, FixConfig, FixEngine
 from ledex.engine.format import Mode
 from ledex.engine.models import ModelError, model_kind
@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     fix.add_argument("--search", action=argparse.BooleanOptionalAction, default=True,
                      help="try single-site edits of the suspects before the model (search-based candidates, on by "
                      "default; --no-search: the model's candidates only; see docs/benchmarks.md)")
-    fix.add_argument("--test", action="append", default=[], help="only these test node ids (repeatable)")
+    fix.add_argument("--test", action="append", default=[], help="fix only the failures of these test node ids (repeatable); their fixes are verified as in a whole run")
     fix.add_argument("--python", default=None, help="interpreter that runs the project's tests (default: "
                      "[tool.ledex] python in pyproject.toml, else the one running ledex)")
     fix.add_argument("--test-command", default=None, help="command that runs the tests, with {python} {junit} "
@@ -179,8 +179,8 @@ def run_fix(args: argparse.Namespace) -> int:
     reporter = Reporter(as_json=args.json, verbose=args.verbose, applying=args.apply)
     with reporter.phases() as phase:
         phase("discovery", f"running the tests in the sandbox (at most {args.discovery_timeout:g} s)")
-        discovery = discover(workspace, tests=args.test, harness=harness, limits=discovery_limits(args),
-                             on_phase=phase)
+        find = discover_selected if args.test else discover  # --test: verified as in a whole run all the same
+        discovery = find(workspace, tests=args.test, harness=harness, limits=discovery_limits(args), on_phase=phase)
     reporter.summary(discovery)
     if any(note_kind(n) is NoteKind.NO_TESTS for n in discovery.notes):
         raise DiscoveryError(discovery.verdict, NO_TESTS)
@@ -201,6 +201,22 @@ def run_fix(args: argparse.Namespace) -> int:
         run.close()
 
 
+def _written_text(handled: list) -> str:
+    """What an interrupted run wrote, by file (fresh-user run X9: the note said "unless --apply had
+    already written a fix" while ledex knew it had written one).
+
+    >>> from types import SimpleNamespace as Handled
+    >>> _written_text([Handled(applied="calc.py"), Handled(applied=None)])
+    '--apply wrote the fixes above to calc.py (each whole, atomically); nothing else was changed'
+    >>> _written_text([Handled(applied=None)])
+    'your files are unchanged'
+    """
+    written = sorted({h.applied for h in handled if h.applied})
+    if not written:
+        return "your files are unchanged"
+    return f"--apply wrote the fixes above to {', '.join(written)} (each whole, atomically); nothing else was changed"
+
+
 def _run_all(run: "FixRun", reporter, discovery, backend) -> int:  # noqa: ANN001
     """run.all on the discovered failures, reported; Ctrl-C and a run that stopped keep what was done."""
     try:
@@ -212,7 +228,7 @@ def _run_all(run: "FixRun", reporter, discovery, backend) -> int:  # noqa: ANN00
             reporter.result(item)
             run.handled.append(item)
         left = len(discovery.failures) - sum(1 + len(h.result.failure.also) for h in run.handled)
-        reporter.note(f"interrupted: {left} failure(s) not started; " + INTERRUPTED)
+        reporter.note(f"interrupted: {left} failure(s) not started; " + _written_text(run.handled))
         reporter.finish(backend.identity, run.handled, discovery)
         return EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - the model went away mid-run (ModelError) or a bug

@@ -69,6 +69,7 @@ def failure_dict(handled: Handled) -> dict:
         "applied": handled.applied, "fixed_by": handled.fixed_by, "assumes": list(handled.assumes),
         "again": handled.again,
         "error": handled.error, "not_applied": handled.not_applied,
+        "not_reproduced": result.not_reproduced or None,  # why no candidate was tried (FixEngine.reproduces)
     }
 
 
@@ -296,6 +297,9 @@ class Reporter:
             return
         if handled.error and not result.candidates:
             print(f"  no candidate: {handled.error}", file=out)  # the search may have run (X6: "not attempted")
+            return
+        if result.not_reproduced:
+            print(f"  not reproduced: {result.not_reproduced}", file=out)
             return
         if failure.suspect is None:
             print("  no function to fix was found in the workspace", file=out)

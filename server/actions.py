@@ -57,7 +57,8 @@ def _title(candidate: CandidateResult) -> str:
         return f"Fix ({candidate.source_label}): {line}"  # model fixes keep the plain title
     if candidate.verified:
         return f"Fix: {line}"
-    return f"Fix (unverified, {candidate.pass_rate:.0%} of tests pass): {line}"
+    passed, of = candidate.failing_passed
+    return f"Fix (unverified: {passed} of {of} failing test{'s' if of != 1 else ''} pass with it): {line}"
 
 
 def offered_patch(patch: Patch, text: str | None) -> Patch | None:
@@ -109,11 +110,9 @@ def actions_for(root: Path, entry: Entry, version_of, diagnostics: list[lsp.Diag
 def _fix_actions(root: Path, entry: Entry, version_of, diagnostics: list[lsp.Diagnostic],
                  keep=lambda candidate: True) -> list[lsp.CodeAction]:  # noqa: ANN001
     """The quick fixes for `entry`'s candidates that `keep` takes, best first (the best verified one preferred)."""
-    out, ranked = [], [(i, c) for i, c in entry.ranked if keep(c)]
+    out, ranked = [], [(i, c) for i, c in entry.offered if keep(c)]  # Entry.offered: worth a quick fix (X8, X9)
     best = next((i for i, c in ranked if c.verified), None)
     for idx, candidate in ranked:
-        if candidate.broke_run:  # no test could run with it (a collection error): not a fix to apply (X8)
-            continue
         text, version = version_of(candidate.patch.path)
         patch = offered_patch(candidate.patch, text)
         if patch is not None and entry.episode_id:
@@ -183,7 +182,9 @@ def explanation_text(entry: Entry, full: str | None) -> str:
     if best is None:
         lines.append(f"ledex is {_sentence(state_text(entry))}")
     else:
-        label = "Verified fix" if best.verified else f"Best unverified fix ({best.pass_rate:.0%} of tests pass)"
+        passed, of = best.failing_passed
+        label = "Verified fix" if best.verified else \
+            f"Best unverified fix ({passed} of {of} failing tests pass with it; it breaks {best.broke} passing)"
         lines.append(f"{label}: {best.explanation.strip() or '(no explanation)'}")
     if full:
         lines.append(f"Every candidate with its diff: {full}")

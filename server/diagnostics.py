@@ -91,7 +91,7 @@ def state_text(entry: Entry) -> str:
             return f"{verified} verified fix{'es' if verified != 1 else ''}"
         if entry.covered_by:
             return f"the verified fix for {entry.covered_by} makes this test pass too"
-        return "no verified fix; unverified ones are in the code actions" if entry.ranked else "no fix found"
+        return "no verified fix; unverified ones are in the code actions" if entry.offered else "no fix found"
     if entry.state == FAILED:
         return f"no fix: {entry.error or 'the fix failed'}"
     if entry.awaiting_run is not None:

@@ -154,7 +154,7 @@ def finished(folder, entry: Entry, future) -> None:
     if crash is not None:
         folder.tell(f"fixing {entry.failure.test} failed: {crash}", lsp.MessageType.Error)
     folder.server.work_progress.end(entry.progress_token, state_text(entry))
-    if not folder.server.features.work_done_progress and entry.state == READY and entry.ranked:
+    if not folder.server.features.work_done_progress and entry.state == READY and entry.offered:
         folder.tell(f"{entry.failure.test}: {state_text(entry)} (code actions on its diagnostic)",
                     lsp.MessageType.Info)  # no progress UI: say that the work it waited for is done
     _republish(folder, entry)
@@ -251,6 +251,9 @@ def _generate(folder, entry: Entry, stages: str) -> str | None:
     for candidate in result.candidates:  # callbacks may lag the futures: add any not seen yet
         if entry.index_of(candidate) is None:
             _add(folder, entry, candidate)
+    if result.not_reproduced:
+        entry.fail(f"not reproduced: {result.not_reproduced}")
+        return None
     if stages == "search" and FixEngine.needs_model(result) and not entry.cancel.is_set():
         turns.searched = result
         return "model"

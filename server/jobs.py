@@ -32,6 +32,14 @@ from ledex.engine import ranking
 from ledex.engine.fixer import CandidateResult
 
 
+def worth_offering(candidate: CandidateResult) -> bool:
+    """A quick fix is offered when it is verified, or makes some of the problem's failing tests
+    pass and breaks no passing test. Fresh-user run X9: candidates that left every failing test
+    failing, or broke 73 passing tests, were one-keystroke "Fix (unverified, 97% of tests pass)"
+    (the share of the whole re-run, which was 99% before any edit). They stay in the explanation."""
+    return candidate.verified or (candidate.failing_passed[0] > 0 and candidate.broke == 0 and not candidate.broke_run)
+
+
 class FixState(enum.StrEnum):
     """Where one problem's fix stands. The value is what a diagnostic's `data.state` says
     (editors read it), so it does not change with the names here."""
@@ -170,6 +178,11 @@ class Entry:
     def ranked(self) -> list[tuple[int, CandidateResult]]:
         """(episode idx, candidate) with a patch, best first (the one rule: engine/ranking.py)."""
         return [(i, c) for i, c in ranking.rank_indexed(self.candidates) if c.patch is not None]
+
+    @property
+    def offered(self) -> list[tuple[int, CandidateResult]]:
+        """The ranked candidates worth a quick fix (worth_offering)."""
+        return [(i, c) for i, c in self.ranked if worth_offering(c)]
 
 
 class RankedWorker:

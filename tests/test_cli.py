@@ -86,10 +86,11 @@ def test_every_problems_search_comes_before_any_problems_model_rounds(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     stages = [line.removeprefix("ledex:").strip() for line in proc.stderr.splitlines()
               if line.startswith(("ledex: fixing", "ledex:   "))]
-    assert stages == ["fixing 1 of 2: test_calc.py::test_greet (suspect greet)", "search: single-site edits (0/1) at 0 s",
+    assert stages == ["fixing 1 of 2: test_calc.py::test_greet (suspect greet)", stages[1],  # after its baseline re-run
                       stages[2], "fixing 2 of 2: test_calc.py::test_add (suspect add)", stages[4], stages[5],
                       "fixing 1 of 2: test_calc.py::test_greet (suspect greet), the model's turn", stages[7], stages[8]]
     assert stages[7].startswith("round 1: generating") and stages[2].startswith("search: done")
+    assert stages[1].startswith("search: single-site edits (0/1) at ")
     assert proc.stdout.index("FAILED test_calc.py::test_add") < proc.stdout.index("FAILED test_calc.py::test_greet")
     assert "candidate 1 (written by the model, round 1) [verified]" in proc.stdout
     assert "ledex: 2 of 2 failure(s) have a verified fix" in proc.stdout
@@ -385,7 +386,7 @@ def test_ctrl_c_stops_the_fix_under_way_and_still_reports_what_was_done(tmp_path
     # the failure under way keeps its finished candidate (round 1), not the cancelled one
     assert halve["error"] == "interrupted after 1 candidate(s)", (halve, err[-3000:])  # a dry run: nothing to apply
     assert [(c["round"], c["verified"], "x / 4" in c["diff"]) for c in halve["candidates"]] == [(1, False, True)]
-    assert any(n.startswith("interrupted: 0 failure(s) not started") for n in document["notes"])
+    assert "interrupted: 0 failure(s) not started; your files are unchanged" in document["notes"]
     assert (ws / "calc.py").read_text().endswith("return x / 3\n")
 
 def _drain(fd: int, chunks: list) -> None:
@@ -825,3 +826,57 @@ def test_help_says_each_default_once():
     assert [text for text in options if text.count("default") > 1 or "(default: None)" in text] == []
     assert any(text.startswith("-samples") and "(default: 4)" in text for text in options)
     assert any(text.startswith("-python") and "(default: [tool.ledex] python" in text for text in options)
+
+
+POLLUTED = {
+    "pkg/__init__.py": "",
+    "pkg/codec.py": 'ALPHABET = "0123456789"\n\n\ndef width():\n    return len(ALPHABET) + 1\n\n\n'
+                    "def encode(n):\n    base = len(ALPHABET)\n    out = ''\n    while True:\n"
+                    "        n, r = divmod(n, base)\n        out = ALPHABET[r] + out\n        if n == 0:\n            return out\n",
+    "tests/test_a.py": 'from pkg import codec\n\n\ndef test_binary_width():\n    codec.ALPHABET = "01"\n'
+                       "    assert codec.width() == 2\n    codec.ALPHABET = '0123456789'\n",  # fails before it restores
+    "tests/test_b.py": "from pkg import codec\n\n\ndef test_decimal():\n    assert codec.encode(12) == '12'\n",
+}
+HARMLESS = ("Use a copy.\n```python\ndef encode(n):\n    base = len(ALPHABET[:])\n    out = ''\n    while True:\n"
+            "        n, r = divmod(n, base)\n        out = ALPHABET[r] + out\n        if n == 0:\n            return out\n```")
+
+
+def test_a_failure_that_passes_when_re_run_alone_gets_no_verified_fix(tmp_path):
+    """test_decimal fails in the whole suite only because test_binary_width left ALPHABET = "01"
+    behind; re-run without it, it passes, so any edit "verified" and --apply wrote one (fresh-user
+    run X9, shortuuid 1.0.13). Its unchanged code is re-run first: no candidate, and the reason."""
+    ws = write_tree(tmp_path / "ws", POLLUTED)
+    before = tree_digest(ws)
+    proc = ledex("fix", str(ws), "--model", replay_file(tmp_path, ["x", HARMLESS, HARMLESS]), "--samples", "1",
+                 "--rounds", "1", "--no-search", "--apply")
+    document = json.loads(ledex("fix", str(ws), "--model", replay_file(tmp_path, ["x", HARMLESS, HARMLESS]),
+                                "--samples", "1", "--rounds", "1", "--no-search", "--json").stdout)
+    by_test = {f["test"]: f for f in document["failures"]}
+    decimal = by_test["tests/test_b.py::test_decimal"]
+    assert decimal["candidates"] == [] and decimal["applied"] is None
+    assert decimal["not_reproduced"].startswith("tests/test_b.py::test_decimal passed when re-run with the unchanged code")
+    assert "not reproduced: tests/test_b.py::test_decimal passed when re-run" in proc.stdout
+    assert "len(ALPHABET[:])" not in proc.stdout and tree_digest(ws) == before  # nothing written
+    assert by_test["tests/test_a.py::test_binary_width"]["not_reproduced"] is None  # a real failure is tried
+
+
+def test_a_selected_test_is_verified_against_every_test_a_fix_must_keep_passing(example, tmp_path):
+    """`--test ID` chose the failure and also shrank its verification to that one test: a search
+    fix that broke 73 of 553 tests was verified and written (fresh-user run X9, validators). The
+    selected failure is now verified as in a whole run: the rest of its file and the test files
+    importing its suspect (test_reorder.py here)."""
+    (example / "tests" / "test_reorder.py").write_text(
+        "from inventory.stock import is_low_stock\n\n\ndef test_big_stock_is_not_low():\n    assert not is_low_stock(101, 5)\n")
+    always = RIGHT_STOCK.replace("return quantity <= threshold", "return True")  # breaks test_not_low_when_plenty
+    big = RIGHT_STOCK.replace("return quantity <= threshold", "return quantity <= threshold or quantity > 100")
+    proc = ledex("fix", str(example), "--model", replay_file(tmp_path, [always, big]), "--samples", "2", "--rounds", "1",
+                 "--no-search", "--json", "--test", "tests/test_stock.py::test_low_stock_at_threshold")
+    (failure,) = json.loads(proc.stdout)["failures"]
+    assert failure["test"] == "tests/test_stock.py::test_low_stock_at_threshold"
+    assert {"tests/test_stock.py::test_not_low_when_plenty", "tests/test_reorder.py::test_big_stock_is_not_low"} \
+        <= set(failure["reruns"])
+    reasons = sorted(c["reason"] for c in failure["candidates"])
+    assert [c["verified"] for c in failure["candidates"]] == [False, False], reasons
+    assert reasons == ["the fix breaks tests/test_reorder.py::test_big_stock_is_not_low",
+                       "the fix breaks tests/test_stock.py::test_not_low_when_plenty"]
+    assert "ledex: 1 test(s) ran, 1 failed" in proc.stderr  # the selection is what the summary counts

@@ -140,7 +140,16 @@ def test_a_cancelled_fix_records_no_cut_off_answer(example):
     cancel = threading.Event()
     backend = PacedBackend([GARBAGE, "slow " * 200])
     engine, failure = FixEngine(backend, example, FixConfig(samples=2, rounds=1, search=None)), stock_failure(example)
-    threading.Timer(0.5, cancel.set).start()  # the user cancels while the second answer is written
+    def cancel_during_the_second_answer():  # the user cancels while the second answer is written
+        import time
+
+        deadline = time.monotonic() + 60
+        while not backend.calls and time.monotonic() < deadline:  # after the problem's baseline run and answer 1
+            time.sleep(0.01)
+        time.sleep(0.5)
+        cancel.set()
+
+    threading.Thread(target=cancel_during_the_second_answer, daemon=True).start()
     result = engine.fix(failure, cancel=cancel)
     assert backend.calls == ["done", "cancelled"] and [c.raw for c in result.candidates] == [GARBAGE]
 

@@ -186,7 +186,8 @@ async def test_report_of_some_files_is_verified_against_every_importer(project):
         (episode,) = episodes(root)
         (candidate,) = episode["candidates"]
         assert "quantity > 100" in candidate["diff"] and candidate["verified"] == 0
-        assert "Fix:" not in " ".join(a.title for a in await code_actions(client, stock, ledex_diagnostics(client, stock)[0]))
+        titles = [a.title for a in await code_actions(client, stock, ledex_diagnostics(client, stock)[0])]
+        assert titles == ["Explain this failure", "Dismiss ledex suggestion"]  # it breaks a passing test: no quick fix
         messages = [getattr(r, "message", "") for reports in client.progress_reports.values() for r in reports]
         assert "2 test file(s): tests/test_reorder.py, tests/test_stock.py" in messages  # the importer runs too
 
@@ -283,7 +284,8 @@ async def test_real_model_end_to_end(project):
         (episode,) = episodes(root)
         assert episode["model"].startswith("SmolLM2-135M-Instruct") and episode["model_version"] in ("base", "packaged")
         assert len(episode["candidates"]) >= 1
-        assert len(fixes) == sum(1 for c in episode["candidates"] if c["diff"])
+        # one failing test: a candidate is a quick fix when verified (an unverified one that makes it pass broke another)
+        assert len(fixes) == sum(1 for c in episode["candidates"] if c["verified"])
         explained = await command(client, "ledex.explain", TEST_ID)
         assert TEST_ID in Path(explained["uri"].removeprefix("file://")).read_text()
         if fixes:  # apply the top one, as a user would: the episode records the choice
@@ -311,6 +313,9 @@ async def test_model_crash_mid_generation_keeps_the_server_serving(project):
     async with session(root, {"samples": 1, "rounds": 1, "runOnSave": False, "search": False}, home) as client:
         open_doc(client, stock)
         await wait_for(client, lambda: model_pids(client), lsp.WINDOW_LOG_MESSAGE)
+        generating = lambda: any(getattr(r, "message", "") == "round 1: generating 0/1"  # noqa: E731
+                                 for reports in client.progress_reports.values() for r in reports)
+        await wait_for(client, generating, lsp.PROGRESS)  # after the re-run of the unchanged code (FixEngine.reproduces)
         (pid,) = model_pids(client)
         os.kill(pid, signal.SIGSTOP)  # freeze it mid-work: prompt evaluation alone takes ~1 s
         assert state_is(client, stock, "queued", "running")() and (await command(client, "ledex.status"))["busy"] is True

@@ -176,7 +176,8 @@ def entry(state: str, verified: bool | None = None) -> Entry:
     if verified is not None:
         patch = Patch("inventory/stock.py", OLD, OLD.replace("<", "<="), "is_low_stock")
         e.candidates.append(CandidateResult("Use <= so equal counts as low. More.", "", 1, patch, verified,
-                                            pass_rate=1.0 if verified else 0.5))
+                                            pass_rate=1.0 if verified else 0.5,
+                                            failing_passed=(1, 1) if verified else (1, 2)))
     return e
 
 
@@ -222,6 +223,12 @@ def test_state_in_the_diagnostic_message_only_without_progress():
     for every_state in (False, True):  # a verified fix is worth saying to every client
         assert message(entry(READY, verified=True), every_state).endswith("(ledex: 1 verified fix)")
     assert message(entry(READY, verified=False), True).endswith("unverified ones are in the code actions)")
+    useless = entry(READY, verified=False)
+    useless.candidates[0].failing_passed, useless.candidates[0].broke = (1, 2), 3  # a partial fix that breaks 3 tests
+    assert message(useless, True).endswith("(ledex: no fix found)")
+    assert [a.title for a in all_actions(useless, ClientFeatures())] == ["Explain this failure", "Dismiss ledex suggestion"]
+    partial = all_actions(entry(READY, verified=False), ClientFeatures())[0]
+    assert partial.title == "Fix (unverified: 1 of 2 failing tests pass with it): Use <= so equal counts as low."
 
 
 def test_the_suspect_diagnostic_moves_to_the_line_a_fix_of_another_function_changes():
