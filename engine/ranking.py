@@ -1,9 +1,9 @@
 """The ONE rule that orders a failure's candidates (CLI, editor code actions, episode order).
 
 Order, first key first:
-1. verified before not verified (the sandbox's word: engine/fixer.judge);
+1. verified before not verified (the sandbox's word: engine/judging.judge);
 1b. among verified ones, more of the problem's related failing tests passing (other problems'
-   failing tests that suspect the same functions, fixer.related_passing): a fix that repairs them too is
+   failing tests that suspect the same functions, judging.related_passing): a fix that repairs them too is
    likelier the bug's (fresh-user run X7, wcwidth: an edit that passed its own tests and left one
    of the others sharing the bug failing ranked above the exact inverse of the slip);
 2. among verified ones, a *test-overfitting risk* after the rest: a search candidate that picked

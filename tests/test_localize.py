@@ -9,7 +9,7 @@ import pytest
 from helpers import write_tree
 
 from ledex.engine.failures import coverage_selection, discover, group_by_suspect, read_junit
-from ledex.engine.fixer import judge
+from ledex.engine.judging import judge
 from ledex.engine.localize import TestFiles, frames, is_test_file, localize
 from ledex.engine.project import Harness
 from ledex.sandbox import Limits, run_tests

@@ -511,12 +511,12 @@ def test_a_fix_is_verified_when_the_parametrized_ids_change_from_run_to_run(tmp_
 
 
 def test_a_case_whose_id_changed_is_judged_by_every_case_of_its_function():
-    """engine/fixer.judge: stricter than the ids (any failing case of the function fails the
+    """engine/judging.judge: stricter than the ids (any failing case of the function fails the
     candidate, named), never looser; an id that did not run, parametrized or not, still fails."""
     from dataclasses import replace
 
     from ledex.engine.failures import Failure
-    from ledex.engine.fixer import judge
+    from ledex.engine.judging import judge
     from ledex.sandbox.models import TestOutcome, Verdict
 
     def verdict(*outcomes):

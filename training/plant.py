@@ -216,7 +216,7 @@ def _verify(folder: Path, failure, edit, right: str, base: Baseline, limits) -> 
     engine.patching, the failing test, its group and the passing siblings re-run. When the patched
     file is byte-identical to the pristine one and all those tests passed in the baseline run,
     that run is the verdict ("by": "baseline"); otherwise the sandbox runs them now."""
-    from ledex.engine.fixer import judge
+    from ledex.engine.judging import judge
     from ledex.engine.patching import PatchError, make_patch
     from ledex.sandbox import verify_many
 
