@@ -195,12 +195,15 @@ _FILE_LINE = re.compile(r'File "(?P<path>[^"]+)", line (?P<line>\d+)')
 
 
 def _collect_error(nodeid: str, text: str) -> TestOutcome:
-    """A module that failed to collect; the message names the file and line at fault when it
-    is not the test module itself (a syntax error in the code under test)."""
+    """A module that failed to collect; the message names the line at fault, and the file when
+    it is not the test module itself (a syntax error in the code under test). Fresh-user run X9:
+    a test module's own syntax error came without its line."""
     message = pytest_error(text) or "collection error"
     places = [m for m in _FILE_LINE.finditer(text) if not m["path"].startswith("<")]
     if places and not places[-1]["path"].endswith(nodeid.split("::")[0]):
         message += f" (in {places[-1]['path']}, line {places[-1]['line']})"
+    elif places:
+        message += f" (line {places[-1]['line']})"
     return TestOutcome(nodeid, "error", message, text, nodeid.split("::")[0] or None, None, 0.0)
 
 

@@ -98,6 +98,13 @@ def test_syntax_error_in_candidate_is_a_collection_error(tmp_path):
     assert any(o.outcome == "error" for o in v.outcomes)
 
 
+def test_a_test_modules_own_syntax_error_names_its_line(tmp_path):
+    ws = make_ws(tmp_path)
+    (ws / "tests" / "test_broken.py").write_text("import os\n\n\ndef test_x(:\n    pass\n")
+    v = run_tests(ws, ["tests/test_broken.py"], limits=QUICK)
+    assert v.error.startswith("collection error in tests/test_broken.py: SyntaxError") and v.error.endswith("(line 4)")
+
+
 @pytest.mark.parametrize("rel", ["tests/test_calc.py", "tests/conftest.py", "conftest.py",
                                  "pytest.ini", "pytest.py", "tests/helpers.py", "pkg/test_x.py"])
 def test_patch_touching_tests_or_config_is_rejected(tmp_path, rel):
