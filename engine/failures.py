@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 import re
+import tokenize
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -271,6 +272,7 @@ def failures_from_outcomes(workspace: Path, outcomes: Sequence[TestOutcome], *,
         spectrum = spectrum_for(spectra_by_file or {}, outcome.nodeid.split("::")[0])
         failures.append(failure_from_outcome(workspace, outcome, same_file, is_test=is_test, spectrum=spectrum))
     notes += no_suspect_notes(failures, measured=bool(spectra_by_file))
+    notes += unreadable_notes(Path(workspace), failures, spectra_by_file or {})
     dependents = _Dependents(imports or ImportGraph(workspace))
     return [with_dependents(f, outcomes, dependents) for f in failures], notes
 
@@ -315,6 +317,45 @@ def no_suspect_notes(failures: Sequence[Failure], measured: bool = True) -> list
         who = tests[0] if len(tests) == 1 else f"{len(tests)} tests ({tests[0]}, ...) with {message!r}"
         notes.append(Note(f"{who}: {why}", NoteKind.NO_SUSPECT))
     return notes
+
+
+def unreadable_notes(workspace: Path, failures: Sequence[Failure], spectra_by_file: Mapping[str, Spectrum]) -> list[Note]:
+    """A note per workspace .py file the failing tests ran (coverage) or passed through (their
+    tracebacks) that is not UTF-8: localize.read_source leaves such a file out of the suspects,
+    since a rewrite would have to keep its encoding (fresh-user run X9: a `# -*- coding: latin-1 -*-`
+    module with the bug was never looked at, and nothing said why)."""
+    files = {rel for spectrum in spectra_by_file.values() for nodeid in spectrum.failing
+             for rel in spectrum.coverage.get(nodeid, {})}
+    for failure in failures:
+        for path, _line, _func in frames(failure.details):
+            try:
+                files.add(Path(path).resolve().relative_to(workspace.resolve()).as_posix())
+            except (ValueError, OSError):
+                continue
+    notes = []
+    for rel in sorted(f for f in files if f.endswith(".py")):
+        try:
+            raw = (workspace / rel).read_bytes()
+        except OSError:
+            continue
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError:
+            declared = _declared_encoding(raw)
+            notes.append(Note(f"{rel} is not UTF-8{f' (coding: {declared})' if declared else ''}: ledex reads and "
+                              "rewrites only UTF-8 files, so none of its functions is a suspect; save it as UTF-8 "
+                              "to have it considered", NoteKind.NO_SUSPECT))
+    return notes
+
+
+def _declared_encoding(raw: bytes) -> str:
+    """The PEP 263 encoding a Python file declares ("" when none or unreadable)."""
+    lines = iter(raw.splitlines(keepends=True)[:2])
+    try:
+        encoding, _ = tokenize.detect_encoding(lambda: next(lines, b""))
+    except SyntaxError:
+        return ""
+    return "" if encoding == "utf-8" else encoding
 
 
 # Passing tests of other files that a fix must keep passing, at most this many per failure:

@@ -468,3 +468,18 @@ def test_a_test_that_hung_is_not_re_run_for_coverage_and_its_stack_still_names_t
     assert failures["test_calc.py::test_countdown"].suspect.qualname == "countdown"  # from the stack at the timeout
     assert coverage_selection(found.verdict) == ["test_calc.py::test_double", "test_calc.py::test_ok"]
     assert failures["test_calc.py::test_double"].suspect.score is not None  # the coverage run did happen
+
+
+def test_a_module_that_is_not_utf8_is_named_in_a_note(tmp_path):
+    """A `# -*- coding: latin-1 -*-` module holding the bug is left out of the suspects (ledex
+    rewrites UTF-8 only); the user was not told (fresh-user run X9, validators): a note says so."""
+    ws = tmp_path / "ws"
+    write_tree(ws, {"pkg/__init__.py": "", "tests/test_price.py": (
+        "from pkg.price import net\n\n\ndef test_net():\n    assert net(10) == 8\n\n\ndef test_zero():\n    assert net(0) == 0\n")})
+    (ws / "pkg" / "price.py").write_bytes("# -*- coding: latin-1 -*-\n# Auteur: René\n\n\ndef net(x):\n    return x - x // 10\n"
+                                          .encode("latin-1"))
+    found = discover(ws)
+    (failure,) = found.failures
+    assert all(s.path != "pkg/price.py" for s in failure.suspects)  # still not rewritten, as before
+    note = "pkg/price.py is not UTF-8 (coding: iso-8859-1): ledex reads and rewrites only UTF-8 files"
+    assert any(n.startswith(note) for n in found.notes), found.notes
