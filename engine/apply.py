@@ -12,6 +12,7 @@ Used by `ledex fix --apply`; tested in tests/test_patching.py.
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -38,12 +39,22 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
-def apply_patch(workspace: Path, patch: Patch) -> Patch:
+def apply_patch(workspace: Path, patch: Patch, *, keep_read_only: bool = True) -> Patch:
     """Write `patch` to its file under `workspace`; returns the patch as written (rebased onto
-    the file's current text). Raises ApplyError, leaving the file unchanged."""
+    the file's current text). Raises ApplyError, leaving the file unchanged. With
+    `keep_read_only` (the user's files) a file without its owner's write bit is refused: the atomic
+    replace needs only the folder's permission, so it overwrote a mode-0444 file, and as root any
+    (fresh-user run X9); a scratch copy of the project is written whatever its modes."""
     target = (Path(workspace) / patch.path).resolve()
     if not target.is_relative_to(Path(workspace).resolve()):
         raise ApplyError(f"{patch.path} is outside the workspace")
+    try:
+        mode = target.stat().st_mode
+    except OSError as exc:
+        raise ApplyError(f"cannot read {patch.path}: {exc.strerror or exc}") from None
+    if keep_read_only and not mode & stat.S_IWUSR:
+        raise ApplyError(f"{patch.path} is read-only (mode {mode & 0o777:04o}): not written; make it writable "
+                         "to apply the fix, or apply the diff by hand; the file is unchanged")
     try:
         current = target.read_bytes().decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:

@@ -138,7 +138,7 @@ class FixRun:
 
     def _in_copy(self, item, best: CandidateResult) -> bool:  # noqa: ANN001 - a cli_output.Handled
         try:
-            apply_patch(self.scratch(), best.patch)
+            apply_patch(self.scratch(), best.patch, keep_read_only=False)
         except (ApplyError, NoScratchCopy) as exc:
             self.reporter.note(f"{item.result.failure.test}: the problems after it are tried without its fix: {exc}")
             return False

@@ -151,6 +151,18 @@ def test_a_fix_apply_cannot_write_is_shown_with_its_reason_and_exits_1(tmp_path)
     assert (ws / "calc.py").read_text() == "def add(a, b):\n    return a - b\n"
 
 
+def test_apply_leaves_a_read_only_file_as_it_is(tmp_path):
+    """The atomic replace needs only the folder's write permission: a mode-0444 file was
+    overwritten (as root any file; fresh-user run X9). --apply refuses it with the diff shown."""
+    ws = write_tree(tmp_path / "ws", {"calc.py": "def add(a, b):\n    return a - b\n",
+                                      "test_calc.py": "from calc import add\n\n\ndef test_add():\n    assert add(1, 2) == 3\n"})
+    (ws / "calc.py").chmod(0o444)
+    proc = ledex("fix", str(ws), "--model", replay_file(tmp_path, ["x"]), "--samples", "1", "--rounds", "1", "--apply")
+    assert proc.returncode == 1 and "+    return a + b" in proc.stdout, proc.stdout + proc.stderr
+    assert "not applied: calc.py is read-only (mode 0444): not written" in proc.stdout
+    assert (ws / "calc.py").read_text() == "def add(a, b):\n    return a - b\n" and (ws / "calc.py").stat().st_mode & 0o777 == 0o444
+
+
 def test_failures_an_unwritten_fix_repairs_are_tried_with_it_in_a_scratch_copy(tmp_path):
     """--apply could not write a verified fix (immutable file): the failures it repairs were
     then given model rounds of their own and reported FAILED (fresh-user run X7). They are
