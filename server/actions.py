@@ -139,12 +139,20 @@ def explanation_markdown(entry: Entry) -> str:
         lines += [f"_No explanation yet: ledex is {_sentence(state_text(entry))}_"]
     for n, (idx, c) in enumerate(entry.ranked, 1):
         verdict = "verified: the failing test passes and nothing else breaks" if c.verified else f"not verified: {c.reason}"
+        verdict += _elsewhere(f, c)
         lines += [f"## {n}. {first_sentence(c.explanation) or 'Candidate'}", "", f"_{verdict}_", "",
                   c.explanation.strip() or "(no explanation)", "", "```diff", c.diff.rstrip(), "```", ""]
     unusable = [c for c in entry.candidates if c.patch is None]
     if unusable:
         lines += ["## Unusable answers", ""] + [f"- {c.reason}" for c in unusable]
     return "\n".join(lines) + "\n"
+
+
+def _elsewhere(failure, candidate: CandidateResult) -> str:  # noqa: ANN001 - a failures.Failure
+    """" (it rewrites path::name)" when the candidate rewrites another function than the failure's
+    suspect (fresh-user run X9: the explanation named the suspect, the fix was in its neighbour)."""
+    top = f"{failure.suspect.path}::{failure.suspect.qualname}" if failure.suspect else ""
+    return f" (it rewrites {candidate.suspect})" if candidate.suspect and candidate.suspect != top else ""
 
 
 def _sentence(text: str) -> str:
@@ -185,7 +193,7 @@ def explanation_text(entry: Entry, full: str | None) -> str:
         passed, of = best.failing_passed
         label = "Verified fix" if best.verified else \
             f"Best unverified fix ({passed} of {of} failing tests pass with it; it breaks {best.broke} passing)"
-        lines.append(f"{label}: {best.explanation.strip() or '(no explanation)'}")
+        lines.append(f"{label}{_elsewhere(f, best)}: {best.explanation.strip() or '(no explanation)'}")
     if full:
         lines.append(f"Every candidate with its diff: {full}")
     return "\n".join(lines)

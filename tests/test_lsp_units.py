@@ -270,6 +270,14 @@ def test_explanation_as_plain_text_for_clients_without_show_document():
         "Every candidate with its diff: /w/.ledex/explanations/ep1.md"]
     assert "ledex is looking for a fix…" in actions.explanation_text(entry(RUNNING), None)
     assert "_No explanation yet: ledex is looking for a fix…_" in actions.explanation_markdown(entry(RUNNING))
+    neighbour = entry(READY, verified=True)  # the fix is in another function than the suspect (X9)
+    neighbour.candidates[0].suspect = "inventory/stock.py::restock"
+    assert "Verified fix (it rewrites inventory/stock.py::restock): Use <=" in actions.explanation_text(neighbour, None)
+    assert "_verified: the failing test passes and nothing else breaks (it rewrites inventory/stock.py::restock)_" \
+        in actions.explanation_markdown(neighbour)
+    same = entry(READY, verified=True)
+    same.candidates[0].suspect = "inventory/stock.py::is_low_stock"
+    assert "Verified fix: Use <=" in actions.explanation_text(same, None)
 
 
 # --- one place each: a problem's fix lifecycle, model-setting kinds, setting problems -----------
