@@ -192,3 +192,20 @@ def test_records_that_do_not_fit_the_served_context_are_counted(tmp_path):
     fitting, too_long, lengths = _fit([small, big], 1024)
     assert fitting == [small] and too_long == 1 and 0 < lengths[0] < 1024
     assert records.histogram(lengths)["<=256"] == 1
+
+
+def test_a_test_module_that_cannot_be_collected_does_not_empty_the_baseline(tmp_path):
+    """A test-only dependency missing (itsdangerous' freezegun) made pytest stop the whole
+    session: the baseline had no passing test and six packages gave no bug. The other modules
+    still run (--continue-on-collection-errors in the baseline only)."""
+    from ledex.training.plant import baseline
+    from ledex.training.sources import Project
+
+    root = write_tree(tmp_path / "proj", {
+        "pkg/__init__.py": "", "pkg/calc.py": "def add(a, b):\n    return a + b\n",
+        "tests/test_calc.py": "from pkg.calc import add\n\n\ndef test_add():\n    assert add(1, 2) == 3\n",
+        "tests/test_needs_dep.py": "import no_such_test_dependency_xyz\n\n\ndef test_x():\n    pass\n"})
+    project = Project("proj", root, "dir:proj", "MIT", "train", {"pkg/calc.py": ("add",)})
+    found = baseline(project)
+    assert found.passed == frozenset({"tests/test_calc.py::test_add"})
+    assert found.covering == {"pkg/calc.py::add": ("tests/test_calc.py::test_add",)}
