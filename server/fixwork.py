@@ -138,6 +138,20 @@ def cover(folder, entry: Entry, candidate: CandidateResult) -> None:
             other.covered_by = entry.failure.test
 
 
+def covering_test(folder, entry: Entry) -> str | None:
+    """Fix thread: the test of another current problem with a verified candidate that makes every
+    test of `entry` pass (as cover() decides on the loop, which runs it only after this thread has
+    gone on to the next turn); None when there is none or `entry` has a verified fix of its own.
+    The entries are read as one C-level copy of the folder's table (atomic under the GIL)."""
+    if any(c.verified for c in list(entry.candidates)):
+        return None
+    for other in {id(e): e for e in list(folder.entries.values())}.values():
+        if other is not entry and any(c.verified and set(entry.tests) <= set(c.related_passed)
+                                      for c in list(other.candidates)):
+            return other.failure.test
+    return None
+
+
 def _named(entry: Entry) -> str:
     """The problem in words: its test, and how many others fail with it."""
     others = len(entry.members) - 1
@@ -164,6 +178,8 @@ def run(folder, entry: Entry, stages: str = "search+model") -> str | None:
     """Fix thread, one turn (`stages` as FixEngine.fix takes them): reuse a cached result or
     generate and verify; log everything. "model" when the search turn left the problem to the
     model (turn_done queues that turn), else None."""
+    if entry.covered_by is None:  # the loop's cover() may not have run yet for a fix verified just before
+        entry.covered_by = covering_test(folder, entry)
     if entry.covered_by is not None:  # another problem's verified fix repairs it (cover), since it was queued
         entry.finish()
         return None
