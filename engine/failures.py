@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from ledex.engine.impact import ImportGraph
-from ledex.engine.localize import Suspect, TestFiles, frames, is_doctest_name, rank_suspects, source_of_test
+from ledex.engine.localize import (Suspect, TestFiles, frames, is_doctest_name, rank_suspects, read_source,
+                                   source_of_test)
 from ledex.engine.project import Harness
 from ledex.engine.sbfl import Spectrum, spectra
 from ledex.sandbox import Limits, TestOutcome, Verdict, run_tests
@@ -334,14 +335,9 @@ def unreadable_notes(workspace: Path, failures: Sequence[Failure], spectra_by_fi
                 continue
     notes = []
     for rel in sorted(f for f in files if f.endswith(".py")):
-        try:
-            raw = (workspace / rel).read_bytes()
-        except OSError:
-            continue
-        try:
-            raw.decode("utf-8")
-        except UnicodeDecodeError:
-            declared = _declared_encoding(raw)
+        path = workspace / rel
+        if path.is_file() and read_source(path) is None:  # the rule that leaves it out of the suspects
+            declared = _declared_encoding(path.read_bytes())
             notes.append(Note(f"{rel} is not UTF-8{f' (coding: {declared})' if declared else ''}: ledex reads and "
                               "rewrites only UTF-8 files, so none of its functions is a suspect; save it as UTF-8 "
                               "to have it considered", NoteKind.NO_SUSPECT))

@@ -267,11 +267,10 @@ class FixEngine:
         verdict = self._run(None, failure.reruns, cancel)
         if verdict is None or verdict.error:
             return ""  # cancelled, or the run itself failed: the candidates' runs will say so
-        outcomes = {o.nodeid: o for o in verdict.outcomes}
-        group = (failure.test, *failure.also)
-        if any(not (cases := rerun.cases_of(test, outcomes)) or any(o.outcome != "passed" for o in cases)
-               for test in group):
+        (passed, of), _ = partial_credit(verdict, failure)
+        if passed < of:
             return ""
+        group = (failure.test, *failure.also)
         which = group[0] if len(group) == 1 else f"{group[0]} and the {len(group) - 1} failing with it"
         return (f"{which} passed when re-run with the unchanged code (it failed in the whole suite's run: it "
                 "depends on what tests before it did, such as state they left behind), so re-running it cannot "

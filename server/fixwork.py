@@ -125,17 +125,15 @@ def turn_done(folder, entry: Entry, future) -> None:
     finished(folder, entry, future)
 
 
-def cover(folder, entry: Entry, candidate: CandidateResult) -> None:
-    """Loop thread, `candidate` of `entry` verified: the other problems, without a verified fix
-    of their own, whose every failing test passed with it (CandidateResult.related_passed) get no
-    further turn; their diagnostics point at this fix. Fresh-user run X8: one bug seen as three
+def cover(folder, entry: Entry) -> None:
+    """Loop thread, a candidate of `entry` verified: the other active problems that another
+    problem's verified fix repairs (covering_test, the rule the fix thread applies too) get no
+    further turn; their diagnostics point at that fix. Fresh-user run X8: one bug seen as three
     problems (two of them suspecting the wrong function) got minutes of model rounds for the
     two after one problem's verified fix already made their tests pass."""
-    passed = set(candidate.related_passed)
     for other in folder.fixes():
-        if other is not entry and other.active and other.covered_by is None and set(other.tests) <= passed \
-                and not any(c.verified for c in other.candidates):
-            other.covered_by = entry.failure.test
+        if other is not entry and other.active and other.covered_by is None:
+            other.covered_by = covering_test(folder, other)
 
 
 def covering_test(folder, entry: Entry) -> str | None:
@@ -237,7 +235,7 @@ def _add(folder, entry: Entry, candidate: CandidateResult) -> None:
 
 
 def _verified(folder, entry: Entry, candidate: CandidateResult) -> None:
-    cover(folder, entry, candidate)
+    cover(folder, entry)
     _republish(folder, entry)
 
 
