@@ -417,6 +417,28 @@ def test_a_function_under_a_functools_wraps_decorator_is_screened(tmp_path):
     assert fixed.search.screen_passed >= 1 and fixed.search.processes >= 1
 
 
+def test_module_state_one_screened_run_leaves_does_not_decide_the_next(tmp_path):
+    """shortuuid 1.0.13 (fresh-user run X9 F4): the screen ran every variant in one process, so a
+    run that failed after changing module state (shortuuid's set_alphabet) failed every later run,
+    the right variant's too, and the exact inverse of the slip was never found for the group. Here
+    the buggy run registers the name: in one process every later variant met "already registered".
+    Each run now starts from the state the tests' collection left."""
+    workspace = write_tree(tmp_path / "ws", {
+        "registry.py": ("NAMES = {}\n\n\ndef register(name, value):\n    if name in NAMES:\n"
+                        "        raise KeyError(f'{name} is already registered')\n"
+                        "    NAMES[name] = value - 1\n    return NAMES[name]\n"),
+        "tests/test_registry.py": ("from registry import register\n\n\n"
+                                   "def test_register():\n    assert register('a', 2) == 2\n\n\n"
+                                   "def test_register_other():\n    assert register('b', 5) == 5\n"),
+    })
+    failure = group_by_suspect(discover(workspace).failures)[0]
+    assert failure.suspect.qualname == "register" and len(failure.also) == 1
+    fixed = _fix(workspace, failure)
+    assert fixed.best is not None and fixed.best.source == "search", fixed.search
+    assert "NAMES[name] = value\n" in fixed.best.patch.new_text
+    assert fixed.search.processes == 1 and fixed.search.screen_passed >= 1
+
+
 def test_a_verified_fix_leaving_related_failures_failing_does_not_end_the_search(tmp_path):
     """wcwidth 0.2.13 (fresh-user run X7): `ubound = mid - 1` -> `ubound = mid` passed its own
     problem's tests, stopped the search, and was offered (and --apply would write it) while one of
