@@ -79,7 +79,7 @@ OPERATORS = (
     "negation",       # add or remove `not` on a condition
     "name",           # another name in the function's scope (variable misuse)
     "method",         # another method of the same object / builtin (lower/upper, append/extend, min/max)
-    "swap",           # swapped call arguments or operands of a non-commutative operator
+    "swap",           # swapped call arguments, operands of a non-commutative operator or of a concatenation
     "assign",         # `=` <-> `+=`
     "return",         # `return x` <-> `x` (a missing or an extra `return` keyword)
     "add_return",     # the function computes a value and never returns it: `return name` added at its end
@@ -316,10 +316,21 @@ def _method(src, node, names):
             yield "method", start, end, other, None
 
 
-_ATOMS = (ast.Name, ast.Constant, ast.Call, ast.Attribute, ast.Subscript, ast.List, ast.Tuple, ast.Dict, ast.Set,
+_ATOMS = (ast.Name, ast.Constant, ast.JoinedStr, ast.Call, ast.Attribute, ast.Subscript, ast.List, ast.Tuple, ast.Dict, ast.Set,
           ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
 _SYMMETRIC_CALLS = frozenset({"min", "max", "set", "print", "gcd", "hypot"})
 _NON_COMMUTATIVE = (ast.Sub, ast.Div, ast.FloorDiv, ast.Mod, ast.Pow, ast.LShift, ast.RShift)
+_SEQUENCES = (ast.JoinedStr, ast.List, ast.Tuple, ast.ListComp)  # `+` of these joins, in order
+
+
+def _joins(node) -> bool:
+    """Whether `node` is a `+` with an operand that is visibly a sequence (a slice, a string or
+    bytes literal, an f-string, a list or tuple display): concatenation, where the order matters
+    (validators 0.22.0's IBAN check, fresh-user run X9 F5). `a + b` of names may be numbers."""
+    def sequence(operand):
+        return (isinstance(operand, _SEQUENCES) or (isinstance(operand, ast.Subscript) and isinstance(operand.slice, ast.Slice))
+                or (isinstance(operand, ast.Constant) and isinstance(operand.value, (str, bytes))) or _joins(operand))
+    return isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add) and (sequence(node.left) or sequence(node.right))
 
 
 def _swap(src, node):
@@ -335,7 +346,7 @@ def _swap(src, node):
             new_args[i], new_args[i + 1] = b, a
             yield "swap", start, end, src.seg(b) + between + src.seg(a), \
                 _replaced(node, ast.Call(node.func, new_args, node.keywords))
-    elif isinstance(node, ast.BinOp) and isinstance(node.op, _NON_COMMUTATIVE):
+    elif isinstance(node, ast.BinOp) and (isinstance(node.op, _NON_COMMUTATIVE) or _joins(node)):
         start, end = src.span(node)
         wrap = lambda n: src.seg(n) if isinstance(n, _ATOMS) else f"({src.seg(n)})"  # noqa: E731
         gap = src.text[src.span(node.left)[1]:src.span(node.right)[0]].strip(" ()") or _OP_TEXT[type(node.op)]

@@ -146,16 +146,20 @@ def line_scores(scored: Mapping[int, tuple[float, float]]) -> tuple[tuple[int, f
     return tuple((line, round(scored[line][0], 6)) for line in order)
 
 
-# Methods pytest's own failure report runs: assertion introspection shows the repr() of each
-# value in a failing assert (docs.pytest.org, "Assertion introspection details"), and probing
-# attributes (hasattr) runs a module's or class's __getattr__. Line coverage counts them as run
-# by the failing test only, so Ochiai ranks them first (toolz: curry.__repr__ and the package's
-# __getattr__ for a bug in take). Found by coverage alone, they rank after every other suspect.
-REPORT_HOOKS = frozenset({"__repr__", "__str__", "__format__", "__getattr__", "__getattribute__", "__dir__"})
+# Methods the failing assert itself runs: pytest's failure report shows the repr() of each value
+# in a failing assert (docs.pytest.org, "Assertion introspection details") and probing attributes
+# (hasattr) runs a module's or class's __getattr__ (toolz: curry.__repr__ and the package's
+# __getattr__ for a bug in take); `assert result` tests the result's truth, which calls its
+# __bool__, or __len__ without one (Python's "Truth Value Testing"): validators 0.22.0 returns a
+# falsy ValidationError whose one-line __bool__ ran only when an assert failed (fresh-user run X9
+# F5). Line coverage counts them as run by the failing test only, so Ochiai ranks them first.
+# Found by coverage alone, they rank after every other suspect.
+ASSERT_HOOKS = frozenset({"__repr__", "__str__", "__format__", "__getattr__", "__getattribute__", "__dir__",
+                          "__bool__", "__len__"})
 
 
-def _report_hook(suspect: Suspect) -> bool:
-    return suspect.reason == "coverage" and suspect.qualname.rsplit(".", 1)[-1] in REPORT_HOOKS
+def _assert_hook(suspect: Suspect) -> bool:
+    return suspect.reason == "coverage" and suspect.qualname.rsplit(".", 1)[-1] in ASSERT_HOOKS
 
 
 def rank_by_spectrum(workspace: Path, found: list[Suspect], spectrum: Spectrum, nodeid: str,
@@ -165,8 +169,8 @@ def rank_by_spectrum(workspace: Path, found: list[Suspect], spectrum: Spectrum, 
     order; the function a hung test was stuck in (reason "stack sampling") stays first: seen in
     every stack sample, it is the loop (webcolors 24.11.1: a test command naming the module
     re-ran the hung doctest under coverage, and Ochiai put a function it called first); a
-    repr-like method found by coverage alone comes last (REPORT_HOOKS). Without coverage for
-    this test, `found` unchanged."""
+    method the failing assert itself runs (repr, truth test), found by coverage alone, comes
+    last (ASSERT_HOOKS). Without coverage for this test, `found` unchanged."""
     if not spectrum.lines(nodeid):
         return found
     spectrum = spectrum.for_failure(nodeid)
@@ -177,7 +181,7 @@ def rank_by_spectrum(workspace: Path, found: list[Suspect], spectrum: Spectrum, 
     ranked += [replace(suspect, score=score) for key, (score, _, suspect) in scores.items() if key not in known]
     order = {id(s): i for i, s in enumerate(ranked)}
     tie = {id(s): scores.get((s.path, s.qualname), (0.0, 0.0))[1] for s in ranked}
-    ranked.sort(key=lambda s: (s.reason != "stack sampling", _report_hook(s), -round(s.score, 9),
+    ranked.sort(key=lambda s: (s.reason != "stack sampling", _assert_hook(s), -round(s.score, 9),
                                -round(tie[id(s)], 9), order[id(s)]))
     return ranked[:MAX_SUSPECTS]
 

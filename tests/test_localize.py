@@ -327,6 +327,28 @@ def test_a_repr_that_only_pytests_failure_report_ran_is_the_last_suspect(field_r
     assert ranked(tax).index("shop/money.py::Money.__eq__") < len(tax.suspects) - 1
 
 
+def test_a_truth_test_that_only_the_failing_assert_ran_is_the_last_suspect(tmp_path):
+    """validators 0.22.0 (fresh-user run X9 F5): `assert iban(x)` tests the truth of the returned
+    ValidationError, so its one-line `__bool__` ran only in the failing tests (Ochiai 1.0) and was
+    the top suspect of every failure; the function with the bug ran in passing tests too and was
+    not among the three suspects tried. Found by coverage alone, a truth-test method goes last."""
+    from ledex.engine.fixer import suspects_to_try
+
+    workspace = write_tree(tmp_path, {
+        "checks.py": ("class Invalid:\n    def __init__(self, value):\n        self.value = value\n\n"
+                      "    def __bool__(self):\n        return False\n\n\n"
+                      "def _digit_sum(value):\n    return sum(int(c) for c in value[1:])\n\n\n"
+                      "def _checksum_ok(value):\n    return _digit_sum(value) % 10 == 0\n\n\n"
+                      "def valid(value):\n    return True if _checksum_ok(value) else Invalid(value)\n"),
+        "tests/test_checks.py": ("from checks import valid\n\n\ndef test_accepts():\n    assert valid('19')\n\n\n"
+                                 "def test_rejects():\n    assert valid('12') is not True\n\n\n"
+                                 "def test_zero():\n    assert valid('0') is True\n"),
+    })
+    (failure,) = group_by_suspect(discover(workspace).failures)
+    assert ranked(failure)[-1] == "checks.py::Invalid.__bool__" and failure.suspects[-1].score == 1.0
+    assert "_digit_sum" in [s.qualname for s in suspects_to_try(failure, 3)], ranked(failure)
+
+
 def test_code_reached_through_self_and_class_attributes_is_suspected(field_run):
     _, failures, _ = field_run
     assert ranked(failures["tests/test_memo.py::TestLRU::test_caches"])[0] == "memo/deco.py::cached"

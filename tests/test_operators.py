@@ -60,6 +60,13 @@ def test_the_bug_taxonomy_templates():
     assert "`n += 1` -> `n = 1`" in found  # = vs +=
     assert "`return max(n - limit, 0)` -> `return min(n - limit, 0)`" in found  # another function
     assert "`return max(n - limit, 0)` -> `return max(limit - n, 0)`" in found  # swapped operands
+    # concatenated sequences in the wrong order (validators 0.22.0's IBAN check, fresh-user run X9 F5);
+    # `+` of two names may be numbers, where the swap changes nothing: not made
+    joined = {(e.operator, e.description) for e in single_site_edits(
+        "def rotate(value, n):\n    return value[n:] + value[:n] + 'x' + f'{n}'\n", "rotate")}
+    assert ("swap", "`return value[n:] + value[:n] + 'x' + f'{n}'` -> `return value[:n] + value[n:] + 'x' + f'{n}'`") in joined
+    assert ("swap", "`return value[n:] + value[:n] + 'x' + f'{n}'` -> `return f'{n}' + (value[n:] + value[:n] + 'x')`") in joined
+    assert not [e for e in single_site_edits("def add(a, b):\n    return a + b\n", "add") if e.operator == "swap"]
     middle = {e.description for e in single_site_edits(TABLE[1][0], "middle")}
     assert "`k = len(s) // 2` -> `k = len(s) / 2`" in middle  # / vs //
     weeks = {(e.operator, e.description) for e in single_site_edits(
