@@ -24,8 +24,8 @@ Verification is two-step:
    screen that lacked it); a command without `{python}` is not screened.
 
 Bounded per failure by SearchConfig (test runs and seconds) and stopped early when the cancel
-event is set (the user edited the file) or max_fixes candidates verified that also make every
-related failing test pass (Failure.related: other problems' failing tests that suspect the same
+event is set (the user edited the file), max_fixes candidates verified that also make every
+related failing test pass, or after_fix_s after the first of them (Failure.related: other problems' failing tests that suspect the same
 functions; a verified edit leaving some of them failing does not stop the search, which goes on
 for one that fixes them all: fresh-user run X7, wcwidth, where `ubound = mid - 1` -> `ubound = mid`
 passed its problem's tests, left one of the others failing, and stopped the search before the
@@ -69,6 +69,10 @@ class SearchConfig:
     # that passed its screen is verified even past it)
     max_seconds: float = 60.0  # wall clock per failure (issue 20's goal: <= 60 s per failure)
     max_fixes: int = 2  # stop after this many verified fixes (the ranking picks among them)
+    # ... or this many seconds after the first verified fix that makes every related failing test pass:
+    # the exact inverse of a slip is usually the first found, and the search went on for its whole
+    # budget for a second fix (fresh-user run X9 F13, validators' btc check: the fix at 6 s, done at 56-65 s)
+    after_fix_s: float = 10.0
     batch: int = 200  # variants screened per sandboxed process
     # ... when the failing test hung: most variants of a loop hang too, each for variant_timeout_s,
     # and a screen cut by the deadline reports nothing, so small batches report as they go (roman
@@ -251,13 +255,13 @@ class Search:
         self.stop = Deadline(self.cancel, self._started + config.max_seconds)
 
     def left_s(self) -> float:
-        """Seconds left of the search's max_seconds budget."""
-        return self.config.max_seconds - (time.monotonic() - self._started)
+        """Seconds left of the search's budget (max_seconds, or after_fix_s once a fix is complete)."""
+        return self.stop.ends_at - time.monotonic()
 
     def _stop(self) -> str:
         if self.cancel.is_set():
             return "cancelled"
-        if self.stats.complete >= self.config.max_fixes:
+        if self.stats.complete >= self.config.max_fixes or (self.stats.complete and self.left_s() <= 0):
             return "fixes"
         if self.stats.screened + self.stats.verified_runs >= self.config.max_runs:
             return "runs"
@@ -373,7 +377,10 @@ class Search:
         checked = self.verify(repair, self.stop)
         if checked:
             self.stats.verified += 1
-            self.stats.complete += checked is True or checked == Checked.COMPLETE
+            complete = checked is True or checked == Checked.COMPLETE
+            if complete and not self.stats.complete:
+                self.stop.ends_at = min(self.stop.ends_at, time.monotonic() + self.config.after_fix_s)
+            self.stats.complete += complete
             if not self.stats.first_fix_order:
                 self.stats.first_fix_order = repair.order
                 self.stats.first_fix_s = round(time.monotonic() - self._started, 3)

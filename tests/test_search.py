@@ -106,6 +106,23 @@ def test_babble_is_not_shown_next_to_a_verified_fix(seeded, babble):
     assert best.explanation.startswith("Line 3: ") and best.explanation.endswith("`.")
 
 
+def test_the_search_ends_soon_after_its_first_complete_fix(tmp_path):
+    """Validators' btc check (fresh-user run X9 F13): the exact inverse of the slip was verified at
+    6 s, and the search went on for its whole 60 s for a second fix. After the first fix that
+    makes every related failing test pass, it goes on for after_fix_s at most."""
+    workspace = write_tree(tmp_path / "ws", {
+        "sign.py": "def nonneg(n):\n    return n > 0\n",
+        "tests/test_sign.py": ("from sign import nonneg\n\n\ndef test_zero():\n    assert nonneg(0)\n\n\n"
+                               "def test_others():\n    assert nonneg(2) and not nonneg(-1)\n"),
+    })
+    (failure,) = group_by_suspect(discover(workspace).failures)
+    two = _fix(workspace, failure, SearchConfig(max_fixes=2, after_fix_s=60.0))  # `n >= 0`, `n > -1`
+    assert two.search.complete == 2 and two.search.stopped == "fixes", two.search
+    one = _fix(workspace, failure, SearchConfig(max_fixes=2, after_fix_s=0.0))
+    assert one.search.complete == 1 and one.search.stopped == "fixes", one.search
+    assert one.search.verified_runs < two.search.verified_runs and one.best.patch.new_text == two.best.patch.new_text
+
+
 def test_the_search_respects_its_budget_and_cancellation(seeded):
     workspace, failures = seeded
     tiny = _fix(workspace, failures["test_count_below"], SearchConfig(max_runs=3, batch=2))
