@@ -69,6 +69,7 @@ class Failure:
     # wcwidth: a verified edit fixed its own 2 tests and left 1 of the 16 others sharing the bug failing.
     related: tuple[str, ...] = ()
     root: str = ""  # the workspace's absolute path when discovered: the prompt's traceback is relative to it
+    pace_s: float = 0.0  # the slowest passing test of its file in that run (seconds; 0.0: none passed)
 
     @property
     def relative_details(self) -> str:
@@ -237,8 +238,10 @@ def failure_from_outcome(workspace: Path, outcome: TestOutcome, same_file: Seque
     doctest = name is not None and is_doctest_name(name)
     test_src = source_of_test(workspace, test_file, name) if test_file and name and not doctest else None
     message = outcome_message(outcome)
+    pace = max((o.duration_s for o in same_file if o.outcome == "passed"), default=0.0)
     return Failure(outcome.nodeid, file, outcome.line, message, outcome.details,
-                   suspects[0] if suspects else None, test_src, passing, passing, suspects, root=str(workspace))
+                   suspects[0] if suspects else None, test_src, passing, passing, suspects, root=str(workspace),
+                   pace_s=pace)
 
 
 def _collected_files(outcomes: Sequence[TestOutcome]) -> set[str]:

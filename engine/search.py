@@ -79,6 +79,13 @@ class SearchConfig:
     # 5.2, fresh-user run X3: 120 variants in one process, the right one passed at ~10 s, all lost)
     hung_batch: int = 8
     variant_timeout_s: float = 2.0  # per variant and test in the screen (a mutant that loops fails)
+    # ... for a hung test: hung_pace x the slowest passing test of its file (Failure.pace_s; the factor
+    # the sandbox's per-test timeout takes after a hang), at least hung_timeout_min_s: most variants of a
+    # loop that never ends hang too, and shortuuid's loop header fix came after its body's 34 variants at
+    # 2 s each: not found in 60 s (fresh-user run X9 F6). Its slowest passing test took 71 ms: found at
+    # 36 s (55 s at 20x, 27 s at 0.25 s)
+    hung_pace: float = 10.0
+    hung_timeout_min_s: float = 0.25
     screen: bool = True  # False: one sandbox run per candidate (bench/bench_search.py's reference)
     operators: tuple[str, ...] | None = None  # a subset of operators.OPERATORS (None: all)
     line_sbfl: bool = True  # edit sites by per-line Ochiai first (False: traceback, then bottom-up)
@@ -335,7 +342,7 @@ class Search:
         wall = max(5.0, min(self.left_s(), self.limits.wall_s))
         limits = Limits(**{**self.limits.to_dict(), "wall_s": wall})
         result = screen(self.workspace, suspect, [r.code for r in batch], tests, limits=limits, harness=self.harness,
-                        timeout_s=self.config.variant_timeout_s, cancel=self.stop)
+                        timeout_s=self.variant_timeout_s(), cancel=self.stop)
         self.stats.processes += 1
         if result.error == "cancelled":  # cancelled or out of time: _halt says which
             return len(batch)
@@ -359,6 +366,14 @@ class Search:
                     break
                 self._verify(repair)
         return dealt
+
+    def variant_timeout_s(self) -> float:
+        """Seconds a screened variant may run per test: SearchConfig.variant_timeout_s, shorter for a
+        hung test whose file's passing tests are quick (hung_pace, hung_timeout_min_s)."""
+        config, pace = self.config, self.failure.pace_s
+        if not self.failure.hung or pace <= 0:
+            return config.variant_timeout_s
+        return min(config.variant_timeout_s, max(config.hung_timeout_min_s, config.hung_pace * pace))
 
     def _unlike(self, result: Screen) -> str:
         """Why a custom command's screen does not stand for its run ('' when it does): its unchanged

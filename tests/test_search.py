@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from types import SimpleNamespace
 
@@ -639,7 +640,6 @@ def test_a_candidate_that_drops_the_failing_case_is_not_verified(tmp_path):
     """Re-running by function (engine/rerun.py) must not judge a failing case away: a candidate for
     the function that builds the test's parameters drops the failing case, so its id is "not
     found". The unchanged code finds it, so no re-run by function, and the candidate fails."""
-    import dataclasses
 
     from ledex.engine.localize import function_named, make_suspect, read_source
 
@@ -658,7 +658,6 @@ def test_a_candidate_that_drops_the_failing_case_is_not_verified(tmp_path):
 def test_where_ids_change_a_candidate_that_drops_a_case_is_not_verified(tmp_path):
     """The same forge where the ids really change from run to run (so tests are re-run by
     function): every case must still run - fewer cases than asked for fails the candidate."""
-    import dataclasses
 
     from ledex.engine.localize import function_named, make_suspect, read_source
 
@@ -697,3 +696,32 @@ def test_a_hung_tests_fix_is_found_in_small_screens(tmp_path):
     result = _fix(workspace, failure, SearchConfig(max_seconds=40.0, max_fixes=1))
     assert result.best is not None and "index += step" in result.best.patch.new_text
     assert result.search.processes >= 1 and result.search.stopped == "fixes"
+
+
+HUNG_IN_ITS_HEADER = {
+    "digits.py": ("def to_digits(number, base):\n    out = []\n    while number >= 0:\n"
+                  "        number, digit = divmod(number, base)\n        out.append(digit)\n    return out[::-1]\n\n\n"
+                  "def base_name(base):\n    return {2: 'binary', 16: 'hex'}.get(base, 'other')\n"),
+    "tests/test_digits.py": ("from digits import base_name, to_digits\n\n\n"
+                             "def test_ten():\n    assert to_digits(10, 2) == [1, 0, 1, 0]\n\n\n"
+                             "def test_names():\n    assert base_name(2) == 'binary' and base_name(3) == 'other'\n"),
+}
+
+
+def test_a_loop_header_that_never_ends_is_fixed_in_the_screens_short_timeout(tmp_path):
+    """shortuuid 1.0.13 (fresh-user run X9 F6): `while number:` slipped to `while number >= 0:`;
+    the loop body's variants come first and most hang too, 2 s each, so the header's `> 0` was not
+    reached in the 60 s search. A hung test whose file's passing tests take milliseconds screens
+    its variants with hung_pace x that (at least 0.25 s)."""
+    from ledex.engine.search import Search
+
+    workspace = write_tree(tmp_path / "ws", HUNG_IN_ITS_HEADER)
+    (failure,) = discover(workspace, limits=Limits(wall_s=60, test_timeout_s=2)).failures
+    assert failure.hung and 0 < failure.pace_s < 0.1
+    config = SearchConfig(max_seconds=40.0, max_fixes=1)
+    assert Search(workspace, failure, config, lambda repair, stop: False, limits=Limits()).variant_timeout_s() == 0.25
+    slow_sibling = dataclasses.replace(failure, pace_s=1.0)  # a file of slow tests keeps the usual timeout
+    assert Search(workspace, slow_sibling, config, lambda repair, stop: False, limits=Limits()).variant_timeout_s() == 2.0
+    result = _fix(workspace, failure, config)
+    assert result.best is not None and result.search.stopped == "fixes", result.search
+    assert "while number > 0:" in result.best.patch.new_text or "while number >= 1:" in result.best.patch.new_text
