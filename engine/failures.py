@@ -10,16 +10,14 @@ Try it:  python -m ledex.engine.failures examples/inventory
 
 from __future__ import annotations
 
-import enum
 import re
-import tokenize
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from ledex.engine.impact import ImportGraph
-from ledex.engine.localize import (Suspect, TestFiles, frames, is_doctest_name, rank_suspects, read_source,
-                                   source_of_test)
+from ledex.engine.localize import Suspect, TestFiles, frames, is_doctest_name, rank_suspects, source_of_test
+from ledex.engine.notes import Note, NoteKind, no_suspect_notes, note_kind, unreadable_notes, untrusted_note
 from ledex.engine.project import Harness
 from ledex.engine.sbfl import Spectrum, spectra
 from ledex.sandbox import Limits, TestOutcome, Verdict, run_tests
@@ -93,38 +91,6 @@ class Failure:
     def key(self) -> str:
         """"test|path:qualname" of the failure and its top suspect (identifies one problem)."""
         return f"{self.test}|{self.suspect.path + ':' + self.suspect.qualname if self.suspect else ''}"
-
-
-class NoteKind(enum.StrEnum):
-    """What a note for the user is about: programs test the kind, people read the text."""
-
-    INFO = "info"
-    COLLECTION = "collection"  # a test module could not be collected
-    NO_SUSPECT = "no-suspect"  # a failure with no function in the workspace to fix
-    RUN_PROBLEM = "run-problem"  # the test run reported an error of its own
-    STOPPED = "stopped"  # the test run was killed (timeout, memory): results may be partial
-    NO_TESTS = "no-tests"
-
-    @property
-    def is_problem(self) -> bool:
-        """Worth a warning: the run itself went wrong, so its results may be incomplete."""
-        return self in (NoteKind.RUN_PROBLEM, NoteKind.STOPPED)
-
-
-class Note(str):
-    """A note for the user: the text (a str, as printed) with its `kind`."""
-
-    kind: NoteKind = NoteKind.INFO
-
-    def __new__(cls, text: str, kind: NoteKind = NoteKind.INFO) -> "Note":
-        note = super().__new__(cls, text)
-        note.kind = kind
-        return note
-
-
-def note_kind(note: str) -> NoteKind:
-    """A note's kind (a plain string is INFO)."""
-    return getattr(note, "kind", NoteKind.INFO)
 
 
 @dataclass
@@ -260,7 +226,7 @@ def failures_from_outcomes(workspace: Path, outcomes: Sequence[TestOutcome], *,
     """Failures (with ranked suspects) and notes from a run's outcomes; `spectra_by_file` is
     per-test-file coverage (sbfl.spectra) when a coverage run was made; `imports` is the
     workspace's import graph when the caller keeps one (the language server), else one is read."""
-    failures, notes = [], untrusted_note(outcomes)
+    failures, notes = [], untrusted_note([o.nodeid for o in outcomes if is_untrusted_pass(o)])
     is_test = TestFiles(workspace, _collected_files(outcomes))
     for outcome in outcomes:
         if outcome.outcome not in FAILED or is_untrusted_pass(outcome):
@@ -291,70 +257,6 @@ def spectrum_for(spectra_by_file: Mapping[str, Spectrum], file: str) -> Spectrum
     merged = {nodeid: lines for spectrum in spectra_by_file.values() for nodeid, lines in spectrum.coverage.items()}
     return Spectrum(merged, frozenset().union(*(s.failing for s in spectra_by_file.values())),
                     frozenset().union(*(s.passing for s in spectra_by_file.values())), own.blend)
-
-
-def untrusted_note(outcomes: Sequence[TestOutcome]) -> list[Note]:
-    """One note naming the passes of an untrusted run, which are left out of the failures."""
-    untrusted = [o.nodeid for o in outcomes if is_untrusted_pass(o)]
-    if not untrusted:
-        return []
-    which = f"{len(untrusted)} tests ({untrusted[0]}, ...)" if len(untrusted) > 1 else f"1 test ({untrusted[0]})"
-    return [Note(f"{which} passed in a run the sandbox does not trust (see the test run problem): "
-                 "not treated as failures", NoteKind.RUN_PROBLEM)]
-
-
-def no_suspect_notes(failures: Sequence[Failure], measured: bool = True) -> list[Note]:
-    """One note per distinct message among the failures with no suspect: a fixture that raises
-    for every test is one note naming how many tests it stopped, not one note per test.
-    `measured`: line coverage was measured; without it a test whose failing line reaches the
-    code only through operators or attributes (`date + Duration(...)`: isodate) names no function."""
-    by_message: dict[str, list[str]] = {}
-    for failure in failures:
-        if failure.suspect is None:
-            by_message.setdefault(failure.message, []).append(failure.test)
-    why = ("no function in the workspace to fix (the failure is in the test itself or its set-up, "
-           "in a non-UTF-8 file, or in code outside the workspace)") if measured else \
-        ("no suspect: the traceback and the calls the test names reach no workspace function, and without "
-         "line coverage (coverage.py in the interpreter that runs the tests) the functions it ran are unknown")
-    notes = []
-    for message, tests in by_message.items():
-        who = tests[0] if len(tests) == 1 else f"{len(tests)} tests ({tests[0]}, ...) with {message!r}"
-        notes.append(Note(f"{who}: {why}", NoteKind.NO_SUSPECT))
-    return notes
-
-
-def unreadable_notes(workspace: Path, failures: Sequence[Failure], spectra_by_file: Mapping[str, Spectrum]) -> list[Note]:
-    """A note per workspace .py file the failing tests ran (coverage) or passed through (their
-    tracebacks) that is not UTF-8: localize.read_source leaves such a file out of the suspects,
-    since a rewrite would have to keep its encoding (fresh-user run X9: a `# -*- coding: latin-1 -*-`
-    module with the bug was never looked at, and nothing said why)."""
-    files = {rel for spectrum in spectra_by_file.values() for nodeid in spectrum.failing
-             for rel in spectrum.coverage.get(nodeid, {})}
-    for failure in failures:
-        for path, _line, _func in frames(failure.details):
-            try:
-                files.add(Path(path).resolve().relative_to(workspace.resolve()).as_posix())
-            except (ValueError, OSError):
-                continue
-    notes = []
-    for rel in sorted(f for f in files if f.endswith(".py")):
-        path = workspace / rel
-        if path.is_file() and read_source(path) is None:  # the rule that leaves it out of the suspects
-            declared = _declared_encoding(path.read_bytes())
-            notes.append(Note(f"{rel} is not UTF-8{f' (coding: {declared})' if declared else ''}: ledex reads and "
-                              "rewrites only UTF-8 files, so none of its functions is a suspect; save it as UTF-8 "
-                              "to have it considered", NoteKind.NO_SUSPECT))
-    return notes
-
-
-def _declared_encoding(raw: bytes) -> str:
-    """The PEP 263 encoding a Python file declares ("" when none or unreadable)."""
-    lines = iter(raw.splitlines(keepends=True)[:2])
-    try:
-        encoding, _ = tokenize.detect_encoding(lambda: next(lines, b""))
-    except SyntaxError:
-        return ""
-    return "" if encoding == "utf-8" else encoding
 
 
 # Passing tests of other files that a fix must keep passing, at most this many per failure:

@@ -28,10 +28,11 @@ from pathlib import Path
 
 from ledex import __version__
 from ledex.engine.backends import Sampling, load_backend
-from ledex.engine.failures import DiscoveryError, NoteKind, discover, discover_selected, note_kind
+from ledex.engine.failures import DiscoveryError, discover, discover_selected
 from ledex.engine.fixer import SEARCH_DEFAULT, FixConfig, FixEngine
 from ledex.engine.format import Mode
 from ledex.engine.models import ModelError, model_kind
+from ledex.engine.notes import NoteKind, note_kind
 from ledex.engine.project import (Harness, ProjectConfigError, parse_test_command, read_project_settings,
                                   resolve_python)
 from ledex.engine.registry import default_adapter

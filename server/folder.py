@@ -19,9 +19,10 @@ from pygls.uris import to_fs_path
 
 from ledex.engine.apply import atomic_write_text
 from ledex.engine.episodes import EpisodeLog, default_path, keep_out_of_vcs
-from ledex.engine.failures import (Discovery, DiscoveryError, Failure, Note, NoteKind, discover, failures_from_outcomes,
-                                   group_by_suspect, note_kind, read_junit)
+from ledex.engine.failures import (Discovery, DiscoveryError, Failure, discover, failures_from_outcomes,
+                                   group_by_suspect, read_junit)
 from ledex.engine.impact import ImportGraph, is_test_module
+from ledex.engine.notes import Note, NoteKind, note_kind
 from ledex.engine.patching import Patch
 from ledex.engine.project import ProjectConfigError
 from ledex.sandbox import Limits

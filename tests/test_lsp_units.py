@@ -326,7 +326,8 @@ def test_unknown_settings_are_told_apart_by_kind_not_text():
 
 
 def test_discovery_notes_carry_a_kind_the_server_picks_the_severity_by(tmp_path):
-    from ledex.engine.failures import NoteKind, failures_from_outcomes, note_kind
+    from ledex.engine.failures import failures_from_outcomes
+    from ledex.engine.notes import NoteKind, note_kind
     from ledex.sandbox import TestOutcome
     from ledex.server.folder import nothing_ran
 
