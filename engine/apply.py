@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 from ledex.engine.patching import Patch, PatchError, rebase
+from ledex.sandbox import read_source_text, source_bytes
 
 
 class ApplyError(RuntimeError):
@@ -24,12 +25,15 @@ class ApplyError(RuntimeError):
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Replace `path` with `text` (UTF-8, newlines kept as given), keeping its permissions."""
+    """Replace `path` with `text` (newlines kept as given), keeping its permissions: UTF-8, or for
+    a .py file the encoding its PEP 263 line declares (sandbox.source_bytes; UnicodeEncodeError
+    when a character has no place in it)."""
     mode = path.stat().st_mode & 0o7777 if path.exists() else 0o644
+    data = source_bytes(text) if path.suffix in (".py", ".pyw") else text.encode("utf-8")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".ledex-tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, mode)
@@ -55,10 +59,9 @@ def apply_patch(workspace: Path, patch: Patch, *, keep_read_only: bool = True) -
     if keep_read_only and not mode & stat.S_IWUSR:
         raise ApplyError(f"{patch.path} is read-only (mode {mode & 0o777:04o}): not written; make it writable "
                          "to apply the fix, or apply the diff by hand; the file is unchanged")
-    try:
-        current = target.read_bytes().decode("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ApplyError(f"cannot read {patch.path}: {exc}") from exc
+    current = read_source_text(target)
+    if current is None:
+        raise ApplyError(f"cannot read {patch.path} in the encoding it declares (UTF-8 when none); the file is unchanged")
     try:
         patch = rebase(patch, current)
     except PatchError as exc:
@@ -67,4 +70,6 @@ def apply_patch(workspace: Path, patch: Patch, *, keep_read_only: bool = True) -
         atomic_write_text(target, patch.new_text)
     except OSError as exc:  # a read-only or immutable file or folder, a full disk (fresh-user run X5)
         raise ApplyError(f"cannot write {patch.path}: {exc.strerror or exc}; the file is unchanged") from None
+    except UnicodeEncodeError as exc:
+        raise ApplyError(f"cannot write {patch.path} in the encoding it declares: {exc}; the file is unchanged") from None
     return patch

@@ -17,7 +17,7 @@ from typing import Callable, Mapping, Sequence
 
 from ledex.engine.impact import ImportGraph
 from ledex.engine.localize import Suspect, TestFiles, frames, is_doctest_name, rank_suspects, source_of_test
-from ledex.engine.notes import Note, NoteKind, no_suspect_notes, note_kind, unreadable_notes, untrusted_note
+from ledex.engine.notes import Note, NoteKind, no_suspect_notes, note_kind, untrusted_note
 from ledex.engine.project import Harness
 from ledex.engine.sbfl import Spectrum, spectra
 from ledex.sandbox import Limits, TestOutcome, Verdict, run_tests
@@ -242,7 +242,6 @@ def failures_from_outcomes(workspace: Path, outcomes: Sequence[TestOutcome], *,
         spectrum = spectrum_for(spectra_by_file or {}, outcome.nodeid.split("::")[0])
         failures.append(failure_from_outcome(workspace, outcome, same_file, is_test=is_test, spectrum=spectrum))
     notes += no_suspect_notes(failures, measured=bool(spectra_by_file))
-    notes += unreadable_notes(Path(workspace), failures, spectra_by_file or {})
     dependents = _Dependents(imports or ImportGraph(workspace))
     return [with_dependents(f, outcomes, dependents) for f in failures], notes
 

@@ -33,7 +33,7 @@ from functools import lru_cache
 from pathlib import Path, PurePosixPath
 from typing import Iterable
 
-from ledex.sandbox import is_build_output
+from ledex.sandbox import is_build_output, read_source_text
 
 _FRAME = re.compile(r'^\s*File "(?P<path>[^"]+)", line (?P<line>\d+), in (?P<func>\S+)', re.MULTILINE)
 # Folders never treated as the user's code (installed packages, virtualenvs); build tools' output
@@ -155,11 +155,9 @@ def is_foreign(workspace: Path, rel: str) -> bool:
 
 
 def read_source(path: Path) -> str | None:
-    """The file's text, or None when it is not UTF-8 (we never rewrite files we cannot read)."""
-    try:
-        return path.read_bytes().decode("utf-8")
-    except (OSError, UnicodeDecodeError):
-        return None
+    """The file's text in the encoding it declares (PEP 263; UTF-8 when none), or None when its
+    bytes are not in that encoding (we never rewrite files we cannot read): sandbox.read_source_text."""
+    return read_source_text(path)
 
 
 def iter_functions(tree: ast.AST, prefix: str = ""):
@@ -231,7 +229,7 @@ def make_suspect(rel: str, qualname: str, node: ast.AST, source: str, reason: st
 
 
 def _code_file(workspace: Path, rel: str | None, is_test) -> str | None:  # noqa: ANN001
-    """The file's text when `rel` is workspace code we may fix (UTF-8 Python, not test code)."""
+    """The file's text when `rel` is workspace code we may fix (readable Python, not test code)."""
     if rel is None or not rel.endswith(".py") or is_test(rel):
         return None
     return read_source(workspace / rel)

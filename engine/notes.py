@@ -1,6 +1,6 @@
 """Notes for the user from a test run: what kind each is (programs test the kind, people read the
 text) and the notes failure discovery writes about failures it cannot hand to a fix (no
-suspect, a module that is not UTF-8, passes of a run the sandbox does not trust).
+suspect, passes of a run the sandbox does not trust).
 
 Try it:  python -m doctest -v engine/notes.py
 """
@@ -8,12 +8,7 @@ Try it:  python -m doctest -v engine/notes.py
 from __future__ import annotations
 
 import enum
-import tokenize
-from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Sequence
-
-from ledex.engine.localize import frames, read_source
-from ledex.engine.sbfl import Spectrum
+from typing import TYPE_CHECKING, Sequence
 
 if TYPE_CHECKING:
     from ledex.engine.failures import Failure
@@ -75,7 +70,7 @@ def no_suspect_notes(failures: Sequence[Failure], measured: bool = True) -> list
         if failure.suspect is None:
             by_message.setdefault(failure.message, []).append(failure.test)
     why = ("no function in the workspace to fix (the failure is in the test itself or its set-up, "
-           "in a non-UTF-8 file, or in code outside the workspace)") if measured else \
+           "or in code outside the workspace)") if measured else \
         ("no suspect: the traceback and the calls the test names reach no workspace function, and without "
          "line coverage (coverage.py in the interpreter that runs the tests) the functions it ran are unknown")
     notes = []
@@ -83,41 +78,3 @@ def no_suspect_notes(failures: Sequence[Failure], measured: bool = True) -> list
         who = tests[0] if len(tests) == 1 else f"{len(tests)} tests ({tests[0]}, ...) with {message!r}"
         notes.append(Note(f"{who}: {why}", NoteKind.NO_SUSPECT))
     return notes
-
-
-def unreadable_notes(workspace: Path, failures: Sequence[Failure], spectra_by_file: Mapping[str, Spectrum]) -> list[Note]:
-    """A note per workspace .py file the failing tests ran (coverage) or passed through (their
-    tracebacks) that is not UTF-8: localize.read_source leaves such a file out of the suspects,
-    since a rewrite would have to keep its encoding (fresh-user run X9: a `# -*- coding: latin-1 -*-`
-    module with the bug was never looked at, and nothing said why)."""
-    files = {rel for spectrum in spectra_by_file.values() for nodeid in spectrum.failing
-             for rel in spectrum.coverage.get(nodeid, {})}
-    for failure in failures:
-        for path, _line, _func in frames(failure.details):
-            try:
-                files.add(Path(path).resolve().relative_to(workspace.resolve()).as_posix())
-            except (ValueError, OSError):
-                continue
-    notes = []
-    for rel in sorted(f for f in files if f.endswith(".py")):
-        path = workspace / rel
-        if path.is_file() and read_source(path) is None:  # the rule that leaves it out of the suspects
-            declared = _declared_encoding(path.read_bytes())
-            notes.append(Note(f"{rel} is not UTF-8{f' (coding: {declared})' if declared else ''}: ledex reads and "
-                              "rewrites only UTF-8 files, so none of its functions is a suspect; save it as UTF-8 "
-                              "to have it considered", NoteKind.NO_SUSPECT))
-    return notes
-
-
-def _declared_encoding(raw: bytes) -> str:
-    """The PEP 263 encoding a Python file declares ("" when none or unreadable).
-
-    >>> _declared_encoding(b"# -*- coding: latin-1 -*-\\nx = 1\\n"), _declared_encoding(b"x = 1\\n")
-    ('iso-8859-1', '')
-    """
-    lines = iter(raw.splitlines(keepends=True)[:2])
-    try:
-        encoding, _ = tokenize.detect_encoding(lambda: next(lines, b""))
-    except SyntaxError:
-        return ""
-    return "" if encoding == "utf-8" else encoding

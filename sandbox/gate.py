@@ -37,6 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
 
+from .workspace import read_source_text
+
 PREFIX = "not verified: uses "  # every gate rejection's Verdict.error starts with this
 SWITCH_ENV = "LEDEX_SANDBOX_GATE"  # "off": tests of the other layers only
 
@@ -331,16 +333,11 @@ def check_patch(workspace: Path, patch: Mapping[str, str]) -> None:
     findings: list[Finding] = []
     for rel, text in sorted(patch.items()):
         if rel.endswith((".py", ".pyw")):
-            findings += added(_read(Path(workspace) / rel), text, rel)
+            findings += added(read_source_text(Path(workspace) / rel), text, rel)
     if findings:
         raise GateRejected(findings)
 
 
-def _read(path: Path) -> str | None:
-    try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return None
 
 
 if __name__ == "__main__":

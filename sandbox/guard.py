@@ -312,10 +312,17 @@ def _untrusted(untrusted, originals) -> dict[str, list[int] | None]:  # noqa: AN
 
 
 def _read(path: str) -> str | None:
+    """The file's text in its PEP 263 encoding, or None: workspace.read_source_text's rule, written
+    again here because this file runs alone as the sandbox's sitecustomize (standard library only)."""
+    import tokenize
+
     try:
-        with open(path, encoding="utf-8") as fh:
-            return fh.read()
-    except (OSError, UnicodeDecodeError):
+        with open(path, "rb") as fh:
+            raw = fh.read()
+        lines = iter(raw.splitlines(keepends=True)[:2])
+        encoding, _ = tokenize.detect_encoding(lambda: next(lines, b""))
+        return raw.decode("utf-8" if encoding == "utf-8-sig" else encoding)
+    except (OSError, UnicodeDecodeError, SyntaxError, LookupError):
         return None
 
 

@@ -13,6 +13,7 @@ import fnmatch
 import hashlib
 import os
 import shutil
+import tokenize
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Mapping
@@ -160,6 +161,10 @@ def check_patch(workspace: Path, patch: Mapping[str, str]) -> dict[str, str]:
                                 "(tests, conftest.py and pytest configuration come from the workspace)")
         if not (workspace / rel).is_file():
             raise PatchRejected(f"patch adds a new file {rel!r}: a candidate may only change existing files")
+        try:
+            source_bytes(text)
+        except (UnicodeEncodeError, SyntaxError) as exc:
+            raise PatchRejected(f"patch text for {rel!r} cannot be written in the encoding it declares: {exc}") from None
         clean[rel] = text
     return clean
 
@@ -179,10 +184,36 @@ def python_files_globs(workspace: Path) -> tuple[str, ...]:
 
 
 def _read_text(path: Path) -> str | None:
+    return read_source_text(path)
+
+
+def source_encoding(raw: bytes) -> str:
+    """The encoding of a Python file's bytes: the one its PEP 263 line declares (`# -*- coding:
+    latin-1 -*-` in its first two lines), else UTF-8; "utf-8" also for UTF-8 with a BOM, which
+    stays in the text as U+FEFF and is written back. Raises SyntaxError for an unknown encoding.
+
+    >>> source_encoding(b"# -*- coding: latin-1 -*-\\n"), source_encoding(b"\\xef\\xbb\\xbfx = 1\\n")
+    ('iso-8859-1', 'utf-8')
+    """
+    lines = iter(raw.splitlines(keepends=True)[:2])
+    encoding, _ = tokenize.detect_encoding(lambda: next(lines, b""))
+    return "utf-8" if encoding in ("utf-8", "utf-8-sig") else encoding
+
+
+def read_source_text(path: Path) -> str | None:
+    """A file's text in its source encoding (source_encoding), or None when it cannot be read or
+    its bytes are not in that encoding (fresh-user run X9 F12: a latin-1 module was never a suspect)."""
     try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
+        raw = path.read_bytes()
+        return raw.decode(source_encoding(raw))
+    except (OSError, UnicodeDecodeError, SyntaxError, LookupError):
         return None
+
+
+def source_bytes(text: str) -> bytes:
+    """`text` (a Python file's) as bytes in the encoding its own PEP 263 line declares (UTF-8
+    when none). Raises UnicodeEncodeError when a character has no place in that encoding."""
+    return text.encode(source_encoding(text.encode("utf-8")))
 
 
 def _config_edit_allowed(rel: str, old: str | None, new: str) -> bool:
@@ -213,7 +244,7 @@ def apply_patch(root: Path, patch: Mapping[str, str]) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.exists() or target.is_symlink():
             target.unlink()
-        target.write_text(text, encoding="utf-8")
+        target.write_bytes(source_bytes(text))
 
 
 def remove_tree(path: Path) -> bool:

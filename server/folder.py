@@ -22,6 +22,7 @@ from ledex.engine.episodes import EpisodeLog, default_path, keep_out_of_vcs
 from ledex.engine.failures import (Discovery, DiscoveryError, Failure, discover, failures_from_outcomes,
                                    group_by_suspect, read_junit)
 from ledex.engine.impact import ImportGraph, is_test_module
+from ledex.engine.localize import read_source
 from ledex.engine.notes import Note, NoteKind, note_kind
 from ledex.engine.patching import Patch
 from ledex.engine.project import ProjectConfigError
@@ -98,7 +99,7 @@ class Folder:
             return None
 
     def text_of(self, rel: str) -> str | None:
-        """The open buffer's text, else the file's (None if unreadable, non-UTF-8 or too big)."""
+        """The open buffer's text, else the file's (None if unreadable, not in its encoding or too big)."""
         doc = self.server.workspace.text_documents.get(diagnostics.uri_for(self.root, rel))
         if doc is not None:
             return doc.source
@@ -115,11 +116,9 @@ class Folder:
         return lines[line - 1] if 0 < line <= len(lines) else ""
 
     def disk_text(self, rel: str) -> str | None:
-        """Text of `rel` as saved on disk (UTF-8), None if unreadable or not UTF-8."""
-        try:
-            return (self.root / rel).read_bytes().decode("utf-8")
-        except (OSError, UnicodeDecodeError):
-            return None
+        """Text of `rel` as saved on disk (in the encoding it declares: localize.read_source), None if
+        unreadable or not in that encoding."""
+        return read_source(self.root / rel)
 
     # --- settings -------------------------------------------------------------------------
 

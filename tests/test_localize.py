@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from helpers import write_tree
 
-from ledex.engine.failures import coverage_selection, discover, group_by_suspect, read_junit
+from ledex.engine.failures import DiscoveryError, coverage_selection, discover, group_by_suspect, read_junit
 from ledex.engine.judging import judge
 from ledex.engine.localize import TestFiles, frames, is_test_file, localize
 from ledex.engine.project import Harness
-from ledex.sandbox import Limits, run_tests
+from ledex.sandbox import Limits, run_tests, verify
 
 FILES = {
     "shop/__init__.py": "",
@@ -492,16 +492,30 @@ def test_a_test_that_hung_is_not_re_run_for_coverage_and_its_stack_still_names_t
     assert failures["test_calc.py::test_double"].suspect.score is not None  # the coverage run did happen
 
 
-def test_a_module_that_is_not_utf8_is_named_in_a_note(tmp_path):
-    """A `# -*- coding: latin-1 -*-` module holding the bug is left out of the suspects (ledex
-    rewrites UTF-8 only); the user was not told (fresh-user run X9, validators): a note says so."""
+def test_a_module_in_a_declared_encoding_is_a_suspect_and_written_back_in_it(tmp_path):
+    """A `# -*- coding: latin-1 -*-` module holding the bug was left out of the suspects, silently
+    (fresh-user run X9 F12, validators): read and rewritten in the encoding it declares now, its
+    other bytes as they were (Python's own rule, so a module the tests can import is one ledex reads)."""
+    from ledex.engine.apply import apply_patch
+    from ledex.engine.patching import make_patch
+
     ws = tmp_path / "ws"
     write_tree(ws, {"pkg/__init__.py": "", "tests/test_price.py": (
-        "from pkg.price import net\n\n\ndef test_net():\n    assert net(10) == 8\n\n\ndef test_zero():\n    assert net(0) == 0\n")})
-    (ws / "pkg" / "price.py").write_bytes("# -*- coding: latin-1 -*-\n# Auteur: René\n\n\ndef net(x):\n    return x - x // 10\n"
-                                          .encode("latin-1"))
+        "from pkg.price import AUTHOR, net\n\n\ndef test_net():\n    assert net(10) == 9\n\n\n"
+        "def test_author():\n    assert AUTHOR == 'René'\n")})
+    latin = "# -*- coding: latin-1 -*-\nAUTHOR = 'René'\n\n\ndef net(x):\n    return x - x // 5\n"
+    (ws / "pkg" / "price.py").write_bytes(latin.encode("latin-1"))
     found = discover(ws)
     (failure,) = found.failures
-    assert all(s.path != "pkg/price.py" for s in failure.suspects)  # still not rewritten, as before
-    note = "pkg/price.py is not UTF-8 (coding: iso-8859-1): ledex reads and rewrites only UTF-8 files"
-    assert any(n.startswith(note) for n in found.notes), found.notes
+    assert failure.suspect.path == "pkg/price.py" and failure.suspect.qualname == "net" and not found.notes
+    patch = make_patch(latin, failure.suspect, "def net(x):\n    return x - x // 10\n")
+    tests = ("tests/test_price.py::test_net", "tests/test_price.py::test_author")
+    assert verify(ws, {patch.path: patch.new_text}, tests).passed  # the sandbox writes it in latin-1 too
+    euro = verify(ws, {patch.path: patch.new_text.replace("x // 10", "x // 10  # €")}, tests)
+    assert not euro.passed and "cannot be written in the encoding it declares" in euro.error
+    apply_patch(ws, patch)
+    assert (ws / "pkg" / "price.py").read_bytes() == latin.replace("// 5", "// 10").encode("latin-1")
+    assert not discover(ws).failures  # 'René' still reads as the test expects
+    (ws / "pkg" / "price.py").write_bytes(b"# caf\xe9\nAUTHOR = 'Ren\xe9'\n\n\ndef net(x):\n    return x - x // 5\n")
+    with pytest.raises(DiscoveryError, match=r"test_price.py: SyntaxError: .*utf-8.*/pkg/price.py, line 2"):
+        discover(ws)  # no coding line, not UTF-8: Python itself cannot import it, and says where

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ledex.engine.localize import read_source
+from ledex.sandbox import source_bytes
 from ledex.training.sources import Project
 
 @dataclass(frozen=True)
@@ -172,13 +173,13 @@ def plant(project: Project, rel: str, qualname: str, base: Baseline, work: Path,
     out = []
     try:
         for n, edit in enumerate(edits):
-            (folder / rel).write_text(edit.code, encoding="utf-8")
+            (folder / rel).write_bytes(source_bytes(edit.code))
             record, why = _one_bug(project, rel, qualname, base, folder, options, edit, right, seed + n, stats)
             _add(stats, why)
             if record is not None:
                 out.append(record)
     finally:
-        (folder / rel).write_text(original, encoding="utf-8")
+        (folder / rel).write_bytes(source_bytes(original))
     return out
 
 
