@@ -68,6 +68,9 @@ class Failure:
     related: tuple[str, ...] = ()
     root: str = ""  # the workspace's absolute path when discovered: the prompt's traceback is relative to it
     pace_s: float = 0.0  # the slowest passing test of its file in that run (seconds; 0.0: none passed)
+    # the node ids of its file's tests in the order that run ran them: re-runs keep it, since a test may
+    # need an earlier one (pathspec 0.12.1 reads a class attribute an earlier test sets: fresh-user run X10)
+    run_order: tuple[str, ...] = ()
 
     @property
     def relative_details(self) -> str:
@@ -79,8 +82,10 @@ class Failure:
     @property
     def reruns(self) -> tuple[str, ...]:
         """Every node id one verification runs: the failing test, its group (`also`), the siblings,
-        the related failing tests."""
-        return tuple(dict.fromkeys((self.test, *self.also, *self.siblings, *self.related)))
+        the related failing tests; those of its file in the order its run ran them (run_order)."""
+        tests = dict.fromkeys((self.test, *self.also, *self.siblings, *self.related))
+        rank = {test: i for i, test in enumerate(self.run_order)}
+        return tuple(sorted(tests, key=lambda test: rank.get(test, len(rank))))  # stable: the rest as listed
 
     @property
     def hung(self) -> bool:
@@ -207,7 +212,7 @@ def failure_from_outcome(workspace: Path, outcome: TestOutcome, same_file: Seque
     pace = max((o.duration_s for o in same_file if o.outcome == "passed"), default=0.0)
     return Failure(outcome.nodeid, file, outcome.line, message, outcome.details,
                    suspects[0] if suspects else None, test_src, passing, passing, suspects, root=str(workspace),
-                   pace_s=pace)
+                   pace_s=pace, run_order=tuple(o.nodeid for o in same_file))
 
 
 def _collected_files(outcomes: Sequence[TestOutcome]) -> set[str]:
@@ -328,7 +333,8 @@ def _merge(members: list[Failure]) -> Failure:
     siblings = [s for f in members for s in f.siblings if s not in tests]
     passing = [s for f in members for s in f.passing_siblings if s not in tests]
     return replace(first, also=tuple(tests[1:]), siblings=tuple(dict.fromkeys(siblings)),
-                   passing_siblings=tuple(dict.fromkeys(passing)))
+                   passing_siblings=tuple(dict.fromkeys(passing)),
+                   run_order=tuple(dict.fromkeys(t for f in members for t in f.run_order)))
 
 
 def discover(workspace: Path, *, limits: Limits = Limits(wall_s=300.0, cpu_s=300), harness: Harness = Harness(),

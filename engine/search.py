@@ -376,13 +376,17 @@ class Search:
         return min(config.variant_timeout_s, max(config.hung_timeout_min_s, config.hung_pace * pace))
 
     def _unlike(self, result: Screen) -> str:
-        """Why a custom command's screen does not stand for its run ('' when it does): its unchanged
-        code failed with another error (the tests need the command's options or setup)."""
-        if not self.custom or self.failure.hung:
+        """Why the screen does not stand for the tests' run ('' when it does): its unchanged code
+        failed with another error. A custom command's tests may need its options or setup; any
+        failing test may need an earlier test of its file, which the screen does not run (pathspec
+        0.12.1 sets a class attribute in one: fresh-user run X10), so an error of another class counts."""
+        if self.failure.hung:
             return ""
         want, got = error_type(self.failure.message), error_type(result.crash)
-        if want != got:
-            return f"the screen failed with {got or 'another error'}, the tests' command with {want or 'none'}"
+        if want != got and (self.custom or (want and got)):
+            return f"the screen failed with {got or 'another error'}, the tests' {'command' if self.custom else 'run'} with {want or 'none'}"
+        if not self.custom:
+            return ""
         if not same_message(self.failure.message, result.crash):  # a fixture's `assert` of an option is an AssertionError too (X4)
             return f"the screen failed otherwise: {said(result.crash)[:120]!r}"
         return ""

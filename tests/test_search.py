@@ -725,3 +725,25 @@ def test_a_loop_header_that_never_ends_is_fixed_in_the_screens_short_timeout(tmp
     result = _fix(workspace, failure, config)
     assert result.best is not None and result.search.stopped == "fixes", result.search
     assert "while number > 0:" in result.best.patch.new_text or "while number >= 1:" in result.best.patch.new_text
+
+
+def test_a_test_that_needs_an_earlier_test_of_its_file_is_verified_in_the_files_order(tmp_path):
+    """pathspec 0.12.1 (fresh-user run X10 F3): a test reads a class attribute that an earlier test
+    of its class sets. Verification re-ran the failing test first, where it fails with another
+    error (AttributeError, not the suite's AssertionError), so no candidate could verify, the
+    exact inverse of the slip included; the screen met the same. Re-runs keep the order the tests
+    ran in the suite, and a screen that fails otherwise than the suite is not trusted."""
+    workspace = write_tree(tmp_path / "ws", {
+        "loops.py": ("class Loop(Exception):\n    def __init__(self, first, second):\n"
+                     "        super().__init__(first, second)\n\n    @property\n    def second(self):\n"
+                     "        return self.args[0]\n"),
+        "tests/test_loops.py": ("from loops import Loop\n\n\nclass TestLoop:\n    def test_1_probe(self):\n"
+                                "        type(self).ready = True\n\n    def test_2_second(self):\n"
+                                "        assert self.ready\n        assert Loop('a', 'b').second == 'b'\n"),
+    })
+    (failure,) = discover(workspace).failures
+    assert failure.message.startswith("AssertionError") and failure.reruns == (
+        "tests/test_loops.py::TestLoop::test_1_probe", "tests/test_loops.py::TestLoop::test_2_second")
+    fixed = _fix(workspace, failure)
+    assert fixed.best is not None and "return self.args[1]" in fixed.best.patch.new_text, fixed.search
+    assert any(note.startswith("no screening (the screen failed with AttributeError") for note in fixed.search.notes)
