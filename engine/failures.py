@@ -285,11 +285,13 @@ class _Dependents:
 def with_dependents(failure: Failure, outcomes: Sequence[TestOutcome], dependents) -> Failure:  # noqa: ANN001
     """`failure` whose re-run set also holds the tests that passed in other test files
     importing its suspects' modules (engine/impact.py's static import graph), so a fix that
-    breaks a passing test elsewhere is not verified ("nothing that passed before fails").
-    A module imported by no test file (graph says None) adds nothing."""
+    breaks a passing test elsewhere is not verified ("nothing that passed before fails"), and
+    the passing doctests of those modules themselves (`--doctest-modules`: ordered-set 4.1.0's 22
+    docstring examples in the file a fix rewrites were not re-run, fresh-user run X10 F7).
+    A module imported by no test file (graph says None) adds only its own doctests."""
     files: set[str] = set()
     for suspect in failure.suspects[:3]:
-        files.update(dependents(suspect.path))
+        files.update((suspect.path, *dependents(suspect.path)))
     own = failure.test.split("::")[0]
     extra = [o.nodeid for o in outcomes if o.outcome == "passed" and o.nodeid.split("::")[0] in files
              and o.nodeid.split("::")[0] != own and o.nodeid not in failure.siblings][:MAX_DEPENDENT_TESTS]

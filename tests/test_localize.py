@@ -519,3 +519,17 @@ def test_a_module_in_a_declared_encoding_is_a_suspect_and_written_back_in_it(tmp
     (ws / "pkg" / "price.py").write_bytes(b"# caf\xe9\nAUTHOR = 'Ren\xe9'\n\n\ndef net(x):\n    return x - x // 5\n")
     with pytest.raises(DiscoveryError, match=r"test_price.py: SyntaxError: .*utf-8.*/pkg/price.py, line 2"):
         discover(ws)  # no coding line, not UTF-8: Python itself cannot import it, and says where
+
+
+def test_the_doctests_of_a_suspects_module_are_re_run_with_its_fix(tmp_path):
+    """ordered-set 4.1.0 (fresh-user run X10 F7, `--doctest-modules` in its pytest.ini): the 22
+    docstring examples of the module a fix rewrites were not in the re-run set, so a fix breaking
+    one of them would verify. The module's passing doctests are re-run now."""
+    ws = write_tree(tmp_path / "ws", {
+        "pytest.ini": "[pytest]\naddopts = --doctest-modules\n",
+        "calc.py": ('def double(x):\n    """\n    >>> double(2)\n    4\n    """\n    return _times(x, 2)\n\n\n'
+                    "def _times(x, k):\n    return x * k\n\n\ndef third(x):\n    return x // 2\n"),
+        "tests/test_calc.py": "from calc import third\n\n\ndef test_third():\n    assert third(9) == 3\n",
+    })
+    (failure,) = discover(ws).failures
+    assert failure.suspect.qualname == "third" and "calc.py::calc.double" in failure.reruns, failure.reruns
