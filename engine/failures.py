@@ -379,7 +379,9 @@ def discover(workspace: Path, *, limits: Limits = Limits(wall_s=300.0, cpu_s=300
         notes.insert(0, Note(f"the test run was stopped ({verdict.killed_reason}); results may be partial",
                              NoteKind.STOPPED))
     if not verdict.outcomes and not verdict.error:
-        notes.append(Note("no tests were found in the workspace", NoteKind.NO_TESTS))
+        said = pytest_said(verdict)
+        notes.append(Note(f"no tests ran: pytest said {said!r}" if said else "no tests were found in the workspace",
+                          NoteKind.NO_TESTS))
     return Discovery(failures, verdict, notes)
 
 
@@ -411,6 +413,21 @@ def discover_selected(workspace: Path, tests: Sequence[str], *, limits: Limits =
     failures += [with_dependents(f, outcomes, dependents) for test, f in chosen.items()
                  if test not in {g.test for g in failures}]
     return Discovery(failures, first.verdict, first.notes)
+
+
+_PYTEST_SAID = re.compile(r"^(?:ERROR: .+|.*\b\d+ deselected\b.*)$", re.MULTILINE)
+
+
+def pytest_said(verdict: Verdict) -> str:
+    """pytest's own reason for a run that collected nothing ("ERROR: file or directory not found:
+    {bogus}", "119 deselected in 0.05s"), '' when it gave none: a command's options, not the files'
+    names, may be why (fresh-user run X10 F6: the hint about python_files sent the user the wrong way).
+
+    >>> pytest_said(Verdict(False, (), (), 0.0, "", "ERROR: file or directory not found: {bogus}\\n", 0.1, None, None, "none"))
+    'ERROR: file or directory not found: {bogus}'
+    """
+    found = _PYTEST_SAID.findall(f"{verdict.stderr_tail}\n{verdict.stdout_tail}")
+    return found[0].strip(" =") if found else ""
 
 
 def failing_files(verdict: Verdict) -> list[str]:

@@ -17,6 +17,7 @@ Try it:  python -m ledex.engine.project PROJECT_FOLDER
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import tomllib
@@ -56,6 +57,9 @@ def resolve_python(value: str, base: Path, where: str) -> str:
     return str(path.absolute())
 
 
+PLACEHOLDERS = ("python", "tests", "junit")  # what the sandbox fills in (sandbox/worker.py)
+
+
 def parse_test_command(value, where: str) -> tuple[str, ...]:
     """An argv template from a string (shell-like splitting) or a list of strings."""
     if isinstance(value, str):
@@ -70,6 +74,10 @@ def parse_test_command(value, where: str) -> tuple[str, ...]:
         raise ProjectConfigError(f"{where}: test-command must be a string or a list of strings")
     if not argv:
         raise ProjectConfigError(f"{where}: test-command is empty")
+    unknown = sorted({name for part in argv for name in re.findall(r"(?<!\$)\{(\w+)\}", part)} - set(PLACEHOLDERS))
+    if unknown:  # pytest took `{bogus}` for a path and collected nothing (fresh-user run X10 F6)
+        raise ProjectConfigError(f"{where}: unknown placeholder(s) {', '.join('{' + n + '}' for n in unknown)} in "
+                                 f"test-command (known: {', '.join('{' + n + '}' for n in PLACEHOLDERS)})")
     return tuple(argv)
 
 

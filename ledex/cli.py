@@ -183,8 +183,8 @@ def run_fix(args: argparse.Namespace) -> int:
         find = discover_selected if args.test else discover  # --test: verified as in a whole run all the same
         discovery = find(workspace, tests=args.test, harness=harness, limits=discovery_limits(args), on_phase=phase)
     reporter.summary(discovery)
-    if any(note_kind(n) is NoteKind.NO_TESTS for n in discovery.notes):
-        raise DiscoveryError(discovery.verdict, NO_TESTS)
+    for note in (n for n in discovery.notes if note_kind(n) is NoteKind.NO_TESTS):
+        raise DiscoveryError(discovery.verdict, f"0 ran: {note}" if "pytest said" in note else NO_TESTS)
     reporter.notes(discovery.notes)
     if not discovery.failures:
         reporter.done_without_failures(discovery)

@@ -221,6 +221,20 @@ def test_nothing_verified_exits_1_and_bad_usage_exits_2(example, replay_endpoint
     assert a_file.returncode == 2 and "is a file, not a project folder" in a_file.stderr
 
 
+def test_a_test_command_pytest_collects_nothing_with_is_reported_in_pytests_words(tmp_path):
+    """pathspec 0.12.1 (fresh-user run X10 F6): `{bogus}` in test-command, or a `-k` that deselects
+    every test, was reported as "pytest collected no tests ... set python_files", the wrong way
+    to look. An unknown placeholder is refused up front; pytest's own reason is quoted."""
+    ws = write_tree(tmp_path / "ws", {"mod.py": "def f():\n    return 2\n",
+                                      "tests/test_mod.py": "from mod import f\n\n\ndef test_f():\n    assert f() == 1\n"})
+    bogus = ledex("fix", str(ws), "--test-command", "{python} -m pytest -q {tests} {bogus}")
+    assert bogus.returncode == 2 and "unknown placeholder(s) {bogus} in test-command" in bogus.stderr, bogus.stderr
+    deselected = ledex("fix", str(ws), "--test-command", "{python} -m pytest -q -k nomatchatall {tests}", "--json")
+    error = json.loads(deselected.stdout)["error"]
+    assert deselected.returncode == 2 and error.startswith("0 ran: no tests ran: pytest said '1 deselected"), error
+    assert "python_files" not in error
+
+
 def test_broken_workspaces_get_clear_notes(tmp_path):
     broken = tmp_path / "broken"
     (broken / "tests").mkdir(parents=True)
