@@ -54,7 +54,7 @@ BINOP_ALTERNATIVES = {op: tuple(b if a == op else a for a, b in _BINOP_PAIRS if 
 _METHOD_GROUPS = (("lower", "upper"), ("append", "extend"), ("startswith", "endswith"), ("find", "rfind"),
                   ("index", "rindex"), ("strip", "lstrip", "rstrip"), ("isupper", "islower"),
                   ("keys", "values", "items"), ("split", "rsplit"), ("floor", "ceil"), ("remove", "discard"),
-                  ("isdigit", "isalpha", "isalnum"), ("start", "end"))
+                  ("isdigit", "isalpha", "isalnum"), ("start", "end"), ("get", "pop"))
 _FUNCTION_GROUPS = (("min", "max"), ("any", "all"), ("sorted", "reversed"), ("floor", "ceil"))
 METHOD_ALTERNATIVES = {m: tuple(o for o in g if o != m) for g in _METHOD_GROUPS for m in g}
 FUNCTION_ALTERNATIVES = {m: tuple(o for o in g if o != m) for g in _FUNCTION_GROUPS for m in g}
@@ -76,7 +76,7 @@ OPERATORS = (
     "constant",       # an integer constant +-1 (not a bound); True <-> False
     "bound",          # +-1 on a range/slice/index bound: 2 -> 3, n -> n + 1 / n - 1, n - 1 -> n
     "boolop",         # and <-> or
-    "negation",       # add or remove `not` on a condition
+    "negation",       # add or remove `not` on a condition, a returned or assigned truth value
     "name",           # another name in the function's scope (variable misuse)
     "method",         # another method of the same object / builtin (lower/upper, append/extend, min/max)
     "swap",           # swapped call arguments, operands of a non-commutative operator or of a concatenation
@@ -290,14 +290,26 @@ def _negation(src, node, parents):
     parent = parents.get(node)
     is_condition = (isinstance(parent, _CONDITION_OWNERS) and parent.test is node) or \
         isinstance(parent, ast.BoolOp) or (isinstance(parent, ast.comprehension) and node in parent.ifs) or \
-        (isinstance(parent, ast.Return) and isinstance(node, (ast.Compare, ast.BoolOp)))
+        (isinstance(parent, ast.Return) and isinstance(node, (ast.Compare, ast.BoolOp, ast.Name))) or \
+        (isinstance(parent, ast.Assign) and parent.value is node and _truth_value(node, parent))
     if is_condition and isinstance(node, ast.expr):
         start, end = src.span(node)
         yield "negation", start, end, f"not {src.seg(node)}", _replaced(node, ast.UnaryOp(ast.Not(), node))
 
 
-def _name(src, node, names):
-    if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id in names:
+def _truth_value(node, assign) -> bool:
+    """Whether an assigned value reads as a truth value whose `not` a slip drops: a comparison, a
+    boolean operation, or the target itself (pathspec 0.12.1's `include = not include` slipped to
+    `include = include`, which no edit undid: fresh-user run X10 F4)."""
+    return isinstance(node, (ast.Compare, ast.BoolOp)) or (
+        isinstance(node, ast.Name) and any(isinstance(t, ast.Name) and t.id == node.id for t in assign.targets))
+
+
+def _name(src, node, names, parents):
+    """Another in-scope variable read, or counted (`i += 1` for `j += 1`: pathspec 0.12.1's loop on
+    `j` never ended, and no edit changed the counter: fresh-user run X10 F5)."""
+    counted = isinstance(parents.get(node), ast.AugAssign) and parents[node].target is node
+    if isinstance(node, ast.Name) and (isinstance(node.ctx, ast.Load) or counted) and node.id in names:
         start, end = src.span(node)
         for other in names:
             if other != node.id:
@@ -396,7 +408,7 @@ def _sites(src: _Source, root: ast.AST, wanted: frozenset[str]):
         yield from _constant(src, node, parents)
         yield from _bound(src, node, parents)
         yield from _negation(src, node, parents)
-        yield from _name(src, node, names)
+        yield from _name(src, node, names, parents)
         yield from _method(src, node, names)
         yield from _swap(src, node)
         yield from _assign(src, node, names)
@@ -436,8 +448,47 @@ def _realise(src: _Source, raw) -> Edit | None:
             continue
         before = src.text[start:end]
         line = _line_of(src, start)
-        return Edit(operator, line, _describe(src, start, end, text, line), code, start, end, before, text)
+        description = _describe(src, start, end, text, line)
+        if operator != "drop_statement" and _does_nothing(tree, line):
+            operator, description = "drop_statement", f"{description} (the statement then does nothing)"
+        return Edit(operator, line, description, code, start, end, before, text)
     return None
+
+
+_ZERO = {ast.Add: 0, ast.Sub: 0, ast.BitOr: 0, ast.BitXor: 0, ast.LShift: 0, ast.RShift: 0,
+         ast.Mult: 1, ast.Div: 1, ast.FloorDiv: 1, ast.Pow: 1}  # x <op> this == x
+
+
+def _does_nothing(tree, line: int) -> bool:
+    """Whether the assignment starting on `line` leaves its target as it was (`x = x[0:]`, `x = x`,
+    `x += 0`, `x = x * 1`): an edit that makes it so drops the statement and is named so (its
+    overfit risk: fresh-user run X10, pathspec's `norm_file = norm_file[1:]` -> `[0:]` verified as a
+    fix of equal standing)."""
+    def same(a, b):
+        return ast.unparse(a) == ast.unparse(b)
+
+    def identity(target, value):
+        if same(target, value):
+            return True
+        if isinstance(value, ast.Subscript) and isinstance(value.slice, ast.Slice) and same(target, value.value):
+            cut = value.slice
+            return cut.upper is None and (cut.lower is None or _is_number(cut.lower, 0)) \
+                and (cut.step is None or _is_number(cut.step, 1))
+        return isinstance(value, ast.BinOp) and same(target, value.left) and _is_number(value.right, _ZERO.get(type(value.op)))
+
+    for node in ast.walk(tree):
+        if getattr(node, "lineno", None) != line:
+            continue
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            return identity(node.targets[0], node.value)
+        if isinstance(node, ast.AugAssign):
+            return _is_number(node.value, _ZERO.get(type(node.op)))
+    return False
+
+
+def _is_number(node, value) -> bool:
+    return value is not None and isinstance(node, ast.Constant) and type(node.value) in (int, float) \
+        and node.value == value
 
 
 def _intended_dump(intended, tree, node_map) -> str:
@@ -498,7 +549,7 @@ def single_site_edits(code: str, function: str | None = None, operators: Iterabl
     seen = {code}
     for raw in raws:
         edit = _realise(src, raw)
-        if edit is None:
+        if edit is None or edit.operator not in wanted:  # an edit that turns out to drop its statement
             continue
         start, end = base + edit.start - len(prefix), base + edit.end - len(prefix)
         whole = code[:start] + edit.after + code[end:]

@@ -67,6 +67,17 @@ def test_the_bug_taxonomy_templates():
     assert ("swap", "`return value[n:] + value[:n] + 'x' + f'{n}'` -> `return value[:n] + value[n:] + 'x' + f'{n}'`") in joined
     assert ("swap", "`return value[n:] + value[:n] + 'x' + f'{n}'` -> `return f'{n}' + (value[n:] + value[:n] + 'x')`") in joined
     assert not [e for e in single_site_edits("def add(a, b):\n    return a + b\n", "add") if e.operator == "swap"]
+    # an edit that leaves the assignment's target as it was drops the statement (overfit risk, as one):
+    # pathspec's `norm_file = norm_file[1:]` -> `[0:]` was a verified fix of equal standing (fresh-user run X10)
+    noop = {(e.operator, e.description) for e in single_site_edits(
+        "def strip(name):\n    name = name[1:]\n    name += '/'\n    return name\n", "strip")}
+    assert ("drop_statement", "`name = name[1:]` -> `name = name[0:]` (the statement then does nothing)") in noop
+    assert ("bound", "`name = name[1:]` -> `name = name[2:]`") in noop
+    # a `not` dropped from an assigned or returned truth value (pathspec 0.12.1, fresh-user run X10 F4)
+    flips = {e.description for e in single_site_edits(
+        "def flip(include, found):\n    include = include\n    done = found > 0\n    return found\n", "flip")}
+    assert {"`include = include` -> `include = not include`", "`done = found > 0` -> `done = not found > 0`",
+            "`return found` -> `return not found`"} <= flips
     middle = {e.description for e in single_site_edits(TABLE[1][0], "middle")}
     assert "`k = len(s) // 2` -> `k = len(s) / 2`" in middle  # / vs //
     weeks = {(e.operator, e.description) for e in single_site_edits(
@@ -76,6 +87,12 @@ def test_the_bug_taxonomy_templates():
     assert "`s = sorted(xs) # keep xs` -> `s = reversed(xs) # keep xs`" in middle  # the comment is kept
     words = {e.description for e in single_site_edits(TABLE[2][0], "Words.shout")}
     assert "`out.append(w.upper())` -> `out.append(w.lower())`" in words  # another method
+    counters = {e.description for e in single_site_edits(
+        "def skip(s, i, j):\n    while j < len(s) and s[j] != ']':\n        i += 1\n    return j\n", "skip")}
+    assert "`i += 1` -> `j += 1`" in counters  # the loop's counter (pathspec 0.12.1, fresh-user run X10 F5)
+    # a lookup that empties its registry (pathspec 0.12.1, fresh-user run X10 F9)
+    lookups = {e.description for e in single_site_edits("def lookup(name):\n    return REGISTRY.pop(name)\n", "lookup")}
+    assert "`return REGISTRY.pop(name)` -> `return REGISTRY.get(name)`" in lookups
     # a match's start for its end (parse 1.22.4's ResultIterator.__next__ looped forever on m.start())
     spans = {e.description for e in single_site_edits("def after(m):\n    return m.start()\n", "after")}
     assert "`return m.start()` -> `return m.end()`" in spans
