@@ -194,6 +194,7 @@ class Reporter:
         self.applying = applying  # --apply: fixes in the scratch copy are the ones that could not be written
         self._notes: list[str] = []
         self.timings: dict[str, float] = {}  # seconds per phase of the whole run (Phases keys)
+        self._covering = ""  # the fixed_by of the result just shown: the next one it covers is one line
 
     @contextlib.contextmanager
     def phases(self):
@@ -282,6 +283,10 @@ class Reporter:
             return
         result, applied = handled.result, handled.applied
         failure, out = result.failure, self.out
+        if handled.fixed_by and handled.fixed_by == self._covering:  # 17 blocks alike (fresh-user run X10 F8)
+            print(f"  and {failure.test}: the same", file=out)
+            return
+        self._covering = handled.fixed_by or ""
         where = f" ({failure.file}:{failure.line})" if failure.file and failure.line else ""
         print(f"\nFAILED {failure.test}{where}\n  {failure.message}", file=out)
         if failure.also:

@@ -189,6 +189,25 @@ def test_failures_an_unwritten_fix_repairs_are_tried_with_it_in_a_scratch_copy(t
     assert "result = add(result, item)" in (ws / "total.py").read_text()
 
 
+def test_failures_one_fix_makes_pass_are_listed_under_one_block(tmp_path):
+    """pathspec 0.12.1 (fresh-user run X10 F8): 17 failures the first problem's fix made pass were
+    17 identical blocks; the ones after the first are one line each."""
+    ws = write_tree(tmp_path / "ws", {
+        "calc.py": ("def add(a, b):\n    return a - b\n\n\ndef total(items):\n    result = 0\n    for item in items:\n"
+                    "        result = add(result, item)\n    return result\n\n\ndef mean(items):\n"
+                    "    return add(items[0], items[1]) / 2\n"),
+        "test_calc.py": "from calc import add\n\n\ndef test_add():\n    assert add(1, 2) == 3\n",
+        # add passes in each file too: total and mean are their failures' top suspects, two more problems
+        "test_total.py": ("from calc import add, total\n\n\ndef test_total():\n    assert total([1, 2]) == 3\n\n\n"
+                          "def test_add_zero():\n    assert add(0, 0) == 0\n"),
+        "test_mean.py": ("from calc import add, mean\n\n\ndef test_mean():\n    assert mean([1, 3]) == 2\n\n\n"
+                         "def test_add_one():\n    assert add(1, 0) == 1\n")})
+    proc = ledex("fix", str(ws), "--model", replay_file(tmp_path, ["x"]), "--samples", "1", "--rounds", "1")
+    covered = [line for line in proc.stdout.splitlines() if "passes with the fix for test_calc.py::test_add" in line]
+    assert len(covered) == 1 and proc.returncode == 0, proc.stdout
+    assert "\n  and test_" in proc.stdout and proc.stdout.count("\nFAILED ") == 2
+
+
 def test_apply_writes_only_the_verified_fix(example, replay_endpoint):
     url = replay_endpoint(["Always low.\n```python\ndef is_low_stock(quantity, threshold):\n    return True\n```",
                            RIGHT_STOCK])
