@@ -319,6 +319,7 @@ class FixEngine:
             search = dataclasses.replace(search, max_fixes=1)
         result.search = run_search(self.workspace, failure, tried, search, verify,
                                    limits=self.config.limits, harness=self.harness, cancel=cancel)
+        result.timings["search"] = result.search.seconds  # its verifications are in "verification" too (X10 F2)
         if progress:
             progress("search: done", 1, 1)
 

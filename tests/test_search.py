@@ -260,6 +260,9 @@ def test_ledex_fix_searches_by_default_names_the_source_and_no_search_turns_it_o
     out = capsys.readouterr().out
     assert code == 0 and "candidate 1 (found by search, round 0) [verified]" in out
     assert EXPLAINS in " ".join(out.split())  # after the edit in words, wrapped at 92 columns
+    assert main([*argv, "--json"]) == 0  # the failure's timings hold its search (fresh-user run X10 F2)
+    (failure,) = json.loads(capsys.readouterr().out)["failures"]
+    assert failure["timings"]["search"] > 0 and set(failure["timings"]) == {"generation", "verification", "search"}
     code = main([*argv, "--samples", "1", "--rounds", "1", "--no-search"])  # the model's (unusable) answer only
     out = capsys.readouterr().out
     assert code == 1 and "found by search" not in out
