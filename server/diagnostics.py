@@ -100,9 +100,11 @@ def state_text(entry: Entry) -> str:
 
 
 def _state_note(entry: Entry, every_state: bool) -> str:
-    """Suffix of the diagnostic's message: the verified-fix count; with `every_state` (clients
-    without work-done progress) also "looking for a fix…" and the other states."""
-    if (entry.state == READY and any(c.verified for c in entry.candidates)) or every_state:
+    """Suffix of the diagnostic's message: how the work ended (the verified-fix count, "no fix
+    found", why it failed); with `every_state` (clients without work-done progress) also "looking
+    for a fix…" and the other states. Without an end state a client with progress showed the same
+    message before and after ledex gave up (fresh-user run X10, Neovim)."""
+    if entry.state in (READY, FAILED) or every_state:
         return f" (ledex: {state_text(entry)})"
     return ""
 
