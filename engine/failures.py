@@ -297,8 +297,10 @@ def with_dependents(failure: Failure, outcomes: Sequence[TestOutcome], dependent
              and o.nodeid.split("::")[0] != own and o.nodeid not in failure.siblings][:MAX_DEPENDENT_TESTS]
     if not extra:
         return failure
+    wanted = {*failure.run_order, *extra}  # re-run as the suite ran them: another file's test may set things up
     return replace(failure, siblings=failure.siblings + tuple(extra),
-                   passing_siblings=failure.passing_siblings + tuple(extra))
+                   passing_siblings=failure.passing_siblings + tuple(extra),
+                   run_order=tuple(o.nodeid for o in outcomes if o.nodeid in wanted))
 
 
 def group_by_suspect(failures: Sequence[Failure]) -> list[Failure]:

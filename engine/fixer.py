@@ -37,6 +37,7 @@ from ledex.engine.judging import feedback_for, judge, partial_credit, related_pa
 from ledex.engine.localize import read_source
 from ledex.engine.patching import Patch, PatchError, make_patch
 from ledex.engine.project import Harness
+from ledex.engine.screening import error_type
 from ledex.engine.search import Checked, Repair, SearchConfig, SearchStats, run_search
 from ledex.sandbox import Limits, Verdict, verify_many
 
@@ -260,21 +261,35 @@ class FixEngine:
 
     def reproduces(self, failure: Failure, cancel: threading.Event) -> str:
         """"" when some test of the problem fails in a sandbox run of its re-run set (what every
-        candidate is verified with) on the unchanged code, else why not. A test that failed in the
-        full run only because of what an earlier test left behind (a module global it set and never
-        reset) passes there, and then any harmless edit "verified" (fresh-user run X9, shortuuid
-        1.0.13: a changed padding character was written by --apply)."""
+        candidate is verified with) on the unchanged code, as it failed in the suite, else why not.
+        A test that failed in the full run only because of what an earlier test left behind (a
+        module global it set and never reset) passes there, and then any harmless edit "verified"
+        (fresh-user run X9, shortuuid 1.0.13: a changed padding character was written by --apply);
+        one that needs what an earlier test set up fails otherwise (_fails_otherwise)."""
         verdict = self._run(None, failure.reruns, cancel)
         if verdict is None or verdict.error:
             return ""  # cancelled, or the run itself failed: the candidates' runs will say so
         (passed, of), _ = partial_credit(verdict, failure)
         if passed < of:
-            return ""
+            return self._fails_otherwise(failure, verdict)
         group = (failure.test, *failure.also)
         which = group[0] if len(group) == 1 else f"{group[0]} and the {len(group) - 1} failing with it"
         return (f"{which} passed when re-run with the unchanged code (it failed in the whole suite's run: it "
                 "depends on what tests before it did, such as state they left behind), so re-running it cannot "
                 "verify a fix; run it alone (pytest ID) to see it pass, then look at the tests that run before it")
+
+    @staticmethod
+    def _fails_otherwise(failure: Failure, verdict: Verdict) -> str:
+        """"" unless the failing test fails in its re-run with another exception class than in the
+        suite's run (both named): a fix cannot be verified against a failure that is not the one
+        seen (fresh-user run X10 F3: an AttributeError for a class attribute an earlier test sets)."""
+        rerun = next((o for o in verdict.outcomes if o.nodeid == failure.test and o.outcome in ("failed", "error")), None)
+        want, got = error_type(failure.message), error_type(rerun.message) if rerun else ""
+        if not (want and got and want != got):
+            return ""
+        return (f"{failure.test} failed otherwise when re-run with the unchanged code ({got} instead of the suite's "
+                f"{want}: it depends on what tests before it did), so re-running it cannot verify a fix; run the "
+                "tests before it with it to see the suite's failure")
 
     @staticmethod
     def needs_model(result: FixResult) -> bool:

@@ -905,6 +905,31 @@ def test_a_failure_that_passes_when_re_run_alone_gets_no_verified_fix(tmp_path):
     assert by_test["tests/test_a.py::test_binary_width"]["not_reproduced"] is None  # a real failure is tried
 
 
+def test_a_failure_that_needs_an_earlier_test_file_is_re_run_after_it_or_not_tried(tmp_path):
+    """pathspec 0.12.1 (fresh-user run X10 F3): a test that needs what an earlier test set up was
+    re-run first and failed with another error, so no candidate could verify (11 min of model
+    rounds). Re-runs keep the suite's order, across files too: the fix is found. Where the test
+    that sets things up is not re-run (it does not import the code), the re-run fails otherwise:
+    not reproduced, no candidate, and why."""
+    files = {"pkg/__init__.py": "", "pkg/state.py": "CONFIG = {}\n\n\ndef scale(x):\n    return x * CONFIG['factor'] + 1\n",
+             "tests/test_a_setup.py": ("from pkg import state\n\n\ndef test_setup():\n    state.CONFIG['factor'] = 2\n"
+                                       "    assert state.CONFIG\n"),
+             "tests/test_b_scale.py": "from pkg.state import scale\n\n\ndef test_scale():\n    assert scale(3) == 6\n"}
+    found = json.loads(ledex("fix", str(write_tree(tmp_path / "ws", files)), "--model", replay_file(tmp_path, ["x"]),
+                             "--samples", "1", "--rounds", "1", "--json").stdout)
+    (scale,) = found["failures"]
+    assert scale["reruns"] == ["tests/test_a_setup.py::test_setup", "tests/test_b_scale.py::test_scale"]
+    assert scale["candidates"][0]["verified"] and scale["not_reproduced"] is None, scale
+    files["pkg/state.py"] = "import os\n\n\ndef scale(x):\n    return x * int(os.environ['LEDEX_T_FACTOR']) + 1\n"
+    files["tests/test_a_setup.py"] = "import os\n\n\ndef test_setup():\n    os.environ['LEDEX_T_FACTOR'] = '2'\n"
+    proc = ledex("fix", str(write_tree(tmp_path / "env", files)), "--model", replay_file(tmp_path, ["x"]),
+                 "--samples", "1", "--rounds", "1", "--json")
+    (scale,) = json.loads(proc.stdout)["failures"]
+    assert scale["candidates"] == [] and scale["not_reproduced"].startswith(
+        "tests/test_b_scale.py::test_scale failed otherwise when re-run with the unchanged code (KeyError instead "
+        "of the suite's AssertionError"), scale
+
+
 def test_a_selected_test_is_verified_against_every_test_a_fix_must_keep_passing(example, tmp_path):
     """`--test ID` chose the failure and also shrank its verification to that one test: a search
     fix that broke 73 of 553 tests was verified and written (fresh-user run X9, validators). The
