@@ -266,7 +266,7 @@ class FixEngine:
         module global it set and never reset) passes there, and then any harmless edit "verified"
         (fresh-user run X9, shortuuid 1.0.13: a changed padding character was written by --apply);
         one that needs what an earlier test set up fails otherwise (_fails_otherwise)."""
-        verdict = self._run(None, failure.reruns, cancel)
+        verdict = self._run(None, failure.rerun_args, cancel)
         if verdict is None or verdict.error:
             return ""  # cancelled, or the run itself failed: the candidates' runs will say so
         (passed, of), _ = partial_credit(verdict, failure)
@@ -479,7 +479,7 @@ class FixEngine:
         return next((v for _, v in runs), None)
 
     def _verify(self, candidate: CandidateResult, failure: Failure, cancel: threading.Event) -> None:
-        tests = failure.reruns
+        tests = failure.rerun_args
         key = (candidate.patch.path, candidate.patch.new_text, tests)
         started = time.perf_counter()
         verdict = self._verdicts.get(key)
