@@ -73,6 +73,18 @@ def failure_dict(handled: Handled) -> dict:
     }
 
 
+def cut_short(result) -> str:  # noqa: ANN001 - a FixResult
+    """Why the search ended before verifying a fix, when its budget did ('' otherwise): a run
+    where every verification ran past the limit said only "not verified" (fresh-user run X10 F10)."""
+    stats = result.search
+    if stats is None or stats.stopped not in ("time", "runs") or any(c.verified and c.source == "search"
+                                                                      for c in result.candidates):
+        return ""
+    budget = f"its {stats.seconds:.0f} s" if stats.stopped == "time" else "its test runs"
+    return (f"the search used {budget} before verifying a fix ({stats.screened} of {stats.candidates} edits screened, "
+            f"{stats.verified_runs} verification run(s))")
+
+
 def passes_with(fixed_by: str, in_copy: bool, applying: bool = False) -> str:
     """What a failure that another problem's fix made pass says: written (--apply), or in place in
     the scratch copy (`in_copy`) because it is a dry run or, `applying`, because it could not be written."""
@@ -313,6 +325,8 @@ class Reporter:
         stuck = stuck_line(failure.details) if failure.suspect.reason == "stack sampling" else None
         found += f", at line {stuck}" if stuck else ""
         print(f"  suspect: {failure.suspect.path}::{failure.suspect.qualname} ({found})", file=out)
+        if cut_short(result):
+            print(f"  {cut_short(result)}", file=out)
         ranked = result.ranked
         shown = len(ranked) if self.verbose else shown_count(ranked)
         for number, candidate in enumerate(ranked[:shown], 1):

@@ -208,6 +208,23 @@ def test_failures_one_fix_makes_pass_are_listed_under_one_block(tmp_path):
     assert "\n  and test_" in proc.stdout and proc.stdout.count("\nFAILED ") == 2
 
 
+def test_a_search_its_budget_ended_before_any_fix_says_so():
+    """tinycss2 (fresh-user run X10 F10): the search ran out of time with its verifications still
+    running, and the result said only "not verified"."""
+    from types import SimpleNamespace
+
+    from ledex.cli_output import cut_short
+    from ledex.engine.search import SearchStats
+
+    stats = SearchStats(candidates=40, screened=12, verified_runs=1, seconds=60.2, stopped="time")
+    unverified = SimpleNamespace(verified=False, source="search")
+    assert cut_short(SimpleNamespace(search=stats, candidates=[unverified])) == (
+        "the search used its 60 s before verifying a fix (12 of 40 edits screened, 1 verification run(s))")
+    found = SimpleNamespace(verified=True, source="search")
+    assert cut_short(SimpleNamespace(search=stats, candidates=[found])) == ""
+    assert cut_short(SimpleNamespace(search=SearchStats(stopped="exhausted"), candidates=[])) == ""
+
+
 def test_apply_writes_only_the_verified_fix(example, replay_endpoint):
     url = replay_endpoint(["Always low.\n```python\ndef is_low_stock(quantity, threshold):\n    return True\n```",
                            RIGHT_STOCK])
