@@ -259,7 +259,8 @@ async def test_bad_input_keeps_serving(project, tmp_path):
         client.workspace_did_change_configuration(lsp.DidChangeConfigurationParams(
             {"ledex": {"testCommand": "", "testTimeoutS": 120}}))
         result = await command(client, "ledex.runTests")
-        assert result["failures"] == 2 and any("non-UTF-8" in n for n in result["notes"])
+        # the latin-1 module (PEP 263 line) is a suspect like any other: no "no function to fix" note for its test
+        assert result["failures"] == 2 and not any("test_latin" in n for n in result["notes"]), result["notes"]
         stock = root / "inventory" / "stock.py"
         await wait_for(client, state_is(client, stock, "failed"))
         assert any("could not be loaded" in m.message for m in client.messages)
