@@ -29,6 +29,9 @@ FAILED = ("failed", "error")
 # test_more.py in the sandbox: 45 s -> 101 s (bench/bench_localize.py); 3 leaves headroom.
 COVERAGE_SLOWDOWN = 3
 TRIED_SUSPECTS = 3  # suspects a problem's fix tries in turn (fixer.FixConfig.suspects): enough for a helper's caller
+# Tests of one file from which a re-run names the file rather than each id (Failure.rerun_args): below
+# this the ids cost pytest little, and by id a run tells a case pytest did not find (engine/rerun.py)
+WHOLE_FILE_MIN = 500
 MAX_RELATED = 30  # related failing tests (Failure.related) per problem: every verification pays their run time
 
 
@@ -96,7 +99,7 @@ class Failure:
         wanted = self.reruns
         own = {test.split("::")[0] for test in (self.test, *self.also)}
         whole = {file for file in own if all(t in wanted for t in self.run_order if t.split("::")[0] == file)
-                 and any(t.split("::")[0] == file for t in self.run_order)}
+                 and sum(t.split("::")[0] == file for t in self.run_order) >= WHOLE_FILE_MIN}
         args: dict[str, None] = {}
         for test in wanted:
             file = test.split("::")[0]

@@ -755,16 +755,16 @@ def test_a_test_that_needs_an_earlier_test_of_its_file_is_verified_in_the_files_
 def test_a_failure_whose_whole_file_is_re_run_is_run_by_the_files_path(tmp_path):
     """tinycss2 1.4.0 (fresh-user run X10 F10): a verification listed the file's 8,903 node ids,
     which pytest takes three times as long as the file itself, and no verification fit its
-    limit. When every test of a failing test's file is re-run, the sandbox is asked for the file."""
+    limit. When every test of a failing test's file is re-run (500 or more), the sandbox is asked for the file."""
     workspace = write_tree(tmp_path / "ws", {
         "nth.py": ("def pair(a, b):\n    return (a, b)\n\n\n"
                    "def parse(word):\n    return pair(1, 2) if word == 'odd' else pair(2, 0) if word == 'even' else (0, 0)\n"),
         "tests/test_nth.py": ("import pytest\n\nfrom nth import parse\n\n\n"
-                              "@pytest.mark.parametrize('n', range(300))\ndef test_other(n):\n    assert parse(str(n)) == (0, 0)\n\n\n"
+                              "@pytest.mark.parametrize('n', range(600))\ndef test_other(n):\n    assert parse(str(n)) == (0, 0)\n\n\n"
                               "def test_odd():\n    assert parse('odd') == (2, 1)\n\n\ndef test_even():\n    assert parse('even') == (2, 0)\n"),
         "tests/test_more.py": "from nth import parse\n\n\ndef test_blank():\n    assert parse('') == (0, 0)\n",
     })
     (failure,) = discover(workspace).failures
-    assert len(failure.reruns) == 303 and failure.rerun_args == ("tests/test_more.py::test_blank", "tests/test_nth.py")
+    assert len(failure.reruns) == 603 and failure.rerun_args == ("tests/test_more.py::test_blank", "tests/test_nth.py")
     fixed = _fix(workspace, failure)
     assert fixed.best is not None and "return pair(2, 1) if word == 'odd'" in fixed.best.patch.new_text, fixed.search
