@@ -182,6 +182,29 @@ def test_killed_collect_resumes_without_duplicates(tmp_path):
     assert sorted(cached) == sorted(r["id"] for r in rows)
 
 
+def test_a_collect_stopped_by_sigterm_writes_what_it_finished(tmp_path):
+    """A collect run in the background (nohup: Ctrl-C cannot reach it) stopped with SIGTERM left
+    its cache and no dataset (collect run 7). It finishes the units under way and writes every
+    finished unit, this run's and earlier ones'."""
+    fixture = _package(tmp_path)
+    out = tmp_path / "out" / "d.jsonl"
+    argv = [sys.executable, "-m", "ledex.training.cli", "collect", "--sources", f"dir:{fixture}#MIT", "--output",
+            str(out), "--mutations", "1", "--coverage", "false", "--workers", "1", "--seed", "1"]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    cache = Path(f"{out}.cache")
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list(cache.glob("*.json"))) < 1 and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0 and "stopping (SIGTERM)" in err, err
+    manifest = json.loads(Path(f"{out}.manifest.json").read_text())
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert 1 <= manifest["units_done"] == len(list(cache.glob("*.json"))) < manifest["units"] == 4
+    cached = [r["id"] for f in cache.glob("*.json") for r in json.loads(f.read_text())["records"]]
+    assert sorted(cached) == sorted(r["id"] for r in rows)
+
+
 def test_records_that_do_not_fit_the_served_context_are_counted(tmp_path):
     from ledex.training.editordata import _fit
 

@@ -27,6 +27,8 @@ import json
 import os
 import random
 import resource
+import signal
+import sys
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -81,6 +83,29 @@ class _Slots:
     def give(self, slot: Path) -> None:
         with self.lock:
             self.free.append(slot)
+
+
+class _StopOnTerm:
+    """While in use, SIGTERM stops new units instead of killing the collect: the units under way
+    finish and the dataset and manifest are written (a collect run in the background, where
+    Ctrl-C cannot reach it, ended with its cache and no dataset). Main thread only; elsewhere inert."""
+
+    def __init__(self):
+        self.asked, self.previous = False, None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, self._asked)
+        return self
+
+    def _asked(self, signum, frame):  # noqa: ANN001
+        self.asked = True
+        print("collect: stopping (SIGTERM): finishing the units under way, then writing the dataset",
+              file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
 
 
 class EditorRun:
@@ -139,11 +164,11 @@ class EditorRun:
         workers = self.config.workers or 2
         slots, results, todo = _Slots(self.work, workers), {}, list(enumerate(self.units))
         bar = tqdm(total=len(self.units), desc="collect", unit="function", disable=not self.progress)
-        kept = 0
-        with ThreadPoolExecutor(workers) as pool:
+        kept, stop = 0, _StopOnTerm()
+        with ThreadPoolExecutor(workers) as pool, stop:
             running = set()
             while todo or running:
-                while todo and len(running) < workers and (deadline is None or time.time() < deadline):
+                while todo and len(running) < workers and (deadline is None or time.time() < deadline) and not stop.asked:
                     index, unit = todo.pop(0)
                     future = pool.submit(self.unit, unit, slots)
                     future.index = index
@@ -157,6 +182,9 @@ class EditorRun:
                     bar.update(1)
                     bar.set_postfix(trajectories=kept)
         bar.close()
+        for index, unit in todo:  # not reached this time (--max-minutes, SIGTERM): what an earlier run finished
+            if self._path(unit).is_file():
+                results[index] = self.unit(unit, slots)
         return self.finish([results[i] for i in sorted(results)], time.time() - started, meter.seconds())
 
     def finish(self, results: list[dict], wall_s: float, cpu_s: float) -> dict:
