@@ -159,16 +159,21 @@ def test_a_package_source_is_fetched_with_version_sha256_and_licence(tmp_path):
     assert "camelize" in project.targets["inflection/__init__.py"]
 
 
-def test_killed_collect_resumes_without_duplicates(tmp_path):
-    fixture = _package(tmp_path)
+def _collect_started(tmp_path, **popen):
+    """(argv, output, cache, process) of a collect of the 4-function fixture, once it cached a unit."""
     out = tmp_path / "out" / "d.jsonl"
-    argv = [sys.executable, "-m", "ledex.training.cli", "collect", "--sources", f"dir:{fixture}#MIT", "--output",
-            str(out), "--mutations", "1", "--coverage", "false", "--workers", "1", "--seed", "1"]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    argv = [sys.executable, "-m", "ledex.training.cli", "collect", "--sources", f"dir:{_package(tmp_path)}#MIT",
+            "--output", str(out), "--mutations", "1", "--coverage", "false", "--workers", "1", "--seed", "1"]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, **popen)
     cache = Path(f"{out}.cache")
     deadline = time.time() + 240
     while time.time() < deadline and len(list(cache.glob("*.json"))) < 1 and proc.poll() is None:
-        time.sleep(0.5)
+        time.sleep(0.2)
+    return argv, out, cache, proc
+
+
+def test_killed_collect_resumes_without_duplicates(tmp_path):
+    argv, out, cache, proc = _collect_started(tmp_path, stderr=subprocess.DEVNULL, start_new_session=True)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     done_before = len(list(cache.glob("*.json")))
@@ -186,15 +191,7 @@ def test_a_collect_stopped_by_sigterm_writes_what_it_finished(tmp_path):
     """A collect run in the background (nohup: Ctrl-C cannot reach it) stopped with SIGTERM left
     its cache and no dataset (collect run 7). It finishes the units under way and writes every
     finished unit, this run's and earlier ones'."""
-    fixture = _package(tmp_path)
-    out = tmp_path / "out" / "d.jsonl"
-    argv = [sys.executable, "-m", "ledex.training.cli", "collect", "--sources", f"dir:{fixture}#MIT", "--output",
-            str(out), "--mutations", "1", "--coverage", "false", "--workers", "1", "--seed", "1"]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    cache = Path(f"{out}.cache")
-    deadline = time.time() + 240
-    while time.time() < deadline and len(list(cache.glob("*.json"))) < 1 and proc.poll() is None:
-        time.sleep(0.2)
+    _, out, cache, proc = _collect_started(tmp_path, stderr=subprocess.PIPE, text=True)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 0 and "stopping (SIGTERM)" in err, err
