@@ -11,6 +11,7 @@ Try it:  python -m ledex.engine.failures examples/inventory
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -97,9 +98,10 @@ class Failure:
         times as long as the file: tinycss2 1.4.0, fresh-user run X10 F10, where no verification fit
         the 60 s limit); the rest by node id, in run order."""
         wanted = self.reruns
+        chosen, in_file = set(wanted), Counter(t.split("::")[0] for t in self.run_order)
         own = {test.split("::")[0] for test in (self.test, *self.also)}
-        whole = {file for file in own if all(t in wanted for t in self.run_order if t.split("::")[0] == file)
-                 and sum(t.split("::")[0] == file for t in self.run_order) >= WHOLE_FILE_MIN}
+        whole = {file for file in own if in_file[file] >= WHOLE_FILE_MIN
+                 and all(t in chosen for t in self.run_order if t.split("::")[0] == file)}
         args: dict[str, None] = {}
         for test in wanted:
             file = test.split("::")[0]

@@ -183,8 +183,9 @@ def run_fix(args: argparse.Namespace) -> int:
         find = discover_selected if args.test else discover  # --test: verified as in a whole run all the same
         discovery = find(workspace, tests=args.test, harness=harness, limits=discovery_limits(args), on_phase=phase)
     reporter.summary(discovery)
-    for note in (n for n in discovery.notes if note_kind(n) is NoteKind.NO_TESTS):
-        raise DiscoveryError(discovery.verdict, f"0 ran: {note}" if "pytest said" in note else NO_TESTS)
+    nothing_ran = next((n for n in discovery.notes if note_kind(n) is NoteKind.NO_TESTS), None)
+    if nothing_ran is not None:
+        raise DiscoveryError(discovery.verdict, f"0 ran: {nothing_ran}" if "pytest said" in nothing_ran else NO_TESTS)
     reporter.notes(discovery.notes)
     if not discovery.failures:
         reporter.done_without_failures(discovery)

@@ -325,8 +325,9 @@ class Reporter:
         stuck = stuck_line(failure.details) if failure.suspect.reason == "stack sampling" else None
         found += f", at line {stuck}" if stuck else ""
         print(f"  suspect: {failure.suspect.path}::{failure.suspect.qualname} ({found})", file=out)
-        if cut_short(result):
-            print(f"  {cut_short(result)}", file=out)
+        short = cut_short(result)
+        if short:
+            print(f"  {short}", file=out)
         ranked = result.ranked
         shown = len(ranked) if self.verbose else shown_count(ranked)
         for number, candidate in enumerate(ranked[:shown], 1):
