@@ -11,9 +11,7 @@ from __future__ import annotations
 import ast
 import re
 
-
-def _replaced(node, new):
-    return node, new
+from ledex.engine.operator_expressions import _replaced
 
 
 def _blocks(root):
