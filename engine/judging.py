@@ -9,7 +9,8 @@ Used by engine/fixer.py (every candidate) and training/plant.py (collected answe
 from __future__ import annotations
 
 from ledex.engine import rerun
-from ledex.engine.failures import Failure, outcome_message
+from ledex.engine.failures import Failure
+from ledex.engine.outcomes import outcome_message
 from ledex.engine.format import clip_middle
 from ledex.sandbox import Verdict
 

@@ -14,7 +14,8 @@ import pytest
 from helpers import tree_digest, write_tree
 
 from ledex.engine.backends import ReplayBackend
-from ledex.engine.failures import discover, group_by_suspect, is_hung
+from ledex.engine.failures import discover, group_by_suspect
+from ledex.engine.outcomes import is_hung
 from ledex.engine.fixer import FixConfig, FixEngine
 from ledex.engine.ranking import rank
 from ledex.engine.search import SearchConfig
