@@ -127,6 +127,17 @@ class Discovery:
     failures: list[Failure]
     verdict: Verdict | None
     notes: list[str] = field(default_factory=list)  # Notes a person should read (collection errors...)
+    # discover_selected: the wider run a fix of the selected failures is verified against (their files
+    # and the files importing their suspects); None when the failures come from `verdict` itself
+    wider: Verdict | None = None
+
+    @property
+    def tests_run(self) -> int:
+        """Tests that ran to find and check the failures: the wider run's when there was one, so
+        `ledex fix --test ID` does not report "1 test ran" beside a fix checked against 119
+        (fresh-user run X10 F2)."""
+        runs = [v for v in (self.verdict, self.wider) if v is not None]
+        return max((len(v.outcomes) for v in runs), default=0)
 
 
 
@@ -349,7 +360,7 @@ def discover_selected(workspace: Path, tests: Sequence[str], *, limits: Limits =
     outcomes = whole.verdict.outcomes if whole.verdict else ()
     failures += [with_dependents(f, outcomes, dependents) for test, f in chosen.items()
                  if test not in {g.test for g in failures}]
-    return Discovery(failures, first.verdict, first.notes)
+    return Discovery(failures, first.verdict, first.notes, whole.verdict)
 
 
 def failing_files(verdict: Verdict) -> list[str]:

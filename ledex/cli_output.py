@@ -275,13 +275,17 @@ class Reporter:
 
     def summary(self, discovery: Discovery) -> None:
         """One stderr line after discovery: how many tests ran and failed."""
-        count = len(discovery.verdict.outcomes) if discovery.verdict else 0
         failed = len(discovery.failures)
-        print(f"ledex: {count} test(s) ran, {failed} failed", file=self.err, flush=True)
+        if discovery.wider is None:
+            print(f"ledex: {discovery.tests_run} test(s) ran, {failed} failed", file=self.err, flush=True)
+            return
+        selected = len(discovery.verdict.outcomes) if discovery.verdict else 0
+        print(f"ledex: {selected} selected test(s) ran, {failed} failed; a fix must keep the "
+              f"{discovery.tests_run} test(s) of their files and dependents passing", file=self.err, flush=True)
 
     def done_without_failures(self, discovery: Discovery) -> None:
         """The result when no test failed: "no failing tests (N ran)", or the JSON document."""
-        count = len(discovery.verdict.outcomes) if discovery.verdict else 0
+        count = discovery.tests_run
         if self.as_json:
             print(json.dumps({"model": None, "failures": [], "tests": count, "failing": [],
                               "notes": discovery.notes, "timings": self.timings}), file=self.out)
@@ -372,7 +376,7 @@ class Reporter:
         plus "error" and "exit" when an error stopped the run after some failures were handled."""
         if self.as_json:
             document = {"model": identity.to_dict(), "failures": [failure_dict(h) for h in handled],
-                        "tests": len(discovery.verdict.outcomes) if discovery.verdict else 0,
+                        "tests": discovery.tests_run,
                         "failing": [f.test for f in discovery.failures],
                         "notes": discovery.notes + self._notes, "timings": self.timings}
             if error is not None:
