@@ -6,7 +6,8 @@ qualified name (and checked by content) in the file as it is now, never by stale
 numbers. Every byte outside the function stays as it was (line endings, BOM, form feeds,
 comments, the missing final newline); the new function takes the file's base indentation
 and indent step (a method written at column 0 becomes a method again). The original
-decorators stay unless the answer writes different ones. Imports the new function needs
+decorators stay unless the answer writes different ones, and so do its `def` lines (a signature
+the file wraps, which the answer grammar writes on one line) unless the answer's differ in meaning. Imports the new function needs
 that the file lacks are added after the file's imports. Everything else in the answer
 (test code, other functions, prints) is dropped: the patch touches one function.
 
@@ -129,16 +130,56 @@ def _decorators_of(node: ast.AST) -> list[str]:
 
 
 def _new_block(old_lines: list[str], old_node: ast.AST, answer_code: str, answer_node: ast.AST,
-               unit: str) -> list[str]:
+               unit: str, old_end: int | None) -> list[str]:
     """The replacement lines (no endings): the answer's function at the original's indentation,
-    under the original decorator lines unless the answer writes different decorators."""
+    under the original decorator lines unless the answer writes different decorators, and under
+    the original `def` lines (ending on line `old_end`) when the answer's mean the same: the
+    grammar writes a signature on one line, a file may wrap it."""
     base = leading(old_lines[old_node.lineno - 1])
     keep_decorators = not answer_node.decorator_list or _decorators_of(answer_node) == _decorators_of(old_node)
     first = answer_node.lineno if keep_decorators else first_line(answer_node)
     block = reindent(answer_code, first, answer_node.end_lineno, base, unit)
+    answer_end = _header_end(split_lines(answer_code), answer_node)
+    if old_end and answer_end and _same_header(old_node, answer_node):
+        at = answer_node.lineno - first  # the header's own lines, as the file wrote them
+        block[at:at + answer_end - answer_node.lineno + 1] = \
+            [line.rstrip("\r\n") for line in old_lines[old_node.lineno - 1:old_end]]
     if keep_decorators:
         block = [line.rstrip("\r\n") for line in old_lines[first_line(old_node) - 1:old_node.lineno - 1]] + block
     return block
+
+
+def _same_header(a: ast.AST, b: ast.AST) -> bool:
+    """Same `def` line in meaning: name, async or not, parameters, return annotation."""
+    return type(a) is type(b) and a.name == b.name and ast.dump(a.args) == ast.dump(b.args) \
+        and (ast.dump(a.returns) if a.returns else None) == (ast.dump(b.returns) if b.returns else None)
+
+
+def _header_end(lines: list[str], node: ast.AST) -> int | None:
+    """The 1-based line of the `:` ending a function's `def` header (which may span lines), or
+    None when its body starts on that line (`def f(x): return x`) or it cannot be read.
+
+    >>> code = "def f(\\n    x,\\n) -> int:\\n    return x\\n"
+    >>> _header_end(code.splitlines(keepends=True), ast.parse(code).body[0])
+    3
+    """
+    import io
+    import tokenize
+
+    text = "".join(lines[node.lineno - 1:node.body[0].lineno])
+    depth = 0
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(textwrap.dedent(text)).readline):
+            if token.type == tokenize.OP and token.string in "([{":
+                depth += 1
+            elif token.type == tokenize.OP and token.string in ")]}":
+                depth -= 1
+            elif token.type == tokenize.OP and token.string == ":" and depth == 0:
+                end = node.lineno + token.start[0] - 1
+                return end if end < node.body[0].lineno else None
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        return None
+    return None
 
 
 def _missing_imports(answer: ast.Module, file_tree: ast.Module) -> list[str]:
@@ -212,6 +253,49 @@ def _answer_function(answer_code: str, qualname: str) -> tuple[str, ast.Module, 
     return answer_code, answer, node
 
 
+def joined_header(code: str) -> str | None:
+    """`code` (one function, dedented) with its `def` header on one line, as the answer grammar
+    writes it (format.answer_grammar): the lines of a wrapped signature joined, comments in it and
+    a trailing comma dropped; `code` itself when the header is one line already; None when the
+    joined text would not mean the same (or `code` does not parse). The patcher puts a wrapped
+    header back (`_same_header`), so training's right answers are written this way.
+
+    >>> print(joined_header("def f(\\n    x: int,  # the value\\n    y=(1, 2),\\n) -> int:\\n    return x\\n"), end="")
+    def f(x: int, y=(1, 2)) -> int:
+        return x
+    """
+    import io
+    import tokenize
+
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return None
+    node = next((n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))), None)
+    lines = split_lines(code)
+    end = _header_end(lines, node) if node is not None else None
+    if end is None or end == node.lineno:
+        return code if node is not None else None
+    header = lines[node.lineno - 1:end]
+    out, prev = "", None
+    for tok in tokenize.generate_tokens(io.StringIO("".join(header)).readline):
+        if tok.type in (tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.ENDMARKER):
+            continue
+        if prev is not None and tok.start[0] == prev.end[0]:
+            out += header[tok.start[0] - 1][prev.end[1]:tok.start[1]]
+        elif prev is not None and tok.string in ")]}" and prev.string == ",":
+            out = out[:-1]  # a trailing comma before a closing bracket on its own line
+        elif prev is not None and prev.string not in "([{" and tok.string not in ")]}":
+            out += " "
+        out += tok.string
+        prev = tok
+    joined = "".join(lines[:node.lineno - 1]) + leading(header[0]) + out + ending(header[-1]) + "".join(lines[end:])
+    try:
+        return joined if ast.dump(ast.parse(joined)) == ast.dump(tree) else None
+    except SyntaxError:
+        return None
+
+
 class Patcher:
     """make_patch for many answers to one suspect in one file text: what depends on the file
     alone (parsing it, finding the function, its indentation unit, its imports) is done once.
@@ -231,11 +315,12 @@ class Patcher:
         self.old_node = next(n for n in _named(self.tree, suspect.qualname) if first_line(n) == self.start)
         self.lines = split_lines(self.body)
         self.unit = indent_unit(self.body)
+        self.header_end = _header_end(self.lines, self.old_node)
 
     def patch(self, answer_code: str) -> Patch:
         """The patch putting the answer's namesake of the suspect in its place (make_patch)."""
         answer_code, answer, answer_node = _answer_function(answer_code, self.suspect.qualname)
-        block = _new_block(self.lines, self.old_node, answer_code, answer_node, self.unit)
+        block = _new_block(self.lines, self.old_node, answer_code, answer_node, self.unit, self.header_end)
         imports = _missing_imports(answer, self.tree)
         new_body, block_text = _splice(self.body, self.start, self.end, block, imports, self.tree)
         if new_body == self.body:

@@ -147,7 +147,7 @@ FIDELITY = {  # name: (file text, qualname, answer, expected file text)
     "form feed, U+2028 and trailing spaces around it": (
         "# page one \u2028 still a comment\n\x0c\ndef f():  \n    return 1\n\x0c\n\ndef g():\t\n    return 2   \n",
         "f", "def f():\n    return 3\n",
-        "# page one \u2028 still a comment\n\x0c\ndef f():\n    return 3\n\x0c\n\ndef g():\t\n    return 2   \n"),
+        "# page one \u2028 still a comment\n\x0c\ndef f():  \n    return 3\n\x0c\n\ndef g():\t\n    return 2   \n"),  # its `def` line as it was
     "no final newline": ("def g():\n    return 2\n\n\ndef f():\n    return 1", "f", "def f():\n    return 9\n",
                          "def g():\n    return 2\n\n\ndef f():\n    return 9"),
     "BOM, function on line 1": ("\ufeffdef f():\n    return 1\n", "f", "def f():\n    return 2",
@@ -262,3 +262,33 @@ def test_rebase_adds_only_imports_the_new_file_lacks():
     now = SOURCE.replace('"""Module."""\n', '"""Module."""\nimport functools\n')
     moved = rebase(patch, now)
     assert moved.new_text.count("import functools") == 1 and "functools.reduce(max, [r])" in moved.new_text
+
+
+WRAPPED = '''class Range:
+    def clamp(
+        self,
+        value: int,  # the value to bound
+        high: int = 10,
+    ) -> int:
+        """Bound value."""
+        if value >= high:
+            return high
+        return value
+'''
+
+
+def test_a_wrapped_signature_the_answer_writes_on_one_line_is_kept_as_the_file_wrote_it():
+    """The answer grammar writes a `def` on one line (format.answer_grammar): a fix of a function
+    whose signature the file wraps (black's style) rewrote the signature too, its comment lost and
+    lines changed that the bug was not on. The same parameters keep the file's lines; other ones
+    are the answer's."""
+    fixed = make_patch(WRAPPED, suspect("Range.clamp", WRAPPED),
+                       'def clamp(self, value: int, high: int = 10) -> int:\n    """Bound value."""\n'
+                       "    if value > high:\n        return high\n    return value\n")
+    assert fixed.new_text == WRAPPED.replace("value >= high", "value > high")
+    assert fixed.diff.count("\n-") == 1 and fixed.diff.count("\n+") == 2  # the header + the one changed line
+    widened = make_patch(WRAPPED, suspect("Range.clamp", WRAPPED),
+                         "def clamp(self, value: int, high: int = 100) -> int:\n    return min(value, high)\n")
+    assert "    def clamp(self, value: int, high: int = 100) -> int:\n        return min(value, high)\n" in widened.new_text
+    one_line = "def f(x): return x\n"  # a body on the header's line: the answer's lines, as before
+    assert make_patch(one_line, suspect("f", one_line), "def f(x): return x + 1\n").new_text == "def f(x): return x + 1\n"
