@@ -229,3 +229,20 @@ def test_a_test_module_that_cannot_be_collected_does_not_empty_the_baseline(tmp_
     found = baseline(project)
     assert found.passed == frozenset({"tests/test_calc.py::test_add"})
     assert found.covering == {"pkg/calc.py::add": ("tests/test_calc.py::test_add",)}
+
+
+def test_a_function_with_a_wrapped_signature_is_collected_with_its_signature_on_one_line(tmp_path):
+    """The answer grammar writes a `def` on one line; a function whose file wraps its signature
+    (black's style) was dropped as "answer grammar cannot write it" (108 functions of the packages
+    collected so far). Its right answer is now the function with the signature joined, which the
+    patcher puts back as the file wrote it, and it verifies."""
+    wrapped = CALC.replace("def clamp(x, low, high):", "def clamp(\n    x,  # the value\n    low,\n    high,\n):")
+    fixture = write_tree(tmp_path / "wrapped", {"pkg/__init__.py": "", "pkg/calc.py": wrapped,
+                                               "tests/test_calc.py": TESTS.replace("from pkg.stack import Stack\n", "")
+                                               .split("\n\ndef test_stack")[0]})
+    manifest = run(_config(tmp_path, [f"dir:{fixture}#MIT"], mutations=2), progress=False)
+    rows = list(records.read(tmp_path / "out" / "d.jsonl"))
+    assert rows and manifest["planted"].get("function: answer grammar cannot write it", 0) == 0
+    for row in rows:
+        assert row.code.startswith("def clamp(x, low, high):\n") and row.correct
+        assert "def clamp(\n    x,  # the value\n" in row.wrong_code  # the prompt shows the function as the file has it

@@ -122,17 +122,19 @@ def answer_shape_ok(code: str) -> bool:
 
 
 def right_answer(original: str, rel: str, qualname: str) -> str | None:
-    """The correct function as the model should write it (dedented), or None when the answer
-    grammar could not produce it."""
+    """The correct function as the model should write it (dedented; a wrapped signature on one
+    line, as the answer grammar writes it and the patcher puts back: patching.joined_header), or
+    None when the answer grammar could not produce it."""
     import textwrap
 
     from ledex.engine.localize import function_named, make_suspect
+    from ledex.engine.patching import joined_header
 
     node = function_named(original, qualname)
     if node is None:
         return None
-    code = textwrap.dedent(make_suspect(rel, qualname, node, original, "").source).rstrip()
-    return code if answer_shape_ok(code) else None
+    code = joined_header(textwrap.dedent(make_suspect(rel, qualname, node, original, "").source).rstrip() + "\n")
+    return code.rstrip() if code is not None and answer_shape_ok(code) else None
 
 
 
