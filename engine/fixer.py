@@ -124,6 +124,20 @@ def _waited(answers: Iterator[Generation], timings: dict[str, float]) -> Iterato
             yield generation
 
 
+def search_cut_short(result: FixResult) -> str:
+    """What ran out when the search's budget did before a search fix verified ("used its 58 s before
+    verifying a fix (3 of 150 edits screened, 2 verification run(s))"), '' otherwise. The CLI's
+    result and the progress line say it: "search: done" hid it (fresh-user runs X10 F10, X11 F1:
+    the right edit verified in 23 s alone, not within 60 s of a whole run's re-runs)."""
+    stats = result.search
+    if stats is None or stats.stopped not in ("time", "runs") or any(c.verified and c.source == "search"
+                                                                      for c in result.candidates):
+        return ""
+    budget = f"its {stats.seconds:.0f} s" if stats.stopped == "time" else "its test runs"
+    return (f"used {budget} before verifying a fix ({stats.screened} of {stats.candidates} edits screened, "
+            f"{stats.verified_runs} verification run(s))")
+
+
 def suspects_to_try(failure: Failure, limit: int) -> list:
     """failure.suspect first (a caller may have chosen it), then the rest of the ranking."""
     ranked = [failure.suspect] if failure.suspect is not None else []
@@ -257,7 +271,7 @@ class FixEngine:
                                    limits=self.config.limits, harness=self.harness, cancel=cancel)
         result.timings["search"] = result.search.seconds  # its verifications are in "verification" too (X10 F2)
         if progress:
-            progress("search: done", 1, 1)
+            progress(f"search: {search_cut_short(result) or 'done'}", 1, 1)
 
     def _explain(self, failure: Failure, candidate: CandidateResult, described: str,
                  cancel: threading.Event) -> str:

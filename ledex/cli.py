@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import signal
 import sys
@@ -86,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     fix.add_argument("--search", action=argparse.BooleanOptionalAction, default=True,
                      help="try single-site edits of the suspects before the model (search-based candidates, on by "
                      "default; --no-search: the model's candidates only; see docs/benchmarks.md)")
+    fix.add_argument("--search-seconds", type=_seconds, default=SEARCH_DEFAULT.max_seconds,
+                     help="wall-clock budget of the search per problem, its verifications included (default "
+                     "%(default).0f; a suite whose re-runs are slow may need more: the result says when it ran out)")
     fix.add_argument("--test", action="append", default=[], help="fix only the failures of these test node ids (repeatable); their fixes are verified as in a whole run")
     fix.add_argument("--python", default=None, help="interpreter that runs the project's tests (default: "
                      "[tool.ledex] python in pyproject.toml, else the one running ledex)")
@@ -195,7 +199,8 @@ def run_fix(args: argparse.Namespace) -> int:
     config = FixConfig(samples=args.samples, rounds=args.rounds, mode=Mode(args.mode),
                        sampling=Sampling(seed=args.seed, max_tokens=args.max_tokens),
                        limits=Limits(wall_s=args.timeout, test_timeout_s=args.test_timeout),
-                       harness=harness, search=SEARCH_DEFAULT if args.search else None)
+                       harness=harness,
+                       search=dataclasses.replace(SEARCH_DEFAULT, max_seconds=args.search_seconds) if args.search else None)
     run = FixRun(args, workspace, reporter, FixEngine(backend, workspace, config))
     try:
         return _run_all(run, reporter, discovery, backend)

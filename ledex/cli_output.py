@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from tqdm import tqdm
 
 from ledex.engine.failures import Discovery, Failure
-from ledex.engine.fixer import CandidateResult, FixResult
+from ledex.engine.fixer import CandidateResult, FixResult, search_cut_short
 from ledex.engine.localize import FOUND_BY, stuck_line
 from ledex.engine.models import ModelIdentity
 from ledex.engine.ranking import OVERFIT_WORDS, overfit_risk
@@ -76,13 +76,8 @@ def failure_dict(handled: Handled) -> dict:
 def cut_short(result) -> str:  # noqa: ANN001 - a FixResult
     """Why the search ended before verifying a fix, when its budget did ('' otherwise): a run
     where every verification ran past the limit said only "not verified" (fresh-user run X10 F10)."""
-    stats = result.search
-    if stats is None or stats.stopped not in ("time", "runs") or any(c.verified and c.source == "search"
-                                                                      for c in result.candidates):
-        return ""
-    budget = f"its {stats.seconds:.0f} s" if stats.stopped == "time" else "its test runs"
-    return (f"the search used {budget} before verifying a fix ({stats.screened} of {stats.candidates} edits screened, "
-            f"{stats.verified_runs} verification run(s))")
+    short = search_cut_short(result)
+    return f"the search {short}; --search-seconds gives it more" if short else ""
 
 
 def passes_with(fixed_by: str, in_copy: bool, applying: bool = False) -> str:

@@ -219,10 +219,23 @@ def test_a_search_its_budget_ended_before_any_fix_says_so():
     stats = SearchStats(candidates=40, screened=12, verified_runs=1, seconds=60.2, stopped="time")
     unverified = SimpleNamespace(verified=False, source="search")
     assert cut_short(SimpleNamespace(search=stats, candidates=[unverified])) == (
-        "the search used its 60 s before verifying a fix (12 of 40 edits screened, 1 verification run(s))")
+        "the search used its 60 s before verifying a fix (12 of 40 edits screened, 1 verification run(s)); "
+        "--search-seconds gives it more")
     found = SimpleNamespace(verified=True, source="search")
     assert cut_short(SimpleNamespace(search=stats, candidates=[found])) == ""
     assert cut_short(SimpleNamespace(search=SearchStats(stopped="exhausted"), candidates=[])) == ""
+
+
+def test_the_search_budget_is_the_users_and_running_out_of_it_is_said_as_it_happens(example, tmp_path):
+    """dpath 2.2.0 (fresh-user run X11 F1): in a whole run the search's 60 s ran out before its right
+    edit verified (23 s alone), the progress line said "search: done" and no flag could give it more."""
+    args = ["fix", str(example), "--model", replay_file(tmp_path, ["x"]), "--samples", "1", "--rounds", "1",
+            "--test", "tests/test_stock.py"]
+    short = ledex(*args, "--search-seconds", "0.2")
+    assert "ledex:   search: used its 0 s before verifying a fix (" in short.stderr, short.stderr
+    assert "--search-seconds gives it more" in short.stdout and "[verified" not in short.stdout, short.stdout
+    enough = ledex(*args, "--search-seconds", "120")
+    assert "ledex:   search: done" in enough.stderr and "[verified" in enough.stdout, enough.stdout
 
 
 def test_apply_writes_only_the_verified_fix(example, replay_endpoint):
