@@ -259,15 +259,43 @@ def _swap(src, node):
             _replaced(node, ast.BinOp(node.right, node.op, node.left))
 
 
+_TARGETS = (ast.Name, ast.Attribute, ast.Subscript)
+
+
 def _assign(src, node, names):
-    if isinstance(node, ast.AugAssign) and isinstance(node.op, ast.Add):
+    """`=` <-> `+=`; and a statement whose value is dropped <-> the assignment it was meant to be:
+    `w + 1` <-> `w += 1` (any arithmetic operator), `x == e` <-> `x = e` (isoweek 1.3.3's
+    `w += 1` written `w + 1` hung its generator, and no edit restored it: fresh-user run X11 F3)."""
+    if isinstance(node, ast.AugAssign):
         gap_start, gap_end = src.span(node.target)[1], src.span(node.value)[0]
-        match = re.search(r"\+=", src.text[gap_start:gap_end])
-        if match:
+        text = _OP_TEXT.get(type(node.op))
+        match = re.search(re.escape(text or "") + "=", src.text[gap_start:gap_end]) if text else None
+        if match and isinstance(node.op, ast.Add):
             yield "assign", gap_start + match.start(), gap_start + match.end(), "=", None
+        if match and isinstance(node.target, _TARGETS):
+            yield "assign", gap_start + match.start(), gap_start + match.end(), text, None  # its value dropped
     elif isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name) \
             and node.targets[0].id in names:
         gap_start, gap_end = src.span(node.targets[0])[1], src.span(node.value)[0]
         match = re.search(r"=", src.text[gap_start:gap_end])
         if match:
             yield "assign", gap_start + match.start(), gap_start + match.end(), "+=", None
+            yield "assign", gap_start + match.start(), gap_start + match.end(), "==", None
+    elif isinstance(node, ast.Expr):
+        yield from _unused_value(src, node.value)
+
+
+def _unused_value(src, value):
+    """The edits making an expression statement the assignment it was meant to be."""
+    if isinstance(value, ast.BinOp) and isinstance(value.left, _TARGETS) and _OP_TEXT[type(value.op)] in BINOP_ALTERNATIVES:
+        text = _OP_TEXT[type(value.op)]
+        gap_start, gap_end = src.span(value.left)[1], src.span(value.right)[0]
+        match = re.search(_OP_PATTERN[text], src.text[gap_start:gap_end])
+        if match:
+            yield "assign", gap_start + match.start(), gap_start + match.end(), text + "=", None
+    elif isinstance(value, ast.Compare) and len(value.ops) == 1 and isinstance(value.ops[0], ast.Eq) \
+            and isinstance(value.left, ast.Name):  # not only names in scope: `==` took the name out of it
+        gap_start, gap_end = src.span(value.left)[1], src.span(value.comparators[0])[0]
+        match = re.search(r"==", src.text[gap_start:gap_end])
+        if match:
+            yield "assign", gap_start + match.start(), gap_start + match.end(), "=", None

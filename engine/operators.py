@@ -55,7 +55,7 @@ OPERATORS = (
     "name",           # another name in the function's scope (variable misuse)
     "method",         # another method of the same object / builtin (lower/upper, append/extend, min/max)
     "swap",           # swapped call arguments, operands of a non-commutative operator or of a concatenation
-    "assign",         # `=` <-> `+=`
+    "assign",         # `=` <-> `+=`, `w + 1` <-> `w += 1`, `x == e` <-> `x = e` (a statement whose value is dropped)
     "return",         # `return x` <-> `x` (a missing or an extra `return` keyword)
     "add_return",     # the function computes a value and never returns it: `return name` added at its end
     "drop_statement",  # an extra statement removed (its inverse, writing the missing one, is not single-site)

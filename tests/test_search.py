@@ -527,6 +527,26 @@ def test_a_doctest_that_hangs_is_screened_in_one_process(tmp_path):
     assert fixed.best is not None and "n //= 2" in fixed.best.patch.new_text
 
 
+WEEKS = {
+    "weeks.py": ("class Week:\n    def __init__(self, n):\n        self.n = n\n\n    def __add__(self, k):\n"
+                 "        return Week(self.n + k)\n\n    @classmethod\n    def weeks_until(cls, last):\n"
+                 "        w = cls(1)\n        while w.n <= last:\n            yield w\n            w + 1\n"),
+    "tests/test_weeks.py": ("from weeks import Week\n\n\ndef test_three():\n"
+                            "    assert [w.n for w in Week.weeks_until(3)] == [1, 2, 3]\n"),
+}
+
+
+def test_a_statement_whose_value_is_dropped_is_made_the_assignment_it_was_meant_to_be(tmp_path):
+    """isoweek 1.3.3 (fresh-user run X11 F3): `w += 1` written `w + 1` in a @classmethod generator
+    hung its test at the line ledex named, and no edit turned the statement back into `w += 1`."""
+    workspace = write_tree(tmp_path / "ws", WEEKS)
+    found = discover(workspace, limits=Limits(wall_s=60, test_timeout_s=2))
+    failure, = found.failures
+    assert failure.hung and failure.suspect.qualname == "Week.weeks_until"
+    fixed = _fix(workspace, failure, SearchConfig(max_fixes=1, variant_timeout_s=0.5))
+    assert fixed.best is not None and "            w += 1\n" in fixed.best.patch.new_text, fixed.candidates
+
+
 SHUFFLED = {
     "cal.py": "def leap(year):\n    return year % 4 == 0 and (year % 100 != 0 or year % 400 == 1)\n",
     "tests/test_cal.py": (
