@@ -322,7 +322,10 @@ def from_test_calls_all(workspace: Path, test_file: str, test_name: str, is_test
     index = CodeIndex(workspace, is_test, side.imported)
     classes = index.with_bases(side.names)
     found: list[Suspect] = []
-    calls = sorted(dict.fromkeys(side.calls), key=lambda c: bool(failing_line) and c.line != failing_line)
+    # sorted before the duplicates go (a Call is equal whatever its line): a call made on the failing line
+    # and earlier kept its earlier line and fell behind MAX_CALLED others (isoweek 1.3.3's `w.contains`
+    # after seven day getters: fresh-user run X11 F9)
+    calls = list(dict.fromkeys(sorted(side.calls, key=lambda c: bool(failing_line) and c.line != failing_line)))
     for call in calls:
         for rel, qualname, node in index.resolve(call, classes):
             if len(found) < MAX_CALLED and not any((s.path, s.qualname) == (rel, qualname) for s in found):

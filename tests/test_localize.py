@@ -533,3 +533,23 @@ def test_the_doctests_of_a_suspects_module_are_re_run_with_its_fix(tmp_path):
     })
     (failure,) = discover(ws).failures
     assert failure.suspect.qualname == "third" and "calc.py::calc.double" in failure.reruns, failure.reruns
+
+
+WEEK = {
+    "week.py": "class Week:\n    def __init__(self, first):\n        self.first = first\n\n"
+               + "".join(f"    def day{i}(self):\n        return self.first + {i}\n\n" for i in range(9))
+               + "    def contains(self, day):\n        return self.first < day < self.first + 7\n",
+    "tests/test_week.py": "import unittest\n\nfrom week import Week\n\n\nclass TestWeek(unittest.TestCase):\n"
+                          "    def test_days(self):\n        w = Week(10)\n        self.assertFalse(w.contains(9))\n"
+                          + "".join(f"        self.assertEqual(w.day{i}(), {10 + i})\n" for i in range(9))
+                          + "        self.assertTrue(w.contains(10))\n",
+}
+
+
+def test_the_function_called_on_the_failing_line_is_the_first_suspect_though_called_before(tmp_path):
+    """isoweek 1.3.3 (fresh-user run X11 F9): `w.contains` was called on the failing line and once
+    before it; its one entry kept the earlier line, seven day getters came first and the cap on
+    called functions left it out: the three suspects tried were getters whose asserts passed."""
+    found = discover(write_tree(tmp_path / "ws", WEEK))
+    (failure,) = found.failures
+    assert failure.suspect.qualname == "Week.contains", [s.qualname for s in failure.suspects]
