@@ -49,7 +49,7 @@ OPERATORS = (
     "compare",        # flip/swap a comparison: < <= > >=, == !=, in / not in, is / is not
     "binop",          # arithmetic/bitwise operator swap, in expressions and augmented assignments (/ vs //)
     "constant",       # an integer constant +-1 (not a bound); True <-> False
-    "bound",          # +-1 on a range/slice/index bound: 2 -> 3, n -> n + 1 / n - 1, n - 1 -> n
+    "bound",          # +-1 on a range/slice/index bound or a variable call argument: 2 -> 3, n -> n + 1 / n - 1, n - 1 -> n
     "boolop",         # and <-> or
     "negation",       # add or remove `not` on a condition, a returned or assigned truth value
     "name",           # another name in the function's scope (variable misuse)

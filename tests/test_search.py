@@ -547,6 +547,27 @@ def test_a_statement_whose_value_is_dropped_is_made_the_assignment_it_was_meant_
     assert fixed.best is not None and "            w += 1\n" in fixed.best.patch.new_text, fixed.candidates
 
 
+WEEK_START = {
+    "weeks.py": ("from datetime import date, timedelta\n\n\nclass Week:\n    def __init__(self, year, week):\n"
+                 "        self.year, self.week = year, week\n\n    def monday(self):\n        first = date(self.year, 1, 3)\n"
+                 "        return first + timedelta(weeks=self.week, days=0)\n"),
+    "tests/test_weeks.py": ("from datetime import date\n\nfrom weeks import Week\n\n\ndef test_first():\n"
+                            "    assert Week(2011, 1).monday() == date(2011, 1, 3)\n\n\n"
+                            "def test_tenth():\n    assert Week(2011, 10).monday() == date(2011, 3, 7)\n"),
+}
+
+
+def test_an_off_by_one_in_a_calls_argument_is_searched(tmp_path):
+    """isoweek 1.3.3 (fresh-user run X11 F10): `timedelta(weeks=self.week - 1, ...)` written
+    `weeks=self.week`; +-1 was tried on slice, index and range() bounds only."""
+    workspace = write_tree(tmp_path / "ws", WEEK_START)
+    found = discover(workspace)
+    failure = group_by_suspect(found.failures)[0]
+    fixed = _fix(workspace, failure)
+    assert fixed.best is not None and "timedelta(weeks=self.week - 1, days=0)" in fixed.best.patch.new_text, fixed.candidates
+    assert fixed.best.operator == "bound" and fixed.best.complete  # an off-by-one, not a changed magic value
+
+
 SHUFFLED = {
     "cal.py": "def leap(year):\n    return year % 4 == 0 and (year % 100 != 0 or year % 400 == 1)\n",
     "tests/test_cal.py": (
