@@ -130,6 +130,9 @@ class Discovery:
     # discover_selected: the wider run a fix of the selected failures is verified against (their files
     # and the files importing their suspects); None when the failures come from `verdict` itself
     wider: Verdict | None = None
+    # ... and that run's failing tests that were not selected: not fixed, but related failing tests of a
+    # selected failure sharing a suspect (group_by_suspect's `context`), and reported (fresh-user run X11 F12)
+    unselected: tuple[Failure, ...] = ()
 
     @property
     def tests_run(self) -> int:
@@ -249,18 +252,19 @@ def with_dependents(failure: Failure, outcomes: Sequence[TestOutcome], dependent
                    run_order=tuple(o.nodeid for o in outcomes if o.nodeid in wanted))
 
 
-def group_by_suspect(failures: Sequence[Failure]) -> list[Failure]:
+def group_by_suspect(failures: Sequence[Failure], context: Sequence[Failure] = ()) -> list[Failure]:
     """Failures that share their top suspect as one problem each (issue 12 item 7): the first
     one stands for the group, `also` names the others, and the siblings of all are re-run.
     A candidate is then generated once for the group and verified against every test in it.
     Failures without a suspect are grouped by their message (a fixture that raises for every
-    test is one problem, not one per test); order is kept (by each group's first failure)."""
+    test is one problem, not one per test); order is kept (by each group's first failure).
+    `context`: other failing tests (not to be fixed) that may be a group's related failing tests."""
     groups: dict[object, list[Failure]] = {}
     for failure in failures:
         key = (failure.suspect.path, failure.suspect.qualname) if failure.suspect else ("", failure.message)
         groups.setdefault(key, []).append(failure)
     merged = [_merge(members) for members in groups.values()]
-    return [replace(group, related=_related(group, failures)) for group in merged]
+    return [replace(group, related=_related(group, [*failures, *context])) for group in merged]
 
 
 def _related(group: Failure, failures: Sequence[Failure]) -> tuple[str, ...]:
@@ -360,7 +364,8 @@ def discover_selected(workspace: Path, tests: Sequence[str], *, limits: Limits =
     outcomes = whole.verdict.outcomes if whole.verdict else ()
     failures += [with_dependents(f, outcomes, dependents) for test, f in chosen.items()
                  if test not in {g.test for g in failures}]
-    return Discovery(failures, first.verdict, first.notes, whole.verdict)
+    unselected = tuple(f for f in whole.failures if f.test not in chosen)
+    return Discovery(failures, first.verdict, first.notes, whole.verdict, unselected)
 
 
 def failing_files(verdict: Verdict) -> list[str]:

@@ -228,7 +228,7 @@ def _run_all(run: "FixRun", reporter, discovery, backend) -> int:  # noqa: ANN00
     """run.all on the discovered failures, reported; Ctrl-C and a run that stopped keep what was done."""
     try:
         with _cancelled_on_interrupt(run.cancel):
-            handled = run.all(discovery.failures)
+            handled = run.all(discovery.failures, discovery.unselected)
     except KeyboardInterrupt as stop:  # the failures handled so far are still reported (with --json: the document)
         partial = run.interrupted()
         for item in ([partial] if partial is not None else []) + run.searched_only("interrupted"):

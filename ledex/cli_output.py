@@ -275,8 +275,10 @@ class Reporter:
             print(f"ledex: {discovery.tests_run} test(s) ran, {failed} failed", file=self.err, flush=True)
             return
         selected = len(discovery.verdict.outcomes) if discovery.verdict else 0
-        print(f"ledex: {selected} selected test(s) ran, {failed} failed; a fix must keep the "
-              f"{discovery.tests_run} test(s) of their files and dependents passing", file=self.err, flush=True)
+        passing = sum(o.outcome == "passed" for o in discovery.wider.outcomes)
+        others = f"{len(discovery.unselected)} other test(s) there fail too (not selected); " if discovery.unselected else ""
+        print(f"ledex: {selected} selected test(s) ran, {failed} failed; {discovery.tests_run} test(s) of their files and "
+              f"dependents ran: {others}a fix must keep the {passing} passing one(s) passing", file=self.err, flush=True)
 
     def done_without_failures(self, discovery: Discovery) -> None:
         """The result when no test failed: "no failing tests (N ran)", or the JSON document."""
@@ -372,7 +374,7 @@ class Reporter:
         if self.as_json:
             document = {"model": identity.to_dict(), "failures": [failure_dict(h) for h in handled],
                         "tests": discovery.tests_run,
-                        "failing": [f.test for f in discovery.failures],
+                        "failing": [f.test for f in (*discovery.failures, *discovery.unselected)],
                         "notes": discovery.notes + self._notes, "timings": self.timings}
             if error is not None:
                 document.update(error=error, exit=exit_code)

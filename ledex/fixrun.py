@@ -70,17 +70,18 @@ class FixRun:
         self.searched: dict[tuple[str, ...], tuple[FixResult, dict[str, str | None], int]] = {}
         self.numbers: dict[tuple[str, ...], int] = {}  # the problem being fixed again -> its number
 
-    def all(self, failures: list[Failure]) -> list:
+    def all(self, failures: list[Failure], context: tuple[Failure, ...] = ()) -> list:
         """Handled for each problem (failures sharing a top suspect are one), in discovery order;
         each is reported as it is done. Also kept in self.handled (for an interrupted run).
         Every problem's cheap search comes before any problem's model rounds (fresh-user run X5:
         the first problem's model rounds ran for minutes while a later one's search would have
         fixed it in seconds): a problem the search did not fix goes back to the end of the queue
-        (FixRun.searched) for the model's turn."""
+        (FixRun.searched) for the model's turn. `context`: failing tests not to fix (`--test`'s
+        unselected ones) that count as a problem's related failing tests."""
         queue, handled = list(failures), self.handled
         self.messages.update((f.test, f.message) for f in failures)
         while queue:
-            group = group_by_suspect(queue)[0]  # the first failure with those sharing its top suspect: one problem
+            group = group_by_suspect(queue, context)[0]  # the first failure with those sharing its top suspect: one problem
             members = [f for f in queue if f.test in (group.test, *group.also)]
             queue = [f for f in queue if f.test not in (group.test, *group.also)]
             searched = self.take_searched(group)

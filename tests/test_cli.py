@@ -983,4 +983,23 @@ def test_a_selected_test_is_verified_against_every_test_a_fix_must_keep_passing(
     # JSON's "tests" being the tests that ran (fresh-user run X10 F2: it said 1 beside 119 re-runs)
     wider = sum((example / "tests" / name).read_text().count("\ndef test_") for name in ("test_stock.py", "test_reorder.py"))
     assert json.loads(proc.stdout)["tests"] == wider > 1
-    assert f"ledex: 1 selected test(s) ran, 1 failed; a fix must keep the {wider} test(s)" in proc.stderr
+    assert (f"ledex: 1 selected test(s) ran, 1 failed; {wider} test(s) of their files and dependents ran: a fix must "
+            f"keep the {wider - 1} passing one(s) passing") in proc.stderr
+
+
+def test_failing_tests_that_were_not_selected_are_reported_and_related(example, tmp_path):
+    """dpath 2.2.0 (fresh-user run X11 F11, F12): with `--test`, the wider run's other failures of the
+    same bug were in no report, counted among the tests a fix "must keep passing", and no candidate
+    was judged by them; a fix that left them failing was written. They are in `failing`, the summary,
+    and each problem's related failing tests."""
+    (example / "tests" / "test_reorder.py").write_text(
+        "from inventory.stock import is_low_stock\n\n\ndef test_reorder_at_threshold():\n    assert is_low_stock(3, 3)\n")
+    proc = ledex("fix", str(example), "--model", replay_file(tmp_path, [RIGHT_STOCK]), "--samples", "1", "--rounds", "1",
+                 "--no-search", "--json", "--test", "tests/test_stock.py::test_low_stock_at_threshold")
+    document = json.loads(proc.stdout)
+    assert document["failing"] == ["tests/test_stock.py::test_low_stock_at_threshold",
+                                   "tests/test_reorder.py::test_reorder_at_threshold"]
+    assert "1 other test(s) there fail too (not selected)" in proc.stderr, proc.stderr
+    (failure,) = document["failures"]
+    (candidate,) = failure["candidates"]
+    assert candidate["verified"] and candidate["also_fixes"] == [1, 1], candidate
