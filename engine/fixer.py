@@ -270,6 +270,7 @@ class FixEngine:
         result.search = run_search(self.workspace, failure, tried, search, verify,
                                    limits=self.config.limits, harness=self.harness, cancel=cancel)
         result.timings["search"] = result.search.seconds  # its verifications are in "verification" too (X10 F2)
+        ranking.mark_alternatives(result.candidates)  # before needs_model: such fixes are a risk the model is asked about
         if progress:
             progress(f"search: {search_cut_short(result) or 'done'}", 1, 1)
 

@@ -35,6 +35,7 @@ class CandidateResult:
     edit_after: str = ""  # search only: the text the edit put in
     loglik: float | None = None  # the model's log-likelihood of the patched function (nats), when scored
     edit_size: int = 0  # changed tokens against the original function (ranking.edit_size)
+    alternatives: int = 0  # search only: other verified search fixes of the same line(s) (ranking.mark_alternatives)
     # (passed, of) the problem's related failing tests (Failure.related) in its verification; (0, 0) without
     also_fixes: tuple[int, int] = (0, 0)
     related_passed: tuple[str, ...] = ()  # those of them that passed (the editor skips problems it repairs)
@@ -62,7 +63,7 @@ class CandidateResult:
         return {"explanation": self.explanation, "diff": self.diff, "verified": self.verified, "round": self.round,
                 "reason": self.reason, "pass_rate": self.pass_rate, "code": self.code, "suspect": self.suspect,
                 "source": self.source, "overfit_risk": self.verified and ranking.overfit_risk(self),
-                "also_fixes": list(self.also_fixes)}
+                "also_fixes": list(self.also_fixes), "alternatives": self.alternatives}
 
     @property
     def source_label(self) -> str:

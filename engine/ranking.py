@@ -42,9 +42,32 @@ EDIT_WEIGHT = 2.0
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 
 
+_UNARY_AFTER = frozenset("([{,=:+-*/%<>!&|^~@") | {"return", "yield", "in", "not", "and", "or", "if", "else", "elif",
+                                                      "lambda", "is", "assert", "while"}
+
+
+def _tokens(text: str) -> list[str]:
+    """Words and punctuation, a negative number literal (`-1` after `[`, `=`, `return`...) one token."""
+    out: list[str] = []
+    for token in _TOKEN.findall(text):
+        if out and out[-1] == "-" and token[0].isdigit() and (len(out) == 1 or out[-2] in _UNARY_AFTER):
+            out[-1] = f"-{token}"
+        else:
+            out.append(token)
+    return out
+
+
 def edit_size(old: str, new: str) -> int:
-    """Changed tokens (words and punctuation) between two versions of a function."""
-    a, b = _TOKEN.findall(old), _TOKEN.findall(new)
+    """Changed tokens (words and punctuation; a negative number is one) between two versions of a
+    function: `[-1]` -> `[0]` and `[-1]` -> `[-2]` both change one constant (hyperlink 21.0.0,
+    fresh-user run X11 F7: counted 2 and 1, the wrong `[-2]` ranked first and was applied).
+
+    >>> edit_size("u.split(':')[-1]", "u.split(':')[0]"), edit_size("u.split(':')[-1]", "u.split(':')[-2]")
+    (1, 1)
+    >>> edit_size("n - 1", "n + 1"), edit_size("f(x, -1)", "f(x, 1)")
+    (1, 1)
+    """
+    a, b = _tokens(old), _tokens(new)
     matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
     return sum(max(i2 - i1, j2 - j1) for tag, i1, i2, j1, j2 in matcher.get_opcodes() if tag != "equal")
 
@@ -61,10 +84,44 @@ assert set(OVERFIT_WORDS) == OVERFIT_OPERATORS
 
 def overfit_risk(candidate: Any) -> bool:
     """A verified search candidate by an operator of OVERFIT_OPERATORS (True <-> False excepted:
-    two values, no choice among many) - see the module docstring."""
-    return getattr(candidate, "source", "model") == "search" \
-        and getattr(candidate, "operator", "") in OVERFIT_OPERATORS \
-        and not re.fullmatch(r"True|False", getattr(candidate, "edit_after", "") or "")
+    two values, no choice among many), or one with verified alternatives at the same spot
+    (`alternatives`, mark_alternatives) - see the module docstring."""
+    return getattr(candidate, "source", "model") == "search" and (
+        getattr(candidate, "alternatives", 0) > 0 or (
+            getattr(candidate, "operator", "") in OVERFIT_OPERATORS
+            and not re.fullmatch(r"True|False", getattr(candidate, "edit_after", "") or "")))
+
+
+def risk_words(candidate: Any) -> str:
+    """Why a verified candidate may fit the tests rather than the bug, in words ('' when it does not)."""
+    if not (getattr(candidate, "verified", False) and overfit_risk(candidate)):
+        return ""
+    if getattr(candidate, "alternatives", 0) > 0:
+        return (f"the tests pass with {candidate.alternatives} other edit(s) of the same line too: they cannot "
+                "tell which is right")
+    return f"{OVERFIT_WORDS[candidate.operator]} may fit the tests rather than the bug"
+
+
+def _changed_lines(candidate: Any) -> tuple:
+    """(suspect, the old function's line numbers the patch changes) of a candidate with a patch."""
+    old, new = candidate.patch.old_function.splitlines(), candidate.patch.new_function.splitlines()
+    matcher = difflib.SequenceMatcher(None, old, new, autojunk=False)
+    changed = [i for tag, i1, i2, _, _ in matcher.get_opcodes() if tag != "equal" for i in range(i1, max(i2, i1 + 1))]
+    return candidate.suspect, tuple(changed)
+
+
+def mark_alternatives(candidates: Sequence[Any]) -> None:
+    """Set `alternatives` on each verified search candidate: how many other verified search
+    candidates change the same line(s) of the same function differently. The tests cannot tell
+    them apart, so each is a test-overfitting risk (hyperlink 21.0.0, fresh-user run X11 F7:
+    `split(":")[-1]` -> `[-2]` and the exact inverse `[0]` both verified; `[-2]`, which raises for
+    every URL without a password, ranked first and was written)."""
+    found = [c for c in candidates if c.verified and c.source == "search" and c.patch is not None]
+    spots: dict[tuple, set[str]] = {}
+    for candidate in found:
+        spots.setdefault(_changed_lines(candidate), set()).add(candidate.patch.new_function)
+    for candidate in found:
+        candidate.alternatives = len(spots[_changed_lines(candidate)]) - 1
 
 
 def plausibility(candidate: Any) -> float:

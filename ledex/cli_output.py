@@ -23,7 +23,7 @@ from ledex.engine.failures import Discovery, Failure
 from ledex.engine.fixer import CandidateResult, FixResult, search_cut_short
 from ledex.engine.localize import FOUND_BY, stuck_line
 from ledex.engine.models import ModelIdentity
-from ledex.engine.ranking import OVERFIT_WORDS, overfit_risk
+from ledex.engine.ranking import risk_words
 
 
 @dataclass
@@ -355,8 +355,8 @@ class Reporter:
         """One candidate: rank, source, round, verdict, explanation and diff."""
         reason = candidate.reason.removeprefix("not verified: ")  # the sandbox's gate and guard say it already
         mark = "verified" if candidate.verified else f"not verified: {clip_reason(reason)}"
-        if candidate.verified and overfit_risk(candidate):  # why the model was asked too (fresh-user run X6)
-            mark += f"; {OVERFIT_WORDS[candidate.operator]} may fit the tests rather than the bug"
+        if risk_words(candidate):  # why the model was asked too (fresh-user run X6)
+            mark += f"; {risk_words(candidate)}"
         passed, of = candidate.also_fixes
         if candidate.verified and of:  # how far it repairs the other problems suspecting the same code
             mark += f"; {passed} of {of} related failing test{'s' if of > 1 else ''} pass with it too"

@@ -251,10 +251,15 @@ class FixRun:
     def apply(self, result: FixResult) -> tuple[str | None, str | None]:
         """Write the best verified candidate (engine/apply.py: located again by name in the file
         as it is now); returns (the file written, None), (None, why it was refused: the file is
-        unchanged), or (None, None) when nothing was verified."""
+        unchanged; also when the tests pass with other edits of the same line, which they cannot
+        tell apart), or (None, None) when nothing was verified."""
         best = result.best
         if best is None:
             return None, None
+        if best.alternatives:  # a coin flip between fixes the tests cannot tell apart (ranking.mark_alternatives)
+            return None, (f"the tests pass with {best.alternatives + 1} different edits of the same line (above): they "
+                          "cannot tell which is right, so none is written; apply the right one's diff by hand, or add a "
+                          "test that tells them apart")
         try:
             apply_patch(self.workspace, best.patch)
         except ApplyError as exc:

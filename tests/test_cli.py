@@ -238,6 +238,22 @@ def test_the_search_budget_is_the_users_and_running_out_of_it_is_said_as_it_happ
     assert "ledex:   search: done" in enough.stderr and "[verified" in enough.stdout, enough.stdout
 
 
+def test_fixes_of_the_same_line_the_tests_cannot_tell_apart_are_marked_and_not_written(tmp_path):
+    """hyperlink 21.0.0 (fresh-user run X11 F7): `split(":")[-1]` -> `[-2]` and the exact inverse `[0]`
+    both verified; `[-2]`, wrong for every URL without a password, ranked first and --apply wrote it."""
+    ws = write_tree(tmp_path / "ws", {
+        "names.py": "def first_name(full):\n    return full.split(' ')[-1]\n",
+        "tests/test_names.py": "from names import first_name\n\n\ndef test_first():\n    assert first_name('ada lovelace') == 'ada'\n"})
+    before = tree_digest(ws)
+    proc = ledex("fix", str(ws), "--model", replay_file(tmp_path, ["x"]), "--samples", "1", "--rounds", "1", "--apply", "--json")
+    (failure,) = json.loads(proc.stdout)["failures"]
+    verified = [c for c in failure["candidates"] if c["verified"]]
+    assert {c["diff"].splitlines()[-1].strip() for c in verified} >= {"+    return full.split(' ')[0]", "+    return full.split(' ')[-2]"}
+    assert all(c["alternatives"] == len(verified) - 1 and c["overfit_risk"] for c in verified), verified
+    assert failure["not_applied"].startswith(f"the tests pass with {len(verified)} different edits of the same line")
+    assert tree_digest(ws) == before and proc.returncode == 1, proc.stdout
+
+
 def test_apply_writes_only_the_verified_fix(example, replay_endpoint):
     url = replay_endpoint(["Always low.\n```python\ndef is_low_stock(quantity, threshold):\n    return True\n```",
                            RIGHT_STOCK])
