@@ -595,3 +595,16 @@ def test_items_pytest_collected_with_one_node_id_are_told_apart(tmp_path):
     wrong = verify(ws, {"calc.py": "def add(a, b):\n    return a + b if a != 3 or b != 3 else 0\n"},
                    ["tests/sums.cases::case(3)[#3]"], limits=Limits(wall_s=120))
     assert not wrong.passed and [o.outcome for o in wrong.outcomes if o.nodeid.endswith("[#3]")] == ["failed"]
+
+
+def test_a_requested_file_whose_tests_are_defined_away_ran_and_a_missing_id_quotes_pytest_not_a_failure(tmp_path):
+    """hyperlink 21.0.0 (fresh-user run X11 F6): test_socket.py defines its tests only where
+    inet_pton is missing; the server's run of the files importing a suspect called it "requested
+    tests did not run", quoting another test's assertion as pytest's words."""
+    ws = write_tree(tmp_path / "ws", {**A_FAILS, "tests/test_socket.py": "import socket\n\nif not hasattr(socket, 'AF_INET'):\n"
+                                                                    "    def test_never():\n        pass\n"})
+    v = run_tests(ws, tests=("tests/test_a.py", "tests/test_socket.py"), limits=QUICK)
+    assert v.error is None and v.ran == len([o for o in v.outcomes if o.nodeid.startswith("tests/test_a.py")]) > 0, v.error
+    gone = run_tests(ws, tests=("tests/test_a.py", "tests/test_socket.py::test_never"), limits=QUICK)
+    assert gone.error_kind == "not_found" and "tests/test_socket.py::test_never" in gone.error, gone.error
+    assert "assert" not in gone.error.split("(pytest:")[-1], gone.error  # not test_a.py's failing assert
