@@ -95,11 +95,20 @@ REASON_CHARS = 400  # a reason longer than this is shortened in text output (--j
 
 def clip_reason(reason: str, limit: int = REASON_CHARS) -> str:
     """`reason` as shown in text output: a long one (a list of hundreds of test ids that did not
-    run) keeps its start and its end (where pytest's own error is quoted)."""
+    run) keeps its start and its end (where pytest's own error is quoted), unless the note saying
+    so would be longer than what it leaves out (fresh-user run X11 F4: 13 characters of a
+    function's name were cut for a 36-character note).
+
+    >>> clip_reason("x" * 50, limit=40) == "x" * 50
+    True
+    >>> clip_reason("a" * 60 + "b" * 60, limit=30)
+    'aaaaaaaaaaaaaaaaaaaa … (90 characters more in --json) … bbbbbbbbbb'
+    """
     if len(reason) <= limit:
         return reason
     head, tail = reason[:limit * 2 // 3], reason[-(limit // 3):]
-    return f"{head} … ({len(reason) - len(head) - len(tail)} characters more in --json) … {tail}"
+    note = f" … ({len(reason) - len(head) - len(tail)} characters more in --json) … "
+    return reason if len(reason) - len(head) - len(tail) <= len(note) else f"{head}{note}{tail}"
 
 
 class _Ticker:
