@@ -254,6 +254,20 @@ def test_fixes_of_the_same_line_the_tests_cannot_tell_apart_are_marked_and_not_w
     assert tree_digest(ws) == before and proc.returncode == 1, proc.stdout
 
 
+def test_the_problem_with_most_failing_tests_is_fixed_first(tmp_path):
+    """hyperlink 21.0.0 (fresh-user run X11 F2): four one-test problems were searched for 100 s
+    before the 13-test problem whose fix repaired them all; discovery order put them first."""
+    ws = write_tree(tmp_path / "ws", {
+        "calc.py": "def half(x):\n    return x // 3\n\n\ndef double(x):\n    return x * 3\n",
+        "tests/test_a.py": "from calc import half\n\n\ndef test_half():\n    assert half(4) == 2\n",
+        "tests/test_b.py": "".join(f"from calc import double\n\n\ndef test_double_{n}():\n    assert double({n}) == {2 * n}\n"
+                                   if n == 1 else f"\n\ndef test_double_{n}():\n    assert double({n}) == {2 * n}\n"
+                                   for n in (1, 2, 3))})
+    proc = ledex("fix", str(ws), "--model", replay_file(tmp_path, ["x"]), "--samples", "1", "--rounds", "1")
+    order = re.findall(r"^ledex: fixing \d+ of \d+: (\S+)", proc.stderr, re.MULTILINE)
+    assert order[:2] == ["tests/test_b.py::test_double_1", "tests/test_a.py::test_half"], proc.stderr
+
+
 def test_apply_writes_only_the_verified_fix(example, replay_endpoint):
     url = replay_endpoint(["Always low.\n```python\ndef is_low_stock(quantity, threshold):\n    return True\n```",
                            RIGHT_STOCK])
