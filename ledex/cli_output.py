@@ -396,4 +396,7 @@ class Reporter:
         left = f"; {found - sum(size)} {unfinished}" if found > sum(size) else ""
         unwritten = sum(1 for h in handled if h.not_applied)  # fixes, not failures: a group's is one (X6)
         left += f"; {unwritten} verified fix(es) not written (not applied, above)" if unwritten else ""
+        risky = sum(n for n, h in zip(size, handled) if h.fixed_by is None and h.result.best is not None
+                    and risk_words(h.result.best))  # fresh-user run X11 F11: called fixed without a word
+        left += f"; {risky} of them only by a fix that may fit the tests rather than the bug (marked above)" if risky else ""
         print(f"\nledex: {fixed} of {sum(size)} failure(s) have a verified fix{left} (model {identity.id})", file=self.out)

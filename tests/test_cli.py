@@ -252,6 +252,9 @@ def test_fixes_of_the_same_line_the_tests_cannot_tell_apart_are_marked_and_not_w
     assert all(c["alternatives"] == len(verified) - 1 and c["overfit_risk"] for c in verified), verified
     assert failure["not_applied"].startswith(f"the tests pass with {len(verified)} different edits of the same line")
     assert tree_digest(ws) == before and proc.returncode == 1, proc.stdout
+    text = ledex("fix", str(ws), "--model", replay_file(tmp_path, ["x"]), "--samples", "1", "--rounds", "1")
+    assert "1 of 1 failure(s) have a verified fix; 1 of them only by a fix that may fit the tests rather than the bug" \
+        in text.stdout, text.stdout  # not called fixed without a word (X11 F11)
 
 
 def test_the_problem_with_most_failing_tests_is_fixed_first(tmp_path):
