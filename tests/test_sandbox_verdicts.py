@@ -608,3 +608,15 @@ def test_a_requested_file_whose_tests_are_defined_away_ran_and_a_missing_id_quot
     gone = run_tests(ws, tests=("tests/test_a.py", "tests/test_socket.py::test_never"), limits=QUICK)
     assert gone.error_kind == "not_found" and "tests/test_socket.py::test_never" in gone.error, gone.error
     assert "assert" not in gone.error.split("(pytest:")[-1], gone.error  # not test_a.py's failing assert
+
+
+def test_a_file_the_projects_ignore_option_excludes_does_not_run_when_named(tmp_path):
+    """hyperlink 21.0.0 (fresh-user run X11 F5): `addopts = --ignore=...` kept test_hypothesis.py out
+    of the project's own runs, but pytest does not apply it to a file named on the command line,
+    which is how ledex runs the files a change can affect: its failures showed in the editor."""
+    ws = write_tree(tmp_path / "ws", {"pytest.ini": "[pytest]\naddopts = --ignore=tests/test_slow.py --ignore-glob=*_gen.py\n",
+                                      "tests/test_a.py": "def test_a():\n    pass\n",
+                                      "tests/test_slow.py": "def test_slow():\n    assert 0\n",
+                                      "tests/test_b_gen.py": "def test_gen():\n    assert 0\n"})
+    v = run_tests(ws, tests=("tests/test_a.py", "tests/test_slow.py", "tests/test_b_gen.py"), limits=QUICK)
+    assert [o.nodeid for o in v.outcomes] == ["tests/test_a.py::test_a"] and v.passed, (v.error, v.outcomes)
