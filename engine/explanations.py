@@ -46,6 +46,31 @@ def grounded(explanation: str, context: str) -> str:
     return " ".join(kept)
 
 
+_QUOTED = re.compile(r"`([^`\n]+)`")
+_CODE_WORD = re.compile(r"\b[A-Za-z_]\w*_\w*\b|\b[a-z]+[A-Z]\w*\b")  # snake_case, camelCase
+
+
+def names_known(explanation: str, context: str) -> str:
+    """`explanation` without the sentences naming code that is nowhere in `context` (a quoted
+    name, a snake_case or camelCase word), and without a last sentence cut off unfinished: next
+    to a verified search fix the model wrote of `user_data`, which hyperlink has not, and stopped
+    mid-sentence (fresh-user run X11 F8).
+
+    >>> names_known("The `user_data` list is too long. So `userinfo` splits on `:`. The `**kw` syntax is used to", "userinfo.split(':')")
+    'So `userinfo` splits on `:`.'
+    """
+    words = set(_WORD.findall(context))
+    sentences = _SENTENCE.split(explanation.strip())
+    if sentences and not re.search(r"[.!?:)`'\"]$", sentences[-1]):
+        sentences = sentences[:-1]
+
+    def named(sentence: str) -> set[str]:
+        quoted = {w for q in _QUOTED.findall(sentence) for w in _WORD.findall(q)}
+        return quoted | set(_CODE_WORD.findall(_QUOTED.sub("", sentence)))
+
+    return " ".join(s for s in sentences if named(s) <= words)
+
+
 _WORD = re.compile(r"[A-Za-z_]\w+")
 _REPEAT_WORDS = 5  # a run of this many words said twice is babble, not emphasis
 
@@ -118,5 +143,5 @@ def trusted(explanation: str, diff: str, context: str) -> str:
     >>> trusted("The test is set to test the test file. The test is set to test it.", "-  n // 100\n+  n % 100\n", "")
     ''
     """
-    kept = grounded(explanation, context)
+    kept = names_known(grounded(explanation, context), context)
     return kept if kept and not repetitive(kept) and not self_contrast(kept) and about_the_edit(kept, diff) else ""
