@@ -97,8 +97,8 @@ def test_a_number_the_model_invented_is_not_shown_next_to_a_verified_fix(seeded)
 @pytest.mark.parametrize("babble", [
     "It returns the items that should be kept. However, it returns the items that should be kept.",  # X4, inflection
     "The test file is set to test the test file.",  # names nothing the edit changed (X4)
-    "The `//` drops the hundreds from `user_data` before they are kept.",  # code the project has not (X11 F8)
-    "The `//` drops the hundreds, and the",  # cut off mid-sentence (X11 F8)
+    "The slice `len(xs) - k - 1` drops the `user_data` items first.",  # code the project has not (X11 F8)
+    "The slice `len(xs) - k - 1` starts one item early, and the",  # cut off mid-sentence (X11 F8)
 ])
 def test_babble_is_not_shown_next_to_a_verified_fix(seeded, babble):
     """A model explanation of a search fix that repeats itself or names nothing on the edited
