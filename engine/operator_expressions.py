@@ -158,7 +158,25 @@ def _bound_positions(node) -> list[ast.AST]:
     return []
 
 
-def _argument_positions(node) -> list[ast.AST]:
+def flag_names(root: ast.AST) -> frozenset[str]:
+    """Names the function assigns a truth value (True/False, a comparison, a boolean operation,
+    `not x`) or a string, or defaults to one: +-1 on them is no off-by-one (dpath 2.2.0, fresh-user
+    run X11 F13: `search(..., yielded + 1, ...)` verified for the slip `yielded = False`)."""
+    def truth(value) -> bool:  # noqa: ANN001
+        return (isinstance(value, ast.Constant) and type(value.value) in (bool, str)) \
+            or isinstance(value, (ast.Compare, ast.BoolOp)) or (isinstance(value, ast.UnaryOp) and isinstance(value.op, ast.Not))
+    flags = set()
+    for node in ast.walk(root):
+        if isinstance(node, ast.Assign) and truth(node.value):
+            flags.update(t.id for t in node.targets if isinstance(t, ast.Name))
+        elif isinstance(node, ast.arguments):
+            positional = [*node.posonlyargs, *node.args]
+            flags.update(a.arg for a, d in zip(positional[len(positional) - len(node.defaults):], node.defaults) if truth(d))
+            flags.update(a.arg for a, d in zip(node.kwonlyargs, node.kw_defaults) if d is not None and truth(d))
+    return frozenset(flags)
+
+
+def _argument_positions(node, flags: frozenset[str] = frozenset()) -> list[ast.AST]:
     """A call's arguments that are a variable or attribute (or one +-1 of it): an off-by-one
     there is a bound slip too (isoweek 1.3.3's `timedelta(weeks=self.week - 1)` written
     `weeks=self.week`: no edit added the `- 1`, fresh-user run X11 F10). Constants stay the
@@ -170,11 +188,11 @@ def _argument_positions(node) -> list[ast.AST]:
         return isinstance(v, (ast.Name, ast.Attribute)) or (
             isinstance(v, ast.BinOp) and isinstance(v.op, (ast.Add, ast.Sub)) and isinstance(v.left, (ast.Name, ast.Attribute))
             and isinstance(v.right, ast.Constant) and v.right.value == 1)
-    return [v for v in values if variable(v)]
+    return [v for v in values if variable(v) and not (isinstance(v, ast.Name) and v.id in flags)]
 
 
-def _bound(src, node, parents):
-    for bound in _bound_positions(node) + _argument_positions(node):
+def _bound(src, node, parents, flags: frozenset[str] = frozenset()):
+    for bound in _bound_positions(node) + _argument_positions(node, flags):
         if _int_value(src, bound) is not None or (isinstance(bound, ast.Constant)):
             continue  # constants: the constant operator; strings: not a bound
         start, end = src.span(bound)

@@ -41,7 +41,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from ledex.engine.localize import function_in
 from ledex.engine.operator_expressions import (_assign, _binop, _bound, _boolop, _compare, _constant, _method, _name,
-                                               _negation, _scope_names, _swap)
+                                               _negation, _scope_names, _swap, flag_names)
 from ledex.engine.operator_statements import _add_return, _blocks, _drop_condition, _drop_statement, _return
 
 
@@ -142,7 +142,7 @@ def _substitute(tree, old, new) -> bool:
 def _sites(src: _Source, root: ast.AST, wanted: frozenset[str]):
     """Every raw edit (operator, start, end, replacement, intended) under root, unordered."""
     parents = {child: node for node in ast.walk(root) for child in ast.iter_child_nodes(node)}
-    names = _scope_names(root)
+    names, flags = _scope_names(root), flag_names(root)
     last_in_block = {body[-1] for _, body in _blocks(root)}
     body_nodes = list(ast.walk(root)) if isinstance(root, ast.Module) else \
         [n for part in (root.args, *root.body) for n in ast.walk(part)]  # not its decorators
@@ -151,7 +151,7 @@ def _sites(src: _Source, root: ast.AST, wanted: frozenset[str]):
         yield from _binop(src, node)
         yield from _boolop(src, node)
         yield from _constant(src, node, parents)
-        yield from _bound(src, node, parents)
+        yield from _bound(src, node, parents, flags)
         yield from _negation(src, node, parents)
         yield from _name(src, node, names, parents)
         yield from _method(src, node, names)

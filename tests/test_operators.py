@@ -174,3 +174,12 @@ def test_a_name_defined_more_than_once_is_edited_where_the_suspect_is():
     assert at_setter and all(setter < e.line <= setter + 4 for e in at_setter), [e.line for e in at_setter]
     getter = list(single_site_edits(OVERLOADED, "Signer.size"))
     assert getter and all(e.line == setter - 2 for e in getter)  # no line given: the first real definition
+
+
+def test_no_off_by_one_on_a_flag_or_a_string_passed_to_a_call():
+    """dpath 2.2.0 (fresh-user run X11 F13): `yielded = False` slipped for `True`, and the search's
+    verified "fix" was `search(obj, glob, yielded + 1, ...)`: +-1 on a call's argument is for numbers."""
+    code = ("def values(obj, glob, separator='/', dirs=True, depth=0):\n    yielded = False\n    done = obj is None\n"
+            "    return search(obj, glob, yielded, separator, dirs, done, depth)\n")
+    changed = {e.after for e in single_site_edits(code, "values") if e.operator == "bound"}
+    assert changed == {"obj + 1", "obj - 1", "glob + 1", "glob - 1", "depth + 1", "depth - 1"}, changed
