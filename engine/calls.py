@@ -19,8 +19,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ledex.engine.localize import (_FOREIGN_PARTS, MAX_CALLED, Suspect, _parse, _HELPER_DEPTH, is_test_file,
-                                   iter_functions, make_suspect, read_source)
+from ledex.engine.localize import (_FOREIGN_PARTS, MAX_CALLED, Suspect, _parse, _HELPER_DEPTH, is_overload,
+                                   is_test_file, iter_functions, make_suspect, read_source)
 from ledex.sandbox import is_build_output
 
 _AMBIGUOUS = 3  # a method name defined by more classes than this, none named by the test, is noise
@@ -265,7 +265,9 @@ class CodeIndex:
     def _add(self, rel: str) -> None:
         tree, _ = _tree_of(self.workspace / rel)
         for qualname, node in iter_functions(tree) if tree else ():
-            if "<locals>" not in qualname:
+            # not a typing.overload stub: pydash 8.1.0's two `@t.overload def union_with` came first, so
+            # the prompt showed a stub and a fix replaced it, leaving the code that runs as it was
+            if "<locals>" not in qualname and not is_overload(node):
                 self.functions.setdefault(qualname.rsplit(".", 1)[-1], []).append((rel, qualname, node))
         for node in ast.walk(tree) if tree else ():
             if isinstance(node, ast.ClassDef):

@@ -207,13 +207,15 @@ def choose_definition(nodes: list[ast.AST], line: int | None = None) -> ast.AST 
     `@t.overload` stubs of TimestampSigner.unsign came first, and the search mutated a stub; a
     property's setter shares its getter's name too), else the first."""
     exact = [n for n in nodes if line is not None and first_line(n) == line]
-    real = [n for n in nodes if not any(_is_overload(d) for d in n.decorator_list)]
+    real = [n for n in nodes if not is_overload(n)]
     return (exact or real or nodes or [None])[0]
 
 
-def _is_overload(decorator: ast.AST) -> bool:
-    return (isinstance(decorator, ast.Name) and decorator.id == "overload") or \
-        (isinstance(decorator, ast.Attribute) and decorator.attr == "overload")
+def is_overload(node: ast.AST) -> bool:
+    """A `typing.overload` stub (`@overload`, `@t.overload`...): a signature for type checkers,
+    never the code that runs."""
+    return any((isinstance(d, ast.Name) and d.id == "overload") or (isinstance(d, ast.Attribute) and d.attr == "overload")
+               for d in getattr(node, "decorator_list", ()))
 
 
 def first_line(node: ast.AST) -> int:

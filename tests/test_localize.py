@@ -553,3 +553,21 @@ def test_the_function_called_on_the_failing_line_is_the_first_suspect_though_cal
     found = discover(write_tree(tmp_path / "ws", WEEK))
     (failure,) = found.failures
     assert failure.suspect.qualname == "Week.contains", [s.qualname for s in failure.suspects]
+
+
+OVERLOADED = {
+    "arrays.py": ("import typing as t\n\n\n@t.overload\ndef union(a: t.List[int], b: t.List[int]) -> t.List[int]: ...\n\n\n"
+                  "@t.overload\ndef union(a: t.List[str], b: t.List[str]) -> t.List[str]: ...\n\n\n"
+                  "def union(a, b):\n    return [x for x in b + a if x is not None]\n"),
+    "tests/test_arrays.py": "from arrays import union\n\n\ndef test_union():\n    assert union([1], [2]) == [1, 2]\n",
+}
+
+
+def test_an_overloaded_function_is_suspected_by_the_code_that_runs_not_its_stub(tmp_path):
+    """pydash 8.1.0 (collect): `union_with`'s two `@t.overload` stubs came first among the functions
+    the test calls, so the suspect, the prompt's code and the fix's target were a stub; a right fix
+    replaced the stub and left the running code wrong (pydash: 63% of planted bugs' right answers verified)."""
+    found = discover(write_tree(tmp_path / "ws", OVERLOADED))
+    (failure,) = found.failures
+    assert failure.suspect.qualname == "union" and "return [x for x in b + a" in failure.suspect.source
+    assert "@t.overload" not in failure.suspect.source
