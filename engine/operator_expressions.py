@@ -79,14 +79,14 @@ _IDENTITY = {1: {"*", "/", "//", "**"}, 0: {"+", "-", "|", "^", "<<", ">>"}}
 
 
 def _binop(src, node):
-    if isinstance(node, ast.BinOp) and _OP_TEXT[type(node.op)] in BINOP_ALTERNATIVES:
+    if isinstance(node, ast.BinOp) and _OP_TEXT.get(type(node.op)) in BINOP_ALTERNATIVES:
         text = _OP_TEXT[type(node.op)]
         right = _int_value(src, node.right)
         # an identity (`int(part) + 1` -> `int(part) * 1`) is the term dropped in disguise, which
         # _constant writes plainly (jsonpointer 3.12, fresh-user run X3: `* 1` was applied)
         alternatives = [a for a in BINOP_ALTERNATIVES[text] if a not in _IDENTITY.get(right, ())]
         yield from _token_swap(src, src.span(node.left)[1], src.span(node.right)[0], text, alternatives, "binop")
-    elif isinstance(node, ast.AugAssign) and _OP_TEXT[type(node.op)] in BINOP_ALTERNATIVES:
+    elif isinstance(node, ast.AugAssign) and _OP_TEXT.get(type(node.op)) in BINOP_ALTERNATIVES:
         text = _OP_TEXT[type(node.op)]
         yield from _aug_swap(src, node, text)
 
@@ -320,7 +320,7 @@ def _assign(src, node, names):
 
 def _unused_value(src, value):
     """The edits making an expression statement the assignment it was meant to be."""
-    if isinstance(value, ast.BinOp) and isinstance(value.left, _TARGETS) and _OP_TEXT[type(value.op)] in BINOP_ALTERNATIVES:
+    if isinstance(value, ast.BinOp) and isinstance(value.left, _TARGETS) and _OP_TEXT.get(type(value.op)) in BINOP_ALTERNATIVES:
         text = _OP_TEXT[type(value.op)]
         gap_start, gap_end = src.span(value.left)[1], src.span(value.right)[0]
         match = re.search(_OP_PATTERN[text], src.text[gap_start:gap_end])

@@ -183,3 +183,11 @@ def test_no_off_by_one_on_a_flag_or_a_string_passed_to_a_call():
             "    return search(obj, glob, yielded, separator, dirs, done, depth)\n")
     changed = {e.after for e in single_site_edits(code, "values") if e.operator == "bound"}
     assert changed == {"obj + 1", "obj - 1", "glob + 1", "glob - 1", "depth + 1", "depth - 1"}, changed
+
+
+def test_matrix_multiplication_is_no_operator_to_swap_and_no_crash():
+    """`@` has no alternative in BINOP_ALTERNATIVES; a statement `a @ b` (whose value is dropped)
+    raised KeyError in the operators that turn such a statement into an assignment."""
+    code = "def f(a, b):\n    a @ b\n    c = a @ b\n    c @= a\n    return c\n"
+    edits = list(single_site_edits(code, "f"))
+    assert edits and not any("@" in e.after for e in edits)
