@@ -279,7 +279,7 @@ def joined_header(code: str) -> str | None:
     header = lines[node.lineno - 1:end]
     out, prev = "", None
     for tok in tokenize.generate_tokens(io.StringIO("".join(header)).readline):
-        if tok.type in (tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.ENDMARKER):
+        if tok.type in (tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.ENDMARKER, tokenize.INDENT, tokenize.DEDENT):
             continue
         if prev is not None and tok.start[0] == prev.end[0]:
             out += header[tok.start[0] - 1][prev.end[1]:tok.start[1]]
