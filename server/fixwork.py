@@ -25,6 +25,7 @@ once and the job goes on.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -281,4 +282,4 @@ def _config(s, harness) -> FixConfig:  # noqa: ANN001 - settings.Settings, proje
                      limits=Limits(wall_s=s.testTimeoutS), stop_at_first=True,
                      harness=harness,
                      verify_workers=1,  # one sandbox run beside generation: the model keeps the other core
-                     search=SEARCH_DEFAULT if s.search else None)
+                     search=dataclasses.replace(SEARCH_DEFAULT, max_seconds=s.searchSeconds) if s.search else None)

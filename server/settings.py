@@ -43,6 +43,7 @@ class Settings:
     # Search-based candidates (single-site edits, tried before the model; `ledex fix --search`, on by
     # default like the CLI: docs/benchmarks.md "Search-based candidates"); false: the model's only.
     search: bool = True
+    searchSeconds: float = 60.0  # the search's wall-clock budget per problem (`ledex fix --search-seconds`)
 
     @property
     def test_command(self) -> list[str] | None:
@@ -76,7 +77,7 @@ class SettingProblem(str):
         return problem
 
 
-_MINIMUM = {"samples": 1, "rounds": 1, "debounceMs": 0, "testTimeoutS": 1, "maxFileBytes": 1}
+_MINIMUM = {"samples": 1, "rounds": 1, "debounceMs": 0, "testTimeoutS": 1, "maxFileBytes": 1, "searchSeconds": 0}
 
 
 def _check(name: str, value: Any, default: Any) -> tuple[Any, str | None]:
@@ -130,7 +131,8 @@ def parse_settings(raw: Any, base: Settings = Settings()) -> tuple[Settings, lis
 
 def engine_fields() -> list[str]:
     """Settings that change the fix engine (a change drops the cached engine)."""
-    return ["model", "adapter", "samples", "rounds", "python", "testCommand", "testTimeoutS", "seed", "search"]
+    return ["model", "adapter", "samples", "rounds", "python", "testCommand", "testTimeoutS", "seed", "search",
+            "searchSeconds"]
 
 
 if __name__ == "__main__":

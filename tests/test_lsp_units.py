@@ -17,7 +17,7 @@ from ledex.server import actions, diagnostics
 from ledex.server.actions import minimal_edit
 from ledex.server.capabilities import ClientFeatures, features_of
 from ledex.server.jobs import CANCELLED, FAILED, QUEUED, READY, RUNNING, Entry
-from ledex.server.settings import DEFAULT_JUNIT_GLOBS, Settings, parse_settings
+from ledex.server.settings import DEFAULT_JUNIT_GLOBS, Settings, engine_fields, parse_settings
 from ledex.server.watch import Watchers, glob_regex
 from lsp_helpers import apply_text_edit, capabilities_of
 
@@ -28,6 +28,11 @@ def test_settings_defaults_and_valid_values():
     assert problems == []
     assert (settings.samples, settings.rounds, settings.runOnSave, settings.search) == (2, 3, False, False)
     assert Settings().search is True  # search candidates on by default, as in `ledex fix`
+    budget, problems = parse_settings({"searchSeconds": 240})
+    assert budget.searchSeconds == 240.0 and not problems and Settings().searchSeconds == 60.0  # --search-seconds' default
+    assert "searchSeconds" in engine_fields()  # a new budget builds a new engine
+    _, refused = parse_settings({"searchSeconds": -1})
+    assert any("searchSeconds=-1" in p for p in refused)
     assert settings.test_command == ["python", "-m", "pytest", "-x"] and settings.junitGlobs == ("out/*.xml",)
     assert Settings().test_command is None and Settings().junitGlobs == DEFAULT_JUNIT_GLOBS
 
