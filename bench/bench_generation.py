@@ -64,7 +64,7 @@ def test_source(row: dict) -> str:
     body = row["test"].strip().replace(f"def check({entry}):", f"def test_{entry}():", 1)
     body = body.replace("def check(candidate):", f"def test_{entry}():\n    candidate = {entry}", 1)
     lines = [line for line in body.splitlines() if not line.startswith("check(")]
-    return f"from solution import *\n\n" + "\n".join(lines).strip() + "\n"
+    return "from solution import *\n\n" + "\n".join(lines).strip() + "\n"
 
 
 def editor_failure(row: dict, root: Path) -> tuple[Failure, str]:

@@ -466,7 +466,7 @@ def _fill(batch, items: list[tuple[int, int, int, bool]]) -> None:
 if __name__ == "__main__":
     import sys
 
-    from ledex.engine.backends import Sampling, load_backend
+    from ledex.engine.backends import load_backend
     from ledex.engine.format import Mode, Problem, answer_grammar, build_messages
 
     k = int(sys.argv[1]) if len(sys.argv) > 1 else 4

@@ -370,7 +370,7 @@ def test_test_code_is_never_a_suspect_even_with_django_style_test_files(field_ru
 
 
 def test_a_coverage_run_returns_the_lines_each_test_executed(tmp_path):
-    from ledex.sandbox import Limits, run_tests
+    from ledex.sandbox import run_tests
 
     workspace = write_tree(tmp_path, {k: v for k, v in FIELD.items() if k.startswith(("seq/", "tests/test_more"))})
     verdict = run_tests(workspace, ["tests/test_more.py"], coverage=True)
