@@ -466,14 +466,14 @@ def _fill(batch, items: list[tuple[int, int, int, bool]]) -> None:
 if __name__ == "__main__":
     import sys
 
-    from ledex.engine.backends import load_backend
+    from ledex.engine import backends
     from ledex.engine.format import Mode, Problem, answer_grammar, build_messages
 
     k = int(sys.argv[1]) if len(sys.argv) > 1 else 4
-    backend = load_backend()
+    backend = backends.load_backend()
     problem = Problem("Write add(a, b) returning their sum.", "def add(a, b):\n    return a - b",
                       "assert add(1, 2) == 3\nAssertionError")
-    sampling = Sampling(max_tokens=200, grammar=answer_grammar(Mode.EXPLAIN, "add"))
+    sampling = backends.Sampling(max_tokens=200, grammar=answer_grammar(Mode.EXPLAIN, "add"))
     for generation in backend.generate_batch(build_messages(problem), sampling, k):
         print(f"--- seed {generation.seed} ({generation.finish_reason}, {generation.seconds:.1f} s)\n{generation.text}")
     print(f"prompt evaluations: {backend.prompt_evals}")
