@@ -53,6 +53,8 @@ def minimal_edit(old: str, new: str) -> tuple[lsp.Range, str]:
 
 def _title(candidate: CandidateResult) -> str:
     line = first_sentence(candidate.explanation) or "rewrite the suspect function"
+    if candidate.verified and getattr(candidate, "alternatives", 0):  # ranking.mark_alternatives (X11 F7)
+        return f"Fix ({candidate.source_label}; the tests pass with {candidate.alternatives} other edit(s) of this line too): {line}"
     if candidate.verified and getattr(candidate, "source", "model") == "search":
         return f"Fix ({candidate.source_label}): {line}"  # model fixes keep the plain title
     if candidate.verified:
@@ -109,9 +111,12 @@ def actions_for(root: Path, entry: Entry, version_of, diagnostics: list[lsp.Diag
 
 def _fix_actions(root: Path, entry: Entry, version_of, diagnostics: list[lsp.Diagnostic],
                  keep=lambda candidate: True) -> list[lsp.CodeAction]:  # noqa: ANN001
-    """The quick fixes for `entry`'s candidates that `keep` takes, best first (the best verified one preferred)."""
+    """The quick fixes for `entry`'s candidates that `keep` takes, best first (the best verified one
+    preferred, unless the tests pass with other edits of its line too: none is then, as --apply
+    writes none)."""
     out, ranked = [], [(i, c) for i, c in entry.offered if keep(c)]  # Entry.offered: worth a quick fix (X8, X9)
-    best = next((i for i, c in ranked if c.verified), None)
+    best = next((i for i, c in ranked if c.verified and not getattr(c, "alternatives", 0)), None)
+    best = best if best == next((i for i, c in ranked if c.verified), None) else None  # the best, if unambiguous
     for idx, candidate in ranked:
         text, version = version_of(candidate.patch.path)
         patch = offered_patch(candidate.patch, text)

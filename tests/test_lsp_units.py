@@ -2,6 +2,7 @@
 and the capability matrix (what a client with and without each capability is sent)."""
 
 import contextlib
+import dataclasses
 import threading
 from pathlib import Path
 
@@ -234,6 +235,20 @@ def test_work_states_in_the_diagnostic_message_only_without_progress_its_end_alw
     assert [a.title for a in all_actions(useless, ClientFeatures())] == ["Explain this failure", "Dismiss ledex suggestion"]
     partial = all_actions(entry(READY, verified=False), ClientFeatures())[0]
     assert partial.title == "Fix (unverified: 1 of 2 failing tests pass with it): Use <= so equal counts as low."
+
+
+def test_fixes_the_tests_cannot_tell_apart_are_named_so_and_none_is_preferred():
+    """hyperlink 21.0.0 (fresh-user run X11 F7): two verified search edits of one line behave
+    differently; the editor's one-key "preferred" fix would pick one as --apply did."""
+    e = entry(READY, verified=True)
+    e.candidates[0].source, e.candidates[0].alternatives = "search", 1
+    other = dataclasses.replace(e.candidates[0], patch=Patch("inventory/stock.py", OLD, OLD.replace("<", "!="), "is_low_stock"))
+    e.candidates.append(other)
+    fixes = [a for a in all_actions(e, ClientFeatures()) if a.title.startswith("Fix")]
+    assert len(fixes) == 2 and not any(a.is_preferred for a in fixes)
+    assert all("the tests pass with 1 other edit(s) of this line too" in a.title for a in fixes)
+    plain = entry(READY, verified=True)
+    assert [a.is_preferred for a in all_actions(plain, ClientFeatures()) if a.title.startswith("Fix")] == [True]
 
 
 def test_the_suspect_diagnostic_moves_to_the_line_a_fix_of_another_function_changes():
