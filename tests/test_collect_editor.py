@@ -246,3 +246,21 @@ def test_a_function_with_a_wrapped_signature_is_collected_with_its_signature_on_
     for row in rows:
         assert row.code.startswith("def clamp(x, low, high):\n") and row.correct
         assert "def clamp(\n    x,  # the value\n" in row.wrong_code  # the prompt shows the function as the file has it
+
+
+def test_an_overloaded_function_is_one_unit_and_the_manifest_counts_what_is_written(tmp_path):
+    """pydash 8.1.0: `union_with` (two @t.overload stubs and the code) was three units sharing one
+    cache file, so its records were read three times: the manifest said 3,972 verified while 2,728
+    distinct records were written."""
+    from ledex.training.sources import targets_of
+
+    stubs = "import typing as t\n\n\n" + "".join(f"@t.overload\ndef clamp(x: {k}, low: {k}, high: {k}) -> {k}: ...\n\n\n"
+                                               for k in ("int", "float"))
+    fixture = write_tree(tmp_path / "over", {"pkg/__init__.py": "", "pkg/calc.py": stubs + CALC,
+                                             "tests/test_calc.py": TESTS.replace("from pkg.stack import Stack\n", "")
+                                             .split("\n\ndef test_stack")[0]})
+    assert targets_of(fixture) == {"pkg/calc.py": ("clamp",)}
+    manifest = run(_config(tmp_path, [f"dir:{fixture}#MIT"], mutations=2), progress=False)
+    rows = list(records.read(tmp_path / "out" / "d.jsonl"))
+    assert rows and manifest["verified"] == sum(r.correct for r in rows) == manifest["records_written"]
+    assert all("@t.overload" not in r.wrong_code for r in rows)

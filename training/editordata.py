@@ -189,6 +189,7 @@ class EditorRun:
 
     def finish(self, results: list[dict], wall_s: float, cpu_s: float) -> dict:
         rows = [records.from_dict(r, "cache") for result in results for r in result["records"]]
+        rows = list({row.id: row for row in rows}.values())  # each record once, as written (records.write)
         fitting, too_long, lengths = _fit(rows, self.config.context_tokens)
         written = records.write(self.output, fitting)
         stats: dict = {}
@@ -200,7 +201,8 @@ class EditorRun:
             for key, value in result["stats"].items():
                 stats[key] = stats.get(key, 0) + value
                 mine[key] = round(mine.get(key, 0) + value, 1)
-        fresh = sum(1 for result in results if not result.get("cached") for r in result["records"] if r["correct"])
+        fresh = len({records.from_dict(r, "cache").id for result in results if not result.get("cached")
+                     for r in result["records"] if r["correct"]})
         manifest = self.manifest(fitting, too_long, lengths, stats, len(results), wall_s, cpu_s)
         manifest["throughput"]["verified_this_run"] = fresh  # units read from the cache cost nothing now
         manifest["throughput"]["verified_per_cpu_hour"] = round(fresh / (cpu_s / 3600), 1) if cpu_s > 60 else None

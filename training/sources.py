@@ -252,7 +252,7 @@ def dir_project(spec: str, root: Path) -> Project:
 
 def targets_of(folder: Path) -> dict[str, tuple[str, ...]]:
     """Every code file (not test code) and its functions/methods up to MAX_FUNCTION_LINES long."""
-    from ledex.engine.localize import is_test_file
+    from ledex.engine.localize import is_overload, is_test_file
 
     out = {}
     for path in sorted(folder.rglob("*.py")):
@@ -264,8 +264,10 @@ def targets_of(folder: Path) -> dict[str, tuple[str, ...]]:
             tree = ast.parse(text)
         except (SyntaxError, ValueError):
             continue
-        names = tuple(q for q, node in iter_functions(tree)
-                      if "<locals>" not in q and node.end_lineno - node.lineno < MAX_FUNCTION_LINES)
+        # each name once, overload stubs left out: pydash's `union_with` (two @t.overload stubs and the
+        # code) was three units sharing one cache file, and its records were counted three times
+        names = tuple(dict.fromkeys(q for q, node in iter_functions(tree) if "<locals>" not in q and not is_overload(node)
+                                    and node.end_lineno - node.lineno < MAX_FUNCTION_LINES))
         if names:
             out[rel] = names
     return out
