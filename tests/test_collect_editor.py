@@ -264,3 +264,14 @@ def test_an_overloaded_function_is_one_unit_and_the_manifest_counts_what_is_writ
     rows = list(records.read(tmp_path / "out" / "d.jsonl"))
     assert rows and manifest["verified"] == sum(r.correct for r in rows) == manifest["records_written"]
     assert all("@t.overload" not in r.wrong_code for r in rows)
+
+
+def test_an_explanation_of_a_missing_statement_does_not_quote_its_blank_line():
+    """pydash records: a planted bug that removed a statement left its line blank, and the
+    explanation said "line 2333 reads ``"."""
+    from ledex.training.explain import Fault, explain, observe
+
+    fault = Fault("transform", 2333, "", "", "next(walk, None)", "drop_statement")
+    texts = {explain(fault, observe("assert [] == [1]", "AssertionError: assert [] == [1]"), "t.py::test_t", seed)
+             for seed in range(12)}
+    assert len(texts) > 1 and all("line 2333" in t and "``" not in t for t in texts), texts

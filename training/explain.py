@@ -116,6 +116,13 @@ _WHERE_TEMPLATES = (
     "In {name}, line {line} reads {text}, and that is where it goes wrong.",
     "The function {name} goes wrong at line {line}: {text}.",
 )
+# ... when the fault is a statement that is not there (its line is blank in the wrong code): a
+# "where" quoting the blank line read "line 2333 reads ``" (pydash records, session 13)
+_MISSING_TEMPLATES = (
+    "The bug is in {name}: a statement is missing at line {line}.",
+    "In {name}, line {line} is where something that should run is missing.",
+    "The function {name} skips a step at line {line}.",
+)
 _SAW = {
     "compare": ("The test expects {want} but gets {got}.",
                 "The call {call} returns {got}, while the test wants {want}.",
@@ -182,7 +189,8 @@ def explain(fault: Fault, obs: Observation, test: str, seed: int) -> str:
     """A few sentences (<= MAX_EXPLANATION_CHARS, no fence) in a seed-chosen wording."""
     rng = random.Random(seed)
     name = _code(fault.name, 40)
-    where = rng.choice(_WHERE_TEMPLATES).format(line=fault.line, name=name, text=_code(fault.line_text.strip(), 70))
+    templates = _WHERE_TEMPLATES if fault.line_text.strip() else _MISSING_TEMPLATES
+    where = rng.choice(templates).format(line=fault.line, name=name, text=_code(fault.line_text.strip(), 70))
     why = rng.choice(_WHY.get(fault.operator, ("this line is wrong",)))
     because = rng.choice(("This happens because {why}.", "The reason: {why}.", "That is because {why}.")).format(why=why)
     parts = [where, _saw(obs, test, rng), because, _change(fault, rng)]
