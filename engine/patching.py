@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import ast
 import difflib
+import io
 import textwrap
+import tokenize
 from dataclasses import dataclass
 
 from ledex.engine.localize import Suspect, first_line, iter_functions
@@ -163,9 +165,6 @@ def _header_end(lines: list[str], node: ast.AST) -> int | None:
     >>> _header_end(code.splitlines(keepends=True), ast.parse(code).body[0])
     3
     """
-    import io
-    import tokenize
-
     text = "".join(lines[node.lineno - 1:node.body[0].lineno])
     depth = 0
     try:
@@ -264,9 +263,6 @@ def joined_header(code: str) -> str | None:
     def f(x: int, y=(1, 2)) -> int:
         return x
     """
-    import io
-    import tokenize
-
     try:
         tree = ast.parse(code)
     except SyntaxError:

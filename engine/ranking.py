@@ -116,12 +116,12 @@ def mark_alternatives(candidates: Sequence[Any]) -> None:
     them apart, so each is a test-overfitting risk (hyperlink 21.0.0, fresh-user run X11 F7:
     `split(":")[-1]` -> `[-2]` and the exact inverse `[0]` both verified; `[-2]`, which raises for
     every URL without a password, ranked first and was written)."""
-    found = [c for c in candidates if c.verified and c.source == "search" and c.patch is not None]
+    found = [(c, _changed_lines(c)) for c in candidates if c.verified and c.source == "search" and c.patch is not None]
     spots: dict[tuple, set[str]] = {}
-    for candidate in found:
-        spots.setdefault(_changed_lines(candidate), set()).add(candidate.patch.new_function)
-    for candidate in found:
-        candidate.alternatives = len(spots[_changed_lines(candidate)]) - 1
+    for candidate, spot in found:
+        spots.setdefault(spot, set()).add(candidate.patch.new_function)
+    for candidate, spot in found:
+        candidate.alternatives = len(spots[spot]) - 1
 
 
 def plausibility(candidate: Any) -> float:

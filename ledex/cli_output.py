@@ -107,8 +107,9 @@ def clip_reason(reason: str, limit: int = REASON_CHARS) -> str:
     if len(reason) <= limit:
         return reason
     head, tail = reason[:limit * 2 // 3], reason[-(limit // 3):]
-    note = f" … ({len(reason) - len(head) - len(tail)} characters more in --json) … "
-    return reason if len(reason) - len(head) - len(tail) <= len(note) else f"{head}{note}{tail}"
+    cut = len(reason) - len(head) - len(tail)
+    note = f" … ({cut} characters more in --json) … "
+    return reason if cut <= len(note) else f"{head}{note}{tail}"
 
 
 class _Ticker:
@@ -364,8 +365,9 @@ class Reporter:
         """One candidate: rank, source, round, verdict, explanation and diff."""
         reason = candidate.reason.removeprefix("not verified: ")  # the sandbox's gate and guard say it already
         mark = "verified" if candidate.verified else f"not verified: {clip_reason(reason)}"
-        if risk_words(candidate):  # why the model was asked too (fresh-user run X6)
-            mark += f"; {risk_words(candidate)}"
+        risk = risk_words(candidate)
+        if risk:  # why the model was asked too (fresh-user run X6)
+            mark += f"; {risk}"
         passed, of = candidate.also_fixes
         if candidate.verified and of:  # how far it repairs the other problems suspecting the same code
             mark += f"; {passed} of {of} related failing test{'s' if of > 1 else ''} pass with it too"

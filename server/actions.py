@@ -115,8 +115,8 @@ def _fix_actions(root: Path, entry: Entry, version_of, diagnostics: list[lsp.Dia
     preferred, unless the tests pass with other edits of its line too: none is then, as --apply
     writes none)."""
     out, ranked = [], [(i, c) for i, c in entry.offered if keep(c)]  # Entry.offered: worth a quick fix (X8, X9)
-    best = next((i for i, c in ranked if c.verified and not getattr(c, "alternatives", 0)), None)
-    best = best if best == next((i for i, c in ranked if c.verified), None) else None  # the best, if unambiguous
+    first = next(((i, c) for i, c in ranked if c.verified), None)
+    best = first[0] if first is not None and not getattr(first[1], "alternatives", 0) else None  # if unambiguous
     for idx, candidate in ranked:
         text, version = version_of(candidate.patch.path)
         patch = offered_patch(candidate.patch, text)
