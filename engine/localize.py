@@ -271,26 +271,35 @@ _STUCK = re.compile(r"; stuck in \S+ \((?P<path>[^\n]+?):(?P<line>\d+)\)")
 
 def stuck_in(workspace: Path, details: str, is_test=is_test_file) -> Suspect | None:  # noqa: ANN001
     """The workspace function a hung test was stuck in, from the sandbox's timeout message
-    ('...; stuck in count (/ws/pkg/calc.py:4)'), or None (not hung, or stuck in test code).
+    ('...; stuck in count (/ws/pkg/calc.py:4)', one such part per frame that never returned,
+    sandbox/plugin.py): the first that is workspace code and not test code (a test's list
+    comprehension draining a generator names both; the generator is the suspect), or None.
 
     >>> stuck_in(Path("/nonexistent"), "TestTimeout: did not finish within 1 s") is None
     True
     """
-    found = _STUCK.search(details)
-    rel = found and _relative(found["path"], workspace)
-    source = _code_file(workspace, rel, is_test) if rel else None
-    hit = source is not None and function_at(source, int(found["line"]))
-    return make_suspect(rel, hit[0], hit[1], source, "stack sampling") if hit else None
+    for found in _STUCK.finditer(details):
+        rel = _relative(found["path"], workspace)
+        source = _code_file(workspace, rel, is_test) if rel else None
+        hit = source is not None and function_at(source, int(found["line"]))
+        if hit:
+            return make_suspect(rel, hit[0], hit[1], source, "stack sampling")
+    return None
 
 
-def stuck_line(details: str) -> int | None:
-    """The line a hung test was stuck at, from the sandbox's timeout message, or None.
+def stuck_line(details: str, path: str = "") -> int | None:
+    """The line a hung test was stuck at in the file `path` (relative, "/"-separated; "": any),
+    from the sandbox's timeout message, or None.
 
     >>> stuck_line("TestTimeout: did not finish within 1 s; stuck in count (/ws/calc.py:4)")
     4
+    >>> stuck_line("...; stuck in <listcomp> (/ws/test_a.py:5); stuck in gen (/ws/a.py:9)", "a.py")
+    9
     """
-    found = _STUCK.search(details)
-    return int(found["line"]) if found else None
+    for found in _STUCK.finditer(details):
+        if found["path"].replace("\\", "/").endswith("/" + path if path else ""):
+            return int(found["line"])
+    return None
 
 
 def doctest_owner(workspace: Path, file: str | None, name: str | None, is_test=is_test_file) -> Suspect | None:  # noqa: ANN001

@@ -333,7 +333,7 @@ class Reporter:
             print("  no function to fix was found in the workspace", file=out)
             return
         found = FOUND_BY.get(failure.suspect.reason, failure.suspect.reason)
-        stuck = stuck_line(failure.details) if failure.suspect.reason == "stack sampling" else None
+        stuck = stuck_line(failure.details, failure.suspect.path) if failure.suspect.reason == "stack sampling" else None
         found += f", at line {stuck}" if stuck else ""
         print(f"  suspect: {failure.suspect.path}::{failure.suspect.qualname} ({found})", file=out)
         short = cut_short(result)

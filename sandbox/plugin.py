@@ -31,10 +31,11 @@ line of project code. Code that swallows the timeout (doctest runs each example 
 ``except:``; a test's own ``except BaseException``) is interrupted again every ``_REPEAT_S``
 until its phase ends, and the test fails as timed out whatever it reports (the ``end``
 record's ``timeout``): past its time, no test passes. Before it raises, the alarm samples the
-stack ``_SAMPLES`` times ``_SAMPLE_S`` apart: the deepest frame alive in every sample is the
-function that never returned (a loop calling helpers is stopped in a random helper; the loop's
-owner is in every sample), named in the timeout's message as ``stuck in func (path:line)``
-(engine/localize.py ranks it first). A hang the signal cannot
+stack ``_SAMPLES`` times, ``_SAMPLE_S`` apart and each after the test ran on (``_SAMPLE_CPU_S``):
+the deepest frame alive in every sample is the function that never returned (a loop calling
+helpers is stopped in a random helper; the loop's owner is in every sample), named in the
+timeout's message as ``stuck in func (path:line)``, followed by any generator suspended
+between samples (engine/localize.py ranks the first that is not test code first). A hang the signal cannot
 interrupt (a C loop) hits faulthandler ``grace`` seconds later: every thread's stack goes to
 stderr and the process exits; the worker then fails the test that had begun and not ended
 (with that stack) and runs the tests not reached in a fresh process (sandbox/worker.py).
@@ -45,6 +46,7 @@ from __future__ import annotations
 
 import faulthandler
 import hashlib
+import inspect
 import json
 import os
 import signal
@@ -87,6 +89,12 @@ AFTER_HANG_FACTOR, AFTER_HANG_FLOOR_S = 10.0, 5.0
 _REPEAT_S = 0.05  # a swallowed timeout is raised again this much later, until the phase ends
 _MESSAGE_CHARS, _TEXT_CHARS = 500, 6000  # a failed phase's message and traceback on the channel (a line each)
 _SAMPLES, _SAMPLE_S = 5, 0.01  # stack samples taken at the timeout, and their spacing (s)
+# A sample counts only once the test has had _SAMPLE_CPU_S of CPU since the last one (or waited
+# _SAMPLE_WAIT_S: a test hung in sleep or I/O uses none): on a busy machine a starved process
+# ran a few bytecodes between wall-clock samples, so every sample caught the same short call
+# (`w + 1`'s __add__) and it was named as the stuck function (CI, X11 F3's test).
+_SAMPLE_CPU_S, _SAMPLE_WAIT_S = 0.005, 0.1
+_SUSPENDABLE = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
 _FRAMEWORK = tuple(os.path.dirname(os.path.abspath(path)) + os.sep
                    for path in (_pytest.__file__, pluggy.__file__, __file__))
 _STDLIB = tuple({os.path.abspath(sysconfig.get_paths()[k]) + os.sep for k in ("stdlib", "platstdlib")})
@@ -174,6 +182,7 @@ class _Phase:
         self.expired = False
         self.timed_out = False  # the alarm raised in this test (it fails, whatever it reports)
         self.samples: list[list] = []  # stacks (frames, outermost first) sampled at the timeout
+        self.sampled_at = (0.0, 0.0)  # process CPU time and monotonic time of the last sample
 
     def enter(self, when: str) -> None:
         """A phase starts; raises TestTimeout if the alarm fired between phases (teardown still
@@ -283,8 +292,11 @@ def _stack(frame) -> list:  # noqa: ANN001
 
 
 def _stuck_text(samples: list[list]) -> str:
-    """'; stuck in func (path:line)' for the deepest frame alive in every sample (the same frame
-    object: it never returned) whose code is in the workspace; "" when there is none."""
+    """'; stuck in func (path:line)' for each workspace frame that never returned while sampled:
+    the deepest alive in every sample (the same frame object), then each generator or coroutine
+    seen in two samples or more but not in all (suspended between them: a test's list
+    comprehension draining a generator that never ends is sampled in the generator or between
+    its items, X11 F3's test), deepest first; "" when there is none."""
     if len(samples) < 2:
         return ""
     common = samples[0]
@@ -294,11 +306,17 @@ def _stuck_text(samples: list[list]) -> str:
             same += 1
         common = common[:same]
     root = os.path.abspath(_ROOT) + os.sep
-    own = [f for f in common if os.path.abspath(f.f_code.co_filename).startswith(root)]
-    if not own:
-        return ""
-    frame = own[-1]
-    return f"; stuck in {frame.f_code.co_name} ({frame.f_code.co_filename}:{frame.f_lineno})"
+    own = [f for f in common if os.path.abspath(f.f_code.co_filename).startswith(root)][-1:]
+    seen: dict[int, list] = {}  # id(frame) -> [frame, samples it is in, its deepest depth]
+    for stack in samples:
+        for depth, frame in enumerate(stack):
+            entry = seen.setdefault(id(frame), [frame, 0, 0])
+            entry[1], entry[2] = entry[1] + 1, max(entry[2], depth)
+    suspended = sorted((e for e in seen.values() if 2 <= e[1] < len(samples)
+                        and e[0].f_code.co_flags & _SUSPENDABLE
+                        and os.path.abspath(e[0].f_code.co_filename).startswith(root)), key=lambda e: -e[2])
+    return "".join(f"; stuck in {f.f_code.co_name} ({f.f_code.co_filename}:{f.f_lineno})"
+                   for f in own + [e[0] for e in suspended])
 
 
 def _in_framework(frame) -> bool:  # noqa: ANN001 - the interrupted frame
@@ -322,13 +340,23 @@ def _on_alarm(signum, frame):  # noqa: ANN001
         signal.setitimer(signal.ITIMER_REAL, _RETRY_S)
         return
     if not _PHASE.timed_out and len(_PHASE.samples) < _SAMPLES:  # sample first: where is it stuck?
-        _PHASE.samples.append(_stack(frame))
+        if _ran_since_sample():
+            _PHASE.samples.append(_stack(frame))
+            _PHASE.sampled_at = (time.process_time(), time.monotonic())
         signal.setitimer(signal.ITIMER_REAL, _SAMPLE_S)
         return
     _PHASE.timed_out = True
     if _PHASE.running != "teardown":  # swallowed (doctest's bare except): raised again soon
         signal.setitimer(signal.ITIMER_REAL, _REPEAT_S)
     raise (TeardownTimeout if _PHASE.running == "teardown" else TestTimeout)(_timeout_text())
+
+
+def _ran_since_sample() -> bool:
+    """Whether the test ran long enough since the last stack sample for the next to show where
+    it is stuck (_SAMPLE_CPU_S of CPU, or _SAMPLE_WAIT_S of waiting); True for the first."""
+    cpu, wall = _PHASE.sampled_at
+    return not _PHASE.samples or time.process_time() - cpu >= _SAMPLE_CPU_S \
+        or time.monotonic() - wall >= _SAMPLE_WAIT_S
 
 
 def _arm() -> None:

@@ -299,6 +299,27 @@ def test_a_hung_test_suspects_the_loop_not_the_helper_it_was_calling(tmp_path):
     assert [(s.qualname, s.reason) for s in failure.suspects[:2]] == [("count", "stack sampling"), ("step", "traceback")]
 
 
+ENDLESS = ("class Week:\n    def __init__(self, n):\n        self.n = n\n\n    def __add__(self, k):\n"
+           "        return Week(self.n + k)\n\n    @classmethod\n    def until(cls, last):\n        w = cls(1)\n"
+           "        while w.n <= last:\n            yield w\n            w + 1\n")
+
+
+def test_a_generator_drained_by_the_test_is_named_not_the_call_it_was_stopped_in(tmp_path):
+    """isoweek 1.3.3 (X11 F3's test, failing in CI about one run in four): a test's list
+    comprehension drains a generator that never ends; samples caught the comprehension between
+    items, so no workspace frame was in every sample and the traceback's deepest frame (`__add__`,
+    `__init__`, where the alarm stopped it) became the suspect. The generator, suspended between
+    samples, is named; three hung tests, so a lucky draw rarely hides the fault."""
+    tests = "from weeks import Week\n\n\n" + "".join(
+        f"def test_{n}():\n    assert [w.n for w in Week.until({n})] == list(range(1, {n + 1}))\n\n\n" for n in (2, 3, 4))
+    ws = write_tree(tmp_path / "ws", {"weeks.py": ENDLESS, "tests/test_weeks.py": tests})
+    found = discover(ws, limits=Limits(wall_s=60, test_timeout_s=1), coverage=False)
+    assert len(found.failures) == 3
+    for failure in found.failures:
+        assert f"; stuck in until ({ws / 'weeks.py'}:" in failure.details, failure.details
+        assert (failure.suspect.qualname, failure.suspect.reason) == ("Week.until", "stack sampling")
+
+
 def test_hang_the_signal_cannot_stop_is_dumped_and_the_rest_still_run(tmp_path):
     spin = ("import signal\n\n\ndef spin():\n    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})\n"
             "    while True:\n        pass\n")
