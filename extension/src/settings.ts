@@ -8,7 +8,7 @@ export const SECTION = 'ledex';
 export const EXTENSION_ONLY_KEYS: readonly string[] = ['pythonPath'];
 
 interface PropertySchema {
-  type: 'string' | 'integer' | 'boolean' | 'array';
+  type: 'string' | 'integer' | 'number' | 'boolean' | 'array';
   default: unknown;
   minimum?: number;
   maximum?: number;
@@ -25,7 +25,7 @@ export function declaredSettings(): Record<string, PropertySchema> {
   return out;
 }
 
-/** Keys the server gets, in declaration order: model, adapter, testCommand, junitGlobs, samples, rounds, runOnSave. */
+/** Keys the server gets, in declaration order: model, adapter, testCommand, junitGlobs, samples, rounds, runOnSave, search, searchSeconds. */
 export function serverKeys(): string[] {
   return Object.keys(declaredSettings()).filter((k) => !EXTENSION_ONLY_KEYS.includes(k));
 }
@@ -38,6 +38,8 @@ export interface LedexSettings {
   samples: number;
   rounds: number;
   runOnSave: boolean;
+  search: boolean;
+  searchSeconds: number;
 }
 
 /** Reads one setting, e.g. `(key) => vscode.workspace.getConfiguration('ledex').get(key)`. */
@@ -49,10 +51,11 @@ function coerce(value: unknown, schema: PropertySchema): unknown {
       return typeof value === 'string' ? value.trim() : schema.default;
     case 'boolean':
       return typeof value === 'boolean' ? value : schema.default;
-    case 'integer': {
-      const n = typeof value === 'number' ? value : typeof value === 'string' ? Number(value) : NaN;
+    case 'integer':
+    case 'number': {
+      const n = typeof value === 'number' ? value : typeof value === 'string' && value.trim() ? Number(value) : NaN;
       if (!Number.isFinite(n)) return schema.default;
-      let i = Math.round(n);
+      let i = schema.type === 'integer' ? Math.round(n) : n;
       if (schema.minimum !== undefined) i = Math.max(schema.minimum, i);
       if (schema.maximum !== undefined) i = Math.min(schema.maximum, i);
       return i;

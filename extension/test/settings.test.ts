@@ -21,6 +21,7 @@ test('package.json declares exactly the contract settings', () => {
     'ledex.runOnSave',
     'ledex.samples',
     'ledex.search',
+    'ledex.searchSeconds',
     'ledex.testCommand',
   ]);
   assert.equal(defaults('pythonPath'), '');
@@ -32,10 +33,11 @@ test('package.json declares exactly the contract settings', () => {
   assert.equal(defaults('rounds'), 2);
   assert.equal(defaults('runOnSave'), true);
   assert.equal(defaults('search'), true);
+  assert.equal(defaults('searchSeconds'), 60);
 });
 
 test('server keys exclude the extension-only pythonPath', () => {
-  assert.deepEqual(serverKeys(), ['model', 'adapter', 'testCommand', 'junitGlobs', 'samples', 'rounds', 'runOnSave', 'search']);
+  assert.deepEqual(serverKeys(), ['model', 'adapter', 'testCommand', 'junitGlobs', 'samples', 'rounds', 'runOnSave', 'search', 'searchSeconds']);
 });
 
 test('initializationOptions: unprefixed camelCase keys from the settings', () => {
@@ -49,6 +51,7 @@ test('initializationOptions: unprefixed camelCase keys from the settings', () =>
     rounds: 3,
     runOnSave: false,
     search: false,
+    searchSeconds: 240.5,
   };
   assert.deepEqual(initializationOptions((k) => values[k]), {
     model: 'hf://HuggingFaceTB/SmolLM2-360M-Instruct-GGUF/smollm2-360m-instruct-q8_0.gguf',
@@ -59,11 +62,14 @@ test('initializationOptions: unprefixed camelCase keys from the settings', () =>
     rounds: 3,
     runOnSave: false,
     search: false,
+    searchSeconds: 240.5,
   });
 });
 
 test('unset or invalid values fall back to the package.json defaults, integers are clamped', () => {
-  const values: Record<string, unknown> = { model: 42, junitGlobs: 'x', samples: '6', rounds: 0.4, runOnSave: 'yes', testCommand: '  make test ' };
+  const values: Record<string, unknown> = {
+    model: 42, junitGlobs: 'x', samples: '6', rounds: 0.4, runOnSave: 'yes', testCommand: '  make test ', searchSeconds: -5,
+  };
   assert.deepEqual(initializationOptions((k) => values[k]), {
     model: '',
     adapter: '',
@@ -73,8 +79,12 @@ test('unset or invalid values fall back to the package.json defaults, integers a
     rounds: 1,
     runOnSave: true,
     search: true,
+    searchSeconds: 0,
   });
   assert.equal(initializationOptions(() => 1e9).samples, 64);
+  assert.equal(initializationOptions(() => 1e9).searchSeconds, 3600);
+  assert.equal(initializationOptions((k) => (k === 'searchSeconds' ? '90.5' : undefined)).searchSeconds, 90.5);
+  assert.equal(initializationOptions((k) => (k === 'searchSeconds' ? ' ' : undefined)).searchSeconds, 60);
 });
 
 test('didChangeConfiguration params wrap the settings under "ledex"', () => {
