@@ -44,7 +44,8 @@ from common import REPO, emit, machine_facts, median, ratio  # noqa: E402
 from ledex.engine.backends import Sampling, load_backend  # noqa: E402
 from ledex.engine.failures import Failure  # noqa: E402
 from ledex.engine.fixer import problem_for  # noqa: E402
-from ledex.engine.format import Candidate, Mode, answer_grammar, build_messages, parse_response  # noqa: E402
+from ledex.engine.format import Candidate, Mode, build_messages, parse_response  # noqa: E402
+from ledex.engine.grammar import answer_grammar
 from ledex.engine.localize import Suspect  # noqa: E402
 from ledex.engine.patching import PatchError, make_patch  # noqa: E402
 from ledex.engine.problems import CodingProblem, judge_solutions  # noqa: E402

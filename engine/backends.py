@@ -10,7 +10,7 @@ finish. The llama.cpp backend evaluates the prompt once and decodes the K sequen
 in one llama.cpp batch (the prompt's KV cells are shared through sequence ids); each sequence
 has its own sampler chain (grammar, top-k/top-p/min-p, temperature, seed = sampling.seed + i),
 so answer i is the same whatever K is. A `Sampling.grammar` (GBNF, see
-`format.answer_grammar`) constrains every answer to the LEDEX shape.
+`grammar.answer_grammar`) constrains every answer to the LEDEX shape.
 
 Endpoints and grammars: the grammar is sent in the field the server reads (`grammar_field`):
 llama-server reads `grammar` (the default); vLLM reads `guided_grammar` (before 0.11) or
@@ -84,7 +84,7 @@ class Sampling:
     top_p: float = 0.95
     max_tokens: int = 512  # a refined function plus a short explanation fits comfortably
     seed: int = 0
-    grammar: str = ""  # GBNF the answer must match (format.answer_grammar); "" = unconstrained
+    grammar: str = ""  # GBNF the answer must match (grammar.answer_grammar); "" = unconstrained
     # The code the prompt shows as wrong: with a grammar, llama.cpp answers that would repeat it
     # are steered away (llamabatch, "Answers that repeat the wrong code"); endpoints ignore it.
     wrong_code: str = ""

@@ -33,8 +33,9 @@ from ledex.engine.backends import Backend, Generation, ModelError, PromptTooLong
 from ledex.engine.explanations import parse_explanation, trusted
 from ledex.engine.failures import TRIED_SUSPECTS, Failure
 from ledex.engine.fixresult import CandidateResult, FixResult
-from ledex.engine.format import (Candidate, Mode, Problem, answer_grammar, build_explain_diff_messages,
-                                 build_messages, clip_middle, fenced, parse_response)
+from ledex.engine.format import (Candidate, Mode, Problem, build_explain_diff_messages, build_messages, clip_middle,
+                                 fenced, parse_response)
+from ledex.engine.grammar import answer_grammar
 from ledex.engine.judging import feedback_for, judge, partial_credit, related_passing
 from ledex.engine.localize import read_source
 from ledex.engine.patching import Patch, PatchError, make_patch
@@ -62,7 +63,7 @@ class FixConfig:
     # Suspects tried in turn, most suspicious first, until one gets a verified fix (issue 12 item 6;
     # see bench/bench_localize.py for how often the broken function is in the top 1 / top 3).
     suspects: int = TRIED_SUSPECTS
-    grammar: bool = True  # constrain answers to the LEDEX shape (format.answer_grammar) where the backend can
+    grammar: bool = True  # constrain answers to the LEDEX shape (grammar.answer_grammar) where the backend can
     # Search-based candidates before the model's (issue 20): SearchConfig() on, None off (model only).
     # On by default: on HumanEvalFix projects search fixed 34 of 58 correctly (the model 1 of the 10
     # it ran on), 3% overfit offers, 16.9 s mean per failure (bench/bench_search.py,

@@ -467,7 +467,8 @@ if __name__ == "__main__":
     import sys
 
     from ledex.engine import backends
-    from ledex.engine.format import Mode, Problem, answer_grammar, build_messages
+    from ledex.engine.format import Mode, Problem, build_messages
+    from ledex.engine.grammar import answer_grammar
 
     k = int(sys.argv[1]) if len(sys.argv) > 1 else 4
     backend = backends.load_backend()

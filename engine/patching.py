@@ -254,7 +254,7 @@ def _answer_function(answer_code: str, qualname: str) -> tuple[str, ast.Module, 
 
 def joined_header(code: str) -> str | None:
     """`code` (one function, dedented) with its `def` header on one line, as the answer grammar
-    writes it (format.answer_grammar): the lines of a wrapped signature joined, comments in it and
+    writes it (grammar.answer_grammar): the lines of a wrapped signature joined, comments in it and
     a trailing comma dropped; `code` itself when the header is one line already; None when the
     joined text would not mean the same (or `code` does not parse). The patcher puts a wrapped
     header back (`_same_header`), so training's right answers are written this way.

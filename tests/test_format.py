@@ -78,7 +78,7 @@ def test_first_sentence_is_a_short_menu_title():
 
 
 def test_answer_grammar_names_the_suspect_and_refuses_what_is_not_a_name():
-    from ledex.engine.format import answer_grammar
+    from ledex.engine.grammar import answer_grammar
 
     explain, refine = answer_grammar(Mode.EXPLAIN, "Inventory.restock"), answer_grammar(Mode.REFINE, "add")
     assert explain.startswith("root ::= explanation ") and 'name ::= "restock"' in explain
@@ -116,7 +116,7 @@ def test_close_answer_ends_a_cut_off_block_at_its_last_line_that_parses():
 
 
 def test_answer_grammar_spells_out_python_blocks():
-    from ledex.engine.format import MAX_INDENT, answer_grammar
+    from ledex.engine.grammar import MAX_INDENT, answer_grammar
 
     grammar = answer_grammar(Mode.REFINE, "add")
     assert f"block{MAX_INDENT} ::=" in grammar and f"block{MAX_INDENT + 1}" not in grammar

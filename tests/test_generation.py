@@ -11,7 +11,8 @@ import threading
 import pytest
 
 from ledex.engine.backends import MAX_PARALLEL, EndpointBackend, Sampling, load_backend
-from ledex.engine.format import Candidate, Mode, Problem, answer_grammar, build_messages, parse_response, repeats_code
+from ledex.engine.format import Candidate, Mode, Problem, build_messages, parse_response, repeats_code
+from ledex.engine.grammar import answer_grammar
 from ledex.engine.models import ModelSpec
 
 PROBLEMS = {

@@ -14,7 +14,8 @@ import pytest
 
 from ledex.engine import models
 from ledex.engine.backends import Sampling, load_backend
-from ledex.engine.format import Candidate, Mode, Problem, answer_grammar, build_messages, parse_response
+from ledex.engine.format import Candidate, Mode, Problem, build_messages, parse_response
+from ledex.engine.grammar import answer_grammar
 
 TEXT = inspect.getsource(textwrap)[:480]  # ~130 tokens of real Python (the stdlib, stable)
 

@@ -278,7 +278,7 @@ WRAPPED = '''class Range:
 
 
 def test_a_wrapped_signature_the_answer_writes_on_one_line_is_kept_as_the_file_wrote_it():
-    """The answer grammar writes a `def` on one line (format.answer_grammar): a fix of a function
+    """The answer grammar writes a `def` on one line (grammar.answer_grammar): a fix of a function
     whose signature the file wraps (black's style) rewrote the signature too, its comment lost and
     lines changed that the bug was not on. The same parameters keep the file's lines; other ones
     are the answer's."""

@@ -30,7 +30,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ledex.engine.format import Mode, answer_grammar, build_messages, parse_response
+from ledex.engine.format import Mode, build_messages, parse_response
+from ledex.engine.grammar import answer_grammar
 from ledex.training import records
 from ledex.training.config import add_dataclass_arguments, run_command
 from ledex.training.core import write_json

@@ -36,7 +36,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ledex.engine.backends import Backend, Sampling, load_backend
-from ledex.engine.format import Candidate, Mode, Problem, answer_grammar, build_messages, parse_response
+from ledex.engine.format import Candidate, Mode, Problem, build_messages, parse_response
+from ledex.engine.grammar import answer_grammar
 from ledex.engine.problems import (CodingProblem, extract_code, feedback, initial_messages, judge_solutions,
                                    load_humaneval, load_mbpp)
 from ledex.training.config import add_dataclass_arguments, from_args
@@ -114,7 +115,7 @@ class EvalConfig:
         "generation/verdict cache JSONL (default: <out>/cache.jsonl)"))
     # The three below are flags in the negative (--no-reference-check, --no-grammar, --quiet).
     check_references: bool = True  # judge each task's reference solution first (catches a broken sandbox)
-    grammar: bool = True  # refinement answers constrained to the LEDEX shape (format.answer_grammar)
+    grammar: bool = True  # refinement answers constrained to the LEDEX shape (grammar.answer_grammar)
     progress: bool = True
 
     def sampling(self, max_tokens: int, seed: int) -> Sampling:

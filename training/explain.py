@@ -6,7 +6,7 @@ the code produced (values quoted from pytest's actual failure output), why that 
 it, and what to write instead. Wording varies by seed (several phrasings for each part), and it
 never speaks of how the bug was made: only of the code, the test and the output.
 
-The text fits the served answer grammar (format.answer_grammar): at most
+The text fits the served answer grammar (grammar.answer_grammar): at most
 format.MAX_EXPLANATION_CHARS characters, no run of three backticks, not starting with a
 backtick or a space.
 
@@ -19,7 +19,7 @@ import random
 import re
 from dataclasses import dataclass
 
-from ledex.engine.format import MAX_EXPLANATION_CHARS
+from ledex.engine.grammar import MAX_EXPLANATION_CHARS
 
 VALUE_CHARS = 60  # longest value quoted from the failure output (longer ones are cut, with "…")
 _COMPARE = re.compile(r"\s(==|!=|<=|>=|<|>|not in|in|is not|is)\s")

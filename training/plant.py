@@ -116,7 +116,7 @@ _ANSWER_CODE = re.compile(r"^(?:(?:import |from )[^\n]*\n){0,4}(?:@[^\n]*\n)*(?:
 
 
 def answer_shape_ok(code: str) -> bool:
-    """Whether the served answer grammar (format.answer_grammar) can write `code`: one function,
+    """Whether the served answer grammar (grammar.answer_grammar) can write `code`: one function,
     signature on one line, every later line indented or blank."""
     return _ANSWER_CODE.match(code.rstrip() + "\n") is not None
 

@@ -140,7 +140,8 @@ def self_debug_rate(backend, cases: list[Case], gate: GateArgs, root: Path, labe
     from tqdm import tqdm
 
     from ledex.engine.backends import Sampling
-    from ledex.engine.format import Mode, answer_grammar, build_messages, parse_response
+    from ledex.engine.format import Mode, build_messages, parse_response
+    from ledex.engine.grammar import answer_grammar
     from ledex.engine.problems import judge_solutions, ledex_problem
 
     fixed, by_origin, per_case = 0, {}, []
