@@ -31,13 +31,12 @@ line of project code. Code that swallows the timeout (doctest runs each example 
 ``except:``; a test's own ``except BaseException``) is interrupted again every ``_REPEAT_S``
 until its phase ends, and the test fails as timed out whatever it reports (the ``end``
 record's ``timeout``): past its time, no test passes. Before it raises, the alarm samples the
-stack ``_SAMPLES`` times, ``_SAMPLE_S`` apart and each after the test ran on (``_SAMPLE_CPU_S``):
-the deepest frame alive in every sample is the function that never returned (a loop calling
-helpers is stopped in a random helper; the loop's owner is in every sample), named in the
-timeout's message as ``stuck in func (path:line)``, followed by any generator suspended
-between samples (engine/localize.py ranks the first that is not test code first). A hang the signal cannot
-interrupt (a C loop) hits faulthandler ``grace`` seconds later: every thread's stack goes to
-stderr and the process exits; the worker then fails the test that had begun and not ended
+stack ``_SAMPLES`` times ``_SAMPLE_S`` apart: the deepest frame alive in every sample is the
+function that never returned (a loop calling helpers is stopped in a random helper; the loop's
+owner is in every sample), named in the timeout's message as ``stuck in func (path:line)``,
+then any generator suspended between samples (engine/localize.py ranks the first that is not
+test code first). A hang the signal cannot interrupt (a C loop) hits faulthandler ``grace``
+seconds later: every thread's stack goes to stderr and the process exits; the worker then fails the test that had begun and not ended
 (with that stack) and runs the tests not reached in a fresh process (sandbox/worker.py).
 
 Standard library and pytest only. What each record defeats is in sandbox/verdict.py.
@@ -89,11 +88,6 @@ AFTER_HANG_FACTOR, AFTER_HANG_FLOOR_S = 10.0, 5.0
 _REPEAT_S = 0.05  # a swallowed timeout is raised again this much later, until the phase ends
 _MESSAGE_CHARS, _TEXT_CHARS = 500, 6000  # a failed phase's message and traceback on the channel (a line each)
 _SAMPLES, _SAMPLE_S = 5, 0.01  # stack samples taken at the timeout, and their spacing (s)
-# A sample counts only once the test has had _SAMPLE_CPU_S of CPU since the last one (or waited
-# _SAMPLE_WAIT_S: a test hung in sleep or I/O uses none): on a busy machine a starved process
-# ran a few bytecodes between wall-clock samples, so every sample caught the same short call
-# (`w + 1`'s __add__) and it was named as the stuck function (CI, X11 F3's test).
-_SAMPLE_CPU_S, _SAMPLE_WAIT_S = 0.005, 0.1
 _SUSPENDABLE = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
 _FRAMEWORK = tuple(os.path.dirname(os.path.abspath(path)) + os.sep
                    for path in (_pytest.__file__, pluggy.__file__, __file__))
@@ -182,7 +176,6 @@ class _Phase:
         self.expired = False
         self.timed_out = False  # the alarm raised in this test (it fails, whatever it reports)
         self.samples: list[list] = []  # stacks (frames, outermost first) sampled at the timeout
-        self.sampled_at = (0.0, 0.0)  # process CPU time and monotonic time of the last sample
 
     def enter(self, when: str) -> None:
         """A phase starts; raises TestTimeout if the alarm fired between phases (teardown still
@@ -340,23 +333,13 @@ def _on_alarm(signum, frame):  # noqa: ANN001
         signal.setitimer(signal.ITIMER_REAL, _RETRY_S)
         return
     if not _PHASE.timed_out and len(_PHASE.samples) < _SAMPLES:  # sample first: where is it stuck?
-        if _ran_since_sample():
-            _PHASE.samples.append(_stack(frame))
-            _PHASE.sampled_at = (time.process_time(), time.monotonic())
+        _PHASE.samples.append(_stack(frame))
         signal.setitimer(signal.ITIMER_REAL, _SAMPLE_S)
         return
     _PHASE.timed_out = True
     if _PHASE.running != "teardown":  # swallowed (doctest's bare except): raised again soon
         signal.setitimer(signal.ITIMER_REAL, _REPEAT_S)
     raise (TeardownTimeout if _PHASE.running == "teardown" else TestTimeout)(_timeout_text())
-
-
-def _ran_since_sample() -> bool:
-    """Whether the test ran long enough since the last stack sample for the next to show where
-    it is stuck (_SAMPLE_CPU_S of CPU, or _SAMPLE_WAIT_S of waiting); True for the first."""
-    cpu, wall = _PHASE.sampled_at
-    return not _PHASE.samples or time.process_time() - cpu >= _SAMPLE_CPU_S \
-        or time.monotonic() - wall >= _SAMPLE_WAIT_S
 
 
 def _arm() -> None:
