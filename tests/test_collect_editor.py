@@ -275,3 +275,29 @@ def test_an_explanation_of_a_missing_statement_does_not_quote_its_blank_line():
     texts = {explain(fault, observe("assert [] == [1]", "AssertionError: assert [] == [1]"), "t.py::test_t", seed)
              for seed in range(12)}
     assert len(texts) > 1 and all("line 2333" in t and "``" not in t for t in texts), texts
+
+
+def test_a_planted_off_by_one_on_a_value_that_is_no_number_is_not_kept(tmp_path):
+    """Collect run 11: 70 of 165 "bound" records were `iteratee + 1` on a function, `obj - 1` on a
+    dict (TypeError), bugs nobody writes, explained as "it stops one step too early or too late".
+    The +-1 on the number argument of the same call is kept."""
+    import shutil
+
+    from ledex.engine.operators import single_site_edits
+    from ledex.training.plant import PlantOptions, _one_bug, baseline, right_answer
+    from ledex.training.sources import load_projects
+
+    code = "def apply(f, xs, step):\n    return [call(f, x, step) for x in xs]\n\n\ndef call(f, x, step):\n    return f(x) * step\n"
+    tests = ("from pkg.fn import apply, call\n\n\ndef test_apply():\n    assert apply(str, [1, 2], 2) == ['11', '22']\n\n\n"
+             "def test_call():\n    assert call(abs, -3, 2) == 6\n")
+    fixture = write_tree(tmp_path / "fn", {"pkg/__init__.py": "", "pkg/fn.py": code, "tests/test_fn.py": tests})
+    project, = load_projects([f"dir:{fixture}#MIT"], tmp_path / "root", tmp_path / "fetch")
+    base, folder = baseline(project), tmp_path / "work"
+    shutil.copytree(project.root, folder)
+    edits = {e.after: e for e in single_site_edits(code, "apply") if e.operator == "bound"}
+    kept = {}
+    for after in ("f + 1", "step + 1"):
+        (folder / "pkg/fn.py").write_text(edits[after].code)
+        kept[after] = _one_bug(project, "pkg/fn.py", "apply", base, folder, PlantOptions(coverage=False), edits[after],
+                               right_answer(code, "pkg/fn.py", "apply"), 1, {})[1]
+    assert kept == {"f + 1": "+-1 on a value that is not a number", "step + 1": "kept"}
