@@ -67,7 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     fix = commands.add_parser("fix", help="explain and fix the failing tests of a workspace",
                               formatter_class=DefaultsHelp)
     fix.add_argument("path", nargs="?", default=".", help="workspace folder")
-    fix.add_argument("--apply", action="store_true", help="write the best verified fix of each failure to disk")
+    fix.add_argument("--apply", action="store_true", help="write the best verified fix of each failure to disk (not "
+                     "one marked as a test-overfitting risk: see --apply-risky)")
+    fix.add_argument("--apply-risky", action="store_true", help="--apply, also writing a verified fix marked as a "
+                     "test-overfitting risk (a dropped statement or condition, a changed constant, another variable); "
+                     "never one of several edits of a line that the tests cannot tell apart")
     fix.add_argument("--samples", "-k", type=_positive, default=FixConfig.samples, help="answers sampled per round")
     fix.add_argument("--rounds", "-r", type=_positive, default=FixConfig.rounds, help="refinement rounds")
     fix.add_argument("--mode", choices=[m.value for m in Mode], default=Mode.EXPLAIN.value,
@@ -140,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     reported as one line on stderr (and a JSON document with --json), never a traceback;
     argparse itself exits 2 on bad usage (SystemExit)."""
     args = build_parser().parse_args(argv)
+    if getattr(args, "apply_risky", False):
+        args.apply = True
     try:
         if args.command == "model":
             backend = load_backend(args.model, _adapter(args))

@@ -23,6 +23,7 @@ from ledex.engine.backends import PromptTooLong, check_fits
 from ledex.engine.failures import DiscoveryError, Failure, discover, group_by_suspect
 from ledex.engine.fixer import CandidateResult, FixEngine, FixResult, problem_for
 from ledex.engine.format import build_messages
+from ledex.engine.ranking import overfit_risk, risk_words
 from ledex.sandbox import Limits, copy_workspace
 
 
@@ -130,7 +131,7 @@ class FixRun:
         later written fix put in the copy too (fresh-user run X7: the failures it repairs were given
         model rounds of their own)."""
         best = item.result.best
-        if best is None:
+        if best is None or self.refusal(best):  # what --apply would not write is not in the copy either
             return False
         if self.args.apply and item.applied is not None:
             return self.copy is None or self._in_copy(item, best)
@@ -260,15 +261,29 @@ class FixRun:
         best = result.best
         if best is None:
             return None, None
-        if best.alternatives:  # a coin flip between fixes the tests cannot tell apart (ranking.mark_alternatives)
-            return None, (f"the tests pass with {best.alternatives + 1} different edits of the same line (above): they "
-                          "cannot tell which is right, so none is written; apply the right one's diff by hand, or add a "
-                          "test that tells them apart")
+        refused = self.refusal(best)
+        if refused:
+            return None, refused
         try:
             apply_patch(self.workspace, best.patch)
         except ApplyError as exc:
             return None, str(exc)
         return best.patch.path, None
+
+    def refusal(self, best: CandidateResult) -> str | None:
+        """Why --apply does not write the verified `best` (None: it does): several edits of the same
+        line that the tests cannot tell apart (ranking.mark_alternatives: a coin flip), or, without
+        --apply-risky, a fix marked as a test-overfitting risk (ranking.overfit_risk; fresh-user run
+        X12 F2: a dropped statement, `pass` for `_registry[fullpath] = [cls]`, was written and
+        exited 0 while marshmallow's registry kept stale classes)."""
+        if best.alternatives:
+            return (f"the tests pass with {best.alternatives + 1} different edits of the same line (above): they "
+                    "cannot tell which is right, so none is written; apply the right one's diff by hand, or add a "
+                    "test that tells them apart")
+        if overfit_risk(best) and not self.args.apply_risky:
+            return (f"{risk_words(best)}, so it is not written; review its diff above and apply it by hand, or run "
+                    "again with --apply-risky")
+        return None
 
     def recheck(self, queue: list[Failure], fixed_by: str, handled: list, earlier: list = ()) -> list[Failure]:
         """The failures still failing after a written fix (re-run now); the others are reported fixed.

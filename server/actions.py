@@ -24,6 +24,7 @@ from ledex.engine.fixer import CandidateResult
 from ledex.engine.format import first_sentence
 from ledex.engine.localize import FOUND_BY
 from ledex.engine.patching import Patch, PatchError, rebase
+from ledex.engine.ranking import overfit_risk, risk_words
 from ledex.engine.reindent import split_lines
 from ledex.server.capabilities import ClientFeatures
 from ledex.server.diagnostics import first_changed_line, state_text, uri_for
@@ -55,6 +56,8 @@ def _title(candidate: CandidateResult) -> str:
     line = first_sentence(candidate.explanation) or "rewrite the suspect function"
     if candidate.verified and getattr(candidate, "alternatives", 0):  # ranking.mark_alternatives (X11 F7)
         return f"Fix ({candidate.source_label}; the tests pass with {candidate.alternatives} other edit(s) of this line too): {line}"
+    if candidate.verified and overfit_risk(candidate):  # e.g. a dropped statement (X12 F2)
+        return f"Fix ({candidate.source_label}; {risk_words(candidate)}): {line}"
     if candidate.verified and getattr(candidate, "source", "model") == "search":
         return f"Fix ({candidate.source_label}): {line}"  # model fixes keep the plain title
     if candidate.verified:
@@ -112,11 +115,11 @@ def actions_for(root: Path, entry: Entry, version_of, diagnostics: list[lsp.Diag
 def _fix_actions(root: Path, entry: Entry, version_of, diagnostics: list[lsp.Diagnostic],
                  keep=lambda candidate: True) -> list[lsp.CodeAction]:  # noqa: ANN001
     """The quick fixes for `entry`'s candidates that `keep` takes, best first (the best verified one
-    preferred, unless the tests pass with other edits of its line too: none is then, as --apply
-    writes none)."""
+    preferred, unless it is a test-overfitting risk (ranking.overfit_risk: other edits of its line
+    pass too, or a dropped statement, a changed constant...): none is then, as --apply writes none)."""
     out, ranked = [], [(i, c) for i, c in entry.offered if keep(c)]  # Entry.offered: worth a quick fix (X8, X9)
     first = next(((i, c) for i, c in ranked if c.verified), None)
-    best = first[0] if first is not None and not getattr(first[1], "alternatives", 0) else None  # if unambiguous
+    best = first[0] if first is not None and not overfit_risk(first[1]) else None  # as --apply writes it
     for idx, candidate in ranked:
         text, version = version_of(candidate.patch.path)
         patch = offered_patch(candidate.patch, text)

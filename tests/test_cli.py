@@ -111,6 +111,25 @@ def test_a_verified_edit_that_may_fit_the_tests_says_so(tmp_path):
     assert best["verified"] and best["overfit_risk"] and "return x * 2" in best["diff"]
 
 
+def test_apply_writes_a_fix_marked_as_an_overfitting_risk_only_when_asked(tmp_path):
+    """marshmallow 3.23.1 (fresh-user run X12 F2): `pass` for `_registry[fullpath] = [cls]` (a dropped
+    statement) verified, was marked "may fit the tests rather than the bug", and --apply wrote it and
+    exited 0: the registry then kept stale classes. Such a fix is written with --apply-risky only."""
+    files = {"calc.py": "def double(x):\n    return x * 3\n",
+             "test_calc.py": "from calc import double\n\n\ndef test_double():\n    assert double(4) == 8\n"}
+    ws = write_tree(tmp_path / "ws", files)
+    args = ("fix", str(ws), "--model", replay_file(tmp_path, ["x"]), "--samples", "1", "--rounds", "1", "--json")
+    refused = ledex(*args, "--apply")
+    (failure,) = json.loads(refused.stdout)["failures"]
+    assert failure["candidates"][0]["overfit_risk"] and failure["applied"] is None, failure
+    assert failure["not_applied"].startswith("a changed constant may fit the tests rather than the bug, so it is not "
+                                             "written") and "--apply-risky" in failure["not_applied"]
+    assert (ws / "calc.py").read_text() == files["calc.py"] and refused.returncode == 1
+    written = ledex(*args, "--apply-risky")
+    assert json.loads(written.stdout)["failures"][0]["applied"] and written.returncode == 0, written.stdout
+    assert (ws / "calc.py").read_text() == "def double(x):\n    return x * 2\n"
+
+
 def test_package_metadata_and_a_package_named_build_are_the_projects_own(tmp_path):
     """The sandbox runs the tests as the user's own run does (fresh-user run X7, wcwidth: the copy
     left out `*.egg-info`, so importlib.metadata failed there only and a passing test was reported

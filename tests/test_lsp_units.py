@@ -251,6 +251,18 @@ def test_fixes_the_tests_cannot_tell_apart_are_named_so_and_none_is_preferred():
     assert [a.is_preferred for a in all_actions(plain, ClientFeatures()) if a.title.startswith("Fix")] == [True]
 
 
+def test_a_fix_marked_as_an_overfitting_risk_says_so_and_is_not_preferred():
+    """marshmallow 3.23.1 (fresh-user run X12 F2): a dropped statement verified; --apply wrote it and
+    the editor's one-key fix would have too. Now neither does without the user reading why."""
+    e = entry(READY, verified=True)
+    e.candidates[0].source, e.candidates[0].operator = "search", "drop_statement"
+    (fix,) = [a for a in all_actions(e, ClientFeatures()) if a.title.startswith("Fix")]
+    assert "a dropped statement may fit the tests rather than the bug" in fix.title and not fix.is_preferred
+    e.candidates[0].operator = "compare"  # an operator swap is no such risk
+    (fix,) = [a for a in all_actions(e, ClientFeatures()) if a.title.startswith("Fix")]
+    assert fix.is_preferred and fix.title.startswith("Fix (found by search): ")
+
+
 def test_the_suspect_diagnostic_moves_to_the_line_a_fix_of_another_function_changes():
     """Search verified a fix in the second suspect, but the diagnostic stayed on the top suspect
     (fresh-user run X5): once a verified fix rewrites another function, the source diagnostic is
