@@ -36,6 +36,7 @@ from ledex.engine.failures import Failure
 from ledex.engine.fixer import (SEARCH_DEFAULT, CandidateResult, FixConfig, FixEngine, FixResult, problem_for,
                                 suspects_to_try)
 from ledex.engine.localize import Suspect
+from ledex.engine.ranking import risk_words
 from ledex.sandbox import Limits
 from ledex.server.diagnostics import state_text
 from ledex.server.jobs import READY, Entry
@@ -119,11 +120,21 @@ def turn_done(folder, entry: Entry, future) -> None:
     if not future.cancelled() and future.exception() is None and future.result() == "model" \
             and not entry.cancel.is_set():
         if entry.covered_by is None:
-            folder.server.work_progress.report(entry.progress_token, "searched, no verified fix: waiting for the model")
+            folder.server.work_progress.report(entry.progress_token, waiting_text(entry))
             _queue(folder, entry, "model")
             return
         entry.finish()
     finished(folder, entry, future)
+
+
+def waiting_text(entry: Entry) -> str:
+    """The progress message of a problem the search left to the model: whether the search verified
+    a fix that may fit the tests rather than the bug (the model is asked too: FixEngine.needs_model)
+    or none (fresh-user run X12 F4: "no verified fix" was said of a verified `3 - rem` -> `4 - rem`)."""
+    risky = next((c for c in entry.candidates if c.verified and risk_words(c)), None)
+    if risky is not None:
+        return f"search verified a fix, but {risk_words(risky)}: waiting to ask the model too"
+    return "searched, no verified fix: waiting for the model"
 
 
 def cover(folder, entry: Entry) -> None:

@@ -251,6 +251,18 @@ def test_fixes_the_tests_cannot_tell_apart_are_named_so_and_none_is_preferred():
     assert [a.is_preferred for a in all_actions(plain, ClientFeatures()) if a.title.startswith("Fix")] == [True]
 
 
+def test_the_wait_for_the_model_says_whether_the_search_verified_a_fix_at_risk():
+    """pyjwt 2.10.1 (fresh-user run X12 F4): "searched, no verified fix: waiting for the model" while
+    the search had verified `3 - rem` -> `4 - rem` (a changed constant: the model is asked too)."""
+    from ledex.server.fixwork import waiting_text
+
+    e = entry(READY, verified=True)
+    e.candidates[0].source, e.candidates[0].operator = "search", "constant"
+    assert waiting_text(e) == ("search verified a fix, but a changed constant may fit the tests rather than the bug: "
+                               "waiting to ask the model too")
+    assert waiting_text(entry(READY, verified=False)) == "searched, no verified fix: waiting for the model"
+
+
 def test_a_fix_marked_as_an_overfitting_risk_says_so_and_is_not_preferred():
     """marshmallow 3.23.1 (fresh-user run X12 F2): a dropped statement verified; --apply wrote it and
     the editor's one-key fix would have too. Now neither does without the user reading why."""
