@@ -309,7 +309,13 @@ def discover(workspace: Path, *, limits: Limits = Limits(wall_s=300.0, cpu_s=300
     phase = on_phase or (lambda key, text: None)
     verdict = run_tests(workspace, tests, limits=limits, **harness.sandbox)
     if verdict.error and verdict.ran == 0:
-        raise DiscoveryError(verdict)
+        from ledex.engine.collection import collection_failures  # it builds on this module
+
+        failures = collection_failures(workspace, verdict)
+        if not failures:
+            raise DiscoveryError(verdict)
+        return Discovery(failures, verdict, [Note(f"no test ran ({verdict.error}); a fix of what stopped pytest must "
+                                                  "let the tests be collected and pass", NoteKind.RUN_PROBLEM)])
     internal = next((o for o in verdict.outcomes if is_internal_error(o)), None)
     if internal is not None and not any(not is_collection_error(o) and not is_internal_error(o)
                                         for o in verdict.outcomes):

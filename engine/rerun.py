@@ -42,9 +42,13 @@ def by_function(nodeids: Iterable[str]) -> tuple[str, ...]:
 
 def cases_of(nodeid: str, outcomes: Mapping[str, object]) -> Sequence[object]:
     """The outcome of `nodeid` in `outcomes` (node id -> outcome) as a one-item list; when it did
-    not run but its function's cases did, every one of those; else []."""
+    not run but its function's cases did, every one of those; for a module or folder (".": the
+    workspace) that did not fail to collect this time, every test in it; else []."""
     if nodeid in outcomes:
         return [outcomes[nodeid]]
+    if "::" not in nodeid:  # a module or folder that failed to collect (engine/collection.py): all its tests
+        prefix = "" if nodeid == "." else nodeid + ("::" if nodeid.endswith(".py") else "/")
+        return [o for n, o in outcomes.items() if n.startswith(prefix)]
     function = function_of(nodeid)
     if function is None:
         return []

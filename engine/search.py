@@ -252,9 +252,12 @@ class Search:
         self.workspace, self.failure, self.config, self.verify = Path(workspace), failure, config, verify
         self.limits, self.harness, self.cancel = limits, harness, cancel or threading.Event()
         self.custom = harness.command is not None  # a custom test command: the screen must fail as its run did
-        self.screening = config.screen and command_prefix(harness.command) is not None
+        collecting = "::" not in failure.test  # what pytest could not collect (engine/collection.py)
+        self.screening = config.screen and command_prefix(harness.command) is not None and not collecting
         self.stats = SearchStats()
-        if config.screen and not self.screening:
+        if config.screen and collecting:  # the screen imports the tests first: it would stop (or hang) as pytest did
+            self.stats.notes.append("no screening (the tests could not be collected): one sandbox run per candidate")
+        elif config.screen and not self.screening:
             self.stats.notes.append("no screening (the custom test command does not start {python}, so the screen "
                                     "cannot run the tests the way it does): one sandbox run per candidate")
         self._seen: set[tuple[str, str]] = set()

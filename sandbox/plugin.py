@@ -62,6 +62,7 @@ _SKIP = pytest.skip.Exception
 _XFAIL = pytest.xfail.Exception
 _write = os.write  # bound now: later monkey-patching of os.write does not reach us
 _GRACE_S = 5.0
+_COLLECT_FACTOR, _COLLECT_FLOOR_S = 2.0, 10.0  # a collector's budget: x the per-test timeout, and at least (s)
 
 
 class TestTimeout(BaseException):  # BaseException: a bare ``except Exception`` cannot swallow it
@@ -292,24 +293,13 @@ def _stuck_text(samples: list[list]) -> str:
     its items, X11 F3's test), deepest first; "" when there is none."""
     if len(samples) < 2:
         return ""
-    common = samples[0]
-    for stack in samples[1:]:
-        same = 0
-        while same < min(len(common), len(stack)) and common[same] is stack[same]:
-            same += 1
-        common = common[:same]
     root = os.path.abspath(_ROOT) + os.sep
-    own = [f for f in common if os.path.abspath(f.f_code.co_filename).startswith(root)][-1:]
-    seen: dict[int, list] = {}  # id(frame) -> [frame, samples it is in, its deepest depth]
-    for stack in samples:
-        for depth, frame in enumerate(stack):
-            entry = seen.setdefault(id(frame), [frame, 0, 0])
-            entry[1], entry[2] = entry[1] + 1, max(entry[2], depth)
-    suspended = sorted((e for e in seen.values() if 2 <= e[1] < len(samples)
-                        and e[0].f_code.co_flags & _SUSPENDABLE
-                        and os.path.abspath(e[0].f_code.co_filename).startswith(root)), key=lambda e: -e[2])
+    frames = {id(f): f for stack in samples for f in stack if os.path.abspath(f.f_code.co_filename).startswith(root)}
+    seen = {key: sum(any(f is frame for f in stack) for stack in samples) for key, frame in frames.items()}
+    alive = [f for f in samples[-1] if seen.get(id(f)) == len(samples)][-1:]  # the deepest in every sample
+    suspended = [f for key, f in frames.items() if 2 <= seen[key] < len(samples) and f.f_code.co_flags & _SUSPENDABLE]
     return "".join(f"; stuck in {f.f_code.co_name} ({f.f_code.co_filename}:{f.f_lineno})"
-                   for f in own + [e[0] for e in suspended])
+                   for f in alive + suspended[::-1])
 
 
 def _in_framework(frame) -> bool:  # noqa: ANN001 - the interrupted frame
@@ -375,6 +365,19 @@ def pytest_runtest_protocol(item, nextitem):  # noqa: ANN001
     took = time.perf_counter() - start
     _LIMIT.ended(took, _PHASE.timed_out)
     _emit({"ev": "end", "nodeid": _nid(item), "body": body, "timeout": _PHASE.timed_out, "d": round(took, 6)})
+
+
+def _watch_collection() -> None:
+    """Past _COLLECT_FACTOR x the per-test timeout (>= _COLLECT_FLOOR_S) in one collector (a module's
+    import; first, the conftest files) faulthandler dumps every stack and ends the process (X12 F3:
+    a hang at import was killed at the run's 300 s, where unsaid); engine/collection.py reads it."""
+    if _TEST_S > 0:
+        faulthandler.dump_traceback_later(max(_COLLECT_FLOOR_S, _COLLECT_FACTOR * _TEST_S), exit=True, file=sys.__stderr__)
+
+
+def pytest_collectstart(collector):  # noqa: ANN001
+    """Pytest hook: a collector starts (see _watch_collection)."""
+    _watch_collection()
 
 
 def pytest_collectreport(report):  # noqa: ANN001
@@ -471,6 +474,7 @@ def pytest_collection_modifyitems(session, config, items):  # noqa: ANN001
 
 def pytest_collection_finish(session):  # noqa: ANN001
     """Pytest hook: remember the test bodies and send the collected ids and any tampering seen."""
+    faulthandler.cancel_dump_traceback_later()  # collection ended (_watch_collection); each test arms its own
     _number_duplicates(session.items)
     _remember_bodies(session.items)
     _emit({"ev": "collected", "n": len(session.items), "ids": [_nid(i) for i in session.items],
@@ -488,3 +492,6 @@ def pytest_configure(config):  # noqa: ANN001
 
 
 _emit({"ev": "start", "pid": os.getpid()})
+
+
+_watch_collection()  # from here: pytest loads the conftest files before it collects anything

@@ -209,7 +209,7 @@ def _collect_error(nodeid: str, text: str) -> TestOutcome:
 
 def _matches(req: str, nodeid: str) -> bool:
     req = req.removeprefix("./").rstrip("/")
-    return (nodeid == req or nodeid.startswith(req + "::") or nodeid.startswith(req + "[")
+    return (req in ("", ".") or nodeid == req or nodeid.startswith(req + "::") or nodeid.startswith(req + "[")
             or nodeid.startswith(req + "/"))
 
 
@@ -317,6 +317,11 @@ def build(raw: RawRun, chan: Channel, junit: dict[str, TestOutcome] | None, *,
                    error_kind=kind)
 
 
+# faulthandler's dump when the plugin's collection watchdog fires: its innermost frame first
+_WATCHDOG = re.compile(r'Timeout \((?P<took>[\d:]+)\)!\nThread [^\n]*\(most recent call first\):\n'
+                       r'  File "(?P<path>[^"]+)", line (?P<line>\d+) in (?P<func>\S+)')
+
+
 def _error(raw, chan, junit, problems, missing, killed, wall, rewrite) -> tuple[str | None, str | None]:  # noqa: ANN001
     code = raw.exit_code
     printed = raw.stderr_tail + "\n" + raw.stdout_tail[-4000:]
@@ -335,6 +340,10 @@ def _error(raw, chan, junit, problems, missing, killed, wall, rewrite) -> tuple[
     if chan.violations:
         return "tampering", ("the test process broke the reporting protocol (its reports disagree with "
                              "what ran): " + "; ".join(chan.violations[:5]))
+    hung = _WATCHDOG.search(printed) if chan.collected is None else None
+    if hung:  # the plugin's collection watchdog (plugin._watch_collection) ended the process
+        return "startup", (f"collecting the tests did not finish within {hung['took']} (the sandbox's collection "
+                           f"watchdog); stuck in {hung['func']} ({rewrite(hung['path'])}:{hung['line']})")
     if chan.collected is None and not chan.collect_errors:
         where = rewrite(error_location(printed))
         said += f" ({where})" if where and where not in said else ""

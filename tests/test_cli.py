@@ -357,6 +357,39 @@ def test_broken_workspaces_get_clear_notes(tmp_path):
         assert "python_files" in proc.stderr and json.loads(proc.stdout)["failures"] == []
 
 
+MAKE = "def make(n):\n    if n > 0:\n        raise ValueError('negative')\n    return {'n': n}\n\n\ndef double(x):\n    return x * 2\n"
+ZERO = "\n\ndef test_zero():\n    from pkg.core import make\n    assert make(0) == {'n': 0}\n"
+TEST_A = "from pkg.core import double\n\n\ndef test_double():\n    assert double(2) == 4\n" + ZERO
+
+
+@pytest.mark.parametrize("layout", ["conftest", "module"])
+def test_a_bug_that_stops_the_tests_from_being_collected_is_localised_and_fixed(tmp_path, layout):
+    """marshmallow 3.23.1 (fresh-user run X12 F1): tests/conftest.py imports tests/base.py, which
+    builds objects when imported; a slip in the code it calls stopped pytest before any test ran
+    ("0 ran (startup error)", exit 2, no suspect). The traceback's workspace frame is the suspect,
+    and the fix must let the tests be collected and pass; the same for a test module's own import."""
+    files = {"pkg/__init__.py": "", "pkg/core.py": MAKE, "tests/__init__.py": "", "tests/test_a.py": TEST_A}
+    if layout == "conftest":
+        files |= {"tests/base.py": "from pkg.core import make\n\nTHING = make(3)\n",
+                  "tests/conftest.py": "from tests.base import THING\n"}
+    else:
+        files |= {"tests/test_b.py": "from pkg.core import make\n\nTHING = make(3)\n\n\ndef test_thing():\n"
+                                     "    assert THING == {'n': 3}\n" + ZERO}
+    ws = write_tree(tmp_path / "ws", files)
+    proc = ledex("fix", str(ws), "--model", replay_file(tmp_path, ["x"]), "--samples", "1", "--rounds", "1", "--apply",
+                 "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (failure,) = json.loads(proc.stdout)["failures"]
+    assert failure["test"] == ("tests" if layout == "conftest" else "tests/test_b.py")
+    assert (failure["suspect"]["path"], failure["suspect"]["function"]) == ("pkg/core.py", "make")
+    assert failure["applied"] == "pkg/core.py", failure
+    assert "    if n < 0:\n" in (ws / "pkg/core.py").read_text()
+    if layout == "conftest":
+        assert failure["message"] == "tests/conftest.py could not be loaded: ValueError: negative"
+    syntax = write_tree(tmp_path / "syntax", {**files, "pkg/core.py": "def make(n:\n"})  # nothing of the code to fix
+    assert ledex("fix", str(syntax), "--json").returncode == 2
+
+
 def test_a_conftest_hook_that_raises_is_an_error_naming_it_not_a_failure_to_fix(tmp_path):
     """pytest's INTERNALERROR (here a hook in conftest.py; in python-dateutil's suite, a mark
     warning turned error without pytest-cov) was a failing "test" pytest.py::internal to fix."""

@@ -641,3 +641,22 @@ def test_a_file_the_projects_ignore_option_excludes_does_not_run_when_named(tmp_
                                       "tests/test_b_gen.py": "def test_gen():\n    assert 0\n"})
     v = run_tests(ws, tests=("tests/test_a.py", "tests/test_slow.py", "tests/test_b_gen.py"), limits=QUICK)
     assert [o.nodeid for o in v.outcomes] == ["tests/test_a.py::test_a"] and v.passed, (v.error, v.outcomes)
+
+
+def test_a_hang_while_the_tests_are_collected_is_a_failure_with_the_function_it_hung_in(tmp_path):
+    """marshmallow 3.23.1 (fresh-user run X12 F3): a generator that never ends, run when
+    tests/conftest.py imports tests/base.py, hung pytest before any test; the run's wall limit
+    killed it after 300 s with nothing said of where. The collection watchdog dumps the stack
+    after 2 x the per-test timeout (at least 10 s): a failure of the conftest's folder, its
+    suspect the generator."""
+    ws = write_tree(tmp_path / "ws", {
+        "pkg/__init__.py": "", "tests/__init__.py": "",
+        "pkg/core.py": "def walk(items):\n    i = 0\n    while i < len(items):\n        yield items[i]\n        i + 1\n",
+        "tests/base.py": "from pkg.core import walk\n\nTHINGS = list(walk([1, 2]))\n",
+        "tests/conftest.py": "from tests.base import THINGS\n",
+        "tests/test_a.py": "def test_a():\n    assert True\n"})
+    found = discover(ws, limits=Limits(wall_s=60, test_timeout_s=2), coverage=False)
+    (failure,) = found.failures
+    assert (failure.test, failure.file, failure.suspect.qualname) == ("tests", "tests/conftest.py", "walk"), failure
+    assert failure.message.startswith("importing tests/conftest.py did not finish within 10 s; stuck in walk (")
+    assert "collection watchdog" in found.verdict.error and found.verdict.duration_s < 30
