@@ -1,10 +1,11 @@
 """Failures that stop pytest before any test runs: a test module, or the conftest.py the tests
-need, that cannot be imported because the code under test raises at import time.
+need, that cannot be imported because the code under test raises (or hangs) at import time.
 
 pytest then runs nothing ("Interrupted: 1 error during collection", or "ImportError while
 loading conftest"), so ledex had no failing test to fix and stopped with "0 ran" (fresh-user run
 X12 F1: marshmallow 3.23.1's tests/conftest.py imports tests/base.py, which builds schemas when
-imported; one slip in `Field._bind_to_schema` stopped the whole suite). When the traceback goes
+imported; one slip in `Field._bind_to_schema` stopped the whole suite; F3: a hang there ran to
+the run's wall limit, sandbox/plugin.py's collection watchdog now dumps its stack). When the traceback goes
 through workspace code that is not test code, that code is the suspect (engine/localize.py, as
 for any traceback), and the failure's "test" is what must be collected again: the test module,
 whose tests must then all pass, or the folder of the conftest.py, every test under which must
@@ -90,7 +91,7 @@ def hang_outcome(workspace: Path, printed: str) -> TestOutcome | None:
         return None
     unit = own[0][1]
     nodeid = _folder_of(workspace, str(workspace / unit)) if PurePosixPath(unit).name == "conftest.py" else unit
-    last, where = own[-1]
+    last = own[-1][0]
     took = sum(int(part) * 60 ** n for n, part in enumerate(reversed(found["took"].split(":"))))
     error = (f"CollectionTimeout: importing {unit} did not finish within {took} s; "
              f"stuck in {last['func']} ({last['path']}:{last['line']})")
