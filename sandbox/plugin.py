@@ -1,43 +1,38 @@
 """pytest plugin that streams each test's phases to the trusted sandbox worker as they end.
 
-Copied into the sandbox as ``ledex_sbx_plugin`` and loaded through ``PYTEST_PLUGINS``, so
-it is imported before any conftest or candidate code. It reads a per-run nonce, the
-protected-file manifest and the per-test timeout from a one-shot pipe (then closes it and
-scrubs the fd numbers from ``os.environ``), and writes one nonce-tagged JSON line per event
-to a pipe whose read end only the worker holds. The worker (sandbox/verdict.py) checks the
-stream against a strict protocol: ``begin`` -> ``phase`` x3 -> ``end`` per test, each test
-once, in order.
+Copied into the sandbox as ``ledex_sbx_plugin`` and loaded through ``PYTEST_PLUGINS``, so it is imported before
+any conftest or candidate code. It reads a per-run nonce, the protected-file manifest and the per-test timeout
+from a one-shot pipe (then closes it and scrubs the fd numbers from ``os.environ``), and writes one nonce-tagged
+JSON line per event to a pipe whose read end only the worker holds. The worker (sandbox/verdict.py) checks the
+stream against a strict protocol: ``begin`` -> ``phase`` x3 -> ``end`` per test, each test once, in order.
 
-Records (``ev``): start, collected (n, ids, tampered), begin (nodeid), phase (nodeid, when,
-outcome, xfail, raised; a failed phase also its crash ``message`` and traceback ``text``, which
-stand in for the JUnit report's when the process dies before writing it), end (nodeid, outcome, body, d), collect_error, finish (status,
-tampered). Outcomes are pytest's own reports (so unittest failures, xfail/xpass, skips and
-setup/teardown errors read exactly as pytest reports them), checked against what the phase
-actually raised: a report that says "passed" for a phase that raised is tampering.
+Records (``ev``): start, collected (n, ids, tampered), begin (nodeid), phase (nodeid, when, outcome, xfail,
+raised; a failed phase also its crash ``message`` and traceback ``text``, which stand in for the JUnit report's
+when the process dies before writing it), end (nodeid, outcome, body, d), collect_error, finish (status,
+tampered). Outcomes are pytest's own reports (so unittest failures, xfail/xpass, skips and setup/teardown errors
+read exactly as pytest reports them), checked against what the phase actually raised: a report that says
+"passed" for a phase that raised is tampering.
 
-Per-test timeout (issue 12 item 12b): SIGALRM after ``test_s`` seconds raises
-``TestTimeout`` where the test is running, so the test fails with the stack where it hung
-and the next test runs (the method pytest-timeout calls "signal"; pytest-timeout itself is
-usually not installed in the project interpreter the sandbox runs). The alarm raises only
-inside a phase (setup, call, teardown); one that fires while pytest or this plugin reports
-between phases waits for the next phase, so it can never cut the record stream (``_Phase``).
-Inside a phase it raises only in the project's code: while pytest, pluggy or this plugin run
-(pytest's own setup/teardown bookkeeping) it is retried a few milliseconds later
-(``_in_framework``), and in teardown it is an ``Exception`` (``TeardownTimeout``), so pytest
-still runs the other finalizers and pops every node - otherwise the test stays on pytest's
-setup stack and the next, honest test errors with "previous item was not torn down
-properly". An alarm that fired before teardown lets teardown run and interrupts its first
-line of project code. Code that swallows the timeout (doctest runs each example under a bare
-``except:``; a test's own ``except BaseException``) is interrupted again every ``_REPEAT_S``
-until its phase ends, and the test fails as timed out whatever it reports (the ``end``
-record's ``timeout``): past its time, no test passes. Before it raises, the alarm samples the
-stack ``_SAMPLES`` times ``_SAMPLE_S`` apart: the deepest frame alive in every sample is the
-function that never returned (a loop calling helpers is stopped in a random helper; the loop's
-owner is in every sample), named in the timeout's message as ``stuck in func (path:line)``,
-then any generator suspended between samples (engine/localize.py ranks the first that is not
-test code first). A hang the signal cannot interrupt (a C loop) hits faulthandler ``grace``
-seconds later: every thread's stack goes to stderr and the process exits; the worker then fails the test that had begun and not ended
-(with that stack) and runs the tests not reached in a fresh process (sandbox/worker.py).
+Per-test timeout (issue 12 item 12b): SIGALRM after ``test_s`` seconds raises ``TestTimeout`` where the test is
+running, so the test fails with the stack where it hung and the next test runs (the method pytest-timeout calls
+"signal"; pytest-timeout itself is usually not installed in the project interpreter the sandbox runs). The alarm
+raises only inside a phase (setup, call, teardown); one that fires while pytest or this plugin reports between
+phases waits for the next phase, so it can never cut the record stream (``_Phase``). Inside a phase it raises
+only in the project's code: while pytest, pluggy or this plugin run (pytest's own setup/teardown bookkeeping) it
+is retried a few milliseconds later (``_in_framework``), and in teardown it is an ``Exception``
+(``TeardownTimeout``), so pytest still runs the other finalizers and pops every node - otherwise the test stays
+on pytest's setup stack and the next, honest test errors with "previous item was not torn down properly". An
+alarm that fired before teardown lets teardown run and interrupts its first line of project code. Code that
+swallows the timeout (doctest runs each example under a bare ``except:``; a test's own ``except BaseException``)
+is interrupted again every ``_REPEAT_S`` until its phase ends, and the test fails as timed out whatever it
+reports (the ``end`` record's ``timeout``): past its time, no test passes. Before it raises, the alarm samples
+the stack ``_SAMPLES`` times ``_SAMPLE_S`` apart: the deepest frame alive in every sample is the function that
+never returned (a loop calling helpers is stopped in a random helper; the loop's owner is in every sample),
+named in the timeout's message as ``stuck in func (path:line)``, then any generator suspended between samples
+(engine/localize.py ranks the first that is not test code first). A hang the signal cannot interrupt (a C loop)
+hits faulthandler ``grace`` seconds later: every thread's stack goes to stderr and the process exits; the worker
+then fails the test that had begun and not ended (with that stack) and runs the tests not reached in a fresh
+process (sandbox/worker.py).
 
 Standard library and pytest only. What each record defeats is in sandbox/verdict.py.
 """
@@ -79,6 +74,13 @@ class TeardownTimeout(Exception):
 
 
 TeardownTimeout.__name__ = TeardownTimeout.__qualname__ = "TestTimeout"  # reads as the same timeout
+
+
+class CollectionTimeout(Exception):  # Exception: pytest reports a conftest's only as ConftestImportFailure
+    """Collecting (importing a test module or conftest.py) ran past the sandbox's budget."""
+
+
+CollectionTimeout.__module__ = "builtins"  # named without this module's name in tracebacks
 _RETRY_S = 0.002  # an alarm landing in pytest's own code is retried this much later
 # Once a test of this process has hung, the next tests get at most AFTER_HANG_FACTOR x the
 # slowest test that finished so far, and no less than AFTER_HANG_FLOOR_S: a bug that hangs
@@ -177,6 +179,7 @@ class _Phase:
         self.expired = False
         self.timed_out = False  # the alarm raised in this test (it fails, whatever it reports)
         self.samples: list[list] = []  # stacks (frames, outermost first) sampled at the timeout
+        self.budget = 0.0  # seconds a collector may take (_watch_collection)
 
     def enter(self, when: str) -> None:
         """A phase starts; raises TestTimeout if the alarm fired between phases (teardown still
@@ -319,17 +322,25 @@ def _on_alarm(signum, frame):  # noqa: ANN001
     if _PHASE.running is None:  # pytest or this plugin reporting: never interrupt that (see _Phase)
         _PHASE.expired = True
         return
-    if _in_framework(frame):
-        signal.setitimer(signal.ITIMER_REAL, _RETRY_S)
-        return
-    if not _PHASE.timed_out and len(_PHASE.samples) < _SAMPLES:  # sample first: where is it stuck?
-        _PHASE.samples.append(_stack(frame))
-        signal.setitimer(signal.ITIMER_REAL, _SAMPLE_S)
+    if _waited(frame, sample=not _PHASE.timed_out):
         return
     _PHASE.timed_out = True
     if _PHASE.running != "teardown":  # swallowed (doctest's bare except): raised again soon
         signal.setitimer(signal.ITIMER_REAL, _REPEAT_S)
     raise (TeardownTimeout if _PHASE.running == "teardown" else TestTimeout)(_timeout_text())
+
+
+def _waited(frame, sample: bool = True) -> bool:  # noqa: ANN001 - the interrupted frame
+    """Whether the alarm is put off: retried soon in pytest's own code (_in_framework), or re-armed
+    after a stack sample (the first _SAMPLES times: where is it stuck?)."""
+    if _in_framework(frame):
+        signal.setitimer(signal.ITIMER_REAL, _RETRY_S)
+    elif sample and len(_PHASE.samples) < _SAMPLES:
+        _PHASE.samples.append(_stack(frame))
+        signal.setitimer(signal.ITIMER_REAL, _SAMPLE_S)
+    else:
+        return False
+    return True
 
 
 def _arm() -> None:
@@ -369,10 +380,22 @@ def pytest_runtest_protocol(item, nextitem):  # noqa: ANN001
 
 def _watch_collection() -> None:
     """Past _COLLECT_FACTOR x the per-test timeout (>= _COLLECT_FLOOR_S) in one collector (a module's
-    import; first, the conftest files) faulthandler dumps every stack and ends the process (X12 F3:
-    a hang at import was killed at the run's 300 s, where unsaid); engine/collection.py reads it."""
+    import; first, the conftest files) the alarm samples the stack and raises CollectionTimeout,
+    which pytest reports as that module's (or conftest's) error, with where it was stuck; a loop
+    the signal cannot stop, faulthandler ends (X12 F3: a hang at import was killed at the run's
+    300 s, where unsaid). engine/collection.py reads both."""
     if _TEST_S > 0:
-        faulthandler.dump_traceback_later(max(_COLLECT_FLOOR_S, _COLLECT_FACTOR * _TEST_S), exit=True, file=sys.__stderr__)
+        _PHASE.samples, _PHASE.budget = [], max(_COLLECT_FLOOR_S, _COLLECT_FACTOR * _TEST_S)
+        signal.signal(signal.SIGALRM, _on_collect_alarm)
+        signal.setitimer(signal.ITIMER_REAL, _PHASE.budget)
+        faulthandler.dump_traceback_later(_PHASE.budget + _GRACE_S, exit=True, file=sys.__stderr__)
+
+
+def _on_collect_alarm(signum, frame):  # noqa: ANN001
+    if _waited(frame):
+        return
+    raise CollectionTimeout(f"collecting did not finish within {_PHASE.budget:g} s (the sandbox's collection "
+                            f"watchdog){_stuck_text(_PHASE.samples)}")
 
 
 def pytest_collectstart(collector):  # noqa: ANN001
@@ -474,7 +497,7 @@ def pytest_collection_modifyitems(session, config, items):  # noqa: ANN001
 
 def pytest_collection_finish(session):  # noqa: ANN001
     """Pytest hook: remember the test bodies and send the collected ids and any tampering seen."""
-    faulthandler.cancel_dump_traceback_later()  # collection ended (_watch_collection); each test arms its own
+    _disarm()  # collection ended (_watch_collection); each test arms its own alarm
     _number_duplicates(session.items)
     _remember_bodies(session.items)
     _emit({"ev": "collected", "n": len(session.items), "ids": [_nid(i) for i in session.items],

@@ -199,7 +199,8 @@ def _collect_error(nodeid: str, text: str) -> TestOutcome:
     it is not the test module itself (a syntax error in the code under test). Fresh-user run X9:
     a test module's own syntax error came without its line."""
     message = pytest_error(text) or "collection error"
-    places = [m for m in _FILE_LINE.finditer(text) if not m["path"].startswith("<")]
+    places = [m for m in _FILE_LINE.finditer(text) if not m["path"].startswith("<")
+              and not m["path"].endswith("/ledex_sbx_plugin.py")]  # the collection watchdog raises there
     if places and not places[-1]["path"].endswith(nodeid.split("::")[0]):
         message += f" (in {places[-1]['path']}, line {places[-1]['line']})"
     elif places:

@@ -648,7 +648,7 @@ def test_a_hang_while_the_tests_are_collected_is_a_failure_with_the_function_it_
     tests/conftest.py imports tests/base.py, hung pytest before any test; the run's wall limit
     killed it after 300 s with nothing said of where. The collection watchdog dumps the stack
     after 2 x the per-test timeout (at least 10 s): a failure of the conftest's folder, its
-    suspect the generator."""
+    suspect the generator (named by the stack samples: it is suspended while the list is built)."""
     ws = write_tree(tmp_path / "ws", {
         "pkg/__init__.py": "", "tests/__init__.py": "",
         "pkg/core.py": "def walk(items):\n    i = 0\n    while i < len(items):\n        yield items[i]\n        i + 1\n",
@@ -658,5 +658,6 @@ def test_a_hang_while_the_tests_are_collected_is_a_failure_with_the_function_it_
     found = discover(ws, limits=Limits(wall_s=60, test_timeout_s=2), coverage=False)
     (failure,) = found.failures
     assert (failure.test, failure.file, failure.suspect.qualname) == ("tests", "tests/conftest.py", "walk"), failure
-    assert failure.message.startswith("importing tests/conftest.py did not finish within 10 s; stuck in walk (")
-    assert "collection watchdog" in found.verdict.error and found.verdict.duration_s < 30
+    assert failure.message.startswith("tests/conftest.py could not be loaded: CollectionTimeout: collecting did not "
+                                      "finish within 10 s (the sandbox's collection watchdog); stuck in walk (")
+    assert failure.suspect.reason == "stack sampling" and found.verdict.duration_s < 30
