@@ -180,6 +180,7 @@ class _Phase:
         self.timed_out = False  # the alarm raised in this test (it fails, whatever it reports)
         self.samples: list[list] = []  # stacks (frames, outermost first) sampled at the timeout
         self.budget = 0.0  # seconds a collector may take (_watch_collection)
+        self.resumed: dict | None = None  # id(frame) -> [generator frame, resumptions] after the samples
 
     def enter(self, when: str) -> None:
         """A phase starts; raises TestTimeout if the alarm fired between phases (teardown still
@@ -301,8 +302,10 @@ def _stuck_text(samples: list[list]) -> str:
     seen = {key: sum(any(f is frame for f in stack) for stack in samples) for key, frame in frames.items()}
     alive = [f for f in samples[-1] if seen.get(id(f)) == len(samples)][-1:]  # the deepest in every sample
     suspended = [f for key, f in frames.items() if 2 <= seen[key] < len(samples) and f.f_code.co_flags & _SUSPENDABLE]
+    drained = [f for f, n in (_PHASE.resumed or {}).values()  # resumed again and again by the stuck code
+               if n >= 2 and os.path.abspath(f.f_code.co_filename).startswith(root)]
     return "".join(f"; stuck in {f.f_code.co_name} ({f.f_code.co_filename}:{f.f_lineno})"
-                   for f in alive + suspended[::-1])
+                   for f in dict.fromkeys(drained + alive + suspended[::-1]))
 
 
 def _in_framework(frame) -> bool:  # noqa: ANN001 - the interrupted frame
@@ -338,14 +341,24 @@ def _waited(frame, sample: bool = True) -> bool:  # noqa: ANN001 - the interrupt
     elif sample and len(_PHASE.samples) < _SAMPLES:
         _PHASE.samples.append(_stack(frame))
         signal.setitimer(signal.ITIMER_REAL, _SAMPLE_S)
+    elif sample and _PHASE.resumed is None:  # then: which generators does the stuck code keep resuming?
+        _PHASE.resumed = {}
+        sys.setprofile(_count_resumes)
+        signal.setitimer(signal.ITIMER_REAL, _SAMPLE_S * _SAMPLES)
     else:
+        sys.setprofile(None)
         return False
     return True
 
 
+def _count_resumes(frame, event, arg) -> None:  # noqa: ANN001 - a sys.setprofile function
+    if event == "call" and frame.f_code.co_flags & _SUSPENDABLE:  # a generator is resumed with "call"
+        _PHASE.resumed.setdefault(id(frame), [frame, 0])[1] += 1
+
+
 def _arm() -> None:
     _PHASE.expired = _PHASE.timed_out = False
-    _PHASE.samples = []
+    _PHASE.samples, _PHASE.resumed = [], None
     if _TEST_S > 0:
         signal.signal(signal.SIGALRM, _on_alarm)
         signal.setitimer(signal.ITIMER_REAL, _LIMIT.armed)
@@ -385,7 +398,7 @@ def _watch_collection() -> None:
     the signal cannot stop, faulthandler ends (X12 F3: a hang at import was killed at the run's
     300 s, where unsaid). engine/collection.py reads both."""
     if _TEST_S > 0:
-        _PHASE.samples, _PHASE.budget = [], max(_COLLECT_FLOOR_S, _COLLECT_FACTOR * _TEST_S)
+        _PHASE.samples, _PHASE.resumed, _PHASE.budget = [], None, max(_COLLECT_FLOOR_S, _COLLECT_FACTOR * _TEST_S)
         signal.signal(signal.SIGALRM, _on_collect_alarm)
         signal.setitimer(signal.ITIMER_REAL, _PHASE.budget)
         faulthandler.dump_traceback_later(_PHASE.budget + _GRACE_S, exit=True, file=sys.__stderr__)
