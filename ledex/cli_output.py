@@ -77,7 +77,11 @@ def cut_short(result) -> str:  # noqa: ANN001 - a FixResult
     """Why the search ended before verifying a fix, when its budget did ('' otherwise): a run
     where every verification ran past the limit said only "not verified" (fresh-user run X10 F10)."""
     short = search_cut_short(result)
-    return f"the search {short}; --search-seconds gives it more" if short else ""
+    if not short:
+        return ""
+    more = "--search-seconds gives it more" if result.search.stopped == "time" else \
+        "its test runs are bounded (the function may be the wrong suspect)"  # X12 F9: not a matter of seconds
+    return f"the search {short}; {more}"
 
 
 def passes_with(fixed_by: str, in_copy: bool, applying: bool = False) -> str:

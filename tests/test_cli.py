@@ -243,6 +243,10 @@ def test_a_search_its_budget_ended_before_any_fix_says_so():
     found = SimpleNamespace(verified=True, source="search")
     assert cut_short(SimpleNamespace(search=stats, candidates=[found])) == ""
     assert cut_short(SimpleNamespace(search=SearchStats(stopped="exhausted"), candidates=[])) == ""
+    runs = SearchStats(candidates=900, screened=600, seconds=41.0, stopped="runs")  # X12 F9: seconds would not help
+    assert cut_short(SimpleNamespace(search=runs, candidates=[unverified])).endswith(
+        "used its test runs before verifying a fix (600 of 900 edits screened, 0 verification run(s)); its test runs "
+        "are bounded (the function may be the wrong suspect)")
 
 
 def test_the_search_budget_is_the_users_and_running_out_of_it_is_said_as_it_happens(example, tmp_path):
