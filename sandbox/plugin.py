@@ -26,10 +26,7 @@ alarm that fired before teardown lets teardown run and interrupts its first line
 swallows the timeout (doctest runs each example under a bare ``except:``; a test's own ``except BaseException``)
 is interrupted again every ``_REPEAT_S`` until its phase ends, and the test fails as timed out whatever it
 reports (the ``end`` record's ``timeout``): past its time, no test passes. Before it raises, the alarm samples
-the stack ``_SAMPLES`` times ``_SAMPLE_S`` apart: the deepest frame alive in every sample is the function that
-never returned (a loop calling helpers is stopped in a random helper; the loop's owner is in every sample),
-named in the timeout's message as ``stuck in func (path:line)``, then any generator suspended between samples
-(engine/localize.py ranks the first that is not test code first). A hang the signal cannot interrupt (a C loop)
+the stack and names where it is stuck in the timeout's message (sandbox/stacks.py). A hang the signal cannot interrupt (a C loop)
 hits faulthandler ``grace`` seconds later: every thread's stack goes to stderr and the process exits; the worker
 then fails the test that had begun and not ended (with that stack) and runs the tests not reached in a fresh
 process (sandbox/worker.py).
@@ -40,7 +37,6 @@ from __future__ import annotations
 
 import faulthandler
 import hashlib
-import inspect
 import json
 import os
 import signal
@@ -52,6 +48,8 @@ import unittest
 import _pytest
 import pluggy
 import pytest
+
+import ledex_sbx_stacks  # sandbox/stacks.py, beside this plugin
 
 _SKIP = pytest.skip.Exception
 _XFAIL = pytest.xfail.Exception
@@ -91,7 +89,6 @@ AFTER_HANG_FACTOR, AFTER_HANG_FLOOR_S = 10.0, 5.0
 _REPEAT_S = 0.05  # a swallowed timeout is raised again this much later, until the phase ends
 _MESSAGE_CHARS, _TEXT_CHARS = 500, 6000  # a failed phase's message and traceback on the channel (a line each)
 _SAMPLES, _SAMPLE_S = 5, 0.01  # stack samples taken at the timeout, and their spacing (s)
-_SUSPENDABLE = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
 _FRAMEWORK = tuple(os.path.dirname(os.path.abspath(path)) + os.sep
                    for path in (_pytest.__file__, pluggy.__file__, __file__))
 _STDLIB = tuple({os.path.abspath(sysconfig.get_paths()[k]) + os.sep for k in ("stdlib", "platstdlib")})
@@ -180,7 +177,7 @@ class _Phase:
         self.timed_out = False  # the alarm raised in this test (it fails, whatever it reports)
         self.samples: list[list] = []  # stacks (frames, outermost first) sampled at the timeout
         self.budget = 0.0  # seconds a collector may take (_watch_collection)
-        self.resumed: dict | None = None  # id(frame) -> [generator frame, resumptions] after the samples
+        self.resumed = None  # a ledex_sbx_stacks.Resumes once the samples are taken
 
     def enter(self, when: str) -> None:
         """A phase starts; raises TestTimeout if the alarm fired between phases (teardown still
@@ -249,7 +246,7 @@ def pytest_pyfunc_call(pyfuncitem):  # noqa: ANN001
 
 def _timeout_text() -> str:
     return f"did not finish within {_LIMIT.armed:g} s (the sandbox's per-test timeout{_LIMIT.why})" \
-        + _stuck_text(_PHASE.samples)
+        + ledex_sbx_stacks.stuck_text(_PHASE.samples, _PHASE.resumed, _ROOT)
 
 
 class _Limit:
@@ -280,34 +277,6 @@ class _Limit:
 _LIMIT = _Limit()
 
 
-def _stack(frame) -> list:  # noqa: ANN001
-    """The frames from the outermost to `frame`."""
-    stack = []
-    while frame is not None:
-        stack.append(frame)
-        frame = frame.f_back
-    return stack[::-1]
-
-
-def _stuck_text(samples: list[list]) -> str:
-    """'; stuck in func (path:line)' for each workspace frame that never returned while sampled:
-    the deepest alive in every sample (the same frame object), then each generator or coroutine
-    seen in two samples or more but not in all (suspended between them: a test's list
-    comprehension draining a generator that never ends is sampled in the generator or between
-    its items, X11 F3's test), deepest first; "" when there is none."""
-    if len(samples) < 2:
-        return ""
-    root = os.path.abspath(_ROOT) + os.sep
-    frames = {id(f): f for stack in samples for f in stack if os.path.abspath(f.f_code.co_filename).startswith(root)}
-    seen = {key: sum(any(f is frame for f in stack) for stack in samples) for key, frame in frames.items()}
-    alive = [f for f in samples[-1] if seen.get(id(f)) == len(samples)][-1:]  # the deepest in every sample
-    suspended = [f for key, f in frames.items() if 2 <= seen[key] < len(samples) and f.f_code.co_flags & _SUSPENDABLE]
-    drained = [f for f, n in (_PHASE.resumed or {}).values()  # resumed again and again by the stuck code
-               if n >= 2 and os.path.abspath(f.f_code.co_filename).startswith(root)]
-    return "".join(f"; stuck in {f.f_code.co_name} ({f.f_code.co_filename}:{f.f_lineno})"
-                   for f in dict.fromkeys(drained + alive + suspended[::-1]))
-
-
 def _in_framework(frame) -> bool:  # noqa: ANN001 - the interrupted frame
     """Whether the innermost frame that is not the standard library's belongs to pytest, pluggy
     or the sandbox's plugins (then interrupting it could break pytest's own bookkeeping)."""
@@ -335,25 +304,19 @@ def _on_alarm(signum, frame):  # noqa: ANN001
 
 def _waited(frame, sample: bool = True) -> bool:  # noqa: ANN001 - the interrupted frame
     """Whether the alarm is put off: retried soon in pytest's own code (_in_framework), or re-armed
-    after a stack sample (the first _SAMPLES times: where is it stuck?)."""
+    after a stack sample (the first _SAMPLES times: where is it stuck?; sandbox/stacks.py)."""
     if _in_framework(frame):
         signal.setitimer(signal.ITIMER_REAL, _RETRY_S)
     elif sample and len(_PHASE.samples) < _SAMPLES:
-        _PHASE.samples.append(_stack(frame))
+        if not _PHASE.samples:  # meanwhile: which generators does the stuck code keep resuming?
+            _PHASE.resumed = ledex_sbx_stacks.Resumes()
+            _PHASE.resumed.start()
+        _PHASE.samples.append(ledex_sbx_stacks.stack(frame))
         signal.setitimer(signal.ITIMER_REAL, _SAMPLE_S)
-    elif sample and _PHASE.resumed is None:  # then: which generators does the stuck code keep resuming?
-        _PHASE.resumed = {}
-        sys.setprofile(_count_resumes)
-        signal.setitimer(signal.ITIMER_REAL, _SAMPLE_S * _SAMPLES)
     else:
-        sys.setprofile(None)
+        ledex_sbx_stacks.Resumes.stop()
         return False
     return True
-
-
-def _count_resumes(frame, event, arg) -> None:  # noqa: ANN001 - a sys.setprofile function
-    if event == "call" and frame.f_code.co_flags & _SUSPENDABLE:  # a generator is resumed with "call"
-        _PHASE.resumed.setdefault(id(frame), [frame, 0])[1] += 1
 
 
 def _arm() -> None:
@@ -408,7 +371,7 @@ def _on_collect_alarm(signum, frame):  # noqa: ANN001
     if _waited(frame):
         return
     raise CollectionTimeout(f"collecting did not finish within {_PHASE.budget:g} s (the sandbox's collection "
-                            f"watchdog){_stuck_text(_PHASE.samples)}")
+                            f"watchdog){ledex_sbx_stacks.stuck_text(_PHASE.samples, _PHASE.resumed, _ROOT)}")
 
 
 def pytest_collectstart(collector):  # noqa: ANN001
@@ -524,7 +487,8 @@ def pytest_sessionfinish(session, exitstatus):  # noqa: ANN001
 
 def pytest_configure(config):  # noqa: ANN001
     """Pytest hook: drop this module from sys.modules so tests cannot import it by name."""
-    sys.modules.pop(__name__, None)  # not reachable by name; pytest's plugin manager keeps the module
+    for name in (__name__, "ledex_sbx_stacks"):  # not reachable by name; pytest's plugin manager keeps this one
+        sys.modules.pop(name, None)
 
 
 _emit({"ev": "start", "pid": os.getpid()})

@@ -163,6 +163,7 @@ def _layout(root: Path) -> dict[str, Path]:
         path.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(Path(__file__).with_name("plugin.py"), dirs["runner"] / f"{PLUGIN_NAME}.py")
     shutil.copyfile(Path(__file__).with_name("memo.py"), dirs["runner"] / "ledex_sbx_memo.py")
+    shutil.copyfile(Path(__file__).with_name("stacks.py"), dirs["runner"] / "ledex_sbx_stacks.py")
     shutil.copyfile(Path(__file__).with_name("guard.py"), dirs["runner"] / "sitecustomize.py")
     dirs["ws"] = root / "ws"
     return dirs
