@@ -1,6 +1,6 @@
 """`ledex`: the headless command line.
 
-    ledex fix [PATH] [--apply] [--samples K] [--rounds R] [--model M] [--adapter A] [--json]
+    ledex fix [PATH] [--apply | --apply-risky] [--samples K] [--rounds R] [--model M] [--adapter A] [--json]
               [--python PY] [--test-command CMD] [--test-timeout S]
     ledex model [--model M] [--adapter A]      # which model would be used, and its identity
 
@@ -10,6 +10,8 @@ With --apply, each written fix is followed by a re-run of the failures still wai
 failure the fix also repaired is reported as fixed by it (and the others are fixed against
 the file as it now is). Without --apply the same happens in a scratch copy of the project, so
 the dry run verifies each fix together with the ones before it, as --apply would write them.
+A fix marked as a test-overfitting risk (engine/ranking.overfit_risk) is written only with
+--apply-risky (fresh-user run X12 F2).
 
 Exit status of `fix`: 0 when no failure is left unfixed, 1 when some failure has no verified
 fix, 2 on usage or environment errors (missing workspace, model that does not load...).
