@@ -262,10 +262,9 @@ class FixEngine:
                 candidate.explanation = self._explain(suspect, candidate, described, cancel)
                 if on_candidate:  # the same candidate again: its explanation arrived
                     on_candidate(candidate)
-            # a fix at risk of fitting the tests (a dropped statement...) does not end the search early:
-            # the exact inverse may come later (fresh-user run X12: `pass` for a `raise` verified first)
-            complete = candidate.complete and not ranking.overfit_risk(candidate)
-            return Checked.COMPLETE if complete else Checked.PARTIAL if candidate.verified else Checked.NOT_VERIFIED
+            if candidate.complete:  # one at risk of fitting the tests (a dropped statement...) ends the search later
+                return Checked.RISKY if ranking.overfit_risk(candidate) else Checked.COMPLETE
+            return Checked.PARTIAL if candidate.verified else Checked.NOT_VERIFIED
 
         search = self.config.search
         if self.config.stop_at_first:  # the editor needs one verified fix

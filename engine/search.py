@@ -29,7 +29,11 @@ related failing test pass, or after_fix_s after the first of them (Failure.relat
 functions; a verified edit leaving some of them failing does not stop the search, which goes on
 for one that fixes them all: fresh-user run X7, wcwidth, where `ubound = mid - 1` -> `ubound = mid`
 passed its problem's tests, left one of the others failing, and stopped the search before the
-exact inverse of the slip, `while ubound > lbound` -> `>=`, was tried). The seconds bound cuts
+exact inverse of the slip, `while ubound > lbound` -> `>=`, was tried). after_fix_s counts from
+when the search leaves the first fix's line, so every other edit of that line is verified first
+(they decide whether the tests can tell the fix from another: X12 F8), and a fix at risk of
+fitting the tests (ranking.overfit_risk) counts as none but gives RISKY_AFTER_FIX x after_fix_s
+more. The seconds bound cuts
 work already running: a screen or a verification still running at the deadline is cancelled
 (its sandbox process group killed), so a failure's search ends within about max_seconds.
 
@@ -72,7 +76,7 @@ class SearchConfig:
     # ... or this many seconds after the first verified fix that makes every related failing test pass:
     # the exact inverse of a slip is usually the first found, and the search went on for its whole
     # budget for a second fix (fresh-user run X9 F13, validators' btc check: the fix at 6 s, done at 56-65 s)
-    after_fix_s: float = 10.0
+    after_fix_s: float = 10.0  # counted from when the search leaves the fix's line (Search._leaving)
     batch: int = 200  # variants screened per sandboxed process
     # ... when the failing test hung: most variants of a loop hang too, each for variant_timeout_s,
     # and a screen cut by the deadline reports nothing, so small batches report as they go (roman
@@ -233,12 +237,19 @@ class Deadline:
         return self.cancel.is_set() or time.monotonic() >= self.ends_at
 
 
+# After a fix at risk of fitting the tests (Checked.RISKY), the search goes on this many times
+# after_fix_s for one that is not (X12: `pass` for a `raise` verified before the exact inverse, a
+# line above, was tried).
+RISKY_AFTER_FIX = 3
+
+
 class Checked(enum.IntEnum):
     """What a search's `verify` callback found of a repair (a plain bool: False, or True = COMPLETE)."""
 
     NOT_VERIFIED = 0
     PARTIAL = 1  # verified, but some related failing tests (Failure.related) still fail with it
     COMPLETE = 2  # verified, and every related failing test passes too
+    RISKY = 3  # COMPLETE, but at risk of fitting the tests rather than the bug (ranking.overfit_risk)
 
 
 class Search:
@@ -261,8 +272,19 @@ class Search:
             self.stats.notes.append("no screening (the custom test command does not start {python}, so the screen "
                                     "cannot run the tests the way it does): one sandbox run per candidate")
         self._seen: set[tuple[str, str]] = set()
+        self._fix_site: tuple[str, str, int] | None = None  # the first fix's line, until the search leaves it
+        self._after_fix: float | None = None  # seconds the search goes on after leaving it
         self._started = time.monotonic()
         self.stop = Deadline(self.cancel, self._started + config.max_seconds)
+
+    def _leaving(self, repair: Repair) -> None:
+        """Start the after-fix deadline once the search moves on from the first fix's line: every
+        other edit of that line is verified first, whatever the load, for they decide whether the
+        tests can tell the fix from another (ranking.mark_alternatives; fresh-user run X12 F8: under
+        load `(4 - rem)` came alone, or with the wrong `(3 + rem)` and the warning)."""
+        if self._after_fix is not None and self._fix_site is not None and _site(repair) != self._fix_site:
+            self.stop.ends_at = min(self.stop.ends_at, time.monotonic() + self._after_fix)
+            self._fix_site = None
 
     def left_s(self) -> float:
         """Seconds left of the search's budget (max_seconds, or after_fix_s once a fix is complete)."""
@@ -271,7 +293,7 @@ class Search:
     def _stop(self) -> str:
         if self.cancel.is_set():
             return "cancelled"
-        if self.stats.complete >= self.config.max_fixes or (self.stats.complete and self.left_s() <= 0):
+        if self.stats.complete >= self.config.max_fixes or (self._after_fix is not None and self.left_s() <= 0):
             return "fixes"
         if self.stats.screened + self.stats.verified_runs >= self.config.max_runs:
             return "runs"
@@ -395,17 +417,24 @@ class Search:
         return ""
 
     def _verify(self, repair: Repair) -> None:
+        self._leaving(repair)
         self.stats.verified_runs += 1
         checked = self.verify(repair, self.stop)
         if checked:
             self.stats.verified += 1
             complete = checked is True or checked == Checked.COMPLETE
-            if complete and not self.stats.complete:
-                self.stop.ends_at = min(self.stop.ends_at, time.monotonic() + self.config.after_fix_s)
+            if (complete or checked == Checked.RISKY) and self._after_fix is None:
+                self._fix_site = _site(repair)
+                self._after_fix = self.config.after_fix_s * (RISKY_AFTER_FIX if checked == Checked.RISKY else 1)
             self.stats.complete += complete
             if not self.stats.first_fix_order:
                 self.stats.first_fix_order = repair.order
                 self.stats.first_fix_s = round(time.monotonic() - self._started, 3)
+
+
+def _site(repair: Repair) -> tuple[str, str, int]:
+    """Where an edit is: (file, function, line)."""
+    return repair.suspect.path, repair.suspect.qualname, repair.edit.line
 
 
 def run_search(workspace: Path, failure: Failure, suspects: Sequence[Suspect], config: SearchConfig,

@@ -110,6 +110,20 @@ def test_babble_is_not_shown_next_to_a_verified_fix(seeded, babble):
     assert best.explanation.startswith("Line 3: ") and best.explanation.endswith("`.")
 
 
+def test_every_edit_of_the_fixed_line_is_verified_before_the_search_stops(tmp_path):
+    """pyjwt 2.10.1 (fresh-user run X12 F8): after the first fix the search went on for after_fix_s,
+    so under load `(4 - rem)` came alone or with the wrong `(3 + rem)` and the "tests cannot tell"
+    warning. The other edits of the fixed line are verified first, whatever the time."""
+    workspace = write_tree(tmp_path / "ws", {
+        "names.py": "def first_name(full):\n    return full.split(' ')[-1]\n",
+        "tests/test_names.py": "from names import first_name\n\n\ndef test_first():\n    assert first_name('ada lovelace') == 'ada'\n"})
+    (failure,) = group_by_suspect(discover(workspace).failures)
+    result = _fix(workspace, failure, SearchConfig(max_fixes=5, after_fix_s=0.0))
+    verified = [c for c in result.candidates if c.verified]
+    assert {c.edit_after for c in verified} >= {"0", "-2"}, [(c.edit_after, c.reason) for c in result.candidates]
+    assert all(c.alternatives == len(verified) - 1 for c in verified)
+
+
 def test_the_search_ends_soon_after_its_first_complete_fix(tmp_path):
     """Validators' btc check (fresh-user run X9 F13): the exact inverse of the slip was verified at
     6 s, and the search went on for its whole 60 s for a second fix. After the first fix that
@@ -117,7 +131,7 @@ def test_the_search_ends_soon_after_its_first_complete_fix(tmp_path):
     fitting the tests (`n > -1`, a changed constant) does not count as one (X12: `pass` for a
     `raise` ended the search before the exact inverse was tried)."""
     workspace = write_tree(tmp_path / "ws", {
-        "sign.py": "def nonneg(n):\n    return n > 0\n",
+        "sign.py": "def nonneg(n):\n    if n > 0:\n        return True\n    return False\n",
         "tests/test_sign.py": ("from sign import nonneg\n\n\ndef test_zero():\n    assert nonneg(0)\n\n\n"
                                "def test_others():\n    assert nonneg(2) and not nonneg(-1)\n"),
     })
@@ -125,8 +139,9 @@ def test_the_search_ends_soon_after_its_first_complete_fix(tmp_path):
     two = _fix(workspace, failure, SearchConfig(max_fixes=2, after_fix_s=60.0))  # `n >= 0`, `n > -1`
     assert (two.search.verified, two.search.complete, two.search.stopped) == (2, 1, "exhausted"), two.search
     one = _fix(workspace, failure, SearchConfig(max_fixes=2, after_fix_s=0.0))
-    assert one.search.complete == 1 and one.search.stopped == "fixes", one.search
-    assert one.search.verified_runs < two.search.verified_runs and one.best.patch.new_text == two.best.patch.new_text
+    # after_fix_s counts from leaving the fix's line (X12 F8): here every edit left after it is on that line
+    assert one.search.complete == 1 and one.search.stopped in ("fixes", "exhausted"), one.search
+    assert one.best.patch.new_text == two.best.patch.new_text
 
 
 def test_the_search_respects_its_budget_and_cancellation(seeded):
