@@ -26,10 +26,10 @@ alarm that fired before teardown lets teardown run and interrupts its first line
 swallows the timeout (doctest runs each example under a bare ``except:``; a test's own ``except BaseException``)
 is interrupted again every ``_REPEAT_S`` until its phase ends, and the test fails as timed out whatever it
 reports (the ``end`` record's ``timeout``): past its time, no test passes. Before it raises, the alarm samples
-the stack and names where it is stuck in the timeout's message (sandbox/stacks.py). A hang the signal cannot interrupt (a C loop)
-hits faulthandler ``grace`` seconds later: every thread's stack goes to stderr and the process exits; the worker
-then fails the test that had begun and not ended (with that stack) and runs the tests not reached in a fresh
-process (sandbox/worker.py).
+the stack and names where it is stuck in the timeout's message (sandbox/stacks.py). A hang the signal cannot
+interrupt (a C loop) hits faulthandler ``grace`` seconds later: every thread's stack goes to stderr and the
+process exits; the worker then fails the test that had begun and not ended (with that stack) and runs the tests
+not reached in a fresh process (sandbox/worker.py).
 
 Standard library and pytest only. What each record defeats is in sandbox/verdict.py.
 """
@@ -177,7 +177,7 @@ class _Phase:
         self.timed_out = False  # the alarm raised in this test (it fails, whatever it reports)
         self.samples: list[list] = []  # stacks (frames, outermost first) sampled at the timeout
         self.budget = 0.0  # seconds a collector may take (_watch_collection)
-        self.resumed = None  # a ledex_sbx_stacks.Resumes once the samples are taken
+        self.resumed = None  # a ledex_sbx_stacks.Resumes from the first stack sample on
 
     def enter(self, when: str) -> None:
         """A phase starts; raises TestTimeout if the alarm fired between phases (teardown still
@@ -314,9 +314,14 @@ def _waited(frame, sample: bool = True) -> bool:  # noqa: ANN001 - the interrupt
         _PHASE.samples.append(ledex_sbx_stacks.stack(frame))
         signal.setitimer(signal.ITIMER_REAL, _SAMPLE_S)
     else:
-        ledex_sbx_stacks.Resumes.stop()
+        _stop_resumes()
         return False
     return True
+
+
+def _stop_resumes() -> None:
+    if _PHASE.resumed is not None:
+        _PHASE.resumed.stop()
 
 
 def _arm() -> None:
@@ -329,6 +334,7 @@ def _arm() -> None:
 
 
 def _disarm() -> None:
+    _stop_resumes()  # a test or collector that ended while it was being sampled
     if _TEST_S > 0:
         signal.setitimer(signal.ITIMER_REAL, 0)
         faulthandler.cancel_dump_traceback_later()

@@ -39,13 +39,18 @@ class Resumes:
 
     def __init__(self) -> None:
         self.counts: dict[int, list] = {}
+        self.running = False
 
     def start(self) -> None:
         sys.setprofile(self._event)
+        self.running = True
 
-    @staticmethod
-    def stop() -> None:
-        sys.setprofile(None)
+    def stop(self) -> None:
+        """Remove the profile function, if this started it (a test that ends while it is sampled
+        must not leave every later test profiled)."""
+        if self.running:
+            sys.setprofile(None)
+            self.running = False
 
     def _event(self, frame, event, arg) -> None:  # noqa: ANN001 - a sys.setprofile function
         if event == "call" and frame.f_code.co_flags & SUSPENDABLE:

@@ -661,3 +661,13 @@ def test_a_hang_while_the_tests_are_collected_is_a_failure_with_the_function_it_
     assert failure.message.startswith("tests/conftest.py could not be loaded: CollectionTimeout: collecting did not "
                                       "finish within 10 s (the sandbox's collection watchdog); stuck in walk (")
     assert failure.suspect.reason == "stack sampling" and found.verdict.duration_s < 30
+
+
+def test_a_test_that_ends_while_its_stack_is_sampled_leaves_no_profiler_behind(tmp_path):
+    """The timeout's stack samples count generator resumptions with sys.setprofile (sandbox/stacks.py);
+    a test ending within the sampling window (20 ms past its timeout) left the profile function on
+    for every later test of the process."""
+    ws = write_tree(tmp_path / "ws", {"tests/test_p.py": "import sys, time\n\n\ndef test_a():\n    time.sleep(1.02)\n\n\n"
+                                                         "def test_b():\n    assert sys.getprofile() is None\n"})
+    v = run_tests(ws, limits=Limits(wall_s=60, test_timeout_s=1))
+    assert [(o.nodeid.split("::")[1], o.outcome) for o in v.outcomes] == [("test_a", "passed"), ("test_b", "passed")]
