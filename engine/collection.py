@@ -21,16 +21,16 @@ from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
 from ledex.engine.failures import Failure, failure_from_outcome
-from ledex.engine.localize import TestFiles, is_foreign
+from ledex.engine.localize import TestFiles, frames, is_foreign
 from ledex.engine.outcomes import is_collection_error
 from ledex.sandbox import TestOutcome, Verdict
+from ledex.sandbox.verdict import WATCHDOG, hang_stack
 
 # pytest's report of a conftest.py that raised on import (_pytest/config: ConftestImportFailure),
 # its traceback in pytest's short style: "path:line: in func", the code indented, "E   Error: ...".
 _CONFTEST = re.compile(r"ImportError while loading conftest '(?P<path>[^'\n]+)'\.\n(?P<trace>(?:(?!E   ).*\n)*)"
                        r"E   (?P<error>[^\n]+)")
 _SHORT_FRAME = re.compile(r"^(?P<path>[^\s:][^:\n]*):(?P<line>\d+): in (?P<func>\S+)$")
-_NATIVE_FRAME = re.compile(r'^  File "(?P<path>[^"]+)", line \d+, in ')
 
 
 def collection_failures(workspace: Path, verdict: Verdict) -> list[Failure]:
@@ -73,31 +73,22 @@ def conftest_outcome(workspace: Path, printed: str) -> TestOutcome | None:
                        None, 0.0)
 
 
-# What faulthandler writes when the sandbox's collection watchdog fires (sandbox/plugin.py
-# _watch_collection): the stack of every thread, most recent call first.
-_DUMP = re.compile(r"Timeout \((?P<took>[\d:]+)\)!\nThread [^\n]*\(most recent call first\):\n(?P<frames>(?:  File [^\n]*\n?)+)")
-_DUMP_FRAME = re.compile(r'^  File "(?P<path>[^"]+)", line (?P<line>\d+) in (?P<func>\S+)$', re.MULTILINE)
-
-
 def hang_outcome(workspace: Path, printed: str) -> TestOutcome | None:
     """A collection that hung (code running forever when a test module or conftest.py is
     imported: fresh-user run X12 F3), as a collection error of the test module, or of the
     conftest.py's folder, that was being imported, from the stack faulthandler dumped; None when
     `printed` holds no such dump with a workspace frame."""
-    found = _DUMP.search(printed)
-    frames = list(_DUMP_FRAME.finditer(found["frames"]))[::-1] if found else []  # outermost first
-    own = [(f, rel) for f in frames for rel in [_relative(workspace, f["path"])] if rel]
+    found = WATCHDOG.search(printed)
+    stack = hang_stack(printed[found.start():]) if found else ""  # outermost frame first
+    own = [(path, line, func, rel) for path, line, func in frames(stack) for rel in [_relative(workspace, path)] if rel]
     if not own:
         return None
-    unit = own[0][1]
+    unit = own[0][3]
     nodeid = _folder_of(workspace, str(workspace / unit)) if PurePosixPath(unit).name == "conftest.py" else unit
-    last = own[-1][0]
+    path, line, func, _ = own[-1]
     took = sum(int(part) * 60 ** n for n, part in enumerate(reversed(found["took"].split(":"))))
-    error = (f"CollectionTimeout: importing {unit} did not finish within {took} s; "
-             f"stuck in {last['func']} ({last['path']}:{last['line']})")
-    trace = [f'  File "{f["path"]}", line {f["line"]}, in {f["func"]}' for f in frames]
-    return TestOutcome(nodeid, "error", error.split(": ", 1)[1], "\n".join(["Traceback (most recent call last):", *trace, error]),
-                       unit, None, 0.0)
+    error = f"CollectionTimeout: importing {unit} did not finish within {took} s; stuck in {func} ({path}:{line})"
+    return TestOutcome(nodeid, "error", error.split(": ", 1)[1], f"{stack}\n{error}", unit, None, 0.0)
 
 
 def _relative(workspace: Path, path: str) -> str | None:
@@ -125,12 +116,9 @@ def from_workspace_frames(details: str, workspace: Path) -> str:
         h()
     ValueError: no
     """
-    lines = details.splitlines()
-    for n, line in enumerate(lines):
-        frame = _NATIVE_FRAME.match(line)
-        if frame and _inside(workspace, frame["path"]):
-            return "\n".join(["Traceback (most recent call last):", *lines[n:]])
-    return details
+    first = next(((path, line) for path, line, _ in frames(details) if _inside(workspace, path)), None)
+    at = details.find(f'  File "{first[0]}", line {first[1]},') if first else -1
+    return f"Traceback (most recent call last):\n{details[at:]}" if at >= 0 else details
 
 
 def _inside(workspace: Path, path: str) -> bool:

@@ -318,9 +318,9 @@ def build(raw: RawRun, chan: Channel, junit: dict[str, TestOutcome] | None, *,
                    error_kind=kind)
 
 
-# faulthandler's dump when the plugin's collection watchdog fires: its innermost frame first
-_WATCHDOG = re.compile(r'Timeout \((?P<took>[\d:]+)\)!\nThread [^\n]*\(most recent call first\):\n'
-                       r'  File "(?P<path>[^"]+)", line (?P<line>\d+) in (?P<func>\S+)')
+# The head of faulthandler's dump when the plugin's collection watchdog (plugin._watch_collection)
+# ends the process; the frames follow, innermost first (hang_stack reads them).
+WATCHDOG = re.compile(r"Timeout \((?P<took>[\d:]+)\)!\nThread [^\n]*\(most recent call first\):\n")
 
 
 def _error(raw, chan, junit, problems, missing, killed, wall, rewrite) -> tuple[str | None, str | None]:  # noqa: ANN001
@@ -341,10 +341,11 @@ def _error(raw, chan, junit, problems, missing, killed, wall, rewrite) -> tuple[
     if chan.violations:
         return "tampering", ("the test process broke the reporting protocol (its reports disagree with "
                              "what ran): " + "; ".join(chan.violations[:5]))
-    hung = _WATCHDOG.search(printed) if chan.collected is None else None
-    if hung:  # the plugin's collection watchdog (plugin._watch_collection) ended the process
+    hung = WATCHDOG.search(printed) if chan.collected is None else None
+    frame = hung and _FAULT_FRAME.match(printed, hung.end())
+    if frame:  # the plugin's collection watchdog ended the process
         return "startup", (f"collecting the tests did not finish within {hung['took']} (the sandbox's collection "
-                           f"watchdog); stuck in {hung['func']} ({rewrite(hung['path'])}:{hung['line']})")
+                           f"watchdog); stuck in {frame['func']} ({rewrite(frame['path'])}:{frame['line']})")
     if chan.collected is None and not chan.collect_errors:
         where = rewrite(error_location(printed))
         said += f" ({where})" if where and where not in said else ""
