@@ -287,7 +287,8 @@ class Search:
             self._fix_site = None
 
     def left_s(self) -> float:
-        """Seconds left of the search's budget (max_seconds, or after_fix_s once a fix is complete)."""
+        """Seconds left of the search's budget (max_seconds, or after_fix_s once the search left the
+        first fix's line: _leaving)."""
         return self.stop.ends_at - time.monotonic()
 
     def _stop(self) -> str:
@@ -383,6 +384,7 @@ class Search:
             batch[dealt].screen, dealt = "hang", dealt + 1
         self.stats.screened += dealt
         for repair in batch[:dealt]:
+            self._leaving(repair)  # also when no edit of another line passes its screen
             if repair.screen == "pass":
                 self.stats.screen_passed += 1
                 # the runs budget does not stop it: the screen that spent the budget found it (fresh-user run

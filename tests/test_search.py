@@ -131,17 +131,17 @@ def test_the_search_ends_soon_after_its_first_complete_fix(tmp_path):
     fitting the tests (`n > -1`, a changed constant) does not count as one (X12: `pass` for a
     `raise` ended the search before the exact inverse was tried)."""
     workspace = write_tree(tmp_path / "ws", {
-        "sign.py": "def nonneg(n):\n    if n > 0:\n        return True\n    return False\n",
+        "sign.py": "def nonneg(n):\n    if n > 0:\n        return True\n    k = n * 2\n    return k > 100\n",
         "tests/test_sign.py": ("from sign import nonneg\n\n\ndef test_zero():\n    assert nonneg(0)\n\n\n"
                                "def test_others():\n    assert nonneg(2) and not nonneg(-1)\n"),
     })
     (failure,) = group_by_suspect(discover(workspace).failures)
-    two = _fix(workspace, failure, SearchConfig(max_fixes=2, after_fix_s=60.0))  # `n >= 0`, `n > -1`
+    two = _fix(workspace, failure, SearchConfig(max_fixes=2, after_fix_s=60.0, batch=4))  # `n >= 0`, `n > -1`
     assert (two.search.verified, two.search.complete, two.search.stopped) == (2, 1, "exhausted"), two.search
-    one = _fix(workspace, failure, SearchConfig(max_fixes=2, after_fix_s=0.0))
-    # after_fix_s counts from leaving the fix's line (X12 F8): here every edit left after it is on that line
-    assert one.search.complete == 1 and one.search.stopped in ("fixes", "exhausted"), one.search
-    assert one.best.patch.new_text == two.best.patch.new_text
+    one = _fix(workspace, failure, SearchConfig(max_fixes=2, after_fix_s=0.0, batch=4))
+    # after_fix_s counts from leaving the fix's line (X12 F8): its other edits are verified, the later lines' not
+    assert (one.search.verified, one.search.complete, one.search.stopped) == (2, 1, "fixes"), one.search
+    assert one.search.screened < two.search.screened and one.best.patch.new_text == two.best.patch.new_text
 
 
 def test_the_search_respects_its_budget_and_cancellation(seeded):
