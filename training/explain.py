@@ -7,7 +7,7 @@ it, and what to write instead. Wording varies by seed (several phrasings for eac
 never speaks of how the bug was made: only of the code, the test and the output.
 
 The text fits the served answer grammar (grammar.answer_grammar): at most
-format.MAX_EXPLANATION_CHARS characters, no run of three backticks, not starting with a
+grammar.MAX_EXPLANATION_CHARS characters, no run of three backticks, not starting with a
 backtick or a space.
 
     python -m ledex.training.explain      # a few explanations of one example failure

@@ -131,7 +131,8 @@ def not_a_number(edit, details: str) -> bool:  # noqa: ANN001 - an engine.operat
     False
     """
     added = re.search(r" [+-] 1$", edit.after) is not None and not re.search(r" [+-] 1$", edit.before)
-    return edit.operator == "bound" and added and _INT_OPERAND.search(details.rstrip().splitlines()[-1] if details.strip() else "") is not None
+    last = details.rstrip().splitlines()[-1] if details.strip() else ""  # the exception's line
+    return edit.operator == "bound" and added and _INT_OPERAND.search(last) is not None
 
 
 _ANSWER_CODE = re.compile(r"^(?:(?:import |from )[^\n]*\n){0,4}(?:@[^\n]*\n)*(?:async )?def \w+\((?:[^()\n]|\([^()\n]*\))*\)"
